@@ -1,0 +1,32 @@
+"""complai: make AI on personal data provably compliant."""
+
+from complai.errors import (
+    AlreadyExists,
+    AuthenticationFailed,
+    BudgetExhausted,
+    ComplaiError,
+    ConsentMissing,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    PolicyDenied,
+    WorkspaceError,
+)
+from complai.workspace import Workspace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExists",
+    "AuthenticationFailed",
+    "BudgetExhausted",
+    "ComplaiError",
+    "ConsentMissing",
+    "IntegrityError",
+    "InvalidInput",
+    "NotFound",
+    "PolicyDenied",
+    "Workspace",
+    "WorkspaceError",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""The `complai` command line (typer + rich)."""

@@ -1,0 +1,66 @@
+"""Shared CLI state and helpers: the global options, consoles, JSON output, opening the workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from complai.config import default_workspace
+from complai.workspace import Workspace
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class State:
+    workspace: Path | None = None
+    debug: bool = bool(os.environ.get("COMPLAI_DEBUG"))
+
+
+state = State()
+
+
+def workspace_path(override: Path | None = None) -> Path:
+    return override or state.workspace or default_workspace()
+
+
+@contextmanager
+def open_workspace(override: Path | None = None) -> Iterator[Workspace]:
+    ws = Workspace.open(workspace_path(override))
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
+def print_json(obj: Any) -> None:
+    console.file.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def progress(transient: bool = True, disable: bool = False) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=transient,
+        disable=disable,
+    )

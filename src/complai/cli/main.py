@@ -1,0 +1,119 @@
+"""Entry point: global options, error handling (one line, exit 2 for refused input, 1 for failed checks)."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from complai import __version__
+from complai.cli import ledger as ledger_cmd
+from complai.cli.common import console, err_console, open_workspace, print_json, state, workspace_path
+from complai.errors import ComplaiError
+from complai.workspace import Workspace
+
+app = typer.Typer(
+    name="complai",
+    help="Make AI on personal data provably compliant.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(ledger_cmd.app, name="ledger")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"complai {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    workspace: Annotated[
+        Path | None,
+        typer.Option("--workspace", "-w", envvar="COMPLAI_WORKSPACE", help="Workspace directory."),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    state.workspace = workspace
+    state.debug = state.debug or debug
+
+
+@app.command()
+def init(
+    workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Directory to create.")] = None,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="PostgreSQL URL (default: SQLite in the workspace).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Create a new workspace (refuses if one exists)."""
+    path = workspace_path(workspace)
+    with Workspace.init(path, database_url=database_url) as ws:
+        st = ws.status()
+    if json_out:
+        print_json(st.as_dict())
+    else:
+        console.print(f"Created workspace [bold]{path}[/] ({st.workspace_id}), schema {st.schema_revision}")
+
+
+@app.command()
+def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Show the workspace, its schema version and counts."""
+    with open_workspace() as ws:
+        st = ws.status()
+    if json_out:
+        print_json(st.as_dict())
+        return
+    from rich.table import Table
+
+    t = Table(show_header=False, box=None)
+    for k, v in st.as_dict().items():
+        t.add_row(k.replace("_", " "), str(v))
+    console.print(t)
+
+
+@app.command()
+def quickstart(
+    workspace: Annotated[
+        Path, typer.Option("--workspace", "-w", help="Directory for the quickstart workspace.")
+    ] = Path("complai-quickstart"),
+    reset: Annotated[bool, typer.Option("--reset", help="Replace an existing workspace at that path.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Show the whole product on the bundled Adult data."""
+    from complai.quickstart import run_quickstart
+
+    summary = run_quickstart(workspace, reset=reset, quiet=json_out)
+    if json_out:
+        print_json(summary)
+
+
+def main() -> None:
+    """Run the CLI with complai's error contract: one line on stderr, exit 2 (refused) or 1 (failed check)."""
+    try:
+        app(prog_name="complai")
+    except ComplaiError as exc:
+        if state.debug:
+            traceback.print_exc()
+        err_console.print(f"[red]error:[/] {exc.message}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: no traceback unless --debug
+        if state.debug:
+            traceback.print_exc()
+        err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for details)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Workspace settings: `complai.toml` in the workspace directory, overridden by COMPLAI_* variables.
+
+COMPLAI_WORKSPACE      workspace directory (CLI default)
+COMPLAI_DATABASE_URL   database URL (overrides the file's; keeps credentials out of it)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from complai.errors import WorkspaceError
+
+CONFIG_FILE = "complai.toml"
+DEFAULT_DB_FILE = "complai.db"
+CONFIG_FORMAT = 1
+_KNOWN_SECTIONS = {"workspace", "store", "keys", "ledger"}
+
+
+def default_workspace() -> Path:
+    return Path(os.environ.get("COMPLAI_WORKSPACE", "complai-workspace"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What `Workspace.open` needs to wire the workspace together."""
+
+    path: Path
+    workspace_id: str
+    created: str
+    database_url: str | None = None  # None: SQLite file in the workspace
+    key_provider: str = "file"
+    ledger_origin: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.path / "keys"
+
+    def resolved_database_url(self) -> str:
+        env = os.environ.get("COMPLAI_DATABASE_URL")
+        if env:
+            return env
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.path / DEFAULT_DB_FILE).resolve()}"
+
+    def to_toml(self) -> str:
+        doc: dict[str, Any] = {
+            "workspace": {"id": self.workspace_id, "created": self.created, "format": CONFIG_FORMAT},
+            "keys": {"provider": self.key_provider},
+            "ledger": {"origin": self.ledger_origin},
+        }
+        if self.database_url:
+            doc["store"] = {"url": self.database_url}
+        return tomli_w.dumps(doc)
+
+    def write(self) -> None:
+        target = self.path / CONFIG_FILE
+        tmp = target.with_suffix(".toml.tmp")
+        tmp.write_text(self.to_toml(), encoding="utf-8")
+        os.replace(tmp, target)
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate a workspace's settings; one clear error if missing or corrupt."""
+    path = Path(path)
+    cfg = path / CONFIG_FILE
+    if not path.is_dir():
+        raise WorkspaceError(f"no complai workspace at {path} (directory does not exist)")
+    if not cfg.is_file():
+        raise WorkspaceError(f"no complai workspace at {path} ({CONFIG_FILE} not found)")
+    try:
+        doc = tomllib.loads(cfg.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise WorkspaceError(f"corrupt workspace at {path}: {CONFIG_FILE} is not valid TOML ({exc})") from None
+    unknown = set(doc) - _KNOWN_SECTIONS
+    if unknown:
+        raise WorkspaceError(f"corrupt workspace at {path}: unknown section(s) {sorted(unknown)} in {CONFIG_FILE}")
+    ws = doc.get("workspace")
+    if not isinstance(ws, dict) or not isinstance(ws.get("id"), str) or not isinstance(ws.get("created"), str):
+        raise WorkspaceError(f"corrupt workspace at {path}: [workspace] id and created are required")
+    if ws.get("format", CONFIG_FORMAT) > CONFIG_FORMAT:
+        raise WorkspaceError(f"workspace at {path} was written by a newer complai (format {ws['format']})")
+    store = doc.get("store", {})
+    keys = doc.get("keys", {})
+    ledger = doc.get("ledger", {})
+    provider = keys.get("provider", "file")
+    if provider != "file":
+        raise WorkspaceError(f"unsupported key provider {provider!r} in {CONFIG_FILE} (supported: file)")
+    return Settings(
+        path=path,
+        workspace_id=ws["id"],
+        created=ws["created"],
+        database_url=store.get("url"),
+        key_provider=provider,
+        ledger_origin=ledger.get("origin", f"complai/{ws['id']}"),
+    )

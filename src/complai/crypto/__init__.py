@@ -1,0 +1,1 @@
+"""Cryptography on top of pyca/cryptography: key files, signing, pseudonyms (and, later, sealing)."""

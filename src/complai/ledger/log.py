@@ -1,0 +1,324 @@
+"""The persistent Merkle log in the store.
+
+Appends lock the single head row (BEGIN IMMEDIATE on SQLite, SELECT ... FOR UPDATE on PostgreSQL),
+so concurrent writers in any number of threads or processes are serialised and nothing is lost. The
+head keeps the compact range of the tree (one hash per set bit of its size), so an append computes the
+new root without reading older entries.
+
+Interior node storage is stratified: perfect-subtree hashes are kept only at levels that are multiples
+of STRATUM (leaf hashes live in the entries table, level 0). Any perfect subtree at level L is then
+rebuilt from at most 2**(STRATUM-1) stored hashes one stratum below, so every root and proof needs
+O(log n) reads in two range queries, while an append adds only ~1/(2**STRATUM - 1) node rows. This
+is the trade Tessera's tiles make, with a shorter tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from complai.clock import Clock
+from complai.crypto.signing import Signer, VerifierKey
+from complai.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
+from complai.events import Event
+from complai.ledger import merkle
+from complai.ledger.checkpoint import (
+    Checkpoint,
+    SignedNote,
+    parse_note,
+    sign_checkpoint,
+    verify_cosignature,
+    verify_note,
+)
+from complai.store import Store
+from complai.store.tables import (
+    ledger_checkpoints,
+    ledger_cosignatures,
+    ledger_entries,
+    ledger_head,
+    ledger_nodes,
+    ledger_witnesses,
+)
+
+STRATUM = 4
+
+
+@dataclass(frozen=True)
+class Head:
+    size: int
+    root: bytes
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    kind: str
+    leaf_hash: bytes
+    data: bytes
+
+
+def encode_frontier(frontier: Sequence[tuple[int, bytes]]) -> bytes:
+    return b"".join(h for _, h in frontier)
+
+
+def decode_frontier(size: int, blob: bytes) -> list[tuple[int, bytes]]:
+    levels = merkle.frontier_levels(size)
+    if len(blob) != 32 * len(levels):
+        raise IntegrityError("ledger head is inconsistent with its size")
+    return [(lvl, blob[32 * i : 32 * i + 32]) for i, lvl in enumerate(levels)]
+
+
+class Ledger:
+    """Append events, read entries, compute roots and proofs, sign checkpoints."""
+
+    def __init__(self, store: Store, signer: Signer, origin: str, clock: Clock) -> None:
+        self.store = store
+        self.signer = signer
+        self.origin = origin
+        self.clock = clock
+
+    @property
+    def verifier(self) -> VerifierKey:
+        return self.signer.verifier
+
+    # --- append --------------------------------------------------------------------------------
+
+    def append(self, conn: Connection, event: Event) -> int:
+        """Append one event inside the caller's write transaction; returns its sequence number."""
+        return self.append_many(conn, [event])[0]
+
+    def append_many(self, conn: Connection, events: Iterable[Event]) -> list[int]:
+        return self.append_raw(conn, [(e.kind, e.canonical()) for e in events])
+
+    def append_raw(self, conn: Connection, items: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Append canonical event bytes (kind, data); used by append_many and by benchmarks."""
+        if not items:
+            return []
+        row = conn.execute(
+            select(ledger_head.c.size, ledger_head.c.frontier).where(ledger_head.c.id == 1).with_for_update()
+        ).one()
+        size = int(row.size)
+        frontier = decode_frontier(size, bytes(row.frontier))
+        entries = []
+        nodes = []
+        push = merkle.frontier_push
+        leaf = merkle.leaf_hash
+        for i, (kind, data) in enumerate(items):
+            seq = size + i
+            lh = leaf(data)
+            entries.append({"seq": seq, "kind": kind, "leaf_hash": lh, "data": data})
+            for level, idx, h in push(frontier, seq, lh):
+                if level % STRATUM == 0:
+                    nodes.append({"level": level, "idx": idx, "hash": h})
+        conn.execute(insert(ledger_entries), entries)
+        if nodes:
+            conn.execute(insert(ledger_nodes), nodes)
+        new_size = size + len(items)
+        conn.execute(
+            update(ledger_head)
+            .where(ledger_head.c.id == 1)
+            .values(size=new_size, root=merkle.frontier_root(frontier), frontier=encode_frontier(frontier))
+        )
+        return list(range(size, new_size))
+
+    def record(self, event: Event) -> int:
+        """Append one event in its own transaction (for operations with no other store change)."""
+        with self.store.write() as conn:
+            return self.append(conn, event)
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def head(self, conn: Connection | None = None) -> Head:
+        if conn is None:
+            with self.store.read() as c:
+                return self.head(c)
+        row = conn.execute(select(ledger_head.c.size, ledger_head.c.root).where(ledger_head.c.id == 1)).one()
+        return Head(int(row.size), bytes(row.root))
+
+    def entry(self, seq: int, conn: Connection | None = None) -> Entry:
+        if conn is None:
+            with self.store.read() as c:
+                return self.entry(seq, c)
+        row = conn.execute(select(ledger_entries).where(ledger_entries.c.seq == seq)).first()
+        if row is None:
+            raise NotFound(f"no ledger entry {seq}")
+        return Entry(int(row.seq), row.kind, bytes(row.leaf_hash), bytes(row.data))
+
+    def entries(
+        self, start: int = 0, end: int | None = None, kind: str | None = None, chunk: int = 20000
+    ) -> Iterator[Entry]:
+        """Entries in sequence order, read in chunks (each chunk its own snapshot)."""
+        pos = start
+        while True:
+            with self.store.read() as conn:
+                q = select(ledger_entries).where(ledger_entries.c.seq >= pos)
+                if end is not None:
+                    q = q.where(ledger_entries.c.seq < end)
+                if kind is not None:
+                    q = q.where(ledger_entries.c.kind == kind)
+                rows = conn.execute(q.order_by(ledger_entries.c.seq).limit(chunk)).all()
+            for r in rows:
+                yield Entry(int(r.seq), r.kind, bytes(r.leaf_hash), bytes(r.data))
+            if len(rows) < chunk:
+                return
+            pos = int(rows[-1].seq) + 1
+
+    def count_by_kind(self) -> dict[str, int]:
+        with self.store.read() as conn:
+            rows = conn.execute(select(ledger_entries.c.kind, func.count()).group_by(ledger_entries.c.kind)).all()
+        return {k: int(n) for k, n in rows}
+
+    # --- node hashes from stratified storage -------------------------------------------------------
+
+    def _subtree_hashes(self, conn: Connection, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Hashes of the perfect subtrees `wanted` (level, index), rebuilt from stored strata."""
+        spans: dict[tuple[int, int], tuple[int, int, int]] = {}
+        leaf_ranges: list[tuple[int, int]] = []
+        node_ranges: dict[int, list[tuple[int, int]]] = {}
+        for level, idx in set(wanted):
+            base = level - level % STRATUM
+            width = 1 << (level - base)
+            lo, hi = idx * width, idx * width + width - 1
+            spans[(level, idx)] = (base, lo, hi)
+            if base == 0:
+                leaf_ranges.append((lo, hi))
+            else:
+                node_ranges.setdefault(base, []).append((lo, hi))
+        have: dict[tuple[int, int], bytes] = {}
+        if leaf_ranges:
+            seq = ledger_entries.c.seq
+            cond = or_(*(seq.between(lo, hi) for lo, hi in leaf_ranges))
+            for s, h in conn.execute(select(seq, ledger_entries.c.leaf_hash).where(cond)):
+                have[(0, int(s))] = bytes(h)
+        if node_ranges:
+            c = ledger_nodes.c
+            cond = or_(
+                *(
+                    and_(c.level == base, c.idx.between(lo, hi))
+                    for base, ranges in node_ranges.items()
+                    for lo, hi in ranges
+                )
+            )
+            for lvl, i, h in conn.execute(select(c.level, c.idx, c.hash).where(cond)):
+                have[(int(lvl), int(i))] = bytes(h)
+        out = {}
+        for key, (base, lo, hi) in spans.items():
+            try:
+                children = [have[(base, j)] for j in range(lo, hi + 1)]
+            except KeyError:
+                raise IntegrityError(f"ledger storage is missing interior data under node {key}") from None
+            out[key] = merkle.subtree_root(key[0] - base, children)
+        return out
+
+    def _range_hashes(self, conn: Connection, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        parts = [merkle.range_nodes(a, b) for a, b in ranges]
+        hashes = self._subtree_hashes(conn, [n for p in parts for n in p])
+        return [merkle.fold_range([hashes[n] for n in p]) for p in parts]
+
+    def _check_size(self, conn: Connection, size: int | None) -> int:
+        head = self.head(conn).size
+        if size is None:
+            return head
+        if size < 0 or size > head:
+            raise InvalidInput(f"tree size {size} is beyond the log's size {head}")
+        return size
+
+    def root_at(self, size: int, conn: Connection | None = None) -> bytes:
+        if conn is None:
+            with self.store.read() as c:
+                return self.root_at(size, c)
+        size = self._check_size(conn, size)
+        if size == 0:
+            return merkle.EMPTY_ROOT
+        return self._range_hashes(conn, [(0, size)])[0]
+
+    def inclusion_proof(self, seq: int, size: int | None = None, conn: Connection | None = None) -> list[bytes]:
+        if conn is None:
+            with self.store.read() as c:
+                return self.inclusion_proof(seq, size, c)
+        size = self._check_size(conn, size)
+        return self._range_hashes(conn, merkle.inclusion_ranges(seq, size))
+
+    def consistency_proof(self, size1: int, size2: int | None = None, conn: Connection | None = None) -> list[bytes]:
+        if conn is None:
+            with self.store.read() as c:
+                return self.consistency_proof(size1, size2, c)
+        size2 = self._check_size(conn, size2)
+        if size1 == size2:
+            return []
+        return self._range_hashes(conn, merkle.consistency_ranges(size1, size2))
+
+    # --- checkpoints and witnesses -------------------------------------------------------------------
+
+    def checkpoint(self) -> SignedNote:
+        """Sign the current head as a checkpoint and keep it (idempotent for an unchanged size)."""
+        with self.store.write() as conn:
+            head = self.head(conn)
+            existing = conn.execute(
+                select(ledger_checkpoints.c.note).where(ledger_checkpoints.c.size == head.size)
+            ).scalar()
+            if existing is not None:
+                return parse_note(existing)
+            note = sign_checkpoint(Checkpoint(self.origin, head.size, head.root), self.signer)
+            conn.execute(
+                insert(ledger_checkpoints).values(
+                    size=head.size, root=head.root, note=note.text(), created_at=self.clock.now()
+                )
+            )
+            return note
+
+    def checkpoints(self) -> list[SignedNote]:
+        """Every stored checkpoint with its stored cosignatures attached, by size."""
+        with self.store.read() as conn:
+            notes = conn.execute(select(ledger_checkpoints.c.note).order_by(ledger_checkpoints.c.size)).scalars()
+            out = [parse_note(n) for n in notes]
+            cos = conn.execute(select(ledger_cosignatures.c.size, ledger_cosignatures.c.line)).all()
+        by_size: dict[int, list[str]] = {}
+        for size, line in cos:
+            by_size.setdefault(int(size), []).append(line)
+        result = []
+        for note in out:
+            for line in by_size.get(note.checkpoint.size, []):
+                extra = parse_note(note.checkpoint.body().decode() + "\n" + line).signatures[0]
+                note = note.with_signature(extra)
+            result.append(note)
+        return result
+
+    def latest_checkpoint(self) -> SignedNote | None:
+        notes = self.checkpoints()
+        return notes[-1] if notes else None
+
+    def add_witness(self, vkey: VerifierKey, when: datetime) -> None:
+        with self.store.write() as conn:
+            exists = conn.execute(select(ledger_witnesses.c.name).where(ledger_witnesses.c.name == vkey.name)).first()
+            if exists:
+                raise AlreadyExists(f"witness {vkey.name} is already trusted")
+            conn.execute(insert(ledger_witnesses).values(name=vkey.name, vkey=vkey.encode(), added_at=when))
+
+    def witnesses(self) -> list[VerifierKey]:
+        with self.store.read() as conn:
+            rows = conn.execute(select(ledger_witnesses.c.vkey).order_by(ledger_witnesses.c.name)).scalars()
+            return [VerifierKey.parse(v) for v in rows]
+
+    def store_cosignature(self, size: int, witness: VerifierKey, line: str, when: datetime) -> None:
+        with self.store.write() as conn:
+            note_text = conn.execute(
+                select(ledger_checkpoints.c.note).where(ledger_checkpoints.c.size == size)
+            ).scalar()
+            if note_text is None:
+                raise NotFound(f"no checkpoint at size {size}")
+            note = verify_note(note_text, self.verifier)
+            sig = parse_note(note.checkpoint.body().decode() + "\n" + line).signatures[0]
+            if not verify_cosignature(note.checkpoint, sig, witness):
+                raise IntegrityError(f"cosignature from {witness.name} does not verify")
+            conn.execute(
+                ledger_cosignatures.delete().where(
+                    and_(ledger_cosignatures.c.size == size, ledger_cosignatures.c.witness == witness.name)
+                )
+            )
+            conn.execute(
+                insert(ledger_cosignatures).values(size=size, witness=witness.name, line=line, created_at=when)
+            )

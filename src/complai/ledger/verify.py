@@ -1,0 +1,246 @@
+"""Verification of a whole log: from the live store, or offline from an exported directory.
+
+Both paths replay every entry in order, recompute each leaf hash from the entry's bytes and the tree
+from the leaves, and check every signed checkpoint (log signature, root at its size, consistency with
+the earlier ones, which replaying one tree implies) and the witnesses' cosignatures. The store path also
+checks the stored interior nodes and the head, so that a tampered cache is caught too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+
+from complai.crypto.signing import VerifierKey
+from complai.errors import IntegrityError, InvalidInput
+from complai.ledger import merkle
+from complai.ledger.checkpoint import SignedNote, parse_note, verify_note, witnessed_by
+from complai.ledger.log import STRATUM, Ledger, decode_frontier
+from complai.store.tables import ledger_head, ledger_nodes
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    size: int
+    root: str
+    checkpoints: int
+    witnessed: int
+    problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "size": self.size,
+            "root": self.root,
+            "checkpoints_checked": self.checkpoints,
+            "checkpoints_witnessed": self.witnessed,
+            "problem": self.problem,
+            "notes": self.notes,
+        }
+
+
+class _Failure(Exception):
+    pass
+
+
+def _replay(
+    entries: Iterable[tuple[int, str, bytes, bytes | None]],
+    notes: list[SignedNote],
+    log_key: VerifierKey,
+    witnesses: list[VerifierKey],
+    quorum: int,
+    on_node: Callable[[int, int, bytes], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, list[tuple[int, bytes]], int]:
+    """Replay entries (seq, kind, data, stored leaf hash or None); raise _Failure at the first problem."""
+    by_size: dict[int, SignedNote] = {}
+    for note in notes:
+        try:
+            verify_note(note.text(), log_key)
+        except IntegrityError as exc:
+            raise _Failure(str(exc)) from None
+        if note.checkpoint.origin != notes[0].checkpoint.origin:
+            raise _Failure(f"checkpoint at size {note.checkpoint.size} names another log origin")
+        by_size[note.checkpoint.size] = note
+    witnessed = sum(1 for note in by_size.values() if witnessed_by(note, witnesses))
+    latest = max(by_size) if by_size else None
+    if quorum and latest is not None:
+        names = witnessed_by(by_size[latest], witnesses)
+        if len(names) < quorum:
+            raise _Failure(
+                f"latest checkpoint (size {latest}) has {len(names)} valid witness cosignature(s), {quorum} required"
+            )
+    frontier: list[tuple[int, bytes]] = []
+    expected = 0
+
+    def check_checkpoint(size: int) -> None:
+        note = by_size.get(size)
+        if note is not None and merkle.frontier_root(frontier) != note.checkpoint.root:
+            raise _Failure(f"checkpoint at size {size}: signed root differs from the root of the entries")
+
+    check_checkpoint(0)
+    for seq, kind, data, stored in entries:
+        if seq != expected:
+            what = "missing" if seq > expected else "duplicated or out of order"
+            raise _Failure(f"entry {expected}: {what} (next entry found is {seq})")
+        lh = merkle.leaf_hash(data)
+        if stored is not None and stored != lh:
+            raise _Failure(f"entry {seq}: stored leaf hash does not match its data")
+        try:
+            obj = json.loads(data)
+            event_kind = obj.get("type") if isinstance(obj, dict) else None
+        except ValueError:
+            event_kind = None
+        if event_kind != kind:
+            raise _Failure(f"entry {seq}: recorded type {kind!r} does not match the event's own type")
+        for level, idx, h in merkle.frontier_push(frontier, seq, lh):
+            if on_node is not None and level % STRATUM == 0:
+                on_node(level, idx, h)
+        expected += 1
+        check_checkpoint(expected)
+        if progress is not None and expected % 10000 == 0:
+            progress(expected)
+    for size in by_size:
+        if size > expected:
+            raise _Failure(f"checkpoint at size {size} covers entries that are not in the log (log has {expected})")
+    return expected, frontier, witnessed
+
+
+def verify_ledger(ledger: Ledger, quorum: int = 0, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Check the live log: entries, interior nodes, head, checkpoints and cosignatures."""
+    notes = ledger.checkpoints()
+    witnesses = ledger.witnesses()
+    with ledger.store.read() as conn:
+        stored_nodes = {
+            (int(lvl), int(idx)): bytes(h)
+            for lvl, idx, h in conn.execute(select(ledger_nodes.c.level, ledger_nodes.c.idx, ledger_nodes.c.hash))
+        }
+        head = conn.execute(select(ledger_head).where(ledger_head.c.id == 1)).one()
+    seen: set[tuple[int, int]] = set()
+
+    def on_node(level: int, idx: int, h: bytes) -> None:
+        got = stored_nodes.get((level, idx))
+        if got != h:
+            raise _Failure(f"interior node (level {level}, index {idx}) is {'missing' if got is None else 'altered'}")
+        seen.add((level, idx))
+
+    def rows() -> Iterator[tuple[int, str, bytes, bytes | None]]:
+        for e in ledger.entries():
+            yield e.seq, e.kind, e.data, e.leaf_hash
+
+    size = 0
+    root = merkle.EMPTY_ROOT
+    try:
+        size, frontier, witnessed = _replay(rows(), notes, ledger.verifier, witnesses, quorum, on_node, progress)
+        root = merkle.frontier_root(frontier)
+        extra = set(stored_nodes) - seen
+        if extra:
+            lvl, idx = min(extra)
+            raise _Failure(f"interior node (level {lvl}, index {idx}) does not belong to the log")
+        if int(head.size) != size:
+            raise _Failure(f"log head says size {head.size} but the log holds {size} entries")
+        if bytes(head.root) != root:
+            raise _Failure("log head root differs from the root of the entries")
+        try:
+            if decode_frontier(size, bytes(head.frontier)) != frontier:
+                raise _Failure("log head compact range differs from the entries")
+        except IntegrityError as exc:
+            raise _Failure(str(exc)) from None
+    except _Failure as exc:
+        return VerifyReport(False, size, root.hex(), len(notes), 0, str(exc))
+    return VerifyReport(True, size, root.hex(), len(notes), witnessed)
+
+
+# --- export for outside auditors ---------------------------------------------------------------------
+
+ENTRIES_FILE = "entries.jsonl"
+MANIFEST_FILE = "manifest.json"
+
+
+def export_ledger(ledger: Ledger, directory: Path, progress: Callable[[int], None] | None = None) -> dict[str, object]:
+    """Write entries (one canonical event per line: exactly the leaf data), checkpoints and public keys."""
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise InvalidInput(f"export directory {directory} is not empty")
+    (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (directory / "keys").mkdir(exist_ok=True)
+    h = hashlib.sha256()
+    count = 0
+    with open(directory / ENTRIES_FILE, "wb") as fh:
+        for e in ledger.entries():
+            if b"\n" in e.data:
+                raise IntegrityError(f"entry {e.seq} is not canonical JSON")
+            line = e.data + b"\n"
+            fh.write(line)
+            h.update(line)
+            count += 1
+            if progress is not None and count % 10000 == 0:
+                progress(count)
+    notes = ledger.checkpoints()
+    for note in notes:
+        (directory / "checkpoints" / f"{note.checkpoint.size:012d}.note").write_text(note.text())
+    (directory / "keys" / "log.vkey").write_text(ledger.verifier.encode() + "\n")
+    (directory / "keys" / "witnesses.vkeys").write_text("".join(w.encode() + "\n" for w in ledger.witnesses()))
+    head = ledger.head()
+    manifest = {
+        "format": "complai-ledger-export/1",
+        "origin": ledger.origin,
+        "size": count,
+        "root": base64.b64encode(head.root).decode() if head.size == count else None,
+        "entries_sha256": h.hexdigest(),
+        "checkpoints": len(notes),
+        "hash": "RFC 9162 SHA-256; leaf data = one line of entries.jsonl without its newline",
+    }
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def verify_export(directory: Path, quorum: int = 0) -> VerifyReport:
+    """Verify an exported log with nothing but its files (no workspace, no database)."""
+    directory = Path(directory)
+    try:
+        log_key = VerifierKey.parse((directory / "keys" / "log.vkey").read_text())
+        wfile = directory / "keys" / "witnesses.vkeys"
+        witnesses = (
+            [VerifierKey.parse(x) for x in wfile.read_text().splitlines() if x.strip()] if wfile.exists() else []
+        )
+        notes = [parse_note(p.read_text()) for p in sorted((directory / "checkpoints").glob("*.note"))]
+        entries_path = directory / ENTRIES_FILE
+        entries_path.stat()
+    except (OSError, InvalidInput, IntegrityError) as exc:
+        raise InvalidInput(f"{directory} is not a complete ledger export: {exc}") from None
+
+    def rows() -> Iterator[tuple[int, str, bytes, bytes | None]]:
+        with open(entries_path, "rb") as fh:
+            for seq, line in enumerate(fh):
+                if not line.endswith(b"\n"):
+                    raise _Failure(f"entry {seq}: truncated line")
+                data = line[:-1]
+                try:
+                    kind = json.loads(data).get("type", "")
+                except (ValueError, AttributeError):
+                    raise _Failure(f"entry {seq}: not a JSON event") from None
+                yield seq, kind, data, None
+
+    notes.sort(key=lambda n: n.checkpoint.size)
+    try:
+        size, frontier, witnessed = _replay(rows(), notes, log_key, witnesses, quorum)
+    except _Failure as exc:
+        return VerifyReport(False, 0, "", len(notes), 0, str(exc))
+    root = merkle.frontier_root(frontier)
+    report = VerifyReport(True, size, root.hex(), len(notes), witnessed)
+    if not notes:
+        report.notes.append("no signed checkpoint in the export: the entries are self-consistent but unanchored")
+    elif notes[-1].checkpoint.size < size:
+        report.notes.append(
+            f"{size - notes[-1].checkpoint.size} entries after the latest checkpoint are not yet signed"
+        )
+    return report

@@ -1,0 +1,152 @@
+"""Engine, transactions and migrations.
+
+SQLite (default): WAL, foreign keys on, synchronous=FULL (an acknowledged commit survives power loss),
+and write transactions opened with BEGIN IMMEDIATE so concurrent writers queue on the database lock
+instead of failing on upgrade from a read lock. PostgreSQL: psycopg 3; writers that must be
+serialised (the ledger) lock a row with SELECT ... FOR UPDATE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+
+from complai.errors import InvalidInput, WorkspaceError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_WRITE = "complai_write"
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain postgresql:// URLs and route them to psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InvalidInput("database URL is not valid (expected sqlite:///PATH or postgresql://...)") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend not in ("sqlite", "postgresql"):
+        raise InvalidInput(f"unsupported database {backend!r} (supported: sqlite, postgresql)")
+    return parsed.render_as_string(hide_password=False)
+
+
+def redact_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Store:
+    """A database with complai's schema; hands out read and write transactions."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalise_url(url)
+        self.dialect = make_url(self.url).get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.dialect == "sqlite":
+            kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+
+    # --- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that may write; commits on success, rolls back on any exception."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only snapshot transaction (rolled back at the end)."""
+        with self.engine.connect() as conn:
+            trans = conn.begin()
+            try:
+                yield conn
+            finally:
+                trans.rollback()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- schema ------------------------------------------------------------------------------
+
+    def _alembic(self, conn: Connection) -> AlembicConfig:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        return cfg
+
+    @staticmethod
+    def head_revision() -> str:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        assert head is not None
+        return head
+
+    def current_revision(self, conn: Connection | None = None) -> str | None:
+        if conn is None:
+            with self.read() as c:
+                return MigrationContext.configure(c).get_current_revision()
+        return MigrationContext.configure(conn).get_current_revision()
+
+    def migrate(self, conn: Connection, target: str = "head") -> tuple[str | None, str]:
+        """Upgrade the schema inside the caller's write transaction; returns (before, after)."""
+        if self.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(72786510)"))
+        before = self.current_revision(conn)
+        cfg = self._alembic(conn)
+        known = {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+        if before is not None and before not in known:
+            raise WorkspaceError(
+                f"database schema revision {before} is unknown to this complai (written by a newer version?)"
+            )
+        wanted = self.head_revision() if target == "head" else target
+        if before != wanted:
+            command.upgrade(cfg, target)
+        after = self.current_revision(conn)
+        assert after is not None
+        return before, after
+
+    def check_reachable(self) -> None:
+        try:
+            with self.read() as conn:
+                conn.execute(text("SELECT 1"))
+        except (OperationalError, DatabaseError) as exc:
+            raise WorkspaceError(
+                f"cannot open database {redact_url(self.url)}: {str(exc.orig).splitlines()[0]}"
+            ) from None
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(_WRITE):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")

@@ -1,0 +1,1 @@
+"""Governed data: dataset catalogue and schemas (subjects, consent, encrypted records follow)."""

@@ -1,0 +1,144 @@
+"""Dataset schemas: fields with types, taxonomy categories and identifier flags; purposes, retention
+(ISO 8601 duration) and jurisdiction. Validated against the taxonomy; unknown keys are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from dateutil.relativedelta import relativedelta
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from complai.errors import InvalidInput
+from complai.taxonomy import Taxonomy
+
+FieldType = Literal["integer", "float", "string", "category", "boolean", "date", "datetime", "text"]
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
+
+
+def parse_retention(text: str) -> relativedelta:
+    """ISO 8601 date duration (PnYnMnWnD); calendar-aware when added to a date."""
+    m = _DURATION.match(text or "")
+    if not m or text == "P" or not any(m.groups()):
+        raise InvalidInput(f"retention {text!r} is not an ISO 8601 duration such as P365D, P6M or P7Y")
+    years, months, weeks, days = (int(g) if g else 0 for g in m.groups())
+    return relativedelta(years=years, months=months, days=days + 7 * weeks)
+
+
+def retention_deadline(start: datetime, retention: str) -> datetime:
+    return start + parse_retention(retention)
+
+
+class FieldSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    type: FieldType
+    category: str
+    identifier: Literal["direct", "quasi"] | None = None
+    sensitive: bool = False
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    values: list[str] | None = None
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("field names are lower-case letters, digits and _ (max 63)")
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FieldSpec:
+        if (self.min is not None or self.max is not None) and self.type not in ("integer", "float"):
+            raise ValueError(f"field {self.name}: min/max apply to numeric fields only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"field {self.name}: min is greater than max")
+        return self
+
+
+class DatasetSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str | None = None
+    subject_type: str = "customer"
+    subject_column: str
+    jurisdiction: str
+    retention: str
+    purposes: list[str]
+    fields: list[FieldSpec]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("dataset names are lower-case letters, digits and _ (max 63)")
+        return v
+
+    @model_validator(mode="after")
+    def _structure(self) -> DatasetSchema:
+        names = [f.name for f in self.fields]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate field(s) {sorted(dupes)}")
+        if self.subject_column not in names:
+            raise ValueError(f"subject_column {self.subject_column!r} is not one of the fields")
+        if not self.purposes:
+            raise ValueError("a dataset needs at least one allowed purpose")
+        parse_retention(self.retention)
+        return self
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise InvalidInput(f"dataset {self.name} has no field {name!r}")
+
+    def check_taxonomy(self, taxonomy: Taxonomy) -> None:
+        taxonomy.jurisdiction(self.jurisdiction)
+        taxonomy.get("data_subjects", self.subject_type)
+        for p in self.purposes:
+            taxonomy.purpose(p)
+        for f in self.fields:
+            try:
+                taxonomy.category(f.category)
+            except InvalidInput as exc:
+                raise InvalidInput(f"field {f.name}: {exc}") from None
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def load_schema(source: Path | str | dict[str, object], taxonomy: Taxonomy) -> DatasetSchema:
+    """Parse a schema from a YAML file, YAML text or a dict, and check it against the taxonomy."""
+    if isinstance(source, Path):
+        try:
+            raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InvalidInput(f"schema file {source} not found") from None
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"schema file {source.name} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    elif isinstance(source, str):
+        raw = yaml.safe_load(source)
+    else:
+        raw = source
+    try:
+        schema = DatasetSchema.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InvalidInput(f"invalid dataset schema: {where + ': ' if where else ''}{err['msg']}") from None
+    schema.check_taxonomy(taxonomy)
+    return schema

@@ -1,0 +1,228 @@
+"""Composition root: `Workspace.init(path)` creates a workspace, `Workspace.open(path)` wires one up.
+
+Nothing else constructs services. A workspace is a directory with complai.toml, keys/ (mode 0700,
+key files 0600) and, unless a database URL points elsewhere, complai.db (SQLite, WAL).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, inspect, select
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from complai.clock import Clock, SystemClock, utc_iso
+from complai.config import CONFIG_FILE, DEFAULT_DB_FILE, Settings, load_settings
+from complai.crypto.keyfiles import read_secret, write_secret
+from complai.crypto.pseudonym import Pseudonymizer
+from complai.crypto.signing import Signer
+from complai.errors import AlreadyExists, ComplaiError, InvalidInput, WorkspaceError
+from complai.events import SchemaMigrated, WorkspaceCreated
+from complai.ledger.log import Ledger
+from complai.store import Store
+from complai.store.tables import datasets, ledger_checkpoints, meta
+from complai.taxonomy import Taxonomy, load_taxonomy
+from complai.vault.catalog import Catalog
+
+OWNER = "owner"
+LEDGER_KEY = "ledger.key"
+PSEUDONYM_KEY = "pseudonym.key"
+
+
+@dataclass(frozen=True)
+class Status:
+    path: str
+    workspace_id: str
+    database: str
+    schema_revision: str
+    ledger_size: int
+    ledger_root: str
+    checkpoints: int
+    datasets: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Workspace:
+    """An open workspace: settings, store, keys, ledger and the services built on them."""
+
+    def __init__(self, settings: Settings, store: Store, clock: Clock, signer: Signer, pseudonyms: Pseudonymizer):
+        self.settings = settings
+        self.path = settings.path
+        self.store = store
+        self.clock = clock
+        self.pseudonyms = pseudonyms
+        self.taxonomy: Taxonomy = load_taxonomy()
+        self.ledger = Ledger(store, signer, settings.ledger_origin, clock)
+        self.catalog = Catalog(store, self.ledger, self.taxonomy, clock)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: Path | str, database_url: str | None = None, clock: Clock | None = None) -> Workspace:
+        """Create a new workspace; refuses (and changes nothing) if one exists there already."""
+        path = Path(path)
+        clock = clock or SystemClock()
+        if (path / CONFIG_FILE).exists():
+            raise AlreadyExists(f"a complai workspace already exists at {path}")
+        if path.exists() and not path.is_dir():
+            raise InvalidInput(f"{path} exists and is not a directory")
+        if path.is_dir() and any(path.iterdir()):
+            raise InvalidInput(f"{path} is not empty; choose an empty or new directory")
+        store = Store(database_url) if database_url else None
+        if store is not None:
+            _refuse_used_database(store)
+        created_dir = not path.exists()
+        wid = str(uuid.uuid4())
+        now = clock.now()
+        settings = Settings(
+            path=path,
+            workspace_id=wid,
+            created=utc_iso(now),
+            database_url=database_url,
+            ledger_origin=f"complai.local/{wid}",
+        )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            keys = settings.keys_dir
+            keys.mkdir(mode=0o700)
+            os.chmod(keys, 0o700)
+            signer = Signer.generate(settings.ledger_origin)
+            signer.save(keys / LEDGER_KEY)
+            write_secret(keys / PSEUDONYM_KEY, os.urandom(32))
+            if store is None:
+                store = Store(settings.resolved_database_url())
+            with store.write() as conn:
+                _, rev = store.migrate(conn)
+                conn.execute(
+                    insert(meta),
+                    [
+                        {"key": "workspace_id", "value": wid},
+                        {"key": "created", "value": settings.created},
+                    ],
+                )
+                ledger = Ledger(store, signer, settings.ledger_origin, clock)
+                ledger.append(
+                    conn,
+                    WorkspaceCreated(
+                        time=now,
+                        actor=OWNER,
+                        purpose="administration",
+                        workspace_id=wid,
+                        schema_revision=rev,
+                        ledger_key_id=signer.verifier.id.hex(),
+                    ),
+                )
+            settings.write()  # last: a directory without complai.toml is not a workspace
+        except BaseException:
+            if store is not None:
+                store.dispose()
+            _remove_partial(path, created_dir)
+            raise
+        store.dispose()
+        return cls.open(path, clock=clock)
+
+    @classmethod
+    def open(cls, path: Path | str, clock: Clock | None = None) -> Workspace:
+        """Open an existing workspace, upgrading an older schema (and recording that in the ledger)."""
+        settings = load_settings(Path(path))
+        clock = clock or SystemClock()
+        store = Store(settings.resolved_database_url())
+        try:
+            store.check_reachable()
+            signer = Signer.load(settings.keys_dir / LEDGER_KEY, settings.ledger_origin)
+            pseudonyms = Pseudonymizer(read_secret(settings.keys_dir / PSEUDONYM_KEY, size=32))
+            ws = cls(settings, store, clock, signer, pseudonyms)
+            ws._upgrade_and_check()
+        except ComplaiError:
+            store.dispose()
+            raise
+        except (OperationalError, DatabaseError) as exc:
+            store.dispose()
+            raise WorkspaceError(f"corrupt workspace at {path}: database error ({_first_line(exc)})") from None
+        return ws
+
+    def _upgrade_and_check(self) -> None:
+        with self.store.write() as conn:
+            before = self.store.current_revision(conn)
+            if before is None:
+                raise WorkspaceError(f"corrupt workspace at {self.path}: its database holds no complai schema")
+            before, after = self.store.migrate(conn)
+            wid = conn.execute(select(meta.c.value).where(meta.c.key == "workspace_id")).scalar()
+            if wid != self.settings.workspace_id:
+                raise WorkspaceError(f"corrupt workspace at {self.path}: database belongs to another workspace")
+            if before != after:
+                self.ledger.append(
+                    conn,
+                    SchemaMigrated(
+                        time=self.clock.now(),
+                        actor=OWNER,
+                        purpose="administration",
+                        from_revision=before,
+                        to_revision=after,
+                    ),
+                )
+
+    def close(self) -> None:
+        self.store.dispose()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- information ---------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        head = self.ledger.head()
+        with self.store.read() as conn:
+            n_checkpoints = conn.execute(select(func.count()).select_from(ledger_checkpoints)).scalar_one()
+            n_datasets = conn.execute(select(func.count()).select_from(datasets)).scalar_one()
+            rev = self.store.current_revision(conn) or "none"
+        from complai.store.engine import redact_url
+
+        return Status(
+            path=str(self.path),
+            workspace_id=self.settings.workspace_id,
+            database=redact_url(self.store.url),
+            schema_revision=rev,
+            ledger_size=head.size,
+            ledger_root=head.root.hex(),
+            checkpoints=int(n_checkpoints),
+            datasets=int(n_datasets),
+        )
+
+
+def _refuse_used_database(store: Store) -> None:
+    try:
+        with store.read() as conn:
+            tables = inspect(conn).get_table_names()
+            if "meta" in tables:
+                wid = conn.execute(select(meta.c.value).where(meta.c.key == "workspace_id")).scalar()
+                raise AlreadyExists(f"the database already holds complai workspace {wid}")
+            if "alembic_version" in tables:
+                raise AlreadyExists("the database already holds a complai schema")
+    except (OperationalError, DatabaseError) as exc:
+        store.dispose()
+        raise WorkspaceError(f"cannot open database: {_first_line(exc)}") from None
+
+
+def _remove_partial(path: Path, created_dir: bool) -> None:
+    if created_dir:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    shutil.rmtree(path / "keys", ignore_errors=True)
+    for name in (DEFAULT_DB_FILE, DEFAULT_DB_FILE + "-wal", DEFAULT_DB_FILE + "-shm", CONFIG_FILE):
+        (path / name).unlink(missing_ok=True)
+
+
+def _first_line(exc: Exception) -> str:
+    orig = getattr(exc, "orig", exc)
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__

@@ -1,0 +1,82 @@
+"""Shared fixtures: a workspace per test on each database backend the run has.
+
+SQLite always; PostgreSQL when COMPLAI_TEST_DATABASE_URL is set (CI sets it). Each PostgreSQL test
+gets its own schema in that database (search_path), dropped afterwards, so tests never share state.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from complai.clock import ManualClock
+from complai.store.engine import normalise_url
+from complai.workspace import Workspace
+
+PG_URL = os.environ.get("COMPLAI_TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+def _pg_schema_url(schema: str) -> str:
+    assert PG_URL is not None
+    base = normalise_url(PG_URL)
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema; yields a database URL whose search_path is that schema."""
+    assert PG_URL is not None
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(normalise_url(PG_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _pg_schema_url(schema)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """None for SQLite (the workspace default), a per-test schema URL for PostgreSQL."""
+    if backend == "sqlite":
+        return None
+    return request.getfixturevalue("pg_schema")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def ws(tmp_path: Path, database_url: str | None, clock: ManualClock) -> Iterator[Workspace]:
+    w = Workspace.init(tmp_path / "ws", database_url=database_url, clock=clock)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+@pytest.fixture
+def sqlite_ws(tmp_path: Path, clock: ManualClock) -> Iterator[Workspace]:
+    w = Workspace.init(tmp_path / "ws", clock=clock)
+    try:
+        yield w
+    finally:
+        w.close()

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from complai.errors import IntegrityError, InvalidInput
+from complai.events import DatasetRegistered, WorkspaceCreated, check_pseudonym, decode_event, event_types
+
+T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def make() -> WorkspaceCreated:
+    return WorkspaceCreated(time=T, actor="owner", purpose="administration", workspace_id="w", schema_revision="1",
+                            ledger_key_id="00")
+
+
+def test_canonical_bytes_are_jcs() -> None:
+    data = make().canonical()
+    obj = json.loads(data)
+    # RFC 8785: keys sorted by code point, no whitespace
+    assert data == json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert obj["type"] == "workspace.created" and obj["v"] == 1
+
+
+def test_decode_round_trip_and_rejects_non_canonical() -> None:
+    e = make()
+    assert decode_event(e.canonical()) == e
+    spaced = json.dumps(json.loads(e.canonical()), indent=1).encode()
+    with pytest.raises(IntegrityError, match="canonical"):
+        decode_event(spaced)
+    with pytest.raises(IntegrityError):
+        decode_event(b'{"type":"no.such.event","v":1}')
+
+
+def test_events_refuse_naive_times_and_unknown_fields() -> None:
+    with pytest.raises(ValidationError):
+        WorkspaceCreated(time=datetime(2026, 1, 1), actor="a", purpose="p", workspace_id="w", schema_revision="1",
+                         ledger_key_id="0")
+    with pytest.raises(ValidationError):
+        WorkspaceCreated(time=T, actor="a", purpose="p", workspace_id="w", schema_revision="1", ledger_key_id="0",
+                         email="someone@example.com")  # type: ignore[call-arg]
+
+
+def test_values_must_be_digests_and_subjects_pseudonyms() -> None:
+    with pytest.raises(ValidationError):
+        DatasetRegistered(time=T, actor="a", purpose="p", dataset="d", schema_digest="plain text", fields=1,
+                          purposes=[], retention="P1D", jurisdiction="EU")
+    with pytest.raises(InvalidInput):
+        check_pseudonym("alice@example.com")
+    assert check_pseudonym("sp:" + "ab" * 32)
+
+
+def test_registry_has_unique_kinds() -> None:
+    kinds = event_types()
+    assert {"workspace.created", "store.migrated", "dataset.registered"} <= set(kinds)
