@@ -13,8 +13,9 @@ T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def make() -> WorkspaceCreated:
-    return WorkspaceCreated(time=T, actor="owner", purpose="administration", workspace_id="w", schema_revision="1",
-                            ledger_key_id="00")
+    return WorkspaceCreated(
+        time=T, actor="owner", purpose="administration", workspace_id="w", schema_revision="1", ledger_key_id="00"
+    )
 
 
 def test_canonical_bytes_are_jcs() -> None:
@@ -37,17 +38,34 @@ def test_decode_round_trip_and_rejects_non_canonical() -> None:
 
 def test_events_refuse_naive_times_and_unknown_fields() -> None:
     with pytest.raises(ValidationError):
-        WorkspaceCreated(time=datetime(2026, 1, 1), actor="a", purpose="p", workspace_id="w", schema_revision="1",
-                         ledger_key_id="0")
+        WorkspaceCreated(
+            time=datetime(2026, 1, 1), actor="a", purpose="p", workspace_id="w", schema_revision="1", ledger_key_id="0"
+        )
     with pytest.raises(ValidationError):
-        WorkspaceCreated(time=T, actor="a", purpose="p", workspace_id="w", schema_revision="1", ledger_key_id="0",
-                         email="someone@example.com")  # type: ignore[call-arg]
+        WorkspaceCreated(
+            time=T,
+            actor="a",
+            purpose="p",
+            workspace_id="w",
+            schema_revision="1",
+            ledger_key_id="0",
+            email="someone@example.com",
+        )  # type: ignore[call-arg]
 
 
 def test_values_must_be_digests_and_subjects_pseudonyms() -> None:
     with pytest.raises(ValidationError):
-        DatasetRegistered(time=T, actor="a", purpose="p", dataset="d", schema_digest="plain text", fields=1,
-                          purposes=[], retention="P1D", jurisdiction="EU")
+        DatasetRegistered(
+            time=T,
+            actor="a",
+            purpose="p",
+            dataset="d",
+            schema_digest="plain text",
+            fields=1,
+            purposes=[],
+            retention="P1D",
+            jurisdiction="EU",
+        )
     with pytest.raises(InvalidInput):
         check_pseudonym("alice@example.com")
     assert check_pseudonym("sp:" + "ab" * 32)

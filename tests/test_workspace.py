@@ -74,7 +74,7 @@ def test_open_with_garbage_database_is_a_clear_error(sqlite_ws: Workspace) -> No
     for suffix in ("-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     db.write_bytes(os.urandom(4096))
-    with pytest.raises(WorkspaceError, match="cannot open database .*not a database"):
+    with pytest.raises(WorkspaceError, match=r"cannot open database .*not a database"):
         Workspace.open(sqlite_ws.path)
 
 

@@ -50,7 +50,7 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)
         if len(parts) != 3:
             raise InvalidInput("verifier key must look like NAME+KEYID+BASE64")
         name, hexid, blob = parts
