@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from complai.clock import Clock
 from complai.crypto.signing import Signer, VerifierKey
@@ -71,6 +71,21 @@ def decode_frontier(size: int, blob: bytes) -> list[tuple[int, bytes]]:
     return [(lvl, blob[32 * i : 32 * i + 32]) for i, lvl in enumerate(levels)]
 
 
+# Built once: the append path runs these for every transaction that records an event.
+_HEAD_FOR_UPDATE = select(ledger_head.c.size, ledger_head.c.frontier).where(ledger_head.c.id == 1).with_for_update()
+_INSERT_ENTRIES = insert(ledger_entries)
+_INSERT_NODES = insert(ledger_nodes)
+_UPDATE_HEAD = (
+    update(ledger_head)
+    .where(ledger_head.c.id == 1)
+    .values(size=bindparam("new_size"), root=bindparam("new_root"), frontier=bindparam("new_frontier"))
+)
+
+
+def _ints(values: Iterable[int]) -> str:
+    return ",".join(str(int(v)) for v in values)
+
+
 class Ledger:
     """Append events, read entries, compute roots and proofs, sign checkpoints."""
 
@@ -97,9 +112,7 @@ class Ledger:
         """Append canonical event bytes (kind, data); used by append_many and by benchmarks."""
         if not items:
             return []
-        row = conn.execute(
-            select(ledger_head.c.size, ledger_head.c.frontier).where(ledger_head.c.id == 1).with_for_update()
-        ).one()
+        row = conn.execute(_HEAD_FOR_UPDATE).one()
         size = int(row.size)
         frontier = decode_frontier(size, bytes(row.frontier))
         entries = []
@@ -113,15 +126,16 @@ class Ledger:
             for level, idx, h in push(frontier, seq, lh):
                 if level % STRATUM == 0:
                     nodes.append({"level": level, "idx": idx, "hash": h})
-        conn.execute(insert(ledger_entries), entries)
+        conn.execute(_INSERT_ENTRIES, entries)
         if nodes:
-            conn.execute(insert(ledger_nodes), nodes)
+            conn.execute(_INSERT_NODES, nodes)
         new_size = size + len(items)
-        conn.execute(
-            update(ledger_head)
-            .where(ledger_head.c.id == 1)
-            .values(size=new_size, root=merkle.frontier_root(frontier), frontier=encode_frontier(frontier))
-        )
+        head = {
+            "new_size": new_size,
+            "new_root": merkle.frontier_root(frontier),
+            "new_frontier": encode_frontier(frontier),
+        }
+        conn.execute(_UPDATE_HEAD, head)
         return list(range(size, new_size))
 
     def record(self, event: Event) -> int:
@@ -187,23 +201,19 @@ class Ledger:
                 leaf_ranges.append((lo, hi))
             else:
                 node_ranges.setdefault(base, []).append((lo, hi))
+        # Plain SQL over integer literals: the statement shape varies with every proof, so compiling
+        # SQLAlchemy expressions would cost more than the query itself (only ints, formatted by _ints).
         have: dict[tuple[int, int], bytes] = {}
         if leaf_ranges:
-            seq = ledger_entries.c.seq
-            cond = or_(*(seq.between(lo, hi) for lo, hi in leaf_ranges))
-            for s, h in conn.execute(select(seq, ledger_entries.c.leaf_hash).where(cond)):
+            seqs = sorted({j for lo, hi in leaf_ranges for j in range(lo, hi + 1)})
+            sql = f"SELECT seq, leaf_hash FROM ledger_entries WHERE seq IN ({_ints(seqs)})"
+            for s, h in conn.exec_driver_sql(sql):
                 have[(0, int(s))] = bytes(h)
-        if node_ranges:
-            c = ledger_nodes.c
-            cond = or_(
-                *(
-                    and_(c.level == base, c.idx.between(lo, hi))
-                    for base, ranges in node_ranges.items()
-                    for lo, hi in ranges
-                )
-            )
-            for lvl, i, h in conn.execute(select(c.level, c.idx, c.hash).where(cond)):
-                have[(int(lvl), int(i))] = bytes(h)
+        for base, ranges in node_ranges.items():
+            idxs = sorted({j for lo, hi in ranges for j in range(lo, hi + 1)})
+            sql = f"SELECT idx, hash FROM ledger_nodes WHERE level = {int(base)} AND idx IN ({_ints(idxs)})"
+            for i, h in conn.exec_driver_sql(sql):
+                have[(base, int(i))] = bytes(h)
         out = {}
         for key, (base, lo, hi) in spans.items():
             try:
