@@ -39,7 +39,6 @@ from complai.store.tables import (
     ledger_cosignatures,
     ledger_entries,
     ledger_head,
-    ledger_nodes,
     ledger_witnesses,
 )
 
@@ -73,8 +72,13 @@ def decode_frontier(size: int, blob: bytes) -> list[tuple[int, bytes]]:
 
 # Built once: the append path runs these for every transaction that records an event.
 _HEAD_FOR_UPDATE = select(ledger_head.c.size, ledger_head.c.frontier).where(ledger_head.c.id == 1).with_for_update()
-_INSERT_ENTRIES = insert(ledger_entries)
-_INSERT_NODES = insert(ledger_nodes)
+_DRIVER_SQL = {
+    style: {
+        "entries": f"INSERT INTO ledger_entries (seq, kind, leaf_hash, data) VALUES ({ph}, {ph}, {ph}, {ph})",
+        "nodes": f"INSERT INTO ledger_nodes (level, idx, hash) VALUES ({ph}, {ph}, {ph})",
+    }
+    for style, ph in (("qmark", "?"), ("format", "%s"), ("pyformat", "%s"))
+}
 _UPDATE_HEAD = (
     update(ledger_head)
     .where(ledger_head.c.id == 1)
@@ -122,13 +126,16 @@ class Ledger:
         for i, (kind, data) in enumerate(items):
             seq = size + i
             lh = leaf(data)
-            entries.append({"seq": seq, "kind": kind, "leaf_hash": lh, "data": data})
+            entries.append((seq, kind, lh, data))
             for level, idx, h in push(frontier, seq, lh):
                 if level % STRATUM == 0:
-                    nodes.append({"level": level, "idx": idx, "hash": h})
-        conn.execute(_INSERT_ENTRIES, entries)
+                    nodes.append((level, idx, h))
+        # driver-level executemany: the rows are plain ints and bytes, SQLAlchemy's per-value bind
+        # processing would cost as much as the insert
+        sql = _DRIVER_SQL[conn.dialect.paramstyle]
+        conn.exec_driver_sql(sql["entries"], entries)
         if nodes:
-            conn.execute(_INSERT_NODES, nodes)
+            conn.exec_driver_sql(sql["nodes"], nodes)
         new_size = size + len(items)
         head = {
             "new_size": new_size,
@@ -204,16 +211,23 @@ class Ledger:
         # Plain SQL over integer literals: the statement shape varies with every proof, so compiling
         # SQLAlchemy expressions would cost more than the query itself (only ints, formatted by _ints).
         have: dict[tuple[int, int], bytes] = {}
+        parts = []
         if leaf_ranges:
             seqs = sorted({j for lo, hi in leaf_ranges for j in range(lo, hi + 1)})
-            sql = f"SELECT seq, leaf_hash FROM ledger_entries WHERE seq IN ({_ints(seqs)})"
-            for s, h in conn.exec_driver_sql(sql):
-                have[(0, int(s))] = bytes(h)
+            parts.append(f"SELECT 0, seq, leaf_hash FROM ledger_entries WHERE seq IN ({_ints(seqs)})")
         for base, ranges in node_ranges.items():
             idxs = sorted({j for lo, hi in ranges for j in range(lo, hi + 1)})
-            sql = f"SELECT idx, hash FROM ledger_nodes WHERE level = {int(base)} AND idx IN ({_ints(idxs)})"
-            for i, h in conn.exec_driver_sql(sql):
-                have[(base, int(i))] = bytes(h)
+            parts.append(
+                f"SELECT level, idx, hash FROM ledger_nodes WHERE level = {int(base)} AND idx IN ({_ints(idxs)})"
+            )
+        if parts:
+            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cur.execute(" UNION ALL ".join(parts))
+                for level, i, h in cur.fetchall():
+                    have[(int(level), int(i))] = bytes(h)
+            finally:
+                cur.close()
         out = {}
         for key, (base, lo, hi) in spans.items():
             try:
