@@ -119,3 +119,18 @@ def test_frontier_root_tracks_appends(n: int) -> None:
         merkle.frontier_push(frontier, i, x)
         assert [lvl for lvl, _ in frontier] == merkle.frontier_levels(i + 1)
     assert merkle.frontier_root(frontier) == merkle.root_of(hs)
+
+
+@given(st.integers(0, 300), st.integers(1, 300), st.integers(1, 5))
+def test_extend_stack_matches_frontier_push(start: int, count: int, stride: int) -> None:
+    hs = leaves(start + count)
+    frontier: list[tuple[int, bytes]] = []
+    for i in range(start):
+        merkle.frontier_push(frontier, i, hs[i])
+    stack = [h for _, h in frontier]
+    kept = merkle.extend_stack(stack, start, hs[start:], stride)
+    expected = []
+    for i in range(start, start + count):
+        expected += [n for n in merkle.frontier_push(frontier, i, hs[i]) if n[0] % stride == 0]
+    assert kept == expected
+    assert stack == [h for _, h in frontier]

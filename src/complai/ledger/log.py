@@ -14,6 +14,7 @@ is the trade Tessera's tiles make, with a shorter tile.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,25 +119,18 @@ class Ledger:
             return []
         row = conn.execute(_HEAD_FOR_UPDATE).one()
         size = int(row.size)
-        frontier = decode_frontier(size, bytes(row.frontier))
-        entries = []
-        nodes = []
-        push = merkle.frontier_push
-        leaf = merkle.leaf_hash
-        for i, (kind, data) in enumerate(items):
-            seq = size + i
-            lh = leaf(data)
-            entries.append((seq, kind, lh, data))
-            for level, idx, h in push(frontier, seq, lh):
-                if level % STRATUM == 0:
-                    nodes.append((level, idx, h))
+        stack = [h for _, h in decode_frontier(size, bytes(row.frontier))]
+        sha = hashlib.sha256
+        entries = [(size + i, kind, sha(b"\x00" + data).digest(), data) for i, (kind, data) in enumerate(items)]
+        nodes = merkle.extend_stack(stack, size, (e[2] for e in entries), STRATUM)
+        new_size = size + len(items)
+        frontier = list(zip(merkle.frontier_levels(new_size), stack, strict=True))
         # driver-level executemany: the rows are plain ints and bytes, SQLAlchemy's per-value bind
         # processing would cost as much as the insert
         sql = _DRIVER_SQL[conn.dialect.paramstyle]
         conn.exec_driver_sql(sql["entries"], entries)
         if nodes:
             conn.exec_driver_sql(sql["nodes"], nodes)
-        new_size = size + len(items)
         head = {
             "new_size": new_size,
             "new_root": merkle.frontier_root(frontier),

@@ -63,6 +63,28 @@ def frontier_push(frontier: list[tuple[int, bytes]], index: int, leaf: bytes) ->
     return completed
 
 
+def extend_stack(stack: list[bytes], size: int, leaves: Iterable[bytes], stride: int) -> list[tuple[int, int, bytes]]:
+    """Append leaf hashes to a compact range held as a bare stack of hashes (levels implied by `size`).
+
+    The fast path of log appends: the same result as frontier_push, without per-leaf tuples. Returns the
+    completed perfect-subtree nodes whose level is a positive multiple of `stride`.
+    """
+    sha = hashlib.sha256
+    kept: list[tuple[int, int, bytes]] = []
+    n = size
+    for h in leaves:
+        m, level = n, 0
+        while m & 1:  # one merge per trailing one bit of the leaf index
+            h = sha(b"\x01" + stack.pop() + h).digest()
+            level += 1
+            m >>= 1
+            if level % stride == 0:
+                kept.append((level, ((n + 1) >> level) - 1, h))
+        stack.append(h)
+        n += 1
+    return kept
+
+
 def frontier_root(frontier: Sequence[tuple[int, bytes]]) -> bytes:
     if not frontier:
         return EMPTY_ROOT
