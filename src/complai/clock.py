@@ -45,3 +45,22 @@ class ManualClock:
 def utc_iso(when: datetime) -> str:
     """RFC 3339 UTC timestamp with microseconds and a Z suffix."""
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def as_utc(when: datetime | None) -> datetime | None:
+    """Attach UTC to a naive timestamp read back from SQLite (complai stores every time in UTC)."""
+    if when is None:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(when: datetime) -> int:
+    """Epoch microseconds (UTC), exact."""
+    return (as_utc(when) - _EPOCH) // timedelta(microseconds=1)  # type: ignore[operator]
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)

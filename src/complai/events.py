@@ -122,6 +122,118 @@ class DatasetRegistered(Event):
     dataset: str
     schema_digest: Digest
     fields: int
-    purposes: list[str]
+    purposes: dict[str, str]
     retention: str
     jurisdiction: str
+
+
+# --- vault events ------------------------------------------------------------------------------
+
+
+class RecordsIngested(Event):
+    kind: ClassVar[str] = "vault.ingested"
+    dataset: str
+    rows: int
+    subjects: int
+    new_subjects: int
+    skipped_erased_rows: int
+    consents: int
+    subjects_digest: Digest
+    source_digest: Digest
+
+
+class DataRead(Event):
+    kind: ClassVar[str] = "vault.read"
+    dataset: str
+    columns: list[str]
+    rows: int
+    subjects: int
+    records_in_dataset: int
+    subjects_digest: Digest
+
+
+class ConsentGranted(Event):
+    kind: ClassVar[str] = "consent.granted"
+    subject: Pseudonym
+    for_purpose: str
+    basis: str
+    notice_version: str
+    source: str
+
+
+class ConsentWithdrawn(Event):
+    kind: ClassVar[str] = "consent.withdrawn"
+    subject: Pseudonym
+    for_purpose: str
+    consents: int
+
+
+class ObjectionRecorded(Event):
+    kind: ClassVar[str] = "subject.objected"
+    subject: Pseudonym
+    for_purpose: str
+    objection: str
+
+
+class SubjectExported(Event):
+    kind: ClassVar[str] = "subject.exported"
+    subject: Pseudonym
+    records: int
+    export_digest: Digest
+
+
+class SubjectRectified(Event):
+    kind: ClassVar[str] = "subject.rectified"
+    subject: Pseudonym
+    dataset: str
+    field: str
+    records: int
+    value_digest: Digest
+
+
+class SubjectRestricted(Event):
+    kind: ClassVar[str] = "subject.restricted"
+    subject: Pseudonym
+    restricted: bool
+    reason_digest: Digest
+
+
+class SubjectErased(Event):
+    kind: ClassVar[str] = "subject.erased"
+    subject: Pseudonym
+    records: int
+    keys_destroyed: int
+    consents: int
+    reapplied_from: int | None = None
+
+
+class RetentionSwept(Event):
+    kind: ClassVar[str] = "retention.swept"
+    records: int
+    by_dataset: dict[str, int]
+    subjects_shredded: int
+    subject_pseudonyms_digest: Digest
+
+
+class KeysRotated(Event):
+    kind: ClassVar[str] = "keys.rotated"
+    from_version: int
+    to_version: int
+    deks_rewrapped: int
+    resumed: bool
+    retired: list[int]
+
+
+class BackupCreated(Event):
+    kind: ClassVar[str] = "backup.created"
+    backup_digest: Digest
+    ledger_size: int
+    tables: dict[str, int]
+
+
+class BackupRestored(Event):
+    kind: ClassVar[str] = "backup.restored"
+    backup_digest: Digest
+    backup_ledger_size: int
+    erasures_reapplied: int
+    later_ledger_checked: bool

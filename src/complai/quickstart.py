@@ -19,6 +19,7 @@ from rich.table import Table
 
 from complai.config import CONFIG_FILE
 from complai.datasets import adult_schema_path, load_adult
+from complai.datasets.consents import adult_consents
 from complai.errors import AlreadyExists, IntegrityError, InvalidInput
 from complai.ledger.verify import verify_ledger
 from complai.vault.schema import load_schema
@@ -61,11 +62,33 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
             raise InvalidInput(f"bundled Adult data lacks schema fields {sorted(missing)}")
         ws.catalog.register(schema, actor=OWNER)
         summary["dataset"] = schema.name
-        summary["purposes"] = schema.purposes
+        summary["purposes"] = list(schema.purposes)
         quasi = [f.name for f in schema.fields if f.identifier == "quasi"]
         return (
-            f"dataset 'adult': {len(schema.fields)} fields, {len(quasi)} quasi-identifiers, purposes {schema.purposes}"
+            f"dataset 'adult': {len(schema.fields)} fields, {len(quasi)} quasi-identifiers, "
+            f"purposes {', '.join(schema.purposes)}"
         )
+
+    def ingest() -> str:
+        ws: Workspace = state["ws"]
+        df = state["df"].drop(columns=["split"])
+        cons = adult_consents(df["subject_id"], now=ws.clock.now())
+        result = ws.vault.ingest("adult", df, actor=OWNER, consents_data=cons)
+        summary["ingested_rows"] = result.rows
+        summary["consent_records"] = result.consents
+        return (
+            f"{result.rows:,} rows encrypted under {result.subjects:,} per-subject keys; {result.consents:,} consents"
+        )
+
+    def governed_read() -> str:
+        ws: Workspace = state["ws"]
+        reads = {}
+        for purpose in ("credit_scoring", "train_ai_system", "analytics"):
+            frame = ws.session(OWNER, purpose).read("adult", columns=["subject_id", "age", "income"])
+            reads[purpose] = len(frame)
+        summary["governed_reads"] = reads
+        total = summary["ingested_rows"]
+        return "; ".join(f"{p}: {n:,} of {total:,} rows" for p, n in reads.items())
 
     def checkpoint() -> str:
         ws: Workspace = state["ws"]
@@ -81,6 +104,8 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         ("Create workspace", create),
         ("Load bundled data", load),
         ("Register dataset with its schema", register),
+        ("Ingest with consents (encrypted)", ingest),
+        ("Governed reads per purpose", governed_read),
         ("Sign and verify the ledger", checkpoint),
     ]
     results = []

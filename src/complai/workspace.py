@@ -19,6 +19,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from complai.clock import Clock, SystemClock, utc_iso
 from complai.config import CONFIG_FILE, DEFAULT_DB_FILE, Settings, load_settings
 from complai.crypto.keyfiles import read_secret, write_secret
+from complai.crypto.keyring import FileKeyProvider, KeyProvider, Keyring
 from complai.crypto.pseudonym import Pseudonymizer
 from complai.crypto.signing import Signer
 from complai.errors import AlreadyExists, ComplaiError, InvalidInput, WorkspaceError
@@ -28,6 +29,9 @@ from complai.store import Store
 from complai.store.tables import datasets, ledger_checkpoints, meta
 from complai.taxonomy import Taxonomy, load_taxonomy
 from complai.vault.catalog import Catalog
+from complai.vault.keys import KeyService
+from complai.vault.service import Vault
+from complai.vault.session import Session
 
 OWNER = "owner"
 LEDGER_KEY = "ledger.key"
@@ -52,7 +56,15 @@ class Status:
 class Workspace:
     """An open workspace: settings, store, keys, ledger and the services built on them."""
 
-    def __init__(self, settings: Settings, store: Store, clock: Clock, signer: Signer, pseudonyms: Pseudonymizer):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        clock: Clock,
+        signer: Signer,
+        pseudonyms: Pseudonymizer,
+        key_provider: KeyProvider,
+    ):
         self.settings = settings
         self.path = settings.path
         self.store = store
@@ -61,6 +73,21 @@ class Workspace:
         self.taxonomy: Taxonomy = load_taxonomy()
         self.ledger = Ledger(store, signer, settings.ledger_origin, clock)
         self.catalog = Catalog(store, self.ledger, self.taxonomy, clock)
+        self.keyring = Keyring(key_provider, clock)
+        self.vault = Vault(store, self.ledger, self.catalog, self.keyring, pseudonyms, self.taxonomy, clock)
+        self.keys = KeyService(store, self.ledger, self.keyring, clock)
+
+    def session(self, principal: str, purpose: str) -> Session:
+        """A purpose-bound session for reaching personal data (deny by default).
+
+        Until principals and policies exist, only the workspace owner can act.
+        """
+        if principal != OWNER:
+            from complai.errors import AuthenticationFailed
+
+            raise AuthenticationFailed(f"unknown principal {principal!r}")
+        self.taxonomy.purpose(purpose)
+        return Session(self.vault, principal, purpose)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -96,6 +123,7 @@ class Workspace:
             signer = Signer.generate(settings.ledger_origin)
             signer.save(keys / LEDGER_KEY)
             write_secret(keys / PSEUDONYM_KEY, os.urandom(32))
+            FileKeyProvider.create(keys, clock)
             if store is None:
                 store = Store(settings.resolved_database_url())
             with store.write() as conn:
@@ -138,7 +166,8 @@ class Workspace:
             store.check_reachable()
             signer = Signer.load(settings.keys_dir / LEDGER_KEY, settings.ledger_origin)
             pseudonyms = Pseudonymizer(read_secret(settings.keys_dir / PSEUDONYM_KEY, size=32))
-            ws = cls(settings, store, clock, signer, pseudonyms)
+            provider = FileKeyProvider(settings.keys_dir, clock)
+            ws = cls(settings, store, clock, signer, pseudonyms, provider)
             ws._upgrade_and_check()
         except ComplaiError:
             store.dispose()

@@ -11,6 +11,7 @@ import typer
 
 from complai import __version__
 from complai.cli import ledger as ledger_cmd
+from complai.cli import vault as vault_cmd
 from complai.cli.common import console, err_console, open_workspace, print_json, state, workspace_path
 from complai.errors import ComplaiError
 from complai.workspace import Workspace
@@ -23,6 +24,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(ledger_cmd.app, name="ledger")
+app.add_typer(vault_cmd.dataset_app, name="dataset")
+app.add_typer(vault_cmd.subject_app, name="subject")
+app.add_typer(vault_cmd.consent_app, name="consent")
+app.add_typer(vault_cmd.keys_app, name="keys")
+app.add_typer(vault_cmd.retention_app, name="retention")
+app.add_typer(vault_cmd.backup_app, name="backup")
 
 
 def _version(value: bool) -> None:
@@ -111,7 +118,8 @@ def main() -> None:
     except Exception as exc:  # the last line of defence: no traceback unless --debug
         if state.debug:
             traceback.print_exc()
-        err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for details)")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {first} (run with --debug for details)")
         sys.exit(1)
 
 

@@ -34,12 +34,13 @@ from complai.ledger.checkpoint import (
     verify_cosignature,
     verify_note,
 )
-from complai.store import Store
+from complai.store import Store, bulk_insert
 from complai.store.tables import (
     ledger_checkpoints,
     ledger_cosignatures,
     ledger_entries,
     ledger_head,
+    ledger_nodes,
     ledger_witnesses,
 )
 
@@ -73,13 +74,6 @@ def decode_frontier(size: int, blob: bytes) -> list[tuple[int, bytes]]:
 
 # Built once: the append path runs these for every transaction that records an event.
 _HEAD_FOR_UPDATE = select(ledger_head.c.size, ledger_head.c.frontier).where(ledger_head.c.id == 1).with_for_update()
-_DRIVER_SQL = {
-    style: {
-        "entries": f"INSERT INTO ledger_entries (seq, kind, leaf_hash, data) VALUES ({ph}, {ph}, {ph}, {ph})",
-        "nodes": f"INSERT INTO ledger_nodes (level, idx, hash) VALUES ({ph}, {ph}, {ph})",
-    }
-    for style, ph in (("qmark", "?"), ("format", "%s"), ("pyformat", "%s"))
-}
 _UPDATE_HEAD = (
     update(ledger_head)
     .where(ledger_head.c.id == 1)
@@ -125,12 +119,8 @@ class Ledger:
         nodes = merkle.extend_stack(stack, size, (e[2] for e in entries), STRATUM)
         new_size = size + len(items)
         frontier = list(zip(merkle.frontier_levels(new_size), stack, strict=True))
-        # driver-level executemany: the rows are plain ints and bytes, SQLAlchemy's per-value bind
-        # processing would cost as much as the insert
-        sql = _DRIVER_SQL[conn.dialect.paramstyle]
-        conn.exec_driver_sql(sql["entries"], entries)
-        if nodes:
-            conn.exec_driver_sql(sql["nodes"], nodes)
+        bulk_insert(conn, ledger_entries, entries)
+        bulk_insert(conn, ledger_nodes, nodes)
         head = {
             "new_size": new_size,
             "new_root": merkle.frontier_root(frontier),

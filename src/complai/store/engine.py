@@ -8,8 +8,9 @@ serialised (the ledger) lock a row with SELECT ... FOR UPDATE.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
@@ -41,6 +42,35 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def bulk_insert(
+    conn: Connection, table: Table, rows: Sequence[Sequence[Any]], columns: Sequence[str] | None = None
+) -> None:
+    """Insert tuples (in the order of `columns`, default all of the table's) through the driver's executemany.
+
+    The hot paths (ledger appends, encrypted records, new subjects and keys) insert plain ints, bytes,
+    strings and UTC datetimes; SQLAlchemy's per-value bind processing costs as much as the insert. On
+    SQLite, datetimes are written in SQLAlchemy's own text format so that Core reads them back.
+    """
+    if not rows:
+        return
+    names = list(columns) if columns else [c.name for c in table.columns]
+    if conn.dialect.name == "sqlite":
+        ph = "?"
+        dt = [i for i, n in enumerate(names) if isinstance(table.c[n].type, DateTime)]
+        if dt:
+            rows = [
+                tuple(
+                    v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if i in dt and v is not None else v
+                    for i, v in enumerate(r)
+                )
+                for r in rows
+            ]
+    else:
+        ph = "%s"
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([ph] * len(names))})"
+    conn.exec_driver_sql(sql, list(rows))
+
+
 def redact_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
@@ -51,7 +81,9 @@ class Store:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalise_url(url)
         self.dialect = make_url(self.url).get_backend_name()
-        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        # hide_parameters: database errors must never carry bound values (personal data, keys) into
+        # messages or logs
+        kwargs: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True}
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
         else:
@@ -74,6 +106,18 @@ class Store:
     def read(self) -> Iterator[Connection]:
         """A read-only snapshot transaction (rolled back at the end)."""
         with self.engine.connect() as conn:
+            trans = conn.begin()
+            try:
+                yield conn
+            finally:
+                trans.rollback()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction whose every statement sees one consistent state (backups, exports)."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
             trans = conn.begin()
             try:
                 yield conn

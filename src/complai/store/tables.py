@@ -6,6 +6,8 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -14,6 +16,9 @@ from sqlalchemy import (
     Table,
     Text,
 )
+
+# 64-bit ids; on SQLite an INTEGER PRIMARY KEY is the rowid (autoincrementing)
+Id = BigInteger().with_variant(Integer(), "sqlite")
 
 metadata = MetaData(
     naming_convention={
@@ -97,4 +102,72 @@ ledger_cosignatures = Table(
     Column("witness", String(128), primary_key=True),
     Column("line", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# --- vault -------------------------------------------------------------------------------------
+# Subjects are named by a keyed pseudonym; their external id is kept only encrypted under their own
+# data key, so crypto-shredding also erases it. Record times are epoch microseconds (UTC): compared
+# in SQL on the hot read path, with no driver-specific timestamp handling.
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("pseudonym", String(80), nullable=False, unique=True),
+    Column("external_enc", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=True),
+    Column("restricted_at", DateTime(timezone=True), nullable=True),
+    Column("restriction_reason", String(200), nullable=True),
+)
+
+subject_keys = Table(
+    "subject_keys",
+    metadata,
+    Column("subject_id", Id, ForeignKey("subjects.id"), primary_key=True, autoincrement=False),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("kek_version", Integer, nullable=False, index=True),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("encryptions", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("subject_id", Id, ForeignKey("subjects.id"), nullable=False),
+    Column("purpose", String(128), nullable=False),
+    Column("basis", String(64), nullable=False),
+    Column("granted_at", DateTime(timezone=True), nullable=False),
+    Column("withdrawn_at", DateTime(timezone=True), nullable=True),
+    Column("notice_version", String(64), nullable=False),
+    Column("source", String(128), nullable=False),
+    Index("ix_consents_subject_purpose", "subject_id", "purpose"),
+)
+
+objections = Table(
+    "objections",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("subject_id", Id, ForeignKey("subjects.id"), nullable=False),
+    Column("purpose", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("lifted_at", DateTime(timezone=True), nullable=True),
+    Index("ix_objections_subject_purpose", "subject_id", "purpose"),
+)
+
+records = Table(
+    "records",
+    metadata,
+    Column("rid", LargeBinary(16), primary_key=True),
+    Column("dataset", String(128), ForeignKey("datasets.name"), nullable=False),
+    Column("subject_id", Id, ForeignKey("subjects.id"), nullable=False),
+    Column("dek_version", Integer, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Index("ix_records_dataset_subject", "dataset", "subject_id"),
+    Index("ix_records_subject", "subject_id"),
+    Index("ix_records_dataset_expires", "dataset", "expires_us"),
 )

@@ -40,7 +40,7 @@ class Catalog:
                     name=schema.name,
                     schema_json=schema.canonical_json(),
                     schema_digest=schema.digest(),
-                    purposes_json=json.dumps(schema.purposes),
+                    purposes_json=json.dumps(schema.purposes, sort_keys=True),
                     retention=schema.retention,
                     jurisdiction=schema.jurisdiction,
                     created_at=now,
@@ -55,7 +55,7 @@ class Catalog:
                     dataset=schema.name,
                     schema_digest=schema.digest(),
                     fields=len(schema.fields),
-                    purposes=schema.purposes,
+                    purposes=dict(schema.purposes),  # type: ignore[arg-type]
                     retention=schema.retention,
                     jurisdiction=schema.jurisdiction,
                 ),

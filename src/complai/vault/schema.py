@@ -74,8 +74,16 @@ class DatasetSchema(BaseModel):
     subject_column: str
     jurisdiction: str
     retention: str
-    purposes: list[str]
+    # purpose -> lawful basis (taxonomy legal_bases); a plain list takes the jurisdiction's default basis
+    purposes: dict[str, str | None]
     fields: list[FieldSpec]
+
+    @field_validator("purposes", mode="before")
+    @classmethod
+    def _purpose_list(cls, v: object) -> object:
+        if isinstance(v, list):
+            return {p: None for p in v}
+        return v
 
     @field_validator("name")
     @classmethod
@@ -103,11 +111,24 @@ class DatasetSchema(BaseModel):
                 return f
         raise InvalidInput(f"dataset {self.name} has no field {name!r}")
 
+    def basis(self, purpose: str) -> str:
+        """The lawful basis declared for a purpose (after load_schema filled the defaults)."""
+        if purpose not in self.purposes:
+            raise InvalidInput(f"purpose {purpose!r} is not allowed for dataset {self.name}")
+        basis = self.purposes[purpose]
+        assert basis is not None
+        return basis
+
     def check_taxonomy(self, taxonomy: Taxonomy) -> None:
         taxonomy.jurisdiction(self.jurisdiction)
         taxonomy.get("data_subjects", self.subject_type)
-        for p in self.purposes:
+        for p, basis in self.purposes.items():
             taxonomy.purpose(p)
+            if basis is not None:
+                try:
+                    taxonomy.legal_basis(basis)
+                except InvalidInput as exc:
+                    raise InvalidInput(f"purpose {p}: {exc}") from None
         for f in self.fields:
             try:
                 taxonomy.category(f.category)
@@ -141,4 +162,16 @@ def load_schema(source: Path | str | dict[str, object], taxonomy: Taxonomy) -> D
         where = ".".join(str(p) for p in err["loc"])
         raise InvalidInput(f"invalid dataset schema: {where + ': ' if where else ''}{err['msg']}") from None
     schema.check_taxonomy(taxonomy)
+    if any(b is None for b in schema.purposes.values()):
+        default = DEFAULT_BASIS[str(taxonomy.jurisdiction(schema.jurisdiction).attrs.get("regime", "none"))]
+        schema = schema.model_copy(update={"purposes": {p: b or default for p, b in schema.purposes.items()}})
     return schema
+
+
+# The basis a purpose listed without one gets: consent where the regime is opt-in, notice where opt-out.
+DEFAULT_BASIS = {
+    "gdpr": "gdpr.consent",
+    "pipl": "pipl.consent",
+    "ccpa": "ccpa.notice_at_collection",
+    "none": "gdpr.consent",
+}

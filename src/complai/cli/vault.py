@@ -1,0 +1,343 @@
+"""Vault commands: datasets, subjects and their rights, consent, keys, retention, backups."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from complai.cli.common import console, err_console, open_workspace, print_json, progress
+from complai.errors import InvalidInput
+from complai.vault.schema import load_schema
+from complai.workspace import OWNER
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+dataset_app = typer.Typer(help="Datasets: schemas, ingest, listing.", no_args_is_help=True)
+subject_app = typer.Typer(help="Data subjects: export, erase, rectify, restrict, object.", no_args_is_help=True)
+consent_app = typer.Typer(help="Consent records per subject and purpose.", no_args_is_help=True)
+keys_app = typer.Typer(help="Encryption keys: status and rotation.", no_args_is_help=True)
+retention_app = typer.Typer(help="Retention: delete what is past its dataset's retention.", no_args_is_help=True)
+backup_app = typer.Typer(help="Encrypted backups and restores.", no_args_is_help=True)
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+@dataset_app.command("create")
+def dataset_create(
+    name: Annotated[str, typer.Argument(help="Dataset name (must match the schema's name).")],
+    schema: Annotated[Path, typer.Option("--schema", help="Schema YAML file.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Register a dataset from a schema file."""
+    with open_workspace() as ws:
+        spec = load_schema(schema, ws.taxonomy)
+        if spec.name != name:
+            raise InvalidInput(f"the schema names dataset {spec.name!r}, not {name!r}")
+        ws.catalog.register(spec, actor=OWNER)
+    if json_out:
+        print_json({"dataset": name, "fields": len(spec.fields), "purposes": spec.purposes})
+    else:
+        console.print(f"dataset [bold]{name}[/] registered: {len(spec.fields)} fields, purposes {list(spec.purposes)}")
+
+
+@dataset_app.command("ingest")
+def dataset_ingest(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    csv: Annotated[Path, typer.Argument(help="CSV file with a header row.")],
+    subject_column: Annotated[
+        str | None, typer.Option("--subject-column", help="Column holding the subject id (default: the schema's).")
+    ] = None,
+    consents: Annotated[Path | None, typer.Option("--consents", help="Consents CSV (subject, purpose, ...).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Encrypt and store a CSV's rows (all or nothing)."""
+
+    from complai.vault.service import read_csv
+
+    with open_workspace() as ws:
+        spec = ws.catalog.get(name).schema
+        frame = read_csv(csv, "data")
+        if subject_column and subject_column != spec.subject_column:
+            if subject_column not in frame.columns:
+                raise InvalidInput(f"subject column {subject_column!r} is not in {csv.name}")
+            if spec.subject_column in frame.columns:
+                raise InvalidInput(f"{csv.name} has both {subject_column!r} and {spec.subject_column!r}")
+            frame = frame.rename(columns={subject_column: spec.subject_column})
+        with progress(disable=json_out) as bar:
+            bar.add_task(f"encrypting {len(frame):,} rows", total=None)
+            result = ws.vault.ingest(name, frame, actor=OWNER, consents_data=consents)
+    out = result.__dict__
+    if json_out:
+        print_json(out)
+    else:
+        console.print(
+            f"ingested {result.rows:,} rows for {result.subjects:,} subjects ({result.new_subjects:,} new) "
+            f"and {result.consents:,} consent records into [bold]{name}[/]"
+            + (f"; skipped {result.skipped_erased_rows} rows of erased subjects" if result.skipped_erased_rows else "")
+        )
+
+
+@dataset_app.command("list")
+def dataset_list(json_out: JsonOpt = False) -> None:
+    with open_workspace() as ws:
+        rows = []
+        for name in ws.catalog.names():
+            info = ws.catalog.get(name)
+            counts = ws.vault.counts(name)
+            rows.append(
+                {
+                    "dataset": name,
+                    "records": counts["records"],
+                    "subjects": counts["subjects"],
+                    "purposes": list(info.schema.purposes),
+                    "retention": info.schema.retention,
+                    "jurisdiction": info.schema.jurisdiction,
+                }
+            )
+    if json_out:
+        print_json(rows)
+        return
+    t = Table("dataset", "records", "subjects", "purposes", "retention", "jurisdiction")
+    for r in rows:
+        t.add_row(
+            r["dataset"],
+            f"{r['records']:,}",
+            f"{r['subjects']:,}",
+            ", ".join(r["purposes"]),
+            r["retention"],
+            r["jurisdiction"],
+        )
+    console.print(t)
+
+
+@dataset_app.command("show")
+def dataset_show(name: Annotated[str, typer.Argument()], json_out: JsonOpt = False) -> None:
+    with open_workspace() as ws:
+        info = ws.catalog.get(name)
+        counts = ws.vault.counts(name)
+    doc = {**info.schema.model_dump(mode="json"), "created_at": info.created_at, **counts}
+    if json_out:
+        print_json(doc)
+        return
+    console.print(f"[bold]{name}[/]: {counts['records']:,} records, {counts['subjects']:,} subjects")
+    console.print(f"jurisdiction {info.schema.jurisdiction}, retention {info.schema.retention}")
+    p = Table("purpose", "lawful basis")
+    for purpose, basis in info.schema.purposes.items():
+        p.add_row(purpose, str(basis))
+    console.print(p)
+    t = Table("field", "type", "category", "identifier", "sensitive")
+    for f in info.schema.fields:
+        t.add_row(f.name, f.type, f.category, f.identifier or "", "yes" if f.sensitive else "")
+    console.print(t)
+
+
+# --- subjects ------------------------------------------------------------------------------------
+
+SubjectArg = Annotated[str, typer.Argument(help="The subject's external id.")]
+
+
+@subject_app.command("export")
+def subject_export(
+    subject: SubjectArg,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here (default: stdout).")] = None,
+) -> None:
+    """Everything held about a subject, as JSON (access / portability)."""
+    with open_workspace() as ws:
+        doc = ws.vault.export(subject, actor=OWNER)
+    text = json.dumps(doc, indent=2, sort_keys=True)
+    if out:
+        out.write_text(text + "\n")
+        err_console.print(f"wrote {out}")
+    else:
+        console.file.write(text + "\n")
+
+
+@subject_app.command("erase")
+def subject_erase(subject: SubjectArg, json_out: JsonOpt = False) -> None:
+    """Erase a subject: records and consents deleted, data keys destroyed, tombstone in the ledger."""
+    with open_workspace() as ws:
+        seq = ws.vault.erase(subject, actor=OWNER)
+    if json_out:
+        print_json({"erased": True, "ledger_seq": seq})
+    else:
+        console.print(f"subject erased (ledger entry {seq})")
+
+
+@subject_app.command("rectify")
+def subject_rectify(
+    subject: SubjectArg,
+    dataset: Annotated[str, typer.Option("--dataset")],
+    field: Annotated[str, typer.Option("--field")],
+    value: Annotated[str, typer.Option("--value")],
+) -> None:
+    """Correct one field in a subject's records."""
+    with open_workspace() as ws:
+        seq = ws.vault.rectify(subject, dataset, field, value, actor=OWNER)
+    console.print(f"rectified {field} in {dataset} (ledger entry {seq})")
+
+
+@subject_app.command("restrict")
+def subject_restrict(
+    subject: SubjectArg,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    lift: Annotated[bool, typer.Option("--lift", help="Lift an existing restriction.")] = False,
+) -> None:
+    """Restrict processing of a subject (or lift the restriction)."""
+    with open_workspace() as ws:
+        seq = ws.vault.restrict(subject, actor=OWNER, reason=reason, lift=lift)
+    console.print(f"restriction {'lifted' if lift else 'recorded'} (ledger entry {seq})")
+
+
+@subject_app.command("object")
+def subject_object(
+    subject: SubjectArg,
+    purpose: Annotated[str, typer.Option("--purpose", help="Purpose objected to, or '*' for all.")],
+    opt_out: Annotated[bool, typer.Option("--opt-out", help="A CCPA opt-out rather than a GDPR objection.")] = False,
+) -> None:
+    with open_workspace() as ws:
+        seq = ws.vault.object(subject, purpose, actor=OWNER, kind="opt_out" if opt_out else "objection")
+    console.print(f"{'opt-out' if opt_out else 'objection'} recorded (ledger entry {seq})")
+
+
+# --- consent -------------------------------------------------------------------------------------
+
+
+@consent_app.command("grant")
+def consent_grant(
+    subject: SubjectArg,
+    purpose: Annotated[str, typer.Option("--purpose")],
+    basis: Annotated[str, typer.Option("--basis", help="Lawful basis key.")] = "gdpr.consent",
+    notice_version: Annotated[str, typer.Option("--notice-version")] = "unspecified",
+    source: Annotated[str, typer.Option("--source")] = "cli",
+) -> None:
+    with open_workspace() as ws:
+        seq = ws.vault.grant_consent(subject, purpose, OWNER, basis, notice_version, source)
+    console.print(f"consent for {purpose} recorded (ledger entry {seq})")
+
+
+@consent_app.command("withdraw")
+def consent_withdraw(subject: SubjectArg, purpose: Annotated[str, typer.Option("--purpose")]) -> None:
+    with open_workspace() as ws:
+        seq = ws.vault.withdraw_consent(subject, purpose, OWNER)
+    console.print(f"consent for {purpose} withdrawn (ledger entry {seq})")
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+@keys_app.command("status")
+def keys_status(json_out: JsonOpt = False) -> None:
+    with open_workspace() as ws:
+        st = ws.keys.status()
+    if json_out:
+        print_json(st)
+        return
+    t = Table(show_header=False, box=None)
+    for k, v in st.items():
+        t.add_row(k.replace("_", " "), json.dumps(v) if isinstance(v, dict) else str(v))
+    console.print(t)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Data keys re-wrapped per transaction.")
+    ] = 2000,
+    json_out: JsonOpt = False,
+) -> None:
+    """New key-encryption key; re-wrap every data key (resumes an interrupted rotation)."""
+    with open_workspace() as ws:
+        with progress(disable=json_out) as bar:
+            task = bar.add_task("re-wrapping data keys", total=None)
+            result = ws.keys.rotate(
+                OWNER, batch_size=batch_size, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    if json_out:
+        print_json(result)
+    else:
+        console.print(
+            f"{'resumed rotation to' if result['resumed'] else 'rotated to'} KEK version {result['to_version']}: "
+            f"{result['deks_rewrapped']:,} data keys re-wrapped, retired versions {result['retired'] or 'none'}"
+        )
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+
+@retention_app.command("sweep")
+def retention_sweep(json_out: JsonOpt = False) -> None:
+    """Delete records past retention; crypto-shred subjects left with nothing (idempotent)."""
+    with open_workspace() as ws:
+        result = ws.vault.retention_sweep(OWNER)
+    if json_out:
+        print_json(result)
+    else:
+        console.print(
+            f"deleted {result['records_deleted']:,} expired records; {result['subjects_shredded']:,} subjects shredded"
+        )
+
+
+# --- backups -------------------------------------------------------------------------------------
+
+
+@backup_app.command("create")
+def backup_create(
+    file: Annotated[Path, typer.Argument(help="Backup file to write.")],
+    key_file: Annotated[
+        Path | None, typer.Option("--key-file", help="Backup key (default: keys/backup.key, created if missing).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Consistent, encrypted snapshot of the workspace with a manifest and its ledger checkpoint."""
+    from complai.vault.backup import create_backup, load_backup_key, new_backup_key
+
+    with open_workspace() as ws:
+        key_path = key_file or ws.settings.keys_dir / "backup.key"
+        if not key_path.exists():
+            new_backup_key(key_path)
+            err_console.print(f"created backup key {key_path}: keep a copy apart from the backups")
+        with progress(disable=json_out) as bar:
+            task = bar.add_task("backing up", total=None)
+            result = create_backup(
+                ws,
+                file,
+                load_backup_key(key_path),
+                OWNER,
+                progress=lambda t: bar.update(task, description=f"table {t}"),
+            )
+    if json_out:
+        print_json(result)
+    else:
+        console.print(f"backup written to {file} ({result['digest'][:23]}...), ledger size {result['ledger_size']}")
+
+
+@backup_app.command("restore")
+def backup_restore(
+    file: Annotated[Path, typer.Argument(help="Backup file.")],
+    workspace: Annotated[Path, typer.Option("--workspace", "-w", help="New directory to restore into.")],
+    key_file: Annotated[Path, typer.Option("--key-file", help="The backup key.")],
+    ledger_from: Annotated[
+        Path | None,
+        typer.Option("--ledger-from", help="Newer ledger (workspace or export) whose erasures are re-applied."),
+    ] = None,
+    database_url: Annotated[str | None, typer.Option("--database-url")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Verify a backup, restore it into a new workspace, re-apply later erasures."""
+    from complai.vault.backup import load_backup_key, restore_backup
+
+    with progress(disable=json_out) as bar:
+        bar.add_task("verifying and restoring", total=None)
+        result = restore_backup(file, workspace, load_backup_key(key_file), OWNER, ledger_from, database_url)
+    if json_out:
+        print_json(result)
+    else:
+        console.print(
+            f"restored into {workspace}; {result['erasures_reapplied']} later erasure(s) re-applied"
+            + ("" if result["later_ledger_checked"] else " (no newer ledger found: later erasures NOT checked)")
+        )

@@ -1,0 +1,377 @@
+"""Encrypted, verifiable backups of a whole workspace, and restores that never resurrect an erasure.
+
+A backup is one file: a clear header (format, workspace id, created time, key id) followed by a
+chunked AES-256-GCM stream (crypto/stream.py) of a tar archive: one JSON-lines file per table from a
+single consistent snapshot, the workspace's key files and settings, and a manifest with each file's
+SHA-256, the schema revision, the ledger size and the signed checkpoint the snapshot corresponds to.
+
+Restore decrypts and checks everything before writing anything, rebuilds the database at the backup's
+schema revision, upgrades it, verifies the ledger against the checkpoint, and then re-applies every
+erasure recorded after the backup in the newer ledger it is given (the live workspace or an export),
+after checking that ledger is a consistent extension of the backup's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, LargeBinary, Table, insert, select
+
+from complai.clock import as_utc, utc_iso
+from complai.config import CONFIG_FILE, load_settings
+from complai.crypto.keyfiles import read_secret, write_secret
+from complai.crypto.pseudonym import digest
+from complai.crypto.stream import DecryptingReader, EncryptingWriter, read_header
+from complai.errors import IntegrityError, InvalidInput
+from complai.events import BackupCreated, BackupRestored, SubjectErased
+from complai.ledger import merkle
+from complai.ledger.checkpoint import verify_note
+from complai.ledger.verify import verify_ledger
+from complai.store import Store, metadata
+from complai.store.tables import ledger_head
+
+MAGIC = b"complai-backup/1"
+KEY_FILES = ("ledger.key", "pseudonym.key", "kek.json")
+
+
+def new_backup_key(path: Path) -> None:
+    write_secret(path, os.urandom(32))
+
+
+def load_backup_key(path: Path) -> bytes:
+    return read_secret(Path(path), size=32)
+
+
+def _key_id(key: bytes) -> str:
+    return hmac.digest(key, b"complai backup key id", hashlib.sha256)[:8].hex()
+
+
+def _encode_row(table: Table, row: Any) -> dict[str, Any]:
+    out = {}
+    for col in table.columns:
+        v = row[col.name]
+        if v is None:
+            out[col.name] = None
+        elif isinstance(col.type, LargeBinary):
+            out[col.name] = base64.b64encode(bytes(v)).decode()
+        elif isinstance(col.type, DateTime):
+            out[col.name] = utc_iso(as_utc(v))  # type: ignore[arg-type]
+        else:
+            out[col.name] = v
+    return out
+
+
+def _decode_row(table: Table, obj: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for col in table.columns:
+        v = obj.get(col.name)
+        if v is not None and isinstance(col.type, LargeBinary):
+            v = base64.b64decode(v)
+        elif v is not None and isinstance(col.type, DateTime):
+            v = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        out[col.name] = v
+    return out
+
+
+def _tables() -> list[Table]:
+    return [t for t in metadata.sorted_tables]
+
+
+def create_backup(
+    ws: Any, path: Path, key: bytes, actor: str, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Write an encrypted backup of the workspace `ws` to `path` (refuses to overwrite)."""
+    path = Path(path)
+    if path.exists():
+        raise InvalidInput(f"{path} already exists; choose a new backup file")
+    ws.ledger.checkpoint()
+    created = ws.clock.now()
+    header = json.dumps(
+        {
+            "format": MAGIC.decode(),
+            "workspace_id": ws.settings.workspace_id,
+            "created": utc_iso(created),
+            "key_id": _key_id(key),
+            "cipher": "AES-256-GCM STREAM, 1 MiB chunks",
+        },
+        sort_keys=True,
+    ).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    manifest: dict[str, Any] = {"files": {}, "tables": {}}
+    try:
+        with open(tmp, "wb") as raw:
+            writer = EncryptingWriter(raw, key, header)
+            with tarfile.open(fileobj=writer, mode="w|") as tar:  # type: ignore[call-overload]
+                with ws.store.snapshot() as conn:
+                    revision = ws.store.current_revision(conn)
+                    head = conn.execute(select(ledger_head.c.size, ledger_head.c.root)).one()
+                    for table in _tables():
+                        if progress:
+                            progress(table.name)
+                        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
+                            h = hashlib.sha256()
+                            n = 0
+                            for row in conn.execute(select(table)).mappings():
+                                line = json.dumps(_encode_row(table, row), sort_keys=True).encode() + b"\n"
+                                spool.write(line)
+                                h.update(line)
+                                n += 1
+                            _add(tar, f"tables/{table.name}.jsonl", spool, h.hexdigest(), manifest)
+                            manifest["tables"][table.name] = n
+                for name in KEY_FILES:
+                    data = read_secret(ws.settings.keys_dir / name)
+                    _add(tar, f"keys/{name}", io.BytesIO(data), hashlib.sha256(data).hexdigest(), manifest)
+                toml = (ws.path / CONFIG_FILE).read_bytes()
+                _add(tar, CONFIG_FILE, io.BytesIO(toml), hashlib.sha256(toml).hexdigest(), manifest)
+                notes = [n for n in ws.ledger.checkpoints() if n.checkpoint.size <= int(head.size)]
+                manifest.update(
+                    {
+                        "format": MAGIC.decode(),
+                        "workspace_id": ws.settings.workspace_id,
+                        "source_path": str(Path(ws.path).resolve()),
+                        "created": utc_iso(created),
+                        "schema_revision": revision,
+                        "ledger_size": int(head.size),
+                        "ledger_root": bytes(head.root).hex(),
+                        "checkpoint": notes[-1].text() if notes else None,
+                    }
+                )
+                blob = json.dumps(manifest, indent=1, sort_keys=True).encode()
+                info = tarfile.TarInfo("manifest.json")
+                info.size = len(blob)
+                tar.addfile(info, io.BytesIO(blob))
+            writer.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    file_digest = "sha256:" + _file_sha256(path)
+    seq = ws.ledger.record(
+        BackupCreated(
+            time=created,
+            actor=actor,
+            purpose="security",
+            backup_digest=file_digest,
+            ledger_size=manifest["ledger_size"],
+            tables=manifest["tables"],
+        )
+    )
+    return {
+        "file": str(path),
+        "digest": file_digest,
+        "ledger_size": manifest["ledger_size"],
+        "tables": manifest["tables"],
+        "seq": seq,
+    }
+
+
+def _add(tar: tarfile.TarFile, name: str, fileobj: Any, sha: str, manifest: dict[str, Any]) -> None:
+    fileobj.seek(0, os.SEEK_END)
+    info = tarfile.TarInfo(name)
+    info.size = fileobj.tell()
+    fileobj.seek(0)
+    tar.addfile(info, fileobj)
+    manifest["files"][name] = sha
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_backup(path: Path, key: bytes, into: Path) -> dict[str, Any]:
+    """Decrypt and verify a backup into the directory `into`; returns its manifest."""
+    try:
+        src = open(path, "rb")
+    except FileNotFoundError:
+        raise InvalidInput(f"backup file {path} not found") from None
+    with src:
+        header = read_header(src)
+        try:
+            meta = json.loads(header)
+        except ValueError:
+            raise IntegrityError("backup header is damaged") from None
+        if meta.get("format") != MAGIC.decode():
+            raise IntegrityError("not a complai backup (or an unsupported format)")
+        if meta.get("key_id") != _key_id(key):
+            raise InvalidInput("this backup was made with another backup key")
+        reader = DecryptingReader(src, key, header)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    target = (into / member.name).resolve()
+                    if not member.isfile() or not str(target).startswith(str(into.resolve()) + os.sep):
+                        raise IntegrityError(f"backup holds an unexpected entry {member.name!r}")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    fh = tar.extractfile(member)
+                    assert fh is not None
+                    target.write_bytes(fh.read())
+        except tarfile.TarError:
+            raise IntegrityError("backup archive is damaged") from None
+    try:
+        manifest = json.loads((into / "manifest.json").read_text())
+    except (FileNotFoundError, ValueError):
+        raise IntegrityError("backup has no valid manifest") from None
+    for name, sha in manifest["files"].items():
+        f = into / name
+        if not f.is_file() or hashlib.sha256(f.read_bytes()).hexdigest() != sha:
+            raise IntegrityError(f"backup file {name} does not match its manifest digest")
+    return manifest
+
+
+def _later_erasures(source: Path, backup_size: int, backup_root: bytes) -> Iterator[tuple[int, str]]:
+    """(seq, pseudonym) of erasures after the backup in a newer ledger: a workspace or an export."""
+    if (source / CONFIG_FILE).exists():
+        from complai.workspace import Workspace
+
+        with Workspace.open(source) as live:
+            if live.ledger.head().size < backup_size or live.ledger.root_at(backup_size) != backup_root:
+                raise IntegrityError("the newer ledger is not an extension of the backup's ledger")
+            for e in live.ledger.entries(start=backup_size, kind=SubjectErased.kind):
+                yield e.seq, json.loads(e.data)["subject"]
+        return
+    entries = source / "entries.jsonl"
+    if not entries.is_file():
+        raise InvalidInput(f"{source} is neither a workspace nor a ledger export")
+    leaves: list[bytes] = []
+    later: list[tuple[int, str]] = []
+    with open(entries, "rb") as fh:
+        for seq, line in enumerate(fh):
+            data = line.rstrip(b"\n")
+            leaves.append(merkle.leaf_hash(data))
+            if seq >= backup_size:
+                ev = json.loads(data)
+                if ev.get("type") == SubjectErased.kind:
+                    later.append((seq, ev["subject"]))
+    if len(leaves) < backup_size or merkle.root_of(leaves[:backup_size]) != backup_root:
+        raise IntegrityError("the newer ledger is not an extension of the backup's ledger")
+    yield from later
+
+
+def restore_backup(
+    path: Path,
+    target: Path,
+    key: bytes,
+    actor: str,
+    ledger_from: Path | None = None,
+    database_url: str | None = None,
+) -> dict[str, Any]:
+    """Restore a backup into a new workspace directory; erasures recorded after it are re-applied."""
+    from complai.workspace import Workspace
+
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise InvalidInput(f"{target} exists and is not empty; restore into a new directory")
+    file_digest = "sha256:" + _file_sha256(Path(path)) if Path(path).is_file() else ""
+    with tempfile.TemporaryDirectory(prefix="complai-restore-") as tmpdir:
+        staging = Path(tmpdir)
+        manifest = read_backup(Path(path), key, staging)
+        backup_size = int(manifest["ledger_size"])
+        backup_root = bytes.fromhex(manifest["ledger_root"])
+        source = Path(ledger_from) if ledger_from else Path(manifest.get("source_path", ""))
+        checked = bool(ledger_from) or (source / CONFIG_FILE).exists()
+        # resolve later erasures before writing anything: a bad newer ledger refuses the restore
+        later = list(_later_erasures(source, backup_size, backup_root)) if checked else []
+        created_dir = not target.exists()
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            keys = target / "keys"
+            keys.mkdir(mode=0o700)
+            for name in KEY_FILES:
+                write_secret(keys / name, (staging / "keys" / name).read_bytes())
+            settings_text = (staging / CONFIG_FILE).read_text()
+            (target / CONFIG_FILE).write_text(settings_text)
+            settings = load_settings(target)
+            if database_url or settings.database_url:
+                from dataclasses import replace
+
+                settings = replace(settings, database_url=database_url)
+                settings.write()
+            store = Store(settings.resolved_database_url())
+            try:
+                with store.write() as conn:
+                    store.migrate(conn, target=manifest["schema_revision"])
+                    for table in _tables():
+                        f = staging / "tables" / f"{table.name}.jsonl"
+                        if table.name == "alembic_version" or not f.exists():
+                            continue
+                        if table.name == "ledger_head":
+                            conn.execute(table.delete())
+                        batch: list[dict[str, Any]] = []
+                        with open(f, "rb") as fh:
+                            for line in fh:
+                                batch.append(_decode_row(table, json.loads(line)))
+                                if len(batch) >= 5000:
+                                    conn.execute(insert(table), batch)
+                                    batch = []
+                        if batch:
+                            conn.execute(insert(table), batch)
+                    store.migrate(conn)
+                    if store.dialect == "postgresql":  # explicit ids do not advance identity sequences
+                        for table in _tables():
+                            for col in table.primary_key.columns:
+                                if col.autoincrement is True:
+                                    conn.exec_driver_sql(
+                                        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{col.name}'), "
+                                        f"COALESCE((SELECT MAX({col.name}) FROM {table.name}), 0) + 1, false)"
+                                    )
+            finally:
+                store.dispose()
+            ws = Workspace.open(target)
+        except BaseException:
+            if created_dir:
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                for p in target.iterdir():
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+            raise
+    with ws:
+        report = verify_ledger(ws.ledger)
+        if not report.ok:
+            raise IntegrityError(f"restored ledger does not verify: {report.problem}")
+        if manifest.get("checkpoint"):
+            note = verify_note(manifest["checkpoint"], ws.ledger.verifier)
+            if ws.ledger.root_at(note.checkpoint.size) != note.checkpoint.root:
+                raise IntegrityError("restored ledger does not match the backup's signed checkpoint")
+        reapplied = 0
+        with ws.store.write() as conn:
+            for seq, pseudonym in later:
+                if ws.vault.erase_pseudonym(conn, pseudonym, actor, reapplied_from=seq):
+                    reapplied += 1
+            ws.ledger.append(
+                conn,
+                BackupRestored(
+                    time=ws.clock.now(),
+                    actor=actor,
+                    purpose="security",
+                    backup_digest=file_digest or digest(b""),
+                    backup_ledger_size=backup_size,
+                    erasures_reapplied=reapplied,
+                    later_ledger_checked=checked,
+                ),
+            )
+        sweep = ws.vault.retention_sweep(actor)
+    return {
+        "workspace": str(target),
+        "tables": manifest["tables"],
+        "backup_ledger_size": backup_size,
+        "erasures_reapplied": reapplied,
+        "later_ledger_checked": checked,
+        "expired_records_removed": sweep["records_deleted"],
+    }
