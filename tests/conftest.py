@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -31,19 +31,32 @@ def _pg_schema_url(schema: str) -> str:
 
 
 @pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A fresh PostgreSQL schema; yields a database URL whose search_path is that schema."""
+def pg_schema_factory() -> Iterator[Callable[[], str]]:
+    """Makes fresh PostgreSQL schemas (URLs whose search_path is the schema); drops them afterwards."""
     assert PG_URL is not None
-    schema = f"t_{uuid.uuid4().hex[:16]}"
     admin = create_engine(normalise_url(PG_URL), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    made: list[str] = []
+
+    def make() -> str:
+        schema = f"t_{uuid.uuid4().hex[:16]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        made.append(schema)
+        return _pg_schema_url(schema)
+
     try:
-        yield _pg_schema_url(schema)
+        yield make
     finally:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            for schema in made:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_schema(pg_schema_factory: Callable[[], str]) -> str:
+    """A fresh PostgreSQL schema's URL."""
+    return pg_schema_factory()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -57,6 +70,14 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
     if backend == "sqlite":
         return None
     return request.getfixturevalue("pg_schema")
+
+
+@pytest.fixture
+def another_database_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """A second, empty database on the same backend (None: SQLite in the target workspace)."""
+    if backend == "sqlite":
+        return None
+    return request.getfixturevalue("pg_schema_factory")()
 
 
 @pytest.fixture

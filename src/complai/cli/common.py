@@ -62,5 +62,5 @@ def progress(transient: bool = True, disable: bool = False) -> Progress:
         TimeElapsedColumn(),
         console=err_console,
         transient=transient,
-        disable=disable,
+        disable=disable or not err_console.is_terminal,
     )

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, LargeBinary, Table, insert, select
 
-from complai.clock import as_utc, utc_iso
+from complai.clock import Clock, as_utc, utc_iso
 from complai.config import CONFIG_FILE, load_settings
 from complai.crypto.keyfiles import read_secret, write_secret
 from complai.crypto.pseudonym import digest
@@ -271,6 +271,7 @@ def restore_backup(
     actor: str,
     ledger_from: Path | None = None,
     database_url: str | None = None,
+    clock: Clock | None = None,
 ) -> dict[str, Any]:
     """Restore a backup into a new workspace directory; erasures recorded after it are re-applied."""
     from complai.workspace import Workspace
@@ -333,7 +334,7 @@ def restore_backup(
                                     )
             finally:
                 store.dispose()
-            ws = Workspace.open(target)
+            ws = Workspace.open(target, clock=clock)
         except BaseException:
             if created_dir:
                 shutil.rmtree(target, ignore_errors=True)
