@@ -17,7 +17,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,15 +24,17 @@ from typing import Any, ClassVar
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, MetaData, String, create_engine, text
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, MetaData, String, text
 from sqlalchemy import Table as SATable
 
 from complai.crypto.pseudonym import digest
 from complai.events import Event
 from complai.ledger import merkle
 from complai.ledger.verify import verify_ledger
-from complai.store.engine import normalise_url
 from complai.workspace import Workspace
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import DEFAULT_PG, pg_available, pg_database
 
 console = Console()
 
@@ -157,28 +158,13 @@ def proof_costs(ws: Workspace, samples: int = 1000) -> dict[str, Any]:
     }
 
 
-def pg_database(url: str) -> tuple[str, Any]:
-    admin = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
-    name = f"complai_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    base = normalise_url(url).rsplit("/", 1)[0]
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return f"{base}/{name}", drop
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", default="1e4,1e6,1e7", help="log sizes for proof costs")
     ap.add_argument("--verify-max", type=float, default=1e6, help="largest size for a full verify run")
     ap.add_argument(
         "--postgres",
-        default=os.environ.get("COMPLAI_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        default=DEFAULT_PG,
     )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/ledger.json"))
     args = ap.parse_args()
@@ -190,16 +176,11 @@ def main() -> int:
     appends = []
     with Workspace.init(tmp / "sqlite") as ws:
         appends += append_rates(ws, "sqlite")
-    try:
-        url, drop = pg_database(args.postgres)
-    except Exception as exc:  # no server: say so, measure the rest
-        console.print(f"  PostgreSQL not reachable ({type(exc).__name__}); skipping its append numbers")
+    if pg_available(args.postgres):
+        with pg_database(args.postgres) as url, Workspace.init(tmp / "pg", database_url=url) as ws:
+            appends += append_rates(ws, "postgresql")
     else:
-        try:
-            with Workspace.init(tmp / "pg", database_url=url) as ws:
-                appends += append_rates(ws, "postgresql")
-        finally:
-            drop()
+        console.print("  PostgreSQL not reachable; skipping its append numbers")
     result["appends"] = appends
 
     console.rule("proofs and verification (SQLite)")

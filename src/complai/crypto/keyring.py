@@ -20,13 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, tuple_
 
 from complai.clock import Clock, utc_iso
 from complai.crypto.aead import DataKey
 from complai.crypto.keyfiles import read_secret, write_secret
 from complai.errors import IntegrityError, NotFound, WorkspaceError
-from complai.store import bulk_insert
+from complai.store import bulk_insert, placeholder
 from complai.store.tables import subject_keys
 
 MAX_ENCRYPTIONS = 1 << 30
@@ -220,7 +220,7 @@ class Keyring:
                 out[sid] = (ver, DataKey(self.provider.unwrap(kv, wrapped, _dek_ad(sid, ver))))
                 bumps.append((counts[sid], sid, ver))
         if bumps:
-            ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            ph = placeholder(conn)
             conn.exec_driver_sql(
                 f"UPDATE subject_keys SET encryptions = encryptions + {ph} WHERE subject_id = {ph} AND version = {ph}",
                 bumps,
@@ -235,26 +235,34 @@ class Keyring:
             n += conn.execute(delete(subject_keys).where(subject_keys.c.subject_id.in_(ids[i : i + 5000]))).rowcount
         return n
 
-    def rewrap_batch(self, conn: Connection, limit: int) -> int:
-        """Re-wrap up to `limit` DEKs held under an older KEK with the current one; returns how many."""
+    def rewrap_batch(
+        self, conn: Connection, limit: int, after: tuple[int, int] | None = None
+    ) -> tuple[int, tuple[int, int] | None]:
+        """Re-wrap up to `limit` DEKs held under an older KEK with the current one, in key order after
+        `after` (keyset pagination: each batch starts where the last ended instead of skipping the rows
+        already re-wrapped). Returns (how many, the last key handled)."""
         current = self.provider.current_version()
         c = subject_keys.c
-        rows = conn.execute(
-            select(c.subject_id, c.version, c.kek_version, c.wrapped)
-            .where(c.kek_version != current)
-            .order_by(c.subject_id, c.version)
-            .limit(limit)
-        ).all()
+        q = select(c.subject_id, c.version, c.kek_version, c.wrapped).where(c.kek_version != current)
+        if after is not None:
+            q = q.where(tuple_(c.subject_id, c.version) > tuple_(*after))
+        rows = conn.execute(q.order_by(c.subject_id, c.version).limit(limit)).all()
+        updates = []
         for sid, ver, kv, wrapped in rows:
             ad = _dek_ad(int(sid), int(ver))
             raw = self.provider.unwrap(int(kv), bytes(wrapped), ad)
             new_kv, new_wrapped = self.provider.wrap(raw, ad)
-            conn.execute(
-                update(subject_keys)
-                .where(c.subject_id == sid, c.version == ver, c.kek_version == kv)
-                .values(kek_version=new_kv, wrapped=new_wrapped)
+            updates.append((new_kv, new_wrapped, int(sid), int(ver)))
+        if updates:
+            ph = placeholder(conn)
+            conn.exec_driver_sql(
+                # by primary key only: a kek_version predicate lets PostgreSQL's generic plan pick the
+                # (unselective) kek_version index and scan every key per update
+                f"UPDATE subject_keys SET kek_version = {ph}, wrapped = {ph} "
+                f"WHERE subject_id = {ph} AND version = {ph}",
+                updates,
             )
-        return len(rows)
+        return len(rows), ((int(rows[-1].subject_id), int(rows[-1].version)) if rows else after)
 
     def status(self, conn: Connection) -> dict[str, object]:
         c = subject_keys.c

@@ -42,6 +42,11 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def placeholder(conn: Connection) -> str:
+    """The driver's positional parameter marker, for driver-level executemany."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
 def bulk_insert(
     conn: Connection, table: Table, rows: Sequence[Sequence[Any]], columns: Sequence[str] | None = None
 ) -> None:
@@ -54,8 +59,8 @@ def bulk_insert(
     if not rows:
         return
     names = list(columns) if columns else [c.name for c in table.columns]
+    ph = placeholder(conn)
     if conn.dialect.name == "sqlite":
-        ph = "?"
         dt = [i for i, n in enumerate(names) if isinstance(table.c[n].type, DateTime)]
         if dt:
             rows = [
@@ -65,8 +70,6 @@ def bulk_insert(
                 )
                 for r in rows
             ]
-    else:
-        ph = "%s"
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([ph] * len(names))})"
     conn.exec_driver_sql(sql, list(rows))
 

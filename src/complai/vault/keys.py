@@ -47,9 +47,10 @@ class KeyService:
             pending = self.pending()
         new = provider.current_version()
         done = 0
+        last = None
         while True:
             with self.store.write() as conn:
-                n = self.keyring.rewrap_batch(conn, batch_size)
+                n, last = self.keyring.rewrap_batch(conn, batch_size, last)
             done += n
             if progress is not None:
                 progress(done, pending)
