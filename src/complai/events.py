@@ -237,3 +237,87 @@ class BackupRestored(Event):
     backup_ledger_size: int
     erasures_reapplied: int
     later_ledger_checked: bool
+
+
+# --- access events -----------------------------------------------------------------------------
+
+
+class PrincipalAdded(Event):
+    kind: ClassVar[str] = "principal.added"
+    principal: str
+    principal_kind: str
+    has_password: bool
+
+
+class PrincipalDisabled(Event):
+    kind: ClassVar[str] = "principal.disabled"
+    principal: str
+
+
+class TokenCreated(Event):
+    kind: ClassVar[str] = "token.created"
+    token_id: str
+    principal: str
+    expires: str | None
+
+
+class TokenRevoked(Event):
+    kind: ClassVar[str] = "token.revoked"
+    token_id: str
+
+
+class AuthenticationRefused(Event):
+    kind: ClassVar[str] = "auth.refused"
+    token_id: str | None
+    reason: str
+
+
+class RoleChanged(Event):
+    kind: ClassVar[str] = "role.changed"
+    principal: str
+    role: str
+    granted: bool
+
+
+class PolicyChanged(Event):
+    kind: ClassVar[str] = "policy.changed"
+    rule_id: int
+    subject: str
+    domain: str
+    action: str
+    for_purpose: str
+    effect: str
+    added: bool
+    policy_version: int
+
+
+class AccessDenied(Event):
+    kind: ClassVar[str] = "access.denied"
+    action: str
+    dataset: str
+    reason: str
+
+
+class AgreementChanged(Event):
+    kind: ClassVar[str] = "agreement.changed"
+    agreement: str
+    recipient: str
+    dataset: str
+    for_purpose: str
+    fields: list[str]
+    expires: str
+    max_uses: int
+    change: str
+
+
+class DataShared(Event):
+    kind: ClassVar[str] = "data.shared"
+    agreement: str
+    recipient: str
+    dataset: str
+    fields: list[str]
+    rows: int
+    subjects: int
+    subjects_digest: Digest
+    data_digest: Digest
+    use: int

@@ -16,13 +16,16 @@ from typing import Any
 from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 
+from complai.access.agreements import Agreements
+from complai.access.identity import Identity
+from complai.access.policy import Policy
 from complai.clock import Clock, SystemClock, utc_iso
 from complai.config import CONFIG_FILE, DEFAULT_DB_FILE, Settings, load_settings
 from complai.crypto.keyfiles import read_secret, write_secret
 from complai.crypto.keyring import FileKeyProvider, KeyProvider, Keyring
 from complai.crypto.pseudonym import Pseudonymizer
 from complai.crypto.signing import Signer
-from complai.errors import AlreadyExists, ComplaiError, InvalidInput, WorkspaceError
+from complai.errors import AlreadyExists, AuthenticationFailed, ComplaiError, InvalidInput, NotFound, WorkspaceError
 from complai.events import SchemaMigrated, WorkspaceCreated
 from complai.ledger.log import Ledger
 from complai.store import Store
@@ -64,6 +67,7 @@ class Workspace:
         signer: Signer,
         pseudonyms: Pseudonymizer,
         key_provider: KeyProvider,
+        pseudonym_key: bytes,
     ):
         self.settings = settings
         self.path = settings.path
@@ -76,18 +80,26 @@ class Workspace:
         self.keyring = Keyring(key_provider, clock)
         self.vault = Vault(store, self.ledger, self.catalog, self.keyring, pseudonyms, self.taxonomy, clock)
         self.keys = KeyService(store, self.ledger, self.keyring, clock)
+        self.identity = Identity(store, self.ledger, clock)
+        self.policy = Policy(store, self.ledger, self.identity, self.taxonomy, clock)
+        self.agreements = Agreements(
+            store, self.ledger, self.catalog, self.vault, self.policy, self.taxonomy, clock, pseudonym_key
+        )
 
-    def session(self, principal: str, purpose: str) -> Session:
-        """A purpose-bound session for reaching personal data (deny by default).
-
-        Until principals and policies exist, only the workspace owner can act.
-        """
-        if principal != OWNER:
-            from complai.errors import AuthenticationFailed
-
-            raise AuthenticationFailed(f"unknown principal {principal!r}")
+    def session(self, credential: str, purpose: str) -> Session:
+        """A purpose-bound session: `credential` is an API token (cpl_...) or, for trusted in-process
+        callers, a principal name. Every operation through it is checked against the policy."""
         self.taxonomy.purpose(purpose)
-        return Session(self.vault, principal, purpose)
+        if credential.startswith("cpl_"):
+            principal = self.identity.authenticate(credential)
+        else:
+            try:
+                principal = self.identity.get(credential)
+            except NotFound:
+                raise AuthenticationFailed(f"unknown principal {credential!r}") from None
+            if principal.disabled:
+                raise AuthenticationFailed(f"principal {credential!r} is disabled")
+        return Session(self, principal, purpose)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -165,9 +177,9 @@ class Workspace:
         try:
             store.check_reachable()
             signer = Signer.load(settings.keys_dir / LEDGER_KEY, settings.ledger_origin)
-            pseudonyms = Pseudonymizer(read_secret(settings.keys_dir / PSEUDONYM_KEY, size=32))
+            pkey = read_secret(settings.keys_dir / PSEUDONYM_KEY, size=32)
             provider = FileKeyProvider(settings.keys_dir, clock)
-            ws = cls(settings, store, clock, signer, pseudonyms, provider)
+            ws = cls(settings, store, clock, signer, Pseudonymizer(pkey), provider, pkey)
             ws._upgrade_and_check()
         except ComplaiError:
             store.dispose()

@@ -21,7 +21,8 @@ from rich.progress import (
 )
 
 from complai.config import default_workspace
-from complai.workspace import Workspace
+from complai.vault.session import Session
+from complai.workspace import OWNER, Workspace
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -31,6 +32,7 @@ err_console = Console(stderr=True, highlight=False)
 class State:
     workspace: Path | None = None
     debug: bool = bool(os.environ.get("COMPLAI_DEBUG"))
+    token: str | None = None
 
 
 state = State()
@@ -47,6 +49,17 @@ def open_workspace(override: Path | None = None) -> Iterator[Workspace]:
         yield ws
     finally:
         ws.close()
+
+
+@contextmanager
+def open_session(purpose: str, override: Path | None = None) -> Iterator[tuple[Workspace, Session]]:
+    """The workspace and a session as the caller: the --token / COMPLAI_TOKEN principal, else the owner."""
+    with open_workspace(override) as ws:
+        yield ws, ws.session(state.token or OWNER, purpose)
+
+
+def actor() -> str:
+    return "token holder" if state.token else OWNER
 
 
 def print_json(obj: Any) -> None:

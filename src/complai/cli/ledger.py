@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from complai.cli.common import console, err_console, open_workspace, print_json, progress
+from complai.cli.common import console, err_console, open_session, print_json, progress
 from complai.crypto.signing import VerifierKey
 from complai.errors import InvalidInput, NotFound
 from complai.ledger.verify import VerifyReport, export_ledger, verify_export, verify_ledger
@@ -27,7 +27,8 @@ QuorumOpt = Annotated[int, typer.Option("--witnesses", min=0, help="Cosignatures
 @app.command()
 def status(json_out: JsonOpt = False) -> None:
     """Size, root, latest checkpoint, witnesses and entries per event type."""
-    with open_workspace() as ws:
+    with open_session("audit") as (ws, session):
+        session.audit_access()
         head = ws.ledger.head()
         latest = ws.ledger.latest_checkpoint()
         witnesses = ws.ledger.witnesses()
@@ -59,7 +60,8 @@ def status(json_out: JsonOpt = False) -> None:
 @app.command()
 def checkpoint(json_out: JsonOpt = False) -> None:
     """Sign the current tree head as a checkpoint (C2SP signed note)."""
-    with open_workspace() as ws:
+    with open_session("audit") as (ws, session):
+        session.audit_access()
         note = ws.ledger.checkpoint()
     if json_out:
         print_json({"size": note.checkpoint.size, "root": note.checkpoint.root.hex(), "note": note.text()})
@@ -86,7 +88,8 @@ def _show_report(report: VerifyReport, json_out: bool) -> None:
 @app.command()
 def verify(quorum: QuorumOpt = 0, json_out: JsonOpt = False) -> None:
     """Recompute the whole tree and check every checkpoint; exit 1 naming the first inconsistency."""
-    with open_workspace() as ws:
+    with open_session("audit") as (ws, session):
+        session.audit_access()
         total = ws.ledger.head().size
         with progress(disable=json_out) as bar:
             task = bar.add_task("verifying", total=total)
@@ -100,7 +103,8 @@ def prove(
     size: Annotated[int | None, typer.Option("--size", help="Tree size to prove against.")] = None,
 ) -> None:
     """Print a JSON inclusion proof for one entry, with the signed checkpoint it leads to."""
-    with open_workspace() as ws:
+    with open_session("audit") as (ws, session):
+        session.audit_access()
         entry = ws.ledger.entry(seq)
         note = None
         if size is None:
@@ -138,7 +142,8 @@ def show(
 ) -> None:
     """List ledger entries."""
     rows = []
-    with open_workspace() as ws:
+    with open_session("audit") as (ws, session):
+        session.audit_access()
         for e in ws.ledger.entries(start=start, kind=type_, chunk=min(limit, 5000)):
             rows.append(e)
             if len(rows) >= limit:
@@ -164,7 +169,8 @@ def show(
 @app.command()
 def export(directory: Annotated[Path, typer.Argument(help="Empty or new directory.")]) -> None:
     """Export entries, checkpoints and public keys for an outside auditor."""
-    with open_workspace() as ws:
+    with open_session("audit") as (ws, session):
+        session.audit_access()
         total = ws.ledger.head().size
         with progress() as bar:
             task = bar.add_task("exporting", total=total)
@@ -196,14 +202,16 @@ def witness_init(
 def witness_add(vkey: Annotated[str, typer.Argument(help="The witness's verifier key.")]) -> None:
     """Trust a witness: its cosignatures count toward --witnesses."""
     key = VerifierKey.parse(vkey)
-    with open_workspace() as ws:
+    with open_session("audit") as (ws, session):
+        session.audit_access()
         ws.ledger.add_witness(key, ws.clock.now())
     console.print(f"trusting witness {key.name}")
 
 
 @witness_app.command("list")
 def witness_list(json_out: JsonOpt = False) -> None:
-    with open_workspace() as ws:
+    with open_session("audit") as (ws, session):
+        session.audit_access()
         keys = ws.ledger.witnesses()
     if json_out:
         print_json([k.encode() for k in keys])
@@ -218,7 +226,8 @@ def witness_cosign(
 ) -> None:
     """Have the witness at DIRECTORY check and cosign this workspace's latest checkpoint."""
     w = Witness(directory)
-    with open_workspace() as ws:
+    with open_session("audit") as (ws, session):
+        session.audit_access()
         note = ws.ledger.latest_checkpoint()
         if note is None:
             raise NotFound("no checkpoint to cosign; run `complai ledger checkpoint` first")

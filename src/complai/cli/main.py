@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from complai import __version__
+from complai.cli import access as access_cmd
 from complai.cli import ledger as ledger_cmd
 from complai.cli import vault as vault_cmd
 from complai.cli.common import console, err_console, open_workspace, print_json, state, workspace_path
@@ -30,6 +31,11 @@ app.add_typer(vault_cmd.consent_app, name="consent")
 app.add_typer(vault_cmd.keys_app, name="keys")
 app.add_typer(vault_cmd.retention_app, name="retention")
 app.add_typer(vault_cmd.backup_app, name="backup")
+app.add_typer(access_cmd.principal_app, name="principal")
+app.add_typer(access_cmd.token_app, name="token")
+app.add_typer(access_cmd.role_app, name="role")
+app.add_typer(access_cmd.policy_app, name="policy")
+app.add_typer(access_cmd.share_app, name="share")
 
 
 def _version(value: bool) -> None:
@@ -45,12 +51,19 @@ def _global(
         typer.Option("--workspace", "-w", envvar="COMPLAI_WORKSPACE", help="Workspace directory."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", envvar="COMPLAI_TOKEN", help="Act as the principal of this API token.", show_default=False
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
     state.workspace = workspace
     state.debug = state.debug or debug
+    state.token = token
 
 
 @app.command()

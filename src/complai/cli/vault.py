@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from complai.cli.common import console, err_console, open_workspace, print_json, progress
+from complai.cli.common import console, err_console, open_session, open_workspace, print_json, progress
 from complai.errors import InvalidInput
 from complai.vault.schema import load_schema
 from complai.workspace import OWNER
@@ -34,11 +34,11 @@ def dataset_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Register a dataset from a schema file."""
-    with open_workspace() as ws:
+    with open_session("administration") as (ws, session):
         spec = load_schema(schema, ws.taxonomy)
         if spec.name != name:
             raise InvalidInput(f"the schema names dataset {spec.name!r}, not {name!r}")
-        ws.catalog.register(spec, actor=OWNER)
+        session.create_dataset(spec)
     if json_out:
         print_json({"dataset": name, "fields": len(spec.fields), "purposes": spec.purposes})
     else:
@@ -53,13 +53,14 @@ def dataset_ingest(
         str | None, typer.Option("--subject-column", help="Column holding the subject id (default: the schema's).")
     ] = None,
     consents: Annotated[Path | None, typer.Option("--consents", help="Consents CSV (subject, purpose, ...).")] = None,
+    purpose: Annotated[str, typer.Option("--purpose", help="Purpose of the collection.")] = "administration",
     json_out: JsonOpt = False,
 ) -> None:
     """Encrypt and store a CSV's rows (all or nothing)."""
 
     from complai.vault.service import read_csv
 
-    with open_workspace() as ws:
+    with open_session(purpose) as (ws, session):
         spec = ws.catalog.get(name).schema
         frame = read_csv(csv, "data")
         if subject_column and subject_column != spec.subject_column:
@@ -70,7 +71,7 @@ def dataset_ingest(
             frame = frame.rename(columns={subject_column: spec.subject_column})
         with progress(disable=json_out) as bar:
             bar.add_task(f"encrypting {len(frame):,} rows", total=None)
-            result = ws.vault.ingest(name, frame, actor=OWNER, consents_data=consents)
+            result = session.ingest(name, frame, consents)
     out = result.__dict__
     if json_out:
         print_json(out)
@@ -147,8 +148,8 @@ def subject_export(
     out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here (default: stdout).")] = None,
 ) -> None:
     """Everything held about a subject, as JSON (access / portability)."""
-    with open_workspace() as ws:
-        doc = ws.vault.export(subject, actor=OWNER)
+    with open_session("subject_request") as (_, session):
+        doc = session.export_subject(subject)
     text = json.dumps(doc, indent=2, sort_keys=True)
     if out:
         out.write_text(text + "\n")
@@ -160,8 +161,8 @@ def subject_export(
 @subject_app.command("erase")
 def subject_erase(subject: SubjectArg, json_out: JsonOpt = False) -> None:
     """Erase a subject: records and consents deleted, data keys destroyed, tombstone in the ledger."""
-    with open_workspace() as ws:
-        seq = ws.vault.erase(subject, actor=OWNER)
+    with open_session("subject_request") as (_, session):
+        seq = session.erase_subject(subject)
     if json_out:
         print_json({"erased": True, "ledger_seq": seq})
     else:
@@ -176,8 +177,8 @@ def subject_rectify(
     value: Annotated[str, typer.Option("--value")],
 ) -> None:
     """Correct one field in a subject's records."""
-    with open_workspace() as ws:
-        seq = ws.vault.rectify(subject, dataset, field, value, actor=OWNER)
+    with open_session("subject_request") as (_, session):
+        seq = session.rectify(subject, dataset, field, value)
     console.print(f"rectified {field} in {dataset} (ledger entry {seq})")
 
 
@@ -188,8 +189,8 @@ def subject_restrict(
     lift: Annotated[bool, typer.Option("--lift", help="Lift an existing restriction.")] = False,
 ) -> None:
     """Restrict processing of a subject (or lift the restriction)."""
-    with open_workspace() as ws:
-        seq = ws.vault.restrict(subject, actor=OWNER, reason=reason, lift=lift)
+    with open_session("subject_request") as (_, session):
+        seq = session.restrict(subject, reason=reason, lift=lift)
     console.print(f"restriction {'lifted' if lift else 'recorded'} (ledger entry {seq})")
 
 
@@ -199,8 +200,8 @@ def subject_object(
     purpose: Annotated[str, typer.Option("--purpose", help="Purpose objected to, or '*' for all.")],
     opt_out: Annotated[bool, typer.Option("--opt-out", help="A CCPA opt-out rather than a GDPR objection.")] = False,
 ) -> None:
-    with open_workspace() as ws:
-        seq = ws.vault.object(subject, purpose, actor=OWNER, kind="opt_out" if opt_out else "objection")
+    with open_session("subject_request") as (_, session):
+        seq = session.object(subject, purpose, kind="opt_out" if opt_out else "objection")
     console.print(f"{'opt-out' if opt_out else 'objection'} recorded (ledger entry {seq})")
 
 
@@ -215,15 +216,15 @@ def consent_grant(
     notice_version: Annotated[str, typer.Option("--notice-version")] = "unspecified",
     source: Annotated[str, typer.Option("--source")] = "cli",
 ) -> None:
-    with open_workspace() as ws:
-        seq = ws.vault.grant_consent(subject, purpose, OWNER, basis, notice_version, source)
+    with open_session("administration") as (_, session):
+        seq = session.grant_consent(subject, purpose, basis=basis, notice_version=notice_version, source=source)
     console.print(f"consent for {purpose} recorded (ledger entry {seq})")
 
 
 @consent_app.command("withdraw")
 def consent_withdraw(subject: SubjectArg, purpose: Annotated[str, typer.Option("--purpose")]) -> None:
-    with open_workspace() as ws:
-        seq = ws.vault.withdraw_consent(subject, purpose, OWNER)
+    with open_session("administration") as (_, session):
+        seq = session.withdraw_consent(subject, purpose)
     console.print(f"consent for {purpose} withdrawn (ledger entry {seq})")
 
 
@@ -251,11 +252,11 @@ def keys_rotate(
     json_out: JsonOpt = False,
 ) -> None:
     """New key-encryption key; re-wrap every data key (resumes an interrupted rotation)."""
-    with open_workspace() as ws:
+    with open_session("security") as (_, session):
         with progress(disable=json_out) as bar:
             task = bar.add_task("re-wrapping data keys", total=None)
-            result = ws.keys.rotate(
-                OWNER, batch_size=batch_size, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            result = session.rotate_keys(
+                batch_size=batch_size, progress=lambda done, total: bar.update(task, completed=done, total=total)
             )
     if json_out:
         print_json(result)
@@ -272,8 +273,8 @@ def keys_rotate(
 @retention_app.command("sweep")
 def retention_sweep(json_out: JsonOpt = False) -> None:
     """Delete records past retention; crypto-shred subjects left with nothing (idempotent)."""
-    with open_workspace() as ws:
-        result = ws.vault.retention_sweep(OWNER)
+    with open_session("legal_obligation") as (_, session):
+        result = session.retention_sweep()
     if json_out:
         print_json(result)
     else:
@@ -294,21 +295,17 @@ def backup_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Consistent, encrypted snapshot of the workspace with a manifest and its ledger checkpoint."""
-    from complai.vault.backup import create_backup, load_backup_key, new_backup_key
+    from complai.vault.backup import load_backup_key, new_backup_key
 
-    with open_workspace() as ws:
+    with open_session("security") as (ws, session):
         key_path = key_file or ws.settings.keys_dir / "backup.key"
         if not key_path.exists():
             new_backup_key(key_path)
             err_console.print(f"created backup key {key_path}: keep a copy apart from the backups")
         with progress(disable=json_out) as bar:
             task = bar.add_task("backing up", total=None)
-            result = create_backup(
-                ws,
-                file,
-                load_backup_key(key_path),
-                OWNER,
-                progress=lambda t: bar.update(task, description=f"table {t}"),
+            result = session.backup(
+                file, load_backup_key(key_path), progress=lambda t: bar.update(task, description=f"table {t}")
             )
     if json_out:
         print_json(result)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 # 64-bit ids; on SQLite an INTEGER PRIMARY KEY is the rowid (autoincrementing)
@@ -170,4 +171,69 @@ records = Table(
     Index("ix_records_dataset_subject", "dataset", "subject_id"),
     Index("ix_records_subject", "subject_id"),
     Index("ix_records_dataset_expires", "dataset", "expires_us"),
+)
+
+# --- access ------------------------------------------------------------------------------------
+principals = Table(
+    "principals",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("password_hash", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+)
+
+role_grants = Table(
+    "role_grants",
+    metadata,
+    Column("principal", String(128), ForeignKey("principals.name"), primary_key=True),
+    Column("role", String(64), primary_key=True),
+    Column("granted_by", String(128), nullable=False),
+    Column("granted_at", DateTime(timezone=True), nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("principal", String(128), ForeignKey("principals.name"), nullable=False),
+    Column("secret_hash", LargeBinary(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+policy_rules = Table(
+    "policy_rules",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("subject", String(128), nullable=False),
+    Column("domain", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("purpose", String(128), nullable=False),
+    Column("effect", String(8), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("subject", "domain", "action", "purpose", "effect", name="uq_policy_rules_rule"),
+)
+
+agreements = Table(
+    "agreements",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("recipient", String(200), nullable=False),
+    Column("recipient_key", Text, nullable=False),
+    Column("dataset", String(128), ForeignKey("datasets.name"), nullable=False),
+    Column("purpose", String(128), nullable=False),
+    Column("fields_json", Text, nullable=False),
+    Column("deid_json", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("max_uses", Integer, nullable=False),
+    Column("uses", Integer, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
 )

@@ -308,12 +308,11 @@ def restore_backup(
             try:
                 with store.write() as conn:
                     store.migrate(conn, target=manifest["schema_revision"])
-                    for table in _tables():
+                    present = [t for t in _tables() if (staging / "tables" / f"{t.name}.jsonl").exists()]
+                    for table in reversed(present):  # rows the migrations seeded (head, owner) come from the backup
+                        conn.execute(table.delete())
+                    for table in present:
                         f = staging / "tables" / f"{table.name}.jsonl"
-                        if table.name == "alembic_version" or not f.exists():
-                            continue
-                        if table.name == "ledger_head":
-                            conn.execute(table.delete())
                         batch: list[dict[str, Any]] = []
                         with open(f, "rb") as fh:
                             for line in fh:

@@ -337,10 +337,12 @@ class Vault:
         )
         return and_(*cond)
 
-    def read(
-        self, dataset: str, purpose: str, actor: str, columns: list[str] | None = None
-    ) -> tuple[pd.DataFrame, int]:
-        """Decrypt the rows this purpose may see; record the read. Returns (frame, ledger seq)."""
+    def fetch(
+        self, dataset: str, purpose: str, columns: list[str] | None = None
+    ) -> tuple[pd.DataFrame, set[str], int, list[str]]:
+        """Decrypt what this purpose may see, without recording (callers record their own event).
+
+        Returns (frame, subject pseudonyms, records in the dataset, columns)."""
         schema = self.catalog.get(dataset).schema
         schema.basis(purpose)
         names = [f.name for f in schema.fields]
@@ -374,18 +376,23 @@ class Vault:
                 if sid not in ext_cache:
                     ext_cache[sid] = self._open_external(keys[sid], row.pseudonym, row.external_enc)
                 subject_col.append(ext_cache[sid])
-        frame = to_frame(schema, cols, subject_col, values)
-        pseudos = {row.pseudonym for row in rows}
+        return to_frame(schema, cols, subject_col, values), {row.pseudonym for row in rows}, int(total), cols
+
+    def read(
+        self, dataset: str, purpose: str, actor: str, columns: list[str] | None = None
+    ) -> tuple[pd.DataFrame, int]:
+        """Decrypt the rows this purpose may see; record the read. Returns (frame, ledger seq)."""
+        frame, pseudos, total, cols = self.fetch(dataset, purpose, columns)
         seq = self.ledger.record(
             DataRead(
-                time=now,
+                time=self.clock.now(),
                 actor=actor,
                 purpose=purpose,
                 dataset=dataset,
                 columns=cols,
-                rows=len(rows),
+                rows=len(frame),
                 subjects=len(pseudos),
-                records_in_dataset=int(total),
+                records_in_dataset=total,
                 subjects_digest=set_digest(pseudos),
             )
         )

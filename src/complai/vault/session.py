@@ -1,31 +1,103 @@
-"""Purpose-bound sessions: the only way to reach personal data.
+"""Purpose-bound sessions: the way to reach personal data and change governance state.
 
-`ws.session(principal, purpose)` binds an actor and a declared purpose; every read through it is
-checked against the dataset's allowed purposes and each subject's lawful basis, and recorded.
+`ws.session(token_or_principal, purpose)` authenticates the caller (an API token, or a principal name
+for trusted in-process callers such as the workspace owner's CLI), binds a declared purpose, and
+checks every operation against the policy (deny by default) before the vault does it. Allowed
+operations record their own ledger event with the principal as actor; refusals record access.denied.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from complai.access.identity import Principal
+
 if TYPE_CHECKING:
-    from complai.vault.service import Vault
+    from complai.workspace import Workspace
+
+ALL = "*"
 
 
 class Session:
-    def __init__(self, vault: Vault, principal: str, purpose: str) -> None:
-        self._vault = vault
-        self.principal = principal
+    def __init__(self, ws: Workspace, principal: Principal, purpose: str) -> None:
+        self._ws = ws
+        self.principal = principal.name
+        self.roles = principal.roles
         self.purpose = purpose
         self.last_seq: int | None = None
 
+    def _check(self, action: str, dataset: str = ALL) -> None:
+        self._ws.policy.check(self.principal, dataset, action, self.purpose)
+
+    # --- data ------------------------------------------------------------------------------------
+
     def read(self, dataset: str, columns: list[str] | None = None) -> pd.DataFrame:
         """The dataset's rows this purpose may see, decrypted; the read is recorded in the ledger."""
-        frame, seq = self._vault.read(dataset, self.purpose, self.principal, columns)
+        self._check("read", dataset)
+        frame, seq = self._ws.vault.read(dataset, self.purpose, self.principal, columns)
         self.last_seq = seq
         return frame
+
+    def ingest(self, dataset: str, data: pd.DataFrame | Path | str | list[dict[str, Any]], consents: Any = None) -> Any:
+        self._check("ingest", dataset)
+        return self._ws.vault.ingest(dataset, data, self.principal, consents, purpose=self.purpose)
+
+    def create_dataset(self, schema: Any) -> Any:
+        self._check("admin", schema.name)
+        return self._ws.catalog.register(schema, actor=self.principal)
+
+    # --- subject rights --------------------------------------------------------------------------
+
+    def export_subject(self, subject: str) -> dict[str, Any]:
+        self._check("export")
+        return self._ws.vault.export(subject, self.principal)
+
+    def erase_subject(self, subject: str) -> int:
+        self._check("erase")
+        return self._ws.vault.erase(subject, self.principal)
+
+    def rectify(self, subject: str, dataset: str, field: str, value: Any) -> int:
+        self._check("ingest", dataset)
+        return self._ws.vault.rectify(subject, dataset, field, value, self.principal)
+
+    def restrict(self, subject: str, reason: str = "", lift: bool = False) -> int:
+        self._check("erase")
+        return self._ws.vault.restrict(subject, self.principal, reason, lift)
+
+    def object(self, subject: str, purpose: str, kind: str = "objection") -> int:
+        self._check("erase")
+        return self._ws.vault.object(subject, purpose, self.principal, kind)
+
+    def grant_consent(self, subject: str, purpose: str, **kw: Any) -> int:
+        self._check("admin")
+        return self._ws.vault.grant_consent(subject, purpose, self.principal, **kw)
+
+    def withdraw_consent(self, subject: str, purpose: str) -> int:
+        self._check("admin")
+        return self._ws.vault.withdraw_consent(subject, purpose, self.principal)
+
+    # --- operations ------------------------------------------------------------------------------
+
+    def retention_sweep(self) -> dict[str, Any]:
+        self._check("admin")
+        return self._ws.vault.retention_sweep(self.principal)
+
+    def rotate_keys(self, **kw: Any) -> dict[str, object]:
+        self._check("admin")
+        return self._ws.keys.rotate(self.principal, **kw)
+
+    def backup(self, path: Path, key: bytes, **kw: Any) -> dict[str, Any]:
+        from complai.vault.backup import create_backup
+
+        self._check("admin")
+        return create_backup(self._ws, path, key, self.principal, **kw)
+
+    def audit_access(self) -> None:
+        """Ledger and audit views: the auditor's action (no personal data involved)."""
+        self._check("audit")
 
     def __repr__(self) -> str:
         return f"Session(principal={self.principal!r}, purpose={self.purpose!r})"

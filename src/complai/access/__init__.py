@@ -1,0 +1,1 @@
+"""Identity (principals, roles, tokens, passwords), policy (pycasbin), data-sharing agreements."""

@@ -1,0 +1,358 @@
+"""Data-sharing agreements: machine-checked policy objects whose every use is enforced and recorded.
+
+An agreement names the recipient (and its X25519 public key), the dataset, the purpose, the fields it
+may receive, the de-identification required, an expiry and a maximum number of uses. `export` refuses
+an expired, revoked or exhausted agreement (the use is counted atomically with the ledger event),
+reads only subjects whose lawful basis for the purpose is live, keeps only the allowed fields after
+de-identification, and seals a package to the recipient containing the data, a manifest and the
+ledger inclusion proof of the share event under a signed checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import os
+import secrets
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from complai.access.policy import Policy
+from complai.clock import Clock, as_utc, utc_iso
+from complai.crypto.pseudonym import digest
+from complai.crypto.sealing import key_id, load_private, open_sealed, seal_to
+from complai.crypto.signing import VerifierKey
+from complai.errors import IntegrityError, InvalidInput, NotFound, PolicyDenied
+from complai.events import AgreementChanged, DataShared
+from complai.ledger import merkle
+from complai.ledger.checkpoint import verify_note
+from complai.ledger.log import Ledger
+from complai.store import Store
+from complai.store.tables import agreements
+from complai.taxonomy import Taxonomy
+from complai.vault.catalog import Catalog
+from complai.vault.schema import retention_deadline
+from complai.vault.service import Vault, set_digest
+
+PACKAGE_FORMAT = "complai-share/1"
+
+
+@dataclass(frozen=True)
+class Agreement:
+    id: str
+    recipient: str
+    recipient_key_id: str
+    dataset: str
+    purpose: str
+    fields: list[str]
+    deid: dict[str, bool]
+    expires_at: str
+    max_uses: int
+    uses: int
+    revoked: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Agreements:
+    def __init__(
+        self,
+        store: Store,
+        ledger: Ledger,
+        catalog: Catalog,
+        vault: Vault,
+        policy: Policy,
+        taxonomy: Taxonomy,
+        clock: Clock,
+        pseudonym_key: bytes,
+    ) -> None:
+        self.store, self.ledger, self.catalog, self.vault = store, ledger, catalog, vault
+        self.policy, self.taxonomy, self.clock = policy, taxonomy, clock
+        self._pkey = pseudonym_key
+
+    def _row(self, row: Any) -> Agreement:
+        return Agreement(
+            id=row.id,
+            recipient=row.recipient,
+            recipient_key_id=key_id(bytes.fromhex(row.recipient_key)),
+            dataset=row.dataset,
+            purpose=row.purpose,
+            fields=json.loads(row.fields_json),
+            deid=json.loads(row.deid_json),
+            expires_at=utc_iso(as_utc(row.expires_at)),  # type: ignore[arg-type]
+            max_uses=int(row.max_uses),
+            uses=int(row.uses),
+            revoked=row.revoked_at is not None,
+        )
+
+    def create(
+        self,
+        actor: str,
+        recipient: str,
+        recipient_key: bytes,
+        dataset: str,
+        purpose: str,
+        fields: list[str],
+        expires: str = "P30D",
+        max_uses: int = 1,
+        drop_direct_identifiers: bool = True,
+        pseudonymize_subjects: bool = True,
+    ) -> Agreement:
+        if not recipient.strip():
+            raise InvalidInput("an agreement needs a recipient")
+        if len(recipient_key) != 32:
+            raise InvalidInput("the recipient key must be an X25519 public key")
+        if max_uses < 1:
+            raise InvalidInput("max uses must be at least 1")
+        schema = self.catalog.get(dataset).schema
+        schema.basis(purpose)
+        names = [f.name for f in schema.fields]
+        if not fields:
+            raise InvalidInput("an agreement must name the fields it shares")
+        unknown = [f for f in fields if f not in names]
+        if unknown:
+            raise InvalidInput(f"unknown field(s) {unknown} in dataset {dataset}")
+        direct = [f for f in fields if schema.field(f).identifier == "direct" and f != schema.subject_column]
+        if drop_direct_identifiers and direct:
+            raise InvalidInput(f"fields {direct} are direct identifiers and the agreement removes them; leave them out")
+        self.policy.check(actor, dataset, "share", purpose)
+        now = self.clock.now()
+        expires_at = retention_deadline(now, expires)
+        aid = secrets.token_hex(8)
+        deid = {"drop_direct_identifiers": drop_direct_identifiers, "pseudonymize_subjects": pseudonymize_subjects}
+        with self.store.write() as conn:
+            conn.execute(
+                insert(agreements).values(
+                    id=aid,
+                    recipient=recipient,
+                    recipient_key=recipient_key.hex(),
+                    dataset=dataset,
+                    purpose=purpose,
+                    fields_json=json.dumps(fields),
+                    deid_json=json.dumps(deid, sort_keys=True),
+                    expires_at=expires_at,
+                    max_uses=max_uses,
+                    uses=0,
+                    created_by=actor,
+                    created_at=now,
+                )
+            )
+            self.ledger.append(
+                conn, self._event(actor, aid, recipient, dataset, purpose, fields, expires_at, max_uses, "created")
+            )
+        return self.get(aid)
+
+    def _event(
+        self,
+        actor: str,
+        aid: str,
+        recipient: str,
+        dataset: str,
+        purpose: str,
+        fields: list[str],
+        expires_at: Any,
+        max_uses: int,
+        change: str,
+    ) -> AgreementChanged:
+        return AgreementChanged(
+            time=self.clock.now(),
+            actor=actor,
+            purpose=purpose,
+            agreement=aid,
+            recipient=recipient,
+            dataset=dataset,
+            for_purpose=purpose,
+            fields=fields,
+            expires=utc_iso(as_utc(expires_at)),  # type: ignore[arg-type]
+            max_uses=max_uses,
+            change=change,
+        )
+
+    def get(self, aid: str) -> Agreement:
+        with self.store.read() as conn:
+            row = conn.execute(select(agreements).where(agreements.c.id == aid)).first()
+        if row is None:
+            raise NotFound(f"no agreement {aid}")
+        return self._row(row)
+
+    def list(self) -> list[Agreement]:
+        with self.store.read() as conn:
+            return [self._row(r) for r in conn.execute(select(agreements).order_by(agreements.c.created_at))]
+
+    def revoke(self, actor: str, aid: str) -> None:
+        a = self.get(aid)
+        self.policy.check(actor, a.dataset, "share", a.purpose)
+        if a.revoked:
+            raise InvalidInput(f"agreement {aid} is already revoked")
+        with self.store.write() as conn:
+            conn.execute(update(agreements).where(agreements.c.id == aid).values(revoked_at=self.clock.now()))
+            self.ledger.append(
+                conn,
+                self._event(
+                    actor, aid, a.recipient, a.dataset, a.purpose, a.fields, a.expires_at, a.max_uses, "revoked"
+                ),
+            )
+
+    def export(self, actor: str, aid: str, out: Path) -> dict[str, Any]:
+        """Seal one use of the agreement to its recipient as a package file."""
+        out = Path(out)
+        if out.exists():
+            raise InvalidInput(f"{out} already exists")
+        a = self.get(aid)
+        now = self.clock.now()
+        if a.revoked:
+            raise PolicyDenied(f"agreement {aid} was revoked")
+        if as_utc(_parse(a.expires_at)) <= now:  # type: ignore[operator]
+            raise PolicyDenied(f"agreement {aid} expired at {a.expires_at}")
+        if a.uses >= a.max_uses:
+            raise PolicyDenied(f"agreement {aid} has been used {a.uses} of {a.max_uses} times")
+        self.policy.check(actor, a.dataset, "share", a.purpose)
+        schema = self.catalog.get(a.dataset).schema
+        cols = list(a.fields)
+        if schema.subject_column not in cols:
+            cols_fetch = [*cols, schema.subject_column]
+        else:
+            cols_fetch = cols
+        frame, pseudos, _, _ = self.vault.fetch(a.dataset, a.purpose, cols_fetch)
+        if a.deid.get("pseudonymize_subjects", True) and schema.subject_column in cols:
+            salt = hmac.digest(self._pkey, b"share|" + aid.encode(), hashlib.sha256)
+            frame[schema.subject_column] = [
+                "sh_" + hmac.digest(salt, str(x).encode(), hashlib.sha256).hex()[:24]
+                for x in frame[schema.subject_column]
+            ]
+        frame = frame[cols]
+        data = frame.to_csv(index=False).encode()
+        with self.store.write() as conn:
+            c = agreements.c
+            claimed = conn.execute(
+                update(agreements)
+                .where(c.id == aid, c.uses < c.max_uses, c.revoked_at.is_(None))
+                .values(uses=c.uses + 1)
+            ).rowcount
+            if claimed != 1:
+                raise PolicyDenied(f"agreement {aid} can no longer be used")
+            seq = self.ledger.append(
+                conn,
+                DataShared(
+                    time=now,
+                    actor=actor,
+                    purpose=a.purpose,
+                    agreement=aid,
+                    recipient=a.recipient,
+                    dataset=a.dataset,
+                    fields=cols,
+                    rows=len(frame),
+                    subjects=len(pseudos),
+                    subjects_digest=set_digest(pseudos),
+                    data_digest=digest(data),
+                    use=a.uses + 1,
+                ),
+            )
+        note = self.ledger.checkpoint()
+        entry = self.ledger.entry(seq)
+        proof = self.ledger.inclusion_proof(seq, note.checkpoint.size)
+        manifest = {
+            "format": PACKAGE_FORMAT,
+            "agreement": a.as_dict(),
+            "rows": len(frame),
+            "fields": cols,
+            "data_file": "data.csv",
+            "data_sha256": hashlib.sha256(data).hexdigest(),
+            "ledger": {
+                "seq": seq,
+                "event": entry.data.decode(),
+                "tree_size": note.checkpoint.size,
+                "proof": [p.hex() for p in proof],
+                "checkpoint": note.text(),
+                "log_key": self.ledger.verifier.encode(),
+            },
+        }
+        recipient_key = _recipient_key(self.store, aid)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                writer = seal_to(fh, recipient_key, {"agreement": aid})
+                with tarfile.open(fileobj=writer, mode="w|") as tar:  # type: ignore[call-overload]
+                    for name, blob in (("data.csv", data), ("manifest.json", json.dumps(manifest, indent=1).encode())):
+                        info = tarfile.TarInfo(name)
+                        info.size = len(blob)
+                        tar.addfile(info, io.BytesIO(blob))
+                writer.close()
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return {"file": str(out), "rows": len(frame), "use": a.uses + 1, "max_uses": a.max_uses, "ledger_seq": seq}
+
+
+def _recipient_key(store: Store, aid: str) -> bytes:
+    with store.read() as conn:
+        return bytes.fromhex(
+            conn.execute(select(agreements.c.recipient_key).where(agreements.c.id == aid)).scalar_one()
+        )
+
+
+def _parse(text: str) -> Any:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def open_package(path: Path, private_key_file: Path, out_dir: Path, log_key: str | None = None) -> dict[str, Any]:
+    """Recipient side: decrypt, check the data digest and the share event's inclusion proof."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InvalidInput(f"{out_dir} is not empty")
+    private = load_private(private_key_file)
+    try:
+        src = open(path, "rb")
+    except FileNotFoundError:
+        raise InvalidInput(f"package {path} not found") from None
+    files: dict[str, bytes] = {}
+    with src:
+        _, reader = open_sealed(src, private)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    if member.name not in ("data.csv", "manifest.json") or not member.isfile():
+                        raise IntegrityError(f"package holds an unexpected entry {member.name!r}")
+                    fh = tar.extractfile(member)
+                    assert fh is not None
+                    files[member.name] = fh.read()
+        except tarfile.TarError:
+            raise IntegrityError("package archive is damaged") from None
+    if set(files) != {"data.csv", "manifest.json"}:
+        raise IntegrityError("package is incomplete")
+    manifest = json.loads(files["manifest.json"])
+    if hashlib.sha256(files["data.csv"]).hexdigest() != manifest["data_sha256"]:
+        raise IntegrityError("package data does not match its manifest")
+    ledger = manifest["ledger"]
+    key = VerifierKey.parse(log_key or ledger["log_key"])
+    note = verify_note(ledger["checkpoint"], key)
+    event = ledger["event"].encode()
+    merkle.verify_inclusion(
+        ledger["seq"],
+        note.checkpoint.size,
+        merkle.leaf_hash(event),
+        [bytes.fromhex(p) for p in ledger["proof"]],
+        note.checkpoint.root,
+    )
+    ev = json.loads(event)
+    if ev.get("type") != DataShared.kind or ev.get("data_digest") != "sha256:" + manifest["data_sha256"]:
+        raise IntegrityError("the ledger event does not describe this data")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "data.csv").write_bytes(files["data.csv"])
+    (out_dir / "manifest.json").write_bytes(files["manifest.json"])
+    return {
+        "rows": manifest["rows"],
+        "fields": manifest["fields"],
+        "agreement": manifest["agreement"]["id"],
+        "ledger_seq": ledger["seq"],
+        "verified_against_pinned_key": bool(log_key),
+    }

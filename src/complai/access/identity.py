@@ -1,0 +1,283 @@
+"""Principals, roles, API tokens and passwords.
+
+Tokens are `cpl_<id>_<secret>`: 16 hex characters of id and 256 bits of secret. Only SHA-256 of the
+secret is stored (a high-entropy secret needs no slow hash); it is compared in constant time. A token
+is shown once, at creation, and never logged or recorded: events carry the token id only. Human
+passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106 second recommended profile).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import Connection, delete, insert, select, update
+
+from complai.clock import Clock, as_utc, utc_iso
+from complai.errors import AlreadyExists, AuthenticationFailed, InvalidInput, NotFound, PolicyDenied
+from complai.events import (
+    AuthenticationRefused,
+    PrincipalAdded,
+    PrincipalDisabled,
+    RoleChanged,
+    TokenCreated,
+    TokenRevoked,
+)
+from complai.ledger.log import Ledger
+from complai.store import Store
+from complai.store.tables import meta, principals, role_grants, tokens
+from complai.vault.schema import retention_deadline
+
+OWNER = "owner"
+ROLES = {
+    "owner": "everything, including policy changes and role grants",
+    "admin": "operations on keys, backups and retention (no personal data unless a policy allows it)",
+    "auditor": "reads the ledger and runs audits; never personal data",
+    "analyst": "no rights of its own: grant them per dataset and purpose with `complai policy allow`",
+    "steward": "no rights of its own: typically allowed export/erase for subject_request",
+}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,127}$")
+_TOKEN = re.compile(r"^cpl_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_hasher = PasswordHasher()
+# a fixed hash to verify against when the principal is unknown, so timing does not reveal which names exist
+_DUMMY = _hasher.hash("complai-no-such-principal")
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    kind: str
+    roles: tuple[str, ...]
+    disabled: bool
+
+
+def bump_policy_version(conn: Connection) -> int:
+    """Every change to roles, principals or rules bumps this; cached decisions are keyed on it."""
+    row = conn.execute(select(meta.c.value).where(meta.c.key == "policy_version")).scalar()
+    version = int(row or 0) + 1
+    if row is None:
+        conn.execute(insert(meta).values(key="policy_version", value=str(version)))
+    else:
+        conn.execute(update(meta).where(meta.c.key == "policy_version").values(value=str(version)))
+    return version
+
+
+def policy_version(conn: Connection) -> int:
+    return int(conn.execute(select(meta.c.value).where(meta.c.key == "policy_version")).scalar() or 0)
+
+
+class Identity:
+    def __init__(self, store: Store, ledger: Ledger, clock: Clock) -> None:
+        self.store, self.ledger, self.clock = store, ledger, clock
+
+    # --- principals ----------------------------------------------------------------------------
+
+    def get(self, name: str, conn: Connection | None = None) -> Principal:
+        if conn is None:
+            with self.store.read() as c:
+                return self.get(name, c)
+        row = conn.execute(select(principals).where(principals.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"no principal named {name!r}")
+        roles = tuple(sorted(conn.execute(select(role_grants.c.role).where(role_grants.c.principal == name)).scalars()))
+        return Principal(row.name, row.kind, roles, row.disabled_at is not None)
+
+    def require_owner(self, conn: Connection, actor: str) -> None:
+        p = self.get(actor, conn)
+        if p.disabled or OWNER not in p.roles:
+            raise PolicyDenied(f"{actor} may not change principals, roles or policies (the owner role is required)")
+
+    def add(self, actor: str, name: str, kind: str = "human", password: str | None = None) -> Principal:
+        if not _NAME.match(name or ""):
+            raise InvalidInput("principal names are lower-case letters, digits and . _ @ - (max 128)")
+        if kind not in ("human", "service"):
+            raise InvalidInput("kind must be 'human' or 'service'")
+        if password is not None and (kind != "human" or len(password) < 12):
+            raise InvalidInput("passwords are for humans and need at least 12 characters")
+        now = self.clock.now()
+        with self.store.write() as conn:
+            self.require_owner(conn, actor)
+            if conn.execute(select(principals.c.name).where(principals.c.name == name)).first():
+                raise AlreadyExists(f"principal {name!r} already exists")
+            conn.execute(
+                insert(principals).values(
+                    name=name,
+                    kind=kind,
+                    password_hash=_hasher.hash(password) if password else None,
+                    created_at=now,
+                    created_by=actor,
+                )
+            )
+            self.ledger.append(
+                conn,
+                PrincipalAdded(
+                    time=now,
+                    actor=actor,
+                    purpose="security",
+                    principal=name,
+                    principal_kind=kind,
+                    has_password=password is not None,
+                ),
+            )
+        return self.get(name)
+
+    def disable(self, actor: str, name: str) -> None:
+        now = self.clock.now()
+        with self.store.write() as conn:
+            self.require_owner(conn, actor)
+            if name == actor:
+                raise PolicyDenied("a principal cannot disable itself")
+            target = self.get(name, conn)
+            if target.disabled:
+                raise InvalidInput(f"principal {name!r} is already disabled")
+            conn.execute(update(principals).where(principals.c.name == name).values(disabled_at=now))
+            conn.execute(
+                update(tokens).where(tokens.c.principal == name, tokens.c.revoked_at.is_(None)).values(revoked_at=now)
+            )
+            bump_policy_version(conn)
+            self.ledger.append(conn, PrincipalDisabled(time=now, actor=actor, purpose="security", principal=name))
+
+    def list(self) -> list[Principal]:
+        with self.store.read() as conn:
+            names = list(conn.execute(select(principals.c.name).order_by(principals.c.name)).scalars())
+            return [self.get(n, conn) for n in names]
+
+    def verify_password(self, name: str, password: str) -> Principal:
+        """Password login for humans; one message for every failure."""
+        with self.store.read() as conn:
+            row = conn.execute(select(principals).where(principals.c.name == name)).first()
+        stored = row.password_hash if row is not None and row.password_hash else _DUMMY
+        try:
+            ok = _hasher.verify(stored, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            ok = False
+        if not ok or row is None or not row.password_hash or row.disabled_at is not None:
+            raise AuthenticationFailed("wrong name or password")
+        return self.get(name)
+
+    # --- roles ---------------------------------------------------------------------------------
+
+    def grant_role(self, actor: str, name: str, role: str) -> None:
+        self._change_role(actor, name, role, True)
+
+    def revoke_role(self, actor: str, name: str, role: str) -> None:
+        self._change_role(actor, name, role, False)
+
+    def _change_role(self, actor: str, name: str, role: str, grant: bool) -> None:
+        if role not in ROLES:
+            raise InvalidInput(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+        now = self.clock.now()
+        with self.store.write() as conn:
+            self.require_owner(conn, actor)
+            if name == actor:
+                raise PolicyDenied("a principal cannot change its own roles (separation of duties)")
+            target = self.get(name, conn)
+            if grant:
+                if role in target.roles:
+                    raise AlreadyExists(f"{name} already has role {role}")
+                conn.execute(insert(role_grants).values(principal=name, role=role, granted_by=actor, granted_at=now))
+            else:
+                if role not in target.roles:
+                    raise NotFound(f"{name} does not have role {role}")
+                conn.execute(delete(role_grants).where(role_grants.c.principal == name, role_grants.c.role == role))
+            bump_policy_version(conn)
+            self.ledger.append(
+                conn, RoleChanged(time=now, actor=actor, purpose="security", principal=name, role=role, granted=grant)
+            )
+
+    # --- tokens --------------------------------------------------------------------------------
+
+    def create_token(self, actor: str, principal: str, expires: str | None = "P90D") -> tuple[str, str]:
+        """A new API token for `principal`; returns (token id, token). The token is not stored."""
+        now = self.clock.now()
+        expires_at = retention_deadline(now, expires) if expires else None
+        token_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        with self.store.write() as conn:
+            if actor != principal:
+                self.require_owner(conn, actor)
+            target = self.get(principal, conn)
+            if target.disabled:
+                raise InvalidInput(f"principal {principal!r} is disabled")
+            conn.execute(
+                insert(tokens).values(
+                    id=token_id,
+                    principal=principal,
+                    secret_hash=hashlib.sha256(secret.encode()).digest(),
+                    created_at=now,
+                    created_by=actor,
+                    expires_at=expires_at,
+                )
+            )
+            self.ledger.append(
+                conn,
+                TokenCreated(
+                    time=now,
+                    actor=actor,
+                    purpose="security",
+                    token_id=token_id,
+                    principal=principal,
+                    expires=utc_iso(expires_at) if expires_at else None,
+                ),
+            )
+        return token_id, f"cpl_{token_id}_{secret}"
+
+    def revoke_token(self, actor: str, token_id: str) -> None:
+        now = self.clock.now()
+        with self.store.write() as conn:
+            row = conn.execute(select(tokens).where(tokens.c.id == token_id)).first()
+            if row is None:
+                raise NotFound(f"no token {token_id}")
+            if row.principal != actor:
+                self.require_owner(conn, actor)
+            if row.revoked_at is not None:
+                raise InvalidInput(f"token {token_id} is already revoked")
+            conn.execute(update(tokens).where(tokens.c.id == token_id).values(revoked_at=now))
+            self.ledger.append(conn, TokenRevoked(time=now, actor=actor, purpose="security", token_id=token_id))
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal a token belongs to; AuthenticationFailed (one message) for anything else."""
+        m = _TOKEN.match(token or "")
+        token_id = m.group(1) if m else None
+        reason = "malformed"
+        if m:
+            now = self.clock.now()
+            with self.store.read() as conn:
+                row = conn.execute(select(tokens).where(tokens.c.id == token_id)).first()
+                given = hashlib.sha256(m.group(2).encode()).digest()
+                expected = bytes(row.secret_hash) if row is not None else b"\x00" * 32
+                if not hmac.compare_digest(given, expected) or row is None:
+                    reason = "unknown or wrong token"
+                elif row.revoked_at is not None:
+                    reason = "revoked"
+                elif row.expires_at is not None and as_utc(row.expires_at) <= now:  # type: ignore[operator]
+                    reason = "expired"
+                else:
+                    p = self.get(row.principal, conn)
+                    if not p.disabled:
+                        return p
+                    reason = "principal disabled"
+        self.ledger.record(
+            AuthenticationRefused(
+                time=self.clock.now(), actor="anonymous", purpose="security", token_id=token_id, reason=reason
+            )
+        )
+        raise AuthenticationFailed("invalid, expired or revoked token")
+
+    def tokens_of(self, principal: str) -> list[dict[str, object]]:
+        with self.store.read() as conn:
+            rows = conn.execute(select(tokens).where(tokens.c.principal == principal).order_by(tokens.c.created_at))
+            return [
+                {
+                    "id": r.id,
+                    "created_at": utc_iso(as_utc(r.created_at)),  # type: ignore[arg-type]
+                    "expires_at": utc_iso(as_utc(r.expires_at)) if r.expires_at else None,  # type: ignore[arg-type]
+                    "revoked": r.revoked_at is not None,
+                }
+                for r in rows
+            ]

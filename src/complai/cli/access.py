@@ -1,0 +1,276 @@
+"""Access commands: principals, tokens, roles, policy rules, sharing agreements."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from complai.cli.common import console, err_console, open_session, print_json
+from complai.errors import InvalidInput
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+principal_app = typer.Typer(help="Principals: people and services that act in the workspace.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (shown once, stored as a hash).", no_args_is_help=True)
+role_app = typer.Typer(help="Roles: owner, admin, auditor, analyst, steward.", no_args_is_help=True)
+policy_app = typer.Typer(
+    help="Policy rules: who may do what, on which datasets, for which purposes.", no_args_is_help=True
+)
+share_app = typer.Typer(help="Data-sharing agreements and sealed share packages.", no_args_is_help=True)
+
+
+@principal_app.command("add")
+def principal_add(
+    name: Annotated[str, typer.Argument()],
+    kind: Annotated[str, typer.Option("--kind", help="human or service")] = "human",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read a password from stdin.")] = False,
+) -> None:
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    with open_session("security") as (ws, session):
+        p = ws.identity.add(session.principal, name, kind, password)
+    console.print(f"added {p.kind} principal {p.name}")
+
+
+@principal_app.command("list")
+def principal_list(json_out: JsonOpt = False) -> None:
+    with open_session("security") as (ws, session):
+        session.audit_access()
+        rows = ws.identity.list()
+    if json_out:
+        print_json([{"name": p.name, "kind": p.kind, "roles": list(p.roles), "disabled": p.disabled} for p in rows])
+        return
+    t = Table("principal", "kind", "roles", "disabled")
+    for p in rows:
+        t.add_row(p.name, p.kind, ", ".join(p.roles), "yes" if p.disabled else "")
+    console.print(t)
+
+
+@principal_app.command("disable")
+def principal_disable(name: Annotated[str, typer.Argument()]) -> None:
+    with open_session("security") as (ws, session):
+        ws.identity.disable(session.principal, name)
+    console.print(f"disabled {name} and revoked its tokens")
+
+
+@token_app.command("create")
+def token_create(
+    principal: Annotated[str, typer.Option("--principal", help="Whose token (default: yourself).")] = "",
+    expires: Annotated[str, typer.Option("--expires", help="ISO 8601 duration, or 'never'.")] = "P90D",
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a token; it is printed once and cannot be shown again."""
+    with open_session("security") as (ws, session):
+        token_id, token = ws.identity.create_token(
+            session.principal, principal or session.principal, None if expires == "never" else expires
+        )
+    if json_out:
+        print_json({"id": token_id, "token": token})
+    else:
+        console.print(token)
+        err_console.print(f"token {token_id}: store it now, it will not be shown again")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (not the token).")]) -> None:
+    with open_session("security") as (ws, session):
+        ws.identity.revoke_token(session.principal, token_id)
+    console.print(f"revoked token {token_id}")
+
+
+@role_app.command("grant")
+def role_grant(role: Annotated[str, typer.Argument()], principal: Annotated[str, typer.Option("--principal")]) -> None:
+    with open_session("security") as (ws, session):
+        ws.identity.grant_role(session.principal, principal, role)
+    console.print(f"granted {role} to {principal}")
+
+
+@role_app.command("revoke")
+def role_revoke(role: Annotated[str, typer.Argument()], principal: Annotated[str, typer.Option("--principal")]) -> None:
+    with open_session("security") as (ws, session):
+        ws.identity.revoke_role(session.principal, principal, role)
+    console.print(f"revoked {role} from {principal}")
+
+
+def _rule(effect: str, subject: str, dataset: str, action: str, purpose: str, json_out: bool) -> None:
+    with open_session("security") as (ws, session):
+        rule = ws.policy.add(session.principal, subject, dataset, action, purpose, effect)
+    if json_out:
+        print_json(rule.as_dict())
+    else:
+        console.print(f"rule {rule.id}: {effect} {subject} {action} on {dataset} for {purpose}")
+
+
+SubjectOpt = Annotated[str, typer.Argument(help="A principal, or role:NAME.")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset or pattern (credit_*, *).")]
+ActionOpt = Annotated[
+    str, typer.Option("--action", help="read, ingest, query_dp, train, export, erase, share, audit, admin, *")
+]
+PurposeOpt = Annotated[str, typer.Option("--purpose", help="A purpose from the taxonomy, or *.")]
+
+
+@policy_app.command("allow")
+def policy_allow(
+    subject: SubjectOpt, dataset: DatasetOpt, action: ActionOpt, purpose: PurposeOpt, json_out: JsonOpt = False
+) -> None:
+    """Allow SUBJECT to perform ACTION on DATASET for PURPOSE (owner only; never yourself)."""
+    _rule("allow", subject, dataset, action, purpose, json_out)
+
+
+@policy_app.command("deny")
+def policy_deny(
+    subject: SubjectOpt, dataset: DatasetOpt, action: ActionOpt, purpose: PurposeOpt, json_out: JsonOpt = False
+) -> None:
+    """An explicit deny: wins over any allow."""
+    _rule("deny", subject, dataset, action, purpose, json_out)
+
+
+@policy_app.command("remove")
+def policy_remove(rule_id: Annotated[int, typer.Argument()]) -> None:
+    with open_session("security") as (ws, session):
+        ws.policy.remove(session.principal, rule_id)
+    console.print(f"removed rule {rule_id}")
+
+
+@policy_app.command("show")
+def policy_show(json_out: JsonOpt = False) -> None:
+    from complai.access.policy import BUILTIN
+
+    with open_session("security") as (ws, session):
+        session.audit_access()
+        rules = ws.policy.rules()
+    if json_out:
+        print_json({"builtin": [list(r) for r in BUILTIN], "rules": [r.as_dict() for r in rules]})
+        return
+    t = Table("id", "effect", "subject", "action", "dataset", "purpose")
+    for s, d, a, p, e in BUILTIN:
+        t.add_row("built-in", e, s, a, d, p)
+    for r in rules:
+        t.add_row(str(r.id), r.effect, r.subject, r.action, r.domain, r.purpose)
+    console.print(t)
+
+
+@share_app.command("keygen")
+def share_keygen(
+    out: Annotated[Path, typer.Option("--out", help="Private key file; the public key goes to OUT.pub.")],
+) -> None:
+    """Create a recipient key pair (X25519)."""
+    from complai.crypto.sealing import generate_keypair, key_id
+
+    public = generate_keypair(out)
+    console.print(f"private key {out} (mode 0600), public key {out}.pub (id {key_id(public)})")
+
+
+@share_app.command("create")
+def share_create(
+    recipient: Annotated[str, typer.Option("--recipient")],
+    recipient_key: Annotated[Path, typer.Option("--recipient-key", help="The recipient's .pub file.")],
+    dataset: Annotated[str, typer.Option("--dataset")],
+    purpose: Annotated[str, typer.Option("--purpose")],
+    fields: Annotated[str, typer.Option("--fields", help="Comma-separated field names.")],
+    expires: Annotated[str, typer.Option("--expires", help="ISO 8601 duration.")] = "P30D",
+    max_uses: Annotated[int, typer.Option("--max-uses", min=1)] = 1,
+    keep_subject_ids: Annotated[
+        bool, typer.Option("--keep-subject-ids", help="Do not pseudonymise subject ids.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a data-sharing agreement (direct identifiers are never shared)."""
+    from complai.crypto.sealing import load_public
+
+    try:
+        key = load_public(recipient_key.read_text())
+    except FileNotFoundError:
+        raise InvalidInput(f"recipient key {recipient_key} not found") from None
+    with open_session(purpose) as (ws, session):
+        a = ws.agreements.create(
+            session.principal,
+            recipient,
+            key,
+            dataset,
+            purpose,
+            [f.strip() for f in fields.split(",") if f.strip()],
+            expires=expires,
+            max_uses=max_uses,
+            pseudonymize_subjects=not keep_subject_ids,
+        )
+    if json_out:
+        print_json(a.as_dict())
+    else:
+        console.print(
+            f"agreement {a.id}: {recipient} may receive {a.fields} of {dataset} for {purpose} "
+            f"until {a.expires_at}, {a.max_uses} use(s)"
+        )
+
+
+@share_app.command("list")
+def share_list(json_out: JsonOpt = False) -> None:
+    with open_session("audit") as (ws, session):
+        session.audit_access()
+        rows = ws.agreements.list()
+    if json_out:
+        print_json([a.as_dict() for a in rows])
+        return
+    t = Table("id", "recipient", "dataset", "purpose", "fields", "expires", "uses", "revoked")
+    for a in rows:
+        t.add_row(
+            a.id,
+            a.recipient,
+            a.dataset,
+            a.purpose,
+            ", ".join(a.fields),
+            a.expires_at,
+            f"{a.uses}/{a.max_uses}",
+            "yes" if a.revoked else "",
+        )
+    console.print(t)
+
+
+@share_app.command("revoke")
+def share_revoke(agreement: Annotated[str, typer.Argument()]) -> None:
+    with open_session("security") as (ws, session):
+        ws.agreements.revoke(session.principal, agreement)
+    console.print(f"revoked agreement {agreement}")
+
+
+@share_app.command("export")
+def share_export(
+    agreement: Annotated[str, typer.Argument()],
+    out: Annotated[Path, typer.Option("--out", help="Package file to write.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Seal one use of an agreement to its recipient."""
+    with open_session("security") as (ws, session):
+        a = ws.agreements.get(agreement)
+    with open_session(a.purpose) as (ws, session):
+        result = ws.agreements.export(session.principal, agreement, out)
+    if json_out:
+        print_json(result)
+    else:
+        console.print(
+            f"sealed {result['rows']} rows to {a.recipient} in {out} (use {result['use']} of {result['max_uses']})"
+        )
+
+
+@share_app.command("open")
+def share_open(
+    file: Annotated[Path, typer.Argument(help="A package from `complai share export`.")],
+    key: Annotated[Path, typer.Option("--key", help="The recipient's private key file.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for data.csv and manifest.json.")],
+    log_key: Annotated[str | None, typer.Option("--log-key", help="Pin the sender's ledger verifier key.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Recipient side: decrypt a package and verify its data and ledger proof (no workspace needed)."""
+    from complai.access.agreements import open_package
+
+    result = open_package(file, key, out, log_key)
+    if json_out:
+        print_json(result)
+    else:
+        console.print(
+            f"opened {result['rows']} rows ({', '.join(result['fields'])}); share event {result['ledger_seq']} "
+            f"proven in the sender's ledger"
+        )
