@@ -170,7 +170,7 @@ class Agreements:
             dataset=dataset,
             for_purpose=purpose,
             fields=fields,
-            expires=utc_iso(as_utc(expires_at)),  # type: ignore[arg-type]
+            expires=expires_at if isinstance(expires_at, str) else utc_iso(as_utc(expires_at)),  # type: ignore[arg-type]
             max_uses=max_uses,
             change=change,
         )

@@ -44,8 +44,15 @@ ROLES = {
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,127}$")
 _TOKEN = re.compile(r"^cpl_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _hasher = PasswordHasher()
-# a fixed hash to verify against when the principal is unknown, so timing does not reveal which names exist
-_DUMMY = _hasher.hash("complai-no-such-principal")
+_dummy: list[str] = []
+
+
+def _dummy_hash() -> str:
+    """A fixed hash to verify against when the principal is unknown, so timing does not reveal which
+    names exist (made on first use: hashing takes ~0.1 s)."""
+    if not _dummy:
+        _dummy.append(_hasher.hash("complai-no-such-principal"))
+    return _dummy[0]
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ class Identity:
         """Password login for humans; one message for every failure."""
         with self.store.read() as conn:
             row = conn.execute(select(principals).where(principals.c.name == name)).first()
-        stored = row.password_hash if row is not None and row.password_hash else _DUMMY
+        stored = row.password_hash if row is not None and row.password_hash else _dummy_hash()
         try:
             ok = _hasher.verify(stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):

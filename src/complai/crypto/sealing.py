@@ -69,7 +69,7 @@ def _derive(shared: bytes, ephemeral: bytes, recipient: bytes) -> bytes:
 def seal_to(out: BinaryIO, recipient_public: bytes, meta: dict[str, Any]) -> EncryptingWriter:
     """Start a sealed stream to the recipient; write plaintext to the returned writer, then close() it."""
     ephemeral = X25519PrivateKey.generate()
-    eph_pub = _raw_public(ephemeral)
+    eph_pub = _raw_public(ephemeral.public_key())
     key = _derive(ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public)), eph_pub, recipient_public)
     header = json.dumps(
         {
