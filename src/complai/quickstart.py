@@ -20,7 +20,7 @@ from rich.table import Table
 from complai.config import CONFIG_FILE
 from complai.datasets import adult_schema_path, load_adult
 from complai.datasets.consents import adult_consents
-from complai.errors import AlreadyExists, IntegrityError, InvalidInput
+from complai.errors import AlreadyExists, IntegrityError, InvalidInput, PolicyDenied
 from complai.ledger.verify import verify_ledger
 from complai.vault.schema import load_schema
 from complai.workspace import OWNER, Workspace
@@ -90,6 +90,21 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         total = summary["ingested_rows"]
         return "; ".join(f"{p}: {n:,} of {total:,} rows" for p, n in reads.items())
 
+    def access() -> str:
+        ws: Workspace = state["ws"]
+        ws.identity.add(OWNER, "credit-analyst", "service")
+        ws.identity.grant_role(OWNER, "credit-analyst", "analyst")
+        ws.policy.add(OWNER, "role:analyst", "adult", "read", "credit_scoring")
+        _, token = ws.identity.create_token(OWNER, "credit-analyst", expires="P1D")
+        rows = len(ws.session(token, "credit_scoring").read("adult", columns=["age", "income"]))
+        try:
+            ws.session(token, "marketing").read("adult")
+            denied = "NOT denied"
+        except PolicyDenied:
+            denied = "denied and recorded"
+        summary["analyst_rows"] = rows
+        return f"analyst token: credit_scoring read {rows:,} rows; marketing read {denied}"
+
     def checkpoint() -> str:
         ws: Workspace = state["ws"]
         note = ws.ledger.checkpoint()
@@ -106,6 +121,7 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         ("Register dataset with its schema", register),
         ("Ingest with consents (encrypted)", ingest),
         ("Governed reads per purpose", governed_read),
+        ("Access control (token, policy)", access),
         ("Sign and verify the ledger", checkpoint),
     ]
     results = []
