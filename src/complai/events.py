@@ -117,6 +117,12 @@ class SchemaMigrated(Event):
     to_revision: str
 
 
+class WitnessTrusted(Event):
+    kind: ClassVar[str] = "ledger.witness_trusted"
+    witness: str
+    witness_key_id: str
+
+
 class DatasetRegistered(Event):
     kind: ClassVar[str] = "dataset.registered"
     dataset: str

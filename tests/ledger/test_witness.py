@@ -50,7 +50,7 @@ def test_witness_cosigns_consistent_checkpoints(sqlite_ws: Workspace, tmp_path: 
     report = verify_ledger(ws.ledger, quorum=2)
     assert report.ok and report.witnessed == 2
     # the witness's state survives a restart
-    assert Witness(tmp_path / "w1").last_cosigned(ws.ledger.origin) == (36, ws.ledger.head().root)
+    assert Witness(tmp_path / "w1").last_cosigned(ws.ledger.origin) == (ws.ledger.head().size, ws.ledger.head().root)
 
 
 def test_witness_refuses_a_rewritten_history(sqlite_ws: Workspace, tmp_path: Path) -> None:

@@ -202,9 +202,8 @@ def witness_init(
 def witness_add(vkey: Annotated[str, typer.Argument(help="The witness's verifier key.")]) -> None:
     """Trust a witness: its cosignatures count toward --witnesses."""
     key = VerifierKey.parse(vkey)
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        ws.ledger.add_witness(key, ws.clock.now())
+    with open_session("security") as (_, session):
+        session.trust_witness(key)
     console.print(f"trusting witness {key.name}")
 
 

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 from complai.clock import Clock
 from complai.crypto.signing import Signer, VerifierKey
 from complai.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
-from complai.events import Event
+from complai.events import Event, WitnessTrusted
 from complai.ledger import merkle
 from complai.ledger.checkpoint import (
     Checkpoint,
@@ -299,12 +299,19 @@ class Ledger:
         notes = self.checkpoints()
         return notes[-1] if notes else None
 
-    def add_witness(self, vkey: VerifierKey, when: datetime) -> None:
+    def add_witness(self, vkey: VerifierKey, when: datetime, actor: str = "owner") -> None:
+        """Trust a witness: its cosignatures count toward a verification quorum (recorded)."""
         with self.store.write() as conn:
             exists = conn.execute(select(ledger_witnesses.c.name).where(ledger_witnesses.c.name == vkey.name)).first()
             if exists:
                 raise AlreadyExists(f"witness {vkey.name} is already trusted")
             conn.execute(insert(ledger_witnesses).values(name=vkey.name, vkey=vkey.encode(), added_at=when))
+            self.append(
+                conn,
+                WitnessTrusted(
+                    time=when, actor=actor, purpose="security", witness=vkey.name, witness_key_id=vkey.id.hex()
+                ),
+            )
 
     def witnesses(self) -> list[VerifierKey]:
         with self.store.read() as conn:

@@ -95,6 +95,10 @@ class Session:
         self._check("admin")
         return create_backup(self._ws, path, key, self.principal, **kw)
 
+    def trust_witness(self, vkey: Any) -> None:
+        self._check("admin")
+        self._ws.ledger.add_witness(vkey, self._ws.clock.now(), actor=self.principal)
+
     def audit_access(self) -> None:
         """Ledger and audit views: the auditor's action (no personal data involved)."""
         self._check("audit")
