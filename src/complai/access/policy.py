@@ -187,50 +187,39 @@ class Policy:
                 )
                 .returning(c.id)
             ).scalar_one()
-            version = bump_policy_version(conn)
-            self.ledger.append(
-                conn,
-                PolicyChanged(
-                    time=now,
-                    actor=actor,
-                    purpose="security",
-                    rule_id=int(rule_id),
-                    subject=subject,
-                    domain=domain,
-                    action=action,
-                    for_purpose=purpose,
-                    effect=effect,
-                    added=True,
-                    policy_version=version,
-                ),
-            )
-        return Rule(int(rule_id), subject, domain, action, purpose, effect)
+            rule = Rule(int(rule_id), subject, domain, action, purpose, effect)
+            self._record(conn, actor, rule, added=True)
+        return rule
 
     def remove(self, actor: str, rule_id: int) -> None:
-        now = self.clock.now()
         with self.store.write() as conn:
             self.identity.require_owner(conn, actor)
             row = conn.execute(select(policy_rules).where(policy_rules.c.id == rule_id)).first()
             if row is None:
                 raise NotFound(f"no policy rule {rule_id}")
             conn.execute(delete(policy_rules).where(policy_rules.c.id == rule_id))
-            version = bump_policy_version(conn)
-            self.ledger.append(
-                conn,
-                PolicyChanged(
-                    time=now,
-                    actor=actor,
-                    purpose="security",
-                    rule_id=rule_id,
-                    subject=row.subject,
-                    domain=row.domain,
-                    action=row.action,
-                    for_purpose=row.purpose,
-                    effect=row.effect,
-                    added=False,
-                    policy_version=version,
-                ),
-            )
+            rule = Rule(rule_id, row.subject, row.domain, row.action, row.purpose, row.effect)
+            self._record(conn, actor, rule, added=False)
+
+    def _record(self, conn: Connection, actor: str, rule: Rule, added: bool) -> None:
+        """Bump the policy version and record the change, in the caller's transaction."""
+        version = bump_policy_version(conn)
+        self.ledger.append(
+            conn,
+            PolicyChanged(
+                time=self.clock.now(),
+                actor=actor,
+                purpose="security",
+                rule_id=rule.id,
+                subject=rule.subject,
+                domain=rule.domain,
+                action=rule.action,
+                for_purpose=rule.purpose,
+                effect=rule.effect,
+                added=added,
+                policy_version=version,
+            ),
+        )
 
     def rules(self) -> list[Rule]:
         with self.store.read() as conn:
