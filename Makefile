@@ -29,6 +29,8 @@ test: lint
 
 bench: install
 	$(BIN)/python benchmarks/ledger.py
+	$(BIN)/python benchmarks/vault.py
+	$(BIN)/python benchmarks/access.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .hypothesis

@@ -60,7 +60,7 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         missing = {f.name for f in schema.fields} - set(state["df"].columns)
         if missing:
             raise InvalidInput(f"bundled Adult data lacks schema fields {sorted(missing)}")
-        ws.catalog.register(schema, actor=OWNER)
+        ws.session(OWNER, "administration").create_dataset(schema)
         summary["dataset"] = schema.name
         summary["purposes"] = list(schema.purposes)
         quasi = [f.name for f in schema.fields if f.identifier == "quasi"]
@@ -73,7 +73,7 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         ws: Workspace = state["ws"]
         df = state["df"].drop(columns=["split"])
         cons = adult_consents(df["subject_id"], now=ws.clock.now())
-        result = ws.vault.ingest("adult", df, actor=OWNER, consents_data=cons)
+        result = ws.session(OWNER, "administration").ingest("adult", df, cons)
         summary["ingested_rows"] = result.rows
         summary["consent_records"] = result.consents
         return (
