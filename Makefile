@@ -28,6 +28,7 @@ test: lint
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 bench: install
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps "anonypy>=0.2"
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/vault.py
 	$(BIN)/python benchmarks/access.py

@@ -327,3 +327,21 @@ class DataShared(Event):
     subjects_digest: Digest
     data_digest: Digest
     use: int
+
+
+# --- de-identification events ------------------------------------------------------------------
+
+
+class TableDeidentified(Event):
+    kind: ClassVar[str] = "deid.table"
+    rows: int
+    quasi_identifiers: list[str]
+    sensitive: str | None
+    k: int
+    l: int | None  # noqa: E741
+    t: float | None
+    achieved_k: int
+    classes: int
+    suppressed_rows: int
+    input_digest: Digest
+    output_digest: Digest

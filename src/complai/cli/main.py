@@ -11,6 +11,7 @@ import typer
 
 from complai import __version__
 from complai.cli import access as access_cmd
+from complai.cli import deid as deid_cmd
 from complai.cli import ledger as ledger_cmd
 from complai.cli import vault as vault_cmd
 from complai.cli.common import console, err_console, open_workspace, print_json, state, workspace_path
@@ -36,6 +37,7 @@ app.add_typer(access_cmd.token_app, name="token")
 app.add_typer(access_cmd.role_app, name="role")
 app.add_typer(access_cmd.policy_app, name="policy")
 app.add_typer(access_cmd.share_app, name="share")
+app.add_typer(deid_cmd.app, name="deid")
 
 
 def _version(value: bool) -> None:

@@ -99,6 +99,34 @@ class Session:
         self._check("admin")
         self._ws.ledger.add_witness(vkey, self._ws.clock.now(), actor=self.principal)
 
+    def deidentify_table(self, frame: pd.DataFrame, **kw: Any) -> tuple[pd.DataFrame, Any]:
+        """k-anonymise a table the caller holds (not vault data: no dataset policy applies) and record
+        the run: parameters, achieved guarantees, digests of input and output."""
+        from complai.crypto.pseudonym import digest
+        from complai.deid.tabular import anonymize
+        from complai.events import TableDeidentified
+
+        out, report = anonymize(frame, **kw)
+        self.last_seq = self._ws.ledger.record(
+            TableDeidentified(
+                time=self._ws.clock.now(),
+                actor=self.principal,
+                purpose=self.purpose,
+                rows=report.rows,
+                quasi_identifiers=report.quasi_identifiers,
+                sensitive=report.sensitive,
+                k=report.k,
+                l=report.l,
+                t=report.t,
+                achieved_k=report.achieved["k"],
+                classes=report.classes,
+                suppressed_rows=report.suppressed_rows,
+                input_digest=digest(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()),
+                output_digest=digest(out.to_csv(index=False).encode()),
+            )
+        )
+        return out, report
+
     def audit_access(self) -> None:
         """Ledger and audit views: the auditor's action (no personal data involved)."""
         self._check("audit")

@@ -1,0 +1,121 @@
+"""Mondrian output is k-anonymous, l-diverse and t-close as an independent implementation (pycanon)
+measures it, and keeps one row per input row with every other column untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pycanon import anonymity
+
+from complai.datasets import load_adult
+from complai.deid.kanon import Constraints, emd, mondrian
+from complai.deid.tabular import anonymize
+from complai.errors import InvalidInput
+
+QIS = ["age", "education", "marital_status", "occupation", "race", "sex", "native_country"]
+
+
+@pytest.fixture(scope="module")
+def adult() -> pd.DataFrame:
+    return load_adult("train").drop(columns=["split"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("k", [2, 5, 10, 50])
+def test_k_anonymity_checked_by_pycanon(adult: pd.DataFrame, k: int) -> None:
+    out, report = anonymize(adult, QIS, k, sensitive="income")
+    assert anonymity.k_anonymity(out.reset_index(drop=True), QIS) >= k
+    assert report.achieved["k"] >= k
+    assert len(out) == len(adult) and list(out.columns) == list(adult.columns)
+    others = [c for c in adult.columns if c not in QIS]
+    pd.testing.assert_frame_equal(out[others], adult[others])
+
+
+def test_l_diversity_and_t_closeness_checked_by_pycanon(adult: pd.DataFrame) -> None:
+    out, report = anonymize(adult, QIS, 5, sensitive="income", l=2, t=0.2)
+    o = out.reset_index(drop=True)
+    assert anonymity.k_anonymity(o, QIS) >= 5
+    assert anonymity.l_diversity(o, QIS, ["income"]) >= 2
+    assert anonymity.t_closeness(o, QIS, ["income"]) <= 0.2 + 1e-9
+    assert report.achieved["t"] <= 0.2 and report.achieved["l_distinct"] >= 2
+
+
+def test_entropy_l_diversity(adult: pd.DataFrame) -> None:
+    qis = [q for q in QIS if q != "occupation"]
+    data = adult.dropna(subset=["occupation"]).reset_index(drop=True)
+    out, report = anonymize(data, qis, 5, sensitive="occupation", l=3, l_kind="entropy")
+    assert report.achieved["l_entropy"] >= 3 - 1e-9
+    assert anonymity.entropy_l_diversity(out.reset_index(drop=True), qis, ["occupation"]) >= 3 - 1e-6
+    # income (76% / 24%) has entropy l of about 1.7: entropy l=2 is impossible, and said so
+    with pytest.raises(InvalidInput, match="does not satisfy entropy l=2"):
+        anonymize(adult, QIS, 5, sensitive="income", l=2, l_kind="entropy")
+
+
+def test_suppression_of_outliers(adult: pd.DataFrame) -> None:
+    out, report = anonymize(adult, ["age", "hours_per_week", "sex"], 5, suppress=0.05)
+    assert report.suppressed_rows >= 5
+    assert (out["age"] == "*").sum() == report.suppressed_rows
+    assert anonymity.k_anonymity(out.reset_index(drop=True), ["age", "hours_per_week", "sex"]) >= 5
+
+
+def test_generalised_values_contain_the_originals(adult: pd.DataFrame) -> None:
+    out, _ = anonymize(adult.iloc[:3000], ["age", "education"], 10)
+    for orig, gen in zip(adult["age"].iloc[:3000], out["age"], strict=True):
+        if gen.startswith("["):
+            lo, hi = (int(x) for x in gen[1:-1].split("-"))
+            assert lo <= orig <= hi
+        else:
+            assert int(gen) == orig
+    for orig, gen in zip(adult["education"].iloc[:3000], out["education"], strict=True):
+        assert gen == "*" or gen == orig or orig in gen.strip("{}").split("|")
+
+
+def test_risk_and_utility_measures() -> None:
+    df = pd.DataFrame({"age": [20, 21, 22, 40, 41, 42, 60, 61, 62, 63], "x": range(10)})
+    out, r = anonymize(df, ["age"], 3)
+    # Mondrian splits 10 rows at the median into 5 + 5; a half of 5 < 2k cannot be split again
+    assert out["age"].tolist() == ["[20-41]"] * 5 + ["[42-63]"] * 5
+    assert r.classes == 2
+    assert r.risk["prosecutor"]["highest"] == pytest.approx(1 / 5)
+    assert r.risk["marketer"] == pytest.approx(2 / 10)
+    assert r.utility["discernibility"] == 5 * 5 + 5 * 5
+    assert r.utility["average_class_size"] == pytest.approx(10 / 2 / 3)
+    # information loss: (41-20)/43 for the first class, (63-42)/43 for the second
+    assert r.utility["information_loss"] == pytest.approx(21 / 43)
+
+
+@given(st.integers(1, 8), st.integers(20, 200), st.integers(0, 10_000))
+@settings(max_examples=40, deadline=None)
+def test_mondrian_partitions_cover_every_row_once_and_respect_k(k: int, n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 12, size=(n, 3)).astype(float)
+    r = mondrian(codes, [11, 11, 11], Constraints(k=k))
+    rows = np.concatenate(r.partitions)
+    assert sorted(rows.tolist()) == list(range(n))
+    assert min(len(p) for p in r.partitions) >= k
+
+
+def test_emd() -> None:
+    glob = np.array([0.5, 0.5])
+    assert emd(np.array([5, 5]), glob, False) == 0
+    assert emd(np.array([10, 0]), glob, False) == pytest.approx(0.5)
+    # ordered: moving all mass one step over 3 values costs 1/(3-1) of the shifted mass
+    assert emd(np.array([0, 10, 0]), np.array([1.0, 0, 0]), True) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"quasi": ["shoe_size"], "k": 5}, "unknown column"),
+        ({"quasi": ["age"], "k": 100_000}, "larger than the table"),
+        ({"quasi": ["age", "sex"], "k": 5, "numeric": ["sex"]}, "not numeric"),
+        ({"quasi": ["age"], "k": 5, "l": 2}, "need a sensitive column"),
+        ({"quasi": ["age"], "k": 5, "sensitive": "income", "l": 3}, "does not satisfy"),
+        ({"quasi": ["age"], "k": 0}, "at least 1"),
+    ],
+)
+def test_bad_input(adult: pd.DataFrame, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        anonymize(adult, **kwargs)  # type: ignore[arg-type]
