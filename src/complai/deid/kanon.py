@@ -86,10 +86,17 @@ class _Checker:
 
 
 def mondrian(
-    codes: np.ndarray, spans: Sequence[float], c: Constraints, sensitive: np.ndarray | None = None, n_sensitive: int = 0
+    codes: np.ndarray,
+    spans: Sequence[float],
+    c: Constraints,
+    sensitive: np.ndarray | None = None,
+    n_sensitive: int = 0,
+    categorical: Sequence[bool] | None = None,
 ) -> Result:
     """Partition rows. `codes` is (rows, quasi-identifiers) of integer codes; `spans[j]` the table-wide
-    width of dimension j used to normalise (max code - min code, at least 1)."""
+    width of dimension j used to normalise (max code - min code, at least 1). A categorical dimension's
+    width in a partition is its number of distinct values less one (what generalising it costs), a
+    numeric one's its value range."""
     n = codes.shape[0]
     check = _Checker(sensitive, n_sensitive, c)
     everything = np.arange(n)
@@ -105,11 +112,16 @@ def mondrian(
     result = Result([])
     stack = [everything]
     norm = np.array([max(float(s), 1.0) for s in spans])
+    cat_dims = [j for j, is_cat in enumerate(categorical or []) if is_cat]
     while stack:
         rows = stack.pop()
         block = codes[rows]
         lo, hi = block.min(axis=0), block.max(axis=0)
-        order = np.argsort(-(hi - lo) / norm, kind="stable")
+        width = hi - lo
+        for j in cat_dims:
+            if width[j] > 0:
+                width[j] = len(np.unique(block[:, j])) - 1
+        order = np.argsort(-width / norm, kind="stable")
         done = False
         if len(rows) >= 2 * c.k:
             for j in order:
