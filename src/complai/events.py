@@ -345,3 +345,18 @@ class TableDeidentified(Event):
     suppressed_rows: int
     input_digest: Digest
     output_digest: Digest
+
+
+class TextDeidentified(Event):
+    kind: ClassVar[str] = "deid.text"
+    documents: int
+    characters: int
+    findings: dict[str, int]
+    operators: dict[str, str]
+    input_digest: Digest
+
+
+class TextDetokenized(Event):
+    kind: ClassVar[str] = "deid.detokenized"
+    tokens: int
+    input_digest: Digest

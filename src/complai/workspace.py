@@ -25,6 +25,7 @@ from complai.crypto.keyfiles import read_secret, write_secret
 from complai.crypto.keyring import FileKeyProvider, KeyProvider, Keyring
 from complai.crypto.pseudonym import Pseudonymizer
 from complai.crypto.signing import Signer
+from complai.deid.operators import Keys as DeidKeys
 from complai.errors import AlreadyExists, AuthenticationFailed, ComplaiError, InvalidInput, NotFound, WorkspaceError
 from complai.events import SchemaMigrated, WorkspaceCreated
 from complai.ledger.log import Ledger
@@ -80,6 +81,7 @@ class Workspace:
         self.keyring = Keyring(key_provider, clock)
         self.vault = Vault(store, self.ledger, self.catalog, self.keyring, pseudonyms, self.taxonomy, clock)
         self.keys = KeyService(store, self.ledger, self.keyring, clock)
+        self.deid_keys = DeidKeys.from_workspace_key(pseudonym_key)
         self.identity = Identity(store, self.ledger, clock)
         self.policy = Policy(store, self.ledger, self.identity, self.taxonomy, clock)
         self.agreements = Agreements(

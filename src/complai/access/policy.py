@@ -27,7 +27,7 @@ from complai.store import Store
 from complai.store.tables import policy_rules, principals, role_grants
 from complai.taxonomy import Taxonomy
 
-ACTIONS = ("read", "ingest", "query_dp", "train", "export", "erase", "share", "audit", "admin")
+ACTIONS = ("read", "ingest", "query_dp", "train", "export", "erase", "share", "audit", "admin", "detokenize")
 MODEL = """
 [request_definition]
 r = sub, dom, act, purpose

@@ -24,8 +24,8 @@ from complai.config import default_workspace
 from complai.vault.session import Session
 from complai.workspace import OWNER, Workspace
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 
 @dataclass

@@ -127,6 +127,59 @@ class Session:
         )
         return out, report
 
+    def deidentify_text(
+        self,
+        texts: list[str],
+        default: str = "replace",
+        operators: dict[str, str] | None = None,
+        regex_only: bool = False,
+        subject: str = "",
+    ) -> list[tuple[str, list[Any]]]:
+        """Find and transform personal data in texts the caller holds; one event for the whole call."""
+        from collections import Counter
+
+        from complai.crypto.pseudonym import digest
+        from complai.deid.analyzer import TextAnalyzer
+        from complai.deid.operators import Anonymizer
+        from complai.events import TextDeidentified
+
+        anonymizer = Anonymizer(self._ws.deid_keys)
+        found = TextAnalyzer(regex_only=regex_only).analyze_batch(texts)
+        out = [anonymizer.anonymize(t, f, operators, default, subject) for t, f in zip(texts, found, strict=True)]
+        counts = Counter(f.entity for fs in found for f in fs)
+        self.last_seq = self._ws.ledger.record(
+            TextDeidentified(
+                time=self._ws.clock.now(),
+                actor=self.principal,
+                purpose=self.purpose,
+                documents=len(texts),
+                characters=sum(len(t) for t in texts),
+                findings=dict(counts),
+                operators={"default": default, **(operators or {})},
+                input_digest=digest("\x00".join(texts).encode()),
+            )
+        )
+        return out
+
+    def detokenize(self, text: str) -> str:
+        """Reverse tokenisation: an action the policy must allow; every use is recorded."""
+        from complai.crypto.pseudonym import digest
+        from complai.deid.operators import Anonymizer
+        from complai.events import TextDetokenized
+
+        self._check("detokenize")
+        restored, n = Anonymizer(self._ws.deid_keys).detokenize(text)
+        self.last_seq = self._ws.ledger.record(
+            TextDetokenized(
+                time=self._ws.clock.now(),
+                actor=self.principal,
+                purpose=self.purpose,
+                tokens=n,
+                input_digest=digest(text.encode()),
+            )
+        )
+        return restored
+
     def audit_access(self) -> None:
         """Ledger and audit views: the auditor's action (no personal data involved)."""
         self._check("audit")
