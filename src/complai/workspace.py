@@ -29,13 +29,13 @@ from complai.deid.operators import Keys as DeidKeys
 from complai.errors import AlreadyExists, AuthenticationFailed, ComplaiError, InvalidInput, NotFound, WorkspaceError
 from complai.events import SchemaMigrated, WorkspaceCreated
 from complai.ledger.log import Ledger
+from complai.session import Session
 from complai.store import Store
 from complai.store.tables import datasets, ledger_checkpoints, meta
 from complai.taxonomy import Taxonomy, load_taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.keys import KeyService
 from complai.vault.service import Vault
-from complai.vault.session import Session
 
 OWNER = "owner"
 LEDGER_KEY = "ledger.key"

@@ -21,7 +21,7 @@ from rich.progress import (
 )
 
 from complai.config import default_workspace
-from complai.vault.session import Session
+from complai.session import Session
 from complai.workspace import OWNER, Workspace
 
 console = Console(highlight=False, emoji=False)

@@ -1,5 +1,9 @@
 """Purpose-bound sessions: the way to reach personal data and change governance state.
 
+The session is part of the composition root (beside workspace.py): it fronts the governance layer
+(vault, access) and the engines (deid, later dp and federated), so it may use all of them, while none
+of them imports it.
+
 `ws.session(token_or_principal, purpose)` authenticates the caller (an API token, or a principal name
 for trusted in-process callers such as the workspace owner's CLI), binds a declared purpose, and
 checks every operation against the policy (deny by default) before the vault does it. Allowed
