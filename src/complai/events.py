@@ -156,6 +156,7 @@ class DataRead(Event):
     subjects: int
     records_in_dataset: int
     subjects_digest: Digest
+    deidentification: dict[str, Any] | None = None
 
 
 class ConsentGranted(Event):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from complai.access.identity import Principal
+from complai.vault.schema import DeidSpec
 
 if TYPE_CHECKING:
     from complai.workspace import Workspace
@@ -38,11 +39,26 @@ class Session:
 
     # --- data ------------------------------------------------------------------------------------
 
-    def read(self, dataset: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """The dataset's rows this purpose may see, decrypted; the read is recorded in the ledger."""
+    def read(
+        self, dataset: str, columns: list[str] | None = None, deidentify: DeidSpec | dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """The dataset's rows this purpose may see, decrypted, after the de-identification the dataset
+        requires for the purpose (and any the caller adds); the read is recorded in the ledger."""
+        from complai.deid.governed import apply
+        from complai.deid.operators import Anonymizer
+
         self._check("read", dataset)
-        frame, seq = self._ws.vault.read(dataset, self.purpose, self.principal, columns)
-        self.last_seq = seq
+        vault = self._ws.vault
+        schema = self._ws.catalog.get(dataset).schema
+        extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify
+        spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra)
+        frame, pseudos, total, _ = vault.fetch(dataset, self.purpose, columns)
+        done = None
+        if not spec.is_empty():
+            frame, done = apply(frame, schema, spec, Anonymizer(self._ws.deid_keys))
+        self.last_seq = vault.record_read(
+            dataset, self.purpose, self.principal, list(frame.columns), len(frame), pseudos, total, done
+        )
         return frame
 
     def ingest(self, dataset: str, data: pd.DataFrame | Path | str | list[dict[str, Any]], consents: Any = None) -> Any:

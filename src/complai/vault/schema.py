@@ -65,6 +65,35 @@ class FieldSpec(BaseModel):
         return self
 
 
+DeidOperator = Literal["redact", "replace", "mask", "hash", "tokenize", "date_shift", "generalize"]
+
+
+class DeidSpec(BaseModel):
+    """The de-identification a purpose requires of a governed read (data minimisation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    drop_direct_identifiers: bool = False
+    pseudonymize: list[str] = []
+    text: dict[str, DeidOperator] = {}
+    k: int | None = None
+
+    def merged(self, other: DeidSpec | None) -> DeidSpec:
+        """Both specs' protections (a caller can add to what the dataset requires, never remove)."""
+        if other is None:
+            return self
+        ks = [x for x in (self.k, other.k) if x is not None]
+        return DeidSpec(
+            drop_direct_identifiers=self.drop_direct_identifiers or other.drop_direct_identifiers,
+            pseudonymize=sorted(set(self.pseudonymize) | set(other.pseudonymize)),
+            text={**other.text, **self.text},
+            k=max(ks) if ks else None,
+        )
+
+    def is_empty(self) -> bool:
+        return not (self.drop_direct_identifiers or self.pseudonymize or self.text or self.k)
+
+
 class DatasetSchema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,6 +106,8 @@ class DatasetSchema(BaseModel):
     # purpose -> lawful basis (taxonomy legal_bases); a plain list takes the jurisdiction's default basis
     purposes: dict[str, str | None]
     fields: list[FieldSpec]
+    # purpose -> de-identification every governed read for that purpose gets
+    deidentify: dict[str, DeidSpec] = {}
 
     @field_validator("purposes", mode="before")
     @classmethod
@@ -103,6 +134,14 @@ class DatasetSchema(BaseModel):
         if not self.purposes:
             raise ValueError("a dataset needs at least one allowed purpose")
         parse_retention(self.retention)
+        for purpose, spec in self.deidentify.items():
+            if purpose not in self.purposes:
+                raise ValueError(f"deidentify names purpose {purpose!r}, which the dataset does not allow")
+            for col in [*spec.pseudonymize, *spec.text]:
+                if col not in names:
+                    raise ValueError(f"deidentify for {purpose}: no field {col!r}")
+            if spec.k is not None and spec.k < 2:
+                raise ValueError(f"deidentify for {purpose}: k must be at least 2")
         return self
 
     def field(self, name: str) -> FieldSpec:

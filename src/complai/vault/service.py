@@ -382,21 +382,34 @@ class Vault:
         self, dataset: str, purpose: str, actor: str, columns: list[str] | None = None
     ) -> tuple[pd.DataFrame, int]:
         """Decrypt the rows this purpose may see; record the read. Returns (frame, ledger seq)."""
-        frame, pseudos, total, cols = self.fetch(dataset, purpose, columns)
-        seq = self.ledger.record(
+        frame, pseudos, total, _ = self.fetch(dataset, purpose, columns)
+        return frame, self.record_read(dataset, purpose, actor, list(frame.columns), len(frame), pseudos, total)
+
+    def record_read(
+        self,
+        dataset: str,
+        purpose: str,
+        actor: str,
+        columns: list[str],
+        rows: int,
+        pseudos: set[str],
+        total: int,
+        deidentification: dict[str, Any] | None = None,
+    ) -> int:
+        return self.ledger.record(
             DataRead(
                 time=self.clock.now(),
                 actor=actor,
                 purpose=purpose,
                 dataset=dataset,
-                columns=cols,
-                rows=len(frame),
+                columns=columns,
+                rows=rows,
                 subjects=len(pseudos),
                 records_in_dataset=total,
                 subjects_digest=set_digest(pseudos),
+                deidentification=deidentification,
             )
         )
-        return frame, seq
 
     @staticmethod
     def _open_external(keys: dict[int, DataKey], pseudonym: str, blob: bytes | None) -> str:
