@@ -55,3 +55,30 @@ def test_deid_table(tmp_path: Path) -> None:
         r = run("--workspace", str(ws), "deid", "table", str(src), *bad, "--out", str(tmp_path / "x.csv"))
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert not (tmp_path / "x.csv").exists()
+
+
+def test_deid_text_file_scan(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    assert run("init", "--workspace", str(ws)).returncode == 0
+    w = ["--workspace", str(ws)]
+    r = run(*w, "deid", "text", "Card 5555 5555 5555 4444, IBAN DE89 3704 0044 0532 0130 00", "--regex-only")
+    assert r.returncode == 0 and r.stdout.strip() == "Card <CREDIT_CARD>, IBAN <IBAN_CODE>"
+    r = run(*w, "deid", "text", "Card 5555 5555 5555 4444", "--operator", "tokenize", "--regex-only")
+    token_text = r.stdout.strip()
+    assert "5555" not in token_text
+    r = run(*w, "deid", "detokenize", token_text)
+    assert r.returncode == 0 and r.stdout.strip() == "Card 5555 5555 5555 4444"
+    src = tmp_path / "msgs.txt"
+    src.write_text("mail me at jane@example.org\nno personal data here\n")
+    r = run(*w, "deid", "file", str(src), "--out", str(tmp_path / "clean.txt"), "--operator", "hash", "--regex-only")
+    assert r.returncode == 0, r.stderr
+    lines = (tmp_path / "clean.txt").read_text().splitlines()
+    assert lines[0].startswith("mail me at <EMAIL_ADDRESS_") and lines[1] == "no personal data here"
+    csv = tmp_path / "t.csv"
+    pd.DataFrame({"email": ["a@example.org", "b@example.org"], "n": [1, 2]}).to_csv(csv, index=False)
+    r = run(*w, "deid", "scan", str(csv), "--json", "--regex-only")
+    assert json.loads(r.stdout)[0]["category"] == "user.contact.email"
+    r = run(*w, "deid", "text", "x", "--operator", "shred")
+    assert r.returncode == 2 and "unknown operator" in r.stderr
+    r = run(*w, "deid", "scan", "no_such_dataset")
+    assert r.returncode == 2 and "--purpose" in r.stderr

@@ -144,3 +144,56 @@ def detokenize_cmd(
     with open_session(purpose) as (_, session):
         restored = session.detokenize(text)
     console.file.write(restored + "\n")
+
+
+@app.command("scan")
+def scan_cmd(
+    source: Annotated[str, typer.Argument(help="A CSV file, or the name of a dataset in the workspace.")],
+    purpose: Annotated[str | None, typer.Option("--purpose", help="For a dataset: the purpose to read it for.")] = None,
+    sample: Annotated[int, typer.Option("--sample", min=1, help="Values sampled per column.")] = 200,
+    regex_only: RegexOpt = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Propose a taxonomy category and identifier flags for each column (to review)."""
+    import pandas as pd
+    from rich.table import Table
+
+    from complai.deid.scanner import scan
+
+    path = Path(source)
+    declared: dict[str, object] = {}
+    if path.suffix.lower() == ".csv" or path.exists():
+        try:
+            frame = pd.read_csv(path, skipinitialspace=True)
+        except FileNotFoundError:
+            raise InvalidInput(f"{source} not found") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"{path.name} is not valid CSV ({str(exc).splitlines()[0]})") from None
+    else:
+        if not purpose:
+            raise InvalidInput("scanning a dataset reads it: give --purpose")
+        with open_session(purpose) as (ws, session):
+            schema = ws.catalog.get(source).schema
+            frame = session.read(source).head(sample * 5)
+            declared = {f.name: f for f in schema.fields}
+    proposals = scan(frame, sample=sample, regex_only=regex_only)
+    rows = []
+    for p in proposals:
+        d = p.as_dict()
+        f = declared.get(p.column)
+        if f is not None:
+            d["declared"] = {"category": f.category, "identifier": f.identifier, "sensitive": f.sensitive}  # type: ignore[attr-defined]
+        rows.append(d)
+    if json_out:
+        print_json(rows)
+        return
+    t = Table("column", "category", "identifier", "sensitive", "evidence")
+    for d in rows:
+        t.add_row(
+            d["column"],
+            d["category"] or "?",
+            d["identifier"] or "",
+            "yes" if d["sensitive"] else "",
+            "; ".join(d["evidence"]),
+        )
+    console.print(t)
