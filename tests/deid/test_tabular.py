@@ -119,3 +119,24 @@ def test_emd() -> None:
 def test_bad_input(adult: pd.DataFrame, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         anonymize(adult, **kwargs)  # type: ignore[arg-type]
+
+
+EDUCATION = {
+    "Preschool": ["Basic", "*"], "1st-4th": ["Basic", "*"], "5th-6th": ["Basic", "*"], "7th-8th": ["Basic", "*"],
+    "9th": ["Secondary", "*"], "10th": ["Secondary", "*"], "11th": ["Secondary", "*"], "12th": ["Secondary", "*"],
+    "HS-grad": ["Secondary", "*"], "Some-college": ["Higher", "*"], "Assoc-voc": ["Higher", "*"],
+    "Assoc-acdm": ["Higher", "*"], "Bachelors": ["Higher", "*"], "Masters": ["Graduate", "Higher", "*"],
+    "Prof-school": ["Graduate", "Higher", "*"], "Doctorate": ["Graduate", "Higher", "*"],
+}  # fmt: skip
+
+
+def test_categorical_hierarchies(adult: pd.DataFrame) -> None:
+    out, _ = anonymize(adult, ["age", "education", "sex"], 10, hierarchies={"education": EDUCATION})
+    assert anonymity.k_anonymity(out.reset_index(drop=True), ["age", "education", "sex"]) >= 10
+    labels = set(out["education"])
+    nodes = {n for path in EDUCATION.values() for n in path} | set(EDUCATION)
+    assert labels <= nodes  # every label is a value or a node of the tree, never an ad hoc set
+    for orig, gen in zip(adult["education"], out["education"], strict=True):
+        assert gen == orig or gen in EDUCATION[orig]
+    with pytest.raises(InvalidInput, match="not in its hierarchy"):
+        anonymize(adult, ["education"], 5, hierarchies={"education": {"Bachelors": ["*"]}})

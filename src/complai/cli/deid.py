@@ -18,6 +18,28 @@ def _cols(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
+def _hierarchies(specs: list[str] | None) -> dict[str, dict[str, list[str]]] | None:
+    import yaml
+
+    if not specs:
+        return None
+    out = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise InvalidInput(f"--hierarchy takes COL=FILE.yaml, got {spec!r}")
+        col, file = spec.split("=", 1)
+        try:
+            tree = yaml.safe_load(Path(file).read_text())
+        except FileNotFoundError:
+            raise InvalidInput(f"hierarchy file {file} not found") from None
+        except yaml.YAMLError:
+            raise InvalidInput(f"hierarchy file {file} is not valid YAML") from None
+        if not isinstance(tree, dict) or not all(isinstance(v, list) for v in tree.values()):
+            raise InvalidInput(f"hierarchy file {file} must map each value to a list of its ancestors")
+        out[col.strip()] = {str(k): [str(x) for x in v] for k, v in tree.items()}
+    return out
+
+
 @app.command("table")
 def table(
     source: Annotated[Path, typer.Argument(help="CSV file with a header row.")],
@@ -32,6 +54,10 @@ def table(
         str | None, typer.Option("--numeric", help="Columns to generalise as ranges (default: numeric ones).")
     ] = None,
     suppress: Annotated[float, typer.Option("--suppress", help="Most rows (fraction) to suppress as outliers.")] = 0.0,
+    hierarchy: Annotated[
+        list[str] | None,
+        typer.Option("--hierarchy", help="COL=FILE.yaml: each value mapped to its ancestors (repeatable)."),
+    ] = None,
     report_file: Annotated[Path | None, typer.Option("--report", help="Write the JSON report here.")] = None,
     purpose: Annotated[str, typer.Option("--purpose")] = "analytics",
     json_out: Annotated[bool, typer.Option("--json")] = False,
@@ -55,6 +81,7 @@ def table(
             l_kind="entropy" if entropy else "distinct",
             t=t,
             numeric=_cols(numeric),
+            hierarchies=_hierarchies(hierarchy),
             suppress=suppress,
         )
     result.to_csv(out, index=False)

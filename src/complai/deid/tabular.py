@@ -53,6 +53,16 @@ def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
+def _common_ancestor(values: list[str], tree: dict[str, list[str]], universe: list[str]) -> tuple[str, int]:
+    """The lowest ancestor all `values` share, and how many values of the column it covers."""
+    paths = [tree.get(v, [SUPPRESSED]) for v in values]
+    for label in paths[0]:
+        if all(label in p for p in paths[1:]):
+            covered = sum(1 for v in universe if label in tree.get(v, []))
+            return label, max(covered, len(values))
+    return SUPPRESSED, len(universe)
+
+
 def anonymize(
     df: pd.DataFrame,
     quasi: Sequence[str],
@@ -62,10 +72,24 @@ def anonymize(
     l_kind: str = "distinct",
     t: float | None = None,
     numeric: Sequence[str] | None = None,
+    hierarchies: dict[str, dict[str, list[str]]] | None = None,
     suppress: float = 0.0,
     risk_threshold: float = 0.2,
 ) -> tuple[pd.DataFrame, Report]:
-    """k-anonymise `df` over `quasi`; optionally l-diverse and t-close in `sensitive`."""
+    """k-anonymise `df` over `quasi`; optionally l-diverse and t-close in `sensitive`.
+
+    `hierarchies[col]` maps each value of a categorical quasi-identifier to its ancestors, most specific
+    first (e.g. "Bachelors": ["Undergraduate", "Higher education", "*"]): values are ordered along the
+    tree so splits follow it, and a class is labelled by its values' lowest common ancestor.
+    """
+    hierarchies = hierarchies or {}
+    for col, tree in hierarchies.items():
+        if col not in quasi or col in (numeric or []):
+            raise InvalidInput(f"a hierarchy is given for {col!r}, which is not a categorical quasi-identifier")
+        present = {str(v) for v in df[col].dropna().unique()}
+        missing_values = sorted(present - set(tree))
+        if missing_values:
+            raise InvalidInput(f"value(s) {missing_values[:3]} of column {col!r} are not in its hierarchy")
     quasi = list(quasi)
     if not quasi:
         raise InvalidInput("name at least one quasi-identifier")
@@ -104,6 +128,9 @@ def anonymize(
             # frequency order: median splits then separate the common values from the rare ones, which
             # keeps more classes to a single value than alphabetical order (measured in benchmarks/deid.py)
             labels = [str(v) for v in values.dropna().astype(str).value_counts().index]
+            if q in hierarchies:  # siblings adjacent: sort by the path from the root down to the value
+                tree = hierarchies[q]
+                labels = sorted(labels, key=lambda v: ([*reversed(tree[v])], v))
             has_na = values.isna().any()
             order = (["(missing)"] if has_na else []) + labels
             index = {lab: i for i, lab in enumerate(order)}
@@ -171,14 +198,17 @@ def anonymize(
             else:
                 present = sorted({cats[q][int(v)] for v in np.unique(vals)})
                 total = len(cats[q])
+                covered = len(present)
                 if len(present) == 1:
                     label = present[0]
+                elif q in hierarchies:
+                    label, covered = _common_ancestor(present, hierarchies[q], cats[q])
                 elif len(present) == total:
                     label = SUPPRESSED
                 else:
                     label = "{" + "|".join(present) + "}"
                 gen[q][cls] = label
-                loss[cls, j] = (len(present) - 1) / (total - 1) if total > 1 else 0.0
+                loss[cls, j] = (covered - 1) / (total - 1) if total > 1 else 0.0
     for q in quasi:
         out[q] = pd.Series(gen[q], index=df.index, dtype="object")
     sizes = np.array([len(cl) for cl in classes])
