@@ -119,6 +119,7 @@ PerEntityOpt = Annotated[
     str | None, typer.Option("--per-entity", help="Per entity, e.g. DATE_TIME=date_shift,PERSON=hash")
 ]
 RegexOpt = Annotated[bool, typer.Option("--regex-only", help="Patterns only: no spaCy, no names, much faster.")]
+SubjectOpt = Annotated[str, typer.Option("--subject", help="Subject whose secret offset date_shift uses.")]
 
 
 @app.command("text")
@@ -127,12 +128,13 @@ def text_cmd(
     operator: OperatorOpt = "replace",
     per_entity: PerEntityOpt = None,
     regex_only: RegexOpt = False,
+    subject: SubjectOpt = "",
     purpose: Annotated[str, typer.Option("--purpose")] = "analytics",
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Find personal data in TEXT and transform it."""
     with open_session(purpose) as (_, session):
-        [(result, changes)] = session.deidentify_text([text], operator, _operators(per_entity), regex_only)
+        [(result, changes)] = session.deidentify_text([text], operator, _operators(per_entity), regex_only, subject)
     if json_out:
         print_json({"text": result, "findings": [c.__dict__ for c in changes]})
     else:
@@ -146,6 +148,7 @@ def file_cmd(
     operator: OperatorOpt = "replace",
     per_entity: PerEntityOpt = None,
     regex_only: RegexOpt = False,
+    subject: SubjectOpt = "",
     purpose: Annotated[str, typer.Option("--purpose")] = "analytics",
 ) -> None:
     """De-identify a text file line by line."""
@@ -156,7 +159,7 @@ def file_cmd(
     except UnicodeDecodeError:
         raise InvalidInput(f"{source} is not UTF-8 text") from None
     with open_session(purpose) as (_, session):
-        results = session.deidentify_text(lines, operator, _operators(per_entity), regex_only)
+        results = session.deidentify_text(lines, operator, _operators(per_entity), regex_only, subject)
     out.write_text("".join(r + "\n" for r, _ in results), encoding="utf-8")
     found = sum(len(c) for _, c in results)
     console.print(f"wrote {out}: {len(lines):,} lines, {found:,} findings transformed")
