@@ -361,3 +361,25 @@ class TextDetokenized(Event):
     kind: ClassVar[str] = "deid.detokenized"
     tokens: int
     input_digest: Digest
+
+
+# --- differential privacy events ---------------------------------------------------------------
+
+
+class BudgetSet(Event):
+    kind: ClassVar[str] = "dp.budget_set"
+    dataset: str
+    principal: str
+    epsilon: float
+    delta: float
+    rho: float
+
+
+class BudgetSpent(Event):
+    kind: ClassVar[str] = "dp.spent"
+    dataset: str
+    rho: float
+    epsilon: float
+    delta: float
+    mechanism: str
+    rho_remaining: float

@@ -200,6 +200,14 @@ class Session:
         )
         return restored
 
+    def set_budget(self, dataset: str, epsilon: float, delta: float, principal: str = "*") -> Any:
+        """Set a dataset's (or a principal's) total privacy budget: an admin action, recorded."""
+        self._ws.catalog.get(dataset)
+        if principal != "*":
+            self._ws.identity.get(principal)
+        self._check("admin", dataset)
+        return self._ws.budgets.set(self.principal, dataset, epsilon, delta, principal)
+
     def audit_access(self) -> None:
         """Ledger and audit views: the auditor's action (no personal data involved)."""
         self._check("audit")

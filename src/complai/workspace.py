@@ -26,6 +26,7 @@ from complai.crypto.keyring import FileKeyProvider, KeyProvider, Keyring
 from complai.crypto.pseudonym import Pseudonymizer
 from complai.crypto.signing import Signer
 from complai.deid.operators import Keys as DeidKeys
+from complai.dp.budget import Budgets
 from complai.errors import AlreadyExists, AuthenticationFailed, ComplaiError, InvalidInput, NotFound, WorkspaceError
 from complai.events import SchemaMigrated, WorkspaceCreated
 from complai.ledger.log import Ledger
@@ -82,6 +83,7 @@ class Workspace:
         self.vault = Vault(store, self.ledger, self.catalog, self.keyring, pseudonyms, self.taxonomy, clock)
         self.keys = KeyService(store, self.ledger, self.keyring, clock)
         self.deid_keys = DeidKeys.from_workspace_key(pseudonym_key)
+        self.budgets = Budgets(store, self.ledger, clock)
         self.identity = Identity(store, self.ledger, clock)
         self.policy = Policy(store, self.ledger, self.identity, self.taxonomy, clock)
         self.agreements = Agreements(

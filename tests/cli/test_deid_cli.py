@@ -82,3 +82,23 @@ def test_deid_text_file_scan(tmp_path: Path) -> None:
     assert r.returncode == 2 and "unknown operator" in r.stderr
     r = run(*w, "deid", "scan", "no_such_dataset")
     assert r.returncode == 2 and "--purpose" in r.stderr
+
+
+def test_dp_budget_cli(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.cli.test_vault_cli import SCHEMA  # the customers schema
+
+    ws = tmp_path / "ws"
+    w = ["--workspace", str(ws)]
+    assert run("init", "--workspace", str(ws)).returncode == 0
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(SCHEMA))
+    assert run(*w, "dataset", "create", "customers", "--schema", str(tmp_path / "s.yaml")).returncode == 0
+    r = run(*w, "dp", "budget", "customers")
+    assert r.returncode == 0 and "no privacy budget" in r.stdout
+    r = run(*w, "dp", "budget", "customers", "--set", "3", "1e-6", "--json")
+    assert r.returncode == 0, r.stderr
+    state = json.loads(r.stdout)[0]
+    assert state["epsilon"] == 3 and state["rho_spent"] == 0 and abs(state["epsilon_remaining_at_delta"] - 3) < 1e-9
+    r = run(*w, "dp", "budget", "customers", "--set", "0", "1e-6")
+    assert r.returncode == 2 and "epsilon must be a positive number" in r.stderr

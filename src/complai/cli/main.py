@@ -12,6 +12,7 @@ import typer
 from complai import __version__
 from complai.cli import access as access_cmd
 from complai.cli import deid as deid_cmd
+from complai.cli import dp as dp_cmd
 from complai.cli import ledger as ledger_cmd
 from complai.cli import vault as vault_cmd
 from complai.cli.common import console, err_console, open_workspace, print_json, state, workspace_path
@@ -38,6 +39,7 @@ app.add_typer(access_cmd.role_app, name="role")
 app.add_typer(access_cmd.policy_app, name="policy")
 app.add_typer(access_cmd.share_app, name="share")
 app.add_typer(deid_cmd.app, name="deid")
+app.add_typer(dp_cmd.app, name="dp")
 
 
 def _version(value: bool) -> None:

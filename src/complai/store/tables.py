@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -236,4 +237,29 @@ agreements = Table(
     Column("created_by", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# --- differential privacy ----------------------------------------------------------------------
+dp_budgets = Table(
+    "dp_budgets",
+    metadata,
+    Column("dataset", String(128), ForeignKey("datasets.name"), primary_key=True),
+    Column("principal", String(128), primary_key=True),
+    Column("epsilon", Float, nullable=False),
+    Column("delta", Float, nullable=False),
+    Column("rho_total", Float, nullable=False),
+    Column("rho_spent", Float, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+dp_spends = Table(
+    "dp_spends",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("dataset", String(128), ForeignKey("datasets.name"), nullable=False, index=True),
+    Column("principal", String(128), nullable=False),
+    Column("rho", Float, nullable=False),
+    Column("mechanism", String(64), nullable=False),
+    Column("what", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

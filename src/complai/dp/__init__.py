@@ -1,0 +1,1 @@
+"""Differential privacy: accounting and the privacy budget (queries and training follow)."""
