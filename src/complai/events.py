@@ -382,4 +382,18 @@ class BudgetSpent(Event):
     epsilon: float
     delta: float
     mechanism: str
-    rho_remaining: float
+    epsilon_remaining: float
+
+
+class DPQueryAnswered(Event):
+    kind: ClassVar[str] = "dp.query"
+    dataset: str
+    query_digest: Digest
+    statistics: list[str]
+    group_by: str | None
+    epsilon: float
+    delta: float
+    rho: float
+    mechanism: str
+    rows_used: int
+    epsilon_remaining: float

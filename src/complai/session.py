@@ -208,6 +208,81 @@ class Session:
         self._check("admin", dataset)
         return self._ws.budgets.set(self.principal, dataset, epsilon, delta, principal)
 
+    def dp_query(self, sql: str, epsilon: float, delta: float | None = None, max_rows: int = 1) -> Any:
+        """Answer a SQL aggregate with differential privacy over the rows this purpose may see.
+
+        Everything that can be refused is checked before any budget is spent; the budget is reserved
+        (atomically) and the answer recorded in one transaction before the noise is drawn."""
+        from complai.crypto.pseudonym import digest
+        from complai.dp import queries
+        from complai.dp.sql import parse
+        from complai.errors import InvalidInput
+        from complai.events import DPQueryAnswered
+
+        query = parse(sql)
+        schema = self._ws.catalog.get(query.dataset).schema
+        names = {f.name for f in schema.fields}
+        unknown = sorted(query.columns - names)
+        if unknown:
+            raise InvalidInput(f"unknown column(s) {unknown} in dataset {query.dataset}")
+        bounds = {f.name: (f.min, f.max) for f in schema.fields if f.min is not None and f.max is not None}
+        integer = {f.name for f in schema.fields if f.type == "integer"}
+        keys = None
+        if query.group_by:
+            spec = schema.field(query.group_by)
+            keys = spec.values or ([False, True] if spec.type == "boolean" else None)
+        # refuse bad parameters and missing declarations before touching data or budget
+        probe = queries._Noise(queries._releases(query.aggregates), epsilon, delta)
+        for a in query.aggregates:
+            if a.fn != "count" and a.column not in bounds:
+                raise InvalidInput(f"{a.label} needs declared bounds (min and max of {a.column} in the schema)")
+        if query.group_by and not keys:
+            raise InvalidInput(f"GROUP BY {query.group_by} needs its values declared in the schema")
+        self._check("query_dp", query.dataset)
+        frame, _, _, _ = self._ws.vault.fetch(
+            query.dataset, self.purpose, sorted(query.columns | {schema.subject_column})
+        )
+        if query.where is not None:
+            frame = frame[query.where(frame).to_numpy()]
+        with self._ws.store.write() as conn:
+            if probe.gaussian:
+                self._ws.budgets.reserve(
+                    conn, query.dataset, self.principal, "dp.query", "gaussian", rho=probe.rho_each * probe.releases
+                )
+            else:
+                self._ws.budgets.reserve(conn, query.dataset, self.principal, "dp.query", "laplace", eps=epsilon)
+            answer = queries.run(
+                frame,
+                query.aggregates,
+                bounds,
+                integer,
+                epsilon,
+                delta,
+                query.group_by,
+                keys,
+                max_rows,
+                schema.subject_column,
+            )
+            self.last_seq = self._ws.ledger.append(
+                conn,
+                DPQueryAnswered(
+                    time=self._ws.clock.now(),
+                    actor=self.principal,
+                    purpose=self.purpose,
+                    dataset=query.dataset,
+                    query_digest=digest(sql.encode()),
+                    statistics=[a.label for a in query.aggregates],
+                    group_by=query.group_by,
+                    epsilon=epsilon,
+                    delta=delta or 0.0,
+                    rho=answer.rho,
+                    mechanism=answer.mechanism,
+                    rows_used=answer.rows_used,
+                    epsilon_remaining=self._ws.budgets.remaining(conn, query.dataset),
+                ),
+            )
+        return answer
+
     def audit_access(self) -> None:
         """Ledger and audit views: the auditor's action (no personal data involved)."""
         self._check("audit")

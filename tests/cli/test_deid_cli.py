@@ -99,6 +99,6 @@ def test_dp_budget_cli(tmp_path: Path) -> None:
     r = run(*w, "dp", "budget", "customers", "--set", "3", "1e-6", "--json")
     assert r.returncode == 0, r.stderr
     state = json.loads(r.stdout)[0]
-    assert state["epsilon"] == 3 and state["rho_spent"] == 0 and abs(state["epsilon_remaining_at_delta"] - 3) < 1e-9
+    assert state["epsilon"] == 3 and state["epsilon_spent_at_delta"] == 0 and state["epsilon_remaining_at_delta"] == 3
     r = run(*w, "dp", "budget", "customers", "--set", "0", "1e-6")
     assert r.returncode == 2 and "epsilon must be a positive number" in r.stderr

@@ -38,21 +38,32 @@ def test_bad_budgets(customers: Workspace, eps: float, delta: float) -> None:  #
         customers.session("owner", "administration").set_budget("customers", eps, delta)
 
 
+def spend(ws: Workspace, principal: str = "owner", eps: float = 0.0, rho: float = 0.0) -> int:
+    return ws.budgets.spend(principal, "customers", "analytics", 1e-6, "q", "test", eps=eps, rho=rho)
+
+
 def test_spends_until_exhausted(customers: Workspace) -> None:  # noqa: F811
     s = customers.session("owner", "administration")
     with pytest.raises(BudgetExhausted, match="no privacy budget"):
-        customers.budgets.spend("owner", "customers", "analytics", 0.1, 1e-6, "q", "laplace")
+        spend(customers, eps=0.1)
     s.set_budget("customers", 1.0, 1e-6)
-    total = customers.budgets.get("customers").rho_total
-    unit = total / 4.5
     for _ in range(4):
-        customers.budgets.spend("owner", "customers", "analytics", unit, 1e-6, "q", "laplace")
+        spend(customers, eps=0.2)  # pure spends add: 0.8
     size = customers.ledger.head().size
     with pytest.raises(BudgetExhausted, match="remains"):
-        customers.budgets.spend("owner", "customers", "analytics", unit, 1e-6, "q", "laplace")
+        spend(customers, eps=0.3)
     assert customers.ledger.head().size == size  # a refused spend writes nothing
     state = customers.budgets.get("customers")
-    assert state.rho_spent == pytest.approx(4 * unit) and state.rho_spent <= state.rho_total
+    assert state.eps_spent == pytest.approx(0.8) and state.epsilon_remaining == pytest.approx(0.2)
+    # zCDP spends: their rho adds up and the total converts at delta into what is left (0.2)
+    spend(customers, rho=rho_for(0.15, 1e-6))
+    spend(customers, rho=rho_for(0.02, 1e-6))  # zCDP composes below the sum of the epsilons: 0.151 < 0.17
+    assert customers.budgets.get("customers").epsilon_spent == pytest.approx(
+        0.8 + epsilon_of(rho_for(0.15, 1e-6) + rho_for(0.02, 1e-6), 1e-6)
+    )
+    with pytest.raises(BudgetExhausted):
+        spend(customers, rho=rho_for(0.25, 1e-6))
+    assert customers.budgets.get("customers").epsilon_spent <= 1.0
 
 
 def test_principal_budgets_and_authority(customers: Workspace) -> None:  # noqa: F811
@@ -60,12 +71,11 @@ def test_principal_budgets_and_authority(customers: Workspace) -> None:  # noqa:
     s = customers.session("owner", "administration")
     s.set_budget("customers", 10.0, 1e-6)
     s.set_budget("customers", 1.0, 1e-6, principal="ana")
-    ana_total = customers.budgets.get("customers", "ana").rho_total
-    customers.budgets.spend("ana", "customers", "analytics", ana_total * 0.9, 1e-6, "q", "laplace")
+    spend(customers, "ana", eps=0.9)
     with pytest.raises(BudgetExhausted, match="of ana"):
-        customers.budgets.spend("ana", "customers", "analytics", ana_total * 0.2, 1e-6, "q", "laplace")
+        spend(customers, "ana", eps=0.2)
     # the refused spend left the dataset-wide budget untouched (one transaction)
-    assert customers.budgets.get("customers").rho_spent == pytest.approx(ana_total * 0.9)
+    assert customers.budgets.get("customers").eps_spent == pytest.approx(0.9)
     with pytest.raises(PolicyDenied):
         customers.session("ana", "administration").set_budget("customers", 100.0, 1e-6)
 
@@ -75,7 +85,7 @@ def _spender(path: str, unit: float, out: mp.Queue) -> None:  # type: ignore[typ
     with Workspace.open(Path(path)) as ws:
         while True:
             try:
-                ws.budgets.spend("owner", "customers", "analytics", unit, 1e-6, "q", "laplace")
+                spend(ws, eps=unit)
                 n += 1
             except BudgetExhausted:
                 break
@@ -84,8 +94,7 @@ def _spender(path: str, unit: float, out: mp.Queue) -> None:  # type: ignore[typ
 
 def test_concurrent_processes_and_threads_never_overspend(customers: Workspace) -> None:  # noqa: F811
     customers.session("owner", "administration").set_budget("customers", 2.0, 1e-6)
-    total = customers.budgets.get("customers").rho_total
-    unit = total / 40.5  # 40 spends fit
+    unit = 2.0 / 40.5  # 40 spends fit
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=_spender, args=(str(customers.path), unit, q)) for _ in range(3)]
@@ -95,7 +104,7 @@ def test_concurrent_processes_and_threads_never_overspend(customers: Workspace) 
         n = 0
         while True:
             try:
-                customers.budgets.spend("owner", "customers", "analytics", unit, 1e-6, "q", "laplace")
+                spend(customers, eps=unit)
                 n += 1
             except BudgetExhausted:
                 break
@@ -112,6 +121,5 @@ def test_concurrent_processes_and_threads_never_overspend(customers: Workspace) 
         p.join(timeout=120)
         counts.append(q.get(timeout=5))
     assert sum(counts) == 40
-    state = customers.budgets.get("customers")
-    assert state.rho_spent <= state.rho_total
+    assert customers.budgets.get("customers").epsilon_spent <= 2.0
     assert customers.ledger.count_by_kind()["dp.spent"] == 40

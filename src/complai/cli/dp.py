@@ -47,3 +47,42 @@ def budget(
             f"{r['epsilon_remaining_at_delta']:.4g}",
         )
     console.print(t)
+
+
+@app.command("query")
+def query(
+    dataset: Annotated[str, typer.Argument(help="The dataset the query reads (its FROM).")],
+    sql: Annotated[str, typer.Argument(help='e.g. "SELECT COUNT(*), AVG(age) FROM adult WHERE age > 30"')],
+    epsilon: Annotated[float, typer.Option("--epsilon", help="Privacy cost of the whole query.")],
+    purpose: Annotated[str, typer.Option("--purpose")],
+    delta: Annotated[float | None, typer.Option("--delta", help="With a delta: Gaussian noise (zCDP).")] = None,
+    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows each subject may contribute.")] = 1,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Answer an aggregate query with differential privacy, spending the dataset's budget."""
+    from complai.dp.sql import parse
+    from complai.errors import InvalidInput
+
+    if parse(sql).dataset != dataset:
+        raise InvalidInput(f"the query reads {parse(sql).dataset!r}, not {dataset!r}")
+    with open_session(purpose) as (ws, session):
+        answer = session.dp_query(sql, epsilon, delta, max_rows)
+        left = ws.budgets.get(dataset).as_dict()
+    doc = {**answer.as_dict(), "budget_remaining": left}
+    if json_out:
+        print_json(doc)
+        return
+    t = Table("statistic", "group", "value", "± 95 %")
+    for label, value in answer.values.items():
+        if isinstance(value, dict):
+            for g, v in value.items():
+                t.add_row(label, g, f"{v:,.2f}", f"{answer.accuracy[label][g]:,.2f}")
+        else:
+            t.add_row(label, "", f"{value:,.2f}", f"{answer.accuracy[label]:,.2f}")
+    console.print(t)
+    console.print(
+        f"cost: epsilon {answer.epsilon:g}"
+        + (f", delta {answer.delta:g}" if answer.delta else "")
+        + f" ({answer.mechanism}; rho {answer.rho:.4g}); epsilon left {left['epsilon_remaining_at_delta']:.4g} "
+        f"at delta {left['delta']:g}"
+    )

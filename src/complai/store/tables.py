@@ -249,6 +249,7 @@ dp_budgets = Table(
     Column("delta", Float, nullable=False),
     Column("rho_total", Float, nullable=False),
     Column("rho_spent", Float, nullable=False),
+    Column("eps_spent", Float, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -259,6 +260,7 @@ dp_spends = Table(
     Column("dataset", String(128), ForeignKey("datasets.name"), nullable=False, index=True),
     Column("principal", String(128), nullable=False),
     Column("rho", Float, nullable=False),
+    Column("eps", Float, nullable=False),
     Column("mechanism", String(64), nullable=False),
     Column("what", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),

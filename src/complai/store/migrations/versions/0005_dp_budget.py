@@ -1,4 +1,4 @@
-"""dp budget: per-dataset (and per-principal) privacy budgets in zCDP rho, and the spends
+"""dp budget: per-dataset (and per-principal) privacy budgets (pure epsilon and zCDP rho spent), spends
 
 Revision ID: 0005
 Revises: 0004
@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("delta", sa.Float, nullable=False),
         sa.Column("rho_total", sa.Float, nullable=False),
         sa.Column("rho_spent", sa.Float, nullable=False),
+        sa.Column("eps_spent", sa.Float, nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("dataset", "principal", name="pk_dp_budgets"),
         sa.ForeignKeyConstraint(["dataset"], ["datasets.name"], name="fk_dp_budgets_dataset_datasets"),
@@ -34,6 +35,7 @@ def upgrade() -> None:
         sa.Column("dataset", sa.String(128), nullable=False),
         sa.Column("principal", sa.String(128), nullable=False),
         sa.Column("rho", sa.Float, nullable=False),
+        sa.Column("eps", sa.Float, nullable=False),
         sa.Column("mechanism", sa.String(64), nullable=False),
         sa.Column("what", sa.String(200), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,211 @@
+"""DP queries over a table: count, sum, mean, variance, histograms and their group-by versions.
+
+Each subject contributes at most `max_rows` rows (more are dropped at random before anything is
+computed), values are clamped to the bounds declared in the dataset schema, group keys must be
+declared values: nothing about the data's range or categories is read from the data. The aggregates
+are computed exactly (integers in int64, floats with math.fsum), which is also why OpenDP's float-sum
+truncation above 2^20 rows cannot bite: OpenDP supplies the noise (its Laplace, discrete Laplace and
+Gaussian measurements) and the privacy maps, applied to aggregates whose sensitivity we derive here:
+
+- count (or a histogram / group-by count over disjoint groups): L1 = L2 = max_rows;
+- sum of values clamped to [L, U]: L1 = max_rows * max(|L|, |U|) (adding or removing one subject);
+- mean = noisy sum / noisy count; variance from noisy sums of x and x^2 and a noisy count.
+
+With a delta the queries use the Gaussian mechanism (zCDP), otherwise Laplace (pure epsilon-DP). Every
+answer carries the epsilon (and delta) it cost, its zCDP rho and a 95 % error bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import opendp.prelude as dp
+import pandas as pd
+
+from complai.dp.accounting import rho_for, rho_of_laplace
+from complai.errors import InvalidInput
+
+dp.enable_features("contrib")
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One requested statistic: fn in count|sum|mean|variance, column (None for count(*))."""
+
+    fn: str
+    column: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.fn}({self.column or '*'})"
+
+
+@dataclass
+class Answer:
+    values: dict[str, Any]  # label -> value, or label -> {group: value}
+    accuracy: dict[str, Any]  # same shape: 95 % absolute error bound
+    epsilon: float
+    delta: float
+    rho: float
+    mechanism: str
+    rows_used: int
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def bound_contributions(
+    frame: pd.DataFrame, subject_column: str, max_rows: int, seed: int | None = None
+) -> pd.DataFrame:
+    """Keep at most `max_rows` rows per subject, chosen at random."""
+    if max_rows < 1:
+        raise InvalidInput("max rows per subject must be at least 1")
+    counts = frame[subject_column].value_counts()
+    if counts.empty or counts.max() <= max_rows:
+        return frame
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(frame))
+    shuffled = frame.iloc[order]
+    keep = shuffled.groupby(subject_column, sort=False).cumcount() < max_rows
+    return shuffled[keep.to_numpy()].sort_index()
+
+
+class _Noise:
+    """One mechanism per released number, budgeted by splitting epsilon (or rho) evenly."""
+
+    def __init__(self, releases: int, epsilon: float, delta: float | None) -> None:
+        if not (math.isfinite(epsilon) and epsilon > 0):
+            raise InvalidInput("epsilon must be a positive number")
+        if delta is not None and not 0 < delta < 1:
+            raise InvalidInput("delta must be in (0, 1)")
+        self.gaussian = delta is not None
+        self.eps_each = epsilon / releases
+        self.rho_each = rho_for(epsilon, delta) / releases if delta is not None else rho_of_laplace(self.eps_each)
+        self.releases = releases
+
+    def release(self, value: float, sensitivity: float, integer: bool) -> tuple[float, float]:
+        """Noisy value and its 95 % error bound, checked against OpenDP's privacy map."""
+        if self.gaussian:
+            scale = sensitivity / math.sqrt(2 * self.rho_each)
+            if integer:
+                m = dp.m.make_gaussian(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=scale)
+                noisy = float(m(int(value)))
+                acc = dp.gaussian_scale_to_accuracy(scale, ALPHA)
+            else:
+                m = dp.m.make_gaussian(dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=scale)
+                noisy = float(m(float(value)))
+                acc = dp.gaussian_scale_to_accuracy(scale, ALPHA)
+            spent = m.map(math.ceil(sensitivity) if integer else float(sensitivity))
+            if spent > self.rho_each * (1 + 1e-9):
+                raise AssertionError("noise calibration disagrees with OpenDP's privacy map")
+        else:
+            scale = sensitivity / self.eps_each
+            if integer:
+                m = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=scale)
+                noisy = float(m(int(value)))
+                acc = dp.discrete_laplacian_scale_to_accuracy(scale, ALPHA)
+            else:
+                m = dp.m.make_laplace(dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=scale)
+                noisy = float(m(float(value)))
+                acc = dp.laplacian_scale_to_accuracy(scale, ALPHA)
+            spent = m.map(math.ceil(sensitivity) if integer else float(sensitivity))
+            if spent > self.eps_each * (1 + 1e-9):
+                raise AssertionError("noise calibration disagrees with OpenDP's privacy map")
+        return noisy, float(acc)
+
+
+def _releases(aggs: list[Aggregate]) -> int:
+    return sum({"count": 1, "sum": 1, "mean": 2, "variance": 3}[a.fn] for a in aggs)
+
+
+def run(
+    frame: pd.DataFrame,
+    aggregates: list[Aggregate],
+    bounds: dict[str, tuple[float, float]],
+    integer_columns: set[str],
+    epsilon: float,
+    delta: float | None = None,
+    group_by: str | None = None,
+    group_keys: list[Any] | None = None,
+    max_rows: int = 1,
+    subject_column: str | None = None,
+) -> Answer:
+    """Answer `aggregates` over `frame` (already filtered by row predicates) with DP."""
+    if not aggregates:
+        raise InvalidInput("ask for at least one statistic")
+    for a in aggregates:
+        if a.fn not in ("count", "sum", "mean", "variance"):
+            raise InvalidInput(f"unsupported statistic {a.fn}")
+        if a.fn != "count":
+            if a.column is None:
+                raise InvalidInput(f"{a.fn} needs a column")
+            if a.column not in bounds:
+                raise InvalidInput(f"{a.fn}({a.column}) needs declared bounds (min and max in the dataset schema)")
+    if group_by is not None and not group_keys:
+        raise InvalidInput(f"GROUP BY {group_by} needs declared group keys (the field's values in the schema)")
+    if subject_column is not None:
+        frame = bound_contributions(frame, subject_column, max_rows)
+    noise = _Noise(_releases(aggregates), epsilon, delta)
+    groups: list[Any] = list(group_keys) if group_by is not None else [None]
+    values: dict[str, Any] = {}
+    accuracy: dict[str, Any] = {}
+    k = max_rows
+    for agg in aggregates:
+        per_group_v: dict[Any, Any] = {}
+        per_group_a: dict[Any, Any] = {}
+        for g in groups:
+            part = frame if g is None else frame[frame[group_by] == g]
+            n = len(part) if agg.column is None else int(part[agg.column].notna().sum())
+            if agg.fn == "count":
+                v, a = noise.release(n, k, True)
+                per_group_v[g], per_group_a[g] = max(0.0, v), a
+                continue
+            lo, hi = bounds[agg.column]  # type: ignore[index]
+            col = part[agg.column].dropna().astype("float64").clip(lo, hi)  # type: ignore[index]
+            is_int = agg.column in integer_columns
+            s = float(int(col.astype("int64").sum())) if is_int else math.fsum(col.to_numpy())
+            mag = max(abs(lo), abs(hi))
+            noisy_sum, acc_sum = noise.release(s, k * mag, is_int)
+            if agg.fn == "sum":
+                per_group_v[g], per_group_a[g] = noisy_sum, acc_sum
+                continue
+            noisy_n, acc_n = noise.release(len(col), k, True)
+            noisy_n = max(noisy_n, 1.0)
+            mean = min(max(noisy_sum / noisy_n, lo), hi)
+            # interval arithmetic: the mean's error if both noisy parts are off by their 95 % bounds
+            lo_n = max(noisy_n - acc_n, 1.0)
+            acc_mean = min(hi - lo, (abs(noisy_sum) + acc_sum) / lo_n - abs(noisy_sum) / (noisy_n + acc_n))
+            if agg.fn == "mean":
+                per_group_v[g], per_group_a[g] = mean, acc_mean
+                continue
+            sq = col.to_numpy() ** 2
+            noisy_sq, acc_sq = noise.release(math.fsum(sq), k * mag * mag, False)
+            var = max(0.0, noisy_sq / noisy_n - mean * mean)
+            per_group_v[g] = min(var, (hi - lo) ** 2 / 4)
+            per_group_a[g] = min(
+                (hi - lo) ** 2 / 4,
+                (abs(noisy_sq) + acc_sq) / lo_n
+                - abs(noisy_sq) / (noisy_n + acc_n)
+                + 2 * abs(mean) * acc_mean
+                + acc_mean**2,
+            )
+        if group_by is None:
+            values[agg.label], accuracy[agg.label] = per_group_v[None], per_group_a[None]
+        else:
+            values[agg.label] = {str(g): v for g, v in per_group_v.items()}
+            accuracy[agg.label] = {str(g): a for g, a in per_group_a.items()}
+    rho = noise.rho_each * noise.releases
+    return Answer(
+        values=values,
+        accuracy=accuracy,
+        epsilon=epsilon,
+        delta=delta or 0.0,
+        rho=rho,
+        mechanism="gaussian (zCDP)" if noise.gaussian else "laplace (pure DP)",
+        rows_used=len(frame),
+    )
