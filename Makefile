@@ -32,6 +32,8 @@ bench: install
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/vault.py
 	$(BIN)/python benchmarks/access.py
+	$(BIN)/python benchmarks/deid.py
+	$(BIN)/python benchmarks/dp_queries.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .hypothesis

@@ -107,6 +107,21 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
             f"{found} PII values pseudonymised in 200 support messages"
         )
 
+    def dp_stats() -> str:
+        ws: Workspace = state["ws"]
+        ws.session(OWNER, "administration").set_budget("adult", 3.0, 1e-6)
+        s = ws.session(OWNER, "analytics")
+        a = s.dp_query("SELECT COUNT(*), AVG(age), AVG(hours_per_week) FROM adult", 0.5)
+        g = s.dp_query("SELECT sex, AVG(capital_gain) FROM adult GROUP BY sex", 0.5)
+        left = ws.budgets.get("adult").epsilon_remaining
+        summary["dp"] = {"count": a.values["count(*)"], "mean_age": a.values["mean(age)"], "epsilon_left": left}
+        gains = ", ".join(f"{k} {v:,.0f}" for k, v in g.values["mean(capital_gain)"].items())
+        return (
+            f"count {a.values['count(*)']:,.0f} (±{a.accuracy['count(*)']:.0f}), mean age "
+            f"{a.values['mean(age)']:.2f} (±{a.accuracy['mean(age)']:.2f}); mean capital gain by sex: {gains}; "
+            f"spent epsilon 1.0 of 3.0, {left:.2f} left"
+        )
+
     def access() -> str:
         ws: Workspace = state["ws"]
         ws.identity.add(OWNER, "credit-analyst", "service")
@@ -139,6 +154,7 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         ("Ingest with consents (encrypted)", ingest),
         ("Governed reads per purpose", governed_read),
         ("De-identification (k-anonymity, text)", deidentify),
+        ("Differentially private statistics", dp_stats),
         ("Access control (token, policy)", access),
         ("Sign and verify the ledger", checkpoint),
     ]

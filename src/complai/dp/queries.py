@@ -3,9 +3,10 @@
 Each subject contributes at most `max_rows` rows (more are dropped at random before anything is
 computed), values are clamped to the bounds declared in the dataset schema, group keys must be
 declared values: nothing about the data's range or categories is read from the data. The aggregates
-are computed exactly (integers in int64, floats with math.fsum), which is also why OpenDP's float-sum
-truncation above 2^20 rows cannot bite: OpenDP supplies the noise (its Laplace, discrete Laplace and
-Gaussian measurements) and the privacy maps, applied to aggregates whose sensitivity we derive here:
+are computed exactly (values on a fixed-point grid fine enough that float64 accumulation is exact; see
+_exact_sums), which is also why OpenDP's float-sum truncation above 2^20 rows cannot bite. OpenDP
+supplies the noise (its Laplace, discrete Laplace and Gaussian measurements) and the privacy maps,
+applied to aggregates whose sensitivity we derive here:
 
 - count (or a histogram / group-by count over disjoint groups): L1 = L2 = max_rows;
 - sum of values clamped to [L, U]: L1 = max_rows * max(|L|, |U|) (adding or removing one subject);
@@ -119,6 +120,32 @@ class _Noise:
         return noisy, float(acc)
 
 
+def _exact_sums(
+    values: np.ndarray, codes: np.ndarray | None, n_groups: int, magnitude: float, is_int: bool
+) -> tuple[np.ndarray, float]:
+    """Per-group sums computed exactly, and the per-value sensitivity they imply.
+
+    Values go onto a fixed-point grid fine enough that every partial sum is an integer below 2^52, so
+    float64 accumulation (np.bincount) makes no rounding error. Rounding to the grid is a fixed
+    per-value transform that moves a value by at most half a step: the sensitivity grows by that much.
+    """
+    if len(values) == 0:
+        return np.zeros(n_groups), magnitude
+    if is_int:
+        scale = 1.0
+        if len(values) * magnitude >= 2.0**52:
+            scale = 2.0 ** math.floor(math.log2(2.0**52 / (len(values) * magnitude)))
+    else:
+        scale = min(2.0**20, 2.0 ** math.floor(math.log2(2.0**52 / max(1.0, len(values) * magnitude))))
+    # `values` is the caller's scratch copy: scaled and rounded in place (no further 8-bytes-per-row copies)
+    grid = values if is_int and scale == 1.0 else np.round(np.multiply(values, scale, out=values), out=values)
+    if codes is None:
+        sums = np.array([grid.sum()]) / scale  # partial sums are integers below 2^52: exact
+    else:
+        sums = np.bincount(codes, weights=grid, minlength=n_groups) / scale
+    return sums, magnitude + (0.0 if is_int and scale == 1.0 else 0.5 / scale)
+
+
 def _releases(aggs: list[Aggregate]) -> int:
     return sum({"count": 1, "sum": 1, "mean": 2, "variance": 3}[a.fn] for a in aggs)
 
@@ -155,45 +182,70 @@ def run(
     values: dict[str, Any] = {}
     accuracy: dict[str, Any] = {}
     k = max_rows
+    n_groups = len(groups)
+    codes: np.ndarray | None = None
+    if group_by is None:
+        in_group = None
+        rows_per_group = np.array([len(frame)])
+    else:
+        codes = pd.Categorical(frame[group_by], categories=group_keys).codes.astype(np.int64)  # -1: undeclared
+        in_group = codes >= 0
+        rows_per_group = np.bincount(codes[in_group], minlength=n_groups)
     for agg in aggregates:
         per_group_v: dict[Any, Any] = {}
         per_group_a: dict[Any, Any] = {}
-        for g in groups:
-            part = frame if g is None else frame[frame[group_by] == g]
-            n = len(part) if agg.column is None else int(part[agg.column].notna().sum())
-            if agg.fn == "count":
-                v, a = noise.release(n, k, True)
+        if agg.fn == "count":
+            if agg.column is None:
+                counts = rows_per_group
+            else:
+                present = frame[agg.column].notna().to_numpy()
+                if codes is None:
+                    counts = np.array([int(present.sum())])
+                else:
+                    counts = np.bincount(codes[present & in_group], minlength=n_groups)  # type: ignore[operator]
+            for i, g in enumerate(groups):
+                v, a = noise.release(int(counts[i]), k, True)
                 per_group_v[g], per_group_a[g] = max(0.0, v), a
-                continue
+        else:
             lo, hi = bounds[agg.column]  # type: ignore[index]
-            col = part[agg.column].dropna().astype("float64").clip(lo, hi)  # type: ignore[index]
-            is_int = agg.column in integer_columns
-            s = float(int(col.astype("int64").sum())) if is_int else math.fsum(col.to_numpy())
+            series = frame[agg.column]  # type: ignore[index]
+            if series.dtype == np.float64:
+                raw = series.to_numpy(copy=False)
+            else:
+                raw = pd.to_numeric(series).to_numpy(dtype="float64", na_value=np.nan)
+            keep = ~np.isnan(raw)
+            if codes is not None:
+                keep &= in_group  # type: ignore[operator]
+            if keep.all():
+                vals, c = np.clip(raw, lo, hi), codes
+            else:
+                vals, c = np.clip(raw[keep], lo, hi), (codes[keep] if codes is not None else None)
+            counts = np.array([len(vals)]) if c is None else np.bincount(c, minlength=n_groups)
             mag = max(abs(lo), abs(hi))
-            noisy_sum, acc_sum = noise.release(s, k * mag, is_int)
-            if agg.fn == "sum":
-                per_group_v[g], per_group_a[g] = noisy_sum, acc_sum
-                continue
-            noisy_n, acc_n = noise.release(len(col), k, True)
-            noisy_n = max(noisy_n, 1.0)
-            mean = min(max(noisy_sum / noisy_n, lo), hi)
-            # interval arithmetic: the mean's error if both noisy parts are off by their 95 % bounds
-            lo_n = max(noisy_n - acc_n, 1.0)
-            acc_mean = min(hi - lo, (abs(noisy_sum) + acc_sum) / lo_n - abs(noisy_sum) / (noisy_n + acc_n))
-            if agg.fn == "mean":
-                per_group_v[g], per_group_a[g] = mean, acc_mean
-                continue
-            sq = col.to_numpy() ** 2
-            noisy_sq, acc_sq = noise.release(math.fsum(sq), k * mag * mag, False)
-            var = max(0.0, noisy_sq / noisy_n - mean * mean)
-            per_group_v[g] = min(var, (hi - lo) ** 2 / 4)
-            per_group_a[g] = min(
-                (hi - lo) ** 2 / 4,
-                (abs(noisy_sq) + acc_sq) / lo_n
-                - abs(noisy_sq) / (noisy_n + acc_n)
-                + 2 * abs(mean) * acc_mean
-                + acc_mean**2,
+            is_int = agg.column in integer_columns and float(lo).is_integer() and float(hi).is_integer()
+            sums, sens = _exact_sums(vals, c, n_groups, mag, is_int)
+            squares, sens_sq = (
+                _exact_sums(vals * vals, c, n_groups, mag * mag, is_int) if agg.fn == "variance" else (None, 0)
             )
+            for i, g in enumerate(groups):
+                noisy_sum, acc_sum = noise.release(float(sums[i]), k * sens, is_int)
+                if agg.fn == "sum":
+                    per_group_v[g], per_group_a[g] = noisy_sum, acc_sum
+                    continue
+                noisy_n, acc_n = noise.release(int(counts[i]), k, True)
+                noisy_n = max(noisy_n, 1.0)
+                mean = min(max(noisy_sum / noisy_n, lo), hi)
+                # interval arithmetic: the mean's error if both noisy parts are off by their 95 % bounds
+                lo_n = max(noisy_n - acc_n, 1.0)
+                acc_mean = min(hi - lo, (abs(noisy_sum) + acc_sum) / lo_n - abs(noisy_sum) / (noisy_n + acc_n))
+                if agg.fn == "mean":
+                    per_group_v[g], per_group_a[g] = mean, acc_mean
+                    continue
+                noisy_sq, acc_sq = noise.release(float(squares[i]), k * sens_sq, is_int)  # type: ignore[index]
+                var = max(0.0, noisy_sq / noisy_n - mean * mean)
+                per_group_v[g] = min(var, (hi - lo) ** 2 / 4)
+                acc_second = (abs(noisy_sq) + acc_sq) / lo_n - abs(noisy_sq) / (noisy_n + acc_n)
+                per_group_a[g] = min((hi - lo) ** 2 / 4, acc_second + 2 * abs(mean) * acc_mean + acc_mean**2)
         if group_by is None:
             values[agg.label], accuracy[agg.label] = per_group_v[None], per_group_a[None]
         else:
