@@ -118,3 +118,22 @@ def test_exhausted_budget_refuses_and_policy_applies(dp_ws: Workspace) -> None:
     dp_ws.identity.add("owner", "ana", "service")
     with pytest.raises(PolicyDenied):
         dp_ws.session("ana", "analytics").dp_query("SELECT COUNT(*) FROM customers", 0.01)
+
+
+def test_private_median_and_quantile() -> None:
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame({"age": rng.integers(20, 61, 20_000)})
+    ans = run(
+        frame, [Aggregate("quantile", "age", 0.5), Aggregate("quantile", "age", 0.9)], {"age": (17, 90)}, {"age"}, 2.0
+    )
+    true_med, true_q9 = np.quantile(frame["age"], [0.5, 0.9])
+    assert abs(ans.values["median(age)"] - true_med) <= 2
+    assert abs(ans.values["quantile(age, 0.9)"] - true_q9) <= 2
+    assert ans.accuracy["median(age)"] > 0
+
+
+def test_sql_quantiles(dp_ws: Workspace) -> None:
+    ans = dp_ws.session("owner", "analytics").dp_query("SELECT MEDIAN(income) FROM customers", 0.2)
+    assert 0 <= ans.values["median(income)"] <= 10_000_000
+    with pytest.raises(InvalidInput, match="between 0 and 1"):
+        dp_ws.session("owner", "analytics").dp_query("SELECT QUANTILE(income, 2) FROM customers", 0.2)

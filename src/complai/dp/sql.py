@@ -1,6 +1,6 @@
 """A SQL subset for DP queries, parsed with sqlglot:
 
-    SELECT [group_col,] COUNT(*) | COUNT(c) | SUM(c) | AVG(c) | VARIANCE(c), ...
+    SELECT [group_col,] COUNT(*) | COUNT(c) | SUM(c) | AVG(c) | VARIANCE(c) | MEDIAN(c) | QUANTILE(c, q), ...
     FROM dataset [WHERE row predicates] [GROUP BY group_col]
 
 Row predicates (comparisons with literals, IN, BETWEEN, IS [NOT] NULL, AND, OR, NOT) only look at one
@@ -127,9 +127,19 @@ def parse(sql: str) -> Query:
             if node.name != group_by:
                 raise InvalidInput(f"column {node.name!r} in SELECT must be aggregated (or be the GROUP BY key)")
             continue
+        if isinstance(node, exp.Median | exp.ApproxQuantile | exp.Quantile):
+            col = _column(node.this)
+            level = 0.5 if isinstance(node, exp.Median) else _literal(node.args["quantile"])
+            if not isinstance(level, int | float) or not 0 < level < 1:
+                raise InvalidInput("a quantile must be between 0 and 1")
+            used.add(col)
+            aggregates.append(Aggregate("quantile", col, float(level)))
+            continue
         fn = next((name for cls, name in _AGG.items() if type(node) is cls), None)
         if fn is None:
-            raise InvalidInput(f"unsupported expression {node.sql()!r} (COUNT, SUM, AVG, VARIANCE only)")
+            raise InvalidInput(
+                f"unsupported expression {node.sql()!r} (COUNT, SUM, AVG, VARIANCE, MEDIAN, QUANTILE only)"
+            )
         arg = node.this
         if isinstance(arg, exp.Star):
             if fn != "count":
