@@ -208,7 +208,7 @@ class Session:
         self._check("admin", dataset)
         return self._ws.budgets.set(self.principal, dataset, epsilon, delta, principal)
 
-    def dp_query(self, sql: str, epsilon: float, delta: float | None = None, max_rows: int = 1) -> Any:
+    def dp_query(self, sql: Any, epsilon: float, delta: float | None = None, max_rows: int = 1) -> Any:
         """Answer a SQL aggregate with differential privacy over the rows this purpose may see.
 
         Everything that can be refused is checked before any budget is spent; the budget is reserved
@@ -219,6 +219,7 @@ class Session:
         from complai.errors import InvalidInput
         from complai.events import DPQueryAnswered
 
+        sql = str(sql)  # a SQL string or a dp.sql.QueryBuilder
         query = parse(sql)
         schema = self._ws.catalog.get(query.dataset).schema
         names = {f.name for f in schema.fields}

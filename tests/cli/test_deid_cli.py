@@ -102,3 +102,31 @@ def test_dp_budget_cli(tmp_path: Path) -> None:
     assert state["epsilon"] == 3 and state["epsilon_spent_at_delta"] == 0 and state["epsilon_remaining_at_delta"] == 3
     r = run(*w, "dp", "budget", "customers", "--set", "0", "1e-6")
     assert r.returncode == 2 and "epsilon must be a positive number" in r.stderr
+
+
+def test_dp_query_cli(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    r = run("quickstart", "--workspace", str(ws), "--json")
+    assert r.returncode == 0, r.stderr
+    w = ["--workspace", str(ws)]
+    before = json.loads(run(*w, "dp", "budget", "adult", "--json").stdout)[0]["epsilon_spent_at_delta"]
+    r = run(
+        *w,
+        "dp",
+        "query",
+        "adult",
+        "SELECT sex, COUNT(*), AVG(age) FROM adult GROUP BY sex",
+        "--epsilon",
+        "0.3",
+        "--purpose",
+        "analytics",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert set(doc["values"]["count(*)"]) == {"Female", "Male"} and doc["epsilon"] == 0.3
+    assert abs(doc["budget_remaining"]["epsilon_spent_at_delta"] - before - 0.3) < 1e-9
+    r = run(*w, "dp", "query", "adult", "SELECT MAX(age) FROM adult", "--epsilon", "0.3", "--purpose", "analytics")
+    assert r.returncode == 2 and "unsupported expression" in r.stderr
+    r = run(*w, "dp", "query", "adult", "SELECT COUNT(*) FROM adult", "--epsilon", "50", "--purpose", "analytics")
+    assert r.returncode == 2 and "exhausted" in r.stderr

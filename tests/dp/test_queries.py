@@ -137,3 +137,12 @@ def test_sql_quantiles(dp_ws: Workspace) -> None:
     assert 0 <= ans.values["median(income)"] <= 10_000_000
     with pytest.raises(InvalidInput, match="between 0 and 1"):
         dp_ws.session("owner", "analytics").dp_query("SELECT QUANTILE(income, 2) FROM customers", 0.2)
+
+
+def test_python_builder_speaks_the_same_language(dp_ws: Workspace) -> None:
+    from complai.dp.sql import QueryBuilder
+
+    q = QueryBuilder("customers").count().mean("income").where("income > 50000").group_by("segment")
+    assert q.sql() == "SELECT segment, COUNT(*), AVG(income) FROM customers WHERE (income > 50000) GROUP BY segment"
+    ans = dp_ws.session("owner", "analytics").dp_query(q, 0.2)
+    assert set(ans.values["mean(income)"]) == {"retail", "premium"}

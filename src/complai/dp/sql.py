@@ -155,3 +155,63 @@ def parse(sql: str) -> Query:
     if group_by:
         used.add(group_by)
     return Query(tables[0].name, aggregates, group_by, where, used)
+
+
+class QueryBuilder:
+    """The Python face of the same query language:
+
+    q = QueryBuilder("adult").count().mean("age").where("age > 30").group_by("sex")
+    session.dp_query(q, epsilon=0.5)
+    """
+
+    def __init__(self, dataset: str) -> None:
+        self.dataset = dataset
+        self._select: list[str] = []
+        self._where: list[str] = []
+        self._group: str | None = None
+
+    def count(self, column: str | None = None) -> QueryBuilder:
+        self._select.append(f"COUNT({column or '*'})")
+        return self
+
+    def sum(self, column: str) -> QueryBuilder:
+        self._select.append(f"SUM({column})")
+        return self
+
+    def mean(self, column: str) -> QueryBuilder:
+        self._select.append(f"AVG({column})")
+        return self
+
+    def variance(self, column: str) -> QueryBuilder:
+        self._select.append(f"VARIANCE({column})")
+        return self
+
+    def quantile(self, column: str, q: float) -> QueryBuilder:
+        self._select.append(f"QUANTILE({column}, {float(q)!r})")
+        return self
+
+    def median(self, column: str) -> QueryBuilder:
+        return self.quantile(column, 0.5)
+
+    def where(self, condition: str) -> QueryBuilder:
+        """A SQL row predicate, e.g. "age > 30 AND sex = 'Male'" (ANDed with earlier ones)."""
+        self._where.append(f"({condition})")
+        return self
+
+    def group_by(self, column: str) -> QueryBuilder:
+        self._group = column
+        return self
+
+    def sql(self) -> str:
+        if not self._select:
+            raise InvalidInput("add at least one statistic")
+        select = ([self._group] if self._group else []) + self._select
+        out = f"SELECT {', '.join(select)} FROM {self.dataset}"
+        if self._where:
+            out += " WHERE " + " AND ".join(self._where)
+        if self._group:
+            out += f" GROUP BY {self._group}"
+        return out
+
+    def __str__(self) -> str:
+        return self.sql()
