@@ -63,13 +63,22 @@ def bulk_insert(
     if conn.dialect.name == "sqlite":
         dt = [i for i, n in enumerate(names) if isinstance(table.c[n].type, DateTime)]
         if dt:
-            rows = [
-                tuple(
-                    v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if i in dt and v is not None else v
-                    for i, v in enumerate(r)
-                )
-                for r in rows
-            ]
+            text: dict[Any, str] = {}  # a batch usually shares one timestamp: format each value once
+
+            def fmt(v: Any) -> Any:
+                if v is None:
+                    return None
+                if v not in text:
+                    text[v] = v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+                return text[v]
+
+            converted = []
+            for r in rows:
+                row = list(r)
+                for i in dt:
+                    row[i] = fmt(row[i])
+                converted.append(tuple(row))
+            rows = converted
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([ph] * len(names))})"
     conn.exec_driver_sql(sql, list(rows))
 
