@@ -98,32 +98,20 @@ class _Noise:
     def release(self, value: float, sensitivity: float, integer: bool) -> tuple[float, float]:
         """Noisy value and its 95 % error bound, checked against OpenDP's privacy map."""
         if self.gaussian:
-            scale = sensitivity / math.sqrt(2 * self.rho_each)
-            if integer:
-                m = dp.m.make_gaussian(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=scale)
-                noisy = float(m(int(value)))
-                acc = dp.gaussian_scale_to_accuracy(scale, ALPHA)
-            else:
-                m = dp.m.make_gaussian(dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=scale)
-                noisy = float(m(float(value)))
-                acc = dp.gaussian_scale_to_accuracy(scale, ALPHA)
-            spent = m.map(math.ceil(sensitivity) if integer else float(sensitivity))
-            if spent > self.rho_each * (1 + 1e-9):
-                raise AssertionError("noise calibration disagrees with OpenDP's privacy map")
+            make, budget = dp.m.make_gaussian, self.rho_each
+            scale = sensitivity / math.sqrt(2 * budget)
+            acc = dp.gaussian_scale_to_accuracy(scale, ALPHA)
         else:
-            scale = sensitivity / self.eps_each
-            if integer:
-                m = dp.m.make_laplace(dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=scale)
-                noisy = float(m(int(value)))
-                acc = dp.discrete_laplacian_scale_to_accuracy(scale, ALPHA)
-            else:
-                m = dp.m.make_laplace(dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=scale)
-                noisy = float(m(float(value)))
-                acc = dp.laplacian_scale_to_accuracy(scale, ALPHA)
-            spent = m.map(math.ceil(sensitivity) if integer else float(sensitivity))
-            if spent > self.eps_each * (1 + 1e-9):
-                raise AssertionError("noise calibration disagrees with OpenDP's privacy map")
-        return noisy, float(acc)
+            make, budget = dp.m.make_laplace, self.eps_each
+            scale = sensitivity / budget
+            accuracy = dp.discrete_laplacian_scale_to_accuracy if integer else dp.laplacian_scale_to_accuracy
+            acc = accuracy(scale, ALPHA)
+        kind = int if integer else float
+        domain = dp.atom_domain(T=int) if integer else dp.atom_domain(T=float, nan=False)
+        m = make(domain, dp.absolute_distance(T=kind), scale=scale)
+        if m.map(math.ceil(sensitivity) if integer else float(sensitivity)) > budget * (1 + 1e-9):
+            raise AssertionError("noise calibration disagrees with OpenDP's privacy map")
+        return float(m(kind(value))), float(acc)
 
 
 def _exact_sums(
