@@ -214,6 +214,13 @@ class Workspace:
                     ),
                 )
 
+    @classmethod
+    def restore_backup(cls, path: Path | str, target: Path | str, key: bytes, actor: str, **kw: Any) -> dict[str, Any]:
+        """Restore an encrypted backup into a new workspace directory (vault/backup.py says how)."""
+        from complai.vault.backup import restore_backup
+
+        return restore_backup(Path(path), Path(target), key, actor, open_workspace=cls.open, **kw)
+
     def close(self) -> None:
         self.store.dispose()
 

@@ -10,7 +10,7 @@ import pytest
 from complai.errors import IntegrityError, InvalidInput, NotFound
 from complai.events import decode_event
 from complai.ledger.verify import export_ledger, verify_ledger
-from complai.vault.backup import create_backup, load_backup_key, new_backup_key, restore_backup
+from complai.vault.backup import create_backup, load_backup_key, new_backup_key
 from complai.workspace import Workspace
 from tests.vault.conftest import PEOPLE
 from tests.vault.test_vault import SECRETS
@@ -34,7 +34,7 @@ def test_backup_has_no_plaintext_and_restores(
     for secret in SECRETS:
         assert secret.encode() not in blob
     assert result["tables"]["records"] == 4
-    out = restore_backup(
+    out = Workspace.restore_backup(
         tmp_path / "b.bak",
         tmp_path / "restored",
         key,
@@ -59,7 +59,9 @@ def test_backup_has_no_plaintext_and_restores(
 def test_erasure_after_the_backup_is_reapplied(customers: Workspace, key: bytes, tmp_path: Path) -> None:
     create_backup(customers, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1002", actor="owner")
-    out = restore_backup(tmp_path / "b.bak", tmp_path / "r1", key, "owner", clock=customers.clock)  # path in manifest
+    out = Workspace.restore_backup(
+        tmp_path / "b.bak", tmp_path / "r1", key, "owner", clock=customers.clock
+    )  # path in manifest
     assert out["erasures_reapplied"] == 1
     with Workspace.open(tmp_path / "r1", clock=customers.clock) as r:
         assert "C-1002" not in ids(r)
@@ -67,7 +69,7 @@ def test_erasure_after_the_backup_is_reapplied(customers: Workspace, key: bytes,
             r.vault.export("C-1002", actor="owner")
     # the same from an exported ledger instead of the live workspace
     export_ledger(customers.ledger, tmp_path / "export")
-    out = restore_backup(
+    out = Workspace.restore_backup(
         tmp_path / "b.bak", tmp_path / "r2", key, "owner", ledger_from=tmp_path / "export", clock=customers.clock
     )
     assert out["erasures_reapplied"] == 1
@@ -80,7 +82,7 @@ def test_a_foreign_newer_ledger_is_refused(customers: Workspace, key: bytes, tmp
     other = Workspace.init(tmp_path / "other")
     other.close()
     with pytest.raises(IntegrityError, match="not an extension"):
-        restore_backup(tmp_path / "b.bak", tmp_path / "r", key, "owner", ledger_from=tmp_path / "other")
+        Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "r", key, "owner", ledger_from=tmp_path / "other")
     assert not (tmp_path / "r").exists()
 
 
@@ -92,14 +94,14 @@ def test_tampered_or_wrong_key_backups_are_refused_before_writing(
     blob[len(blob) // 2] ^= 0x01
     (tmp_path / "t.bak").write_bytes(bytes(blob))
     with pytest.raises(IntegrityError):
-        restore_backup(tmp_path / "t.bak", tmp_path / "r", key, "owner")
+        Workspace.restore_backup(tmp_path / "t.bak", tmp_path / "r", key, "owner")
     assert not (tmp_path / "r").exists()
     (tmp_path / "short.bak").write_bytes(bytes(blob[: len(blob) - 10]))
     with pytest.raises(IntegrityError):
-        restore_backup(tmp_path / "short.bak", tmp_path / "r", key, "owner")
+        Workspace.restore_backup(tmp_path / "short.bak", tmp_path / "r", key, "owner")
     new_backup_key(tmp_path / "other.key")
     with pytest.raises(InvalidInput, match="another backup key"):
-        restore_backup(tmp_path / "b.bak", tmp_path / "r", load_backup_key(tmp_path / "other.key"), "owner")
+        Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "r", load_backup_key(tmp_path / "other.key"), "owner")
     assert not (tmp_path / "r").exists()
 
 
@@ -112,7 +114,7 @@ def test_backup_refuses_to_overwrite_and_restore_needs_an_empty_target(
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(InvalidInput, match="not empty"):
-        restore_backup(tmp_path / "b.bak", tmp_path / "full", key, "owner")
+        Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "full", key, "owner")
     header = json.loads((tmp_path / "b.bak").read_bytes()[4:].split(b"}", 1)[0] + b"}")
     assert header["workspace_id"] == customers.settings.workspace_id
     assert set(header) == {"format", "workspace_id", "created", "key_id", "cipher"}

@@ -12,7 +12,7 @@ from rich.table import Table
 from complai.cli.common import console, err_console, open_session, open_workspace, print_json, progress
 from complai.errors import InvalidInput
 from complai.vault.schema import load_schema
-from complai.workspace import OWNER
+from complai.workspace import OWNER, Workspace
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -326,11 +326,13 @@ def backup_restore(
     json_out: JsonOpt = False,
 ) -> None:
     """Verify a backup, restore it into a new workspace, re-apply later erasures."""
-    from complai.vault.backup import load_backup_key, restore_backup
+    from complai.vault.backup import load_backup_key
 
     with progress(disable=json_out) as bar:
         bar.add_task("verifying and restoring", total=None)
-        result = restore_backup(file, workspace, load_backup_key(key_file), OWNER, ledger_from, database_url)
+        result = Workspace.restore_backup(
+            file, workspace, load_backup_key(key_file), OWNER, ledger_from=ledger_from, database_url=database_url
+        )
     if json_out:
         print_json(result)
     else:

@@ -235,12 +235,12 @@ def read_backup(path: Path, key: bytes, into: Path) -> dict[str, Any]:
     return manifest
 
 
-def _later_erasures(source: Path, backup_size: int, backup_root: bytes) -> Iterator[tuple[int, str]]:
+def _later_erasures(
+    source: Path, backup_size: int, backup_root: bytes, open_workspace: Callable[..., Any]
+) -> Iterator[tuple[int, str]]:
     """(seq, pseudonym) of erasures after the backup in a newer ledger: a workspace or an export."""
     if (source / CONFIG_FILE).exists():
-        from complai.workspace import Workspace
-
-        with Workspace.open(source) as live:
+        with open_workspace(source) as live:
             if live.ledger.head().size < backup_size or live.ledger.root_at(backup_size) != backup_root:
                 raise IntegrityError("the newer ledger is not an extension of the backup's ledger")
             for e in live.ledger.entries(start=backup_size, kind=SubjectErased.kind):
@@ -272,10 +272,14 @@ def restore_backup(
     ledger_from: Path | None = None,
     database_url: str | None = None,
     clock: Clock | None = None,
+    open_workspace: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
-    """Restore a backup into a new workspace directory; erasures recorded after it are re-applied."""
-    from complai.workspace import Workspace
+    """Restore a backup into a new workspace directory; erasures recorded after it are re-applied.
 
+    `open_workspace(path, clock=...)` opens a workspace (Workspace.open): the vault does not import the
+    composition root above it, the caller hands it in."""
+    if open_workspace is None:
+        raise ValueError("restore_backup needs open_workspace (Workspace.open)")
     target = Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise InvalidInput(f"{target} exists and is not empty; restore into a new directory")
@@ -288,7 +292,7 @@ def restore_backup(
         source = Path(ledger_from) if ledger_from else Path(manifest.get("source_path", ""))
         checked = bool(ledger_from) or (source / CONFIG_FILE).exists()
         # resolve later erasures before writing anything: a bad newer ledger refuses the restore
-        later = list(_later_erasures(source, backup_size, backup_root)) if checked else []
+        later = list(_later_erasures(source, backup_size, backup_root, open_workspace)) if checked else []
         created_dir = not target.exists()
         try:
             target.mkdir(parents=True, exist_ok=True)
@@ -333,7 +337,7 @@ def restore_backup(
                                     )
             finally:
                 store.dispose()
-            ws = Workspace.open(target, clock=clock)
+            ws = open_workspace(target, clock=clock)
         except BaseException:
             if created_dir:
                 shutil.rmtree(target, ignore_errors=True)
