@@ -1,11 +1,15 @@
 """The privacy budget of each dataset (and optionally of each principal on it).
 
-A budget is a total (epsilon, delta). Spends are accounted in two parts: pure epsilon-DP mechanisms
-(Laplace) add their epsilon (basic composition), zCDP mechanisms (Gaussian, DP-SGD) add their rho
-(zCDP composition); what has been spent is eps_spent + epsilon_of(rho_spent, delta), which is a valid
-(epsilon, delta) guarantee for the whole sequence (sequential composition of an eps-DP and an
-(eps', delta)-DP computation is (eps + eps', delta)-DP). A spend is refused if that would exceed the
-total.
+A budget is a total (epsilon, delta). Spends are accounted in three parts: pure epsilon-DP mechanisms
+(Laplace) add their epsilon (basic composition); zCDP mechanisms (Gaussian queries) add their rho
+(zCDP composition); (epsilon, delta)-DP spends (DP-SGD, whose subsampled Gaussian is accounted by
+Opacus at a chosen delta) add both their epsilon and their delta. What has been spent is
+
+    eps_spent + approx_eps_spent + epsilon_of(rho_spent, delta - approx_delta_spent)
+
+at the budget's delta, a valid (epsilon, delta) guarantee for the whole sequence (basic sequential
+composition adds epsilons and deltas; the zCDP part is converted at the delta the approximate spends
+left). A spend is refused if that would exceed the total.
 
 A spend locks the budget rows (SELECT ... FOR UPDATE on PostgreSQL; on SQLite the write transaction
 already holds the database's write lock), checks, and updates them inside the caller's transaction,
@@ -15,6 +19,7 @@ exceeded.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +45,38 @@ class BudgetState:
     rho_total: float
     rho_spent: float
     eps_spent: float = 0.0
+    approx_eps_spent: float = 0.0
+    approx_delta_spent: float = 0.0
+
+    @classmethod
+    def of(cls, r: Any, rho: float = 0.0, eps: float = 0.0, approx: tuple[float, float] = (0.0, 0.0)) -> BudgetState:
+        """From a dp_budgets row, plus a prospective spend."""
+        return cls(
+            r.dataset,
+            r.principal,
+            r.epsilon,
+            r.delta,
+            r.rho_total,
+            r.rho_spent + rho,
+            r.eps_spent + eps,
+            r.approx_eps_spent + approx[0],
+            r.approx_delta_spent + approx[1],
+        )
+
+    @property
+    def delta_left(self) -> float:
+        """The delta the zCDP part may still be converted at."""
+        return self.delta - self.approx_delta_spent
 
     @property
     def epsilon_spent(self) -> float:
-        return self.eps_spent + epsilon_of(self.rho_spent, self.delta)
+        if self.rho_spent <= 0:
+            zcdp = 0.0
+        elif self.delta_left <= 1e-12 * self.delta:
+            zcdp = math.inf
+        else:
+            zcdp = epsilon_of(self.rho_spent, self.delta_left)
+        return self.eps_spent + self.approx_eps_spent + zcdp
 
     @property
     def epsilon_remaining(self) -> float:
@@ -52,7 +85,9 @@ class BudgetState:
     @property
     def rho_remaining(self) -> float:
         """The zCDP rho a Gaussian spend could still use."""
-        return rho_for(self.epsilon_remaining, self.delta) if self.epsilon_remaining > 0 else 0.0
+        if self.epsilon_remaining <= 0 or self.delta_left <= 1e-12 * self.delta:
+            return 0.0
+        return rho_for(self.epsilon_remaining, self.delta_left)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,10 +98,13 @@ class BudgetState:
             "rho_total": self.rho_total,
             "rho_spent": self.rho_spent,
             "eps_spent_pure": self.eps_spent,
+            "eps_spent_approx": self.approx_eps_spent,
+            "delta_spent_approx": self.approx_delta_spent,
             "epsilon_spent_at_delta": self.epsilon_spent,
             "epsilon_remaining_at_delta": self.epsilon_remaining,
             "accounting": "pure spends compose by addition; zCDP spends by rho, converted with "
-            "rho + 2 sqrt(rho ln(1/delta)) (Bun & Steinke 2016); the two add",
+            "rho + 2 sqrt(rho ln(1/delta')) (Bun & Steinke 2016) at the delta' (epsilon, delta) spends "
+            "(DP-SGD) left; all three add",
         }
 
 
@@ -121,19 +159,14 @@ class Budgets:
             ).first()
         if row is None:
             raise NotFound(f"no privacy budget set for {dataset!r}" + ("" if principal == ALL else f" and {principal}"))
-        return BudgetState(
-            row.dataset, row.principal, row.epsilon, row.delta, row.rho_total, row.rho_spent, row.eps_spent
-        )
+        return BudgetState.of(row)
 
     def all(self, dataset: str) -> list[BudgetState]:
         with self.store.read() as conn:
             rows = conn.execute(
                 select(dp_budgets).where(dp_budgets.c.dataset == dataset).order_by(dp_budgets.c.principal)
             )
-            return [
-                BudgetState(r.dataset, r.principal, r.epsilon, r.delta, r.rho_total, r.rho_spent, r.eps_spent)
-                for r in rows
-            ]
+            return [BudgetState.of(r) for r in rows]
 
     def reserve(
         self,
@@ -144,11 +177,13 @@ class Budgets:
         mechanism: str,
         eps: float = 0.0,
         rho: float = 0.0,
+        approx: tuple[float, float] | None = None,
     ) -> None:
-        """Reserve a pure-DP `eps` and/or a zCDP `rho` from the dataset's budget and the principal's (if it
-        has one), in the caller's transaction; BudgetExhausted (naming what remains) if either would be
-        overspent, and then nothing is written."""
-        if eps < 0 or rho < 0 or not (eps > 0 or rho > 0):
+        """Reserve a pure-DP `eps`, a zCDP `rho` and/or an (epsilon, delta)-DP `approx` from the dataset's
+        budget and the principal's (if it has one), in the caller's transaction; BudgetExhausted (naming
+        what remains) if either would be overspent, and then nothing is written."""
+        a_eps, a_delta = approx or (0.0, 0.0)
+        if eps < 0 or rho < 0 or a_eps < 0 or a_delta < 0 or not (eps > 0 or rho > 0 or a_eps > 0):
             raise InvalidInput("a privacy cost must be positive")
         c = dp_budgets.c
         rows = conn.execute(
@@ -157,44 +192,66 @@ class Budgets:
             .order_by(c.principal)
             .with_for_update()
         ).all()
-        if not any(r.principal == ALL for r in rows):
-            raise BudgetExhausted(f"dataset {dataset!r} has no privacy budget; set one with `complai dp budget`")
-        for r in rows:
-            after = BudgetState(
-                r.dataset, r.principal, r.epsilon, r.delta, r.rho_total, r.rho_spent + rho, r.eps_spent + eps
-            )
-            if after.epsilon_spent > r.epsilon * (1 + 1e-12):
-                now = BudgetState(r.dataset, r.principal, r.epsilon, r.delta, r.rho_total, r.rho_spent, r.eps_spent)
-                who = "the dataset" if r.principal == ALL else principal
-                cost = f"epsilon={eps:.4g}" if eps else f"rho={rho:.4g}"
-                raise BudgetExhausted(
-                    f"privacy budget of {who} on {dataset!r} exhausted: this needs {cost}, "
-                    f"epsilon {now.epsilon_remaining:.4g} remains at delta {r.delta:g}"
-                )
+        self._check(rows, dataset, principal, eps, rho, (a_eps, a_delta))
         for r in rows:
             conn.execute(
                 update(dp_budgets)
                 .where(c.dataset == dataset, c.principal == r.principal)
-                .values(rho_spent=c.rho_spent + rho, eps_spent=c.eps_spent + eps)
+                .values(
+                    rho_spent=c.rho_spent + rho,
+                    eps_spent=c.eps_spent + eps,
+                    approx_eps_spent=c.approx_eps_spent + a_eps,
+                    approx_delta_spent=c.approx_delta_spent + a_delta,
+                )
             )
         conn.execute(
             insert(dp_spends).values(
                 dataset=dataset,
                 principal=principal,
                 rho=rho,
-                eps=eps,
+                eps=eps + a_eps,
+                delta=a_delta,
                 mechanism=mechanism,
                 what=what[:200],
                 created_at=self.clock.now(),
             )
         )
 
+    @staticmethod
+    def _check(rows: Any, dataset: str, principal: str, eps: float, rho: float, approx: tuple[float, float]) -> None:
+        if not any(r.principal == ALL for r in rows):
+            raise BudgetExhausted(f"dataset {dataset!r} has no privacy budget; set one with `complai dp budget`")
+        a_eps, a_delta = approx
+        for r in rows:
+            after = BudgetState.of(r, rho, eps, approx)
+            who = "the dataset" if r.principal == ALL else principal
+            now = BudgetState.of(r)
+            if after.delta_left < -1e-12 * r.delta:
+                raise BudgetExhausted(
+                    f"privacy budget of {who} on {dataset!r}: this needs delta={a_delta:.3g}, "
+                    f"{max(now.delta_left, 0.0):.3g} of delta {r.delta:g} remains"
+                )
+            if after.epsilon_spent > r.epsilon * (1 + 1e-12):
+                if a_eps:
+                    cost = f"epsilon={a_eps:.4g} at delta={a_delta:.3g}"
+                else:
+                    cost = f"epsilon={eps:.4g}" if eps else f"rho={rho:.4g}"
+                raise BudgetExhausted(
+                    f"privacy budget of {who} on {dataset!r} exhausted: this needs {cost}, "
+                    f"epsilon {now.epsilon_remaining:.4g} remains at delta {r.delta:g}"
+                )
+
+    def check(self, dataset: str, principal: str, approx: tuple[float, float]) -> None:
+        """Would an (epsilon, delta) spend fit? BudgetExhausted if not (nothing is reserved)."""
+        c = dp_budgets.c
+        with self.store.read() as conn:
+            rows = conn.execute(select(dp_budgets).where(c.dataset == dataset, c.principal.in_([ALL, principal]))).all()
+        self._check(rows, dataset, principal, 0.0, 0.0, approx)
+
     def remaining(self, conn: Connection, dataset: str) -> float:
         """Epsilon (at the budget's delta) the dataset has left."""
         r = conn.execute(select(dp_budgets).where(dp_budgets.c.dataset == dataset, dp_budgets.c.principal == ALL)).one()
-        return BudgetState(
-            r.dataset, r.principal, r.epsilon, r.delta, r.rho_total, r.rho_spent, r.eps_spent
-        ).epsilon_remaining
+        return BudgetState.of(r).epsilon_remaining
 
     def spend(
         self,

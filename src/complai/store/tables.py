@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -251,6 +252,9 @@ dp_budgets = Table(
     Column("rho_spent", Float, nullable=False),
     Column("eps_spent", Float, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # (epsilon, delta)-DP spends (DP-SGD) compose by adding both (0006)
+    Column("approx_eps_spent", Float, nullable=False, server_default="0"),
+    Column("approx_delta_spent", Float, nullable=False, server_default="0"),
 )
 
 dp_spends = Table(
@@ -261,7 +265,40 @@ dp_spends = Table(
     Column("principal", String(128), nullable=False),
     Column("rho", Float, nullable=False),
     Column("eps", Float, nullable=False),
+    Column("delta", Float, nullable=False, server_default="0"),
     Column("mechanism", String(64), nullable=False),
     Column("what", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# --- models (0006) ---------------------------------------------------------------------------------
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("dataset", String(128), ForeignKey("datasets.name"), nullable=False, index=True),
+    Column("task", String(64), nullable=False),
+    Column("architecture", String(64), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("private", Boolean, nullable=False),
+    Column("epsilon", Float),
+    Column("delta", Float),
+    Column("subjects", Integer, nullable=False),
+    Column("model_digest", String(80), nullable=False),
+    Column("card_digest", String(80), nullable=False),
+    Column("card", Text, nullable=False),
+    Column("flagged_at", DateTime(timezone=True)),
+    Column("flag_reason", String(200)),
+)
+
+# which subjects' records trained which model, so that an erasure can flag the models it touches; a
+# subject's rows go when the subject is erased (the flag on the model stays)
+model_subjects = Table(
+    "model_subjects",
+    metadata,
+    Column("model_id", String(64), ForeignKey("models.id"), primary_key=True),
+    Column("subject_id", Id, ForeignKey("subjects.id"), primary_key=True, index=True),
 )
