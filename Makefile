@@ -29,11 +29,13 @@ test: lint
 
 bench: install
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps "anonypy>=0.2"
+	$(BIN)/python -m pip install --quiet -c constraints.txt "matplotlib>=3.8"
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/vault.py
 	$(BIN)/python benchmarks/access.py
 	$(BIN)/python benchmarks/deid.py
 	$(BIN)/python benchmarks/dp_queries.py
+	$(BIN)/python benchmarks/dp_training.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .hypothesis

@@ -397,3 +397,42 @@ class DPQueryAnswered(Event):
     mechanism: str
     rows_used: int
     epsilon_remaining: float
+
+
+# --- model training (dp.training) and audits (dp.audit) -------------------------------------------
+
+
+class ModelTrained(Event):
+    """A model trained on a dataset: its privacy parameters as the accountant saw them, the digests that
+    tie the stored weights and card to this entry, and the training subjects' set digest."""
+
+    kind: ClassVar[str] = "model.trained"
+    model_id: str
+    dataset: str
+    architecture: str
+    private: bool
+    epsilon: float | None
+    delta: float | None
+    accountant: str | None
+    noise_multiplier: float | None
+    sample_rate: float
+    steps: int
+    max_grad_norm: float | None
+    subjects: int
+    manifest_digest: Digest
+    model_digest: Digest
+    card_digest: Digest
+
+
+class ModelAudited(Event):
+    """A membership-inference audit of a model: the attacks' results next to the claimed epsilon."""
+
+    kind: ClassVar[str] = "model.audited"
+    model_id: str
+    claimed_epsilon: float | None
+    members: int
+    non_members: int
+    shadow_models: int
+    results: dict[str, dict[str, float]]
+    empirical_epsilon: float
+    report_digest: Digest

@@ -122,6 +122,37 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
             f"spent epsilon 1.0 of 3.0, {left:.2f} left"
         )
 
+    def train() -> str:
+        from complai.dp.training import card_markdown
+
+        ws: Workspace = state["ws"]
+        card = ws.session(OWNER, "train_ai_system").train(
+            "adult",
+            label="income",
+            model="logreg",
+            target_epsilon=1.0,
+            delta=5e-7,
+            epochs=3,
+            batch_size=512,
+            learning_rate=0.05,
+            name="credit-scoring-dp",
+        )
+        p, u = card["privacy"], card["utility"]
+        summary["model"] = {
+            "model_id": card["model_id"],
+            "epsilon": p["epsilon"],
+            "delta": p["delta"],
+            "accuracy": u["accuracy"],
+            "card": str(ws.models.directory(card["model_id"]) / "card.md"),
+        }
+        if not quiet:
+            console.print(card_markdown(card), markup=False, highlight=False)
+        return (
+            f"model {card['model_id']}: epsilon {p['epsilon']:.3f} at delta {p['delta']:.0e}, "
+            f"held-out accuracy {u['accuracy']:.3f} (majority {u['majority_accuracy']:.3f}); "
+            f"card {summary['model']['card']}"
+        )
+
     def access() -> str:
         ws: Workspace = state["ws"]
         ws.identity.add(OWNER, "credit-analyst", "service")
@@ -155,6 +186,7 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         ("Governed reads per purpose", governed_read),
         ("De-identification (k-anonymity, text)", deidentify),
         ("Differentially private statistics", dp_stats),
+        ("DP-SGD credit model and its card", train),
         ("Access control (token, policy)", access),
         ("Sign and verify the ledger", checkpoint),
     ]

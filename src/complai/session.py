@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from complai.access.identity import Principal
+from complai.errors import InvalidInput
 from complai.vault.schema import DeidSpec
 
 if TYPE_CHECKING:
@@ -44,22 +45,33 @@ class Session:
     ) -> pd.DataFrame:
         """The dataset's rows this purpose may see, decrypted, after the de-identification the dataset
         requires for the purpose (and any the caller adds); the read is recorded in the ledger."""
+        self._check("read", dataset)
+        return self._governed(dataset, columns, deidentify)[0]
+
+    def _governed(
+        self,
+        dataset: str,
+        columns: list[str] | None,
+        deidentify: DeidSpec | dict[str, Any] | None = None,
+        pseudonym_column: str | None = None,
+    ) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+        """Fetch, de-identify as the purpose requires, record the read (the policy is checked by callers)."""
         from complai.deid.governed import apply
         from complai.deid.operators import Anonymizer
 
-        self._check("read", dataset)
         vault = self._ws.vault
         schema = self._ws.catalog.get(dataset).schema
         extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify
         spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra)
-        frame, pseudos, total, _ = vault.fetch(dataset, self.purpose, columns)
+        frame, pseudos, total, _ = vault.fetch(dataset, self.purpose, columns, pseudonym_column)
         done = None
         if not spec.is_empty():
             frame, done = apply(frame, schema, spec, Anonymizer(self._ws.deid_keys))
+        shown = [c for c in frame.columns if c != pseudonym_column]
         self.last_seq = vault.record_read(
-            dataset, self.purpose, self.principal, list(frame.columns), len(frame), pseudos, total, done
+            dataset, self.purpose, self.principal, shown, len(frame), pseudos, total, done
         )
-        return frame
+        return frame, done
 
     def ingest(self, dataset: str, data: pd.DataFrame | Path | str | list[dict[str, Any]], consents: Any = None) -> Any:
         self._check("ingest", dataset)
@@ -283,6 +295,66 @@ class Session:
                 ),
             )
         return answer
+
+    # --- models ----------------------------------------------------------------------------------
+
+    def train(self, dataset: str | None = None, spec: Any = None, progress: Any = None, **kw: Any) -> dict[str, Any]:
+        """Train a model on a dataset (DP-SGD unless private=False) and store it with its card.
+
+        `session.train("adult", label="income", model="mlp", target_epsilon=1, ...)` or
+        `session.train(spec=TrainingSpec(...))`. Refused before any data is read if the spec is invalid or
+        the budget cannot cover target_epsilon, and before any training step if the reservation fails."""
+        from complai.dp.training import SUBJECT, TrainingSpec
+
+        if spec is None:
+            spec = TrainingSpec.parse({"dataset": dataset, **kw})
+        elif dataset is not None or kw:
+            raise TypeError("give either a spec or keyword arguments")
+        self._check("train", spec.dataset)
+        schema = self._ws.catalog.get(spec.dataset).schema
+        basis = schema.basis(self.purpose)
+        models = self._ws.models
+        models.preflight(spec, schema, self.principal)
+        columns = [spec.label, *(spec.features or []), *([spec.text] if spec.text else [])]
+        if not spec.features and not spec.text:
+            columns = None
+        frame, done = self._governed(spec.dataset, columns, pseudonym_column=SUBJECT)
+        card, self.last_seq = models.train(
+            spec,
+            schema,
+            frame,
+            actor=self.principal,
+            purpose=self.purpose,
+            lawful_basis=basis,
+            deidentification=done,
+            progress=progress,
+        )
+        return card
+
+    def models(self) -> list[dict[str, Any]]:
+        self._check("audit")
+        return self._ws.models.list()
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        self._check("audit")
+        return self._ws.models.get(model_id)
+
+    def audit_model(self, model_id: str, **kw: Any) -> dict[str, Any]:
+        """Membership-inference audit of a stored model (dp/audit.py), recorded in the ledger. Re-reads the
+        model's dataset under the model's purpose (this session's purpose must be that one)."""
+        from complai.dp.audit import run_audit
+
+        info = self._ws.models.get(model_id)
+        card = info["card"]
+        if card["data"]["purpose"] != self.purpose:
+            raise InvalidInput(f"audit {model_id} in a session for its training purpose {card['data']['purpose']!r}")
+        self._check("train", info["dataset"])
+        from complai.dp.training import SUBJECT
+
+        frame, _ = self._governed(info["dataset"], None, pseudonym_column=SUBJECT)
+        report = run_audit(self._ws.models, model_id, frame, self._ws.catalog.get(info["dataset"]).schema, **kw)
+        self.last_seq = self._ws.models.record_audit(model_id, report, self.principal, self.purpose)
+        return report
 
     def audit_access(self) -> None:
         """Ledger and audit views: the auditor's action (no personal data involved)."""

@@ -27,6 +27,7 @@ from complai.crypto.pseudonym import Pseudonymizer
 from complai.crypto.signing import Signer
 from complai.deid.operators import Keys as DeidKeys
 from complai.dp.budget import Budgets
+from complai.dp.models import Models
 from complai.errors import AlreadyExists, AuthenticationFailed, ComplaiError, InvalidInput, NotFound, WorkspaceError
 from complai.events import SchemaMigrated, WorkspaceCreated
 from complai.ledger.log import Ledger
@@ -84,6 +85,7 @@ class Workspace:
         self.keys = KeyService(store, self.ledger, self.keyring, clock)
         self.deid_keys = DeidKeys.from_workspace_key(pseudonym_key)
         self.budgets = Budgets(store, self.ledger, clock)
+        self.models = Models(store, self.ledger, self.budgets, clock, self.path / "models")
         self.identity = Identity(store, self.ledger, clock)
         self.policy = Policy(store, self.ledger, self.identity, self.taxonomy, clock)
         self.agreements = Agreements(

@@ -36,14 +36,14 @@ def budget(
     if not rows:
         console.print(f"no privacy budget set for {dataset} (queries are refused until one is)")
         return
-    t = Table("principal", "epsilon", "delta", "rho total", "rho spent", "epsilon left at delta")
+    t = Table("principal", "epsilon", "delta", "rho spent", "(eps, delta) spent", "epsilon left at delta")
     for r in rows:
         t.add_row(
             r["principal"],
             f"{r['epsilon']:g}",
             f"{r['delta']:g}",
-            f"{r['rho_total']:.6g}",
             f"{r['rho_spent']:.6g}",
+            f"{r['eps_spent_approx']:.4g}, {r['delta_spent_approx']:.3g}",
             f"{r['epsilon_remaining_at_delta']:.4g}",
         )
     console.print(t)

@@ -14,6 +14,7 @@ from complai.cli import access as access_cmd
 from complai.cli import deid as deid_cmd
 from complai.cli import dp as dp_cmd
 from complai.cli import ledger as ledger_cmd
+from complai.cli import models as models_cmd
 from complai.cli import vault as vault_cmd
 from complai.cli.common import console, err_console, open_workspace, print_json, state, workspace_path
 from complai.errors import ComplaiError
@@ -40,6 +41,8 @@ app.add_typer(access_cmd.policy_app, name="policy")
 app.add_typer(access_cmd.share_app, name="share")
 app.add_typer(deid_cmd.app, name="deid")
 app.add_typer(dp_cmd.app, name="dp")
+app.add_typer(models_cmd.app, name="model")
+app.command("train")(models_cmd.train)
 
 
 def _version(value: bool) -> None:

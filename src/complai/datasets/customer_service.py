@@ -14,7 +14,9 @@ import random
 import string
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 
+import pandas as pd
 from faker import Faker
 
 INTENTS = [
@@ -255,3 +257,20 @@ def generate(n: int, seed: int = 0, label_noise: float = 0.0) -> list[Message]:
         label = rng.choice(INTENTS) if rng.random() < label_noise else intent
         out.append(Message(text, label, spans))
     return out
+
+
+def support_schema_path() -> Path:
+    """The bundled schema of the generated support-message dataset."""
+    return Path(__file__).parent / "data" / "support_messages.schema.yaml"
+
+
+def support_frame(n: int, seed: int = 0, label_noise: float = 0.0) -> pd.DataFrame:
+    """`n` messages as rows of the support_messages dataset, one customer each."""
+    messages = generate(n, seed=seed, label_noise=label_noise)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"C{seed:03d}-{i:07d}" for i in range(n)],
+            "message": [m.text for m in messages],
+            "intent": [m.intent for m in messages],
+        }
+    )

@@ -39,7 +39,16 @@ from complai.events import (
 )
 from complai.ledger.log import Ledger
 from complai.store import Store, bulk_insert
-from complai.store.tables import consents, ledger_entries, objections, records, subject_keys, subjects
+from complai.store.tables import (
+    consents,
+    ledger_entries,
+    model_subjects,
+    models,
+    objections,
+    records,
+    subject_keys,
+    subjects,
+)
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.records import (
@@ -338,11 +347,12 @@ class Vault:
         return and_(*cond)
 
     def fetch(
-        self, dataset: str, purpose: str, columns: list[str] | None = None
+        self, dataset: str, purpose: str, columns: list[str] | None = None, pseudonym_column: str | None = None
     ) -> tuple[pd.DataFrame, set[str], int, list[str]]:
         """Decrypt what this purpose may see, without recording (callers record their own event).
 
-        Returns (frame, subject pseudonyms, records in the dataset, columns)."""
+        Returns (frame, subject pseudonyms, records in the dataset, columns); with `pseudonym_column`
+        the frame also carries each row's subject pseudonym under that name."""
         schema = self.catalog.get(dataset).schema
         schema.basis(purpose)
         names = [f.name for f in schema.fields]
@@ -376,7 +386,10 @@ class Vault:
                 if sid not in ext_cache:
                     ext_cache[sid] = self._open_external(keys[sid], row.pseudonym, row.external_enc)
                 subject_col.append(ext_cache[sid])
-        return to_frame(schema, cols, subject_col, values), {row.pseudonym for row in rows}, int(total), cols
+        frame = to_frame(schema, cols, subject_col, values)
+        if pseudonym_column:
+            frame[pseudonym_column] = [row.pseudonym for row in rows]
+        return frame, {row.pseudonym for row in rows}, int(total), cols
 
     def read(
         self, dataset: str, purpose: str, actor: str, columns: list[str] | None = None
@@ -730,7 +743,7 @@ class Vault:
             .where(subjects.c.id == subj.id)
             .values(erased_at=now, external_enc=None, restricted_at=None, restriction_reason=None)
         )
-        return self.ledger.append(
+        seq = self.ledger.append(
             conn,
             SubjectErased(
                 time=now,
@@ -743,6 +756,29 @@ class Vault:
                 reapplied_from=reapplied_from,
             ),
         )
+        self._flag_models(conn, [subj.id], f"a training subject was erased (ledger entry {seq})", now)
+        return seq
+
+    @staticmethod
+    def _flag_models(
+        conn: Connection, subject_ids: list[int], reason: str, now: datetime, dataset: str | None = None
+    ) -> None:
+        """Flag the models these subjects' records trained (of `dataset`, or any), so that the next audit
+        asks for retraining or a justification; then forget the link."""
+        ms = model_subjects.c
+        for part in _chunks(subject_ids):
+            q = select(ms.model_id).where(ms.subject_id.in_(part))
+            if dataset is not None:
+                q = q.join(models, models.c.id == ms.model_id).where(models.c.dataset == dataset)
+            ids = [str(x) for x in conn.execute(q.distinct()).scalars()]
+            if not ids:
+                continue
+            conn.execute(
+                update(models)
+                .where(models.c.id.in_(ids), models.c.flagged_at.is_(None))
+                .values(flagged_at=now, flag_reason=reason[:200])
+            )
+            conn.execute(delete(model_subjects).where(ms.subject_id.in_(part), ms.model_id.in_(ids)))
 
     # --- retention -------------------------------------------------------------------------------
 
@@ -761,6 +797,14 @@ class Vault:
                 int(x)
                 for x in conn.execute(select(r.subject_id).where(r.expires_us <= to_us(now)).distinct()).scalars()
             ]
+            for ds in by_ds:
+                expired_here = [
+                    int(x)
+                    for x in conn.execute(
+                        select(r.subject_id).where(r.expires_us <= to_us(now), r.dataset == ds).distinct()
+                    ).scalars()
+                ]
+                self._flag_models(conn, expired_here, "a training record passed its retention period", now, ds)
             n = conn.execute(delete(records).where(r.expires_us <= to_us(now))).rowcount
             empty = []
             for part in _chunks(affected):

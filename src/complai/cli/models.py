@@ -1,0 +1,158 @@
+"""`complai train SPEC.yaml` and `complai model list|show|card|audit`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Table
+
+from complai.cli.common import console, open_session, open_workspace, print_json, progress, state
+from complai.errors import InvalidInput
+from complai.workspace import OWNER
+
+app = typer.Typer(help="Trained models: list, cards, membership-inference audits.", no_args_is_help=True)
+
+DEFAULT_PURPOSE = "train_ai_system"
+
+
+def train(
+    spec_file: Annotated[Path, typer.Argument(help="Training spec (YAML): dataset, label, model, target_epsilon...")],
+    purpose: Annotated[str | None, typer.Option("--purpose", help="Overrides the spec's purpose.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
+) -> None:
+    """Train a model with DP-SGD (or non-privately if the spec says private: false) and store its card."""
+    from complai.dp.training import TrainingSpec
+
+    try:
+        data = yaml.safe_load(spec_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read training spec {spec_file}: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"training spec {spec_file} must be a mapping")
+    spec_purpose = data.pop("purpose", DEFAULT_PURPOSE)
+    spec = TrainingSpec.parse(data)
+    with open_session(purpose or spec_purpose) as (_, session), progress(disable=json_out) as bar:
+        task = bar.add_task(f"training {spec.model} on {spec.dataset}", total=None)
+        card = session.train(spec=spec, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if json_out:
+        print_json(card)
+        return
+    _print_card_summary(card)
+
+
+def _print_card_summary(card: dict[str, Any]) -> None:
+    p, u = card["privacy"], card["utility"]
+    privacy = (
+        f"epsilon {p['epsilon']:.3g} at delta {p['delta']:.1e} ({p['accountant']}; noise {p['noise_multiplier']:.3g}, "
+        f"q {p['sample_rate']:.3g}, {p['steps']} steps, clip {p['max_grad_norm']:g})"
+        if p["private"]
+        else "not private"
+    )
+    console.print(f"model {card['model_id']} ({card['name']}): {privacy}")
+    console.print(
+        f"  held-out accuracy {u['accuracy']:.4f} (majority class {u['majority_accuracy']:.4f})"
+        + (f", AUC {u['auc']:.4f}" if u.get("auc") is not None else "")
+        + f"; {card['data']['training_subjects']:,} training subjects"
+    )
+
+
+@app.command("list")
+def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every stored model, with its privacy parameters and whether an erasure flagged it."""
+    with open_session("audit") as (_, session):
+        rows = session.models()
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no models")
+        return
+    t = Table("model", "dataset", "architecture", "epsilon", "delta", "subjects", "created", "flag")
+    for r in rows:
+        t.add_row(
+            r["model_id"],
+            r["dataset"],
+            r["architecture"],
+            "not private" if not r["private"] else f"{r['epsilon']:.3g}",
+            "" if r["delta"] is None else f"{r['delta']:.1e}",
+            f"{r['subjects']:,}",
+            r["created_at"],
+            r["flag_reason"] or "",
+        )
+    console.print(t)
+
+
+@app.command("show")
+def show(model_id: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A model's registry entry (digests, flag) and card summary."""
+    with open_session("audit") as (_, session):
+        info = session.model(model_id)
+    if json_out:
+        print_json(info)
+        return
+    card = info.pop("card")
+    for k, v in info.items():
+        console.print(f"{k}: {v}")
+    _print_card_summary(card)
+
+
+@app.command("card")
+def card(
+    model_id: str,
+    format_: Annotated[str, typer.Option("--format", help="md or json")] = "md",
+) -> None:
+    """Print a model's card (Markdown or canonical JSON)."""
+    from complai.dp.training import card_markdown
+
+    if format_ not in ("md", "json"):
+        raise InvalidInput("--format is md or json")
+    with open_session("audit") as (_, session):
+        info = session.model(model_id)
+    if format_ == "json":
+        print_json(info["card"])
+    else:
+        console.file.write(card_markdown(info["card"]))
+
+
+@app.command("audit")
+def audit(
+    model_id: str,
+    shadows: Annotated[int, typer.Option("--shadows", min=0, max=256, help="LiRA shadow models (0: loss only).")] = 8,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Membership-inference audit (loss threshold and LiRA): AUC, TPR at low FPR, empirical epsilon."""
+    with open_workspace() as ws:
+        purpose = ws.models.get(model_id)["purpose"]
+        session = ws.session(state.token or OWNER, purpose)
+        with progress(disable=json_out) as bar:
+            task = bar.add_task("shadow models", total=shadows or None)
+            report = session.audit_model(
+                model_id, shadows=shadows, seed=seed, progress=lambda d, t: bar.update(task, completed=d, total=t)
+            )
+    if json_out:
+        print_json(report)
+        return
+    claimed = report["claimed_epsilon"]
+    console.print(
+        f"model {model_id}: {report['members']:,} members, {report['non_members']:,} non-members, "
+        f"{report['shadow_models']} shadow models; claimed epsilon "
+        + ("none (not private)" if claimed is None else f"{claimed:.3g}")
+    )
+    t = Table("attack", "AUC", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "empirical epsilon (95%)")
+    for name, r in report["attacks"].items():
+        t.add_row(
+            name,
+            f"{r['auc']:.4f}",
+            f"{r['tpr_at_1pct_fpr']:.4f}",
+            f"{r['tpr_at_0.1pct_fpr']:.4f}",
+            f"{r['empirical_epsilon']:.3f}",
+        )
+    console.print(t)
+    console.print(
+        f"largest AUC the claim allows: {report['max_auc_allowed']:.4f}; verdict: {report['verdict']} "
+        f"(report {report['report_path']}, ledger entry {report['ledger_seq']})"
+    )

@@ -1,0 +1,363 @@
+"""The model registry: training runs as recorded operations, stored models, their cards and flags.
+
+Files live under `<workspace>/models/<model id>/` (weights, card.json, card.md); the store keeps the
+canonical card, its digest, the weights' digest, the training subjects (for erasure flagging) and the
+flag an erasure or retention sweep sets; the ledger's model.trained entry binds the digests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import insert, select
+
+from complai.clock import Clock, utc_iso
+from complai.dp.budget import Budgets
+from complai.dp.training import (
+    SUBJECT,
+    Prepared,
+    TrainingSpec,
+    canonical_card,
+    fit,
+    load_module,
+    new_model_id,
+    one_per_subject,
+    planned_epsilon,
+    prepare,
+    utility,
+    write_model,
+)
+from complai.errors import InvalidInput, NotFound
+from complai.events import BudgetSpent, ModelAudited, ModelTrained
+from complai.ledger.log import Ledger
+from complai.store import Store
+from complai.store.tables import model_subjects, models, subjects
+
+
+def manifest_digest(schema_digest: str, pseudonyms: list[str]) -> str:
+    """Digest of exactly which subjects trained a model, under which schema."""
+    import hashlib
+
+    h = hashlib.sha256(schema_digest.encode() + b"\n")
+    for p in sorted(set(pseudonyms)):
+        h.update(p.encode() + b"\n")
+    return "sha256:" + h.hexdigest()
+
+
+class Models:
+    def __init__(self, store: Store, ledger: Ledger, budgets: Budgets, clock: Clock, root: Path) -> None:
+        self.store, self.ledger, self.budgets, self.clock = store, ledger, budgets, clock
+        self.root = root
+
+    # --- training --------------------------------------------------------------------------------
+
+    def preflight(self, spec: TrainingSpec, schema: Any, actor: str) -> None:
+        """Everything that can be refused without reading data: spec against schema, budget for the target."""
+        from complai.dp.features import Labels, TabularFeatures
+        from complai.dp.training import default_features
+
+        Labels(schema, spec.label)
+        if spec.text:
+            if schema.field(spec.text).type not in ("text", "string"):
+                raise InvalidInput(f"field {spec.text} is not text")
+        else:
+            names = spec.features or default_features(schema, spec.label)
+            if spec.label in names:
+                raise InvalidInput(f"the label {spec.label} cannot also be a feature")
+            TabularFeatures(schema, names)
+        if spec.private:
+            assert spec.target_epsilon is not None
+            delta = spec.delta if spec.delta is not None else 1e-9
+            self.budgets.check(spec.dataset, actor, (spec.target_epsilon, delta))
+
+    def train(
+        self,
+        spec: TrainingSpec,
+        schema: Any,
+        frame: pd.DataFrame,
+        *,
+        actor: str,
+        purpose: str,
+        lawful_basis: str,
+        deidentification: dict[str, Any] | None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[dict[str, Any], int]:
+        """Train on a governed frame (with the SUBJECT column), store the model; (card, ledger seq)."""
+        from complai.dp.nets import build, count
+
+        frame = one_per_subject(frame, spec.seed)
+        prepared = prepare(schema, frame, spec)
+        n = len(prepared.train)
+        if spec.private:
+            delta = spec.delta if spec.delta is not None else min(1e-5, 0.1 / n)
+            if delta >= 1 / n:
+                raise InvalidInput(f"delta {delta:g} must be below 1/N = {1 / n:.3g} (N = {n} training subjects)")
+            spec = spec.model_copy(update={"delta": delta})
+        model_id = new_model_id()
+        module = build(prepared.arch)
+
+        def reserve(sigma: float, q: float, steps: int) -> None:
+            if not spec.private:
+                return
+            assert spec.delta is not None
+            eps = planned_epsilon(spec.accountant, sigma, q, steps, spec.delta)
+            with self.store.write() as conn:
+                self.budgets.reserve(conn, spec.dataset, actor, f"train {model_id}", "dp-sgd", approx=(eps, spec.delta))
+                self.ledger.append(
+                    conn,
+                    BudgetSpent(
+                        time=self.clock.now(),
+                        actor=actor,
+                        purpose=purpose,
+                        dataset=spec.dataset,
+                        rho=0.0,
+                        epsilon=eps,
+                        delta=spec.delta,
+                        mechanism="dp-sgd",
+                        epsilon_remaining=self.budgets.remaining(conn, spec.dataset),
+                    ),
+                )
+
+        result = fit(module, prepared.train, spec, before_first_step=reserve, progress=progress)
+        total, trainable = count(result.module)
+        card = self._card(
+            spec, schema, prepared, result, model_id, actor, purpose, lawful_basis, deidentification, total, trainable
+        )
+        seq = self._store(model_id, spec, card, result.module, prepared, actor, purpose)
+        return card, seq
+
+    def _card(
+        self,
+        spec: TrainingSpec,
+        schema: Any,
+        prepared: Prepared,
+        result: Any,
+        model_id: str,
+        actor: str,
+        purpose: str,
+        lawful_basis: str,
+        deidentification: dict[str, Any] | None,
+        total: int,
+        trainable: int,
+    ) -> dict[str, Any]:
+        import opacus
+        import torch
+
+        privacy: dict[str, Any] = {"private": spec.private}
+        if spec.private:
+            privacy.update(
+                epsilon=result.epsilon,
+                delta=spec.delta,
+                target_epsilon=spec.target_epsilon,
+                accountant=spec.accountant,
+                noise_multiplier=result.noise_multiplier,
+                sample_rate=result.sample_rate,
+                steps=result.steps,
+                epochs=spec.epochs,
+                expected_batch_size=spec.batch_size,
+                max_grad_norm=spec.max_grad_norm,
+                clipping=spec.clipping,
+                sampling="poisson",
+                unit="subject (one record per subject)",
+            )
+        else:
+            privacy.update(sample_rate=result.sample_rate, steps=result.steps, epochs=spec.epochs)
+        return {
+            "card_format": 1,
+            "model_id": model_id,
+            "name": spec.name or f"{spec.dataset}-{spec.model}",
+            "created_at": utc_iso(self.clock.now()),
+            "created_by": actor,
+            "task": {"type": "classification", "label": spec.label, "classes": prepared.classes},
+            "architecture": prepared.arch,
+            "parameters": {"total": total, "trainable": trainable},
+            "data": {
+                "dataset": spec.dataset,
+                "schema_digest": schema.digest(),
+                "purpose": purpose,
+                "lawful_basis": lawful_basis,
+                "training_subjects": len(prepared.train_subjects),
+                "test_subjects": len(prepared.test_subjects),
+                "manifest_digest": manifest_digest(schema.digest(), prepared.train_subjects),
+                "split": {"test_fraction": spec.test_fraction, "seed": spec.seed, "rule": "keyed BLAKE2b of pseudonym"},
+                "deidentification": deidentification or {},
+                "preprocessing": prepared.preprocessing,
+            },
+            "privacy": privacy,
+            "training": {
+                "optimizer": spec.optimizer,
+                "learning_rate": spec.learning_rate,
+                "seed": spec.seed,
+                "seconds": round(result.seconds, 3),
+                "final_loss": result.history[-1] if result.history else None,
+                "libraries": {"torch": torch.__version__, "opacus": opacus.__version__},
+            },
+            "utility": utility(result.module, prepared.test),
+            "spec": spec.model_dump(mode="json"),
+        }
+
+    def _store(
+        self,
+        model_id: str,
+        spec: TrainingSpec,
+        card: dict[str, Any],
+        module: Any,
+        prepared: Prepared,
+        actor: str,
+        purpose: str,
+    ) -> int:
+        directory = self.root / model_id
+        model_digest, card_digest = write_model(directory, module, card)
+        p = card["privacy"]
+        try:
+            with self.store.write() as conn:
+                ids = _subject_ids(conn, prepared.train_subjects)
+                now = self.clock.now()
+                conn.execute(
+                    insert(models).values(
+                        id=model_id,
+                        dataset=spec.dataset,
+                        task=card["task"]["type"],
+                        architecture=card["architecture"]["architecture"],
+                        purpose=purpose,
+                        created_by=actor,
+                        created_at=now,
+                        private=spec.private,
+                        epsilon=p.get("epsilon"),
+                        delta=p.get("delta"),
+                        subjects=len(ids),
+                        model_digest=model_digest,
+                        card_digest=card_digest,
+                        card=canonical_card(card).decode(),
+                    )
+                )
+                if ids:
+                    conn.execute(insert(model_subjects), [{"model_id": model_id, "subject_id": i} for i in ids])
+                return self.ledger.append(
+                    conn,
+                    ModelTrained(
+                        time=now,
+                        actor=actor,
+                        purpose=purpose,
+                        model_id=model_id,
+                        dataset=spec.dataset,
+                        architecture=card["architecture"]["architecture"],
+                        private=spec.private,
+                        epsilon=p.get("epsilon"),
+                        delta=p.get("delta"),
+                        accountant=p.get("accountant"),
+                        noise_multiplier=p.get("noise_multiplier"),
+                        sample_rate=p["sample_rate"],
+                        steps=p["steps"],
+                        max_grad_norm=p.get("max_grad_norm"),
+                        subjects=len(ids),
+                        manifest_digest=card["data"]["manifest_digest"],
+                        model_digest=model_digest,
+                        card_digest=card_digest,
+                    ),
+                )
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+
+    def record_audit(self, model_id: str, report: dict[str, Any], actor: str, purpose: str) -> int:
+        """Keep an audit report next to the model (audit-<seq>.json) and record it in the ledger."""
+        import hashlib
+
+        body = canonical_card(report)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        with self.store.write() as conn:
+            seq = self.ledger.append(
+                conn,
+                ModelAudited(
+                    time=self.clock.now(),
+                    actor=actor,
+                    purpose=purpose,
+                    model_id=model_id,
+                    claimed_epsilon=report["claimed_epsilon"],
+                    members=report["members"],
+                    non_members=report["non_members"],
+                    shadow_models=report["shadow_models"],
+                    results={k: {m: float(v) for m, v in r.items()} for k, r in report["attacks"].items()},
+                    empirical_epsilon=report["empirical_epsilon"],
+                    report_digest=digest,
+                ),
+            )
+            path = self.directory(model_id) / f"audit-{seq}.json"
+            path.write_bytes(body)
+        report["ledger_seq"] = seq
+        report["report_path"] = str(path)
+        return seq
+
+    # --- registry --------------------------------------------------------------------------------
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.store.read() as conn:
+            rows = conn.execute(select(models).order_by(models.c.created_at, models.c.id)).all()
+        return [self._summary(r) for r in rows]
+
+    def get(self, model_id: str) -> dict[str, Any]:
+        """The model's summary with its card (as stored in the database)."""
+        with self.store.read() as conn:
+            row = conn.execute(select(models).where(models.c.id == model_id)).first()
+        if row is None:
+            raise NotFound(f"no model {model_id!r}")
+        out = self._summary(row)
+        out["card"] = json.loads(row.card)
+        return out
+
+    def directory(self, model_id: str) -> Path:
+        return self.root / model_id
+
+    def load(self, model_id: str) -> tuple[Any, dict[str, Any]]:
+        info = self.get(model_id)
+        return load_module(self.directory(model_id), info["card"]), info["card"]
+
+    def training_subjects(self, model_id: str) -> set[str]:
+        """Pseudonyms of the (not erased) subjects that trained the model."""
+        ms, s = model_subjects.c, subjects.c
+        with self.store.read() as conn:
+            return {
+                str(p)
+                for p in conn.execute(
+                    select(s.pseudonym)
+                    .select_from(model_subjects.join(subjects, s.id == ms.subject_id))
+                    .where(ms.model_id == model_id)
+                ).scalars()
+            }
+
+    @staticmethod
+    def _summary(r: Any) -> dict[str, Any]:
+        return {
+            "model_id": r.id,
+            "dataset": r.dataset,
+            "architecture": r.architecture,
+            "purpose": r.purpose,
+            "created_by": r.created_by,
+            "created_at": utc_iso(r.created_at),
+            "private": bool(r.private),
+            "epsilon": r.epsilon,
+            "delta": r.delta,
+            "subjects": r.subjects,
+            "model_digest": r.model_digest,
+            "card_digest": r.card_digest,
+            "flagged": r.flagged_at is not None,
+            "flag_reason": r.flag_reason,
+        }
+
+
+def _subject_ids(conn: Any, pseudonyms: list[str]) -> list[int]:
+    out: list[int] = []
+    uniq = sorted(set(pseudonyms))
+    for i in range(0, len(uniq), 500):
+        part = uniq[i : i + 500]
+        out += [int(x) for x in conn.execute(select(subjects.c.id).where(subjects.c.pseudonym.in_(part))).scalars()]
+    return out
+
+
+__all__ = ["SUBJECT", "Models", "manifest_digest"]
