@@ -1,0 +1,1 @@
+"""Federated learning: organisations train one model without pooling their data (Flower)."""
