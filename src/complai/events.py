@@ -436,3 +436,38 @@ class ModelAudited(Event):
     results: dict[str, dict[str, float]]
     empirical_epsilon: float
     report_digest: Digest
+
+
+# --- federated learning ------------------------------------------------------------------------------
+
+
+class FederatedUpdateSent(Event):
+    """What left an organisation in one federated round: a digest of the (masked) update, never data."""
+
+    kind: ClassVar[str] = "federated.update_sent"
+    run_id: str
+    round: int
+    dataset: str
+    examples: int
+    secure_aggregation: bool
+    local_dp: bool
+    update_digest: Digest
+
+
+class FederatedRound(Event):
+    """One aggregation round as the coordinating server saw it."""
+
+    kind: ClassVar[str] = "federated.round"
+    run_id: str
+    round: int
+    sampled: int
+    survivors: int
+    dropped: int
+    secure_aggregation: bool
+    dp: str
+    noise_multiplier: float | None
+    clip_norm: float | None
+    sample_rate: float
+    epsilon: float | None
+    delta: float | None
+    aggregate_digest: Digest

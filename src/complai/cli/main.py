@@ -13,6 +13,7 @@ from complai import __version__
 from complai.cli import access as access_cmd
 from complai.cli import deid as deid_cmd
 from complai.cli import dp as dp_cmd
+from complai.cli import federated as federated_cmd
 from complai.cli import ledger as ledger_cmd
 from complai.cli import models as models_cmd
 from complai.cli import vault as vault_cmd
@@ -42,6 +43,7 @@ app.add_typer(access_cmd.share_app, name="share")
 app.add_typer(deid_cmd.app, name="deid")
 app.add_typer(dp_cmd.app, name="dp")
 app.add_typer(models_cmd.app, name="model")
+app.add_typer(federated_cmd.app, name="federated")
 app.command("train")(models_cmd.train)
 
 

@@ -242,7 +242,7 @@ class Client:
             if v not in roster:
                 continue
             key = agree(self._c_sk, roster[v].c_pk, self.cfg.info("seal", min(self.id, v), max(self.id, v)))
-            body = struct.pack(">II", self.id, v) + s_shares[i] + b_shares[i]
+            body = struct.pack(">QQ", self.id, v) + s_shares[i] + b_shares[i]
             sealed[v] = seal(key, body, self.cfg.info("share", self.id, v))
         return Shares(self.id, sealed)
 
@@ -257,10 +257,12 @@ class Client:
                 raise TamperedMessage(f"client {self.id} received a share from non-neighbour {u}")
             key = agree(self._c_sk, self.roster[u].c_pk, self.cfg.info("seal", min(self.id, u), max(self.id, u)))
             body = open_sealed(key, blob, self.cfg.info("share", u, self.id))
-            src, dst = struct.unpack(">II", body[:8])
-            if (src, dst) != (u, self.id) or len(body) != 8 + 64:
+            if len(body) != 16 + 64:
+                raise TamperedMessage(f"share from {u} has the wrong length")
+            src, dst = struct.unpack(">QQ", body[:16])
+            if (src, dst) != (u, self.id):
                 raise TamperedMessage(f"share from {u} is addressed to {src}->{dst}")
-            self.held[u] = (body[8:40], body[40:72])
+            self.held[u] = (body[16:48], body[48:80])
         self.shared_with = sorted(self.held)
         q, _ = self.cfg.quantizer().encode(x)
         y = q + expand(self._b, x.size, self.cfg.info("self", self.id))
@@ -461,7 +463,7 @@ def run_round(
 def encode_message(m: Advertise | Shares | MaskedInput | Reveal) -> bytes:
     """Canonical bytes for transport (JSON with hex; the masked vector as little-endian words)."""
     if isinstance(m, MaskedInput):
-        return b"M" + struct.pack(">I", m.client) + m.y.astype("<u8").tobytes()
+        return b"M" + struct.pack(">Q", m.client) + m.y.astype("<u8").tobytes()
     if isinstance(m, Advertise):
         body = {"t": "A", "c": m.client, "cp": m.c_pk.hex(), "sp": m.s_pk.hex(), "sig": m.signature.hex()}
     elif isinstance(m, Shares):
@@ -479,8 +481,8 @@ def encode_message(m: Advertise | Shares | MaskedInput | Reveal) -> bytes:
 def decode_message(data: bytes) -> Advertise | Shares | MaskedInput | Reveal:
     try:
         if data[:1] == b"M":
-            (client,) = struct.unpack(">I", data[1:5])
-            return MaskedInput(client, np.frombuffer(data[5:], dtype="<u8").astype(np.uint64))
+            (client,) = struct.unpack(">Q", data[1:9])
+            return MaskedInput(client, np.frombuffer(data[9:], dtype="<u8").astype(np.uint64))
         if data[:1] != b"J":
             raise ValueError("unknown message tag")
         body = json.loads(data[1:])

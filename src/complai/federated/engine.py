@@ -1,0 +1,267 @@
+"""Federated training, transport-free: the spec, partitions, each organisation's local step (through a
+governed session), update clipping and quantisation, DP-FedAvg noise and its accounting.
+
+An organisation's local step reads its own data through `session(..., "federated_training")` (consent
+enforced, recorded), trains the shared model for a few local epochs from the global weights (FedAvg, or
+FedProx with a proximal term), clips the update to L2 norm `clip_norm`, optionally adds local-DP
+Gaussian noise, and records in its own ledger a digest of exactly what left the organisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from complai.errors import InvalidInput
+
+PURPOSE = "federated_training"
+
+
+class FederatedSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = "adult"
+    label: str = "income"
+    features: list[str] | None = None
+    model: Literal["logreg", "mlp"] = "logreg"
+    hidden: list[int] = [32]
+    organisations: int = Field(3, ge=2, le=1000)
+    partition: Literal["iid", "dirichlet"] = "iid"
+    alpha: float = Field(0.5, gt=0)
+    rows: int | None = Field(None, ge=10)
+    rounds: int = Field(5, ge=1, le=10_000)
+    fraction: float = Field(1.0, gt=0, le=1)
+    local_epochs: int = Field(1, ge=1, le=100)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    mu: float = Field(0.01, ge=0)
+    secure_aggregation: bool = True
+    neighbours: int | None = None
+    clip_norm: float = Field(5.0, gt=0)
+    dp: Literal["none", "central", "local"] = "none"
+    noise_multiplier: float = Field(1.0, ge=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    accountant: Literal["rdp", "prv"] = "rdp"
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+    timeout_s: float = Field(600, gt=0)
+
+    @model_validator(mode="after")
+    def _dp(self) -> FederatedSpec:
+        if self.dp != "none" and self.noise_multiplier <= 0:
+            raise ValueError("DP needs a positive noise_multiplier")
+        return self
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> FederatedSpec:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err["loc"]) or "spec"
+            raise InvalidInput(f"federated spec: {where}: {err['msg']}") from None
+
+
+# --- partitions ------------------------------------------------------------------------------------
+
+
+def partition(labels: np.ndarray, parts: int, kind: str, alpha: float, seed: int) -> list[np.ndarray]:
+    """Row indices per organisation: IID (a shuffled even split) or non-IID with, for each class, the
+    shares drawn from Dirichlet(alpha) (smaller alpha: more skewed)."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    if parts > n:
+        raise InvalidInput(f"{parts} organisations need at least as many rows (have {n})")
+    if kind == "iid":
+        return [np.sort(p) for p in np.array_split(rng.permutation(n), parts)]
+    out: list[list[int]] = [[] for _ in range(parts)]
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        shares = rng.dirichlet(np.full(parts, alpha))
+        cuts = (np.cumsum(shares)[:-1] * len(idx)).astype(int)
+        for i, chunk in enumerate(np.split(idx, cuts)):
+            out[i].extend(chunk.tolist())
+    # nobody may be left empty: give an empty organisation one row from the largest
+    for i in range(parts):
+        if not out[i]:
+            j = max(range(parts), key=lambda k: len(out[k]))
+            out[i].append(out[j].pop())
+    return [np.sort(np.array(p, dtype=np.int64)) for p in out]
+
+
+# --- model vectors ---------------------------------------------------------------------------------
+
+
+def architecture(spec: FederatedSpec, inputs: int, classes: int) -> dict[str, Any]:
+    arch: dict[str, Any] = {"architecture": spec.model, "inputs": inputs, "classes": classes}
+    if spec.model == "mlp":
+        arch["hidden"] = list(spec.hidden)
+    return arch
+
+
+def initial_vector(arch: dict[str, Any], seed: int) -> np.ndarray:
+    import torch
+
+    from complai.dp.nets import build
+
+    torch.manual_seed(seed)
+    return to_vector(build(arch))
+
+
+def to_vector(module: Any) -> np.ndarray:
+    import torch
+
+    return torch.nn.utils.parameters_to_vector(module.parameters()).detach().double().numpy().copy()
+
+
+def load_vector(module: Any, vec: np.ndarray) -> None:
+    import torch
+
+    torch.nn.utils.vector_to_parameters(torch.from_numpy(np.asarray(vec, dtype=np.float32)), module.parameters())
+
+
+def clip(update: np.ndarray, norm: float) -> tuple[np.ndarray, bool]:
+    size = float(np.linalg.norm(update))
+    if size <= norm:
+        return update, False
+    return update * (norm / size), True
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# --- one organisation --------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalData:
+    x: Any  # torch tensors
+    y: Any
+    test_x: Any
+    test_y: Any
+    arch: dict[str, Any]
+
+
+def local_data(ws: Any, principal: str, spec: FederatedSpec) -> LocalData:
+    """The organisation's rows for federated training (governed, recorded), as tensors; features and
+    classes from the shared schema, a held-out share for federated evaluation."""
+    import torch
+
+    from complai.dp.features import Labels, TabularFeatures
+    from complai.dp.training import default_features
+
+    session = ws.session(principal, PURPOSE)
+    schema = ws.catalog.get(spec.dataset).schema
+    labels = Labels(schema, spec.label)
+    names = spec.features or default_features(schema, spec.label)
+    feats = TabularFeatures(schema, names)
+    frame = session.read(spec.dataset, columns=[*names, spec.label])
+    frame = frame[labels.known(frame)].reset_index(drop=True)
+    if len(frame) < 2:
+        raise InvalidInput("this organisation has fewer than two usable records")
+    x = torch.from_numpy(feats.transform(frame))
+    y = torch.from_numpy(labels.transform(frame))
+    rng = np.random.default_rng(spec.seed)
+    test = rng.random(len(frame)) < spec.test_fraction
+    tr, te = torch.from_numpy(np.flatnonzero(~test)), torch.from_numpy(np.flatnonzero(test))
+    return LocalData(x[tr], y[tr], x[te], y[te], architecture(spec, feats.dim, len(labels.classes)))
+
+
+def local_train(data: LocalData, spec: FederatedSpec, global_vec: np.ndarray, round_: int) -> tuple[np.ndarray, int]:
+    """(update = local weights - global, examples used) after spec.local_epochs of local SGD."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from complai.dp.nets import build
+
+    torch.manual_seed(spec.seed * 100_003 + round_)
+    model = build(data.arch)
+    load_vector(model, global_vec)
+    anchor = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=spec.learning_rate)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(spec.seed + round_)
+    loader = DataLoader(TensorDataset(data.x, data.y), batch_size=spec.batch_size, shuffle=True, generator=gen)
+    model.train()
+    for _ in range(spec.local_epochs):
+        for xb, yb in loader:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            if spec.strategy == "fedprox" and spec.mu > 0:
+                loss = loss + spec.mu / 2 * sum(
+                    ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
+                )
+            loss.backward()
+            opt.step()
+    return to_vector(model) - global_vec, len(data.y)
+
+
+def local_evaluate(data: LocalData, vec: np.ndarray) -> tuple[int, int]:
+    """(correct, total) on the organisation's held-out rows."""
+    import torch
+
+    from complai.dp.nets import build
+
+    model = build(data.arch)
+    load_vector(model, vec)
+    model.eval()
+    with torch.no_grad():
+        pred = model(data.test_x).argmax(1)
+    return int((pred == data.test_y).sum()), len(data.test_y)
+
+
+def privatise_local(update: np.ndarray, spec: FederatedSpec, rng: np.random.Generator) -> np.ndarray:
+    """Local DP: Gaussian noise N(0, (noise_multiplier * clip_norm)^2) on the clipped update, added by the
+    organisation before anything leaves it."""
+    return update + rng.normal(0.0, spec.noise_multiplier * spec.clip_norm, update.shape)
+
+
+# --- DP-FedAvg accounting ------------------------------------------------------------------------------
+
+
+def dp_epsilon(spec: FederatedSpec, rounds: int, sample_rate: float) -> float | None:
+    """Epsilon at spec.delta after `rounds` rounds, with the Opacus accountant DP training uses.
+
+    Central DP (McMahan et al. 2018): per round the server adds N(0, (z C)^2) to the sum of updates each
+    clipped to C, with organisations sampled at rate q: a subsampled Gaussian with noise multiplier z,
+    user (organisation) level. Local DP: each organisation's update is a Gaussian mechanism with the
+    same z on its own, no amplification by sampling (q = 1) from its own point of view."""
+    if spec.dp == "none" or rounds == 0:
+        return None
+    from opacus.accountants import create_accountant
+
+    acc = create_accountant(spec.accountant)
+    q = sample_rate if spec.dp == "central" else 1.0
+    acc.history = [(spec.noise_multiplier, q, rounds)]
+    return float(acc.get_epsilon(delta=spec.delta))
+
+
+def recompute_epsilon(event: Any, spec_accountant: str = "rdp") -> float:
+    """A federated.round event's epsilon from its recorded parameters."""
+    from opacus.accountants import create_accountant
+
+    acc = create_accountant(spec_accountant)
+    q = event.sample_rate if event.dp == "central" else 1.0
+    acc.history = [(event.noise_multiplier, q, event.round)]
+    return float(acc.get_epsilon(delta=event.delta))
+
+
+def central_noise(total: np.ndarray, spec: FederatedSpec, rng: np.random.Generator) -> np.ndarray:
+    return total + rng.normal(0.0, spec.noise_multiplier * spec.clip_norm, total.shape)
+
+
+def expected_clients(spec: FederatedSpec, available: int) -> int:
+    return max(2, math.ceil(spec.fraction * available))
+
+
+def workspace_paths(root: Path, spec: FederatedSpec) -> tuple[Path, list[Path]]:
+    return root / "server", [root / f"org-{i}" for i in range(spec.organisations)]
