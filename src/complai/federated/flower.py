@@ -1,12 +1,14 @@
 """complai's ServerApp and ClientApp on Flower's Message API.
 
-Per round the server samples organisations and, with secure aggregation, runs the protocol's four
-stages as four message exchanges (train.advertise carries the global weights, the client trains then
-and answers with its keys; train.share, train.masked, train.reveal follow); without it, one
-train.plain exchange carries the clipped updates in the clear. Each organisation's secure-aggregation
-state between stages stays in its own node's context. An evaluate exchange measures the new global
-model on each organisation's held-out rows. Any failure to complete a round securely stops the run
-with the protocol's error: a round is never skipped silently.
+Once per run, with secure aggregation, a query.advertise exchange collects every organisation's
+public keys. Per round the server samples organisations and runs two exchanges: train.masked carries
+the global weights and the key roster, and the organisation trains and answers with its masked update
+and sealed shares; train.reveal names survivors and dropouts and collects what unmasks the sum.
+Without secure aggregation one train.plain exchange carries the clipped updates in the clear. Each
+organisation's secure-aggregation state between exchanges (its private keys, the round's self-mask
+seed) stays in its own node's context. An evaluate exchange measures the new global model on each
+organisation's held-out rows. Any failure to complete a round securely stops the run with the
+protocol's error: a round is never skipped silently.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from complai.federated.secagg.protocol import (
     Advertise,
     Client,
     Config,
+    RunConfig,
+    RunServer,
     SecAggAbort,
     Server,
     decode_message,
@@ -61,7 +65,15 @@ def org_workspace(context: Any, paths: list[str]) -> Path:
     return Path(paths[int(cfg["partition-id"])])
 
 
-def make_client_app(spec: engine.FederatedSpec, paths: list[str]) -> Any:
+class Synthetic:
+    """A stand-in organisation for protocol benchmarks: a fixed random update of `dimension` values,
+    no data, no workspace, nothing recorded."""
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+
+
+def make_client_app(spec: engine.FederatedSpec, paths: list[str], synthetic: Synthetic | None = None) -> Any:
     from flwr.app import Message
     from flwr.clientapp import ClientApp
 
@@ -69,7 +81,16 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str]) -> Any:
 
     app = ClientApp()
 
+    class _Null:
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
     def _open(context: Any) -> Any:
+        if synthetic is not None:
+            return _Null()
         return Workspace.open(org_workspace(context, paths))
 
     def _data(ws: Any) -> engine.LocalData:
@@ -78,6 +99,8 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str]) -> Any:
     def _record(ws: Any, run_id: str, round_: int, payload: bytes, examples: int) -> None:
         from complai.events import FederatedUpdateSent
 
+        if ws is None:
+            return
         ws.ledger.record(
             FederatedUpdateSent(
                 time=ws.clock.now(),
@@ -94,6 +117,9 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str]) -> Any:
         )
 
     def _update(ws: Any, message: Any, round_: int) -> tuple[np.ndarray, int]:
+        if synthetic is not None:
+            rng = np.random.default_rng(round_)
+            return rng.uniform(-spec.clip_norm, spec.clip_norm, synthetic.dimension) / np.sqrt(synthetic.dimension), 1
         global_vec = np.frombuffer(_get(message, "weights"), dtype="<f8")
         data = _data(ws)
         update, n = engine.local_train(data, spec, global_vec, round_)
@@ -105,6 +131,9 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str]) -> Any:
 
     @app.query("describe")
     def describe(message: Any, context: Any) -> Any:
+        if synthetic is not None:
+            arch = {"architecture": "synthetic", "dimension": synthetic.dimension}
+            return Message(_content(arch=json.dumps(arch), examples=1), reply_to=message)
         with _open(context) as ws:
             data = _data(ws)
         return Message(_content(arch=json.dumps(data.arch), examples=len(data.y)), reply_to=message)
@@ -118,57 +147,58 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str]) -> Any:
             _record(ws, run_id, round_, payload, n)
         return Message(_content(update=payload, examples=n), reply_to=message)
 
-    @app.train("advertise")
-    def advertise(message: Any, context: Any) -> Any:
-        round_ = int(_get(message, "round"))
-        cfg = _cfg(message)
-        with _open(context) as ws:
-            update, n = _update(ws, message, round_)
-        client = Client(cfg, context.node_id)
-        context.state[STATE_KEY] = _config_record(
-            secagg=client.export_state(), update=update.astype("<f8").tobytes(), examples=n, round=round_
-        )
-        return Message(_content(msg=encode_message(client.advertise())), reply_to=message)
+    def _run(message: Any) -> RunConfig:
+        return RunConfig(str(_get(message, "run")), float(_get(message, "bound")))
 
-    def _client(message: Any, context: Any) -> tuple[Client, Any]:
+    def _load(context: Any, run: RunConfig) -> Client:
+        if STATE_KEY not in context.state:
+            raise SecAggAbort("this organisation holds no keys for the run (did it miss the setup?)")
         held = context.state[STATE_KEY]
-        if int(held["round"]) != int(_get(message, "round")):
-            raise SecAggAbort("secure aggregation message for a round this client is not in")
-        return Client.from_state(_cfg(message), held["secagg"]), held
+        if str(held["run"]) != run.run_id:
+            raise SecAggAbort("secure aggregation message for a run this organisation did not join")
+        return Client.from_state(run, held["secagg"])
 
-    def _save(context: Any, client: Client, held: Any) -> None:
-        held["secagg"] = client.export_state()
-        context.state[STATE_KEY] = held
+    def _save(context: Any, run: RunConfig, client: Client) -> None:
+        context.state[STATE_KEY] = _config_record(run=run.run_id, secagg=client.export_state())
 
-    @app.train("share")
-    def share(message: Any, context: Any) -> Any:
-        client, held = _client(message, context)
-        roster = {int(k): decode_message(bytes.fromhex(v)) for k, v in json.loads(_get(message, "roster")).items()}
-        out = client.share(roster)  # type: ignore[arg-type]
-        _save(context, client, held)
-        return Message(_content(msg=encode_message(out)), reply_to=message)
+    @app.query("advertise")
+    def advertise(message: Any, context: Any) -> Any:
+        run = _run(message)
+        client = Client(run, context.node_id)
+        _save(context, run, client)
+        return Message(_content(msg=encode_message(client.advertise())), reply_to=message)
 
     @app.train("masked")
     def masked(message: Any, context: Any) -> Any:
-        client, held = _client(message, context)
-        inbox = {int(k): bytes.fromhex(v) for k, v in json.loads(_get(message, "inbox")).items()}
-        update = np.frombuffer(held["update"], dtype="<f8")
-        out = client.masked_input(update, inbox)
-        payload = encode_message(out)
+        run = _run(message)
+        client = _load(context, run)
+        if not client.roster:
+            roster = {int(k): decode_message(bytes.fromhex(v)) for k, v in json.loads(_get(message, "roster")).items()}
+            client.accept_roster(roster)  # type: ignore[arg-type]
+        cfg = Config.from_json(_get(message, "secagg"))
+        round_ = cfg.round
         with _open(context) as ws:
-            _record(ws, str(_get(message, "run")), int(held["round"]), payload, int(held["examples"]))
-        _save(context, client, held)
+            update, n = _update(ws, message, round_)
+            out = client.masked_input(cfg, update)
+            payload = encode_message(out)
+            _record(ws, run.run_id, round_, payload, n)
+        _save(context, run, client)
         return Message(_content(msg=payload), reply_to=message)
 
     @app.train("reveal")
     def reveal(message: Any, context: Any) -> Any:
-        client, held = _client(message, context)
-        out = client.reveal(json.loads(_get(message, "survivors")), json.loads(_get(message, "dropped")))
-        _save(context, client, held)
+        run = _run(message)
+        client = _load(context, run)
+        cfg = Config.from_json(_get(message, "secagg"))
+        inbox = {int(k): bytes.fromhex(v) for k, v in json.loads(_get(message, "inbox")).items()}
+        out = client.reveal(cfg, json.loads(_get(message, "survivors")), json.loads(_get(message, "dropped")), inbox)
+        _save(context, run, client)
         return Message(_content(msg=encode_message(out)), reply_to=message)
 
     @app.evaluate()
     def evaluate(message: Any, context: Any) -> Any:
+        if synthetic is not None:
+            return Message(_content(correct=0, total=0), reply_to=message)
         vec = np.frombuffer(_get(message, "weights"), dtype="<f8")
         with _open(context) as ws:
             correct, total = engine.local_evaluate(_data(ws), vec)
@@ -177,40 +207,13 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str]) -> Any:
     return app
 
 
-def _cfg(message: Any) -> Config:
-    body = json.loads(_get(message, "secagg"))
-    return Config(
-        round_id=body["round_id"],
-        clients=tuple(body["clients"]),
-        dimension=int(body["dimension"]),
-        bound=float(body["bound"]),
-        neighbours=int(body["neighbours"]),
-        threshold=int(body["threshold"]),
-        graph_seed=int(body["graph_seed"]),
-    )
-
-
-def _cfg_json(cfg: Config) -> str:
-    return json.dumps(
-        {
-            "round_id": cfg.round_id,
-            "clients": list(cfg.clients),
-            "dimension": cfg.dimension,
-            "bound": cfg.bound,
-            "neighbours": cfg.neighbours,
-            "threshold": cfg.threshold,
-            "graph_seed": cfg.graph_seed,
-        }
-    )
-
-
 # --- server side -----------------------------------------------------------------------------------
 
 
 class RoundRunner:
     """The server's loop, independent of how the Grid is provided (simulation or SuperLink)."""
 
-    def __init__(self, grid: Any, spec: engine.FederatedSpec, server_ws: Path, run_id: str) -> None:
+    def __init__(self, grid: Any, spec: engine.FederatedSpec, server_ws: Path | None, run_id: str) -> None:
         self.grid, self.spec, self.server_ws, self.run_id = grid, spec, server_ws, run_id
         self.rng = np.random.default_rng(spec.seed)
         self.history: list[dict[str, Any]] = []
@@ -251,11 +254,16 @@ class RoundRunner:
         if len(archs) != 1:
             raise InvalidInput("organisations disagree on the model's shape (different schemas?)")
         arch = json.loads(archs.pop())
-        weights = engine.initial_vector(arch, self.spec.seed)
+        if arch["architecture"] == "synthetic":
+            weights = np.zeros(int(arch["dimension"]))
+        else:
+            weights = engine.initial_vector(arch, self.spec.seed)
         dim = weights.size
+        if self.spec.secure_aggregation:
+            self._setup(nodes)
         per_round = engine.expected_clients(self.spec, len(nodes))
         q = per_round / len(nodes)
-        with Workspace.open(self.server_ws) as ws:
+        with Workspace.open(self.server_ws) if self.server_ws else _nullcontext() as ws:
             for r in range(1, self.spec.rounds + 1):
                 t0 = time.perf_counter()
                 # node ids are 64-bit: sample positions, never the ids through numpy
@@ -272,8 +280,9 @@ class RoundRunner:
                     aggregate = total / max(len(survivors), 1)
                 weights = weights + aggregate
                 eps = engine.dp_epsilon(self.spec, r, q)
-                self._record(ws, r, len(sampled), survivors, dropped, q, eps, aggregate)
-                accuracy = self._evaluate(nodes, weights)
+                if ws is not None:
+                    self._record(ws, r, len(sampled), survivors, dropped, q, eps, aggregate)
+                accuracy = self._evaluate(nodes, weights) if arch["architecture"] != "synthetic" else None
                 self.history.append(
                     {
                         "round": r,
@@ -296,45 +305,43 @@ class RoundRunner:
         total = sum(np.frombuffer(_get(m, "update"), dtype="<f8") for m in replies.values())
         return np.asarray(total), sorted(replies), [n for n in sampled if n not in replies]
 
+    def _bound(self) -> float:
+        spec = self.spec
+        return spec.clip_norm * (1 + 6 * spec.noise_multiplier) if spec.dp == "local" else spec.clip_norm
+
+    def _setup(self, nodes: list[int]) -> None:
+        """Once per run: every organisation's public keys."""
+        self.run_cfg = RunConfig(self.run_id, self._bound())
+        replies = self._send("query.advertise", {n: _content(run=self.run_id, bound=self._bound()) for n in nodes})
+        adverts = [decode_message(_get(m, "msg")) for m in replies.values()]
+        self.roster = RunServer(self.run_cfg).collect([a for a in adverts if isinstance(a, Advertise)])
+        self.roster_json = json.dumps({str(k): encode_message(v).hex() for k, v in self.roster.items()})
+
     def _secure_round(
         self, r: int, sampled: list[int], weights: np.ndarray, dim: int
     ) -> tuple[np.ndarray, list[int], list[int]]:
-        spec = self.spec
-        bound = spec.clip_norm * (1 + 6 * spec.noise_multiplier) if spec.dp == "local" else spec.clip_norm
+        sampled = [n for n in sampled if n in self.roster]
         cfg = Config.create(
-            f"{self.run_id}-r{r}",
-            sampled,
-            dim,
-            bound,
-            neighbours=spec.neighbours,
-            graph_seed=int(self.rng.integers(2**62)),
+            self.run_cfg, r, sampled, dim, neighbours=self.spec.neighbours, graph_seed=int(self.rng.integers(2**62))
         )
-        server = Server(cfg)
-        base = {"round": r, "run": self.run_id, "secagg": _cfg_json(cfg)}
-        replies = self._send(
-            "train.advertise", {n: _content(**base, weights=weights.astype("<f8").tobytes()) for n in sampled}
-        )
-        adverts = [decode_message(_get(m, "msg")) for m in replies.values()]
-        rosters = server.collect_advertise([a for a in adverts if isinstance(a, Advertise)])
-        replies = self._send(
-            "train.share",
-            {
-                n: _content(**base, roster=json.dumps({str(k): encode_message(v).hex() for k, v in ro.items()}))
-                for n, ro in rosters.items()
-            },
-        )
-        inbox = server.collect_shares([decode_message(_get(m, "msg")) for m in replies.values()])  # type: ignore[misc]
+        server = Server(cfg, self.roster)
+        base = {"round": r, "run": self.run_id, "bound": self.run_cfg.bound, "secagg": cfg.to_json()}
         replies = self._send(
             "train.masked",
-            {
-                n: _content(**base, inbox=json.dumps({str(k): v.hex() for k, v in ib.items()}))
-                for n, ib in inbox.items()
-            },
+            {n: _content(**base, roster=self.roster_json, weights=weights.astype("<f8").tobytes()) for n in sampled},
         )
-        survivors, dropped = server.collect_masked([decode_message(_get(m, "msg")) for m in replies.values()])  # type: ignore[misc]
+        survivors, dropped, inbox = server.collect_masked([decode_message(_get(m, "msg")) for m in replies.values()])  # type: ignore[misc]
         replies = self._send(
             "train.reveal",
-            {n: _content(**base, survivors=json.dumps(survivors), dropped=json.dumps(dropped)) for n in survivors},
+            {
+                n: _content(
+                    **base,
+                    survivors=json.dumps(survivors),
+                    dropped=json.dumps(dropped),
+                    inbox=json.dumps({str(k): v.hex() for k, v in inbox[n].items()}),
+                )
+                for n in survivors
+            },
         )
         result = server.finish([decode_message(_get(m, "msg")) for m in replies.values()])  # type: ignore[misc]
         return result.total, result.survivors, [n for n in sampled if n not in result.survivors]
@@ -382,7 +389,13 @@ class RoundRunner:
         )
 
 
-def make_server_app(spec: engine.FederatedSpec, server_ws: Path, run_id: str, sink: Path) -> Any:
+def _nullcontext() -> Any:
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def make_server_app(spec: engine.FederatedSpec, server_ws: Path | None, run_id: str, sink: Path) -> Any:
     """A ServerApp that runs the rounds and writes its result (or its error) to `sink` as JSON."""
     from flwr.serverapp import ServerApp
 

@@ -1,26 +1,35 @@
-"""Secure aggregation (Bonawitz et al. 2017, with the sparse neighbourhoods of Bell et al. 2020): the
-server learns the sum of the clients' vectors and nothing else about any one of them, even when
-clients drop out mid-round. A pure state machine: no I/O, no transport; `flower.py` carries it.
+"""Secure aggregation: the server learns the sum of the clients' vectors and nothing else about any one
+of them, even when clients drop out mid-round. A pure state machine (no I/O, no transport): flower.py
+carries it. The design follows Bonawitz et al. (2017) double masking with the sparse neighbourhoods of
+Bell et al. (2020), arranged so that a training round costs two message exchanges, not five.
 
-One round, four stages:
+Once per run (setup): each client sends two X25519 public keys, c (share transport) and s (masks),
+signed with its Ed25519 identity key when the configuration enrols identities. Every round then has:
 
-1. advertise: each client sends two X25519 public keys (c for share transport, s for masks), signed
-   with its Ed25519 identity key when the configuration lists identities;
-2. share: each client draws a self-mask seed b, Shamir-shares b and its s private key among its k
-   neighbours (threshold t), and seals each neighbour's pair of shares under a key agreed from the c
-   keys (AES-GCM, bound to round, sender and recipient);
-3. masked input: each client sends y = q(x) + PRG(b) + sum over neighbours v that shared of
-   +-PRG(s_uv) mod 2^64, where q is fixed-point quantisation and s_uv the pair's agreed seed (the
-   lower id adds, the higher subtracts), PRG = AES-256-CTR keyed through HKDF;
-4. unmask: given who sent masked inputs (S) and who shared but did not (D), each surviving client
-   reveals its shares of b for neighbours in S and of the s key for neighbours in D, never both for
-   one client; the server rebuilds those secrets from t shares each, removes the self-masks of S and
-   the pair masks that S's members shared with D, and decodes the sum.
+1. masked input (the exchange that carries the global model): each sampled client u draws a fresh
+   self-mask seed b and returns
+       y_u = q(x_u) + PRG(b) + sum over its round neighbours v of +-PRG(s_uv)   (mod 2^64)
+   with q fixed-point quantisation, s_uv = HKDF(X25519(s_u, s_v), run, round, pair) (the lower id adds,
+   the higher subtracts), PRG = AES-256-CTR keyed through HKDF, plus Shamir shares of b (threshold t,
+   one per neighbour), each sealed with AES-GCM under a key agreed from the c keys and bound to the
+   run, round, sender and recipient;
+2. unmasking: the server names the survivors S (whose y arrived) and the dropped D; each survivor v
+   opens the shares addressed to it and returns its shares of b_u for neighbours u in S and its own
+   pair seeds s_vw for neighbours w in D, never both for one client, and nothing at all unless at
+   least t of its neighbours survived. The server rebuilds each b_u from t shares and removes the
+   self-masks of S and the masks S shared with D.
 
-Neighbourhoods: a random circulant (Harary) graph over the clients, k neighbours each, so a client's
-work grows with k = O(log n), not n; k = n - 1 (everyone) for small rounds. A round tolerates any
-dropouts that leave every client with at least t responding neighbours; otherwise it aborts with
-SecAggAbort naming how short it fell (it never silently drops clients' data or skips the round).
+Why it holds: a dropped client's b is never revealed, so its y (should it arrive late) stays masked;
+a survivor's pair masks with other survivors are never revealed, so its y stays masked by them. Even
+a server that tells different clients different S and D learns, for any client w, either b_w's shares
+(from neighbours told w survived) or pair seeds with w (from neighbours told w dropped), never
+enough of both: the neighbours who reveal b-shares keep their pair seeds with w. Pair seeds are per
+round, so nothing revealed carries over to later rounds and no client ever needs new keys.
+
+Neighbourhoods: a random circulant (Harary) graph over the round's clients, k neighbours each, so a
+client's work grows with k = O(log n); k = n - 1 (everyone) for small rounds. A round completes when
+every survivor keeps at least t responding neighbours; otherwise it aborts with SecAggAbort saying how
+short it fell (it never silently drops clients or skips the round).
 """
 
 from __future__ import annotations
@@ -53,44 +62,59 @@ from complai.federated.secagg.primitives import (
 
 
 class SecAggAbort(ComplaiError):
-    """The round cannot complete securely (too many dropouts, tampering, inconsistent server claims)."""
+    """The round cannot complete securely (too many dropouts, inconsistent server claims)."""
 
     exit_code = 1
 
 
-# --- configuration and the neighbourhood graph ------------------------------------------------------
-
-
 def default_neighbours(n: int) -> int:
-    """Everyone for up to 32 clients; beyond, an even k of about 6 log2 n (42 at 100, 60 at 1,000)."""
+    """Everyone for up to 33 clients; beyond, an even k of about 6 log2 n (42 at 100, 60 at 1,000)."""
     if n <= 33:
         return n - 1
     k = 6 * math.ceil(math.log2(n))
     return min(n - 1, k + (k % 2))
 
 
+# --- configuration ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What holds for a whole run: its id, the quantisation bound, enrolled identities."""
+
+    run_id: str
+    bound: float
+    identities: dict[int, bytes] = field(default_factory=dict)  # client -> Ed25519 public key (raw)
+
+    def __post_init__(self) -> None:
+        Quantizer(self.bound)
+
+    def info(self, *parts: object) -> bytes:
+        return "|".join(["complai-secagg-v2", self.run_id, *map(str, parts)]).encode()
+
+
 @dataclass(frozen=True)
 class Config:
-    round_id: str
+    """One round: its number, the sampled clients, the vector size, the neighbourhood graph."""
+
+    run: RunConfig
+    round: int
     clients: tuple[int, ...]
     dimension: int
-    bound: float
     neighbours: int
     threshold: int
     graph_seed: int
-    identities: dict[int, bytes] = field(default_factory=dict)  # client -> Ed25519 public key (raw)
 
     @classmethod
     def create(
         cls,
-        round_id: str,
+        run: RunConfig,
+        round_: int,
         clients: list[int],
         dimension: int,
-        bound: float,
         neighbours: int | None = None,
         threshold: int | None = None,
         graph_seed: int | None = None,
-        identities: dict[int, bytes] | None = None,
     ) -> Config:
         ids = tuple(sorted(set(clients)))
         n = len(ids)
@@ -103,11 +127,11 @@ class Config:
             raise InvalidInput(f"neighbours must be between 1 and {n - 1}")
         t = k // 2 + 1 if threshold is None else threshold
         if not k // 2 + 1 <= t <= k:
-            # t > k/2: the server can never hold t shares of both a client's b and its s key
+            # t > k/2: the neighbours who reveal b-shares (at least t) and those who reveal pair seeds
+            # can never together expose one client
             raise InvalidInput(f"threshold must be between {k // 2 + 1} and {k}")
-        Quantizer(bound)
         seed = int.from_bytes(os.urandom(8), "big") if graph_seed is None else graph_seed
-        return cls(round_id, ids, dimension, float(bound), k, t, seed, dict(identities or {}))
+        return cls(run, round_, ids, dimension, k, t, seed)
 
     def order(self) -> list[int]:
         """The clients around the circle the neighbourhood graph is drawn on (a seeded shuffle)."""
@@ -116,8 +140,8 @@ class Config:
         return order
 
     def graph(self) -> dict[int, list[int]]:
-        """Each client's neighbours: a circulant graph on a seeded random order (k/2 each side;
-        k odd adds the opposite node when n is even)."""
+        """Each client's neighbours: a circulant graph on a seeded random order (k/2 each side; for an
+        odd k, also the opposite node)."""
         order = self.order()
         n, k = len(order), self.neighbours
         pos = {c: i for i, c in enumerate(order)}
@@ -125,17 +149,42 @@ class Config:
         for c in order:
             i = pos[c]
             for d in range(1, k // 2 + 1):
-                for j in ((i + d) % n, (i - d) % n):
-                    out[c].add(order[j])
+                out[c].add(order[(i + d) % n])
+                out[c].add(order[(i - d) % n])
             if k % 2:
                 out[c].add(order[(i + n // 2) % n])
         return {c: sorted(v - {c}) for c, v in out.items()}
 
-    def quantizer(self) -> Quantizer:
-        return Quantizer(self.bound)
-
     def info(self, *parts: object) -> bytes:
-        return "|".join(["complai-secagg-v1", self.round_id, *map(str, parts)]).encode()
+        return self.run.info(self.round, *parts)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "run_id": self.run.run_id,
+                "bound": self.run.bound,
+                "round": self.round,
+                "clients": list(self.clients),
+                "dimension": self.dimension,
+                "neighbours": self.neighbours,
+                "threshold": self.threshold,
+                "graph_seed": self.graph_seed,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str, identities: dict[int, bytes] | None = None) -> Config:
+        b = json.loads(text)
+        run = RunConfig(str(b["run_id"]), float(b["bound"]), dict(identities or {}))
+        return cls(
+            run,
+            int(b["round"]),
+            tuple(int(c) for c in b["clients"]),
+            int(b["dimension"]),
+            int(b["neighbours"]),
+            int(b["threshold"]),
+            int(b["graph_seed"]),
+        )
 
 
 # --- messages -----------------------------------------------------------------------------------------
@@ -150,181 +199,174 @@ class Advertise:
 
 
 @dataclass(frozen=True)
-class Shares:
-    client: int
-    sealed: dict[int, bytes]  # recipient -> AES-GCM blob
-
-
-@dataclass(frozen=True)
 class MaskedInput:
     client: int
     y: np.ndarray  # uint64 words
+    sealed: dict[int, bytes]  # neighbour -> its sealed share of this client's self-mask seed
 
 
 @dataclass(frozen=True)
 class Reveal:
     client: int
-    b_shares: dict[int, bytes]  # owner -> share of owner's self-mask seed
-    s_shares: dict[int, bytes]  # owner -> share of owner's s private key
+    b_shares: dict[int, bytes]  # surviving neighbour -> this client's share of its self-mask seed
+    pair_seeds: dict[int, bytes]  # dropped neighbour -> the pair seed this client shares with it
 
 
-def _signed_bytes(cfg: Config, client: int, c_pk: bytes, s_pk: bytes) -> bytes:
-    return cfg.info("advertise", client) + b"|" + c_pk + s_pk
+def _signed_bytes(run: RunConfig, client: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    return run.info("advertise", client) + b"|" + c_pk + s_pk
 
 
-def _verify_advertise(cfg: Config, m: Advertise) -> None:
+def verify_advertise(run: RunConfig, m: Advertise) -> None:
     if len(m.c_pk) != 32 or len(m.s_pk) != 32:
         raise TamperedMessage(f"client {m.client}: malformed public keys")
-    if cfg.identities:
-        key = cfg.identities.get(m.client)
+    if run.identities:
+        key = run.identities.get(m.client)
         if key is None:
             raise TamperedMessage(f"client {m.client} is not an enrolled identity")
         try:
-            Ed25519PublicKey.from_public_bytes(key).verify(m.signature, _signed_bytes(cfg, m.client, m.c_pk, m.s_pk))
+            Ed25519PublicKey.from_public_bytes(key).verify(m.signature, _signed_bytes(run, m.client, m.c_pk, m.s_pk))
         except (InvalidSignature, ValueError):
             raise TamperedMessage(f"client {m.client}: advertised keys are not signed by its identity") from None
+
+
+def _pair_seed(cfg: Config, s_sk: object, peer_s_pk: bytes, u: int, v: int) -> bytes:
+    return agree(s_sk, peer_s_pk, cfg.info("pair", min(u, v), max(u, v)))  # type: ignore[arg-type]
+
+
+def _pair_mask(cfg: Config, seed: bytes, u: int, v: int) -> np.ndarray:
+    return expand(seed, cfg.dimension, cfg.info("mask", min(u, v), max(u, v)))
 
 
 # --- client -----------------------------------------------------------------------------------------
 
 
 class Client:
+    """One client across a run: long-term keys from setup, a fresh self-mask per round."""
+
     def __init__(
         self,
-        cfg: Config,
+        run: RunConfig,
         client: int,
         identity: Ed25519PrivateKey | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
-        """`random_bytes` is the source of the client's keys and self-mask seed: the OS generator,
+        """`random_bytes` is the source of the client's keys and self-mask seeds: the OS generator,
         replaceable only so that statistical tests can be reproduced."""
-        if client not in cfg.clients:
-            raise InvalidInput(f"client {client} is not in this round")
-        self.cfg, self.id = cfg, client
-        self.identity = identity
-        self.neighbours = cfg.graph()[client]
+        self.run, self.id, self.identity = run, client, identity
+        self._random = random_bytes
         self._c_sk, self._c_pk = x25519_keypair(random_bytes(32))
         self._s_sk, self._s_pk = x25519_keypair(random_bytes(32))
-        self._b = random_bytes(32)
         self.roster: dict[int, Advertise] = {}
-        self.held: dict[int, tuple[bytes, bytes]] = {}  # owner -> (share of s key, share of b)
-        self.shared_with: list[int] = []
-        self.revealed = False
         self._advert: Advertise | None = None
+        # per round: the round, our self-mask seed, and the rounds already answered
+        self._b: dict[int, bytes] = {}
+        self._revealed: set[int] = set()
 
-    # stage 1
     def advertise(self) -> Advertise:
         if self._advert is None:
             sig = b""
             if self.identity is not None:
-                sig = self.identity.sign(_signed_bytes(self.cfg, self.id, self._c_pk, self._s_pk))
+                sig = self.identity.sign(_signed_bytes(self.run, self.id, self._c_pk, self._s_pk))
             self._advert = Advertise(self.id, self._c_pk, self._s_pk, sig)
         return self._advert
 
-    # stage 2
-    def share(self, roster: dict[int, Advertise]) -> Shares:
-        """Seal shares of (s key, b) to each neighbour that advertised; needs at least t of them."""
+    def accept_roster(self, roster: dict[int, Advertise]) -> None:
+        """The run's advertised keys (checked: own keys unchanged, signatures when identities are enrolled)."""
         for cid, m in roster.items():
             if m.client != cid:
                 raise TamperedMessage(f"roster entry {cid} carries client {m.client}")
-            _verify_advertise(self.cfg, m)
+            verify_advertise(self.run, m)
         if roster.get(self.id) != self.advertise():
             raise TamperedMessage("the roster does not carry this client's own keys")
-        live = [v for v in self.neighbours if v in roster]
-        if len(live) + 1 < self.cfg.threshold:
-            raise SecAggAbort(f"client {self.id}: only {len(live)} neighbours advertised keys")
         self.roster = roster
-        holders = self.neighbours  # share index = position in the full neighbour list
-        s_shares = share_secret(x25519_private_bytes(self._s_sk), self.cfg.threshold, len(holders))
-        b_shares = share_secret(self._b, self.cfg.threshold, len(holders))
-        sealed = {}
-        for i, v in enumerate(holders):
-            if v not in roster:
-                continue
-            key = agree(self._c_sk, roster[v].c_pk, self.cfg.info("seal", min(self.id, v), max(self.id, v)))
-            body = struct.pack(">QQ", self.id, v) + s_shares[i] + b_shares[i]
-            sealed[v] = seal(key, body, self.cfg.info("share", self.id, v))
-        return Shares(self.id, sealed)
 
-    # stage 3
-    def masked_input(self, x: np.ndarray, inbox: dict[int, bytes]) -> MaskedInput:
-        """Open the shares neighbours sealed to this client (any tampering aborts), then mask."""
+    def _channel(self, cfg: Config, peer: int) -> bytes:
+        return agree(self._c_sk, self.roster[peer].c_pk, cfg.info("seal", min(self.id, peer), max(self.id, peer)))
+
+    def masked_input(self, cfg: Config, x: np.ndarray) -> MaskedInput:
+        if cfg.run != self.run:
+            raise TamperedMessage("round configuration for another run")
+        if self.id not in cfg.clients:
+            raise InvalidInput(f"client {self.id} is not in round {cfg.round}")
+        if cfg.round in self._b:
+            raise SecAggAbort(f"client {self.id} already sent its input for round {cfg.round}")
         x = np.asarray(x, dtype=np.float64).ravel()
-        if x.size != self.cfg.dimension:
-            raise InvalidInput(f"update has {x.size} values, the round expects {self.cfg.dimension}")
-        for u, blob in inbox.items():
-            if u not in self.neighbours or u not in self.roster:
-                raise TamperedMessage(f"client {self.id} received a share from non-neighbour {u}")
-            key = agree(self._c_sk, self.roster[u].c_pk, self.cfg.info("seal", min(self.id, u), max(self.id, u)))
-            body = open_sealed(key, blob, self.cfg.info("share", u, self.id))
-            if len(body) != 16 + 64:
-                raise TamperedMessage(f"share from {u} has the wrong length")
-            src, dst = struct.unpack(">QQ", body[:16])
-            if (src, dst) != (u, self.id):
-                raise TamperedMessage(f"share from {u} is addressed to {src}->{dst}")
-            self.held[u] = (body[16:48], body[48:80])
-        self.shared_with = sorted(self.held)
-        q, _ = self.cfg.quantizer().encode(x)
-        y = q + expand(self._b, x.size, self.cfg.info("self", self.id))
-        for v in self.shared_with:
-            mask = expand(
-                agree(self._s_sk, self.roster[v].s_pk, self.cfg.info("pair", min(self.id, v), max(self.id, v))),
-                x.size,
-                self.cfg.info("mask", min(self.id, v), max(self.id, v)),
-            )
+        if x.size != cfg.dimension:
+            raise InvalidInput(f"update has {x.size} values, the round expects {cfg.dimension}")
+        neighbours = cfg.graph()[self.id]
+        missing = [v for v in neighbours if v not in self.roster]
+        if missing:
+            raise TamperedMessage(f"round {cfg.round} names clients outside the run's roster: {missing[:3]}")
+        b = self._random(32)
+        self._b[cfg.round] = b
+        shares = share_secret(b, cfg.threshold, len(neighbours))
+        sealed = {}
+        for i, v in enumerate(neighbours):
+            body = struct.pack(">QQQ", cfg.round, self.id, v) + shares[i]
+            sealed[v] = seal(self._channel(cfg, v), body, cfg.info("share", self.id, v))
+        q, _ = Quantizer(self.run.bound).encode(x)
+        y = q + expand(b, cfg.dimension, cfg.info("self", self.id))
+        for v in neighbours:
+            mask = _pair_mask(cfg, _pair_seed(cfg, self._s_sk, self.roster[v].s_pk, self.id, v), self.id, v)
             y = y + mask if self.id < v else y - mask
-        return MaskedInput(self.id, y)
+        return MaskedInput(self.id, y, sealed)
 
-    # --- state between stages (a transport may keep a client's state outside the process) ---------
-
-    def export_state(self) -> bytes:
-        """The client's private state between stages (keys, seed, roster, shares held), for storage
-        on the client's own side only (Flower's per-node context state)."""
-        body = {
-            "id": self.id,
-            "c": x25519_private_bytes(self._c_sk).hex(),
-            "s": x25519_private_bytes(self._s_sk).hex(),
-            "b": self._b.hex(),
-            "roster": {str(k): encode_message(v).hex() for k, v in self.roster.items()},
-            "held": {str(k): [a.hex(), b.hex()] for k, (a, b) in self.held.items()},
-            "revealed": self.revealed,
-            "sig": self.advertise().signature.hex(),
-        }
-        return json.dumps(body, sort_keys=True).encode()
-
-    @classmethod
-    def from_state(cls, cfg: Config, data: bytes) -> Client:
-        body = json.loads(data)
-        keys = iter([bytes.fromhex(body["c"]), bytes.fromhex(body["s"]), bytes.fromhex(body["b"])])
-        client = cls(cfg, int(body["id"]), random_bytes=lambda n: next(keys))
-        client.roster = {int(k): decode_message(bytes.fromhex(v)) for k, v in body["roster"].items()}  # type: ignore[misc]
-        client.held = {int(k): (bytes.fromhex(a), bytes.fromhex(b)) for k, (a, b) in body["held"].items()}
-        client.shared_with = sorted(client.held)
-        client.revealed = bool(body["revealed"])
-        client._advert = Advertise(client.id, client._c_pk, client._s_pk, bytes.fromhex(body["sig"]))
-        return client
-
-    # stage 4
-    def reveal(self, survivors: list[int], dropped: list[int]) -> Reveal:
-        """Shares of b for surviving neighbours, of the s key for dropped ones; refuses contradictions."""
-        if self.revealed:
-            raise SecAggAbort(f"client {self.id} already answered the unmasking request")
+    def reveal(self, cfg: Config, survivors: list[int], dropped: list[int], inbox: dict[int, bytes]) -> Reveal:
+        """Shares of b for surviving neighbours (from the sealed shares in `inbox`), pair seeds for dropped
+        ones; refuses contradictions and a survivor set too small to keep this client's input hidden."""
+        if cfg.round in self._revealed:
+            raise SecAggAbort(f"client {self.id} already answered the unmasking of round {cfg.round}")
+        if cfg.round not in self._b:
+            raise SecAggAbort(f"client {self.id} sent no input in round {cfg.round}")
         s, d = set(survivors), set(dropped)
         if s & d:
             raise SecAggAbort("the server named clients both survived and dropped")
         if self.id not in s:
             raise SecAggAbort(f"client {self.id} is not listed among the survivors")
-        known = set(self.held)
-        mine_s = s & known
-        if len(mine_s) + 1 < self.cfg.threshold:
-            # answering would let a server that hides survivors unmask an individual input
-            raise SecAggAbort(f"client {self.id}: only {len(mine_s)} neighbours survived, fewer than the threshold")
-        self.revealed = True
-        return Reveal(
-            self.id,
-            b_shares={u: self.held[u][1] for u in sorted(mine_s)},
-            s_shares={u: self.held[u][0] for u in sorted(d & known)},
-        )
+        neighbours = set(cfg.graph()[self.id])
+        if not (s | d) >= neighbours or not (s | d) <= set(cfg.clients):
+            raise SecAggAbort("the server's survivor and dropout lists do not cover the round")
+        if len(s & neighbours) + 1 < cfg.threshold:
+            # answering would help a server that hides survivors expose this client's input
+            raise SecAggAbort(f"client {self.id}: only {len(s & neighbours)} neighbours survived, below the threshold")
+        b_shares = {}
+        for u, blob in inbox.items():
+            if u not in neighbours or u not in s:
+                raise TamperedMessage(f"client {self.id} was handed a share from {u}, not a surviving neighbour")
+            body = open_sealed(self._channel(cfg, u), blob, cfg.info("share", u, self.id))
+            if len(body) != 24 + 32 or struct.unpack(">QQQ", body[:24]) != (cfg.round, u, self.id):
+                raise TamperedMessage(f"share from {u} is not addressed to this client for this round")
+            b_shares[u] = body[24:]
+        seeds = {w: _pair_seed(cfg, self._s_sk, self.roster[w].s_pk, self.id, w) for w in sorted(d & neighbours)}
+        self._revealed.add(cfg.round)
+        del self._b[cfg.round]
+        return Reveal(self.id, b_shares, seeds)
+
+    # --- state kept between messages (on the client's own side only) -------------------------------
+
+    def export_state(self) -> bytes:
+        body = {
+            "id": self.id,
+            "c": x25519_private_bytes(self._c_sk).hex(),
+            "s": x25519_private_bytes(self._s_sk).hex(),
+            "sig": self.advertise().signature.hex(),
+            "roster": {str(k): encode_message(v).hex() for k, v in self.roster.items()},
+            "b": {str(k): v.hex() for k, v in self._b.items()},
+            "revealed": sorted(self._revealed),
+        }
+        return json.dumps(body, sort_keys=True).encode()
+
+    @classmethod
+    def from_state(cls, run: RunConfig, data: bytes, identity: Ed25519PrivateKey | None = None) -> Client:
+        body = json.loads(data)
+        keys = iter([bytes.fromhex(body["c"]), bytes.fromhex(body["s"])])
+        client = cls(run, int(body["id"]), identity, random_bytes=lambda n: next(keys) if n == 32 else os.urandom(n))
+        client._random = os.urandom
+        client._advert = Advertise(client.id, client._c_pk, client._s_pk, bytes.fromhex(body["sig"]))
+        client.roster = {int(k): decode_message(bytes.fromhex(v)) for k, v in body["roster"].items()}  # type: ignore[misc]
+        client._b = {int(k): bytes.fromhex(v) for k, v in body["b"].items()}
+        client._revealed = set(body["revealed"])
+        return client
 
 
 # --- server -----------------------------------------------------------------------------------------
@@ -338,151 +380,157 @@ class Result:
     error_bound: float
 
 
-class Server:
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.graph = cfg.graph()
+class RunServer:
+    """The server's side of setup: collect and check the advertised keys."""
+
+    def __init__(self, run: RunConfig) -> None:
+        self.run = run
         self.roster: dict[int, Advertise] = {}
-        self.u2: list[int] = []
-        self.masked: dict[int, np.ndarray] = {}
 
-    def collect_advertise(self, msgs: list[Advertise]) -> dict[int, dict[int, Advertise]]:
-        """Per client, the advertisements of itself and its neighbours (what it needs to share)."""
+    def collect(self, msgs: list[Advertise]) -> dict[int, Advertise]:
         for m in msgs:
-            _verify_advertise(self.cfg, m)
-            if m.client not in self.graph or m.client in self.roster:
-                raise TamperedMessage(f"unexpected advertisement from {m.client}")
+            verify_advertise(self.run, m)
+            if m.client in self.roster:
+                raise TamperedMessage(f"client {m.client} advertised twice")
             self.roster[m.client] = m
-        self._need(len(self.roster), "advertised keys")
-        return {c: {v: self.roster[v] for v in [c, *self.graph[c]] if v in self.roster} for c in sorted(self.roster)}
+        if len(self.roster) < 2:
+            raise SecAggAbort(f"run {self.run.run_id}: fewer than two clients advertised keys")
+        return dict(self.roster)
 
-    def collect_shares(self, msgs: list[Shares]) -> dict[int, dict[int, bytes]]:
-        """Route each sealed share to its recipient."""
-        inbox: dict[int, dict[int, bytes]] = {}
-        for m in msgs:
-            if m.client not in self.roster:
-                raise TamperedMessage(f"shares from {m.client}, which did not advertise")
-            for v, blob in m.sealed.items():
-                if v not in self.graph[m.client]:
-                    raise TamperedMessage(f"client {m.client} addressed a share to non-neighbour {v}")
-                inbox.setdefault(v, {})[m.client] = blob
-            self.u2.append(m.client)
-        self.u2.sort()
-        self._need(len(self.u2), "shared their keys")
-        return {c: inbox.get(c, {}) for c in self.u2}
 
-    def collect_masked(self, msgs: list[MaskedInput]) -> tuple[list[int], list[int]]:
-        """Who survived (sent a masked input) and who dropped after sharing."""
+class Server:
+    """The server's side of one round."""
+
+    def __init__(self, cfg: Config, roster: dict[int, Advertise]) -> None:
+        missing = [c for c in cfg.clients if c not in roster]
+        if missing:
+            raise InvalidInput(f"round {cfg.round} samples clients without keys: {missing[:3]}")
+        self.cfg, self.roster = cfg, roster
+        self.graph = cfg.graph()
+        self.masked: dict[int, MaskedInput] = {}
+
+    def collect_masked(self, msgs: list[MaskedInput]) -> tuple[list[int], list[int], dict[int, dict[int, bytes]]]:
+        """(survivors, dropped, per survivor the sealed shares addressed to it by other survivors)."""
         for m in msgs:
-            if m.client not in self.u2 or m.client in self.masked:
+            if m.client not in self.graph or m.client in self.masked:
                 raise TamperedMessage(f"unexpected masked input from {m.client}")
             if m.y.dtype != np.uint64 or m.y.shape != (self.cfg.dimension,):
                 raise TamperedMessage(f"masked input from {m.client} has the wrong shape or type")
-            self.masked[m.client] = m.y
+            if set(m.sealed) != set(self.graph[m.client]):
+                raise TamperedMessage(f"client {m.client} sealed shares to the wrong clients")
+            self.masked[m.client] = m
         survivors = sorted(self.masked)
-        self._need(len(survivors), "sent masked inputs")
-        return survivors, [c for c in self.u2 if c not in self.masked]
+        if len(survivors) < max(2, self.cfg.threshold):
+            raise SecAggAbort(
+                f"round {self.cfg.round} aborted: only {len(survivors)} clients sent masked inputs, "
+                f"fewer than the threshold {self.cfg.threshold}"
+            )
+        dropped = [c for c in self.cfg.clients if c not in self.masked]
+        inbox: dict[int, dict[int, bytes]] = {v: {} for v in survivors}
+        for u in survivors:
+            for v, blob in self.masked[u].sealed.items():
+                if v in self.masked:
+                    inbox[v][u] = blob
+        return survivors, dropped, inbox
 
     def finish(self, reveals: list[Reveal]) -> Result:
+        cfg, t = self.cfg, self.cfg.threshold
         survivors = sorted(self.masked)
-        dropped = [c for c in self.u2 if c not in self.masked]
+        dropped = [c for c in cfg.clients if c not in self.masked]
         b_shares: dict[int, dict[int, bytes]] = {}
-        s_shares: dict[int, dict[int, bytes]] = {}
+        total = np.zeros(cfg.dimension, dtype=np.uint64)
+        for c in survivors:
+            total += self.masked[c].y
         for r in reveals:
             if r.client not in self.masked:
                 raise TamperedMessage(f"unmasking answer from {r.client}, which sent no masked input")
             for owner, share in r.b_shares.items():
                 b_shares.setdefault(owner, {})[self.graph[owner].index(r.client)] = share
-            for owner, share in r.s_shares.items():
-                s_shares.setdefault(owner, {})[self.graph[owner].index(r.client)] = share
-        t, dim = self.cfg.threshold, self.cfg.dimension
-        total = np.zeros(dim, dtype=np.uint64)
-        for c in survivors:
-            total += self.masked[c]
+            for w, seed in r.pair_seeds.items():
+                if w in self.masked or w not in self.graph[r.client]:
+                    raise TamperedMessage(f"client {r.client} revealed a pair seed with {w}, not a dropped neighbour")
+                mask = _pair_mask(cfg, seed, r.client, w)
+                # r.client added +mask if its id is the lower one, -mask otherwise: undo it
+                total = total - mask if r.client < w else total + mask
+        answered = {r.client for r in reveals}
         for u in survivors:
+            # every survivor's masks with dropped neighbours must have been undone by u itself
+            if any(w not in self.masked for w in self.graph[u]) and u not in answered:
+                raise SecAggAbort(
+                    f"round {cfg.round} aborted: survivor {u} did not answer the unmasking and had dropped "
+                    "neighbours (too many dropouts)"
+                )
             have = b_shares.get(u, {})
             if len(have) < t:
                 raise SecAggAbort(
-                    f"round {self.cfg.round_id} aborted: client {u}'s self-mask has {len(have)} of the {t} shares "
+                    f"round {cfg.round} aborted: client {u}'s self-mask has {len(have)} of the {t} shares "
                     "needed (too many dropouts)"
                 )
-            total -= expand(recover_secret(have, t), dim, self.cfg.info("self", u))
-        for u in dropped:
-            have = s_shares.get(u, {})
-            if len(have) < t:
-                raise SecAggAbort(
-                    f"round {self.cfg.round_id} aborted: dropped client {u}'s mask key has {len(have)} of the {t} "
-                    "shares needed (too many dropouts)"
-                )
-            s_key = recover_secret(have, t)
-            for v in self.graph[u]:
-                if v not in self.masked:
-                    continue  # only survivors' inputs carry masks shared with u
-                mask = expand(
-                    agree(s_key, self.roster[v].s_pk, self.cfg.info("pair", min(u, v), max(u, v))),
-                    dim,
-                    self.cfg.info("mask", min(u, v), max(u, v)),
-                )
-                # v added +mask if v < u, -mask otherwise: undo it
-                total = total - mask if v < u else total + mask
-        q = self.cfg.quantizer()
+            total -= expand(recover_secret(have, t), cfg.dimension, cfg.info("self", u))
+        q = Quantizer(cfg.run.bound)
         return Result(q.decode(total, len(survivors)), survivors, dropped, q.error_bound(len(survivors)))
-
-    def _need(self, have: int, what: str) -> None:
-        if have < max(2, self.cfg.threshold):
-            raise SecAggAbort(
-                f"round {self.cfg.round_id} aborted: only {have} clients {what}, "
-                f"fewer than the threshold {self.cfg.threshold}"
-            )
 
 
 def run_round(
     cfg: Config,
+    clients: dict[int, Client],
+    roster: dict[int, Advertise],
     updates: dict[int, np.ndarray],
     drop: dict[str, set[int]] | None = None,
-    identities: dict[int, Ed25519PrivateKey] | None = None,
 ) -> Result:
-    """The whole protocol in one process (tests, simulation, benchmarks); `drop` names the clients
-    that vanish before each stage: advertise, share, masked, reveal."""
+    """One round in one process (tests, benchmarks); `drop` names the clients that vanish before the
+    masked-input stage ("masked") or before answering the unmasking ("reveal")."""
     drop = drop or {}
-    gone: set[int] = set()
-    clients = {c: Client(cfg, c, (identities or {}).get(c)) for c in cfg.clients}
-    server = Server(cfg)
-    gone |= drop.get("advertise", set())
-    rosters = server.collect_advertise([clients[c].advertise() for c in cfg.clients if c not in gone])
-    gone |= drop.get("share", set())
-    inbox = server.collect_shares([clients[c].share(rosters[c]) for c in rosters if c not in gone])
-    gone |= drop.get("masked", set())
-    survivors, dropped = server.collect_masked(
-        [clients[c].masked_input(updates[c], inbox[c]) for c in inbox if c not in gone]
-    )
-    gone |= drop.get("reveal", set())
-    return server.finish([clients[c].reveal(survivors, dropped) for c in survivors if c not in gone])
+    server = Server(cfg, roster)
+    sending = [c for c in cfg.clients if c not in drop.get("masked", set())]
+    survivors, dropped, inbox = server.collect_masked([clients[c].masked_input(cfg, updates[c]) for c in sending])
+    answering = [c for c in survivors if c not in drop.get("reveal", set())]
+    return server.finish([clients[c].reveal(cfg, survivors, dropped, inbox[c]) for c in answering])
 
 
-def encode_message(m: Advertise | Shares | MaskedInput | Reveal) -> bytes:
-    """Canonical bytes for transport (JSON with hex; the masked vector as little-endian words)."""
+def setup(
+    run: RunConfig,
+    ids: list[int],
+    identities: dict[int, Ed25519PrivateKey] | None = None,
+    drop: set[int] | None = None,
+    random_bytes: Callable[[int], bytes] = os.urandom,
+) -> tuple[dict[int, Client], dict[int, Advertise]]:
+    """The run's setup in one process: clients created, keys advertised and distributed."""
+    clients = {c: Client(run, c, (identities or {}).get(c), random_bytes) for c in ids}
+    server = RunServer(run)
+    roster = server.collect([clients[c].advertise() for c in ids if c not in (drop or set())])
+    for c in roster:
+        clients[c].accept_roster(roster)
+    return {c: clients[c] for c in roster}, roster
+
+
+# --- wire format ------------------------------------------------------------------------------------
+
+
+def encode_message(m: Advertise | MaskedInput | Reveal) -> bytes:
+    """Bytes for transport: JSON with hex fields; a masked vector as little-endian words after it."""
     if isinstance(m, MaskedInput):
-        return b"M" + struct.pack(">Q", m.client) + m.y.astype("<u8").tobytes()
+        head = json.dumps({"c": m.client, "s": {str(k): v.hex() for k, v in m.sealed.items()}}).encode()
+        return b"M" + struct.pack(">I", len(head)) + head + m.y.astype("<u8").tobytes()
     if isinstance(m, Advertise):
         body = {"t": "A", "c": m.client, "cp": m.c_pk.hex(), "sp": m.s_pk.hex(), "sig": m.signature.hex()}
-    elif isinstance(m, Shares):
-        body = {"t": "S", "c": m.client, "s": {str(k): v.hex() for k, v in m.sealed.items()}}
     else:
         body = {
             "t": "R",
             "c": m.client,
             "b": {str(k): v.hex() for k, v in m.b_shares.items()},
-            "s": {str(k): v.hex() for k, v in m.s_shares.items()},
+            "p": {str(k): v.hex() for k, v in m.pair_seeds.items()},
         }
     return b"J" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def decode_message(data: bytes) -> Advertise | Shares | MaskedInput | Reveal:
+def decode_message(data: bytes) -> Advertise | MaskedInput | Reveal:
     try:
         if data[:1] == b"M":
-            (client,) = struct.unpack(">Q", data[1:9])
-            return MaskedInput(client, np.frombuffer(data[9:], dtype="<u8").astype(np.uint64))
+            (n,) = struct.unpack(">I", data[1:5])
+            head = json.loads(data[5 : 5 + n])
+            y = np.frombuffer(data[5 + n :], dtype="<u8").astype(np.uint64)
+            return MaskedInput(int(head["c"]), y, {int(k): bytes.fromhex(v) for k, v in head["s"].items()})
         if data[:1] != b"J":
             raise ValueError("unknown message tag")
         body = json.loads(data[1:])
@@ -490,13 +538,11 @@ def decode_message(data: bytes) -> Advertise | Shares | MaskedInput | Reveal:
             return Advertise(
                 int(body["c"]), bytes.fromhex(body["cp"]), bytes.fromhex(body["sp"]), bytes.fromhex(body["sig"])
             )
-        if body["t"] == "S":
-            return Shares(int(body["c"]), {int(k): bytes.fromhex(v) for k, v in body["s"].items()})
         if body["t"] == "R":
             return Reveal(
                 int(body["c"]),
                 {int(k): bytes.fromhex(v) for k, v in body["b"].items()},
-                {int(k): bytes.fromhex(v) for k, v in body["s"].items()},
+                {int(k): bytes.fromhex(v) for k, v in body["p"].items()},
             )
         raise ValueError("unknown message type")
     except (ValueError, KeyError, TypeError, struct.error) as exc:
