@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python benchmarks/deid.py
 	$(BIN)/python benchmarks/dp_queries.py
 	$(BIN)/python benchmarks/dp_training.py
+	$(BIN)/python benchmarks/federated.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .hypothesis

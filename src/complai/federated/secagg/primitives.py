@@ -68,22 +68,21 @@ def open_sealed(key: bytes, blob: bytes, ad: bytes) -> bytes:
         raise TamperedMessage("a sealed share failed authentication") from None
 
 
-# --- Shamir over GF(2^128), 32-byte secrets as two 16-byte halves -----------------------------------
+# --- Shamir over GF(2^128) (pycryptodome): 16-byte secrets, or 32 as two halves ---------------------
 
 
 def share_secret(secret: bytes, threshold: int, holders: int) -> list[bytes]:
-    """`holders` shares (index i+1 for holder i) of a 32-byte secret; any `threshold` recover it."""
+    """`holders` shares (index i+1 for holder i) of a 16- or 32-byte secret; any `threshold` recover it."""
     from Crypto.Protocol.SecretSharing import Shamir
 
-    if len(secret) != 32:
-        raise ValueError("secrets are 32 bytes")
+    if len(secret) not in (16, 32):
+        raise ValueError("secrets are 16 or 32 bytes")
     if not 1 <= threshold <= holders:
         raise ValueError("need 1 <= threshold <= holders")
     if threshold == 1:  # pycryptodome needs k >= 2; a degree-0 polynomial is the secret itself
         return [secret] * holders
-    lo = Shamir.split(threshold, holders, secret[:16])
-    hi = Shamir.split(threshold, holders, secret[16:])
-    return [a[1] + b[1] for a, b in zip(lo, hi, strict=True)]
+    parts = [Shamir.split(threshold, holders, secret[i : i + 16]) for i in range(0, len(secret), 16)]
+    return [b"".join(p[h][1] for p in parts) for h in range(holders)]
 
 
 def recover_secret(shares: dict[int, bytes], threshold: int) -> bytes:
@@ -95,9 +94,8 @@ def recover_secret(shares: dict[int, bytes], threshold: int) -> bytes:
     chosen = sorted(shares.items())[:threshold]
     if threshold == 1:
         return chosen[0][1]
-    lo = Shamir.combine([(i + 1, s[:16]) for i, s in chosen])
-    hi = Shamir.combine([(i + 1, s[16:]) for i, s in chosen])
-    return lo + hi
+    size = len(chosen[0][1])
+    return b"".join(Shamir.combine([(i + 1, s[j : j + 16]) for i, s in chosen]) for j in range(0, size, 16))
 
 
 # --- fixed-point quantisation -------------------------------------------------------------------------

@@ -297,7 +297,7 @@ class Client:
         missing = [v for v in neighbours if v not in self.roster]
         if missing:
             raise TamperedMessage(f"round {cfg.round} names clients outside the run's roster: {missing[:3]}")
-        b = self._random(32)
+        b = self._random(16)  # a 128-bit seed: one Shamir polynomial over GF(2^128)
         self._b[cfg.round] = b
         shares = share_secret(b, cfg.threshold, len(neighbours))
         sealed = {}
@@ -334,7 +334,7 @@ class Client:
             if u not in neighbours or u not in s:
                 raise TamperedMessage(f"client {self.id} was handed a share from {u}, not a surviving neighbour")
             body = open_sealed(self._channel(cfg, u), blob, cfg.info("share", u, self.id))
-            if len(body) != 24 + 32 or struct.unpack(">QQQ", body[:24]) != (cfg.round, u, self.id):
+            if len(body) != 24 + 16 or struct.unpack(">QQQ", body[:24]) != (cfg.round, u, self.id):
                 raise TamperedMessage(f"share from {u} is not addressed to this client for this round")
             b_shares[u] = body[24:]
         seeds = {w: _pair_seed(cfg, self._s_sk, self.roster[w].s_pk, self.id, w) for w in sorted(d & neighbours)}
