@@ -22,16 +22,9 @@ def simulate(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Partition the bundled Adult data into organisations and train one model across them."""
-    from complai.federated.engine import FederatedSpec
     from complai.federated.simulate import simulate as run
 
-    try:
-        data = yaml.safe_load(spec_file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read federated spec {spec_file}: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput(f"federated spec {spec_file} must be a mapping")
-    spec = FederatedSpec.parse(data)
+    spec = _load_spec(spec_file)
     if not json_out:
         err_console.print(f"simulating {spec.organisations} organisations, {spec.rounds} rounds ...")
     out = run(spec, root)
@@ -53,3 +46,100 @@ def simulate(
         f"run {out['run_id']}: secure aggregation {'on' if spec.secure_aggregation else 'off'}, dp {spec.dp}; "
         f"workspaces under {root}"
     )
+
+
+def _load_spec(spec_file: Path):
+    from complai.federated.engine import FederatedSpec
+
+    try:
+        data = yaml.safe_load(spec_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read federated spec {spec_file}: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"federated spec {spec_file} must be a mapping")
+    return FederatedSpec.parse(data)
+
+
+@app.command("prepare")
+def prepare(
+    spec_file: Annotated[Path, typer.Argument(help="Federated spec (YAML).")],
+    root: Annotated[Path, typer.Option("--root", help="Empty folder for the server's and organisations' workspaces.")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create the server's and the organisations' workspaces from a partition of the bundled Adult data
+    (for a deployment on one machine: then `federated server` and one `federated client` each)."""
+    from complai.federated.simulate import prepare_organisations
+
+    layout = prepare_organisations(root, _load_spec(spec_file))
+    if json_out:
+        print_json(layout)
+        return
+    for i, (path, rows) in enumerate(zip(layout["organisations"], layout["rows"], strict=True)):
+        console.print(f"organisation {i}: {path} ({rows:,} rows)")
+    console.print(f"server: {layout['server']}")
+
+
+@app.command("server")
+def server(
+    spec_file: Annotated[Path, typer.Argument(help="Federated spec (YAML).")],
+    root: Annotated[Path, typer.Option("--root", help="Folder for the server workspace, PKI, SuperLink state.")],
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the run.")] = 1800,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the coordinating SuperLink (TLS, SuperNode authentication) and the federated training; writes
+    ROOT/ready.json with the address, CA and one key per organisation once they may connect."""
+    from complai.federated.deploy import serve
+
+    spec = _load_spec(spec_file)
+    if not json_out:
+        err_console.print(f"SuperLink starting under {root}; waiting for {spec.organisations} organisations ...")
+    out = serve(root, spec, timeout)
+    if json_out:
+        print_json(out)
+        return
+    for h in out["history"]:
+        console.print(
+            f"round {h['round']}: {h['survivors']} survivors, {h['dropped']} dropped, "
+            f"accuracy {h['accuracy']:.4f}" + ("" if h["epsilon"] is None else f", epsilon {h['epsilon']:.3g}")
+        )
+
+
+@app.command("client")
+def client(
+    workspace: Annotated[Path, typer.Option("--workspace", help="This organisation's complai workspace.")],
+    superlink: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the SuperLink.")],
+    root_certificates: Annotated[Path, typer.Option("--root-certificates", help="The federation's CA certificate.")],
+    key: Annotated[Path, typer.Option("--key", help="This organisation's SuperNode key (OpenSSH, registered).")],
+    port: Annotated[int, typer.Option("--port", help="Local port of the SuperNode's app API (0: any free).")] = 0,
+) -> None:
+    """Run this organisation's SuperNode until stopped (Ctrl-C or SIGTERM)."""
+    import signal
+    import time
+
+    from complai.federated.deploy import free_port, start_supernode
+    from complai.workspace import Workspace
+
+    Workspace.open(workspace).close()  # refuse early if it is not a workspace
+    for f in (root_certificates, key):
+        if not f.is_file():
+            raise InvalidInput(f"{f} does not exist")
+    proc = start_supernode(
+        workspace, superlink, root_certificates, key, port or free_port(), workspace / "logs" / "supernode.log"
+    )
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping and proc.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        code = proc.proc.poll()
+        proc.stop()
+    if code not in (None, 0) and not stopping:
+        raise InvalidInput(f"the SuperNode exited with status {code} (see {proc.log})")

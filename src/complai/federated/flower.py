@@ -73,7 +73,9 @@ class Synthetic:
         self.dimension = dimension
 
 
-def make_client_app(spec: engine.FederatedSpec, paths: list[str], synthetic: Synthetic | None = None) -> Any:
+def make_client_app(fixed: engine.FederatedSpec | None, paths: list[str], synthetic: Synthetic | None = None) -> Any:
+    """The ClientApp; `fixed` is the spec (simulation), or None to take it from the run's messages
+    (deployment, where the server's Flower App carries it)."""
     from flwr.app import Message
     from flwr.clientapp import ClientApp
 
@@ -93,10 +95,15 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str], synthetic: Syn
             return _Null()
         return Workspace.open(org_workspace(context, paths))
 
-    def _data(ws: Any) -> engine.LocalData:
+    def _spec(message: Any) -> engine.FederatedSpec:
+        if fixed is not None:
+            return fixed
+        return engine.FederatedSpec.model_validate_json(str(_get(message, "spec")))
+
+    def _data(ws: Any, spec: engine.FederatedSpec) -> engine.LocalData:
         return engine.local_data(ws, OWNER, spec)
 
-    def _record(ws: Any, run_id: str, round_: int, payload: bytes, examples: int) -> None:
+    def _record(ws: Any, spec: engine.FederatedSpec, run_id: str, round_: int, payload: bytes, examples: int) -> None:
         from complai.events import FederatedUpdateSent
 
         if ws is None:
@@ -117,11 +124,12 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str], synthetic: Syn
         )
 
     def _update(ws: Any, message: Any, round_: int) -> tuple[np.ndarray, int]:
+        spec = _spec(message)
         if synthetic is not None:
             rng = np.random.default_rng(round_)
             return rng.uniform(-spec.clip_norm, spec.clip_norm, synthetic.dimension) / np.sqrt(synthetic.dimension), 1
         global_vec = np.frombuffer(_get(message, "weights"), dtype="<f8")
-        data = _data(ws)
+        data = _data(ws, spec)
         update, n = engine.local_train(data, spec, global_vec, round_)
         update, _ = engine.clip(update, spec.clip_norm)
         if spec.dp == "local":
@@ -135,7 +143,7 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str], synthetic: Syn
             arch = {"architecture": "synthetic", "dimension": synthetic.dimension}
             return Message(_content(arch=json.dumps(arch), examples=1), reply_to=message)
         with _open(context) as ws:
-            data = _data(ws)
+            data = _data(ws, _spec(message))
         return Message(_content(arch=json.dumps(data.arch), examples=len(data.y)), reply_to=message)
 
     @app.train("plain")
@@ -144,7 +152,7 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str], synthetic: Syn
         with _open(context) as ws:
             update, n = _update(ws, message, round_)
             payload = update.astype("<f8").tobytes()
-            _record(ws, run_id, round_, payload, n)
+            _record(ws, _spec(message), run_id, round_, payload, n)
         return Message(_content(update=payload, examples=n), reply_to=message)
 
     def _run(message: Any) -> RunConfig:
@@ -181,7 +189,7 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str], synthetic: Syn
             update, n = _update(ws, message, round_)
             out = client.masked_input(cfg, update)
             payload = encode_message(out)
-            _record(ws, run.run_id, round_, payload, n)
+            _record(ws, _spec(message), run.run_id, round_, payload, n)
         _save(context, run, client)
         return Message(_content(msg=payload), reply_to=message)
 
@@ -201,7 +209,7 @@ def make_client_app(spec: engine.FederatedSpec, paths: list[str], synthetic: Syn
             return Message(_content(correct=0, total=0), reply_to=message)
         vec = np.frombuffer(_get(message, "weights"), dtype="<f8")
         with _open(context) as ws:
-            correct, total = engine.local_evaluate(_data(ws), vec)
+            correct, total = engine.local_evaluate(_data(ws, _spec(message)), vec)
         return Message(_content(correct=correct, total=total), reply_to=message)
 
     return app
@@ -222,6 +230,9 @@ class RoundRunner:
         """Send one message per node, collect replies; errors and missing replies are dropouts."""
         from flwr.app import Message
 
+        spec_json = self.spec.model_dump_json()
+        for content in content_by_node.values():
+            content["c"]["spec"] = spec_json
         msgs = [
             Message(content, dst_node_id=node, message_type=stage, group_id=self.run_id)
             for node, content in content_by_node.items()
