@@ -51,3 +51,10 @@ def test_dp_epsilon_uses_the_training_accountant() -> None:
     assert engine.dp_epsilon(spec.model_copy(update={"dp": "none"}), 10, 0.5) is None
     with pytest.raises(InvalidInput, match="noise_multiplier"):
         engine.FederatedSpec.parse({"dp": "central", "noise_multiplier": 0})
+
+
+def test_local_dp_noise_has_the_stated_scale() -> None:
+    spec = engine.FederatedSpec.parse({"dp": "local", "noise_multiplier": 0.5, "clip_norm": 2.0})
+    noisy = engine.privatise_local(np.zeros(200_000), spec, np.random.default_rng(11))
+    # sample standard deviation of 200k normals: within 1 % of sigma * C = 1.0 (6 standard errors)
+    assert abs(noisy.std() - 1.0) < 0.01 and abs(noisy.mean()) < 0.01

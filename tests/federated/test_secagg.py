@@ -226,3 +226,19 @@ def test_shamir_shares_recover_from_any_threshold() -> None:
     for pick in ([0, 1, 2], [4, 2, 0], [1, 3, 4]):
         assert recover_secret({i: shares[i] for i in pick}, 3) == secret
     assert recover_secret({0: shares[0], 1: shares[1]}, 2) != secret
+
+
+def test_the_configured_dropout_share_sets_the_threshold() -> None:
+    run = RunConfig("run", 1.0)
+    ids = list(range(1, 41))
+    cfg = Config.create(run, 1, ids, 4, neighbours=20, max_dropout=0.25)
+    assert cfg.threshold == 15  # 20 - ceil(0.25 * 20)
+    assert Config.create(run, 1, ids, 4, neighbours=20, max_dropout=0.45).threshold == 11  # floor k/2 + 1
+    with pytest.raises(InvalidInput):
+        Config.create(run, 1, ids, 4, max_dropout=0.5)
+    clients, roster = setup(run, ids)
+    cfg = Config.create(run, 2, ids, 16, neighbours=20, max_dropout=0.25, graph_seed=5)
+    ups = _updates(cfg)
+    order = cfg.order()
+    gone = {order[i] for i in range(0, 40, 8)}  # one in eight: at most 3 of any 20 neighbours
+    _check(run_round(cfg, clients, roster, ups, {"masked": gone}), ups)

@@ -44,6 +44,7 @@ class FederatedSpec(BaseModel):
     mu: float = Field(0.01, ge=0)
     secure_aggregation: bool = True
     neighbours: int | None = None
+    max_dropout: float | None = Field(None, ge=0, lt=0.5)  # None: the most tolerant threshold, k//2 + 1
     clip_norm: float = Field(5.0, gt=0)
     dp: Literal["none", "central", "local"] = "none"
     noise_multiplier: float = Field(1.0, ge=0)

@@ -333,7 +333,13 @@ class RoundRunner:
     ) -> tuple[np.ndarray, list[int], list[int]]:
         sampled = [n for n in sampled if n in self.roster]
         cfg = Config.create(
-            self.run_cfg, r, sampled, dim, neighbours=self.spec.neighbours, graph_seed=int(self.rng.integers(2**62))
+            self.run_cfg,
+            r,
+            sampled,
+            dim,
+            neighbours=self.spec.neighbours,
+            graph_seed=int(self.rng.integers(2**62)),
+            max_dropout=self.spec.max_dropout,
         )
         server = Server(cfg, self.roster)
         base = {"round": r, "run": self.run_id, "bound": self.run_cfg.bound, "secagg": cfg.to_json()}

@@ -115,7 +115,11 @@ class Config:
         neighbours: int | None = None,
         threshold: int | None = None,
         graph_seed: int | None = None,
+        max_dropout: float | None = None,
     ) -> Config:
+        """`max_dropout`: the share of a client's neighbours that may drop while the round still
+        completes; it sets the threshold t = max(k//2 + 1, k - ceil(max_dropout * k)) unless `threshold`
+        is given (a higher t needs more colluders to rebuild a seed, tolerates fewer dropouts)."""
         ids = tuple(sorted(set(clients)))
         n = len(ids)
         if n < 2 or n != len(clients):
@@ -125,7 +129,14 @@ class Config:
         k = default_neighbours(n) if neighbours is None else neighbours
         if not 1 <= k <= n - 1:
             raise InvalidInput(f"neighbours must be between 1 and {n - 1}")
-        t = k // 2 + 1 if threshold is None else threshold
+        if threshold is not None:
+            t = threshold
+        elif max_dropout is not None:
+            if not 0 <= max_dropout < 0.5:
+                raise InvalidInput("max_dropout must be in [0, 0.5)")
+            t = max(k // 2 + 1, k - math.ceil(max_dropout * k))
+        else:
+            t = k // 2 + 1
         if not k // 2 + 1 <= t <= k:
             # t > k/2: the neighbours who reveal b-shares (at least t) and those who reveal pair seeds
             # can never together expose one client
