@@ -471,3 +471,18 @@ class FederatedRound(Event):
     epsilon: float | None
     delta: float | None
     aggregate_digest: Digest
+
+
+# --- compliance ----------------------------------------------------------------------------------------
+
+
+class ComplianceAudited(Event):
+    """A compliance audit: the digest of its canonical JSON report and what it covered."""
+
+    kind: ClassVar[str] = "compliance.audited"
+    report_digest: Digest
+    ledger_size: int
+    passed: int
+    failed: int
+    not_applicable: int
+    not_evaluated: int

@@ -356,6 +356,21 @@ class Session:
         self.last_seq = self._ws.models.record_audit(model_id, report, self.principal, self.purpose)
         return report
 
+    # --- compliance ----------------------------------------------------------------------------
+
+    def compliance_audit(
+        self, out: Path, formats: tuple[str, ...] = ("json", "md"), epsilon_cap: float = 10.0
+    ) -> dict[str, Any]:
+        """Run every control against the workspace and its ledger; write the report; record its digest."""
+        from complai.compliance import engine, report
+
+        self._check("audit")
+        ctx = engine.AuditContext(self._ws, self._ws.clock.now(), epsilon_cap=epsilon_cap)
+        doc = report.build(ctx, self.principal)
+        written = report.write(self._ws, doc, self.principal, self.purpose, Path(out), formats)
+        self.last_seq = written["ledger_seq"]
+        return {**written, "report": doc}
+
     def audit_access(self) -> None:
         """Ledger and audit views: the auditor's action (no personal data involved)."""
         self._check("audit")

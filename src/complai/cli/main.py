@@ -11,6 +11,7 @@ import typer
 
 from complai import __version__
 from complai.cli import access as access_cmd
+from complai.cli import audit as audit_cmd
 from complai.cli import deid as deid_cmd
 from complai.cli import dp as dp_cmd
 from complai.cli import federated as federated_cmd
@@ -44,6 +45,7 @@ app.add_typer(deid_cmd.app, name="deid")
 app.add_typer(dp_cmd.app, name="dp")
 app.add_typer(models_cmd.app, name="model")
 app.add_typer(federated_cmd.app, name="federated")
+app.add_typer(audit_cmd.app, name="audit")
 app.command("train")(models_cmd.train)
 
 
