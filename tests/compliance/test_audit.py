@@ -9,20 +9,34 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from complai.compliance import engine, report
 from complai.datasets.adult import adult_schema_path, load_adult
 from complai.datasets.consents import adult_consents
 from complai.errors import IntegrityError
-from complai.events import FederatedRound
+from complai.events import DataShared, FederatedRound
 from complai.ledger.witness import Witness
-from complai.store.tables import datasets, ledger_entries
+from complai.store.tables import access_log, agreements, consents, datasets, ledger_entries, subjects
 from complai.vault.schema import load_schema
 from complai.workspace import OWNER, Workspace
 from tests.ledger.test_witness import witness_round
 
-EVALUATED = {"LEDGER-1", "DATA-1", "BASIS-1", "RET-1", "ENC-1", "ERASE-1", "DP-1", "FL-1", "ACCESS-1"}
+EVALUATED = {
+    "LEDGER-1",
+    "DATA-1",
+    "BASIS-1",
+    "RET-1",
+    "ENC-1",
+    "ERASE-1",
+    "DP-1",
+    "FL-1",
+    "ACCESS-1",
+    "CONSENT-1",
+    "SHARE-1",
+    "DEID-1",
+}
+NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1"}
 
 
 def _audit(ws: Workspace, **kw: float) -> dict[str, dict]:
@@ -64,8 +78,8 @@ def test_the_clean_workspace_passes_every_evaluated_control(clean: tuple[Workspa
     ws, _ = clean
     results = _audit(ws)
     assert _failing(results) == set()
-    assert {k for k, c in results.items() if c["status"] == "pass"} == EVALUATED - {"ERASE-1", "FL-1"}
-    assert results["ERASE-1"]["status"] == results["FL-1"]["status"] == "not applicable"
+    assert {k for k, c in results.items() if c["status"] == "pass"} == EVALUATED - NOT_APPLICABLE_WHEN_CLEAN
+    assert {k for k, c in results.items() if c["status"] == "not applicable"} == NOT_APPLICABLE_WHEN_CLEAN
     assert all(c["status"] == "not evaluated" for k, c in results.items() if k not in EVALUATED)
 
 
@@ -145,6 +159,65 @@ def test_unsecured_federated_rounds_and_unknown_actors_fail_their_controls(clean
     assert _failing(results) == {"FL-1", "ACCESS-1"}
     assert results["FL-1"]["items"][0]["item"] == "run r round 1"
     assert results["ACCESS-1"]["items"][0]["item"] == "actor 'mallory'"
+
+
+def test_a_read_without_consent_fails_consent_1(clean: tuple[Workspace, Witness]) -> None:
+    ws, _ = clean
+    read = max(e["_seq"] for e in engine.AuditContext(ws, ws.clock.now()).entries() if e.get("type") == "vault.read")
+    with ws.store.read() as conn:
+        consented = select(consents.c.subject_id).where(consents.c.purpose == "train_ai_system")
+        outsider, pseudonym = conn.execute(
+            select(subjects.c.id, subjects.c.pseudonym).where(subjects.c.id.not_in(consented)).limit(1)
+        ).one()
+    with ws.store.write() as conn:
+        conn.execute(insert(access_log).values(seq=read, subject_id=outsider))
+    results = _audit(ws)
+    assert _failing(results) == {"CONSENT-1"}
+    item = results["CONSENT-1"]["items"][0]
+    assert item["item"] == f"read at ledger entry {read} (train_ai_system)" and pseudonym in item["problem"]
+
+
+def test_an_expired_agreement_used_fails_share_1(clean: tuple[Workspace, Witness], tmp_path: Path) -> None:
+    ws, w = clean
+    past = ws.clock.now() - timedelta(days=1)
+    with ws.store.write() as conn:
+        conn.execute(
+            insert(agreements).values(
+                id="agr-expired",
+                recipient="lab",
+                recipient_key="k",
+                dataset="adult",
+                purpose="research",
+                fields_json="[]",
+                deid_json="{}",
+                expires_at=past,
+                max_uses=1,
+                uses=0,
+                created_by=OWNER,
+                created_at=past - timedelta(days=30),
+            )
+        )
+    ws.ledger.record(
+        DataShared(
+            time=ws.clock.now(),
+            actor=OWNER,
+            purpose="research",
+            agreement="agr-expired",
+            recipient="lab",
+            dataset="adult",
+            fields=["age"],
+            rows=10,
+            subjects=10,
+            subjects_digest="sha256:" + "1" * 64,
+            data_digest="sha256:" + "2" * 64,
+            use=1,
+        )
+    )
+    ws.ledger.checkpoint()
+    witness_round(ws, w)
+    results = _audit(ws)
+    assert _failing(results) == {"SHARE-1"}
+    assert "agreement agr-expired had expired" in results["SHARE-1"]["items"][0]["problem"]
 
 
 def test_a_tampered_ledger_row_fails_ledger_1(clean: tuple[Workspace, Witness]) -> None:

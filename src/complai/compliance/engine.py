@@ -21,12 +21,15 @@ from sqlalchemy import func, select
 
 from complai.clock import to_us, utc_iso
 from complai.store.tables import (
+    access_log,
+    agreements,
     consents,
     datasets,
     ledger_cosignatures,
     ledger_entries,
     model_subjects,
     models,
+    objections,
     principals,
     records,
     subject_keys,
@@ -272,6 +275,7 @@ def erasure(ctx: AuditContext) -> Finding:
             ("consents", consents, consents.c.subject_id),
             ("data keys", subject_keys, subject_keys.c.subject_id),
             ("model links", model_subjects, model_subjects.c.subject_id),
+            ("access log rows", access_log, access_log.c.subject_id),
         ):
             left[name] = conn.execute(
                 select(func.count()).select_from(table.join(subjects, s.id == col)).where(s.erased_at.is_not(None))
@@ -355,6 +359,134 @@ def known_actors(ctx: AuditContext) -> Finding:
     if items:
         return Finding(FAIL, f"{sum(unknown.values())} entries by unknown actors", evidence, items)
     return Finding(PASS, f"all {len(entries)} entries by registered principals", evidence)
+
+
+@check("consent_at_access")
+def consent_at_access(ctx: AuditContext) -> Finding:
+    """Every subject a governed read reached had a live basis then: consent granted and not withdrawn
+    at the read's time where the basis needs consent, and no objection in force (any basis)."""
+    from complai.clock import as_utc
+
+    reads = {e["_seq"]: e for e in ctx.entries() if e.get("type") == "vault.read"}
+    if not reads:
+        return Finding(NA, "no governed reads")
+    schemas = {d["name"]: d["schema"] for d in _raw_schemas(ctx)}
+    tax = ctx.ws.taxonomy
+    with ctx.ws.store.read() as conn:
+        log = conn.execute(select(access_log.c.seq, access_log.c.subject_id)).all()
+        cons: dict[tuple[int, str], list[tuple[datetime, datetime | None]]] = {}
+        for sid, purpose, granted, withdrawn in conn.execute(
+            select(consents.c.subject_id, consents.c.purpose, consents.c.granted_at, consents.c.withdrawn_at)
+        ):
+            cons.setdefault((int(sid), purpose), []).append((as_utc(granted), as_utc(withdrawn) if withdrawn else None))
+        objs: dict[int, list[tuple[str, datetime, datetime | None]]] = {}
+        for sid, purpose, at, lifted in conn.execute(
+            select(objections.c.subject_id, objections.c.purpose, objections.c.at, objections.c.lifted_at)
+        ):
+            objs.setdefault(int(sid), []).append((purpose, as_utc(at), as_utc(lifted) if lifted else None))
+        pseudo = dict(conn.execute(select(subjects.c.id, subjects.c.pseudonym)).all())
+    bad: dict[int, list[str]] = {}
+    checked = 0
+    needs: dict[tuple[str, str], tuple[bool, str]] = {}
+    for seq, sid in log:
+        e = reads.get(int(seq))
+        if e is None:
+            continue
+        checked += 1
+        purpose, dataset = e.get("purpose"), e.get("dataset")
+        key = (dataset, purpose)
+        if key not in needs:
+            basis = (schemas.get(dataset, {}).get("purposes") or {}).get(purpose)
+            try:
+                needs[key] = (bool(tax.legal_basis(basis).attrs.get("requires_consent")), str(basis))
+            except Exception:
+                needs[key] = (True, str(basis))
+        consent_needed, _ = needs[key]
+        at = datetime.fromisoformat(str(e["time"]).replace("Z", "+00:00"))
+        sid = int(sid)
+        problem = None
+        if consent_needed and not any(g <= at and (w is None or w > at) for g, w in cons.get((sid, purpose), [])):
+            problem = "no live consent"
+        elif any(
+            p in (purpose, "*") and a <= at and (lifted is None or lifted > at) for p, a, lifted in objs.get(sid, [])
+        ):
+            problem = "an objection was in force"
+        if problem:
+            bad.setdefault(int(seq), []).append(f"{pseudo.get(sid, sid)}: {problem}")
+    items = [
+        {
+            "item": f"read at ledger entry {seq} ({reads[seq].get('purpose')})",
+            "problem": "; ".join(v[:3]) + (f" (+{len(v) - 3} more subjects)" if len(v) > 3 else ""),
+            "subjects": len(v),
+        }
+        for seq, v in sorted(bad.items())
+    ]
+    evidence = {"reads": len(reads), "subject_accesses_checked": checked, "seq_range": [min(reads), max(reads)]}
+    if items:
+        return Finding(FAIL, f"{sum(len(v) for v in bad.values())} accesses without a live basis", evidence, items)
+    return Finding(PASS, f"{checked} subject accesses in {len(reads)} reads each had a live basis", evidence)
+
+
+@check("agreements_live")
+def agreements_live(ctx: AuditContext) -> Finding:
+    """Every share happened under an agreement that existed, was not revoked and had not expired."""
+    from complai.clock import as_utc
+
+    shares = [e for e in ctx.entries() if e.get("type") == "data.shared"]
+    if not shares:
+        return Finding(NA, "no shares")
+    with ctx.ws.store.read() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(select(agreements.c.id, agreements.c.expires_at, agreements.c.revoked_at)).all()
+        }
+    items = []
+    for e in shares:
+        at = datetime.fromisoformat(str(e["time"]).replace("Z", "+00:00"))
+        a = rows.get(e.get("agreement"))
+        if a is None:
+            items.append(
+                {"item": f"share at ledger entry {e['_seq']}", "problem": f"unknown agreement {e.get('agreement')}"}
+            )
+        elif as_utc(a.expires_at) <= at:
+            items.append(
+                {
+                    "item": f"share at ledger entry {e['_seq']}",
+                    "problem": f"agreement {a.id} had expired ({utc_iso(as_utc(a.expires_at))})",
+                }
+            )
+        elif a.revoked_at is not None and as_utc(a.revoked_at) <= at:
+            items.append(
+                {"item": f"share at ledger entry {e['_seq']}", "problem": f"agreement {a.id} had been revoked"}
+            )
+    evidence = {"shares": len(shares), "agreements": len(rows)}
+    if items:
+        return Finding(FAIL, f"{len(items)} of {len(shares)} shares outside a live agreement", evidence, items)
+    return Finding(PASS, f"all {len(shares)} shares under live agreements", evidence)
+
+
+@check("deid_k")
+def deid_k(ctx: AuditContext) -> Finding:
+    """Every recorded k-anonymisation achieved the k it was asked for."""
+    runs = []
+    for e in ctx.entries():
+        if e.get("type") == "deid.table" and e.get("k"):
+            runs.append((e["_seq"], int(e["k"]), e.get("achieved_k")))
+        elif e.get("type") == "vault.read" and isinstance(e.get("deidentification"), dict):
+            k = e["deidentification"].get("k_anonymity")
+            if isinstance(k, dict) and k.get("k") and not k.get("suppressed_all_rows"):
+                runs.append((e["_seq"], int(k["k"]), k.get("achieved_k")))
+    if not runs:
+        return Finding(NA, "no k-anonymised outputs")
+    items = [
+        {"item": f"output at ledger entry {seq}", "problem": f"achieved k = {ak}, asked for {k}"}
+        for seq, k, ak in runs
+        if ak is None or int(ak) < k
+    ]
+    evidence = {"outputs": len(runs)}
+    if items:
+        return Finding(FAIL, f"{len(items)} de-identified outputs below their k", evidence, items)
+    return Finding(PASS, f"all {len(runs)} k-anonymised outputs met their k", evidence)
 
 
 # --- running an audit --------------------------------------------------------------------------------

@@ -302,3 +302,14 @@ model_subjects = Table(
     Column("model_id", String(64), ForeignKey("models.id"), primary_key=True),
     Column("subject_id", Id, ForeignKey("subjects.id"), primary_key=True, index=True),
 )
+
+# --- access log (0007) -----------------------------------------------------------------------------
+# Which subjects each governed read reached (by the read's ledger entry), so that an audit can check
+# every access against the consent and objection history at that time. Rows go with the subject on
+# erasure; the ledger keeps only the set digest.
+access_log = Table(
+    "access_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("subject_id", Id, ForeignKey("subjects.id"), primary_key=True, index=True),
+)

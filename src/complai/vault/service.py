@@ -40,6 +40,7 @@ from complai.events import (
 from complai.ledger.log import Ledger
 from complai.store import Store, bulk_insert
 from complai.store.tables import (
+    access_log,
     consents,
     ledger_entries,
     model_subjects,
@@ -409,20 +410,27 @@ class Vault:
         total: int,
         deidentification: dict[str, Any] | None = None,
     ) -> int:
-        return self.ledger.record(
-            DataRead(
-                time=self.clock.now(),
-                actor=actor,
-                purpose=purpose,
-                dataset=dataset,
-                columns=columns,
-                rows=rows,
-                subjects=len(pseudos),
-                records_in_dataset=total,
-                subjects_digest=set_digest(pseudos),
-                deidentification=deidentification,
+        """Record a governed read: its ledger entry and, in the same transaction, the access log rows
+        (entry, subject) an audit checks against consent at that time."""
+        with self.store.write() as conn:
+            seq = self.ledger.append(
+                conn,
+                DataRead(
+                    time=self.clock.now(),
+                    actor=actor,
+                    purpose=purpose,
+                    dataset=dataset,
+                    columns=columns,
+                    rows=rows,
+                    subjects=len(pseudos),
+                    records_in_dataset=total,
+                    subjects_digest=set_digest(pseudos),
+                    deidentification=deidentification,
+                ),
             )
-        )
+            ids = sorted(s.id for s in self._subjects_by_pseudonym(conn, list(pseudos)).values())
+            bulk_insert(conn, access_log, [(seq, i) for i in ids], columns=("seq", "subject_id"))
+        return seq
 
     @staticmethod
     def _open_external(keys: dict[int, DataKey], pseudonym: str, blob: bytes | None) -> str:
@@ -737,6 +745,7 @@ class Vault:
         n_rec = conn.execute(delete(records).where(records.c.subject_id == subj.id)).rowcount
         n_con = conn.execute(delete(consents).where(consents.c.subject_id == subj.id)).rowcount
         conn.execute(delete(objections).where(objections.c.subject_id == subj.id))
+        conn.execute(delete(access_log).where(access_log.c.subject_id == subj.id))
         n_keys = self.keyring.destroy(conn, [subj.id])
         conn.execute(
             update(subjects)
@@ -815,6 +824,7 @@ class Vault:
                 pseudos += list(conn.execute(select(s.pseudonym).where(s.id.in_(part))).scalars())
                 conn.execute(delete(consents).where(consents.c.subject_id.in_(part)))
                 conn.execute(delete(objections).where(objections.c.subject_id.in_(part)))
+                conn.execute(delete(access_log).where(access_log.c.subject_id.in_(part)))
                 conn.execute(update(subjects).where(s.id.in_(part)).values(erased_at=now, external_enc=None))
             self.keyring.destroy(conn, empty)
             seq = self.ledger.append(
