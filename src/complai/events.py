@@ -486,3 +486,26 @@ class ComplianceAudited(Event):
     failed: int
     not_applicable: int
     not_evaluated: int
+
+
+class RequestOpened(Event):
+    """A data subject request entered the register, with its legal deadline."""
+
+    kind: ClassVar[str] = "request.opened"
+    request: str
+    request_kind: str
+    subject: Pseudonym
+    jurisdiction: str
+    due_at: datetime
+    ack_due_at: datetime | None
+
+
+class RequestUpdated(Event):
+    """A step on a request: identity verified, acknowledged, extended, fulfilment steps, closed."""
+
+    kind: ClassVar[str] = "request.updated"
+    request: str
+    change: str
+    status: str
+    due_at: datetime
+    steps: list[dict[str, Any]]

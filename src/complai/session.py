@@ -358,6 +358,35 @@ class Session:
 
     # --- compliance ----------------------------------------------------------------------------
 
+    def request_open(self, kind: str, subject: str, jurisdiction: str | None = None) -> dict[str, Any]:
+        self._check("admin")
+        return self._ws.requests.open(kind, subject, self.principal, jurisdiction)
+
+    def request_update(self, rid: str, change: str, **kw: Any) -> dict[str, Any]:
+        """verify (method=), acknowledge, extend (reason=), reject (reason=)."""
+        self._check("admin")
+        r = self._ws.requests
+        if change == "verify":
+            return r.verify_identity(rid, kw["method"], self.principal)
+        if change == "acknowledge":
+            return r.acknowledge(rid, self.principal)
+        if change == "extend":
+            return r.extend(rid, self.principal, kw.get("reason", ""))
+        if change == "reject":
+            return r.reject(rid, self.principal, kw.get("reason", ""))
+        raise InvalidInput(f"unknown change {change!r}")
+
+    def request_fulfil(self, rid: str, subject: str, **params: Any) -> tuple[dict[str, Any], Any]:
+        return self._ws.requests.fulfil(self, rid, subject, **params)
+
+    def request(self, rid: str) -> dict[str, Any]:
+        self._check("audit")
+        return self._ws.requests.get(rid)
+
+    def requests(self, overdue_only: bool = False) -> list[dict[str, Any]]:
+        self._check("audit")
+        return self._ws.requests.list(overdue_only)
+
     def compliance_audit(
         self, out: Path, formats: tuple[str, ...] = ("json", "md"), epsilon_cap: float = 10.0
     ) -> dict[str, Any]:

@@ -30,3 +30,27 @@ def test_audit_exit_codes_and_verification(tmp_path: Path) -> None:
     assert r.returncode == 2
     r = run(*w, "audit", "--out", str(tmp_path / "x"), "--format", "pdf")
     assert r.returncode == 2 and "unknown report format" in r.stderr
+
+
+def test_request_commands(tmp_path: Path) -> None:
+    ws_path = tmp_path / "ws"
+    ws = adult_workspace(Workspace.init(ws_path), 30)
+    subject = ws.vault.fetch("adult", "analytics", ["subject_id"])[0]["subject_id"].iloc[0]
+    ws.close()
+    w = ["--workspace", str(ws_path)]
+    r = run(*w, "request", "open", "--type", "access", "--subject", subject, "--json")
+    assert r.returncode == 0, r.stderr
+    req = json.loads(r.stdout)
+    assert req["jurisdiction"] == "EU" and req["status"] == "open" and not req["verified"]
+    out = tmp_path / "export.json"
+    r = run(*w, "request", "fulfil", req["id"], "--subject", subject, "--out", str(out))
+    assert r.returncode == 2 and "verify the requester" in r.stderr and not out.exists()
+    assert run(*w, "request", "verify", req["id"], "--method", "document").returncode == 0
+    r = run(*w, "request", "fulfil", req["id"], "--subject", subject, "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "fulfilled"
+    assert json.loads(out.read_text())["subject"]["id"] == subject
+    listed = json.loads(run(*w, "request", "list", "--json").stdout)
+    assert [x["id"] for x in listed] == [req["id"]]
+    r = run(*w, "request", "open", "--type", "nonsense", "--subject", subject)
+    assert r.returncode == 2 and "unknown request type" in r.stderr

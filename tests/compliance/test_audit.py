@@ -35,8 +35,9 @@ EVALUATED = {
     "CONSENT-1",
     "SHARE-1",
     "DEID-1",
+    "REQ-1",
 }
-NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1"}
+NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1", "REQ-1"}
 
 
 def _audit(ws: Workspace, **kw: float) -> dict[str, dict]:
@@ -218,6 +219,18 @@ def test_an_expired_agreement_used_fails_share_1(clean: tuple[Workspace, Witness
     results = _audit(ws)
     assert _failing(results) == {"SHARE-1"}
     assert "agreement agr-expired had expired" in results["SHARE-1"]["items"][0]["problem"]
+
+
+def test_an_overdue_request_fails_req_1(clean: tuple[Workspace, Witness]) -> None:
+    ws, w = clean
+    subject = ws.vault.fetch("adult", "credit_scoring", ["subject_id"])[0]["subject_id"].iloc[0]
+    req = ws.session(OWNER, "subject_request").request_open("access", subject)
+    ws.clock.advance(timedelta(days=40))  # type: ignore[attr-defined]
+    ws.ledger.checkpoint()
+    witness_round(ws, w)
+    results = _audit(ws)
+    assert _failing(results) == {"REQ-1"}
+    assert results["REQ-1"]["items"][0]["item"] == f"request {req['id']} (access, EU)"
 
 
 def test_a_tampered_ledger_row_fails_ledger_1(clean: tuple[Workspace, Witness]) -> None:

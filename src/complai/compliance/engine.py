@@ -489,6 +489,36 @@ def deid_k(ctx: AuditContext) -> Finding:
     return Finding(PASS, f"all {len(runs)} k-anonymised outputs met their k", evidence)
 
 
+@check("request_deadlines")
+def request_deadlines(ctx: AuditContext) -> Finding:
+    """Subject requests answered within their deadlines (and acknowledged in time where the law asks)."""
+    reqs = ctx.ws.requests.list()
+    if not reqs:
+        return Finding(NA, "no subject requests")
+    items = []
+    for r in reqs:
+        if r["overdue"]:
+            when = "closed after" if r["closed_at"] else "still open past"
+            items.append(
+                {
+                    "item": f"request {r['id']} ({r['type']}, {r['jurisdiction']})",
+                    "problem": f"{when} its deadline {r['due_at']}",
+                }
+            )
+        if r["acknowledgement_late"]:
+            items.append({"item": f"request {r['id']}", "problem": f"not acknowledged by {r['acknowledgement_due']}"})
+    open_ = [r for r in reqs if r["closed_at"] is None]
+    evidence = {
+        "requests": len(reqs),
+        "open": len(open_),
+        "overdue": sum(1 for r in reqs if r["overdue"]),
+        "nearest_deadline": min((r["due_at"] for r in open_), default=None),
+    }
+    if items:
+        return Finding(FAIL, f"{len(items)} request deadline problem(s)", evidence, items)
+    return Finding(PASS, f"{len(reqs)} requests, none late", evidence)
+
+
 # --- running an audit --------------------------------------------------------------------------------
 
 

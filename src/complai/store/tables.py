@@ -313,3 +313,24 @@ access_log = Table(
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("subject_id", Id, ForeignKey("subjects.id"), primary_key=True, index=True),
 )
+
+# --- subject requests (0008) -----------------------------------------------------------------------
+subject_requests = Table(
+    "subject_requests",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("subject", String(80), nullable=False, index=True),  # the subject's pseudonym
+    Column("jurisdiction", String(32), nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("ack_due_at", DateTime(timezone=True)),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("extended_at", DateTime(timezone=True)),
+    Column("verified_at", DateTime(timezone=True)),
+    Column("verification", String(64)),
+    Column("status", String(32), nullable=False),
+    Column("steps_json", Text, nullable=False),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("opened_by", String(128), nullable=False),
+)

@@ -1,0 +1,142 @@
+"""`complai request ...`: the data subject request register."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from complai.cli.common import console, open_session, print_json
+from complai.errors import InvalidInput
+
+app = typer.Typer(help="Data subject requests: deadlines, verification, fulfilment.", no_args_is_help=True)
+
+
+def _show(r: dict, json_out: bool) -> None:
+    if json_out:
+        print_json(r)
+        return
+    late = " [red]OVERDUE[/]" if r["overdue"] else ""
+    console.print(
+        f"{r['id']}: {r['type']} ({r['jurisdiction']}), {r['status']}{late}; due {r['due_at']}"
+        + (f", acknowledge by {r['acknowledgement_due']}" if r["acknowledgement_due"] else "")
+        + ("; identity verified" if r["verified"] else "; identity not verified")
+    )
+    for s in r["steps"]:
+        console.print(f"  step {s['step']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
+
+
+@app.command("open")
+def open_(
+    type_: Annotated[
+        str, typer.Option("--type", help="access|portability|erasure|rectification|restriction|objection|opt-out")
+    ],
+    subject: Annotated[str, typer.Option("--subject", help="The subject's id.")],
+    jurisdiction: Annotated[
+        str | None, typer.Option("--jurisdiction", help="Default: where the subject's data is.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Register a request; its deadline follows from the jurisdiction."""
+    with open_session("subject_request") as (_, session):
+        _show(session.request_open(type_, subject, jurisdiction), json_out)
+
+
+@app.command("list")
+def list_(
+    overdue: Annotated[bool, typer.Option("--overdue", help="Only the overdue ones.")] = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    with open_session("audit") as (_, session):
+        rows = session.requests(overdue)
+    if json_out:
+        print_json(rows)
+        return
+    t = Table("request", "type", "jurisdiction", "status", "due", "days left", "verified")
+    for r in rows:
+        left = "" if r["days_left"] is None else f"{r['days_left']:g}"
+        t.add_row(
+            r["id"],
+            r["type"],
+            r["jurisdiction"],
+            r["status"] + (" OVERDUE" if r["overdue"] else ""),
+            r["due_at"],
+            left,
+            "yes" if r["verified"] else "no",
+        )
+    console.print(t)
+
+
+@app.command("show")
+def show(rid: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    with open_session("audit") as (_, session):
+        _show(session.request(rid), json_out)
+
+
+@app.command("verify")
+def verify(
+    rid: str,
+    method: Annotated[str, typer.Option("--method", help="account|document|email|in-person|authorised-agent")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Record that the requester's identity was verified, and how."""
+    with open_session("subject_request") as (_, session):
+        _show(session.request_update(rid, "verify", method=method), json_out)
+
+
+@app.command("acknowledge")
+def acknowledge(rid: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    with open_session("subject_request") as (_, session):
+        _show(session.request_update(rid, "acknowledge"), json_out)
+
+
+@app.command("extend")
+def extend(
+    rid: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why (given to the subject with the notice).")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    with open_session("subject_request") as (_, session):
+        _show(session.request_update(rid, "extend", reason=reason), json_out)
+
+
+@app.command("reject")
+def reject(
+    rid: str,
+    reason: Annotated[str, typer.Option("--reason")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    with open_session("subject_request") as (_, session):
+        _show(session.request_update(rid, "reject", reason=reason), json_out)
+
+
+@app.command("fulfil")
+def fulfil(
+    rid: str,
+    subject: Annotated[str, typer.Option("--subject", help="The subject's id (checked against the request).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write an access/portability export.")] = None,
+    purpose: Annotated[str | None, typer.Option("--purpose", help="Objection / opt-out purpose.")] = None,
+    change: Annotated[
+        list[str] | None, typer.Option("--change", help="Rectification: DATASET.FIELD=VALUE (repeatable).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Carry the request out through the vault; each step's status is kept, failed steps can be retried."""
+    changes = []
+    for c in change or []:
+        key, sep, value = c.partition("=")
+        dataset, dot, field = key.partition(".")
+        if not (sep and dot and dataset and field):
+            raise InvalidInput(f"--change {c!r}: expected DATASET.FIELD=VALUE")
+        changes.append((dataset, field, value))
+    with open_session("subject_request") as (_, session):
+        req = session.request(rid)
+        if req["type"] in ("access", "portability") and out is None:
+            raise InvalidInput("an access or portability request needs --out FILE for the export")
+        result, output = session.request_fulfil(rid, subject, purpose=purpose, changes=changes)
+    if output is not None and out is not None:
+        out.write_text(json.dumps(output, indent=1, default=str))
+    _show(result, json_out)
