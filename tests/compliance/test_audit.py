@@ -36,6 +36,7 @@ EVALUATED = {
     "SHARE-1",
     "DEID-1",
     "REQ-1",
+    "ROPA-1",
 }
 NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1", "REQ-1"}
 

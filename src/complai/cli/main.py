@@ -18,6 +18,7 @@ from complai.cli import federated as federated_cmd
 from complai.cli import ledger as ledger_cmd
 from complai.cli import models as models_cmd
 from complai.cli import requests as requests_cmd
+from complai.cli import ropa as ropa_cmd
 from complai.cli import vault as vault_cmd
 from complai.cli.common import console, err_console, open_workspace, print_json, state, workspace_path
 from complai.errors import ComplaiError
@@ -48,6 +49,7 @@ app.add_typer(models_cmd.app, name="model")
 app.add_typer(federated_cmd.app, name="federated")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(requests_cmd.app, name="request")
+app.command("ropa")(ropa_cmd.ropa)
 app.command("train")(models_cmd.train)
 
 

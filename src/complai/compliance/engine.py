@@ -519,6 +519,20 @@ def request_deadlines(ctx: AuditContext) -> Finding:
     return Finding(PASS, f"{len(reqs)} requests, none late", evidence)
 
 
+@check("ropa_complete")
+def ropa_complete(ctx: AuditContext) -> Finding:
+    from complai.compliance.ropa import incomplete, records_of_processing
+
+    recs = records_of_processing(ctx.ws)
+    if not recs:
+        return Finding(NA, "no processing declared")
+    items = incomplete(recs)
+    evidence = {"records_of_processing": len(recs), "datasets": len({r["dataset"] for r in recs})}
+    if items:
+        return Finding(FAIL, f"{len(items)} of {len(recs)} records of processing incomplete", evidence, items)
+    return Finding(PASS, f"{len(recs)} records of processing, each complete", evidence)
+
+
 # --- running an audit --------------------------------------------------------------------------------
 
 

@@ -41,6 +41,8 @@ def digest(data: bytes) -> str:
 def build(ctx: engine.AuditContext, actor: str) -> dict[str, Any]:
     ws = ctx.ws
     head = ws.ledger.head()
+    from complai.compliance.ropa import records_of_processing
+
     results = engine.run_controls(ctx)
     return {
         "report_format": 1,
@@ -57,6 +59,7 @@ def build(ctx: engine.AuditContext, actor: str) -> dict[str, Any]:
         "catalogue_digest": digest(engine.CATALOGUE.read_bytes()),
         "summary": engine.summary(results),
         "controls": results,
+        "records_of_processing": records_of_processing(ws),
     }
 
 
