@@ -388,7 +388,7 @@ class Session:
         return self._ws.requests.list(overdue_only)
 
     def compliance_audit(
-        self, out: Path, formats: tuple[str, ...] = ("json", "md"), epsilon_cap: float = 10.0
+        self, out: Path, formats: tuple[str, ...] = ("json", "md", "html"), epsilon_cap: float = 10.0
     ) -> dict[str, Any]:
         """Run every control against the workspace and its ledger; write the report; record its digest."""
         from complai.compliance import engine, report

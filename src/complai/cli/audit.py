@@ -17,7 +17,7 @@ app = typer.Typer(help="Compliance audits against the workspace and its ledger."
 def audit(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Folder for the report files.")] = Path("audit-report"),
-    format_: Annotated[str, typer.Option("--format", help="Comma-separated: json, md.")] = "json,md",
+    format_: Annotated[str, typer.Option("--format", help="Comma-separated: json, md, html.")] = "json,md,html",
     epsilon_cap: Annotated[float, typer.Option("--epsilon-cap", help="Largest epsilon a model may have.")] = 10.0,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

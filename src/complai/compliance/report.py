@@ -17,7 +17,7 @@ from complai.errors import IntegrityError, InvalidInput
 from complai.events import ComplianceAudited
 from complai.store.tables import ledger_entries
 
-FORMATS = ("json", "md")
+FORMATS = ("json", "md", "html")
 
 
 def _finite(x: Any) -> Any:
@@ -44,6 +44,12 @@ def build(ctx: engine.AuditContext, actor: str) -> dict[str, Any]:
     from complai.compliance.ropa import records_of_processing
 
     results = engine.run_controls(ctx)
+    metrics, series, totals = _metrics(ctx, results)
+    requests = [
+        {k: r[k] for k in ("id", "type", "jurisdiction", "status", "due_at", "days_left", "closed_at", "overdue")}
+        for r in ws.requests.list()
+    ]
+    note = ws.ledger.latest_checkpoint()
     return {
         "report_format": 1,
         "title": "complai compliance audit",
@@ -60,7 +66,48 @@ def build(ctx: engine.AuditContext, actor: str) -> dict[str, Any]:
         "summary": engine.summary(results),
         "controls": results,
         "records_of_processing": records_of_processing(ws),
+        "metrics": metrics,
+        "budget_series": series,
+        "budget_totals": totals,
+        "requests": requests,
+        "checkpoint": note.text() if note else None,
     }
+
+
+def _metrics(
+    ctx: engine.AuditContext, results: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+    """Epsilon per model and dataset, retention backlog, request timeliness, encryption coverage, and the
+    cumulative privacy spending per dataset over time (from the ledger's spend entries)."""
+    from sqlalchemy import select
+
+    from complai.store.tables import dp_budgets, models
+
+    by_id = {c["id"]: c for c in results}
+    with ctx.ws.store.read() as conn:
+        totals = {
+            str(r.dataset): float(r.epsilon)
+            for r in conn.execute(select(dp_budgets).where(dp_budgets.c.principal == "*"))
+        }
+        model_eps = {str(m.id): m.epsilon for m in conn.execute(select(models.c.id, models.c.epsilon))}
+    series: dict[str, list[list[Any]]] = {}
+    for e in ctx.entries():
+        if e.get("type") in ("dp.spent", "dp.query") and e.get("dataset") in totals:
+            spent = totals[e["dataset"]] - float(e.get("epsilon_remaining", 0.0))
+            series.setdefault(e["dataset"], []).append([e["time"], round(spent, 6)])
+    reqs = ctx.ws.requests.list()
+    metrics = {
+        "epsilon spent per dataset": {
+            d: (pts[-1][1] if pts else 0.0) for d, pts in ((d, series.get(d, [])) for d in totals)
+        },
+        "epsilon per model": model_eps,
+        "records past retention": by_id.get("RET-1", {}).get("evidence", {}).get("records_past_retention"),
+        "records without a data key": by_id.get("ENC-1", {}).get("evidence", {}).get("records_without_key"),
+        "subject requests (open / overdue / total)": f"{sum(1 for r in reqs if not r['closed_at'])} / "
+        f"{sum(1 for r in reqs if r['overdue'])} / {len(reqs)}",
+        "ledger entries": ctx.ws.ledger.head().size,
+    }
+    return metrics, series, totals
 
 
 def markdown(report: dict[str, Any], report_digest: str) -> str:
@@ -97,13 +144,32 @@ def markdown(report: dict[str, Any], report_digest: str) -> str:
 def write(
     ws: Any, report: dict[str, Any], actor: str, purpose: str, out: Path, formats: tuple[str, ...]
 ) -> dict[str, Any]:
-    """Record the report's digest in the ledger, then write the requested formats into `out`."""
+    """Render every requested format, record the report's digest in the ledger, then write the files
+    (a rendering failure records nothing and writes nothing)."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise InvalidInput(f"unknown report format(s) {bad} (formats: {', '.join(FORMATS)})")
     body = canonical(report)
     d = digest(body)
     s = report["summary"]
+    rendered: dict[str, bytes] = {}
+    if "json" in formats:
+        rendered["json"] = body
+    if "md" in formats:
+        rendered["md"] = markdown(report, d).encode()
+    if "html" in formats:
+        from complai.compliance import html
+
+        charts = {
+            "status": html.status_chart(report["summary"]),
+            "budget": html.burn_down_chart(
+                {k: [(t, v) for t, v in pts] for k, pts in report["budget_series"].items()}, report["budget_totals"]
+            ),
+            "deadlines": html.deadline_chart(report["requests"]),
+            "metrics": {k: json.dumps(v) if isinstance(v, dict) else v for k, v in report["metrics"].items()},
+            "checkpoint": report["checkpoint"],
+        }
+        rendered["html"] = html.render(report, d, charts).encode()
     seq = ws.ledger.record(
         ComplianceAudited(
             time=ws.clock.now(),
@@ -119,12 +185,10 @@ def write(
     )
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    if "json" in formats:
-        (out / "report.json").write_bytes(body)
-        files["json"] = str(out / "report.json")
-    if "md" in formats:
-        (out / "report.md").write_text(markdown(report, d))
-        files["md"] = str(out / "report.md")
+    for fmt, data in rendered.items():
+        path = out / f"report.{fmt}"
+        path.write_bytes(data)
+        files[fmt] = str(path)
     return {"digest": d, "ledger_seq": seq, "files": files, "summary": s}
 
 
