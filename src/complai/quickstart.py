@@ -188,14 +188,29 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         return f"analyst token: credit_scoring read {rows:,} rows; marketing read {denied}"
 
     def checkpoint() -> str:
+        from complai.ledger.witness import Witness, cosign_latest
+
         ws: Workspace = state["ws"]
+        witness = Witness.init(path / "witness", "witness.quickstart.example")
+        ws.session(OWNER, "administration").trust_witness(witness.verifier)
         note = ws.ledger.checkpoint()
+        cosign_latest(ws.ledger, witness, ws.clock.now(), int(time.time()))
         report = verify_ledger(ws.ledger)
         if not report.ok:
             raise IntegrityError(f"ledger verification failed: {report.problem}")
         summary["ledger_size"] = report.size
         summary["ledger_root"] = report.root
-        return f"signed checkpoint at size {note.checkpoint.size}; ledger verified"
+        return f"signed checkpoint at size {note.checkpoint.size}, cosigned by a witness; ledger verified"
+
+    def audit() -> str:
+        ws: Workspace = state["ws"]
+        result = ws.session(OWNER, "audit").compliance_audit(path / "audit")
+        s = result["summary"]
+        summary["audit"] = {"summary": s, "html": result["files"]["html"], "digest": result["digest"]}
+        return (
+            f"{s['pass']} controls pass, {s['fail']} fail, {s['not applicable']} not applicable, "
+            f"{s['not evaluated']} not evaluated; report {result['files']['html']}"
+        )
 
     steps = [
         ("Create workspace", create),
@@ -209,6 +224,7 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         ("Federated training with secure aggregation", federated),
         ("Access control (token, policy)", access),
         ("Sign and verify the ledger", checkpoint),
+        ("Compliance audit", audit),
     ]
     results = []
     try:
@@ -233,5 +249,7 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         table.add_row(title, detail, f"{secs:.2f}s")
     console.print(table)
     console.print(f"Workspace: [bold]{path}[/]  (try: complai --workspace {path} ledger status)")
+    if "audit" in summary:
+        console.print(f"Audit report: [bold]{summary['audit']['html']}[/] (open it in a browser)")
     summary["steps"] = [{"step": t, "result": d, "seconds": round(s, 3)} for t, d, s in results]
     return summary

@@ -57,8 +57,8 @@ def _witnessed(ws: Workspace, tmp_path: Path) -> Witness:
 @pytest.fixture
 def clean(sqlite_ws: Workspace, tmp_path: Path) -> tuple[Workspace, Witness]:
     ws = sqlite_ws
-    # Adult's analytics purpose rests on legitimate interests, not an Art. 9 condition (BASIS-1 says
-    # so): the clean fixture keeps only the purposes with explicit consent
+    # the clean fixture keeps only Art. 9 purposes (all of Adult's now are; a planted change below adds
+    # one that is not)
     raw = yaml.safe_load(adult_schema_path().read_text())
     raw["purposes"] = {k: v for k, v in raw["purposes"].items() if str(v).startswith("gdpr.art9")}
     raw["deidentify"] = {k: v for k, v in raw["deidentify"].items() if k in raw["purposes"]}
@@ -261,3 +261,14 @@ def test_reports_verify_against_the_ledger_and_fail_after_any_change(
             report.verify(ws, path)
     path.write_bytes(data)
     assert report.verify(ws, path)["digest"] == out["digest"]
+
+
+def test_a_special_category_purpose_without_art9_condition_fails_basis_1(clean: tuple[Workspace, Witness]) -> None:
+    ws, _ = clean
+    with ws.store.write() as conn:
+        raw = json.loads(conn.execute(select(datasets.c.schema_json)).scalar_one())
+        raw["purposes"]["analytics"] = "gdpr.legitimate_interests"
+        conn.execute(update(datasets).values(schema_json=json.dumps(raw)))
+    results = _audit(ws)
+    assert _failing(results) == {"BASIS-1"}
+    assert results["BASIS-1"]["items"][0]["item"] == "adult: analytics"

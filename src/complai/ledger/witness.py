@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from complai.crypto.signing import ALG_COSIGNATURE_V1, Signer, VerifierKey
 from complai.errors import AlreadyExists, IntegrityError, WorkspaceError
@@ -86,3 +87,21 @@ class Witness:
         self._logs[cp.origin] = {"size": cp.size, "root": base64.b64encode(cp.root).decode()}
         self._write_state(self.dir, {"name": self.name, "logs": self._logs})
         return sig
+
+
+def cosign_latest(ledger: Any, witness: Witness, when: Any, timestamp: int) -> int | None:
+    """Have `witness` check the ledger's latest checkpoint (consistent with what it cosigned before) and
+    cosign it; the cosignature is stored when the ledger trusts the witness. The checkpoint's size, or
+    None when there is no checkpoint."""
+    note = ledger.latest_checkpoint()
+    if note is None:
+        return None
+    last = witness.last_cosigned(note.checkpoint.origin)
+    proof = []
+    if last is not None and 0 < last[0] <= note.checkpoint.size:
+        proof = ledger.consistency_proof(last[0], note.checkpoint.size)
+    sig = witness.cosign(note.text(), ledger.verifier, proof, timestamp)
+    trusted = {k.name: k for k in ledger.witnesses()}
+    if witness.name in trusted and trusted[witness.name] == witness.verifier:
+        ledger.store_cosignature(note.checkpoint.size, witness.verifier, sig.line(), when)
+    return int(note.checkpoint.size)
