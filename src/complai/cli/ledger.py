@@ -224,21 +224,18 @@ def witness_cosign(
     directory: Annotated[Path, typer.Argument(help="The witness's directory.")],
 ) -> None:
     """Have the witness at DIRECTORY check and cosign this workspace's latest checkpoint."""
+    from complai.ledger.witness import cosign_latest
+
     w = Witness(directory)
     with open_session("audit") as (ws, session):
         session.audit_access()
-        note = ws.ledger.latest_checkpoint()
-        if note is None:
+        done = cosign_latest(ws.ledger, w, ws.clock.now(), int(time.time()))
+        if done is None:
             raise NotFound("no checkpoint to cosign; run `complai ledger checkpoint` first")
-        last = w.last_cosigned(note.checkpoint.origin)
-        proof = []
-        if last is not None and 0 < last[0] <= note.checkpoint.size:
-            proof = ws.ledger.consistency_proof(last[0], note.checkpoint.size)
-        sig = w.cosign(note.text(), ws.ledger.verifier, proof, int(time.time()))
+        size, line = done
         trusted = {k.name: k for k in ws.ledger.witnesses()}
         if w.name in trusted and trusted[w.name] == w.verifier:
-            ws.ledger.store_cosignature(note.checkpoint.size, w.verifier, sig.line(), ws.clock.now())
-            console.print(f"{w.name} cosigned checkpoint {note.checkpoint.size}")
+            console.print(f"{w.name} cosigned checkpoint {size}")
         else:
-            console.print(f"{w.name} cosigned checkpoint {note.checkpoint.size} (not stored: witness not trusted here)")
-            console.print(sig.line(), end="")
+            console.print(f"{w.name} cosigned checkpoint {size} (not stored: witness not trusted here)")
+            console.print(line, end="")

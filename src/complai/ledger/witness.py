@@ -89,10 +89,10 @@ class Witness:
         return sig
 
 
-def cosign_latest(ledger: Any, witness: Witness, when: Any, timestamp: int) -> int | None:
+def cosign_latest(ledger: Any, witness: Witness, when: Any, timestamp: int) -> tuple[int, str] | None:
     """Have `witness` check the ledger's latest checkpoint (consistent with what it cosigned before) and
-    cosign it; the cosignature is stored when the ledger trusts the witness. The checkpoint's size, or
-    None when there is no checkpoint."""
+    cosign it; the cosignature is stored when the ledger trusts the witness. (checkpoint size,
+    cosignature line), or None when there is no checkpoint."""
     note = ledger.latest_checkpoint()
     if note is None:
         return None
@@ -104,4 +104,4 @@ def cosign_latest(ledger: Any, witness: Witness, when: Any, timestamp: int) -> i
     trusted = {k.name: k for k in ledger.witnesses()}
     if witness.name in trusted and trusted[witness.name] == witness.verifier:
         ledger.store_cosignature(note.checkpoint.size, witness.verifier, sig.line(), when)
-    return int(note.checkpoint.size)
+    return int(note.checkpoint.size), sig.line()
