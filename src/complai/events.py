@@ -509,3 +509,19 @@ class RequestUpdated(Event):
     status: str
     due_at: datetime
     steps: list[dict[str, Any]]
+
+
+class IncidentOpened(Event):
+    """A suspected personal-data breach (GDPR Art. 33): the 72-hour notification clock starts."""
+
+    kind: ClassVar[str] = "incident.opened"
+    incident: str
+    incident_kind: str
+    notify_by: datetime
+    evidence: dict[str, Any]
+
+
+class IncidentUpdated(Event):
+    kind: ClassVar[str] = "incident.updated"
+    incident: str
+    change: str

@@ -379,6 +379,22 @@ class Session:
     def request_fulfil(self, rid: str, subject: str, **params: Any) -> tuple[dict[str, Any], Any]:
         return self._ws.requests.fulfil(self, rid, subject, **params)
 
+    def incident(self, change: str, iid: str = "", **kw: Any) -> dict[str, Any]:
+        """open (kind=, description=), notify (authority=), close."""
+        self._check("admin")
+        inc = self._ws.incidents
+        if change == "open":
+            return inc.open(kw.get("kind", "manual"), kw.get("description", ""), kw.get("evidence", {}), self.principal)
+        if change == "notify":
+            return inc.notify(iid, kw.get("authority", ""), self.principal)
+        if change == "close":
+            return inc.close(iid, self.principal)
+        raise InvalidInput(f"unknown change {change!r}")
+
+    def incidents(self) -> list[dict[str, Any]]:
+        self._check("audit")
+        return self._ws.incidents.list()
+
     def request(self, rid: str) -> dict[str, Any]:
         self._check("audit")
         return self._ws.requests.get(rid)
@@ -395,7 +411,9 @@ class Session:
 
         self._check("audit")
         ctx = engine.AuditContext(self._ws, self._ws.clock.now(), epsilon_cap=epsilon_cap)
-        doc = report.build(ctx, self.principal)
+        from complai.workspace import OWNER
+
+        doc = report.build(ctx, self.principal, OWNER)
         written = report.write(self._ws, doc, self.principal, self.purpose, Path(out), formats)
         self.last_seq = written["ledger_seq"]
         return {**written, "report": doc}

@@ -20,6 +20,7 @@ from complai.access.agreements import Agreements
 from complai.access.identity import Identity
 from complai.access.policy import Policy
 from complai.clock import Clock, SystemClock, utc_iso
+from complai.compliance.incidents import Incidents
 from complai.compliance.requests import Requests
 from complai.config import CONFIG_FILE, DEFAULT_DB_FILE, Settings, load_settings
 from complai.crypto.keyfiles import read_secret, write_secret
@@ -88,6 +89,7 @@ class Workspace:
         self.budgets = Budgets(store, self.ledger, clock)
         self.models = Models(store, self.ledger, self.budgets, clock, self.path / "models")
         self.requests = Requests(store, self.ledger, self.vault, self.catalog, self.taxonomy, clock)
+        self.incidents = Incidents(store, self.ledger, clock)
         self.identity = Identity(store, self.ledger, clock)
         self.policy = Policy(store, self.ledger, self.identity, self.taxonomy, clock)
         self.agreements = Agreements(

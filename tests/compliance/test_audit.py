@@ -37,8 +37,9 @@ EVALUATED = {
     "DEID-1",
     "REQ-1",
     "ROPA-1",
+    "INC-1",
 }
-NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1", "REQ-1"}
+NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1", "REQ-1", "INC-1"}
 
 
 def _audit(ws: Workspace, **kw: float) -> dict[str, dict]:

@@ -55,6 +55,15 @@ class AuditContext:
     epsilon_cap: float = 10.0
     key_rotation_days: int = 365
     _entries: list[dict[str, Any]] | None = None
+    _verify: Any = None
+
+    def verify(self) -> Any:
+        """The ledger's full verification, once per audit."""
+        if self._verify is None:
+            from complai.ledger.verify import verify_ledger
+
+            self._verify = verify_ledger(self.ws.ledger)
+        return self._verify
 
     def entries(self) -> list[dict[str, Any]]:
         """Every ledger entry's event, parsed once, with its sequence number."""
@@ -93,10 +102,8 @@ def load_catalogue(path: Path = CATALOGUE) -> list[dict[str, Any]]:
 
 @check("ledger_integrity")
 def ledger_integrity(ctx: AuditContext) -> Finding:
-    from complai.ledger.verify import verify_ledger
-
     ledger = ctx.ws.ledger
-    report = verify_ledger(ledger)
+    report = ctx.verify()
     head = ledger.head()
     evidence = {"ledger_size": head.size, "root": head.root.hex() if head.size else None}
     items = []
@@ -531,6 +538,27 @@ def ropa_complete(ctx: AuditContext) -> Finding:
     if items:
         return Finding(FAIL, f"{len(items)} of {len(recs)} records of processing incomplete", evidence, items)
     return Finding(PASS, f"{len(recs)} records of processing, each complete", evidence)
+
+
+@check("incidents_notified")
+def incidents_notified(ctx: AuditContext) -> Finding:
+    found = ctx.ws.incidents.list()
+    if not found:
+        return Finding(NA, "no incidents")
+    items = [
+        {
+            "item": f"incident {i['id']} ({i['kind']})",
+            "problem": f"not notified by {i['notify_by']}"
+            if not i["notified_at"]
+            else f"notified {i['notified_at']}, after {i['notify_by']}",
+        }
+        for i in found
+        if i["late"]
+    ]
+    evidence = {"incidents": len(found), "open": sum(1 for i in found if not i["closed_at"])}
+    if items:
+        return Finding(FAIL, f"{len(items)} incident(s) notified late or not at all", evidence, items)
+    return Finding(PASS, f"{len(found)} incidents, none past its 72-hour notification deadline", evidence)
 
 
 # --- running an audit --------------------------------------------------------------------------------

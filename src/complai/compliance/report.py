@@ -38,12 +38,16 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def build(ctx: engine.AuditContext, actor: str) -> dict[str, Any]:
+def build(ctx: engine.AuditContext, actor: str, owner: str | None = None) -> dict[str, Any]:
+    """Run the controls, then open incidents for what they found (a ledger that fails verification,
+    anomalous reads), and assemble the report."""
     ws = ctx.ws
     head = ws.ledger.head()
     from complai.compliance.ropa import records_of_processing
 
     results = engine.run_controls(ctx)
+    problem = None if ctx.verify().ok else (ctx.verify().problem or "verification failed")
+    opened = ws.incidents.detect(ctx.entries(), problem, owner or "owner", actor)
     metrics, series, totals = _metrics(ctx, results)
     requests = [
         {k: r[k] for k in ("id", "type", "jurisdiction", "status", "due_at", "days_left", "closed_at", "overdue")}
@@ -71,6 +75,7 @@ def build(ctx: engine.AuditContext, actor: str) -> dict[str, Any]:
         "budget_totals": totals,
         "requests": requests,
         "checkpoint": note.text() if note else None,
+        "incidents_opened": [{k: i[k] for k in ("id", "kind", "description", "notify_by")} for i in opened],
     }
 
 

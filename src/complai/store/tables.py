@@ -334,3 +334,19 @@ subject_requests = Table(
     Column("closed_at", DateTime(timezone=True)),
     Column("opened_by", String(128), nullable=False),
 )
+
+# --- incidents (0009) ------------------------------------------------------------------------------
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("evidence_json", Text, nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("notify_by", DateTime(timezone=True), nullable=False),
+    Column("notified_at", DateTime(timezone=True)),
+    Column("authority", String(200)),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("opened_by", String(128), nullable=False),
+)

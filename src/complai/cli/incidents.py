@@ -1,0 +1,67 @@
+"""`complai incident ...`: the breach register and its 72-hour clock."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from complai.cli.common import console, open_session, print_json
+
+app = typer.Typer(help="Incidents (GDPR Art. 33): open, notify within 72 hours, close.", no_args_is_help=True)
+
+
+def _show(i: dict, json_out: bool) -> None:
+    if json_out:
+        print_json(i)
+    else:
+        state = "closed" if i["closed_at"] else ("notified" if i["notified_at"] else "open")
+        late = " [red]LATE[/]" if i["late"] else ""
+        console.print(f"{i['id']} ({i['kind']}): {state}{late}; notify by {i['notify_by']}. {i['description']}")
+
+
+@app.command("list")
+def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    with open_session("security") as (_, session):
+        rows = session.incidents()
+    if json_out:
+        print_json(rows)
+        return
+    t = Table("incident", "kind", "opened", "notify by", "notified", "closed", "description")
+    for i in rows:
+        t.add_row(
+            i["id"],
+            i["kind"],
+            i["opened_at"],
+            i["notify_by"] + (" LATE" if i["late"] else ""),
+            i["notified_at"] or "",
+            i["closed_at"] or "",
+            i["description"],
+        )
+    console.print(t)
+
+
+@app.command("open")
+def open_(
+    description: Annotated[str, typer.Option("--description", help="What happened (no personal data).")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    with open_session("security") as (_, session):
+        _show(session.incident("open", kind="manual", description=description), json_out)
+
+
+@app.command("notify")
+def notify(
+    incident: str,
+    authority: Annotated[str, typer.Option("--authority", help="The supervisory authority notified.")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    with open_session("security") as (_, session):
+        _show(session.incident("notify", incident, authority=authority), json_out)
+
+
+@app.command("close")
+def close(incident: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    with open_session("security") as (_, session):
+        _show(session.incident("close", incident), json_out)
