@@ -525,3 +525,15 @@ class IncidentUpdated(Event):
     kind: ClassVar[str] = "incident.updated"
     incident: str
     change: str
+
+
+class DpiaRecorded(Event):
+    """A data protection impact assessment (GDPR Art. 35) generated for a dataset, or signed off."""
+
+    kind: ClassVar[str] = "dpia.recorded"
+    dataset: str
+    version: int
+    change: str
+    digest: Digest
+    triggers: list[str]
+    signed_by: str | None = None

@@ -204,12 +204,16 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
 
     def audit() -> str:
         ws: Workspace = state["ws"]
-        result = ws.session(OWNER, "audit").compliance_audit(path / "audit")
+        auditor = ws.session(OWNER, "audit")
+        auditor.dpia("generate", "adult")  # special categories, credit scoring, AI training: Art. 35
+        auditor.dpia("sign", "adult", by="Data Protection Officer")
+        result = auditor.compliance_audit(path / "audit")
         s = result["summary"]
         summary["audit"] = {"summary": s, "html": result["files"]["html"], "digest": result["digest"]}
         return (
-            f"{s['pass']} controls pass, {s['fail']} fail, {s['not applicable']} not applicable, "
-            f"{s['not evaluated']} not evaluated; report {result['files']['html']}"
+            f"DPIA generated and signed off; {s['pass']} controls pass, {s['fail']} fail, "
+            f"{s['not applicable']} not applicable, {s['not evaluated']} not evaluated; "
+            f"report {result['files']['html']}"
         )
 
     steps = [

@@ -391,6 +391,21 @@ class Session:
             return inc.close(iid, self.principal)
         raise InvalidInput(f"unknown change {change!r}")
 
+    def dpia(self, change: str, dataset: str, **kw: Any) -> dict[str, Any]:
+        """generate, sign (by=, version=), status."""
+        from complai.compliance import dpia
+
+        self._ws.catalog.get(dataset)
+        if change == "status":
+            self._check("audit", dataset)
+            return dpia.status(self._ws, dataset)
+        self._check("admin", dataset)
+        if change == "generate":
+            return dpia.generate(self._ws, dataset, self.principal)
+        if change == "sign":
+            return dpia.sign(self._ws, dataset, kw.get("by", ""), self.principal, kw.get("version"))
+        raise InvalidInput(f"unknown change {change!r}")
+
     def incidents(self) -> list[dict[str, Any]]:
         self._check("audit")
         return self._ws.incidents.list()

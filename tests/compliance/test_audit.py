@@ -38,6 +38,7 @@ EVALUATED = {
     "REQ-1",
     "ROPA-1",
     "INC-1",
+    "DPIA-1",
 }
 NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1", "REQ-1", "INC-1"}
 
@@ -69,6 +70,9 @@ def clean(sqlite_ws: Workspace, tmp_path: Path) -> tuple[Workspace, Witness]:
     admin.ingest("adult", df, adult_consents(df["subject_id"], now=ws.clock.now()))
     admin.set_budget("adult", 20.0, 1e-3)
     ws.session(OWNER, "train_ai_system").train("adult", label="income", target_epsilon=1.0, delta=1e-4, epochs=1)
+    auditor = ws.session(OWNER, "audit")
+    auditor.dpia("generate", "adult")
+    auditor.dpia("sign", "adult", by="DPO")
     w = _witnessed(ws, tmp_path)
     return ws, w
 
@@ -233,6 +237,23 @@ def test_an_overdue_request_fails_req_1(clean: tuple[Workspace, Witness]) -> Non
     results = _audit(ws)
     assert _failing(results) == {"REQ-1"}
     assert results["REQ-1"]["items"][0]["item"] == f"request {req['id']} (access, EU)"
+
+
+def test_a_missing_or_stale_dpia_fails_dpia_1(clean: tuple[Workspace, Witness]) -> None:
+    ws, w = clean
+    auditor = ws.session(OWNER, "audit")
+    auditor.dpia("generate", "adult")  # a new version, not yet signed off
+    ws.ledger.checkpoint()
+    witness_round(ws, w)
+    results = _audit(ws)
+    assert _failing(results) == {"DPIA-1"}
+    assert (
+        results["DPIA-1"]["items"] == [{"item": "adult", "problem": results["DPIA-1"]["items"][0]["problem"]}]
+        and "not signed off" in results["DPIA-1"]["items"][0]["problem"]
+    )
+    auditor.dpia("sign", "adult", by="DPO")
+    ws.clock.advance(timedelta(days=400))  # type: ignore[attr-defined]
+    assert auditor.dpia("status", "adult")["why"] == "signed off more than a year ago"
 
 
 def test_a_tampered_ledger_row_fails_ledger_1(clean: tuple[Workspace, Witness]) -> None:

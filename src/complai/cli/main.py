@@ -14,6 +14,7 @@ from complai.cli import access as access_cmd
 from complai.cli import audit as audit_cmd
 from complai.cli import deid as deid_cmd
 from complai.cli import dp as dp_cmd
+from complai.cli import dpia as dpia_cmd
 from complai.cli import federated as federated_cmd
 from complai.cli import incidents as incidents_cmd
 from complai.cli import ledger as ledger_cmd
@@ -51,6 +52,7 @@ app.add_typer(federated_cmd.app, name="federated")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(requests_cmd.app, name="request")
 app.add_typer(incidents_cmd.app, name="incident")
+app.add_typer(dpia_cmd.app, name="dpia")
 app.command("ropa")(ropa_cmd.ropa)
 app.command("train")(models_cmd.train)
 

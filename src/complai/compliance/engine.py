@@ -561,6 +561,25 @@ def incidents_notified(ctx: AuditContext) -> Finding:
     return Finding(PASS, f"{len(found)} incidents, none past its 72-hour notification deadline", evidence)
 
 
+@check("dpia_current")
+def dpia_current(ctx: AuditContext) -> Finding:
+    from complai.compliance.dpia import status, triggers
+
+    needed = {name: triggers(ctx.ws, name) for name in ctx.ws.catalog.names()}
+    needed = {k: v for k, v in needed.items() if v}
+    if not needed:
+        return Finding(NA, "no dataset triggers a DPIA")
+    items = []
+    for name, why in sorted(needed.items()):
+        st = status(ctx.ws, name)
+        if not st["current"]:
+            items.append({"item": name, "problem": f"{st['why']} (required for {'; '.join(why)})"})
+    evidence = {"datasets_requiring_dpia": len(needed)}
+    if items:
+        return Finding(FAIL, f"{len(items)} of {len(needed)} datasets lack a current DPIA", evidence, items)
+    return Finding(PASS, f"a current, signed DPIA for each of {len(needed)} datasets that need one", evidence)
+
+
 # --- running an audit --------------------------------------------------------------------------------
 
 

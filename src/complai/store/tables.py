@@ -350,3 +350,17 @@ incidents = Table(
     Column("closed_at", DateTime(timezone=True)),
     Column("opened_by", String(128), nullable=False),
 )
+
+# --- DPIAs (0010) ----------------------------------------------------------------------------------
+dpias = Table(
+    "dpias",
+    metadata,
+    Column("dataset", String(128), ForeignKey("datasets.name"), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("schema_digest", String(80), nullable=False),
+    Column("digest", String(80), nullable=False),
+    Column("document", Text, nullable=False),
+    Column("signed_by", String(200)),
+    Column("signed_at", DateTime(timezone=True)),
+)

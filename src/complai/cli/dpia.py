@@ -1,0 +1,59 @@
+"""`complai dpia generate|sign|status DATASET`: data protection impact assessments (Art. 35)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from complai.cli.common import console, open_session, print_json
+
+app = typer.Typer(help="Data protection impact assessments (GDPR Art. 35).", no_args_is_help=True)
+
+
+@app.command("generate")
+def generate(
+    dataset: str,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the DPIA document (JSON) here.")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Assess the dataset's processing: triggers, description, necessity, risks found, measures."""
+    with open_session("audit") as (_, session):
+        result = session.dpia("generate", dataset)
+    if out is not None:
+        out.write_text(json.dumps(result["document"], indent=1, default=str))
+    if json_out:
+        print_json(result)
+        return
+    doc = result["document"]
+    console.print(f"DPIA {dataset} v{result['version']} ({result['digest']}): triggers {'; '.join(doc['triggers'])}")
+    for r in doc["risks"]:
+        console.print(f"  {r['control']}: {r['status']} - {r['finding']}")
+    console.print(f"residual risk: {doc['residual_risk']}; sign it off with complai dpia sign {dataset} --by NAME")
+
+
+@app.command("sign")
+def sign(
+    dataset: str,
+    by: Annotated[str, typer.Option("--by", help="Who signs it off (the DPO).")],
+    version: Annotated[int | None, typer.Option("--version", help="Default: the latest.")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    with open_session("audit") as (_, session):
+        st = session.dpia("sign", dataset, by=by, version=version)
+    if json_out:
+        print_json(st)
+    else:
+        console.print(f"DPIA {dataset} v{st['version']} signed off by {st['signed_by']} at {st['signed_at']}")
+
+
+@app.command("status")
+def status(dataset: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    with open_session("audit") as (_, session):
+        st = session.dpia("status", dataset)
+    if json_out:
+        print_json(st)
+    else:
+        console.print(f"DPIA {dataset}: " + ("current" if st["current"] else f"not current ({st['why']})"))
