@@ -482,6 +482,8 @@ class ComplianceAudited(Event):
     kind: ClassVar[str] = "compliance.audited"
     report_digest: Digest
     ledger_size: int
+    ledger_root: str
+    since: int
     passed: int
     failed: int
     not_applicable: int

@@ -419,13 +419,24 @@ class Session:
         return self._ws.requests.list(overdue_only)
 
     def compliance_audit(
-        self, out: Path, formats: tuple[str, ...] = ("json", "md", "html"), epsilon_cap: float = 10.0
+        self,
+        out: Path,
+        formats: tuple[str, ...] = ("json", "md", "html"),
+        epsilon_cap: float = 10.0,
+        since_last: bool = False,
     ) -> dict[str, Any]:
-        """Run every control against the workspace and its ledger; write the report; record its digest."""
+        """Run every control against the workspace and its ledger; write the report; record its digest.
+        `since_last`: ledger evidence only from where the last recorded audit stopped (its root checked
+        to be a prefix of today's), state controls in full."""
         from complai.compliance import engine, report
 
         self._check("audit")
-        ctx = engine.AuditContext(self._ws, self._ws.clock.now(), epsilon_cap=epsilon_cap)
+        since, base = 0, None
+        if since_last:
+            last = report.last_audit(self._ws)
+            if last is not None:
+                since, base = last
+        ctx = engine.AuditContext(self._ws, self._ws.clock.now(), epsilon_cap=epsilon_cap, since=since, base_root=base)
         from complai.workspace import OWNER
 
         doc = report.build(ctx, self.principal, OWNER)

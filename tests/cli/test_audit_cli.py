@@ -54,3 +54,20 @@ def test_request_commands(tmp_path: Path) -> None:
     assert [x["id"] for x in listed] == [req["id"]]
     r = run(*w, "request", "open", "--type", "nonsense", "--subject", subject)
     assert r.returncode == 2 and "unknown request type" in r.stderr
+
+
+def test_periodic_audits_record_each_run(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    adult_workspace(Workspace.init(ws), 30).close()
+    w = ["--workspace", str(ws)]
+    r = run(*w, "audit", "run", "--every", "PT1S", "--count", "2", "--out", str(tmp_path / "runs"), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    reports = sorted((tmp_path / "runs").glob("*/report.json"))
+    assert len(reports) == 2
+    second = json.loads(reports[1].read_bytes())
+    first = json.loads(reports[0].read_bytes())
+    assert second["scope"]["since"] == first["scope"]["ledger_size"]  # incremental after the first
+    for path in reports:
+        assert run(*w, "audit", "verify", str(path)).returncode == 0
+    r = run(*w, "audit", "run", "--every", "daily")
+    assert r.returncode == 2 and "ISO-8601 period" in r.stderr

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from complai.cli.common import console, open_session, print_json
+from complai.errors import InvalidInput
 
 app = typer.Typer(help="Compliance audits against the workspace and its ledger.", invoke_without_command=True)
 
@@ -19,14 +20,23 @@ def audit(
     out: Annotated[Path, typer.Option("--out", help="Folder for the report files.")] = Path("audit-report"),
     format_: Annotated[str, typer.Option("--format", help="Comma-separated: json, md, html.")] = "json,md,html",
     epsilon_cap: Annotated[float, typer.Option("--epsilon-cap", help="Largest epsilon a model may have.")] = 10.0,
+    since_last: Annotated[
+        bool, typer.Option("--since-last", help="Ledger evidence since the last audit only.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run every control; exit 0 when none fails, 1 when any does."""
     if ctx.invoked_subcommand is not None:
         return
+    failed = _audit_once(out, format_, epsilon_cap, since_last, json_out)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _audit_once(out: Path, format_: str, epsilon_cap: float, since_last: bool, json_out: bool) -> int:
     formats = tuple(f.strip() for f in format_.split(",") if f.strip())
     with open_session("audit") as (_, session):
-        result = session.compliance_audit(out, formats, epsilon_cap)
+        result = session.compliance_audit(out, formats, epsilon_cap, since_last=since_last)
     doc = result.pop("report")
     if json_out:
         print_json({**result, "controls": [{k: c[k] for k in ("id", "status", "summary")} for c in doc["controls"]]})
@@ -41,8 +51,48 @@ def audit(
             f"{s['pass']} pass, {s['fail']} fail, {s['not applicable']} not applicable, {s['not evaluated']} not "
             f"evaluated; report {', '.join(result['files'].values())} (digest in ledger entry {result['ledger_seq']})"
         )
-    if result["summary"]["fail"]:
-        raise typer.Exit(1)
+    return int(result["summary"]["fail"])
+
+
+@app.command("run")
+def run(
+    every: Annotated[str, typer.Option("--every", help="ISO-8601 period between audits, e.g. P1D or PT6H.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder; each audit writes a timestamped subfolder.")] = Path(
+        "audit-reports"
+    ),
+    format_: Annotated[str, typer.Option("--format")] = "json,md,html",
+    count: Annotated[
+        int, typer.Option("--count", min=0, help="Stop after this many audits (0: run until stopped).")
+    ] = 0,
+    full: Annotated[
+        bool, typer.Option("--full", help="Every audit in full (default: incremental after the first).")
+    ] = False,
+) -> None:
+    """Audit on a schedule in the foreground; each audit is recorded in the ledger. For cron instead:
+    `0 2 * * * complai --workspace /srv/ws audit --since-last --out /srv/audits/$(date +%F)`."""
+    import re
+    import time as _time
+    from datetime import UTC, datetime
+
+    m = re.fullmatch(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?", every.strip())
+    if not m or not any(m.groups()):
+        raise InvalidInput(f"--every {every!r} is not an ISO-8601 period such as P1D or PT6H")
+    w, d, h, mi, sec = (int(g) if g else 0 for g in m.groups())
+    seconds = (((w * 7 + d) * 24 + h) * 60 + mi) * 60 + sec
+    if seconds < 1:
+        raise InvalidInput("--every must be at least one second")
+    done = 0
+    try:
+        while True:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            failed = _audit_once(out / stamp, format_, 10.0, since_last=not full and done > 0, json_out=False)
+            done += 1
+            console.print(f"audit {done} written to {out / stamp} ({failed} failing controls)")
+            if count and done >= count:
+                return
+            _time.sleep(seconds)
+    except KeyboardInterrupt:
+        console.print(f"stopped after {done} audits")
 
 
 @app.command("verify")

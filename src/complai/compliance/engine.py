@@ -54,15 +54,20 @@ class AuditContext:
     now: datetime
     epsilon_cap: float = 10.0
     key_rotation_days: int = 365
+    since: int = 0  # incremental: only ledger entries from this sequence number on
+    base_root: bytes | None = None  # the root the previous audit saw at size `since`
     _entries: list[dict[str, Any]] | None = None
     _verify: Any = None
 
     def verify(self) -> Any:
         """The ledger's full verification, once per audit."""
         if self._verify is None:
-            from complai.ledger.verify import verify_ledger
+            if self.since and self.base_root is not None:
+                self._verify = _verify_since(self.ws.ledger, self.since, self.base_root)
+            else:
+                from complai.ledger.verify import verify_ledger
 
-            self._verify = verify_ledger(self.ws.ledger)
+                self._verify = verify_ledger(self.ws.ledger)
         return self._verify
 
     def entries(self) -> list[dict[str, Any]]:
@@ -70,7 +75,8 @@ class AuditContext:
         if self._entries is None:
             out = []
             with self.ws.store.read() as conn:
-                for seq, data in conn.execute(select(ledger_entries.c.seq, ledger_entries.c.data).order_by("seq")):
+                q = select(ledger_entries.c.seq, ledger_entries.c.data).where(ledger_entries.c.seq >= self.since)
+                for seq, data in conn.execute(q.order_by(ledger_entries.c.seq)):
                     try:
                         e = json.loads(bytes(data))
                     except ValueError:
@@ -79,6 +85,33 @@ class AuditContext:
                     out.append(e)
             self._entries = out
         return self._entries
+
+
+@dataclass
+class _Incremental:
+    ok: bool
+    size: int
+    problem: str | None = None
+
+
+def _verify_since(ledger: Any, since: int, base_root: bytes) -> _Incremental:
+    """Incremental verification: the tree the previous audit saw (size `since`, root `base_root`) is a
+    prefix of today's (consistency proof), and every entry added since hashes to a leaf included in
+    today's root (inclusion proofs); entries before `since` were verified by that audit."""
+    from complai.errors import IntegrityError
+    from complai.ledger import merkle
+
+    head = ledger.head()
+    try:
+        if since > head.size:
+            raise IntegrityError(f"the ledger is shorter ({head.size}) than at the last audit ({since})")
+        merkle.verify_consistency(since, head.size, base_root, head.root, ledger.consistency_proof(since, head.size))
+        for e in ledger.entries(since, head.size):
+            proof = ledger.inclusion_proof(e.seq, head.size)
+            merkle.verify_inclusion(e.seq, head.size, merkle.leaf_hash(e.data), proof, head.root)
+    except (IntegrityError, merkle.ProofError, ValueError) as exc:
+        return _Incremental(False, head.size, f"since entry {since}: {exc}")
+    return _Incremental(True, head.size)
 
 
 CHECKS: dict[str, Callable[[AuditContext], Finding]] = {}

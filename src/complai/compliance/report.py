@@ -63,6 +63,7 @@ def build(ctx: engine.AuditContext, actor: str, owner: str | None = None) -> dic
             "workspace": str(ws.path),
             "ledger_size": head.size,
             "ledger_root": head.root.hex() if head.size else None,
+            "since": ctx.since,
             "datasets": sorted(ws.catalog.names()) if hasattr(ws.catalog, "names") else None,
             "parameters": {"epsilon_cap": ctx.epsilon_cap, "key_rotation_days": ctx.key_rotation_days},
         },
@@ -182,6 +183,8 @@ def write(
             purpose=purpose,
             report_digest=d,
             ledger_size=report["scope"]["ledger_size"],
+            ledger_root=report["scope"]["ledger_root"] or "",
+            since=report["scope"]["since"],
             passed=s["pass"],
             failed=s["fail"],
             not_applicable=s["not applicable"],
@@ -195,6 +198,17 @@ def write(
         path.write_bytes(data)
         files[fmt] = str(path)
     return {"digest": d, "ledger_seq": seq, "files": files, "summary": s}
+
+
+def last_audit(ws: Any) -> tuple[int, bytes] | None:
+    """(ledger size, root) the most recent recorded audit covered, or None."""
+    with ws.store.read() as conn:
+        rows = conn.execute(select(ledger_entries.c.data).order_by(ledger_entries.c.seq.desc()).limit(5000)).scalars()
+        for raw in rows:
+            e = json.loads(bytes(raw))
+            if e.get("type") == ComplianceAudited.kind and e.get("ledger_root"):
+                return int(e["ledger_size"]), bytes.fromhex(e["ledger_root"])
+    return None
 
 
 def verify(ws: Any, path: Path) -> dict[str, Any]:
