@@ -30,6 +30,10 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     summary = json.loads(r.stdout)
     assert summary["dataset"] == "adult" and "credit_scoring" in summary["purposes"]
     assert summary["rows"] == 48842
+    # the clean quickstart workspace passes every control that applies to it, and says where the report is
+    assert summary["audit"]["summary"]["fail"] == 0 and summary["audit"]["summary"]["pass"] >= 10
+    assert Path(summary["audit"]["html"]).is_file()
+    assert summary["model"]["epsilon"] <= 1.0 and summary["federated"]["accuracy"] > 0.7
     return path
 
 

@@ -11,13 +11,14 @@ import pytest
 import yaml
 from sqlalchemy import insert, select, update
 
+from complai.clock import to_us
 from complai.compliance import engine, report
 from complai.datasets.adult import adult_schema_path, load_adult
 from complai.datasets.consents import adult_consents
 from complai.errors import IntegrityError
 from complai.events import DataShared, FederatedRound
 from complai.ledger.witness import Witness
-from complai.store.tables import access_log, agreements, consents, datasets, ledger_entries, subjects
+from complai.store.tables import access_log, agreements, consents, datasets, ledger_entries, records, subjects
 from complai.vault.schema import load_schema
 from complai.workspace import OWNER, Workspace
 from tests.ledger.test_witness import witness_round
@@ -275,12 +276,17 @@ def test_reports_verify_against_the_ledger_and_fail_after_any_change(
     assert report.verify(ws, path)["ledger_seq"] == out["ledger_seq"]
     assert "Report digest" in Path(out["files"]["md"]).read_text()
     data = path.read_bytes()
-    for i in (0, len(data) // 2, len(data) - 1):
+    for i in range(0, len(data), 7):  # every seventh byte, first and last included
         changed = bytearray(data)
         changed[i] = (changed[i] + 1) % 256
         path.write_bytes(bytes(changed))
         with pytest.raises(IntegrityError):
             report.verify(ws, path)
+    changed = bytearray(data)
+    changed[-1] ^= 1
+    path.write_bytes(bytes(changed))
+    with pytest.raises(IntegrityError):
+        report.verify(ws, path)
     path.write_bytes(data)
     assert report.verify(ws, path)["digest"] == out["digest"]
 
@@ -321,3 +327,75 @@ def test_an_incremental_audit_covers_only_new_evidence_and_still_catches_tamperi
     third = auditor.compliance_audit(tmp_path / "a3", since_last=True)
     ledger = {c["id"]: c for c in third["report"]["controls"]}["LEDGER-1"]
     assert ledger["status"] == "fail" and "since entry" in ledger["items"][0]["problem"]
+
+
+def test_all_planted_violations_together_fail_exactly_their_controls(
+    clean: tuple[Workspace, Witness], tmp_path: Path
+) -> None:
+    """The acceptance fixture: a read without consent, records past retention, an overdue request, a
+    model over its epsilon cap, a field without category, an expired agreement used and a tampered
+    ledger row, all at once: exactly the seven matching controls fail, each naming what is at fault."""
+    ws, w = clean
+    model = ws.models.list()[0]["model_id"]
+    subject = ws.vault.fetch("adult", "credit_scoring", ["subject_id"])[0]["subject_id"].iloc[0]
+    req = ws.session(OWNER, "subject_request").request_open("access", subject)
+    ws.clock.advance(timedelta(days=40))  # type: ignore[attr-defined]
+    read = max(e["_seq"] for e in engine.AuditContext(ws, ws.clock.now()).entries() if e.get("type") == "vault.read")
+    past = ws.clock.now() - timedelta(days=1)
+    with ws.store.write() as conn:
+        consented = select(consents.c.subject_id).where(consents.c.purpose == "train_ai_system")
+        outsider = conn.execute(select(subjects.c.id).where(subjects.c.id.not_in(consented)).limit(1)).scalar_one()
+        conn.execute(insert(access_log).values(seq=read, subject_id=outsider))
+        conn.execute(
+            update(records).where(records.c.rid.in_(select(records.c.rid).limit(7))).values(expires_us=to_us(past))
+        )
+        raw = json.loads(conn.execute(select(datasets.c.schema_json)).scalar_one())
+        raw["fields"][5]["category"] = ""
+        conn.execute(update(datasets).values(schema_json=json.dumps(raw)))
+        conn.execute(
+            insert(agreements).values(
+                id="agr-old",
+                recipient="lab",
+                recipient_key="k",
+                dataset="adult",
+                purpose="research",
+                fields_json="[]",
+                deid_json="{}",
+                expires_at=past,
+                max_uses=1,
+                uses=0,
+                created_by=OWNER,
+                created_at=past - timedelta(days=30),
+            )
+        )
+    ws.ledger.record(
+        DataShared(
+            time=ws.clock.now(),
+            actor=OWNER,
+            purpose="research",
+            agreement="agr-old",
+            recipient="lab",
+            dataset="adult",
+            fields=["age"],
+            rows=1,
+            subjects=1,
+            subjects_digest="sha256:" + "3" * 64,
+            data_digest="sha256:" + "4" * 64,
+            use=1,
+        )
+    )
+    ws.ledger.checkpoint()
+    witness_round(ws, w)
+    with ws.store.write() as conn:
+        data = bytes(conn.execute(select(ledger_entries.c.data).where(ledger_entries.c.seq == 4)).scalar_one())
+        conn.execute(update(ledger_entries).where(ledger_entries.c.seq == 4).values(data=data + b" "))
+    results = _audit(ws, epsilon_cap=0.5)
+    assert _failing(results) == {"CONSENT-1", "RET-1", "REQ-1", "DP-1", "DATA-1", "SHARE-1", "LEDGER-1"}
+    named = {k: " ".join(i["item"] + " " + i["problem"] for i in results[k]["items"]) for k in _failing(results)}
+    assert f"read at ledger entry {read}" in named["CONSENT-1"]
+    assert "7 records past retention" in named["RET-1"]
+    assert req["id"] in named["REQ-1"]
+    assert model in named["DP-1"]
+    assert f"adult.{raw['fields'][5]['name']}" in named["DATA-1"]
+    assert "agr-old" in named["SHARE-1"]
+    assert "entry 4: stored leaf hash does not match its data" in named["LEDGER-1"]
