@@ -123,6 +123,12 @@ def fill(ws: Workspace, n: int, consented: list[int]) -> None:
         done += size
 
 
+def report_last(ws: Workspace) -> object:
+    from complai.compliance.report import last_audit
+
+    return last_audit(ws)
+
+
 def timed_audit(ws: Workspace, since_last: bool, out: Path) -> tuple[float, dict[str, Any]]:
     t0 = time.perf_counter()
     result = ws.session(OWNER, "audit").compliance_audit(out, ("json",), since_last=since_last)
@@ -159,7 +165,7 @@ def main() -> None:
                 inc_s, inc = timed_audit(ws, True, tmp / f"inc-{share}")
                 row[f"incremental_{int(share * 100)}pct_s"] = round(inc_s, 2)
                 row[f"incremental_{int(share * 100)}pct_events"] = extra
-                assert inc["report"]["scope"]["since"] > 0
+                assert inc["report"]["scope"]["since"] > 0, (report_last(ws), full["ledger_seq"], ws.ledger.head().size)
             failing = [c["id"] for c in full["report"]["controls"] if c["status"] == "fail"]
             row["failing_controls"] = failing
             results["runs"].append(row)

@@ -203,12 +203,16 @@ def write(
 def last_audit(ws: Any) -> tuple[int, bytes] | None:
     """(ledger size, root) the most recent recorded audit covered, or None."""
     with ws.store.read() as conn:
-        rows = conn.execute(select(ledger_entries.c.data).order_by(ledger_entries.c.seq.desc()).limit(5000)).scalars()
-        for raw in rows:
-            e = json.loads(bytes(raw))
-            if e.get("type") == ComplianceAudited.kind and e.get("ledger_root"):
-                return int(e["ledger_size"]), bytes.fromhex(e["ledger_root"])
-    return None
+        raw = conn.execute(
+            select(ledger_entries.c.data)
+            .where(ledger_entries.c.kind == ComplianceAudited.kind)
+            .order_by(ledger_entries.c.seq.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    if raw is None:
+        return None
+    e = json.loads(bytes(raw))
+    return (int(e["ledger_size"]), bytes.fromhex(e["ledger_root"])) if e.get("ledger_root") else None
 
 
 def verify(ws: Any, path: Path) -> dict[str, Any]:
