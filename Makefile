@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python benchmarks/dp_queries.py
 	$(BIN)/python benchmarks/dp_training.py
 	$(BIN)/python benchmarks/federated.py
+	$(BIN)/python benchmarks/audit.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .hypothesis
