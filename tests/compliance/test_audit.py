@@ -15,7 +15,7 @@ from complai.clock import to_us
 from complai.compliance import engine, report
 from complai.datasets.adult import adult_schema_path, load_adult
 from complai.datasets.consents import adult_consents
-from complai.errors import IntegrityError
+from complai.errors import IntegrityError, InvalidInput
 from complai.events import DataShared, FederatedRound
 from complai.ledger.witness import Witness
 from complai.store.tables import access_log, agreements, consents, datasets, ledger_entries, records, subjects
@@ -40,8 +40,10 @@ EVALUATED = {
     "ROPA-1",
     "INC-1",
     "DPIA-1",
+    "MIN-1",
+    "XFER-1",
 }
-NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1", "REQ-1", "INC-1"}
+NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1", "REQ-1", "INC-1", "MIN-1", "XFER-1"}
 
 
 def _audit(ws: Workspace, **kw: float) -> dict[str, dict]:
@@ -203,6 +205,7 @@ def test_an_expired_agreement_used_fails_share_1(clean: tuple[Workspace, Witness
                 uses=0,
                 created_by=OWNER,
                 created_at=past - timedelta(days=30),
+                recipient_jurisdiction="EU",
             )
         )
     ws.ledger.record(
@@ -255,6 +258,44 @@ def test_a_missing_or_stale_dpia_fails_dpia_1(clean: tuple[Workspace, Witness]) 
     auditor.dpia("sign", "adult", by="DPO")
     ws.clock.advance(timedelta(days=400))  # type: ignore[attr-defined]
     assert auditor.dpia("status", "adult")["why"] == "signed off more than a year ago"
+
+
+def test_a_field_read_beyond_its_purpose_fails_min_1(clean: tuple[Workspace, Witness]) -> None:
+    ws, _ = clean
+    with ws.store.write() as conn:
+        raw = json.loads(conn.execute(select(datasets.c.schema_json)).scalar_one())
+        field = next(f for f in raw["fields"] if f["name"] == "hours_per_week")
+        field["category"] = "user.health"  # a known category, but not one credit scoring may read
+        conn.execute(update(datasets).values(schema_json=json.dumps(raw)))
+    seq = ws.vault.record_read("adult", "credit_scoring", OWNER, ["age", "hours_per_week"], 10, set(), 300)
+    results = _audit(ws)
+    assert _failing(results) == {"MIN-1"}
+    assert results["MIN-1"]["items"] == [
+        {
+            "item": f"read at ledger entry {seq} (credit_scoring)",
+            "problem": "field adult.hours_per_week (user.health) is outside the purpose's categories",
+        }
+    ]
+
+
+def test_a_transfer_without_mechanism_fails_xfer_1(clean: tuple[Workspace, Witness], tmp_path: Path) -> None:
+    from complai.crypto.sealing import generate_keypair
+
+    ws, _ = clean
+    public = generate_keypair(tmp_path / "lab.key")
+    with pytest.raises(InvalidInput, match="is a transfer: record its mechanism"):
+        ws.agreements.create(OWNER, "lab", public, "adult", "research", ["age"], recipient_jurisdiction="US")
+    a = ws.agreements.create(
+        OWNER, "lab", public, "adult", "research", ["age"], recipient_jurisdiction="US", transfer_mechanism="scc"
+    )
+    assert _audit(ws)["XFER-1"]["status"] == "pass"
+    with ws.store.write() as conn:  # an agreement recorded before transfers were tracked
+        conn.execute(update(agreements).where(agreements.c.id == a.id).values(recipient_jurisdiction=None))
+    results = _audit(ws)
+    assert _failing(results) == {"XFER-1"}
+    assert results["XFER-1"]["items"] == [
+        {"item": f"agreement {a.id}", "problem": "the recipient's jurisdiction is not recorded"}
+    ]
 
 
 def test_a_tampered_ledger_row_fails_ledger_1(clean: tuple[Workspace, Witness]) -> None:
@@ -366,6 +407,7 @@ def test_all_planted_violations_together_fail_exactly_their_controls(
                 uses=0,
                 created_by=OWNER,
                 created_at=past - timedelta(days=30),
+                recipient_jurisdiction="EU",
             )
         )
     ws.ledger.record(

@@ -43,6 +43,19 @@ from complai.vault.service import Vault, set_digest
 PACKAGE_FORMAT = "complai-share/1"
 
 
+# GDPR Art. 45-49 and PIPL Art. 38 routes for data leaving its jurisdiction
+TRANSFER_MECHANISMS = (
+    "adequacy",
+    "scc",
+    "bcr",
+    "explicit-consent",
+    "derogation",
+    "pipl-standard-contract",
+    "pipl-certification",
+    "cac-assessment",
+)
+
+
 @dataclass(frozen=True)
 class Agreement:
     id: str
@@ -104,6 +117,8 @@ class Agreements:
         max_uses: int = 1,
         drop_direct_identifiers: bool = True,
         pseudonymize_subjects: bool = True,
+        recipient_jurisdiction: str | None = None,
+        transfer_mechanism: str | None = None,
     ) -> Agreement:
         if not recipient.strip():
             raise InvalidInput("an agreement needs a recipient")
@@ -122,6 +137,17 @@ class Agreements:
         direct = [f for f in fields if schema.field(f).identifier == "direct" and f != schema.subject_column]
         if drop_direct_identifiers and direct:
             raise InvalidInput(f"fields {direct} are direct identifiers and the agreement removes them; leave them out")
+        if transfer_mechanism is not None and transfer_mechanism not in TRANSFER_MECHANISMS:
+            raise InvalidInput(
+                f"unknown transfer mechanism {transfer_mechanism!r} (mechanisms: {', '.join(TRANSFER_MECHANISMS)})"
+            )
+        if recipient_jurisdiction is not None:
+            self.taxonomy.jurisdiction(recipient_jurisdiction)
+            if recipient_jurisdiction != schema.jurisdiction and transfer_mechanism is None:
+                raise InvalidInput(
+                    f"sharing {dataset} ({schema.jurisdiction}) with a recipient in {recipient_jurisdiction} is a "
+                    "transfer: record its mechanism (--transfer-mechanism)"
+                )
         self.policy.check(actor, dataset, "share", purpose)
         now = self.clock.now()
         expires_at = retention_deadline(now, expires)
@@ -142,6 +168,8 @@ class Agreements:
                     uses=0,
                     created_by=actor,
                     created_at=now,
+                    recipient_jurisdiction=recipient_jurisdiction,
+                    transfer_mechanism=transfer_mechanism,
                 )
             )
             self.ledger.append(

@@ -176,6 +176,13 @@ def share_create(
     keep_subject_ids: Annotated[
         bool, typer.Option("--keep-subject-ids", help="Do not pseudonymise subject ids.")
     ] = False,
+    recipient_jurisdiction: Annotated[
+        str | None, typer.Option("--recipient-jurisdiction", help="Where the recipient is (EU, UK, US-CA, CN...).")
+    ] = None,
+    transfer_mechanism: Annotated[
+        str | None,
+        typer.Option("--transfer-mechanism", help="adequacy, scc, bcr, explicit-consent, derogation, pipl-..."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a data-sharing agreement (direct identifiers are never shared)."""
@@ -196,6 +203,8 @@ def share_create(
             expires=expires,
             max_uses=max_uses,
             pseudonymize_subjects=not keep_subject_ids,
+            recipient_jurisdiction=recipient_jurisdiction,
+            transfer_mechanism=transfer_mechanism,
         )
     if json_out:
         print_json(a.as_dict())

@@ -625,6 +625,78 @@ def dpia_current(ctx: AuditContext) -> Finding:
     return Finding(PASS, f"a current, signed DPIA for each of {len(needed)} datasets that need one", evidence)
 
 
+@check("transfers_mechanism")
+def transfers_mechanism(ctx: AuditContext) -> Finding:
+    """Agreements sending data to another jurisdiction record a transfer mechanism; agreements that do
+    not say where their recipient is cannot be shown compliant."""
+    with ctx.ws.store.read() as conn:
+        rows = conn.execute(
+            select(
+                agreements.c.id,
+                agreements.c.dataset,
+                agreements.c.recipient_jurisdiction,
+                agreements.c.transfer_mechanism,
+                datasets.c.jurisdiction,
+            ).select_from(agreements.join(datasets, datasets.c.name == agreements.c.dataset))
+        ).all()
+    if not rows:
+        return Finding(NA, "no sharing agreements")
+    items, transfers = [], 0
+    for aid, _dataset, where, mechanism, home in rows:
+        if where is None:
+            items.append({"item": f"agreement {aid}", "problem": "the recipient's jurisdiction is not recorded"})
+        elif where != home:
+            transfers += 1
+            if not mechanism:
+                items.append({"item": f"agreement {aid}", "problem": f"transfer {home} -> {where} without a mechanism"})
+    evidence = {"agreements": len(rows), "transfers": transfers}
+    if items:
+        return Finding(FAIL, f"{len(items)} agreement(s) without a recorded transfer basis", evidence, items)
+    return Finding(PASS, f"{len(rows)} agreements; {transfers} transfers, each with a mechanism", evidence)
+
+
+@check("minimisation")
+def minimisation(ctx: AuditContext) -> Finding:
+    """Fields each governed read returned stay within the categories its purpose may use (declared in
+    the taxonomy's data uses)."""
+    tax = ctx.ws.taxonomy
+    allowed: dict[str, list[str] | None] = {}
+    fields: dict[str, dict[str, str]] = {
+        d["name"]: {f["name"]: f.get("category", "") for f in d["schema"].get("fields", [])} for d in _raw_schemas(ctx)
+    }
+    items, checked = [], 0
+    for e in ctx.entries():
+        if e.get("type") != "vault.read":
+            continue
+        purpose = e.get("purpose")
+        if purpose not in allowed:
+            try:
+                allowed[purpose] = tax.purpose(purpose).attrs.get("categories")
+            except Exception:
+                allowed[purpose] = None
+        cats = allowed[purpose]
+        if not cats:
+            continue
+        checked += 1
+        for col in e.get("columns", []):
+            cat = fields.get(e.get("dataset"), {}).get(col)
+            if cat is None:
+                continue
+            if not any(tax.within(cat, a) for a in cats):
+                items.append(
+                    {
+                        "item": f"read at ledger entry {e['_seq']} ({purpose})",
+                        "problem": f"field {e.get('dataset')}.{col} ({cat}) is outside the purpose's categories",
+                    }
+                )
+    if not checked:
+        return Finding(NA, "no read under a purpose that declares its categories")
+    evidence = {"reads_checked": checked, "purposes_with_categories": sorted(p for p, c in allowed.items() if c)}
+    if items:
+        return Finding(FAIL, f"{len(items)} field(s) read beyond their purpose", evidence, items)
+    return Finding(PASS, f"{checked} reads stayed within their purposes' categories", evidence)
+
+
 # --- running an audit --------------------------------------------------------------------------------
 
 

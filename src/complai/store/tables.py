@@ -238,6 +238,9 @@ agreements = Table(
     Column("created_by", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # where the recipient is and under which mechanism data may go there (0011)
+    Column("recipient_jurisdiction", String(32), nullable=True),
+    Column("transfer_mechanism", String(32), nullable=True),
 )
 
 # --- differential privacy ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from complai.errors import InvalidInput
 KINDS = ("data_categories", "data_uses", "data_subjects", "legal_bases", "jurisdictions")
 _ALLOWED = {
     "data_categories": {"key", "name", "description", "special"},
-    "data_uses": {"key", "name", "description"},
+    "data_uses": {"key", "name", "description", "categories"},
     "data_subjects": {"key", "name", "description"},
     "legal_bases": {"key", "name", "article", "requires_consent", "objectable", "opt_out", "description"},
     "jurisdictions": {
