@@ -80,6 +80,45 @@ def clean(sqlite_ws: Workspace, tmp_path: Path) -> tuple[Workspace, Witness]:
     return ws, w
 
 
+def _share_under_expired_agreement(ws: Workspace, agreement: str) -> None:
+    """Plant an agreement that expired yesterday and a share recorded under it today."""
+    past = ws.clock.now() - timedelta(days=1)
+    with ws.store.write() as conn:
+        conn.execute(
+            insert(agreements).values(
+                id=agreement,
+                recipient="lab",
+                recipient_key="k",
+                dataset="adult",
+                purpose="research",
+                fields_json="[]",
+                deid_json="{}",
+                expires_at=past,
+                max_uses=1,
+                uses=0,
+                created_by=OWNER,
+                created_at=past - timedelta(days=30),
+                recipient_jurisdiction="EU",
+            )
+        )
+    ws.ledger.record(
+        DataShared(
+            time=ws.clock.now(),
+            actor=OWNER,
+            purpose="research",
+            agreement=agreement,
+            recipient="lab",
+            dataset="adult",
+            fields=["age"],
+            rows=10,
+            subjects=10,
+            subjects_digest="sha256:" + "1" * 64,
+            data_digest="sha256:" + "2" * 64,
+            use=1,
+        )
+    )
+
+
 def _failing(results: dict[str, dict]) -> set[str]:
     return {k for k, c in results.items() if c["status"] == "fail"}
 
@@ -189,41 +228,7 @@ def test_a_read_without_consent_fails_consent_1(clean: tuple[Workspace, Witness]
 
 def test_an_expired_agreement_used_fails_share_1(clean: tuple[Workspace, Witness], tmp_path: Path) -> None:
     ws, w = clean
-    past = ws.clock.now() - timedelta(days=1)
-    with ws.store.write() as conn:
-        conn.execute(
-            insert(agreements).values(
-                id="agr-expired",
-                recipient="lab",
-                recipient_key="k",
-                dataset="adult",
-                purpose="research",
-                fields_json="[]",
-                deid_json="{}",
-                expires_at=past,
-                max_uses=1,
-                uses=0,
-                created_by=OWNER,
-                created_at=past - timedelta(days=30),
-                recipient_jurisdiction="EU",
-            )
-        )
-    ws.ledger.record(
-        DataShared(
-            time=ws.clock.now(),
-            actor=OWNER,
-            purpose="research",
-            agreement="agr-expired",
-            recipient="lab",
-            dataset="adult",
-            fields=["age"],
-            rows=10,
-            subjects=10,
-            subjects_digest="sha256:" + "1" * 64,
-            data_digest="sha256:" + "2" * 64,
-            use=1,
-        )
-    )
+    _share_under_expired_agreement(ws, "agr-expired")
     ws.ledger.checkpoint()
     witness_round(ws, w)
     results = _audit(ws)
@@ -393,39 +398,7 @@ def test_all_planted_violations_together_fail_exactly_their_controls(
         raw = json.loads(conn.execute(select(datasets.c.schema_json)).scalar_one())
         raw["fields"][5]["category"] = ""
         conn.execute(update(datasets).values(schema_json=json.dumps(raw)))
-        conn.execute(
-            insert(agreements).values(
-                id="agr-old",
-                recipient="lab",
-                recipient_key="k",
-                dataset="adult",
-                purpose="research",
-                fields_json="[]",
-                deid_json="{}",
-                expires_at=past,
-                max_uses=1,
-                uses=0,
-                created_by=OWNER,
-                created_at=past - timedelta(days=30),
-                recipient_jurisdiction="EU",
-            )
-        )
-    ws.ledger.record(
-        DataShared(
-            time=ws.clock.now(),
-            actor=OWNER,
-            purpose="research",
-            agreement="agr-old",
-            recipient="lab",
-            dataset="adult",
-            fields=["age"],
-            rows=1,
-            subjects=1,
-            subjects_digest="sha256:" + "3" * 64,
-            data_digest="sha256:" + "4" * 64,
-            use=1,
-        )
-    )
+    _share_under_expired_agreement(ws, "agr-old")
     ws.ledger.checkpoint()
     witness_round(ws, w)
     with ws.store.write() as conn:

@@ -77,3 +77,18 @@ def progress(transient: bool = True, disable: bool = False) -> Progress:
         transient=transient,
         disable=disable or not err_console.is_terminal,
     )
+
+
+def load_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (a spec); InvalidInput naming `what` otherwise."""
+    import yaml
+
+    from complai.errors import InvalidInput
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"cannot read {what} {path}: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{what} {path} must be a mapping")
+    return data

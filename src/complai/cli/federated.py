@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.table import Table
 
-from complai.cli.common import console, err_console, print_json
+from complai.cli.common import console, err_console, load_mapping, print_json
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="Federated learning with secure aggregation (Flower).", no_args_is_help=True)
@@ -51,13 +50,7 @@ def simulate(
 def _load_spec(spec_file: Path):
     from complai.federated.engine import FederatedSpec
 
-    try:
-        data = yaml.safe_load(spec_file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read federated spec {spec_file}: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput(f"federated spec {spec_file} must be a mapping")
-    return FederatedSpec.parse(data)
+    return FederatedSpec.parse(load_mapping(spec_file, "federated spec"))
 
 
 @app.command("prepare")

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.table import Table
 
-from complai.cli.common import console, open_session, open_workspace, print_json, progress, state
+from complai.cli.common import console, load_mapping, open_session, open_workspace, print_json, progress, state
 from complai.errors import InvalidInput
 from complai.workspace import OWNER
 
@@ -26,12 +25,7 @@ def train(
     """Train a model with DP-SGD (or non-privately if the spec says private: false) and store its card."""
     from complai.dp.training import TrainingSpec
 
-    try:
-        data = yaml.safe_load(spec_file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"cannot read training spec {spec_file}: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput(f"training spec {spec_file} must be a mapping")
+    data = load_mapping(spec_file, "training spec")
     spec_purpose = data.pop("purpose", DEFAULT_PURPOSE)
     spec = TrainingSpec.parse(data)
     with open_session(purpose or spec_purpose) as (_, session), progress(disable=json_out) as bar:
