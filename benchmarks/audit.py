@@ -34,6 +34,7 @@ from complai.ledger.witness import Witness, cosign_latest
 from complai.store import bulk_insert
 from complai.store.tables import access_log, consents, subjects
 from complai.vault.schema import load_schema
+from complai.vault.service import pack_ids
 from complai.workspace import OWNER, Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,10 +117,10 @@ def fill(ws: Workspace, n: int, consented: list[int]) -> None:
             rows = []
             for seq, (kind, _) in zip(seqs, items, strict=True):
                 if kind == "vault.read":
-                    for j in range(20):
-                        rows.append((seq, consented[(k * 20 + j) % len(consented)]))
+                    ids = [consented[(k * 20 + j) % len(consented)] for j in range(20)]
+                    rows.append((seq, pack_ids(ids)))
                     k += 1
-            bulk_insert(conn, access_log, rows, columns=("seq", "subject_id"))
+            bulk_insert(conn, access_log, rows, columns=("seq", "subject_ids"))
         done += size
 
 

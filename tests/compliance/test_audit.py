@@ -20,6 +20,7 @@ from complai.events import DataShared, FederatedRound
 from complai.ledger.witness import Witness
 from complai.store.tables import access_log, agreements, consents, datasets, ledger_entries, records, subjects
 from complai.vault.schema import load_schema
+from complai.vault.service import pack_ids, unpack_ids
 from complai.workspace import OWNER, Workspace
 from tests.ledger.test_witness import witness_round
 
@@ -117,6 +118,13 @@ def _share_under_expired_agreement(ws: Workspace, agreement: str) -> None:
             use=1,
         )
     )
+
+
+def _add_to_read(conn: object, read: int, subject_id: int) -> None:
+    """Plant: the read at ledger entry `read` reached one more subject."""
+    blob = conn.execute(select(access_log.c.subject_ids).where(access_log.c.seq == read)).scalar_one()  # type: ignore[attr-defined]
+    ids = pack_ids([*unpack_ids(blob), subject_id])
+    conn.execute(update(access_log).where(access_log.c.seq == read).values(subject_ids=ids))  # type: ignore[attr-defined]
 
 
 def _failing(results: dict[str, dict]) -> set[str]:
@@ -219,7 +227,7 @@ def test_a_read_without_consent_fails_consent_1(clean: tuple[Workspace, Witness]
             select(subjects.c.id, subjects.c.pseudonym).where(subjects.c.id.not_in(consented)).limit(1)
         ).one()
     with ws.store.write() as conn:
-        conn.execute(insert(access_log).values(seq=read, subject_id=outsider))
+        _add_to_read(conn, read, outsider)
     results = _audit(ws)
     assert _failing(results) == {"CONSENT-1"}
     item = results["CONSENT-1"]["items"][0]
@@ -391,7 +399,7 @@ def test_all_planted_violations_together_fail_exactly_their_controls(
     with ws.store.write() as conn:
         consented = select(consents.c.subject_id).where(consents.c.purpose == "train_ai_system")
         outsider = conn.execute(select(subjects.c.id).where(subjects.c.id.not_in(consented)).limit(1)).scalar_one()
-        conn.execute(insert(access_log).values(seq=read, subject_id=outsider))
+        _add_to_read(conn, read, outsider)
         conn.execute(
             update(records).where(records.c.rid.in_(select(records.c.rid).limit(7))).values(expires_us=to_us(past))
         )

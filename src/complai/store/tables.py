@@ -307,14 +307,15 @@ model_subjects = Table(
 )
 
 # --- access log (0007) -----------------------------------------------------------------------------
-# Which subjects each governed read reached (by the read's ledger entry), so that an audit can check
-# every access against the consent and objection history at that time. Rows go with the subject on
-# erasure; the ledger keeps only the set digest.
+# Which subjects each governed read reached (by the read's ledger entry): their internal ids, packed as
+# sorted little-endian int64s in one row per read, written in the read's transaction, so that an audit
+# can check every access against the consent and objection history at that time. The ledger keeps only
+# the set digest; internal ids carry no personal data (an erased subject's id points to a tombstone).
 access_log = Table(
     "access_log",
     metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("subject_id", Id, ForeignKey("subjects.id"), primary_key=True, index=True),
+    Column("subject_ids", LargeBinary, nullable=False),
 )
 
 # --- subject requests (0008) -----------------------------------------------------------------------

@@ -89,6 +89,19 @@ class Subject:
     restricted: bool
 
 
+def pack_ids(ids: Iterable[int]) -> bytes:
+    """Subject ids as sorted little-endian int64s (the access log's row format)."""
+    import numpy as np
+
+    return np.asarray(sorted(ids), dtype="<i8").tobytes()
+
+
+def unpack_ids(blob: bytes) -> list[int]:
+    import numpy as np
+
+    return np.frombuffer(bytes(blob), dtype="<i8").tolist()
+
+
 def set_digest(pseudonyms: Iterable[str]) -> str:
     h = hashlib.sha256()
     for p in sorted(set(pseudonyms)):
@@ -390,7 +403,8 @@ class Vault:
         frame = to_frame(schema, cols, subject_col, values)
         if pseudonym_column:
             frame[pseudonym_column] = [row.pseudonym for row in rows]
-        return frame, {row.pseudonym for row in rows}, int(total), cols
+        # pseudonym -> subject id: a set of pseudonyms to callers, and the ids the access log needs
+        return frame, {row.pseudonym: int(row.subject_id) for row in rows}, int(total), cols  # type: ignore[return-value]
 
     def read(
         self, dataset: str, purpose: str, actor: str, columns: list[str] | None = None
@@ -428,8 +442,11 @@ class Vault:
                     deidentification=deidentification,
                 ),
             )
-            ids = sorted(s.id for s in self._subjects_by_pseudonym(conn, list(pseudos)).values())
-            bulk_insert(conn, access_log, [(seq, i) for i in ids], columns=("seq", "subject_id"))
+            if isinstance(pseudos, dict):  # from fetch: the ids are known
+                ids = sorted(set(pseudos.values()))
+            else:
+                ids = sorted(s.id for s in self._subjects_by_pseudonym(conn, list(pseudos)).values())
+            conn.execute(insert(access_log).values(seq=seq, subject_ids=pack_ids(ids)))
         return seq
 
     @staticmethod
@@ -745,7 +762,6 @@ class Vault:
         n_rec = conn.execute(delete(records).where(records.c.subject_id == subj.id)).rowcount
         n_con = conn.execute(delete(consents).where(consents.c.subject_id == subj.id)).rowcount
         conn.execute(delete(objections).where(objections.c.subject_id == subj.id))
-        conn.execute(delete(access_log).where(access_log.c.subject_id == subj.id))
         n_keys = self.keyring.destroy(conn, [subj.id])
         conn.execute(
             update(subjects)
@@ -824,7 +840,6 @@ class Vault:
                 pseudos += list(conn.execute(select(s.pseudonym).where(s.id.in_(part))).scalars())
                 conn.execute(delete(consents).where(consents.c.subject_id.in_(part)))
                 conn.execute(delete(objections).where(objections.c.subject_id.in_(part)))
-                conn.execute(delete(access_log).where(access_log.c.subject_id.in_(part)))
                 conn.execute(update(subjects).where(s.id.in_(part)).values(erased_at=now, external_enc=None))
             self.keyring.destroy(conn, empty)
             seq = self.ledger.append(
