@@ -15,6 +15,7 @@ import rfc8785
 from sqlalchemy import func, select
 
 from complai.clock import as_utc, utc_iso
+from complai.compliance.ropa import special
 from complai.errors import InvalidInput, NotFound
 from complai.events import DpiaRecorded
 from complai.store.tables import datasets, dp_budgets, dpias, models
@@ -37,9 +38,9 @@ def registered_digest(ws: Any, dataset: str) -> str:
 def triggers(ws: Any, dataset: str) -> list[str]:
     schema = ws.catalog.get(dataset).schema
     out = []
-    special = [f.name for f in schema.fields if _special(ws.taxonomy, f.category)]
-    if special:
-        out.append(f"special categories ({', '.join(special)})")
+    special_fields = [f.name for f in schema.fields if special(ws.taxonomy, f.category)]
+    if special_fields:
+        out.append(f"special categories ({', '.join(special_fields)})")
     if PROFILING & set(schema.purposes):
         out.append(f"profiling ({', '.join(sorted(PROFILING & set(schema.purposes)))})")
     with ws.store.read() as conn:
@@ -197,10 +198,3 @@ def status(ws: Any, dataset: str) -> dict[str, Any]:
         "current": why is None,
         "why": why,
     }
-
-
-def _special(tax: Any, category: str) -> bool:
-    try:
-        return bool(tax.is_special(category))
-    except Exception:
-        return False

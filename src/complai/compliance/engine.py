@@ -20,6 +20,7 @@ import yaml
 from sqlalchemy import func, select
 
 from complai.clock import to_us, utc_iso
+from complai.compliance.ropa import special
 from complai.store.tables import (
     access_log,
     agreements,
@@ -137,6 +138,11 @@ def check(name: str) -> Callable[[Callable[[AuditContext], Finding]], Callable[[
     return register
 
 
+def _event_time(e: dict[str, Any]) -> datetime:
+    """A parsed ledger entry's time (RFC 3339 with Z)."""
+    return datetime.fromisoformat(str(e["time"]).replace("Z", "+00:00"))
+
+
 def load_catalogue(path: Path = CATALOGUE) -> list[dict[str, Any]]:
     doc = yaml.safe_load(path.read_text())
     return list(doc["controls"])
@@ -223,7 +229,7 @@ def lawful_basis(ctx: AuditContext) -> Finding:
     items, purposes = [], 0
     for d in schemas:
         s = d["schema"]
-        special = [f["name"] for f in s.get("fields", []) if f.get("category") and _special(tax, f["category"])]
+        special_fields = [f["name"] for f in s.get("fields", []) if f.get("category") and special(tax, f["category"])]
         gdpr = str(s.get("jurisdiction", "")).upper() in ("EU", "EEA", "UK") or str(
             s.get("jurisdiction", "")
         ).startswith("EU")
@@ -231,25 +237,18 @@ def lawful_basis(ctx: AuditContext) -> Finding:
             purposes += 1
             if not basis or basis not in bases:
                 items.append({"item": f"{d['name']}: {purpose}", "problem": f"no known lawful basis ({basis!r})"})
-            elif special and gdpr and not str(basis).startswith("gdpr.art9"):
+            elif special_fields and gdpr and not str(basis).startswith("gdpr.art9"):
                 items.append(
                     {
                         "item": f"{d['name']}: {purpose}",
                         "problem": f"basis {basis} is not an Art. 9(2) condition, but the dataset holds special "
-                        f"categories ({', '.join(special[:3])})",
+                        f"categories ({', '.join(special_fields[:3])})",
                     }
                 )
     evidence = {"datasets": len(schemas), "purposes": purposes}
     if items:
         return Finding(FAIL, f"{len(items)} of {purposes} purposes lack a valid basis", evidence, items)
     return Finding(PASS, f"{purposes} purposes, each with a valid lawful basis", evidence)
-
-
-def _special(tax: Any, category: str) -> bool:
-    try:
-        return bool(tax.is_special(category))
-    except Exception:
-        return False
 
 
 @check("retention")
@@ -469,7 +468,7 @@ def consent_at_access(ctx: AuditContext) -> Finding:
             except Exception:
                 needs[key] = (True, str(basis))
         consent_needed, _ = needs[key]
-        at = datetime.fromisoformat(str(e["time"]).replace("Z", "+00:00"))
+        at = _event_time(e)
         sid = int(sid)
         problem = None
         if consent_needed and not any(g <= at and (w is None or w > at) for g, w in cons.get((sid, purpose), [])):
@@ -514,7 +513,7 @@ def agreements_live(ctx: AuditContext) -> Finding:
         }
     items = []
     for e in shares:
-        at = datetime.fromisoformat(str(e["time"]).replace("Z", "+00:00"))
+        at = _event_time(e)
         a = rows.get(e.get("agreement"))
         if a is None:
             items.append(

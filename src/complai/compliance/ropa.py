@@ -40,7 +40,7 @@ def records_of_processing(ws: Any) -> list[dict[str, Any]]:
         schema = json.loads(text)
         fields = schema.get("fields", [])
         cats = sorted({f.get("category") or "(none)" for f in fields})
-        special = sorted({f["category"] for f in fields if f.get("category") and _special(tax, f["category"])})
+        special_cats = sorted({f["category"] for f in fields if f.get("category") and special(tax, f["category"])})
         for purpose, basis in sorted((schema.get("purposes") or {}).items()):
             recipients = [
                 {
@@ -61,7 +61,7 @@ def records_of_processing(ws: Any) -> list[dict[str, Any]]:
                     "lawful_basis_article": _attr(tax, basis, "article"),
                     "data_subjects": schema.get("subject_type"),
                     "data_categories": cats,
-                    "special_categories": special,
+                    "special_categories": special_cats,
                     "jurisdiction": schema.get("jurisdiction"),
                     "recipients": recipients,
                     "retention": schema.get("retention"),
@@ -113,7 +113,8 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _special(tax: Any, category: str) -> bool:
+def special(tax: Any, category: str) -> bool:
+    """Whether a data category is a special category (unknown categories are not)."""
     try:
         return bool(tax.is_special(category))
     except Exception:
