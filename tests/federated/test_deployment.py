@@ -18,17 +18,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from complai.events import decode_event
 from complai.workspace import Workspace
+from tests.procs import own_processes, sessions_under
 
 SPEC = {"organisations": 3, "rounds": 2, "rows": 1500, "seed": 3, "secure_aggregation": True}
 
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "complai.cli.main", *args]
-
-
-def _flower_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=False).stdout
-    return [line for line in out.splitlines() if "flower-super" in line or "flwr-" in line]
 
 
 def test_three_organisations_train_over_tls_with_authenticated_supernodes(tmp_path: Path) -> None:
@@ -54,6 +50,7 @@ def test_three_organisations_train_over_tls_with_authenticated_supernodes(tmp_pa
         start_new_session=True,
     )
     clients: list[subprocess.Popen] = []
+    sessions = {server.pid}
     try:
         deadline = time.monotonic() + 120
         while not (root / "ready.json").exists():
@@ -61,6 +58,7 @@ def test_three_organisations_train_over_tls_with_authenticated_supernodes(tmp_pa
             assert time.monotonic() < deadline, "the SuperLink did not become ready"
             time.sleep(0.5)
         ready = json.loads((root / "ready.json").read_text())
+        sessions |= sessions_under([server.pid])  # the SuperLink runs in a session of its own
         assert ready["superlink"].startswith("127.0.0.1:")
         assert all(oct(Path(k).stat().st_mode & 0o777) == "0o600" for k in ready["node_keys"])
         for ws, key in zip(layout["organisations"], ready["node_keys"], strict=True):
@@ -111,6 +109,7 @@ def test_three_organisations_train_over_tls_with_authenticated_supernodes(tmp_pa
                 start_new_session=True,
             )
         )
+        sessions |= {p.pid for p in clients}
         out, err = server.communicate(timeout=600)
         assert server.returncode == 0, err[-3000:]
         result = json.loads(out)
@@ -130,7 +129,8 @@ def test_three_organisations_train_over_tls_with_authenticated_supernodes(tmp_pa
             events = [decode_event(ws.ledger.entry(i).data) for i in range(ws.ledger.head().size)]
         sent = [e for e in events if e.kind == "federated.update_sent"]
         assert [e.round for e in sent] == [1, 2] and all(e.secure_aggregation for e in sent)
+    # only what this test started: its process tree, the sessions it created, anything naming its directory
     deadline = time.monotonic() + 30
-    while _flower_processes() and time.monotonic() < deadline:
+    while own_processes([tmp_path], sessions) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _flower_processes() == []
+    assert own_processes([tmp_path], sessions) == []

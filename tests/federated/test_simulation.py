@@ -4,7 +4,9 @@ process left behind."""
 
 from __future__ import annotations
 
-import subprocess
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from complai.events import decode_event
 from complai.federated import engine
 from complai.federated.simulate import simulate
 from complai.workspace import Workspace
+from tests.procs import own_processes
 
 BASE = {"organisations": 3, "rounds": 2, "rows": 1500, "local_epochs": 1, "batch_size": 64, "seed": 3}
 
@@ -24,19 +27,23 @@ def _events(path: str, kind: str) -> list:
     return [e for e in out if e.kind == kind]
 
 
-def _ray_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout
-    return [line for line in out.splitlines() if "raylet" in line or "gcs_server" in line]
+@pytest.fixture(scope="module")
+def ray_dir() -> Iterator[Path]:
+    """This module's own Ray directory (a short path: Ray's socket names must fit in 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="cplray-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def runs(tmp_path_factory: pytest.TempPathFactory, ray_dir: Path) -> dict:
     base = tmp_path_factory.mktemp("fl")
-    secure = simulate(engine.FederatedSpec.parse({**BASE, "secure_aggregation": True}), base / "secure")
-    plain = simulate(engine.FederatedSpec.parse({**BASE, "secure_aggregation": False}), base / "plain")
+    secure = simulate(engine.FederatedSpec.parse({**BASE, "secure_aggregation": True}), base / "secure", ray_dir)
+    plain = simulate(engine.FederatedSpec.parse({**BASE, "secure_aggregation": False}), base / "plain", ray_dir)
     dp = simulate(
         engine.FederatedSpec.parse({**BASE, "dp": "central", "noise_multiplier": 0.8, "clip_norm": 1.0}),
         base / "dp",
+        ray_dir,
     )
     return {"secure": secure, "plain": plain, "dp": dp}
 
@@ -74,8 +81,24 @@ def test_dp_fedavg_epsilon_recomputes_from_the_recorded_parameters(runs: dict) -
     assert runs["dp"]["history"][-1]["epsilon"] == rounds[-1].epsilon
 
 
-def test_no_process_is_left_running(runs: dict) -> None:
-    assert runs and _ray_processes() == []
+def test_no_process_is_left_running(runs: dict, ray_dir: Path) -> None:
+    # Ray's head processes name the run's own directory; their workers descend from them
+    assert runs and list(ray_dir.glob("session_*")), "the runs did not use their own Ray directory"
+    assert own_processes([ray_dir]) == []
+
+
+def test_own_processes_finds_a_process_naming_its_directory(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(60)", str(tmp_path)])
+    try:
+        assert any(line.startswith(f"{child.pid} ") for line in own_processes([tmp_path]))
+        assert own_processes([tmp_path / "elsewhere"]) == []
+    finally:
+        child.kill()
+        child.wait()
+    assert own_processes([tmp_path]) == []
 
 
 def test_a_non_empty_root_is_refused(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import secrets
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -59,8 +61,12 @@ def prepare_organisations(root: Path, spec: engine.FederatedSpec) -> dict[str, A
     return {"server": str(server_path), "organisations": [str(p) for p in org_paths], "rows": sizes}
 
 
-def simulate(spec: engine.FederatedSpec, root: Path) -> dict[str, Any]:
-    """Prepare the organisations under `root` and run the federated training in Flower's simulation."""
+def simulate(spec: engine.FederatedSpec, root: Path, ray_dir: Path | None = None) -> dict[str, Any]:
+    """Prepare the organisations under `root` and run the federated training in Flower's simulation.
+
+    Ray keeps its session (sockets, logs) in `ray_dir`, by default a private temporary directory removed
+    afterwards, so that the run's processes are identifiable as its own and nothing of it stays in /tmp/ray.
+    Ray's socket paths must stay under 107 bytes: the directory should have a short path."""
     flower_environment()
     from flwr.simulation import run_simulation
 
@@ -82,9 +88,16 @@ def simulate(spec: engine.FederatedSpec, root: Path) -> dict[str, Any]:
             "log_to_driver": False,
         },
     }
+    own_dir = ray_dir is None
+    ray_tmp = Path(ray_dir) if ray_dir is not None else Path(tempfile.mkdtemp(prefix="cplray-"))
+    backend["init_args"]["_temp_dir"] = str(ray_tmp)
     started = time.perf_counter()
     _quiet_flower()
-    run_simulation(server_app, client_app, num_supernodes=spec.organisations, backend_config=backend)
+    try:
+        run_simulation(server_app, client_app, num_supernodes=spec.organisations, backend_config=backend)
+    finally:
+        if own_dir:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
     if not sink.exists():
         raise InvalidInput("the federated run ended without a result (see Flower's log)")
     out = json.loads(sink.read_text())
