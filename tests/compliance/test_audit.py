@@ -43,6 +43,7 @@ EVALUATED = {
     "DPIA-1",
     "MIN-1",
     "XFER-1",
+    "RECON-1",
 }
 NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1", "REQ-1", "INC-1", "MIN-1", "XFER-1"}
 
