@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from complai.datasets.customer_service import generate, luhn_check_digit
 from complai.deid.analyzer import TextAnalyzer
@@ -121,3 +124,57 @@ def test_regex_only_mode_needs_no_spacy_and_finds_no_names() -> None:
     per, _ = score(TextAnalyzer(regex_only=True), seed=2027, n=200)
     assert per["PERSON"][1] == 0.0
     assert per["CREDIT_CARD"] == (1.0, 1.0)
+
+
+# --- email addresses: every RFC 5322 atext character, RFC 6531 UTF-8 local parts and IDN domains -------
+
+ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-"
+UTF8 = "äöüßéèçñøåłšžčőűğışαβγδλμπσωабвгдежзийклмнопрстуфхцчшщыэюя中文用户例子测试日本語한국어संपर्कडाटामेल"
+TLDS = ["com", "org", "de", "co.uk", "museum", "xn--p1ai", "рф", "中国", "भारत", "δοκιμή"]
+EMAILS = [
+    "anna.müller3@example.com",
+    "j.o'neill+bank@example.com",
+    "用户@例子.广告",
+    "संपर्क@डाटामेल.भारत",
+    "Δοκιμή@παράδειγμα.δοκιμή",
+    "jane@bücher.de",
+    "user@xn--bcher-kva.de",
+    "a!#$%&'*+/=?^_`{|}~-b@example.org",
+    "{tom}@example.net",
+    "o'brien@x.ie",
+]
+
+
+def random_email(rng: random.Random) -> str:
+    alphabet = ATEXT + UTF8
+
+    def atom(chars: str, n: int) -> str:
+        return "".join(rng.choice(chars) for _ in range(n))
+
+    local = ".".join(atom(alphabet, rng.randint(1, 8)) for _ in range(rng.randint(1, 3)))
+    labels = [
+        atom("abcdefghijklmnopqrstuvwxyz0123456789" + UTF8, 1)
+        + atom("abcdefghijklmnopqrstuvwxyz0123456789-" + UTF8, rng.randint(0, 6)).rstrip("-")
+        for _ in range(rng.randint(1, 2))
+    ]
+    return f"{local}@{'.'.join(labels)}.{rng.choice(TLDS)}"
+
+
+@pytest.mark.parametrize("address", EMAILS)
+@pytest.mark.parametrize("regex_only", [True, False])
+def test_whole_email_address_is_replaced(address: str, regex_only: bool) -> None:
+    from complai.deid.operators import Anonymizer, Keys
+
+    text = f"Please write to {address} today."
+    [found] = TextAnalyzer(regex_only=regex_only).analyze_batch([text])
+    out, _ = Anonymizer(Keys.from_workspace_key(b"k" * 32)).anonymize(text, found, default="replace")
+    assert out == "Please write to <EMAIL_ADDRESS> today.", (address, out)
+
+
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["Contact: {} today.", "({})", "mail {}, thanks", "'{}'", "{}"]))
+@settings(max_examples=300, deadline=None)
+def test_generated_email_addresses_are_found_whole(seed: int, template: str) -> None:
+    address = random_email(random.Random(seed))
+    text = template.format(address)
+    spans = [text[f.start : f.end] for f in find_patterns(text, ["EMAIL_ADDRESS"])]
+    assert spans == [address]

@@ -28,3 +28,16 @@ def test_scanner_proposes_categories_by_name_and_by_values() -> None:
     assert by["ticket_body"].category == "user.content.message" and by["ticket_body"].sensitive
     assert by["widget_count"].category is None
     assert by["contact"].evidence and by["contact"].entities["EMAIL_ADDRESS"] == 1.0
+
+
+def test_scanner_finds_every_address_of_a_varied_email_column() -> None:
+    import random
+
+    from tests.deid.test_recognizers import EMAILS, random_email
+
+    rng = random.Random(11)
+    addresses = EMAILS + [random_email(rng) for _ in range(290)]
+    frame = pd.DataFrame({"contact": addresses})
+    for regex_only in (True, False):
+        [p] = scan(frame, sample=len(addresses), regex_only=regex_only)
+        assert p.entities["EMAIL_ADDRESS"] == 1.0 and (p.category, p.identifier) == ("user.contact.email", "direct")

@@ -2,7 +2,8 @@
 
 They replace Presidio's where its users find gaps: payment cards of every current range (Mastercard
 2221-2720, 19-digit Visa, Maestro 12-19 digits) with Luhn; IBANs of every registry country with
-length and mod-97, several in one sentence; phone numbers through libphonenumber; dates with
+length and mod-97, several in one sentence; phone numbers through libphonenumber; email addresses
+with every RFC 5322 atext character and RFC 6531 UTF-8 local parts and domains; dates with
 abbreviated months; US addresses; China's resident identity number (ISO 7064 MOD 11-2) and mobile
 numbers. Each finding is a `Finding(start, end, entity, score)`.
 """
@@ -110,7 +111,21 @@ def ssn_ok(value: str) -> bool:
 
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d])")
 _IBAN_START = re.compile(r"\b[A-Z]{2}\d{2}")
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}\b")
+# Email addresses (RFC 5322 dot-atom local parts, every atext character; RFC 6531 UTF-8 local parts and
+# internationalised domain names, as U-labels or as xn-- A-labels). Non-ASCII means any non-ASCII
+# character but white space and the punctuation that delimits text (quotes, dashes, CJK full stops and
+# commas), so an address ends where the sentence around it resumes.
+_U = (
+    r"[^\x00-\x7f\s\u00a0-\u00bf\u00d7\u00f7\u2000-\u200b\u200e-\u206f\u3000-\u303f"
+    r"\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
+)
+_ATEXT = rf"(?:[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]|{_U})"
+_LABEL = rf"(?:[A-Za-z0-9]|{_U})(?:[A-Za-z0-9-]|{_U})*"
+_EMAIL = re.compile(
+    rf"(?<![A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]){_ATEXT}+(?:\.{_ATEXT}+)*@(?:{_LABEL}\.)+"
+    rf"(?:[A-Za-z]{{2,63}}(?![A-Za-z0-9-])|xn--[A-Za-z0-9-]{{1,59}}(?![A-Za-z0-9-])|{_U}{{2,63}}(?!{_U}|[A-Za-z0-9-]))"
+)
+_QUOTES = {"'": "'", "`": "`", "{": "}", "|": "|"}
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'，。]+", re.IGNORECASE)
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![:\w])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f:]{0,39}[0-9A-Fa-f](?![:\w])")
@@ -174,6 +189,16 @@ def _ibans(text: str) -> Iterable[Finding]:
             pos = m.start() + 1
 
 
+def _emails(text: str) -> Iterable[Finding]:
+    for m in _EMAIL.finditer(text):
+        start = m.start()
+        # an address quoted in the sentence ('jane@example.com'): the opening quote is not part of it
+        closing = _QUOTES.get(text[start])
+        if closing is not None and text[m.end() : m.end() + 1] == closing and text[start + 1] != "@":
+            start += 1
+        yield Finding(start, m.end(), "EMAIL_ADDRESS", 1.0)
+
+
 def _simple(regex: re.Pattern[str], entity: str, check: Callable[[str], bool] | None = None, score: float = 1.0):  # type: ignore[no-untyped-def]
     def find(text: str) -> Iterable[Finding]:
         for m in regex.finditer(text):
@@ -235,7 +260,7 @@ def _phones(text: str) -> Iterable[Finding]:
 PATTERN_RECOGNIZERS: dict[str, Callable[[str], Iterable[Finding]]] = {
     "CREDIT_CARD": _cards,
     "IBAN_CODE": _ibans,
-    "EMAIL_ADDRESS": _simple(_EMAIL, "EMAIL_ADDRESS"),
+    "EMAIL_ADDRESS": _emails,
     "URL": _urls,
     "IP_ADDRESS": lambda t: [
         *_simple(_IPV4, "IP_ADDRESS", _ip_ok)(t),
