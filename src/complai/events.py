@@ -8,11 +8,22 @@ digests (`sha256:` + hex). Later capabilities add their event classes here.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 import rfc8785
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from complai.errors import IntegrityError, InvalidInput
 
@@ -20,10 +31,27 @@ EVENT_FORMAT = 1
 _REGISTRY: dict[str, type[Event]] = {}
 _PSEUDONYM = re.compile(r"^sp:[0-9a-f]{64}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_STORED = "complai.stored"
+_DELEGATION: ContextVar[tuple[str, str] | None] = ContextVar("complai_delegation", default=None)
+
+
+@contextmanager
+def delegation(actor: str, delegated_by: str) -> Iterator[None]:
+    """While inside, events whose actor is `actor` record `delegated_by`: the authenticated principal
+    (an owner) acting as `actor` (`complai --as NAME`). Policy, budgets and rights are `actor`'s."""
+    reset = _DELEGATION.set((actor, delegated_by))
+    try:
+        yield
+    finally:
+        _DELEGATION.reset(reset)
 
 
 class Event(BaseModel):
-    """Base event: what happened, when, who did it and for which declared purpose."""
+    """Base event: what happened, when, who did it and for which declared purpose.
+
+    `delegated_by` names the authenticated principal who acted as `actor` (an owner using `--as`);
+    it is absent, not null, from the record when the actor acted itself, so events without it keep
+    their canonical bytes."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: ClassVar[str] = ""
@@ -31,6 +59,18 @@ class Event(BaseModel):
     time: datetime
     actor: str
     purpose: str
+    delegated_by: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _delegated(cls, data: Any, info: ValidationInfo) -> Any:
+        stored = bool(info.context and info.context.get(_STORED))
+        current = _DELEGATION.get()
+        if stored or current is None or not isinstance(data, dict) or data.get("delegated_by") is not None:
+            return data
+        if data.get("actor") == current[0]:
+            return {**data, "delegated_by": current[1]}
+        return data
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -51,6 +91,8 @@ class Event(BaseModel):
     def record(self) -> dict[str, Any]:
         """The JSON object stored in the ledger."""
         body = self.model_dump(mode="json")
+        if body.get("delegated_by") is None:
+            body.pop("delegated_by", None)
         return {"type": self.kind, "v": EVENT_FORMAT, **body}
 
     def canonical(self) -> bytes:
@@ -70,7 +112,7 @@ def decode_event(data: bytes) -> Event:
         kind = obj.pop("type")
         obj.pop("v")
         cls = _REGISTRY[kind]
-        event = cls.model_validate(obj)
+        event = cls.model_validate(obj, context={_STORED: True})
     except (ValueError, KeyError, TypeError, ValidationError) as exc:
         raise IntegrityError(f"ledger entry is not a valid event ({type(exc).__name__})") from None
     if event.canonical() != bytes(data):
@@ -289,6 +331,13 @@ class RoleChanged(Event):
 class PolicyChanged(Event):
     kind: ClassVar[str] = "policy.changed"
     rule_id: int
+class TokenLifetimeSet(Event):
+    """The longest lifetime of a token minted without the owner role (ISO 8601 duration)."""
+
+    kind: ClassVar[str] = "token.lifetime_set"
+    max_lifetime: str
+
+
     subject: str
     domain: str
     action: str

@@ -17,7 +17,7 @@ from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from complai.access.agreements import Agreements
-from complai.access.identity import Identity
+from complai.access.identity import Identity, is_principal_name
 from complai.access.policy import Policy
 from complai.clock import Clock, SystemClock, utc_iso
 from complai.compliance.incidents import Incidents
@@ -98,9 +98,13 @@ class Workspace:
 
     def session(self, credential: str, purpose: str) -> Session:
         """A purpose-bound session: `credential` is an API token (cpl_...) or, for trusted in-process
-        callers, a principal name. Every operation through it is checked against the policy."""
+        callers, a principal name. Every operation through it is checked against the policy.
+
+        Anything that is not a well-formed principal name is treated as a token, so a mangled token
+        (padded, `Bearer ...`, re-cased) is refused without being repeated in the message. The CLI
+        never passes a name from its command line here unverified (cli/common.py)."""
         self.taxonomy.purpose(purpose)
-        if credential.startswith("cpl_"):
+        if credential.startswith("cpl_") or not is_principal_name(credential):
             principal = self.identity.authenticate(credential)
         else:
             try:

@@ -7,8 +7,11 @@ import logging
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from complai.errors import AuthenticationFailed, InvalidInput
+from complai.errors import AuthenticationFailed, InvalidInput, PolicyDenied
+from complai.events import decode_event
 from complai.workspace import Workspace
 
 
@@ -94,3 +97,105 @@ def test_passwords_are_argon2id(svc: Workspace) -> None:
             svc.identity.verify_password(name, pw)
     with pytest.raises(InvalidInput, match="12 characters"):
         svc.identity.add("owner", "bob", "human", password="short")
+
+
+# --- minting rules ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def team(ws: Workspace) -> Workspace:
+    """ana (analyst), adm (admin), boss (a second owner) beside the workspace owner."""
+    for name, role in (("ana", "analyst"), ("adm", "admin"), ("boss", "owner")):
+        ws.identity.add("owner", name, "service")
+        ws.identity.grant_role("owner", name, role)
+    return ws
+
+
+def test_minting_for_another_principal_needs_owner_or_admin(team: Workspace) -> None:
+    with pytest.raises(PolicyDenied, match="owner or admin role is required"):
+        team.identity.create_token("ana", "adm", expires="P1D")
+    with pytest.raises(PolicyDenied, match="may not mint tokens for an owner"):
+        team.identity.create_token("adm", "boss", expires="P1D")
+    _, token = team.identity.create_token("adm", "ana", expires="P1D")  # admin for a non-owner
+    assert team.identity.authenticate(token).name == "ana"
+    _, token = team.identity.create_token("owner", "boss", expires=None)  # owner for anyone, any lifetime
+    assert team.identity.authenticate(token).name == "boss"
+    created = [decode_event(e.data) for e in team.ledger.entries(kind="token.created")]
+    assert [(e.actor, e.principal) for e in created] == [("adm", "ana"), ("owner", "boss")]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("minter", ["ana", "adm"])
+def test_self_service_is_bounded_by_the_workspace_maximum(team: Workspace, minter: str) -> None:
+    for too_long in (None, "P91D", "P1Y"):
+        with pytest.raises(PolicyDenied, match="expire within P90D"):
+            team.identity.create_token(minter, minter, expires=too_long)
+    team.identity.create_token(minter, minter, expires="P90D")
+    team.identity.set_token_max_lifetime("owner", "P7D")
+    with pytest.raises(PolicyDenied, match="expire within P7D"):
+        team.identity.create_token(minter, minter, expires="P8D")
+    team.identity.create_token(minter, minter, expires="P7D")
+    assert team.identity.token_max_lifetime() == "P7D"
+    with pytest.raises(PolicyDenied, match="owner role is required"):
+        team.identity.set_token_max_lifetime(minter, "P10Y")
+    assert team.identity.token_max_lifetime() == "P7D"
+    assert [decode_event(e.data).actor for e in team.ledger.entries(kind="token.lifetime_set")] == ["owner"]
+
+
+def test_a_token_never_outlives_the_token_that_mints_it(team: Workspace, clock) -> None:  # type: ignore[no-untyped-def]
+    _, minting = team.identity.create_token("owner", "boss", expires="P10D")
+    bound = team.identity.authenticate_credential(minting).expires_at
+    assert bound is not None
+    for who, whom in (("boss", "boss"), ("boss", "ana")):
+        for too_long in (None, "P11D"):
+            with pytest.raises(PolicyDenied, match="cannot outlive the token that mints it"):
+                team.identity.create_token(who, whom, expires=too_long, credential_expires=bound)
+        team.identity.create_token(who, whom, expires="P10D", credential_expires=bound)
+    # an owner holding the workspace's keys (no token) may mint a token that never expires
+    team.identity.create_token("owner", "owner", expires=None)
+
+
+def test_maximum_lifetime_must_be_a_positive_duration(team: Workspace) -> None:
+    for bad in ("P0D", "forever", "", "P99999999Y"):
+        with pytest.raises(InvalidInput):
+            team.identity.set_token_max_lifetime("owner", bad)
+    assert team.identity.token_max_lifetime() == "P90D"
+
+
+# --- tokens are never echoed -----------------------------------------------------------------------
+
+_SECRETS = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-", min_size=43, max_size=43
+)
+
+
+@st.composite
+def _mangled_tokens(draw: st.DrawFn) -> tuple[str, str]:
+    """A token-looking string that holds a secret but is not a valid token, and that secret."""
+    secret = draw(_SECRETS)
+    token_id = draw(st.text(alphabet="0123456789abcdef", min_size=16, max_size=16))
+    token = f"cpl_{token_id}_{secret}"
+    how = draw(st.sampled_from(["pad", "bearer", "upper", "lower", "newline", "truncate", "extend", "quote"]))
+    mangled = {
+        "pad": lambda t: " " + t + " ",
+        "bearer": lambda t: "Bearer " + t,
+        "upper": str.upper,
+        "lower": str.lower,
+        "newline": lambda t: t + "\n",
+        "truncate": lambda t: t[:-1],
+        "extend": lambda t: t + "x",
+        "quote": lambda t: f'"{t}"',
+    }[how](token)
+    return mangled, secret
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=_mangled_tokens())
+def test_malformed_tokens_are_never_echoed(svc: Workspace, case: tuple[str, str]) -> None:
+    mangled, secret = case
+    core = secret[8:-8]  # no 27-character run of the secret, in any case, appears in the message
+    for attempt in (lambda: svc.session(mangled, "audit"), lambda: svc.identity.authenticate(mangled)):
+        with pytest.raises(AuthenticationFailed) as info:
+            attempt()
+        message = str(info.value)
+        assert core.lower() not in message.lower()
+        assert message == "invalid, expired or revoked token"

@@ -2,8 +2,14 @@
 
 Tokens are `cpl_<id>_<secret>`: 16 hex characters of id and 256 bits of secret. Only SHA-256 of the
 secret is stored (a high-entropy secret needs no slow hash); it is compared in constant time. A token
-is shown once, at creation, and never logged or recorded: events carry the token id only. Human
-passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106 second recommended profile).
+is shown once, at creation, and never logged, recorded or echoed in an error: events and messages
+carry the token id at most. Human passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106
+second recommended profile).
+
+Minting: a principal may mint tokens for itself; minting for another principal needs the owner role
+(or admin, for principals that are not owners). Without the owner role a token lives at most the
+workspace's maximum token lifetime (`token.lifetime_set` in the ledger, default P90D), and no token
+outlives the token that minted it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -26,11 +33,12 @@ from complai.events import (
     PrincipalDisabled,
     RoleChanged,
     TokenCreated,
+    TokenLifetimeSet,
     TokenRevoked,
 )
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import meta, principals, role_grants, tokens
+from complai.store.tables import ledger_entries, meta, principals, role_grants, tokens
 from complai.vault.schema import retention_deadline
 
 OWNER = "owner"
@@ -43,6 +51,7 @@ ROLES = {
 }
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,127}$")
 _TOKEN = re.compile(r"^cpl_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+DEFAULT_MAX_LIFETIME = "P90D"
 _hasher = PasswordHasher()
 _dummy: list[str] = []
 
@@ -61,6 +70,27 @@ class Principal:
     kind: str
     roles: tuple[str, ...]
     disabled: bool
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What an API token proved: its principal, its id (never the secret) and its expiry."""
+
+    principal: Principal
+    token_id: str
+    expires_at: datetime | None
+
+
+def is_principal_name(text: str) -> bool:
+    """Whether `text` is a well-formed principal name (and so safe to name in a message)."""
+    return bool(_NAME.match(text or ""))
+
+
+def _deadline(now: datetime, duration: str) -> datetime:
+    try:
+        return retention_deadline(now, duration)
+    except (OverflowError, ValueError):
+        raise InvalidInput(f"duration {duration!r} is out of range") from None
 
 
 def bump_policy_version(conn: Connection) -> int:
@@ -199,18 +229,47 @@ class Identity:
 
     # --- tokens --------------------------------------------------------------------------------
 
-    def create_token(self, actor: str, principal: str, expires: str | None = "P90D") -> tuple[str, str]:
-        """A new API token for `principal`; returns (token id, token). The token is not stored."""
+    def create_token(
+        self,
+        actor: str,
+        principal: str,
+        expires: str | None = "P90D",
+        *,
+        credential_expires: datetime | None = None,
+    ) -> tuple[str, str]:
+        """A new API token for `principal`; returns (token id, token). The token is not stored.
+
+        `expires` is an ISO 8601 duration, or None for a token that never expires (owner role only).
+        `credential_expires` is the expiry of the token `actor` authenticated with, if any: no token
+        outlives the one that minted it."""
         now = self.clock.now()
-        expires_at = retention_deadline(now, expires) if expires else None
+        expires_at = _deadline(now, expires) if expires else None
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         with self.store.write() as conn:
-            if actor != principal:
-                self.require_owner(conn, actor)
-            target = self.get(principal, conn)
+            minter = self.get(actor, conn)
+            if minter.disabled:
+                raise PolicyDenied(f"{actor} is disabled")
+            target = self.get(principal, conn) if principal != actor else minter
+            owner = OWNER in minter.roles
+            if principal != actor:
+                if not owner and "admin" not in minter.roles:
+                    raise PolicyDenied(f"{actor} may not mint tokens for others (the owner or admin role is required)")
+                if not owner and OWNER in target.roles:
+                    raise PolicyDenied(f"{actor} may not mint tokens for an owner (the owner role is required)")
             if target.disabled:
                 raise InvalidInput(f"principal {principal!r} is disabled")
+            if not owner:
+                limit = self._token_max_lifetime(conn)
+                if expires_at is None or expires_at > _deadline(now, limit):
+                    raise PolicyDenied(
+                        f"tokens minted without the owner role expire within {limit} "
+                        "(the workspace's maximum token lifetime)"
+                    )
+            if credential_expires is not None and (expires_at is None or expires_at > credential_expires):
+                raise PolicyDenied(
+                    f"a token cannot outlive the token that mints it (that one expires {utc_iso(credential_expires)})"
+                )
             conn.execute(
                 insert(tokens).values(
                     id=token_id,
@@ -234,6 +293,36 @@ class Identity:
             )
         return token_id, f"cpl_{token_id}_{secret}"
 
+    def token_max_lifetime(self) -> str:
+        """The longest lifetime of a token minted without the owner role (ISO 8601 duration)."""
+        with self.store.read() as conn:
+            return self._token_max_lifetime(conn)
+
+    def _token_max_lifetime(self, conn: Connection) -> str:
+        # the setting lives in the ledger (tamper-evident), not in a mutable table: the latest event wins
+        data = conn.execute(
+            select(ledger_entries.c.data)
+            .where(ledger_entries.c.kind == TokenLifetimeSet.kind)
+            .order_by(ledger_entries.c.seq.desc())
+            .limit(1)
+        ).scalar()
+        if data is None:
+            return DEFAULT_MAX_LIFETIME
+        from complai.events import decode_event
+
+        event = decode_event(bytes(data))
+        assert isinstance(event, TokenLifetimeSet)
+        return event.max_lifetime
+
+    def set_token_max_lifetime(self, actor: str, duration: str) -> None:
+        """Set the workspace's maximum token lifetime (owner only; recorded in the ledger)."""
+        now = self.clock.now()
+        if _deadline(now, duration) <= now:
+            raise InvalidInput("the maximum token lifetime must be a positive duration")
+        with self.store.write() as conn:
+            self.require_owner(conn, actor)
+            self.ledger.append(conn, TokenLifetimeSet(time=now, actor=actor, purpose="security", max_lifetime=duration))
+
     def revoke_token(self, actor: str, token_id: str) -> None:
         now = self.clock.now()
         with self.store.write() as conn:
@@ -249,6 +338,12 @@ class Identity:
 
     def authenticate(self, token: str) -> Principal:
         """The principal a token belongs to; AuthenticationFailed (one message) for anything else."""
+        return self.authenticate_credential(token).principal
+
+    def authenticate_credential(self, token: str) -> Credential:
+        """What a token proves (principal, id, expiry); AuthenticationFailed for anything else. The
+        message never repeats the token: a malformed one may still hold a secret (padded, prefixed
+        with `Bearer`, re-cased)."""
         m = _TOKEN.match(token or "")
         token_id = m.group(1) if m else None
         reason = "malformed"
@@ -267,7 +362,8 @@ class Identity:
                 else:
                     p = self.get(row.principal, conn)
                     if not p.disabled:
-                        return p
+                        expires_at = as_utc(row.expires_at) if row.expires_at is not None else None  # type: ignore[arg-type]
+                        return Credential(p, str(token_id), expires_at)
                     reason = "principal disabled"
         self.ledger.record(
             AuthenticationRefused(
