@@ -19,7 +19,7 @@ import pandas as pd
 
 from complai.access.identity import Principal
 from complai.errors import InvalidInput
-from complai.vault.schema import DeidSpec
+from complai.vault.schema import DatasetSchema, DeidSpec
 
 if TYPE_CHECKING:
     from complai.workspace import Workspace
@@ -131,14 +131,24 @@ class Session:
         self._check("admin")
         self._ws.ledger.add_witness(vkey, self._ws.clock.now(), actor=self.principal)
 
-    def deidentify_table(self, frame: pd.DataFrame, **kw: Any) -> tuple[pd.DataFrame, Any]:
+    def deidentify_table(
+        self, frame: pd.DataFrame, schema: DatasetSchema | str | None = None, **kw: Any
+    ) -> tuple[pd.DataFrame, Any]:
         """k-anonymise a table the caller holds (not vault data: no dataset policy applies) and record
-        the run: parameters, achieved guarantees, digests of input and output."""
+        the run: parameters, achieved guarantees, digests of input and output. Direct identifiers (by
+        `schema`, a schema or a dataset's name, for the columns it declares; by the scanner for the
+        rest) are dropped, or pseudonymised with the workspace's keyed pseudonyms, unless kept by name."""
         from complai.crypto.pseudonym import digest
+        from complai.deid.operators import Anonymizer
         from complai.deid.tabular import anonymize
         from complai.events import TableDeidentified
 
-        out, report = anonymize(frame, **kw)
+        if isinstance(schema, str):
+            schema = self._ws.catalog.get(schema).schema
+        declared = {f.name: f.identifier for f in schema.fields} if schema is not None else None
+        anonymizer = Anonymizer(self._ws.deid_keys)
+        kw.setdefault("pseudonymize", lambda value: anonymizer.pseudonym("ID", value))
+        out, report = anonymize(frame, schema=declared, **kw)
         self.last_seq = self._ws.ledger.record(
             TableDeidentified(
                 time=self._ws.clock.now(),

@@ -3,6 +3,8 @@ measures it, and keeps one row per input row with every other column untouched."
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,8 +14,9 @@ from pycanon import anonymity
 
 from complai.datasets import load_adult
 from complai.deid.kanon import Constraints, emd, mondrian
-from complai.deid.tabular import anonymize
+from complai.deid.tabular import anonymize, date_label, date_range
 from complai.errors import InvalidInput
+from complai.workspace import Workspace
 
 QIS = ["age", "education", "marital_status", "occupation", "race", "sex", "native_country"]
 
@@ -28,8 +31,10 @@ def test_k_anonymity_checked_by_pycanon(adult: pd.DataFrame, k: int) -> None:
     out, report = anonymize(adult, QIS, k, sensitive="income")
     assert anonymity.k_anonymity(out.reset_index(drop=True), QIS) >= k
     assert report.achieved["k"] >= k
-    assert len(out) == len(adult) and list(out.columns) == list(adult.columns)
-    others = [c for c in adult.columns if c not in QIS]
+    # every row stays; every column but the direct identifier (subject_id) stays as it was
+    assert report.direct_identifiers["dropped"] == ["subject_id"]
+    assert len(out) == len(adult) and list(out.columns) == [c for c in adult.columns if c != "subject_id"]
+    others = [c for c in adult.columns if c not in QIS and c != "subject_id"]
     pd.testing.assert_frame_equal(out[others], adult[others])
 
 
@@ -140,3 +145,119 @@ def test_categorical_hierarchies(adult: pd.DataFrame) -> None:
         assert gen == orig or gen in EDUCATION[orig]
     with pytest.raises(InvalidInput, match="not in its hierarchy"):
         anonymize(adult, ["education"], 5, hierarchies={"education": {"Bachelors": ["*"]}})
+
+
+# --- direct identifiers: never in a release that claims k-anonymity -------------------------------------
+
+
+def customers(n: int = 60, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    births = [date(1940, 1, 1).toordinal() + int(d) for d in rng.integers(0, 20_000, n)]
+    return pd.DataFrame(
+        {
+            "customer_id": [f"C-{1000 + i}" for i in range(n)],
+            "full_name": [f"Person Number{i}" for i in range(n)],
+            "email": [f"p{i}@example.com" for i in range(n)],
+            "handle": [f"h{i:03d}" for i in range(n)],  # nothing in name or values says it identifies
+            "birthdate": [date.fromordinal(b).isoformat() for b in births],
+            "country": rng.choice(["DE", "FR", "US"], n),
+            "balance": rng.integers(0, 10_000, n),
+        }
+    )
+
+
+def test_direct_identifiers_are_dropped_by_default_and_kept_only_by_name() -> None:
+    df = customers()
+    out, r = anonymize(df, ["birthdate", "country"], 5)
+    assert list(out.columns) == ["handle", "birthdate", "country", "balance"]
+    assert r.direct_identifiers["dropped"] == ["customer_id", "full_name", "email"]
+    assert set(r.direct_identifiers["reasons"]) == {"customer_id", "full_name", "email"}
+    assert r.achieved["k"] >= 5 and not r.direct_identifiers["kept"]
+    out, r = anonymize(df, ["birthdate", "country"], 5, keep=["email"])
+    assert out["email"].tolist() == df["email"].tolist()
+    assert r.direct_identifiers["kept"] == ["email"] and any("WARNING" in n and "email" in n for n in r.notes)
+    out, r = anonymize(df, ["birthdate", "country"], 5, direct_identifiers="pseudonymize", pseudonymize=str.upper)
+    assert out["email"].tolist() == [e.upper() for e in df["email"]]
+    assert r.direct_identifiers["pseudonymized"] == ["customer_id", "full_name", "email"]
+    with pytest.raises(InvalidInput, match="keyed pseudonym"):
+        anonymize(df, ["birthdate"], 5, direct_identifiers="pseudonymize")
+    with pytest.raises(InvalidInput, match="unknown column"):
+        anonymize(df, ["birthdate"], 5, keep=["shoe_size"])
+
+
+def test_session_uses_the_schema_and_keyed_pseudonyms(ws: Workspace) -> None:
+    from complai.vault.schema import load_schema
+    from tests.vault.conftest import SCHEMA
+
+    df = customers(20)
+    schema = load_schema(
+        {
+            **SCHEMA,
+            "fields": [
+                *SCHEMA["fields"],
+                {"name": "handle", "type": "string", "category": "user.unique_id", "identifier": "direct"},
+            ],
+        },
+        ws.taxonomy,
+    )
+    s = ws.session("owner", "analytics")
+    out, r = s.deidentify_table(df, schema=schema, quasi=["birthdate", "country"], k=4)
+    # the schema declares handle a direct identifier; the scanner classifies the undeclared columns
+    assert "handle" not in out.columns and r.direct_identifiers["reasons"]["handle"].startswith("declared")
+    out, r = s.deidentify_table(
+        df, schema=schema, quasi=["birthdate", "country"], k=4, direct_identifiers="pseudonymize"
+    )
+    assert out["email"].str.fullmatch(r"<ID_[0-9a-f]{12}>").all() and out["email"].nunique() == 20
+    again, _ = s.deidentify_table(df, quasi=["birthdate"], k=4, direct_identifiers="pseudonymize")
+    assert again["email"].tolist() == out["email"].tolist()  # same key, same pseudonym
+    with pytest.raises(InvalidInput, match="declared direct identifiers"):
+        s.deidentify_table(df, schema=schema, quasi=["birthdate", "handle"], k=4)
+
+
+# --- dates: ranges, never sets of exact dates -------------------------------------------------------------
+
+
+def test_dates_generalise_as_ranges_and_numeric_is_accepted() -> None:
+    df = customers()
+    for numeric in (None, ["birthdate"]):
+        out, r = anonymize(df, ["birthdate", "country"], 5, numeric=numeric)
+        assert not out["birthdate"].str.contains("[{|]", regex=True).any()
+        for orig, label in zip(df["birthdate"], out["birthdate"], strict=True):
+            lo, hi = date_range(label)
+            assert lo <= date.fromisoformat(orig) <= hi
+        # information loss is the labels' span in days over the column's
+        assert 0 < r.utility["information_loss_by_column"]["birthdate"] < 1
+    assert date_label(date(1952, 11, 23).toordinal(), date(1952, 11, 23).toordinal())[0] == "1952-11-23"
+    assert date_label(date(1952, 11, 3).toordinal(), date(1952, 11, 23).toordinal())[0] == "1952-11"
+    assert date_label(date(1952, 1, 3).toordinal(), date(1955, 12, 2).toordinal())[0] == "1952-1955"
+    label = date_label(date(1952, 11, 23).toordinal(), date(1955, 8, 30).toordinal())[0]
+    assert label == "[1952-11-01, 1955-08-31]"
+    with pytest.raises(InvalidInput, match="missing values"):
+        anonymize(df.assign(birthdate=df["birthdate"].where(df.index > 0)), ["birthdate"], 5)
+
+
+@st.composite
+def dated_tables(draw: st.DrawFn) -> tuple[pd.DataFrame, int]:
+    n = draw(st.integers(4, 60))
+    k = draw(st.integers(1, max(1, n // 2)))
+    pool = draw(st.lists(st.dates(date(1900, 1, 1), date(2030, 12, 31)), min_size=1, max_size=n))
+    days = draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n))
+    with_time = draw(st.booleans())
+    texts = [d.isoformat() + ("T08:30:00" if with_time else "") for d in days]
+    groups = draw(st.lists(st.sampled_from(["a", "b"]), min_size=n, max_size=n))
+    return pd.DataFrame({"born": texts, "g": groups, "v": range(n)}), k
+
+
+@given(dated_tables())
+@settings(max_examples=60, deadline=None, derandomize=True)
+def test_every_released_date_is_a_range_holding_its_class(table: tuple[pd.DataFrame, int]) -> None:
+    df, k = table
+    out, _ = anonymize(df, ["born", "g"], k)
+    classes = out.groupby(["born", "g"]).indices
+    assert min(len(rows) for rows in classes.values()) >= k
+    for (label, _), rows in classes.items():
+        lo, hi = date_range(label)
+        originals = {date.fromisoformat(df["born"].iloc[i][:10]) for i in rows}
+        assert all(lo <= d <= hi for d in originals)
+        if lo == hi:  # an exact date is released only when every record of the class has it
+            assert originals == {lo}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from complai.cli.common import console, open_session, print_json
+from complai.cli.common import console, err_console, open_session, print_json
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="De-identification: k-anonymity, l-diversity, t-closeness.", no_args_is_help=True)
@@ -58,6 +58,17 @@ def table(
         list[str] | None,
         typer.Option("--hierarchy", help="COL=FILE.yaml: each value mapped to its ancestors (repeatable)."),
     ] = None,
+    keep: Annotated[
+        list[str] | None,
+        typer.Option("--keep", help="Direct identifier column(s) to keep anyway (named in the report, warned)."),
+    ] = None,
+    direct: Annotated[
+        str, typer.Option("--direct-identifiers", help="What to do with direct identifiers: drop or pseudonymize.")
+    ] = "drop",
+    schema_src: Annotated[
+        str | None,
+        typer.Option("--schema", help="Schema YAML file or dataset name declaring the columns' identifier kinds."),
+    ] = None,
     report_file: Annotated[Path | None, typer.Option("--report", help="Write the JSON report here.")] = None,
     purpose: Annotated[str, typer.Option("--purpose")] = "analytics",
     json_out: Annotated[bool, typer.Option("--json")] = False,
@@ -71,9 +82,17 @@ def table(
         raise InvalidInput(f"{source} not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{source.name} is not valid CSV ({str(exc).splitlines()[0]})") from None
-    with open_session(purpose) as (_, session):
+    with open_session(purpose) as (ws, session):
+        schema: Any = schema_src
+        if schema_src and Path(schema_src).is_file():
+            from complai.vault.schema import load_schema
+
+            schema = load_schema(Path(schema_src), ws.taxonomy)
         result, report = session.deidentify_table(
             frame,
+            schema=schema,
+            keep=[c for spec in keep or [] for c in _cols(spec) or []],
+            direct_identifiers=direct,
             quasi=_cols(quasi) or [],
             k=k,
             sensitive=sensitive,
@@ -96,6 +115,15 @@ def table(
             f"wrote {out}: {report.rows:,} rows in {report.classes:,} classes; achieved k={a['k']}"
             + (f", l={a['l_distinct']} (entropy {a['l_entropy']:.2f}), t={a['t']:.3f}" if "t" in a else "")
             + f"; information loss {report.utility['information_loss']:.3f}"
+        )
+        ids = report.direct_identifiers
+        for what in ("dropped", "pseudonymized"):
+            if ids[what]:
+                console.print(f"direct identifiers {what}: {', '.join(ids[what])}")
+    if report.direct_identifiers["kept"]:
+        err_console.print(
+            f"warning: direct identifiers kept by request: {', '.join(report.direct_identifiers['kept'])}; "
+            "the output identifies people and is not anonymous"
         )
 
 

@@ -1,6 +1,15 @@
 """Tabular k-anonymity for DataFrames: Mondrian partitions, generalised quasi-identifiers, utility and
 re-identification risk. One output row per input row; every column that is not a quasi-identifier is
-kept as it was (anonypy drops columns and aggregates rows: users of it complain).
+kept as it was (anonypy drops columns and aggregates rows: users of it complain), except direct
+identifiers: a release that claims k-anonymity cannot carry names, emails or customer numbers, so the
+columns the schema or the column scanner marks as direct identifiers are dropped (or replaced by keyed
+pseudonyms) unless the caller keeps them by name, and the report says which and warns of kept ones.
+
+Dates (ISO `YYYY-MM-DD`, with or without a time, or datetime values) are detected and generalised as
+ranges, never as sets of exact dates: a class's label is its date when all its records share it,
+else the calendar month (`1952-11`), year (`1952`), span of years (`1952-1955`) or span of months
+(`[1952-11-01, 1955-08-31]`) that holds all of them. Information loss is the label's span in days over
+the column's.
 
 Measures (ARX's definitions where it has them):
 - discernibility: sum over classes of |E|^2 (suppressed rows count n each);
@@ -15,9 +24,12 @@ Measures (ARX's definitions where it has them):
 
 from __future__ import annotations
 
+import calendar
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -44,6 +56,9 @@ class Report:
     utility: dict[str, Any]
     risk: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    # what was done with direct identifiers: dropped, pseudonymized, kept (by request) and why each
+    # column counts as one (the schema, or the scanner's evidence)
+    direct_identifiers: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -51,6 +66,97 @@ class Report:
 
 def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ][0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?)?")
+_PSEUDONYM = re.compile(r"<[A-Z_]+_[0-9a-f]{12}>")
+
+
+def date_days(values: pd.Series) -> np.ndarray | None:
+    """Each value's date as a day number (proleptic Gregorian ordinal) when every present value is an
+    ISO date (`YYYY-MM-DD`, optionally with a time: the date as written counts) or a date/datetime;
+    None otherwise. Missing values become NaN."""
+    present = values.dropna()
+    if present.empty or pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return None
+    out = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT:
+            continue
+        if isinstance(v, datetime | pd.Timestamp):
+            out[i] = v.date().toordinal()
+        elif isinstance(v, date):
+            out[i] = v.toordinal()
+        elif isinstance(v, str) and _ISO_DATE.fullmatch(v.strip()):
+            try:
+                out[i] = date.fromisoformat(v.strip()[:10]).toordinal()
+            except ValueError:
+                return None
+        else:
+            return None
+    return out
+
+
+def date_label(lo: int, hi: int) -> tuple[str, int, int]:
+    """The label for a class whose dates run from day `lo` to day `hi`, and the first and last day it
+    denotes: the date itself, else the month, year, years or months that hold both."""
+    a, b = date.fromordinal(lo), date.fromordinal(hi)
+    if a == b:
+        return a.isoformat(), lo, hi
+    start = a.replace(day=1)
+    end = b.replace(day=calendar.monthrange(b.year, b.month)[1])
+    if (a.year, a.month) == (b.year, b.month):
+        return f"{a.year:04d}-{a.month:02d}", start.toordinal(), end.toordinal()
+    if start.month == 1 and end.month == 12:
+        label = f"{a.year:04d}" if a.year == b.year else f"{a.year:04d}-{b.year:04d}"
+        return label, start.toordinal(), end.toordinal()
+    return f"[{start.isoformat()}, {end.isoformat()}]", start.toordinal(), end.toordinal()
+
+
+def date_range(label: str) -> tuple[date, date]:
+    """The first and last day a released date label denotes (the inverse of `date_label`)."""
+    label = label.strip()
+    if label.startswith("["):
+        first, last = (x.strip() for x in label[1:-1].split(","))
+        return date.fromisoformat(first), date.fromisoformat(last)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", label):
+        d = date.fromisoformat(label)
+        return d, d
+    if re.fullmatch(r"\d{4}-\d{2}", label):
+        y, m = int(label[:4]), int(label[5:])
+        return date(y, m, 1), date(y, m, calendar.monthrange(y, m)[1])
+    if re.fullmatch(r"\d{4}(?:-\d{4})?", label):
+        return date(int(label[:4]), 1, 1), date(int(label[-4:]), 12, 31)
+    raise InvalidInput(f"{label!r} is not a date label")
+
+
+def find_direct_identifiers(
+    df: pd.DataFrame, exclude: Sequence[str] = (), schema: Mapping[str, str | None] | None = None
+) -> dict[str, str]:
+    """Columns that are direct identifiers, each with the reason: the schema's declaration (`schema`
+    maps declared field names to their identifier kind) for the columns it declares, the column
+    scanner's classification (names, and sampled values through the pattern recognizers) for the rest.
+    Columns in `exclude` (the quasi-identifiers and the sensitive attribute) and columns already made of
+    keyed pseudonyms are left out."""
+    from complai.deid.scanner import scan
+
+    schema = schema or {}
+    found: dict[str, str] = {}
+    undeclared = [c for c in df.columns if str(c) not in schema and c not in exclude]
+    for col in df.columns:
+        if col in exclude or str(col) not in schema:
+            continue
+        if schema[str(col)] == "direct":
+            found[col] = "declared a direct identifier by the schema"
+    if undeclared:
+        for col, proposal in zip(undeclared, scan(df[undeclared], regex_only=True), strict=True):
+            if proposal.identifier == "direct":
+                found[col] = "scanner: " + "; ".join(proposal.evidence)
+    for col in list(found):
+        present = df[col].dropna()
+        if len(present) and present.astype(str).map(_PSEUDONYM.fullmatch).notna().all():
+            del found[col]  # already keyed pseudonyms (a governed read's pseudonymisation)
+    return found
 
 
 def _common_ancestor(values: list[str], tree: dict[str, list[str]], universe: list[str]) -> tuple[str, int]:
@@ -75,8 +181,17 @@ def anonymize(
     hierarchies: dict[str, dict[str, list[str]]] | None = None,
     suppress: float = 0.0,
     risk_threshold: float = 0.2,
+    schema: Mapping[str, str | None] | None = None,
+    keep: Sequence[str] = (),
+    direct_identifiers: str = "drop",
+    pseudonymize: Callable[[str], str] | None = None,
 ) -> tuple[pd.DataFrame, Report]:
     """k-anonymise `df` over `quasi`; optionally l-diverse and t-close in `sensitive`.
+
+    Direct identifiers (`find_direct_identifiers`: `schema` maps field names to their declared
+    identifier kind; the scanner classifies the columns it does not declare) are dropped, or with
+    `direct_identifiers="pseudonymize"` replaced by `pseudonymize(value)` (a keyed pseudonym), unless
+    named in `keep`: kept ones are named in the report with a warning.
 
     `hierarchies[col]` maps each value of a categorical quasi-identifier to its ancestors, most specific
     first (e.g. "Bachelors": ["Undergraduate", "Higher education", "*"]): values are ordered along the
@@ -98,6 +213,23 @@ def anonymize(
         raise InvalidInput(f"unknown column(s) {missing} (columns: {list(df.columns)})")
     if sensitive in quasi:
         raise InvalidInput(f"{sensitive!r} cannot be both quasi-identifier and sensitive")
+    unknown_keep = [c for c in keep if c not in df.columns]
+    if unknown_keep:
+        raise InvalidInput(f"unknown column(s) to keep {unknown_keep} (columns: {list(df.columns)})")
+    if direct_identifiers not in ("drop", "pseudonymize"):
+        raise InvalidInput("direct identifiers are dropped ('drop') or pseudonymised ('pseudonymize')")
+    if direct_identifiers == "pseudonymize" and pseudonymize is None:
+        raise InvalidInput("pseudonymising direct identifiers needs a keyed pseudonym function (a session's)")
+    named = [*quasi, *([sensitive] if sensitive else [])]
+    declared_direct = [c for c in named if (schema or {}).get(str(c)) == "direct" and c not in keep]
+    if declared_direct:
+        raise InvalidInput(
+            f"column(s) {declared_direct} are declared direct identifiers by the schema: they cannot be "
+            "released as quasi-identifiers or sensitive attribute unless kept explicitly"
+        )
+    direct = find_direct_identifiers(df, exclude=named, schema=schema)
+    kept_direct = [c for c in direct if c in keep]
+    handled = [c for c in direct if c not in keep]
     if (l is not None or t is not None) and sensitive is None:
         raise InvalidInput("l-diversity and t-closeness need a sensitive column")
     if not 0 <= suppress < 1:
@@ -106,8 +238,18 @@ def anonymize(
     n = len(df)
     if k > n:
         raise InvalidInput(f"k={k} is larger than the table ({n} rows)")
+    # dates generalise as ranges, never as sets of exact dates (which would publish every one)
+    dates = {}
+    for q in quasi:
+        if q not in hierarchies and not pd.api.types.is_numeric_dtype(df[q]):
+            days = date_days(df[q])
+            if days is not None:
+                if np.isnan(days).any():
+                    raise InvalidInput(f"date quasi-identifier {q!r} has missing values")
+                dates[q] = days
     numeric = list(numeric) if numeric is not None else [q for q in quasi if pd.api.types.is_numeric_dtype(df[q])]
-    for q in numeric:
+    numeric = [*[q for q in numeric if q not in dates], *dates]
+    for q in [q for q in numeric if q not in dates]:
         if q not in quasi:
             raise InvalidInput(f"numeric column {q!r} is not a quasi-identifier")
         if not pd.api.types.is_numeric_dtype(df[q]):
@@ -119,7 +261,11 @@ def anonymize(
     # encode
     cols, spans, cats = [], [], {}
     for q in quasi:
-        if q in numeric:
+        if q in dates:
+            v = dates[q]
+            cols.append(v)
+            spans.append(float(v.max() - v.min()))
+        elif q in numeric:
             v = pd.to_numeric(df[q]).to_numpy(dtype="float64")
             cols.append(v)
             spans.append(float(v.max() - v.min()))
@@ -192,7 +338,11 @@ def anonymize(
                 continue
             vals = codes[cls, j]
             lo, hi = vals.min(), vals.max()
-            if q in numeric:
+            if q in dates:
+                label, first, last = date_label(int(lo), int(hi))
+                gen[q][cls] = label
+                loss[cls, j] = min(1.0, (last - first) / spans[j]) if spans[j] > 0 else 0.0
+            elif q in numeric:
                 gen[q][cls] = _fmt(lo) if lo == hi else f"[{_fmt(lo)}-{_fmt(hi)}]"
                 loss[cls, j] = (hi - lo) / spans[j] if spans[j] > 0 else 0.0
             else:
@@ -211,6 +361,21 @@ def anonymize(
                 loss[cls, j] = (covered - 1) / (total - 1) if total > 1 else 0.0
     for q in quasi:
         out[q] = pd.Series(gen[q], index=df.index, dtype="object")
+    # direct identifiers: dropped or pseudonymised; kept only by name, and then the report warns
+    pseudonymized = []
+    if direct_identifiers == "pseudonymize" and pseudonymize is not None:
+        for col in handled:
+            out[col] = [None if pd.isna(v) else pseudonymize(str(v)) for v in df[col]]
+            pseudonymized.append(col)
+        dropped = []
+    else:
+        dropped = list(handled)
+        out = out.drop(columns=dropped)
+    if kept_direct:
+        notes.append(
+            f"WARNING: direct identifier(s) {', '.join(map(str, kept_direct))} kept by request: the release "
+            "identifies people directly and is not anonymous, whatever k it achieves"
+        )
     sizes = np.array([len(cl) for cl in classes])
     achieved: dict[str, Any] = {"k": int(sizes.min())}
     if s_codes is not None:
@@ -256,5 +421,11 @@ def anonymize(
             "marketer": float(len(classes) / n),
         },
         notes=notes + part.notes,
+        direct_identifiers={
+            "dropped": dropped,
+            "pseudonymized": pseudonymized,
+            "kept": kept_direct,
+            "reasons": {str(c): direct[c] for c in direct},
+        },
     )
     return out, report
