@@ -103,5 +103,15 @@ class Signer:
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
 
+    def derive_key(self, info: bytes) -> bytes:
+        """A 32-byte secret for another use of this key's holder (HKDF-SHA256 over the private key,
+        separated by `info`), e.g. to authenticate state the log key's holder keeps in the store."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+        raw = self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"complai/derived-key/v1", info=info).derive(raw)
+
     def __repr__(self) -> str:  # never print key material
         return f"Signer(name={self.name!r}, id={self.verifier.id.hex()})"

@@ -15,25 +15,135 @@ A spend locks the budget rows (SELECT ... FOR UPDATE on PostgreSQL; on SQLite th
 already holds the database's write lock), checks, and updates them inside the caller's transaction,
 so two concurrent queries can never overspend, and nothing is written when any budget would be
 exceeded.
+
+Budget state is bound to the ledger: every spend is recorded there (a `dp.query` or `dp.spent` event in
+the spend's own transaction) and every change of a total (`dp.budget_set`), so the rows are a cache of
+what the ledger says. Each spend first re-derives the rows it charges from the ledger and refuses
+(IntegrityError, nothing spent) if the store's totals differ: a budget reset at rest cannot spend
+again. To keep this cheap on a long ledger, each row has a mark in `meta`: its state as of a ledger
+size, authenticated with a key derived from the log key; a spend replays only the spend events since
+the mark (read through the ledger's kind index). A missing or forged mark is ignored (the row is
+re-derived from the start of the ledger); an old one only means a longer replay, since the ledger is
+append-only. The audit re-derives everything from the ledger (compliance/reconcile.py).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
 
 from complai.clock import Clock
 from complai.dp.accounting import check_epsilon_delta, epsilon_of, rho_for
-from complai.errors import BudgetExhausted, InvalidInput, NotFound
-from complai.events import BudgetSet, BudgetSpent
+from complai.errors import BudgetExhausted, IntegrityError, InvalidInput, NotFound
+from complai.events import BudgetSet, BudgetSpent, DPQueryAnswered
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import dp_budgets, dp_spends
+from complai.store.tables import dp_budgets, dp_spends, meta
 
 ALL = "*"
+# the ledger events that carry budget state: totals set, and spends
+BUDGET_KINDS = (BudgetSet.kind, BudgetSpent.kind, DPQueryAnswered.kind)
+SPENT = ("rho_spent", "eps_spent", "approx_eps_spent", "approx_delta_spent")
+_MARK = "dp.mark:"
+_MARK_INFO = b"complai dp budget mark v1"
+# built once: every spend runs these
+_READ_MARK = select(meta.c.value).where(meta.c.key == bindparam("key"))
+_DELETE_MARK = delete(meta).where(meta.c.key == bindparam("key"))
+_INSERT_MARK = insert(meta)
+
+
+def charged(kind: str, event: dict[str, Any]) -> tuple[str, str, tuple[float, float, float, float]] | None:
+    """What a spend event charged: (dataset, principal, (rho, eps, approx_eps, approx_delta)), as the
+    reservation that preceded it in the same transaction added to the budget rows; None for other events."""
+    try:
+        dataset, actor = str(event["dataset"]), str(event["actor"])
+        mechanism = str(event.get("mechanism", ""))
+        if kind == DPQueryAnswered.kind:
+            if mechanism.startswith("gaussian"):
+                return dataset, actor, (float(event["rho"]), 0.0, 0.0, 0.0)
+            return dataset, actor, (0.0, float(event["epsilon"]), 0.0, 0.0)
+        if kind == BudgetSpent.kind:
+            epsilon, rho, delta = float(event["epsilon"]), float(event["rho"]), float(event["delta"])
+            if mechanism == "dp-sgd":
+                return dataset, actor, (0.0, 0.0, epsilon, delta)
+            if rho > 0:
+                return dataset, actor, (rho, max(0.0, epsilon - epsilon_of(rho, delta)), 0.0, 0.0)
+            return dataset, actor, (0.0, epsilon, 0.0, 0.0)
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError(f"a {kind} ledger event does not say what it spent") from None
+    return None
+
+
+@dataclass
+class Derived:
+    """A budget row as the ledger says it must be."""
+
+    epsilon: float
+    delta: float
+    rho_total: float
+    spent: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # in SPENT order
+    spends: int = 0
+    since: int = 0  # the ledger size this state starts from (a mark's) or its dp.budget_set entry
+
+
+def replay(
+    state: dict[tuple[str, str], Derived],
+    entries: Iterable[tuple[int, str, dict[str, Any]]],
+    start: dict[tuple[str, str], int] | None = None,
+) -> dict[tuple[str, str], Derived]:
+    """Apply ledger entries (seq, kind, event) in order to derived budget rows, as the store applies
+    them: a row exists from its first dp.budget_set on; a spend charges the dataset's row and the
+    spender's. `start` skips, per row, the entries before its own starting point (a mark)."""
+    start = start or {}
+    for seq, kind, e in entries:
+        if kind == BudgetSet.kind:
+            key = (str(e["dataset"]), str(e["principal"]))
+            if seq < start.get(key, 0):
+                continue
+            row = state.get(key)
+            if row is None:
+                state[key] = Derived(float(e["epsilon"]), float(e["delta"]), float(e["rho"]), since=seq)
+            else:
+                row.epsilon, row.delta, row.rho_total = float(e["epsilon"]), float(e["delta"]), float(e["rho"])
+            continue
+        spent = charged(kind, e)
+        if spent is None:
+            continue
+        dataset, actor, cost = spent
+        for key in {(dataset, ALL), (dataset, actor)}:
+            row = state.get(key)
+            if row is not None and seq >= start.get(key, 0):
+                row.spent = [a + b for a, b in zip(row.spent, cost, strict=True)]
+                row.spends += 1
+    return state
+
+
+def divergence(row: Any, derived: Derived | None) -> str | None:
+    """How a dp_budgets row differs from the ledger's account of it (None: it agrees)."""
+    who = f"privacy budget {row.dataset}/{row.principal}"
+    if derived is None:
+        return f"{who} has no dp.budget_set entry in the ledger"
+
+    def close(a: float, b: float) -> bool:
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
+
+    for name, value in (("epsilon", derived.epsilon), ("delta", derived.delta), ("rho_total", derived.rho_total)):
+        if not close(float(getattr(row, name)), value):
+            return f"{who}: the store's total {name} {getattr(row, name)!r} differs from the ledger's {value!r}"
+    for name, value in zip(SPENT, derived.spent, strict=True):
+        if not close(float(getattr(row, name)), value):
+            return (
+                f"{who}: the store's {name} {getattr(row, name)!r} differs from the {value!r} the ledger's "
+                f"spend events add up to"
+            )
+    return None
 
 
 @dataclass(frozen=True)
@@ -118,6 +228,12 @@ class Budgets:
         rho = rho_for(epsilon, delta)
         now = self.clock.now()
         with self.store.write() as conn:
+            # the dataset's row serialises this with its spends (whose rows must exist before or after both)
+            conn.execute(
+                select(dp_budgets.c.principal)
+                .where(dp_budgets.c.dataset == dataset, dp_budgets.c.principal == ALL)
+                .with_for_update()
+            ).first()
             key = and_(dp_budgets.c.dataset == dataset, dp_budgets.c.principal == principal)
             exists = conn.execute(select(dp_budgets.c.rho_spent).where(key)).first()
             if exists is None:
@@ -181,7 +297,9 @@ class Budgets:
     ) -> None:
         """Reserve a pure-DP `eps`, a zCDP `rho` and/or an (epsilon, delta)-DP `approx` from the dataset's
         budget and the principal's (if it has one), in the caller's transaction; BudgetExhausted (naming
-        what remains) if either would be overspent, and then nothing is written."""
+        what remains) if either would be overspent, and then nothing is written. IntegrityError if the
+        rows differ from what the ledger's spend events say (state altered at rest). The caller records
+        the spend in the ledger (dp.query or dp.spent) in the same transaction."""
         a_eps, a_delta = approx or (0.0, 0.0)
         if eps < 0 or rho < 0 or a_eps < 0 or a_delta < 0 or not (eps > 0 or rho > 0 or a_eps > 0):
             raise InvalidInput("a privacy cost must be positive")
@@ -192,6 +310,7 @@ class Budgets:
             .order_by(c.principal)
             .with_for_update()
         ).all()
+        self._reconcile(conn, dataset, rows)
         self._check(rows, dataset, principal, eps, rho, (a_eps, a_delta))
         for r in rows:
             conn.execute(
@@ -216,6 +335,82 @@ class Budgets:
                 created_at=self.clock.now(),
             )
         )
+
+    # --- binding to the ledger ----------------------------------------------------------------------
+
+    def _mark_key(self, dataset: str, principal: str) -> str:
+        return _MARK + hashlib.sha256(f"{dataset}\0{principal}".encode()).hexdigest()[:48]
+
+    def _mac(self, body: bytes) -> str:
+        if not hasattr(self, "_mark_secret"):
+            self._mark_secret = self.ledger.signer.derive_key(_MARK_INFO)
+        return hmac.new(self._mark_secret, body, hashlib.sha256).hexdigest()
+
+    def _read_mark(self, conn: Connection, dataset: str, principal: str) -> tuple[int, Derived] | None:
+        """A row's authenticated state as of a ledger size; None if absent or not authentic."""
+        text = conn.execute(_READ_MARK, {"key": self._mark_key(dataset, principal)}).scalar()
+        if text is None:
+            return None
+        try:
+            obj = json.loads(text)
+            body = json.dumps(obj["state"], sort_keys=True).encode()
+            if not hmac.compare_digest(self._mac(body), str(obj["mac"])):
+                return None
+            st = obj["state"]
+            if st["dataset"] != dataset or st["principal"] != principal:
+                return None
+            seq = int(st["seq"])
+            return seq, Derived(st["epsilon"], st["delta"], st["rho_total"], [float(x) for x in st["spent"]], since=seq)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _write_mark(self, conn: Connection, row: Any, seq: int) -> None:
+        state = {
+            "dataset": row.dataset,
+            "principal": row.principal,
+            "seq": seq,
+            "epsilon": row.epsilon,
+            "delta": row.delta,
+            "rho_total": row.rho_total,
+            "spent": [float(getattr(row, n)) for n in SPENT],
+        }
+        body = json.dumps(state, sort_keys=True).encode()
+        key = self._mark_key(row.dataset, row.principal)
+        conn.execute(_DELETE_MARK, {"key": key})
+        conn.execute(_INSERT_MARK, {"key": key, "value": json.dumps({"state": state, "mac": self._mac(body)})})
+
+    def _reconcile(self, conn: Connection, dataset: str, rows: Any) -> None:
+        """Re-derive the locked rows from the ledger (from their marks on); IntegrityError on a difference.
+        Holding the dataset row's lock, every spend on the dataset the ledger has is below its head."""
+        if not rows:
+            return
+        size = self.ledger.head(conn).size
+        state: dict[tuple[str, str], Derived] = {}
+        start: dict[tuple[str, str], int] = {}
+        for r in rows:
+            mark = self._read_mark(conn, dataset, r.principal)
+            if mark is not None and mark[0] <= size:
+                start[(dataset, r.principal)] = mark[0]
+                state[(dataset, r.principal)] = mark[1]
+        first = min(start.values()) if len(start) == len(rows) else 0
+        entries = (
+            (seq, kind, ev)
+            for seq, kind, data in self.ledger.scan(conn, BUDGET_KINDS, first, size)
+            if (ev := json.loads(data)).get("dataset") == dataset
+        )
+        replay(state, entries, start)
+        for r in rows:
+            problem = divergence(r, state.get((dataset, r.principal)))
+            if problem is not None:
+                raise IntegrityError(f"{problem}: budget state was altered outside complai; nothing was spent")
+        for r in rows:
+            self._write_mark(conn, r, size)
+
+    def derive_all(self) -> dict[tuple[str, str], Derived]:
+        """Every budget row as the whole ledger says it must be (for the audit)."""
+        with self.store.read() as conn:
+            entries = [(seq, kind, json.loads(data)) for seq, kind, data in self.ledger.scan(conn, BUDGET_KINDS)]
+        return replay({}, entries)
 
     @staticmethod
     def _check(rows: Any, dataset: str, principal: str, eps: float, rho: float, approx: tuple[float, float]) -> None:

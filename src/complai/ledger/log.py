@@ -80,6 +80,17 @@ _UPDATE_HEAD = (
     .values(size=bindparam("new_size"), root=bindparam("new_root"), frontier=bindparam("new_frontier"))
 )
 
+_HEAD = select(ledger_head.c.size, ledger_head.c.root).where(ledger_head.c.id == 1)
+_SCAN = (
+    select(ledger_entries.c.seq, ledger_entries.c.kind, ledger_entries.c.data)
+    .where(
+        ledger_entries.c.kind.in_(bindparam("kinds", expanding=True)),
+        ledger_entries.c.seq >= bindparam("start"),
+        ledger_entries.c.seq < bindparam("end"),
+    )
+    .order_by(ledger_entries.c.seq)
+)
+
 
 def _ints(values: Iterable[int]) -> str:
     return ",".join(str(int(v)) for v in values)
@@ -140,7 +151,7 @@ class Ledger:
         if conn is None:
             with self.store.read() as c:
                 return self.head(c)
-        row = conn.execute(select(ledger_head.c.size, ledger_head.c.root).where(ledger_head.c.id == 1)).one()
+        row = conn.execute(_HEAD).one()
         return Head(int(row.size), bytes(row.root))
 
     def entry(self, seq: int, conn: Connection | None = None) -> Entry:
@@ -170,6 +181,15 @@ class Ledger:
             if len(rows) < chunk:
                 return
             pos = int(rows[-1].seq) + 1
+
+    def scan(
+        self, conn: Connection, kinds: Sequence[str], start: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, str, bytes]]:
+        """(seq, kind, data) of the entries of these kinds in [start, end), in order, in the caller's
+        transaction; served by the (kind, seq) index, so its cost follows the matching entries only."""
+        params = {"kinds": list(kinds), "start": start, "end": (1 << 62) if end is None else end}
+        for seq, kind, data in conn.execute(_SCAN, params):
+            yield int(seq), str(kind), bytes(data)
 
     def count_by_kind(self) -> dict[str, int]:
         with self.store.read() as conn:
