@@ -315,6 +315,13 @@ class TokenRevoked(Event):
     token_id: str
 
 
+class TokenLifetimeSet(Event):
+    """The longest lifetime of a token minted without the owner role (ISO 8601 duration)."""
+
+    kind: ClassVar[str] = "token.lifetime_set"
+    max_lifetime: str
+
+
 class AuthenticationRefused(Event):
     kind: ClassVar[str] = "auth.refused"
     token_id: str | None
@@ -331,13 +338,6 @@ class RoleChanged(Event):
 class PolicyChanged(Event):
     kind: ClassVar[str] = "policy.changed"
     rule_id: int
-class TokenLifetimeSet(Event):
-    """The longest lifetime of a token minted without the owner role (ISO 8601 duration)."""
-
-    kind: ClassVar[str] = "token.lifetime_set"
-    max_lifetime: str
-
-
     subject: str
     domain: str
     action: str

@@ -83,7 +83,7 @@ class Credential:
 
 def is_principal_name(text: str) -> bool:
     """Whether `text` is a well-formed principal name (and so safe to name in a message)."""
-    return bool(_NAME.match(text or ""))
+    return bool(_NAME.fullmatch(text or ""))
 
 
 def _deadline(now: datetime, duration: str) -> datetime:
@@ -130,7 +130,7 @@ class Identity:
             raise PolicyDenied(f"{actor} may not change principals, roles or policies (the owner role is required)")
 
     def add(self, actor: str, name: str, kind: str = "human", password: str | None = None) -> Principal:
-        if not _NAME.match(name or ""):
+        if not _NAME.fullmatch(name or ""):
             raise InvalidInput("principal names are lower-case letters, digits and . _ @ - (max 128)")
         if kind not in ("human", "service"):
             raise InvalidInput("kind must be 'human' or 'service'")
@@ -344,7 +344,7 @@ class Identity:
         """What a token proves (principal, id, expiry); AuthenticationFailed for anything else. The
         message never repeats the token: a malformed one may still hold a secret (padded, prefixed
         with `Bearer`, re-cased)."""
-        m = _TOKEN.match(token or "")
+        m = _TOKEN.fullmatch(token or "")
         token_id = m.group(1) if m else None
         reason = "malformed"
         if m:

@@ -62,10 +62,19 @@ def token_create(
     expires: Annotated[str, typer.Option("--expires", help="ISO 8601 duration, or 'never'.")] = "P90D",
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a token; it is printed once and cannot be shown again."""
+    """Create a token; it is printed once and cannot be shown again.
+
+    For yourself, or (owner or admin role) for another principal. Without the owner role a token lives
+    at most the workspace's maximum token lifetime (`token max-lifetime`); no token outlives the token
+    you are using."""
+    from complai.cli.common import state
+
     with open_session("security") as (ws, session):
         token_id, token = ws.identity.create_token(
-            session.principal, principal or session.principal, None if expires == "never" else expires
+            session.principal,
+            principal or session.principal,
+            None if expires == "never" else expires,
+            credential_expires=state.credential.expires_at if state.credential else None,
         )
     if json_out:
         print_json({"id": token_id, "token": token})
@@ -79,6 +88,20 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (n
     with open_session("security") as (ws, session):
         ws.identity.revoke_token(session.principal, token_id)
     console.print(f"revoked token {token_id}")
+
+
+@token_app.command("max-lifetime")
+def token_max_lifetime(
+    duration: Annotated[
+        str | None, typer.Argument(help="New maximum (ISO 8601 duration, owner only); omit to show it.")
+    ] = None,
+) -> None:
+    """Show or set the longest lifetime of a token minted without the owner role (default P90D)."""
+    with open_session("security") as (ws, session):
+        if duration is not None:
+            ws.identity.set_token_max_lifetime(session.principal, duration)
+        current = ws.identity.token_max_lifetime()
+    console.print(f"maximum token lifetime without the owner role: {current}")
 
 
 @role_app.command("grant")

@@ -20,7 +20,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from complai.config import default_workspace
+from complai.access.identity import Credential
+from complai.config import CONFIG_FILE, default_workspace
+from complai.errors import AuthenticationFailed, InvalidInput, NotFound, PolicyDenied
+from complai.events import AccessDenied, delegation
 from complai.session import Session
 from complai.workspace import OWNER, Workspace
 
@@ -32,7 +35,15 @@ err_console = Console(stderr=True, highlight=False, emoji=False)
 class State:
     workspace: Path | None = None
     debug: bool = bool(os.environ.get("COMPLAI_DEBUG"))
-    token: str | None = None
+    token: str | None = None  # --token / COMPLAI_TOKEN: a real API token, never a principal name
+    as_principal: str | None = None  # --as NAME: an owner acting as NAME (recorded as delegation)
+    caller: str | None = None  # the authenticated principal, once checked
+    credential: Credential | None = None  # what the token proved (its id and expiry)
+    authenticated_in: Path | None = None  # the workspace the caller was checked against
+
+    def reset(self, workspace: Path | None, debug: bool, token: str | None, as_principal: str | None) -> None:
+        self.workspace, self.debug, self.token, self.as_principal = workspace, debug, token, as_principal
+        self.caller = self.credential = self.authenticated_in = None
 
 
 state = State()
@@ -42,24 +53,94 @@ def workspace_path(override: Path | None = None) -> Path:
     return override or state.workspace or default_workspace()
 
 
+def has_workspace(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file()
+
+
+def authenticate(ws: Workspace) -> str:
+    """The authenticated caller, checked once per workspace: the principal of --token (a real API token;
+    a principal name is refused), else the owner. With --as NAME the caller must hold the owner role
+    and NAME must be an enabled principal. AuthenticationFailed / PolicyDenied otherwise (exit 2)."""
+    if state.caller is not None and state.authenticated_in == ws.path:
+        return state.caller
+    if state.token is not None:
+        credential = ws.identity.authenticate_credential(state.token)
+        caller = credential.principal
+    else:
+        credential = None
+        try:
+            caller = ws.identity.get(OWNER)
+        except NotFound:
+            raise AuthenticationFailed("this workspace has no owner principal: give --token") from None
+        if caller.disabled:
+            raise AuthenticationFailed("the owner principal is disabled: give --token")
+    if state.as_principal is not None and state.as_principal != caller.name:
+        if OWNER not in caller.roles:
+            ws.ledger.record(
+                AccessDenied(
+                    time=ws.clock.now(),
+                    actor=caller.name,
+                    purpose="security",
+                    action="act_as",
+                    dataset="*",
+                    reason="--as needs the owner role",
+                )
+            )
+            raise PolicyDenied(f"{caller.name} may not act as another principal (--as needs the owner role)")
+        try:
+            target = ws.identity.get(state.as_principal)
+        except NotFound:
+            raise InvalidInput(f"--as: no principal named {state.as_principal!r}") from None
+        if target.disabled:
+            raise InvalidInput(f"--as: principal {state.as_principal!r} is disabled")
+    state.caller, state.credential, state.authenticated_in = caller.name, credential, ws.path
+    return caller.name
+
+
+def acting_principal(ws: Workspace) -> str:
+    """Whom this command acts as: --as NAME (checked above), else the authenticated caller."""
+    caller = authenticate(ws)
+    return state.as_principal or caller
+
+
+def authenticate_at_startup() -> None:
+    """Refuse a bogus, expired or revoked token (or a forbidden --as) before any command does anything."""
+    if state.token is None and state.as_principal is None:
+        return
+    path = workspace_path()
+    if not has_workspace(path):
+        return  # nothing to check against; a command that needs a workspace refuses on its own
+    with open_workspace():
+        pass
+
+
 @contextmanager
 def open_workspace(override: Path | None = None) -> Iterator[Workspace]:
+    """The workspace, after the caller is authenticated; with --as, events of the delegate's actions
+    record the authenticated owner as `delegated_by`."""
     ws = Workspace.open(workspace_path(override))
     try:
-        yield ws
+        caller = authenticate(ws) if state.token is not None or state.as_principal is not None else OWNER
+        if state.as_principal is not None and state.as_principal != caller:
+            with delegation(state.as_principal, caller):
+                yield ws
+        else:
+            yield ws
     finally:
         ws.close()
 
 
+def session_for(ws: Workspace, purpose: str) -> Session:
+    """A session as the acting principal; the CLI never turns an unverified string into a principal."""
+    return ws.session(acting_principal(ws), purpose)
+
+
 @contextmanager
 def open_session(purpose: str, override: Path | None = None) -> Iterator[tuple[Workspace, Session]]:
-    """The workspace and a session as the caller: the --token / COMPLAI_TOKEN principal, else the owner."""
+    """The workspace and a session as the caller: the --token / COMPLAI_TOKEN principal, else the owner
+    (or, with --as NAME, NAME on the owner's authority)."""
     with open_workspace(override) as ws:
-        yield ws, ws.session(state.token or OWNER, purpose)
-
-
-def actor() -> str:
-    return "token holder" if state.token else OWNER
+        yield ws, session_for(ws, purpose)
 
 
 def print_json(obj: Any) -> None:

@@ -22,7 +22,15 @@ from complai.cli import models as models_cmd
 from complai.cli import requests as requests_cmd
 from complai.cli import ropa as ropa_cmd
 from complai.cli import vault as vault_cmd
-from complai.cli.common import console, err_console, open_workspace, print_json, state, workspace_path
+from complai.cli.common import (
+    authenticate_at_startup,
+    console,
+    err_console,
+    open_workspace,
+    print_json,
+    state,
+    workspace_path,
+)
 from complai.errors import ComplaiError
 from complai.workspace import Workspace
 
@@ -63,8 +71,12 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_NO_WORKSPACE_COMMANDS = {"init", "quickstart"}  # they create their own workspace
+
+
 @app.callback()
 def _global(
+    ctx: typer.Context,
     workspace: Annotated[
         Path | None,
         typer.Option("--workspace", "-w", envvar="COMPLAI_WORKSPACE", help="Workspace directory."),
@@ -73,16 +85,27 @@ def _global(
     token: Annotated[
         str | None,
         typer.Option(
-            "--token", envvar="COMPLAI_TOKEN", help="Act as the principal of this API token.", show_default=False
+            "--token",
+            envvar="COMPLAI_TOKEN",
+            help="Act as the principal of this API token (cpl_...).",
+            show_default=False,
+        ),
+    ] = None,
+    as_principal: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="Owners only: act as this principal (its rights; the ledger records the delegation).",
+            show_default=False,
         ),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
-    state.workspace = workspace
-    state.debug = state.debug or debug
-    state.token = token
+    state.reset(workspace, state.debug or debug, token, as_principal)
+    if ctx.invoked_subcommand not in _NO_WORKSPACE_COMMANDS and not ctx.resilient_parsing:
+        authenticate_at_startup()
 
 
 @app.command()

@@ -8,9 +8,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from complai.cli.common import console, load_mapping, open_session, open_workspace, print_json, progress, state
+from complai.cli.common import (
+    console,
+    load_mapping,
+    open_session,
+    open_workspace,
+    print_json,
+    progress,
+    session_for,
+)
 from complai.errors import InvalidInput
-from complai.workspace import OWNER
 
 app = typer.Typer(help="Trained models: list, cards, membership-inference audits.", no_args_is_help=True)
 
@@ -121,7 +128,7 @@ def audit(
     """Membership-inference audit (loss threshold and LiRA): AUC, TPR at low FPR, empirical epsilon."""
     with open_workspace() as ws:
         purpose = ws.models.get(model_id)["purpose"]
-        session = ws.session(state.token or OWNER, purpose)
+        session = session_for(ws, purpose)
         with progress(disable=json_out) as bar:
             task = bar.add_task("shadow models", total=shadows or None)
             report = session.audit_model(
