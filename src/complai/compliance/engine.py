@@ -302,17 +302,30 @@ def encryption(ctx: AuditContext) -> Finding:
             .select_from(records.join(subject_keys, (k.subject_id == r.subject_id) & (k.version == r.dek_version)))
             .where(k.created_at < cutoff)
         ).scalar_one()
+        # decryptability, not only presence: every wrapping KEK version is held, sampled keys unwrap
+        keys_evidence, key_problems = ctx.ws.keyring.check_decryptable(conn)
     items = []
     if orphans:
         items.append({"item": "records", "problem": f"{orphans} records have no data key (unreadable or unencrypted)"})
+    items += [{"item": "key-encryption keys", "problem": p} for p in key_problems]
     if old:
         items.append(
             {"item": "data keys", "problem": f"{old} subjects' data keys are older than {ctx.key_rotation_days} days"}
         )
-    evidence = {"records": int(total), "records_without_key": int(orphans), "subjects_with_old_keys": int(old)}
+    evidence = {
+        "records": int(total),
+        "records_without_key": int(orphans),
+        "subjects_with_old_keys": int(old),
+        **keys_evidence,
+    }
     if items:
-        return Finding(FAIL, "encryption coverage or key age problems", evidence, items)
-    return Finding(PASS, f"all {total} records under live per-subject keys younger than the rotation period", evidence)
+        return Finding(FAIL, "encryption coverage, decryptability or key age problems", evidence, items)
+    return Finding(
+        PASS,
+        f"all {total} records under live per-subject keys younger than the rotation period; every wrapping "
+        f"key-encryption key is held and {keys_evidence['deks_sampled']} sampled data keys unwrap",
+        evidence,
+    )
 
 
 @check("erasure")

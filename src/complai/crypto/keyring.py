@@ -5,6 +5,13 @@ The default provider keeps KEK versions in `keys/kek.json` (mode 0600, replaced 
 `KeyProvider` protocol is what a KMS (HashiCorp Vault transit, a cloud KMS) would implement: wrap,
 unwrap, add a version, retire a version; the vault never sees KEK bytes.
 
+Which KEK version new data keys are wrapped under is decided by the database, not by a process's copy
+of the key file: the `meta` row `kek_current` is read, and locked, inside every transaction that wraps
+(FOR SHARE on PostgreSQL; SQLite writers already hold the database lock from BEGIN IMMEDIATE), and a
+process whose key file copy is stale reloads it. Rotation changes that row under an exclusive lock, and
+retires a version only under the same lock once no data key uses it, so no writer can wrap under a
+retired version (see vault/keys.py).
+
 A subject may hold several DEK versions: a new one is made when the current one has sealed
 MAX_ENCRYPTIONS values, far below AES-GCM's 2^32 random-nonce limit. Destroying a subject's DEKs
 (crypto-shredding) makes every ciphertext sealed for it unreadable, backups included.
@@ -15,40 +22,62 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
+import secrets
+import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import Connection, delete, func, select, tuple_
+from sqlalchemy import Connection, delete, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from complai.clock import Clock, utc_iso
 from complai.crypto.aead import DataKey
 from complai.crypto.keyfiles import read_secret, write_secret
 from complai.errors import IntegrityError, NotFound, WorkspaceError
 from complai.store import bulk_insert, placeholder
-from complai.store.tables import subject_keys
+from complai.store.tables import meta, subject_keys
 
 MAX_ENCRYPTIONS = 1 << 30
 KEK_FILE = "kek.json"
+KEK_CURRENT = "kek_current"  # meta key: the KEK version new data keys are wrapped under
 
 
 class KeyProvider(Protocol):
     def current_version(self) -> int: ...
     def versions(self) -> dict[int, str]: ...  # version -> creation time
-    def wrap(self, dek: bytes, ad: bytes) -> tuple[int, bytes]: ...
+    def wrap(self, dek: bytes, ad: bytes, version: int | None = None) -> tuple[int, bytes]: ...
     def unwrap(self, version: int, blob: bytes, ad: bytes) -> bytes: ...
     def add_version(self) -> int: ...
     def retire(self, version: int) -> None: ...
+    def refresh(self) -> None: ...  # re-read versions another process may have added or retired
+
+
+@dataclass(frozen=True)
+class _KekState:
+    current: int
+    keys: dict[int, DataKey]
+    created: dict[int, str]
+    raw: dict[int, str]
 
 
 class FileKeyProvider:
-    """KEK versions in a local key file."""
+    """KEK versions in a local key file.
+
+    Several processes share the file: each holds a snapshot of it, swapped whole on reload (threads
+    never see half of one), and reloads when asked for a version it does not hold. Changes (add,
+    retire) re-read the file first, so that they never write back a stale copy.
+    """
 
     def __init__(self, keys_dir: Path, clock: Clock) -> None:
         self.path = Path(keys_dir) / KEK_FILE
         self.clock = clock
-        self._load()
+        self._lock = threading.Lock()
+        self._state = self._read()
 
     @classmethod
     def create(cls, keys_dir: Path, clock: Clock) -> FileKeyProvider:
@@ -56,66 +85,100 @@ class FileKeyProvider:
         write_secret(Path(keys_dir) / KEK_FILE, json.dumps(doc).encode())
         return cls(keys_dir, clock)
 
-    def _load(self) -> None:
+    def _read(self) -> _KekState:
         try:
             doc = json.loads(read_secret(self.path))
-            self._current = int(doc["current"])
-            self._keys = {int(v): DataKey(base64.b64decode(e["key"])) for v, e in doc["versions"].items()}
-            self._created = {int(v): str(e["created"]) for v, e in doc["versions"].items()}
-            self._raw = {int(v): str(e["key"]) for v, e in doc["versions"].items()}
+            state = _KekState(
+                current=int(doc["current"]),
+                keys={int(v): DataKey(base64.b64decode(e["key"])) for v, e in doc["versions"].items()},
+                created={int(v): str(e["created"]) for v, e in doc["versions"].items()},
+                raw={int(v): str(e["key"]) for v, e in doc["versions"].items()},
+            )
         except (ValueError, KeyError, TypeError):
             raise WorkspaceError(f"key file {self.path.name} is corrupt") from None
-        if self._current not in self._keys:
+        if state.current not in state.keys:
             raise WorkspaceError(f"key file {self.path.name} names a current version it does not hold")
+        return state
 
-    def _save(self) -> None:
+    def refresh(self) -> None:
+        self._state = self._read()
+
+    def _save(self, state: _KekState) -> None:
         doc = {
-            "current": self._current,
-            "versions": {str(v): {"key": self._raw[v], "created": self._created[v]} for v in sorted(self._raw)},
+            "current": state.current,
+            "versions": {str(v): {"key": state.raw[v], "created": state.created[v]} for v in sorted(state.raw)},
         }
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(json.dumps(doc).encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(json.dumps(doc).encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
         dfd = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+        self._state = state
 
     def current_version(self) -> int:
-        return self._current
+        return self._state.current
 
     def versions(self) -> dict[int, str]:
-        return dict(self._created)
+        return dict(self._state.created)
 
-    def wrap(self, dek: bytes, ad: bytes) -> tuple[int, bytes]:
-        return self._current, self._keys[self._current].seal(dek, ad)
-
-    def unwrap(self, version: int, blob: bytes, ad: bytes) -> bytes:
-        key = self._keys.get(version)
+    def _key(self, version: int) -> DataKey:
+        key = self._state.keys.get(version)
+        if key is None:  # another process may have added it since this one read the file
+            self.refresh()
+            key = self._state.keys.get(version)
         if key is None:
             raise IntegrityError(f"key-encryption key version {version} is not available")
-        return key.open(blob, ad)
+        return key
+
+    def wrap(self, dek: bytes, ad: bytes, version: int | None = None) -> tuple[int, bytes]:
+        """Wrap under `version` (what the database names as current), default this copy's current."""
+        v = self._state.current if version is None else int(version)
+        return v, self._key(v).seal(dek, ad)
+
+    def unwrap(self, version: int, blob: bytes, ad: bytes) -> bytes:
+        return self._key(version).open(blob, ad)
 
     def add_version(self) -> int:
-        new = max(self._raw) + 1
-        self._raw[new] = _b64(os.urandom(32))
-        self._created[new] = utc_iso(self.clock.now())
-        self._keys[new] = DataKey(base64.b64decode(self._raw[new]))
-        self._current = new
-        self._save()
-        return new
+        with self._lock:
+            st = self._read()
+            new = max(st.raw) + 1
+            raw = _b64(os.urandom(32))
+            self._save(
+                _KekState(
+                    current=new,
+                    keys={**st.keys, new: DataKey(base64.b64decode(raw))},
+                    created={**st.created, new: utc_iso(self.clock.now())},
+                    raw={**st.raw, new: raw},
+                )
+            )
+            return new
 
     def retire(self, version: int) -> None:
-        if version == self._current:
-            raise ValueError("the current key-encryption key cannot be retired")
-        for d in (self._raw, self._created, self._keys):
-            d.pop(version, None)
-        self._save()
+        with self._lock:
+            st = self._read()
+            if version == st.current:
+                raise ValueError("the current key-encryption key cannot be retired")
+            if version not in st.raw:
+                self._state = st
+                return
+            self._save(
+                _KekState(
+                    current=st.current,
+                    keys={v: k for v, k in st.keys.items() if v != version},
+                    created={v: c for v, c in st.created.items() if v != version},
+                    raw={v: r for v, r in st.raw.items() if v != version},
+                )
+            )
 
 
 def new_raw_key() -> bytes:
@@ -138,6 +201,33 @@ class Keyring:
         self.clock = clock
         self.max_encryptions = max_encryptions
 
+    # --- the current KEK version, bound in the database ------------------------------------------
+
+    def kek_version(self, conn: Connection, *, exclusive: bool = False) -> int:
+        """The KEK version to wrap under, read inside the caller's write transaction and locked until it
+        ends: shared for writers (FOR SHARE), exclusive for rotation (FOR UPDATE). On SQLite the write
+        transaction (BEGIN IMMEDIATE) already excludes every other writer. A workspace without the row
+        (created before it existed) takes the key file's current version."""
+        q = select(meta.c.value).where(meta.c.key == KEK_CURRENT).with_for_update(read=not exclusive)
+        value = conn.execute(q).scalar()
+        if value is None:
+            self.provider.refresh()
+            ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(meta)
+            conn.execute(
+                ins.values(key=KEK_CURRENT, value=str(self.provider.current_version())).on_conflict_do_nothing()
+            )
+            value = conn.execute(q).scalar_one()
+        return int(value)
+
+    def current_kek(self, conn: Connection) -> int:
+        """The current KEK version for readers (no lock, writes nothing)."""
+        value = conn.execute(select(meta.c.value).where(meta.c.key == KEK_CURRENT)).scalar()
+        return int(value) if value is not None else self.provider.current_version()
+
+    def set_kek_version(self, conn: Connection, version: int) -> None:
+        """Make `version` current; the caller holds kek_version(conn, exclusive=True)."""
+        conn.execute(update(meta).where(meta.c.key == KEK_CURRENT).values(value=str(int(version))))
+
     def create(
         self,
         conn: Connection,
@@ -151,10 +241,11 @@ class Keyring:
         `sealed` pre-counts what the caller will seal under them. Returns id -> (version, key).
         """
         now = self.clock.now()
+        kek = self.kek_version(conn)
         rows, out = [], {}
         for sid in subject_ids:
             raw = (raw_keys or {}).get(sid) or new_raw_key()
-            kek_version, wrapped = self.provider.wrap(raw, _dek_ad(sid, version))
+            kek_version, wrapped = self.provider.wrap(raw, _dek_ad(sid, version), kek)
             rows.append((sid, version, kek_version, wrapped, (sealed or {}).get(sid, 0), now))
             out[sid] = (version, DataKey(raw))
         self._insert(conn, rows)
@@ -165,9 +256,10 @@ class Keyring:
     ) -> dict[int, tuple[int, DataKey]]:
         """Store first-version DEKs the caller already generated and used (raw bytes, DataKey)."""
         now = self.clock.now()
+        kek = self.kek_version(conn)
         rows = []
         for sid, (raw, _) in keys.items():
-            kek_version, wrapped = self.provider.wrap(raw, _dek_ad(sid, 1))
+            kek_version, wrapped = self.provider.wrap(raw, _dek_ad(sid, 1), kek)
             rows.append((sid, 1, kek_version, wrapped, sealed.get(sid, 0), now))
         self._insert(conn, rows)
         return {sid: (1, key) for sid, (_, key) in keys.items()}
@@ -241,7 +333,7 @@ class Keyring:
         """Re-wrap up to `limit` DEKs held under an older KEK with the current one, in key order after
         `after` (keyset pagination: each batch starts where the last ended instead of skipping the rows
         already re-wrapped). Returns (how many, the last key handled)."""
-        current = self.provider.current_version()
+        current = self.kek_version(conn)
         c = subject_keys.c
         q = select(c.subject_id, c.version, c.kek_version, c.wrapped).where(c.kek_version != current)
         if after is not None:
@@ -251,7 +343,7 @@ class Keyring:
         for sid, ver, kv, wrapped in rows:
             ad = _dek_ad(int(sid), int(ver))
             raw = self.provider.unwrap(int(kv), bytes(wrapped), ad)
-            new_kv, new_wrapped = self.provider.wrap(raw, ad)
+            new_kv, new_wrapped = self.provider.wrap(raw, ad, current)
             updates.append((new_kv, new_wrapped, int(sid), int(ver)))
         if updates:
             ph = placeholder(conn)
@@ -269,13 +361,67 @@ class Keyring:
         by_kek = {int(k): int(n) for k, n in conn.execute(select(c.kek_version, func.count()).group_by(c.kek_version))}
         worn = conn.execute(select(func.max(c.encryptions))).scalar() or 0
         return {
-            "kek_current": self.provider.current_version(),
+            "kek_current": self.current_kek(conn),
             "kek_versions": {str(k): v for k, v in sorted(self.provider.versions().items())},
             "deks_by_kek_version": {str(k): v for k, v in sorted(by_kek.items())},
             "deks": sum(by_kek.values()),
             "max_encryptions_per_dek": int(worn),
             "dek_encryption_limit": self.max_encryptions,
         }
+
+    def check_decryptable(self, conn: Connection, sample: int = 16) -> tuple[dict[str, object], list[str]]:
+        """Evidence that the data keys can still be opened, and the problems found: the database's
+        current KEK version and every version that wraps a data key are held by the provider, and up to
+        `sample` randomly chosen keys per version unwrap (bound to their subject and version)."""
+        self.provider.refresh()
+        held = set(self.provider.versions())
+        current = self.current_kek(conn)
+        c = subject_keys.c
+        by_kek = {int(k): int(n) for k, n in conn.execute(select(c.kek_version, func.count()).group_by(c.kek_version))}
+        problems = []
+        if current not in held:
+            problems.append(f"the current key-encryption key version {current} is not held by the key provider")
+        lost = {v: n for v, n in by_kek.items() if v not in held}
+        if lost:
+            problems.append(
+                f"{sum(lost.values())} data keys are wrapped under key-encryption key version(s) "
+                f"{sorted(lost)} that the key provider no longer holds: their subjects are unreadable"
+            )
+        rng = random.SystemRandom()
+        sampled = failed = 0
+        lo, hi = conn.execute(select(func.min(c.subject_id), func.max(c.subject_id))).one()
+        for v in sorted(set(by_kek) - set(lost)):
+            picked: dict[tuple[int, int], bytes] = {}
+            q = select(c.subject_id, c.version, c.wrapped).where(c.kek_version == v)
+            ordered = q.order_by(c.subject_id, c.version).limit(1)
+            if by_kek[v] <= 4 * sample:
+                rows = conn.execute(q).all()
+                rows = rng.sample(rows, min(sample, len(rows)))
+            else:
+                rows = []
+                for _ in range(sample):
+                    start = rng.randint(int(lo), int(hi))
+                    row = conn.execute(ordered.where(c.subject_id >= start)).first()
+                    rows.append(row or conn.execute(ordered).one())
+            for sid, ver, wrapped in rows:
+                picked[(int(sid), int(ver))] = bytes(wrapped)
+            for (sid, ver), wrapped in picked.items():
+                sampled += 1
+                try:
+                    self.provider.unwrap(v, wrapped, _dek_ad(sid, ver))
+                except IntegrityError:
+                    failed += 1
+        if failed:
+            problems.append(f"{failed} of {sampled} sampled data keys do not unwrap")
+        evidence: dict[str, object] = {
+            "kek_current": current,
+            "kek_versions_held": sorted(held),
+            "deks_by_kek_version": {str(k): n for k, n in sorted(by_kek.items())},
+            "deks_under_missing_kek": sum(lost.values()),
+            "deks_sampled": sampled,
+            "deks_failed_to_unwrap": failed,
+        }
+        return evidence, problems
 
 
 def kek_age_days(provider: KeyProvider, now: datetime) -> float:

@@ -3,13 +3,20 @@
 Each batch commits on its own, so a rotation killed part-way leaves every data key wrapped under
 either the old or the new KEK (both still in the key file) and `rotate` resumes where it stopped
 instead of starting another version.
+
+Writers in other processes wrap new data keys under the version the database names current (the
+`kek_current` meta row, read under a shared lock in their write transaction, see crypto/keyring.py).
+Rotation switches that row under an exclusive lock, which waits for every writer that read the old
+version to commit; so once the switch commits, no data key can appear under the old version again,
+and the re-wrap that follows finds them all. A version is retired only under the same exclusive lock
+and only when no data key uses it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from complai.clock import Clock
 from complai.crypto.keyring import Keyring
@@ -25,27 +32,32 @@ class KeyService:
 
     def pending(self) -> int:
         """Data keys still wrapped under an older KEK version (a rotation in progress)."""
-        current = self.keyring.provider.current_version()
         with self.store.read() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).select_from(subject_keys).where(subject_keys.c.kek_version != current)
-                ).scalar_one()
-            )
+            return self._pending(conn, self.keyring.current_kek(conn))
+
+    @staticmethod
+    def _pending(conn: Connection, current: int) -> int:
+        c = subject_keys.c
+        q = select(func.count()).select_from(subject_keys).where(c.kek_version != current)
+        return int(conn.execute(q).scalar_one())
 
     def rotate(
         self, actor: str, batch_size: int = 2000, progress: Callable[[int, int], None] | None = None
     ) -> dict[str, object]:
         provider = self.keyring.provider
-        pending = self.pending()
-        resumed = pending > 0
-        old = provider.current_version()
-        if resumed:
-            old = min(v for v in provider.versions() if v != provider.current_version())
-        else:
-            provider.add_version()
-            pending = self.pending()
-        new = provider.current_version()
+        with self.store.write() as conn:
+            current = self.keyring.kek_version(conn, exclusive=True)
+            provider.refresh()
+            older = self._older_in_use(conn, current)
+            if older:  # a rotation stopped during its re-wrap: finish it
+                resumed, old, new = True, min(older), current
+            elif provider.current_version() > current:  # stopped after adding its version, before the switch
+                resumed, old, new = True, current, provider.current_version()
+            else:
+                resumed, old, new = False, current, provider.add_version()
+            if new != current:
+                self.keyring.set_kek_version(conn, new)
+            pending = self._pending(conn, new)
         done = 0
         last = None
         while True:
@@ -58,9 +70,12 @@ class KeyService:
                 break
         retired = []
         with self.store.write() as conn:
-            in_use = {int(v) for v in conn.execute(select(subject_keys.c.kek_version).distinct()).scalars()}
+            current = self.keyring.kek_version(conn, exclusive=True)
+            in_use = set(self._older_in_use(conn, current)) | {current}
+            provider.refresh()
             for version in sorted(provider.versions()):
-                if version != new and version not in in_use:
+                # only versions older than the current one: a newer one is a rotation's, not yet switched to
+                if version < current and version not in in_use:
                     provider.retire(version)
                     retired.append(version)
             self.ledger.append(
@@ -77,6 +92,14 @@ class KeyService:
                 ),
             )
         return {"from_version": old, "to_version": new, "deks_rewrapped": done, "resumed": resumed, "retired": retired}
+
+    @staticmethod
+    def _older_in_use(conn: Connection, current: int) -> list[int]:
+        """KEK versions other than `current` that still wrap a data key, as the store says (never the
+        key file: a version the file lost still counts here, and the re-wrap then fails loudly)."""
+        c = subject_keys.c
+        q = select(c.kek_version).where(c.kek_version != current).distinct()
+        return sorted(int(v) for v in conn.execute(q).scalars())
 
     def status(self) -> dict[str, object]:
         with self.store.read() as conn:
