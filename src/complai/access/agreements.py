@@ -258,14 +258,16 @@ class Agreements:
         frame = frame[cols]
         data = frame.to_csv(index=False).encode()
         with self.store.write() as conn:
+            # the use number comes from the row as locked here (FOR UPDATE on PostgreSQL; SQLite's write
+            # transaction holds the database lock), not from the read above, which concurrent exports share
             c = agreements.c
-            claimed = conn.execute(
-                update(agreements)
-                .where(c.id == aid, c.uses < c.max_uses, c.revoked_at.is_(None))
-                .values(uses=c.uses + 1)
-            ).rowcount
-            if claimed != 1:
+            locked = conn.execute(
+                select(c.uses, c.max_uses, c.revoked_at).where(c.id == aid).with_for_update()
+            ).one_or_none()
+            if locked is None or locked.revoked_at is not None or int(locked.uses) >= int(locked.max_uses):
                 raise PolicyDenied(f"agreement {aid} can no longer be used")
+            use = int(locked.uses) + 1
+            conn.execute(update(agreements).where(c.id == aid).values(uses=use))
             seq = self.ledger.append(
                 conn,
                 DataShared(
@@ -280,7 +282,7 @@ class Agreements:
                     subjects=len(pseudos),
                     subjects_digest=set_digest(pseudos),
                     data_digest=digest(data),
-                    use=a.uses + 1,
+                    use=use,
                 ),
             )
         note = self.ledger.checkpoint()
@@ -288,7 +290,7 @@ class Agreements:
         proof = self.ledger.inclusion_proof(seq, note.checkpoint.size)
         manifest = {
             "format": PACKAGE_FORMAT,
-            "agreement": a.as_dict(),
+            "agreement": {**a.as_dict(), "uses": use},
             "rows": len(frame),
             "fields": cols,
             "data_file": "data.csv",
@@ -316,7 +318,7 @@ class Agreements:
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
-        return {"file": str(out), "rows": len(frame), "use": a.uses + 1, "max_uses": a.max_uses, "ledger_seq": seq}
+        return {"file": str(out), "rows": len(frame), "use": use, "max_uses": a.max_uses, "ledger_seq": seq}
 
 
 def _recipient_key(store: Store, aid: str) -> bytes:
