@@ -234,6 +234,13 @@ def test_dates_generalise_as_ranges_and_numeric_is_accepted() -> None:
     assert label == "[1952-11-01, 1955-08-31]"
     with pytest.raises(InvalidInput, match="missing values"):
         anonymize(df.assign(birthdate=df["birthdate"].where(df.index > 0)), ["birthdate"], 5)
+    # a date column that is not all ISO dates is refused, not released as sets of exact dates
+    for other in ("unknown", "23/11/1952", "Nov 23, 1952"):
+        with pytest.raises(InvalidInput, match="not every value is an ISO date"):
+            anonymize(df.assign(birthdate=[other, *df["birthdate"][1:]]), ["birthdate"], 5)
+    us = [date.fromisoformat(d).strftime("%m/%d/%Y") for d in df["birthdate"]]
+    with pytest.raises(InvalidInput, match="not every value is an ISO date"):
+        anonymize(df.assign(birthdate=us), ["birthdate"], 5)
 
 
 @st.composite

@@ -97,6 +97,21 @@ def date_days(values: pd.Series) -> np.ndarray | None:
     return out
 
 
+def _looks_like_dates(values: pd.Series) -> bool:
+    """At least half of the present values are dates (ISO or any format the date recognizer knows)."""
+    from complai.deid.recognizers import find_patterns
+
+    present = values.dropna().astype(str).str.strip()
+    if present.empty:
+        return False
+    sample = present.sample(min(200, len(present)), random_state=0)
+    hits = 0
+    for v in sample:
+        if _ISO_DATE.fullmatch(v) or any(f.end - f.start == len(v) for f in find_patterns(v, ["DATE_TIME"])):
+            hits += 1
+    return hits >= len(sample) / 2
+
+
 def date_label(lo: int, hi: int) -> tuple[str, int, int]:
     """The label for a class whose dates run from day `lo` to day `hi`, and the first and last day it
     denotes: the date itself, else the month, year, years or months that hold both."""
@@ -243,6 +258,11 @@ def anonymize(
     for q in quasi:
         if q not in hierarchies and not pd.api.types.is_numeric_dtype(df[q]):
             days = date_days(df[q])
+            if days is None and _looks_like_dates(df[q]):
+                raise InvalidInput(
+                    f"column {q!r} holds dates but not every value is an ISO date (YYYY-MM-DD): convert it "
+                    "(dates generalise as ranges only then), or give it a hierarchy"
+                )
             if days is not None:
                 if np.isnan(days).any():
                     raise InvalidInput(f"date quasi-identifier {q!r} has missing values")
