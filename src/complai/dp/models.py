@@ -59,9 +59,9 @@ class Models:
     def preflight(self, spec: TrainingSpec, schema: Any, actor: str) -> None:
         """Everything that can be refused without reading data: spec against schema, budget for the target."""
         from complai.dp.features import Labels, TabularFeatures
-        from complai.dp.training import default_features
+        from complai.dp.training import check_size, default_features
 
-        Labels(schema, spec.label)
+        labels = Labels(schema, spec.label)
         if spec.text:
             if schema.field(spec.text).type not in ("text", "string"):
                 raise InvalidInput(f"field {spec.text} is not text")
@@ -69,7 +69,7 @@ class Models:
             names = spec.features or default_features(schema, spec.label)
             if spec.label in names:
                 raise InvalidInput(f"the label {spec.label} cannot also be a feature")
-            TabularFeatures(schema, names)
+            check_size(spec, TabularFeatures(schema, names).dim, len(labels.classes))
         if spec.private:
             assert spec.target_epsilon is not None
             delta = spec.delta if spec.delta is not None else 1e-9
@@ -96,7 +96,7 @@ class Models:
         if spec.private:
             delta = spec.delta if spec.delta is not None else min(1e-5, 0.1 / n)
             if delta >= 1 / n:
-                raise InvalidInput(f"delta {delta:g} must be below 1/N = {1 / n:.3g} (N = {n} training subjects)")
+                raise InvalidInput(f"delta {delta:g} must be below 1/N, N the number of training subjects")
             spec = spec.model_copy(update={"delta": delta})
         model_id = new_model_id()
         module = build(prepared.arch)

@@ -24,6 +24,7 @@ accountant: `recompute_epsilon(card)`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -45,32 +46,40 @@ SUBJECT = "__subject__"  # the pseudonym column governed training reads carry
 MODEL_FILE, CARD_JSON, CARD_MD = "model.safetensors", "card.json", "card.md"
 
 
+# Limits a spec is checked against before any data is read: beyond them a run cannot finish on one
+# machine (memory) or its privacy accounting has no meaningful answer (epsilon).
+MAX_WIDTH, MAX_LAYERS = 4096, 8
+MAX_PARAMETERS = 20_000_000
+MAX_GRAD_SAMPLE_BYTES = 4 << 30  # per-sample gradients of one batch under hooks clipping
+MIN_EPSILON, MAX_EPSILON = 0.01, 100.0
+
+
 class TrainingSpec(BaseModel):
     """What to train, on which data, under which privacy parameters (the YAML of `complai train`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dataset: str
     label: str
     features: list[str] | None = None
     text: str | None = None
     model: Literal["logreg", "mlp", "bert"] = "logreg"
-    hidden: list[int] = [64, 64]
+    hidden: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field([64, 64], min_length=1, max_length=MAX_LAYERS)
     encoder: Literal["minilm", "tiny"] = "minilm"
-    trainable_layers: int = Field(2, ge=0)
+    trainable_layers: int = Field(2, ge=0, le=64)
     max_length: int = Field(64, ge=8, le=512)
     private: bool = True
-    target_epsilon: float | None = Field(None, gt=0)
+    target_epsilon: float | None = Field(None, ge=MIN_EPSILON, le=MAX_EPSILON)
     delta: float | None = Field(None, gt=0, lt=1)
     epochs: int = Field(5, ge=1, le=1000)
-    batch_size: int = Field(256, ge=1)
-    max_grad_norm: float = Field(1.0, gt=0)
+    batch_size: int = Field(256, ge=1, le=1_000_000)
+    max_grad_norm: float = Field(1.0, gt=0, le=1e4)
     optimizer: Literal["adam", "sgd"] = "adam"
-    learning_rate: float = Field(0.01, gt=0)
+    learning_rate: float = Field(0.01, gt=0, le=10)
     accountant: Literal["prv", "rdp"] = "prv"
     clipping: Literal["ghost", "hooks"] = "ghost"
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     name: str | None = Field(None, max_length=128)
 
     @model_validator(mode="after")
@@ -92,7 +101,7 @@ class TrainingSpec(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(x) for x in err["loc"]) or "spec"
-            raise InvalidInput(f"training spec: {where}: {err['msg']}") from None
+            raise InvalidInput(f"training spec: {where}: {err['msg']}".replace("\n", " ")) from None
 
     @classmethod
     def load(cls, path: Path | str) -> TrainingSpec:
@@ -108,6 +117,24 @@ class TrainingSpec(BaseModel):
 
 
 # --- data ------------------------------------------------------------------------------------------
+
+
+def check_size(spec: TrainingSpec, inputs: int, classes: int) -> int:
+    """The parameter count of a tabular model; InvalidInput when it, or the per-sample gradients
+    one batch needs, would not fit the limits above (checked before any data is read)."""
+    widths = [inputs, *(spec.hidden if spec.model == "mlp" else []), classes]
+    params = sum((a + 1) * b for a, b in itertools.pairwise(widths))
+    if params > MAX_PARAMETERS:
+        raise InvalidInput(
+            f"training spec: a {spec.model} of {params:,} parameters is larger than the {MAX_PARAMETERS:,} "
+            "parameters allowed; use smaller hidden layers"
+        )
+    if spec.private and spec.clipping == "hooks" and params * spec.batch_size * 4 > MAX_GRAD_SAMPLE_BYTES:
+        raise InvalidInput(
+            f"training spec: per-sample gradients of {params:,} parameters for a batch of {spec.batch_size} "
+            f"need more than {MAX_GRAD_SAMPLE_BYTES >> 30} GiB; use a smaller batch_size or clipping: ghost"
+        )
+    return params
 
 
 @dataclass

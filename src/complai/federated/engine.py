@@ -13,7 +13,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -24,35 +24,37 @@ PURPOSE = "federated_training"
 
 
 class FederatedSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A federated run, checked whole before anything starts: finite numbers, bounded sizes."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dataset: str = "adult"
     label: str = "income"
     features: list[str] | None = None
     model: Literal["logreg", "mlp"] = "logreg"
-    hidden: list[int] = [32]
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field([32], min_length=1, max_length=8)
     organisations: int = Field(3, ge=2, le=1000)
     partition: Literal["iid", "dirichlet"] = "iid"
-    alpha: float = Field(0.5, gt=0)
-    rows: int | None = Field(None, ge=10)
+    alpha: float = Field(0.5, gt=0, le=1e6)
+    rows: int | None = Field(None, ge=10, le=10**9)
     rounds: int = Field(5, ge=1, le=10_000)
     fraction: float = Field(1.0, gt=0, le=1)
     local_epochs: int = Field(1, ge=1, le=100)
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
+    batch_size: int = Field(64, ge=1, le=1_000_000)
+    learning_rate: float = Field(0.05, gt=0, le=10)
     strategy: Literal["fedavg", "fedprox"] = "fedavg"
-    mu: float = Field(0.01, ge=0)
+    mu: float = Field(0.01, ge=0, le=1e4)
     secure_aggregation: bool = True
-    neighbours: int | None = None
+    neighbours: int | None = Field(None, ge=1, le=1000)
     max_dropout: float | None = Field(None, ge=0, lt=0.5)  # None: the most tolerant threshold, k//2 + 1
-    clip_norm: float = Field(5.0, gt=0)
+    clip_norm: float = Field(5.0, gt=0, le=1e4)
     dp: Literal["none", "central", "local"] = "none"
-    noise_multiplier: float = Field(1.0, ge=0)
+    noise_multiplier: float = Field(1.0, ge=0, le=1e4)
     delta: float = Field(1e-5, gt=0, lt=1)
     accountant: Literal["rdp", "prv"] = "rdp"
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
-    timeout_s: float = Field(600, gt=0)
+    seed: int = Field(0, ge=0, lt=2**32)
+    timeout_s: float = Field(600, gt=0, le=7 * 86400)
 
     @model_validator(mode="after")
     def _dp(self) -> FederatedSpec:
@@ -67,7 +69,7 @@ class FederatedSpec(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(x) for x in err["loc"]) or "spec"
-            raise InvalidInput(f"federated spec: {where}: {err['msg']}") from None
+            raise InvalidInput(f"federated spec: {where}: {err['msg']}".replace("\n", " ")) from None
 
 
 # --- partitions ------------------------------------------------------------------------------------
