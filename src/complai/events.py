@@ -151,6 +151,15 @@ class WorkspaceCreated(Event):
     workspace_id: str
     schema_revision: str
     ledger_key_id: str
+    # HMAC of a fixed label under keys/pseudonym.key (never the key): opening the workspace checks it
+    pseudonym_key_fingerprint: str | None = None
+
+
+class PseudonymKeyRecorded(Event):
+    """The pseudonym key's fingerprint, recorded once for a workspace created before init recorded it."""
+
+    kind: ClassVar[str] = "keys.pseudonym_key_recorded"
+    pseudonym_key_fingerprint: str
 
 
 class SchemaMigrated(Event):
@@ -188,6 +197,8 @@ class RecordsIngested(Event):
     consents: int
     subjects_digest: Digest
     source_digest: Digest
+    # multiset hash of the (dataset, subject pseudonym, record id) stored, for reconciliation (RECON-1)
+    records_digest: str | None = None
 
 
 class DataRead(Event):
@@ -238,6 +249,7 @@ class SubjectRectified(Event):
     field: str
     records: int
     value_digest: Digest
+    record_versions: dict[str, int] | None = None  # record id (hex) -> its version after this rectification
 
 
 class SubjectRestricted(Event):
@@ -254,6 +266,8 @@ class SubjectErased(Event):
     keys_destroyed: int
     consents: int
     reapplied_from: int | None = None
+    records_by_dataset: dict[str, int] | None = None
+    records_digests: dict[str, str] | None = None  # per dataset: multiset hash of the records deleted
 
 
 class RetentionSwept(Event):
@@ -262,6 +276,7 @@ class RetentionSwept(Event):
     by_dataset: dict[str, int]
     subjects_shredded: int
     subject_pseudonyms_digest: Digest
+    records_digests: dict[str, str] | None = None  # per dataset: multiset hash of the records deleted
 
 
 class KeysRotated(Event):

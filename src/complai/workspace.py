@@ -6,6 +6,9 @@ key files 0600) and, unless a database URL points elsewhere, complai.db (SQLite,
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import shutil
 import uuid
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import Connection, delete, func, insert, inspect, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from complai.access.agreements import Agreements
@@ -30,12 +33,20 @@ from complai.crypto.signing import Signer
 from complai.deid.operators import Keys as DeidKeys
 from complai.dp.budget import Budgets
 from complai.dp.models import Models
-from complai.errors import AlreadyExists, AuthenticationFailed, ComplaiError, InvalidInput, NotFound, WorkspaceError
-from complai.events import SchemaMigrated, WorkspaceCreated
+from complai.errors import (
+    AlreadyExists,
+    AuthenticationFailed,
+    ComplaiError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    WorkspaceError,
+)
+from complai.events import PseudonymKeyRecorded, SchemaMigrated, WorkspaceCreated
 from complai.ledger.log import Ledger
 from complai.session import Session
 from complai.store import Store
-from complai.store.tables import datasets, ledger_checkpoints, meta
+from complai.store.tables import datasets, ledger_checkpoints, ledger_entries, meta
 from complai.taxonomy import Taxonomy, load_taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.keys import KeyService
@@ -148,7 +159,8 @@ class Workspace:
             os.chmod(keys, 0o700)
             signer = Signer.generate(settings.ledger_origin)
             signer.save(keys / LEDGER_KEY)
-            write_secret(keys / PSEUDONYM_KEY, os.urandom(32))
+            pseudonym_key = os.urandom(32)
+            write_secret(keys / PSEUDONYM_KEY, pseudonym_key)
             FileKeyProvider.create(keys, clock)
             if store is None:
                 store = Store(settings.resolved_database_url())
@@ -171,6 +183,7 @@ class Workspace:
                         workspace_id=wid,
                         schema_revision=rev,
                         ledger_key_id=signer.verifier.id.hex(),
+                        pseudonym_key_fingerprint=pseudonym_key_fingerprint(pseudonym_key),
                     ),
                 )
             settings.write()  # last: a directory without complai.toml is not a workspace
@@ -194,7 +207,7 @@ class Workspace:
             pkey = read_secret(settings.keys_dir / PSEUDONYM_KEY, size=32)
             provider = FileKeyProvider(settings.keys_dir, clock)
             ws = cls(settings, store, clock, signer, Pseudonymizer(pkey), provider, pkey)
-            ws._upgrade_and_check()
+            ws._upgrade_and_check(pseudonym_key_fingerprint(pkey))
         except ComplaiError:
             store.dispose()
             raise
@@ -203,7 +216,7 @@ class Workspace:
             raise WorkspaceError(f"corrupt workspace at {path}: database error ({_first_line(exc)})") from None
         return ws
 
-    def _upgrade_and_check(self) -> None:
+    def _upgrade_and_check(self, pseudonym_fingerprint: str) -> None:
         with self.store.write() as conn:
             before = self.store.current_revision(conn)
             if before is None:
@@ -212,6 +225,7 @@ class Workspace:
             wid = conn.execute(select(meta.c.value).where(meta.c.key == "workspace_id")).scalar()
             if wid != self.settings.workspace_id:
                 raise WorkspaceError(f"corrupt workspace at {self.path}: database belongs to another workspace")
+            self._check_pseudonym_key(conn, pseudonym_fingerprint)
             if before != after:
                 self.ledger.append(
                     conn,
@@ -223,6 +237,37 @@ class Workspace:
                         to_revision=after,
                     ),
                 )
+            if conn.execute(select(meta.c.value).where(meta.c.key == "records_reseal")).scalar() is not None:
+                self.vault.reseal_legacy(conn)  # records sealed before versions and times were bound
+                conn.execute(delete(meta).where(meta.c.key == "records_reseal"))
+
+    def _check_pseudonym_key(self, conn: Connection, fingerprint: str) -> None:
+        """keys/pseudonym.key must be the key whose fingerprint the ledger recorded (at init, or when a
+        workspace created before that first opened with this check): a replaced key would make every
+        subject look unknown. A workspace without a recorded fingerprint records it now."""
+        e = ledger_entries.c
+        recorded = None
+        first = conn.execute(select(e.data).where(e.seq == 0)).scalar()
+        if first is not None:
+            recorded = json.loads(bytes(first)).get("pseudonym_key_fingerprint")
+        if recorded is None:
+            row = conn.execute(
+                select(e.data).where(e.kind == PseudonymKeyRecorded.kind).order_by(e.seq).limit(1)
+            ).scalar()
+            if row is not None:
+                recorded = json.loads(bytes(row)).get("pseudonym_key_fingerprint")
+        if recorded is None:
+            self.ledger.append(
+                conn,
+                PseudonymKeyRecorded(
+                    time=self.clock.now(), actor=OWNER, purpose="security", pseudonym_key_fingerprint=fingerprint
+                ),
+            )
+        elif not hmac.compare_digest(str(recorded), fingerprint):
+            raise IntegrityError(
+                f"{self.settings.keys_dir / PSEUDONYM_KEY} is not the workspace's pseudonym key (its fingerprint "
+                "differs from the one the ledger recorded): the file was replaced; restore it from a backup"
+            )
 
     @classmethod
     def restore_backup(cls, path: Path | str, target: Path | str, key: bytes, actor: str, **kw: Any) -> dict[str, Any]:
@@ -260,6 +305,11 @@ class Workspace:
             checkpoints=int(n_checkpoints),
             datasets=int(n_datasets),
         )
+
+
+def pseudonym_key_fingerprint(key: bytes) -> str:
+    """An HMAC of a fixed label under the pseudonym key: identifies the key, reveals nothing of it."""
+    return "hmac-sha256:" + hmac.new(key, b"complai/pseudonym-key-fingerprint/v1", hashlib.sha256).hexdigest()
 
 
 def _refuse_used_database(store: Store) -> None:

@@ -148,7 +148,8 @@ def test_a_field_without_category_fails_data_1(clean: tuple[Workspace, Witness])
         raw["fields"][3]["category"] = ""
         conn.execute(update(datasets).values(schema_json=json.dumps(raw)))
     results = _audit(ws)
-    assert _failing(results) == {"DATA-1"}
+    assert _failing(results) == {"DATA-1", "RECON-1"}  # the schema was edited at rest: RECON-1 says so
+    assert "its stored schema is not the one registered" in results["RECON-1"]["items"][0]["problem"]
     assert results["DATA-1"]["items"] == [{"item": f"adult.{raw['fields'][3]['name']}", "problem": "no data category"}]
 
 
@@ -283,7 +284,7 @@ def test_a_field_read_beyond_its_purpose_fails_min_1(clean: tuple[Workspace, Wit
         conn.execute(update(datasets).values(schema_json=json.dumps(raw)))
     seq = ws.vault.record_read("adult", "credit_scoring", OWNER, ["age", "hours_per_week"], 10, set(), 300)
     results = _audit(ws)
-    assert _failing(results) == {"MIN-1"}
+    assert _failing(results) == {"MIN-1", "RECON-1"}  # the schema was edited at rest: RECON-1 says so
     assert results["MIN-1"]["items"] == [
         {
             "item": f"read at ledger entry {seq} (credit_scoring)",
@@ -353,7 +354,7 @@ def test_a_special_category_purpose_without_art9_condition_fails_basis_1(clean: 
         raw["purposes"]["analytics"] = "gdpr.legitimate_interests"
         conn.execute(update(datasets).values(schema_json=json.dumps(raw)))
     results = _audit(ws)
-    assert _failing(results) == {"BASIS-1"}
+    assert _failing(results) == {"BASIS-1", "RECON-1"}  # the schema was edited at rest: RECON-1 says so
     assert results["BASIS-1"]["items"][0]["item"] == "adult: analytics"
 
 
@@ -389,7 +390,8 @@ def test_all_planted_violations_together_fail_exactly_their_controls(
 ) -> None:
     """The acceptance fixture: a read without consent, records past retention, an overdue request, a
     model over its epsilon cap, a field without category, an expired agreement used and a tampered
-    ledger row, all at once: exactly the seven matching controls fail, each naming what is at fault."""
+    ledger row, all at once: exactly the seven matching controls fail, each naming what is at fault, and
+    RECON-1, which finds the expiries and the schema edited at rest."""
     ws, w = clean
     model = ws.models.list()[0]["model_id"]
     subject = ws.vault.fetch("adult", "credit_scoring", ["subject_id"])[0]["subject_id"].iloc[0]
@@ -414,7 +416,7 @@ def test_all_planted_violations_together_fail_exactly_their_controls(
         data = bytes(conn.execute(select(ledger_entries.c.data).where(ledger_entries.c.seq == 4)).scalar_one())
         conn.execute(update(ledger_entries).where(ledger_entries.c.seq == 4).values(data=data + b" "))
     results = _audit(ws, epsilon_cap=0.5)
-    assert _failing(results) == {"CONSENT-1", "RET-1", "REQ-1", "DP-1", "DATA-1", "SHARE-1", "LEDGER-1"}
+    assert _failing(results) == {"CONSENT-1", "RET-1", "REQ-1", "DP-1", "DATA-1", "SHARE-1", "LEDGER-1", "RECON-1"}
     named = {k: " ".join(i["item"] + " " + i["problem"] for i in results[k]["items"]) for k in _failing(results)}
     assert f"read at ledger entry {read}" in named["CONSENT-1"]
     assert "7 records past retention" in named["RET-1"]
@@ -423,3 +425,5 @@ def test_all_planted_violations_together_fail_exactly_their_controls(
     assert f"adult.{raw['fields'][5]['name']}" in named["DATA-1"]
     assert "agr-old" in named["SHARE-1"]
     assert "entry 4: stored leaf hash does not match its data" in named["LEDGER-1"]
+    assert "its stored schema is not the one registered" in named["RECON-1"]
+    assert named["RECON-1"].count("fails authentication") == 7  # the seven expiries moved at rest

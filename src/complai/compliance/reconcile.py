@@ -6,22 +6,393 @@ ledger's events, compares it with what the store does hold, and returns one line
 (empty when they agree). The control fails when any reconciler names a divergence.
 
 Contract: a reconciler is `def reconcile_x(ctx: AuditContext) -> list[str]`, listed in RECONCILERS.
-A divergence line names the item (dataset, subject pseudonym, key version, ...) and what is wrong;
-it never carries personal data or exact values from a differential-privacy path.
+A divergence line names the item (dataset, subject pseudonym, record id, key version, ...) and what is
+wrong; it never carries personal data or exact values from a differential-privacy path. Reconcilers
+read the whole ledger (`ledger_events`), also in incremental audits: state is checked in full.
 """
 
 from __future__ import annotations
 
+import json
+from collections import Counter, defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import exists, func, select
+
+from complai.errors import IntegrityError
+from complai.store.tables import datasets, ledger_entries, records, subject_keys, subjects
+from complai.vault.records import RecordSet, open_record
 
 if TYPE_CHECKING:
     from complai.compliance.engine import AuditContext
 
 Reconciler = Callable[["AuditContext"], list[str]]
 
+CHUNK = 5000
+LIMIT = 50  # divergences of one kind listed by name; the rest are counted
 
-RECONCILERS: list[Reconciler] = []
+
+def ledger_events(ctx: AuditContext, *kinds: str) -> list[dict[str, Any]]:
+    """Every ledger event of these kinds (whole ledger, in order), parsed, with its sequence number as
+    `_seq`; cached on the audit context."""
+    cache: dict[str, list[dict[str, Any]]] = ctx.__dict__.setdefault("_reconcile_events", {})
+    missing = [k for k in kinds if k not in cache]
+    if missing:
+        for k in missing:
+            cache[k] = []
+        e = ledger_entries.c
+        with ctx.ws.store.read() as conn:
+            for seq, kind, data in conn.execute(
+                select(e.seq, e.kind, e.data).where(e.kind.in_(missing)).order_by(e.seq)
+            ):
+                try:
+                    ev = json.loads(bytes(data))
+                except ValueError:
+                    continue  # LEDGER-1 names an unreadable entry
+                ev["_seq"] = int(seq)
+                cache[str(kind)].append(ev)
+    return sorted((ev for k in kinds for ev in cache[k]), key=lambda ev: ev["_seq"])
+
+
+class _Lines:
+    """Divergence lines of one kind: the first LIMIT by name, then a count of the rest."""
+
+    def __init__(self, out: list[str], what: str) -> None:
+        self.out, self.what, self.n = out, what, 0
+
+    def add(self, line: str) -> None:
+        self.n += 1
+        if self.n <= LIMIT:
+            self.out.append(line)
+
+    def close(self) -> None:
+        if self.n > LIMIT:
+            self.out.append(f"... and {self.n - LIMIT} more {self.what}")
+
+
+def _parse_set(text: Any) -> RecordSet | None:
+    try:
+        return RecordSet.parse(text)
+    except ValueError:
+        return None
+
+
+def _registered(ctx: AuditContext) -> dict[str, dict[str, Any]]:
+    """dataset -> its dataset.registered event."""
+    return {str(ev.get("dataset")): ev for ev in ledger_events(ctx, "dataset.registered")}
+
+
+def reconcile_datasets(ctx: AuditContext) -> list[str]:
+    """Each stored dataset as registered: its schema (by digest), retention, jurisdiction and purposes
+    as the ledger's dataset.registered event recorded them; no dataset the ledger never registered."""
+    from complai.vault.schema import DatasetSchema
+
+    out: list[str] = []
+    registered = _registered(ctx)
+    with ctx.ws.store.read() as conn:
+        rows = conn.execute(
+            select(datasets.c.name, datasets.c.schema_json, datasets.c.retention, datasets.c.jurisdiction)
+        ).all()
+    for name, schema_json, retention, jurisdiction in rows:
+        ev = registered.get(str(name))
+        if ev is None:
+            out.append(f"dataset {name}: stored, but the ledger never registered it")
+            continue
+        try:
+            schema = DatasetSchema.model_validate_json(schema_json)
+            stored = schema.digest()
+        except Exception:
+            out.append(f"dataset {name}: its stored schema is unreadable")
+            continue
+        where = f"registered at ledger entry {ev['_seq']}"
+        if stored != ev.get("schema_digest"):
+            out.append(f"dataset {name}: its stored schema is not the one {where}")
+        if retention != ev.get("retention") or schema.retention != ev.get("retention"):
+            out.append(f"dataset {name}: retention {retention!r} stored, {ev.get('retention')!r} {where}")
+        if jurisdiction != ev.get("jurisdiction"):
+            out.append(f"dataset {name}: jurisdiction {jurisdiction!r} stored, {ev.get('jurisdiction')!r} {where}")
+        if dict(schema.purposes) != ev.get("purposes"):
+            out.append(f"dataset {name}: its stored purposes are not the ones {where}")
+    return out
+
+
+def reconcile_records(ctx: AuditContext) -> list[str]:
+    """Records per dataset and subject: what ingests stored, less what erasures and retention sweeps
+    deleted (counts and record-set hashes from their events), against the records table; every live
+    subject holds records (subjects left without any are shredded); a record a rectification rewrote
+    is still there unless its subject was erased or its dataset swept since."""
+    out: list[str] = []
+    events = ledger_events(ctx, "vault.ingested", "subject.erased", "retention.swept")
+    count: Counter[str] = Counter()
+    sets: dict[str, RecordSet] = defaultdict(RecordSet)
+    unhashed: set[str] = set()  # datasets with an event from before record-set hashes were recorded
+    unattributed = 0  # records deleted by erasures recorded before they named datasets
+    swept_at: dict[str, int] = {}
+    for ev in events:
+        t = ev.get("type")
+        if t == "vault.ingested":
+            ds = str(ev.get("dataset"))
+            count[ds] += int(ev.get("rows") or 0)
+            rs = _parse_set(ev.get("records_digest"))
+            if rs is None:
+                unhashed.add(ds)
+            else:
+                sets[ds] = sets[ds] + rs
+        elif t == "subject.erased":
+            by_ds = ev.get("records_by_dataset")
+            if by_ds is None:
+                unattributed += int(ev.get("records") or 0)
+                continue
+            digests = ev.get("records_digests") or {}
+            for ds, n in by_ds.items():
+                count[ds] -= int(n)
+                rs = _parse_set(digests.get(ds))
+                if rs is None:
+                    unhashed.add(ds)
+                else:
+                    sets[ds] = sets[ds] - rs
+        elif t == "retention.swept":
+            digests = ev.get("records_digests")
+            for ds, n in (ev.get("by_dataset") or {}).items():
+                count[ds] -= int(n)
+                swept_at[ds] = ev["_seq"]
+                rs = _parse_set((digests or {}).get(ds))
+                if rs is None:
+                    unhashed.add(ds)
+                else:
+                    sets[ds] = sets[ds] - rs
+    stored: Counter[str] = Counter()
+    stored_sets: dict[str, RecordSet] = defaultdict(RecordSet)
+    present: set[str] = set()
+    r, s = records.c, subjects.c
+    with ctx.ws.store.read() as conn:
+        q = select(r.dataset, s.pseudonym, r.rid).join_from(records, subjects, s.id == r.subject_id)
+        for ds, pseudonym, rid in conn.execute(q):
+            ds, rid = str(ds), bytes(rid)
+            stored[ds] += 1
+            stored_sets[ds].add(ds, str(pseudonym), rid)
+            present.add(rid.hex())
+        empty = list(
+            conn.execute(
+                select(s.pseudonym)
+                .where(s.erased_at.is_(None), ~exists().where(r.subject_id == s.id))
+                .order_by(s.pseudonym)
+            ).scalars()
+        )
+        erased = set(conn.execute(select(s.pseudonym).where(s.erased_at.is_not(None))).scalars())
+    if unattributed:
+        want, have = sum(count.values()) - unattributed, sum(stored.values())
+        if want != have:
+            out.append(f"all datasets: {have} records stored, the ledger accounts for {want}")
+    else:
+        for ds in sorted(set(count) | set(stored)):
+            if stored[ds] != count[ds]:
+                out.append(f"dataset {ds}: {stored[ds]} records stored, the ledger accounts for {count[ds]}")
+            elif ds not in unhashed and stored_sets[ds] != sets[ds]:
+                out.append(f"dataset {ds}: the stored records are not the ones the ledger accounts for")
+    lines = _Lines(out, "live subjects without records")
+    for p in empty:
+        lines.add(f"subject {p}: holds no records but was neither erased nor shredded by a retention sweep")
+    lines.close()
+    lines = _Lines(out, "rectified records missing")
+    for rid, (ds, pseudonym, seq) in sorted(_rectified(ctx).items()):
+        if rid not in present and pseudonym not in erased and swept_at.get(ds, -1) < seq:
+            lines.add(f"record {rid} of {pseudonym} in {ds} (rectified at ledger entry {seq}) is missing")
+    lines.close()
+    return out
+
+
+def _rectified(ctx: AuditContext) -> dict[str, tuple[str, str, int]]:
+    """record id -> (dataset, subject pseudonym, the latest rectification's ledger entry)."""
+    out = {}
+    for ev in ledger_events(ctx, "subject.rectified"):
+        for rid in ev.get("record_versions") or {}:
+            out[rid] = (str(ev.get("dataset")), str(ev.get("subject")), ev["_seq"])
+    return out
+
+
+def reconcile_record_binding(ctx: AuditContext) -> list[str]:
+    """Every record opens under its data key with its stored version, creation time and expiry (bound
+    into its associated data), and its version is the one the ledger's rectifications gave it."""
+    out: list[str] = []
+    expected: dict[str, tuple[int, int]] = {}
+    for ev in ledger_events(ctx, "subject.rectified"):
+        for rid, version in (ev.get("record_versions") or {}).items():
+            expected[rid] = (int(version), ev["_seq"])
+    failed = _Lines(out, "records that fail authentication")
+    rolled = _Lines(out, "records whose version disagrees with the ledger")
+    r, s = records.c, subjects.c
+    digests = {ds: ev.get("schema_digest") for ds, ev in _registered(ctx).items()}  # as the ledger has them
+    last: bytes | None = None
+    checked = 0
+    while True:
+        with ctx.ws.store.read() as conn:
+            q = (
+                select(
+                    r.rid,
+                    r.dataset,
+                    r.subject_id,
+                    r.dek_version,
+                    r.data,
+                    r.version,
+                    r.created_us,
+                    r.expires_us,
+                    s.pseudonym,
+                )
+                .join_from(records, subjects, s.id == r.subject_id)
+                .order_by(r.rid)
+                .limit(CHUNK)
+            )
+            if last is not None:
+                q = q.where(r.rid > last)
+            rows = conn.execute(q).all()
+            if not rows:
+                break
+            keys = ctx.ws.keyring.load(conn, {int(row.subject_id) for row in rows})
+        last = bytes(rows[-1].rid)
+        for row in rows:
+            checked += 1
+            ds, rid = str(row.dataset), bytes(row.rid).hex()
+            name = f"record {rid} of {row.pseudonym} in {ds}"
+            key = keys.get(int(row.subject_id), {}).get(int(row.dek_version))
+            if not digests.get(ds):
+                failed.add(f"{name}: its dataset was never registered in the ledger")
+                continue
+            if key is None:
+                failed.add(f"{name}: its data key (version {int(row.dek_version)}) is missing")
+                continue
+            try:
+                open_record(key, ds, str(digests[ds]), row)
+            except IntegrityError:
+                failed.add(f"{name}: fails authentication (ciphertext, version, creation time or expiry changed)")
+                continue
+            want, seq = expected.get(rid, (0, None))
+            if int(row.version) != want:
+                if seq is None:
+                    rolled.add(f"{name}: version {int(row.version)}, but the ledger records no rectification of it")
+                else:
+                    rolled.add(
+                        f"{name}: version {int(row.version)}, but the rectification at ledger entry {seq} made it "
+                        f"{want} (rolled back)"
+                    )
+    failed.close()
+    rolled.close()
+    return out
+
+
+def reconcile_key_versions(ctx: AuditContext) -> list[str]:
+    """KEK versions: those the ledger says exist (the first, and each rotation's new version, less the
+    ones rotations retired) against the key file, and against the versions data keys are wrapped under."""
+    out: list[str] = []
+    live, retired_at, created_at = {1}, {}, {1: 0}
+    for ev in ledger_events(ctx, "keys.rotated"):
+        new = int(ev.get("to_version") or 0)
+        if new and new not in retired_at:
+            live.add(new)
+            created_at.setdefault(new, ev["_seq"])
+        for v in ev.get("retired") or []:
+            live.discard(int(v))
+            retired_at[int(v)] = ev["_seq"]
+    provider = ctx.ws.keyring.provider
+    if hasattr(provider, "refresh"):  # another process may have rotated since this workspace opened
+        provider.refresh()
+    in_file = set(provider.versions())
+    current = provider.current_version()
+    for v in sorted(live - in_file):
+        out.append(f"KEK version {v}: live according to the ledger (entry {created_at[v]}) but not in keys/kek.json")
+    k = subject_keys.c
+    with ctx.ws.store.read() as conn:
+        used = Counter(
+            {
+                int(v): int(n)
+                for v, n in conn.execute(
+                    select(k.kek_version, func.count(func.distinct(k.subject_id))).group_by(k.kek_version)
+                )
+            }
+        )
+    for v, n in sorted(used.items()):
+        if v in retired_at:
+            out.append(
+                f"KEK version {v}: wraps data keys of {n} subjects, but the ledger retired it at entry {retired_at[v]}"
+            )
+        elif v not in live and not (v == current and v > max(live)):  # a rotation in progress is not recorded yet
+            out.append(f"KEK version {v}: wraps data keys of {n} subjects, but the ledger never recorded its creation")
+    return out
+
+
+def reconcile_budgets(ctx: AuditContext) -> list[str]:
+    """Privacy budgets: each dp_budgets row (totals and what was spent) as the ledger's dp.budget_set
+    and spend events (dp.query, dp.spent) derive it, no row the ledger never set and no set budget
+    without its row; dp_spends holds one row per spend event, with its costs."""
+    import math
+
+    from complai.dp.budget import BUDGET_KINDS, charged, divergence, replay
+    from complai.store.tables import dp_budgets, dp_spends
+
+    out: list[str] = []
+    events = ledger_events(ctx, *BUDGET_KINDS)
+    try:
+        derived = replay({}, ((ev["_seq"], str(ev.get("type")), ev) for ev in events))
+    except (IntegrityError, KeyError, TypeError, ValueError) as exc:
+        return [f"privacy budgets: the ledger's budget events cannot be replayed ({exc})"]
+    with ctx.ws.store.read() as conn:
+        rows = conn.execute(select(dp_budgets).order_by(dp_budgets.c.dataset, dp_budgets.c.principal)).all()
+        spends = conn.execute(
+            select(
+                dp_spends.c.dataset,
+                dp_spends.c.principal,
+                func.count(),
+                func.sum(dp_spends.c.rho),
+                func.sum(dp_spends.c.eps),
+                func.sum(dp_spends.c.delta),
+            ).group_by(dp_spends.c.dataset, dp_spends.c.principal)
+        ).all()
+    seen = set()
+    for row in rows:
+        key = (str(row.dataset), str(row.principal))
+        seen.add(key)
+        problem = divergence(row, derived.get(key))
+        if problem is not None:
+            out.append(problem)
+    for dataset, principal in sorted(set(derived) - seen):
+        out.append(f"privacy budget {dataset}/{principal}: set in the ledger but missing from the store")
+    want: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0])
+    for ev in events:
+        spent = charged(str(ev.get("type")), ev)
+        if spent is not None:
+            dataset, actor, (rho, eps, a_eps, a_delta) = spent
+            w = want[(dataset, actor)]
+            w[0] += 1
+            w[1] += rho
+            w[2] += eps + a_eps
+            w[3] += a_delta
+    have = {(str(d), str(p)): [int(n), float(r or 0), float(e or 0), float(dl or 0)] for d, p, n, r, e, dl in spends}
+    for key in sorted(set(want) | set(have)):
+        w, h = want.get(key, [0, 0.0, 0.0, 0.0]), have.get(key, [0, 0.0, 0.0, 0.0])
+        if w[0] != h[0]:
+            out.append(f"privacy spends of {key[1]} on {key[0]}: {h[0]} stored, the ledger records {w[0]}")
+        elif not all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15) for a, b in zip(w[1:], h[1:], strict=True)):
+            out.append(f"privacy spends of {key[1]} on {key[0]}: the stored costs differ from the ledger's")
+    return out
+
+
+def reconcile_checkpoints(ctx: AuditContext) -> list[str]:
+    """Signed checkpoints: one stored for each ledger.checkpoint entry (same size, root and log
+    signature) and an entry for each stored one (ledger/verify.py)."""
+    from complai.ledger.verify import check_checkpoints
+
+    return check_checkpoints(ctx.ws.ledger)
+
+
+RECONCILERS: list[Reconciler] = [
+    reconcile_datasets,
+    reconcile_records,
+    reconcile_record_binding,
+    reconcile_key_versions,
+    reconcile_budgets,
+    reconcile_checkpoints,
+]
 
 
 def reconcile(ctx: AuditContext) -> tuple[list[tuple[str, str]], list[str]]:

@@ -170,6 +170,9 @@ records = Table(
     Column("created_us", BigInteger, nullable=False),
     Column("expires_us", BigInteger, nullable=False),
     Column("data", LargeBinary, nullable=False),
+    # incremented by each rectification; bound, with created_us and expires_us, into the AEAD associated
+    # data (NULL only for records sealed before that binding, re-sealed when the workspace is opened)
+    Column("version", Integer, nullable=True),
     Index("ix_records_dataset_subject", "dataset", "subject_id"),
     Index("ix_records_subject", "subject_id"),
     Index("ix_records_dataset_expires", "dataset", "expires_us"),

@@ -2,11 +2,13 @@
 
 A record's plaintext is the compact JSON array of its field values in schema order, without the
 subject column (the subject's identity lives, encrypted, in the subjects table). Its ciphertext is
-bound (associated data) to the dataset, the record id and the schema digest.
+bound (associated data) to the dataset, the record id, the schema digest, the record's version (a counter
+each rectification increments), its creation time and its expiry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -15,12 +17,83 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from complai.errors import InvalidInput
+from complai.errors import IntegrityError, InvalidInput
 from complai.vault.schema import DatasetSchema, FieldSpec
 
 
-def record_ad(dataset: str, rid: bytes, schema_digest: str) -> bytes:
+def record_ad(dataset: str, rid: bytes, schema_digest: str, version: int, created_us: int, expires_us: int) -> bytes:
+    """A record's associated data: the ciphertext opens only with the row's dataset, id, schema, version
+    (rectifications), creation time and expiry as stored, so a rolled-back ciphertext or an edited
+    expiry fails authentication on read."""
+    return b"complai/record/v2|%s|%s|%s|%d|%d|%d" % (
+        dataset.encode(),
+        rid.hex().encode(),
+        schema_digest.encode(),
+        int(version),
+        int(created_us),
+        int(expires_us),
+    )
+
+
+def open_record(key: Any, dataset: str, schema_digest: str, row: Any) -> list[Any]:
+    """Decrypt a stored record (a row with rid, version, created_us, expires_us, data) under its data key;
+    IntegrityError, naming the record, if the ciphertext or anything bound to it was changed."""
+    rid = bytes(row.rid)
+    if row.version is None:
+        raise IntegrityError(f"record {rid.hex()} in {dataset} has no version (it was never re-sealed)")
+    ad = record_ad(dataset, rid, schema_digest, int(row.version), int(row.created_us), int(row.expires_us))
+    try:
+        return decode(key.open(bytes(row.data), ad))
+    except IntegrityError:
+        raise IntegrityError(
+            f"record {rid.hex()} in {dataset} fails authentication: its ciphertext, version, creation time or "
+            "expiry was changed at rest"
+        ) from None
+
+
+def legacy_record_ad(dataset: str, rid: bytes, schema_digest: str) -> bytes:
+    """Associated data of records sealed before versions and times were bound (re-sealed on upgrade)."""
     return b"complai/record/v1|" + dataset.encode() + b"|" + rid + b"|" + schema_digest.encode()
+
+
+_SET_MOD = 1 << 256
+SET_PREFIX = "msh256:"
+
+
+class RecordSet:
+    """A multiset hash (sum modulo 2^256 of SHA-256 per element) of (dataset, subject pseudonym, record id)
+    triples. Sums compose: what ingests added, less what erasures and retention sweeps deleted, must
+    equal the hash of the records stored, so the ledger can account for every stored record without
+    listing them. Elements are pseudonymous (keyed pseudonym, random record id)."""
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value % _SET_MOD
+
+    def add(self, dataset: str, pseudonym: str, rid: bytes) -> None:
+        element = b"complai/record-set/v1|%s|%s|%s" % (dataset.encode(), pseudonym.encode(), rid.hex().encode())
+        h = hashlib.sha256(element)
+        self.value = (self.value + int.from_bytes(h.digest(), "big")) % _SET_MOD
+
+    def __add__(self, other: RecordSet) -> RecordSet:
+        return RecordSet(self.value + other.value)
+
+    def __sub__(self, other: RecordSet) -> RecordSet:
+        return RecordSet(self.value - other.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RecordSet) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def digest(self) -> str:
+        return SET_PREFIX + self.value.to_bytes(32, "big").hex()
+
+    @classmethod
+    def parse(cls, text: str) -> RecordSet:
+        if not isinstance(text, str) or not text.startswith(SET_PREFIX) or len(text) != len(SET_PREFIX) + 64:
+            raise ValueError("not a record-set digest")
+        return cls(int(text[len(SET_PREFIX) :], 16))
 
 
 def subject_ad(pseudonym: str) -> bytes:

@@ -13,12 +13,12 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, or_, select, update
 
 from complai.clock import Clock, as_utc, from_us, to_us, utc_iso
 from complai.crypto.aead import DataKey
@@ -38,7 +38,7 @@ from complai.events import (
     SubjectRestricted,
 )
 from complai.ledger.log import Ledger
-from complai.store import Store, bulk_insert, placeholder
+from complai.store import Store, bulk_insert
 from complai.store.tables import (
     access_log,
     consents,
@@ -53,9 +53,11 @@ from complai.store.tables import (
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.records import (
+    RecordSet,
     check_value,
-    decode,
     encode,
+    legacy_record_ad,
+    open_record,
     prepare,
     record_ad,
     subject_ad,
@@ -67,6 +69,7 @@ from complai.vault.schema import DatasetSchema, retention_deadline
 CHUNK = 5000
 _PSEUDONYM = re.compile(r"^sp:[0-9a-f]{64}$")
 _CONSENT_FIELDS = ("purpose", "basis", "granted_at", "withdrawn_at", "notice_version", "source")
+_RECORD_COLUMNS = ("rid", "dataset", "subject_id", "dek_version", "created_us", "expires_us", "data", "version")
 CONSENT_COLUMNS = {"subject", "purpose", "basis", "granted_at", "withdrawn_at", "notice_version", "source"}
 
 
@@ -155,29 +158,6 @@ class Vault:
                 out[p] = Subject(int(sid), p, erased is not None, restricted is not None)
         return out
 
-    @staticmethod
-    def _insert_subjects(conn: Connection, rows: list[tuple[str, bytes, datetime]]) -> set[str]:
-        """Insert-or-get: add (pseudonym, sealed external id, created) rows, skipping pseudonyms that
-        exist, and return the pseudonyms this transaction inserted. Concurrent ingests of overlapping new
-        subjects then all succeed: on PostgreSQL the later one waits for the earlier to commit and skips
-        its rows; callers insert in one global order (sorted external ids), so two ingests never wait on
-        each other in a cycle."""
-        ph = placeholder(conn)
-        sqlite = conn.dialect.name == "sqlite"
-        mine: set[str] = set()
-        for part in _chunks(rows, 2000):
-            params: list[Any] = []
-            for p, enc, created in part:
-                # SQLite: datetimes in SQLAlchemy's own text format, as bulk_insert writes them
-                params += [p, enc, created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else created]
-            sql = (
-                "INSERT INTO subjects (pseudonym, external_enc, created_at) VALUES "
-                + ",".join([f"({ph}, {ph}, {ph})"] * len(part))
-                + " ON CONFLICT (pseudonym) DO NOTHING RETURNING pseudonym"
-            )
-            mine.update(str(r[0]) for r in conn.exec_driver_sql(sql, tuple(params)).all())
-        return mine
-
     def subject(self, conn: Connection, external_id: str) -> Subject:
         """Look up a live (not erased) subject by external id."""
         if not external_id or not external_id.strip():
@@ -230,20 +210,20 @@ class Vault:
                 absent = [e for e in missing_consent_subjects if pseud[e] not in known]
                 if absent:
                     raise InvalidInput(f"consents name {len(absent)} subject(s) that are neither in the data nor known")
+            erased = {p for p, s in known.items() if s.erased}
             new_ext = sorted(e for e in set(external) if pseud[e] not in known)
+            per_subject = Counter(e for e in external if pseud[e] not in erased)
             # new subjects: keys first, so the external id can be sealed before the row exists
             fresh = {e: new_raw_key() for e in new_ext}
             fresh_keys = {e: DataKey(k) for e, k in fresh.items()}
             if new_ext:
-                mine = self._insert_subjects(
-                    conn, [(pseud[e], fresh_keys[e].seal(e.encode(), subject_ad(pseud[e])), now) for e in new_ext]
+                bulk_insert(
+                    conn,
+                    subjects,
+                    [(pseud[e], fresh_keys[e].seal(e.encode(), subject_ad(pseud[e])), now) for e in new_ext],
+                    columns=("pseudonym", "external_enc", "created_at"),
                 )
                 known.update(self._subjects_by_pseudonym(conn, [pseud[e] for e in new_ext]))
-                # a concurrent ingest that committed them first made them existing subjects (with their keys)
-                new_ext = [e for e in new_ext if pseud[e] in mine]
-                fresh = {e: fresh[e] for e in new_ext}
-            erased = {p for p, s in known.items() if s.erased}
-            per_subject = Counter(e for e in external if pseud[e] not in erased)
             ids = {e: known[pseud[e]].id for e in per_subject}
             keys: dict[int, tuple[int, DataKey]] = {}
             if new_ext:
@@ -260,6 +240,7 @@ class Vault:
             sdig = schema.digest()
             out = []
             skipped = 0
+            stored = RecordSet()
             for e, values in zip(external, rows, strict=True):
                 if pseud[e] in erased:
                     skipped += 1
@@ -267,6 +248,7 @@ class Vault:
                 sid = ids[e]
                 ver, key = keys[sid]
                 rid = os.urandom(16)
+                stored.add(dataset, pseud[e], rid)
                 out.append(
                     (
                         rid,
@@ -275,10 +257,11 @@ class Vault:
                         ver,
                         now_us,
                         expires_us,
-                        key.seal(encode(values), record_ad(dataset, rid, sdig)),
+                        key.seal(encode(values), record_ad(dataset, rid, sdig, 0, now_us, expires_us)),
+                        0,
                     )
                 )
-            bulk_insert(conn, records, out)
+            bulk_insert(conn, records, out, columns=_RECORD_COLUMNS)
             crow = [
                 (known[pseud[c["subject"]]].id, *(c[k] for k in _CONSENT_FIELDS))
                 for c in consent_rows
@@ -300,6 +283,7 @@ class Vault:
                     consents=len(crow),
                     subjects_digest=set_digest(live),
                     source_digest=digest(source),
+                    records_digest=stored.digest(),
                 ),
             )
         return IngestResult(dataset, len(out), len(per_subject), len(new_ext), skipped, len(crow), seq)
@@ -401,7 +385,17 @@ class Vault:
         r, s = records.c, subjects.c
         with self.store.read() as conn:
             q = (
-                select(r.rid, r.subject_id, r.dek_version, r.data, s.pseudonym, s.external_enc)
+                select(
+                    r.rid,
+                    r.subject_id,
+                    r.dek_version,
+                    r.data,
+                    r.version,
+                    r.created_us,
+                    r.expires_us,
+                    s.pseudonym,
+                    s.external_enc,
+                )
                 .select_from(records.join(subjects, subjects.c.id == records.c.subject_id))
                 .where(self.eligible_condition(schema, purpose, now))
             )
@@ -418,7 +412,7 @@ class Vault:
             if subject_keys_ is None or int(row.dek_version) not in subject_keys_:
                 raise IntegrityError("a record's data key is missing")
             key = subject_keys_[int(row.dek_version)]
-            values.append(decode(key.open(bytes(row.data), record_ad(dataset, bytes(row.rid), sdig))))
+            values.append(open_record(key, dataset, sdig, row))
             if want_subject:
                 if sid not in ext_cache:
                     ext_cache[sid] = self._open_external(keys[sid], row.pseudonym, row.external_enc)
@@ -609,18 +603,28 @@ class Vault:
             subj = self.subject(conn, external_id)
             r = records.c
             rows = conn.execute(
-                select(r.rid, r.dek_version, r.data).where(r.dataset == dataset, r.subject_id == subj.id)
+                select(r.rid, r.dek_version, r.data, r.version, r.created_us, r.expires_us).where(
+                    r.dataset == dataset, r.subject_id == subj.id
+                )
             ).all()
             if not rows:
                 raise NotFound(f"the subject has no records in {dataset}")
             old = self.keyring.load(conn, [subj.id])[subj.id]
             ver, key = self.keyring.for_sealing(conn, {subj.id: len(rows)})[subj.id]
+            versions: dict[str, int] = {}
             for row in rows:
-                ad = record_ad(dataset, bytes(row.rid), sdig)
-                values = decode(old[int(row.dek_version)].open(bytes(row.data), ad))
+                if int(row.dek_version) not in old:
+                    raise IntegrityError("a record's data key is missing")
+                values = open_record(old[int(row.dek_version)], dataset, sdig, row)
                 values[pos] = new_value
+                version = int(row.version) + 1
+                rid = bytes(row.rid)
+                ad = record_ad(dataset, rid, sdig, version, int(row.created_us), int(row.expires_us))
+                versions[rid.hex()] = version
                 conn.execute(
-                    update(records).where(r.rid == row.rid).values(dek_version=ver, data=key.seal(encode(values), ad))
+                    update(records)
+                    .where(r.rid == row.rid)
+                    .values(dek_version=ver, version=version, data=key.seal(encode(values), ad))
                 )
             return self.ledger.append(
                 conn,
@@ -633,6 +637,7 @@ class Vault:
                     field=field,
                     records=len(rows),
                     value_digest=digest(encode([new_value])),
+                    record_versions=versions,
                 ),
             )
 
@@ -645,7 +650,7 @@ class Vault:
             keys = self.keyring.load(conn, [subj.id]).get(subj.id, {})
             r = records.c
             recs = conn.execute(
-                select(r.rid, r.dataset, r.dek_version, r.data, r.created_us, r.expires_us)
+                select(r.rid, r.dataset, r.dek_version, r.data, r.created_us, r.expires_us, r.version)
                 .where(r.subject_id == subj.id)
                 .order_by(r.dataset, r.created_us)
             ).all()
@@ -653,8 +658,9 @@ class Vault:
             schemas: dict[str, DatasetSchema] = {}
             for rec in recs:
                 schema = schemas.setdefault(rec.dataset, self.catalog.get(rec.dataset).schema)
-                ad = record_ad(rec.dataset, bytes(rec.rid), schema.digest())
-                values = decode(keys[int(rec.dek_version)].open(bytes(rec.data), ad))
+                if int(rec.dek_version) not in keys:
+                    raise IntegrityError("a record's data key is missing")
+                values = open_record(keys[int(rec.dek_version)], rec.dataset, schema.digest(), rec)
                 fields = {f.name: v for f, v in zip(value_fields(schema), values, strict=True)}
                 by_dataset[rec.dataset].append(
                     {
@@ -782,6 +788,9 @@ class Vault:
         return True
 
     def _erase(self, conn: Connection, subj: Subject, actor: str, now: datetime, reapplied_from: int | None) -> int:
+        deleted = _deleted_sets(
+            conn, select(records.c.dataset, subjects.c.pseudonym, records.c.rid).where(records.c.subject_id == subj.id)
+        )
         n_rec = conn.execute(delete(records).where(records.c.subject_id == subj.id)).rowcount
         n_con = conn.execute(delete(consents).where(consents.c.subject_id == subj.id)).rowcount
         conn.execute(delete(objections).where(objections.c.subject_id == subj.id))
@@ -802,6 +811,8 @@ class Vault:
                 keys_destroyed=n_keys,
                 consents=n_con,
                 reapplied_from=reapplied_from,
+                records_by_dataset={ds: n for ds, (n, _) in deleted.items()},
+                records_digests={ds: rs.digest() for ds, (_, rs) in deleted.items()},
             ),
         )
         self._flag_models(conn, [subj.id], f"a training subject was erased (ledger entry {seq})", now)
@@ -853,6 +864,7 @@ class Vault:
                     ).scalars()
                 ]
                 self._flag_models(conn, expired_here, "a training record passed its retention period", now, ds)
+            deleted = _deleted_sets(conn, select(r.dataset, s.pseudonym, r.rid).where(r.expires_us <= to_us(now)))
             n = conn.execute(delete(records).where(r.expires_us <= to_us(now))).rowcount
             empty = []
             for part in _chunks(affected):
@@ -875,9 +887,48 @@ class Vault:
                     by_dataset=by_ds,
                     subjects_shredded=len(empty),
                     subject_pseudonyms_digest=set_digest(pseudos),
+                    records_digests={ds: rs.digest() for ds, (_, rs) in deleted.items()},
                 ),
             )
         return {"records_deleted": n, "by_dataset": by_ds, "subjects_shredded": len(empty), "seq": seq}
+
+    def reseal_legacy(self, conn: Connection) -> int:
+        """Re-seal records sealed before versions and times were bound into their associated data (a
+        workspace created before that, or restored from an older backup): each is opened under its old
+        associated data, so a record edited at rest before the upgrade fails here, and sealed again
+        under the same data key with version 0. Runs in the caller's (upgrade) transaction."""
+        r = records.c
+        schemas: dict[str, str] = {}
+        done = 0
+        while True:
+            rows = conn.execute(
+                select(r.rid, r.dataset, r.subject_id, r.dek_version, r.data, r.created_us, r.expires_us)
+                .where(r.version.is_(None))
+                .order_by(r.rid)
+                .limit(CHUNK)
+            ).all()
+            if not rows:
+                return done
+            keys = self.keyring.load(conn, {int(row.subject_id) for row in rows})
+            resealed = []
+            for row in rows:
+                ds, rid = str(row.dataset), bytes(row.rid)
+                if ds not in schemas:
+                    schemas[ds] = self.catalog.get(ds).schema.digest()
+                key = keys.get(int(row.subject_id), {}).get(int(row.dek_version))
+                if key is None:
+                    raise IntegrityError(f"record {rid.hex()} in {ds}: its data key is missing")
+                try:
+                    plain = key.open(bytes(row.data), legacy_record_ad(ds, rid, schemas[ds]))
+                except IntegrityError:
+                    raise IntegrityError(f"record {rid.hex()} in {ds} fails authentication") from None
+                ad = record_ad(ds, rid, schemas[ds], 0, int(row.created_us), int(row.expires_us))
+                resealed.append({"b_rid": rid, "b_data": key.seal(plain, ad)})
+            conn.execute(
+                update(records).where(r.rid == bindparam("b_rid")).values(version=0, data=bindparam("b_data")),
+                resealed,
+            )
+            done += len(rows)
 
     # --- information -----------------------------------------------------------------------------
 
@@ -895,6 +946,16 @@ class Vault:
             erased = conn.execute(select(func.count()).where(s.erased_at.is_not(None))).scalar_one()
             n_keys = conn.execute(select(func.count()).select_from(subject_keys)).scalar_one()
         return {"records": int(n_rec), "subjects": int(n_sub), "erased_subjects": int(erased), "data_keys": int(n_keys)}
+
+
+def _deleted_sets(conn: Connection, query: Any) -> dict[str, tuple[int, RecordSet]]:
+    """Per dataset: how many records a deletion removes and their record-set hash (for the ledger)."""
+    out: dict[str, tuple[int, RecordSet]] = {}
+    for ds, pseudonym, rid in conn.execute(query.join_from(records, subjects, subjects.c.id == records.c.subject_id)):
+        n, rs = out.get(str(ds), (0, RecordSet()))
+        rs.add(str(ds), str(pseudonym), bytes(rid))
+        out[str(ds)] = (n + 1, rs)
+    return out
 
 
 def _parse_time(value: Any, where: str) -> datetime | None:
