@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from complai.clock import ManualClock
 from complai.compliance import engine
+from complai.crypto.keyring import FileKeyProvider
 from complai.errors import IntegrityError
 from complai.store.tables import subject_keys
 from complai.workspace import Workspace
@@ -78,8 +79,11 @@ def test_rotation_resumes_from_the_store_when_older_versions_are_gone_from_the_k
     customers.keys.rotate("owner")
     with customers.store.write() as conn:  # keys left under a version the key file no longer holds
         conn.execute(update(subject_keys).where(subject_keys.c.subject_id == 1).values(kek_version=1))
-    with pytest.raises(IntegrityError, match="version 1 is not available"):
-        customers.keys.rotate("owner")
+    with (
+        Workspace.open(customers.path, clock=customers.clock) as later,
+        pytest.raises(IntegrityError, match="version 1 is not available"),
+    ):
+        later.keys.rotate("owner")
 
 
 def _ingest(path: str, prefix: str, batches: int, barrier: mp.synchronize.Barrier) -> None:  # type: ignore[name-defined]
@@ -117,3 +121,24 @@ def test_ingest_rotate_ingest_in_separate_processes(customers: Workspace) -> Non
     after = customers.keys.rotate("owner")
     assert after["from_version"] == 5 and after["to_version"] == 6 and not after["resumed"]
     assert read_ids(customers) == sorted(expected)
+
+
+def test_key_file_copies_reload_and_never_write_back_a_stale_state(tmp_path: Path) -> None:
+    clock = ManualClock()
+    a = FileKeyProvider.create(tmp_path, clock)
+    b = FileKeyProvider(tmp_path, clock)  # another process's copy of the file
+    _, under1 = b.wrap(b"k" * 32, b"ad")
+    assert a.add_version() == 2
+    version, under2 = b.wrap(b"k" * 32, b"ad", 2)  # b does not hold 2 yet: it reloads
+    assert version == 2 and a.unwrap(2, under2, b"ad") == b"k" * 32
+    a.retire(1)
+    b.refresh()
+    with pytest.raises(IntegrityError, match="version 1 is not available"):
+        b.wrap(b"k" * 32, b"ad", 1)  # never wraps under a retired version
+    assert b.unwrap(1, under1, b"ad") == b"k" * 32  # a version it held still opens a snapshot's keys
+    with pytest.raises(IntegrityError, match="version 1 is not available"):
+        FileKeyProvider(tmp_path, clock).unwrap(1, under1, b"ad")
+    stale = FileKeyProvider(tmp_path, clock)
+    assert a.add_version() == 3
+    assert stale.add_version() == 4  # re-reads the file first: version 3 is kept
+    assert sorted(FileKeyProvider(tmp_path, clock).versions()) == [2, 3, 4]

@@ -70,7 +70,9 @@ class FileKeyProvider:
 
     Several processes share the file: each holds a snapshot of it, swapped whole on reload (threads
     never see half of one), and reloads when asked for a version it does not hold. Changes (add,
-    retire) re-read the file first, so that they never write back a stale copy.
+    retire) re-read the file first, so that they never write back a stale copy. A version retired
+    since this process loaded it still unwraps here (a read snapshot taken before the re-wrap may
+    still name it) but is no longer listed, wrapped under, or written back.
     """
 
     def __init__(self, keys_dir: Path, clock: Clock) -> None:
@@ -78,6 +80,7 @@ class FileKeyProvider:
         self.clock = clock
         self._lock = threading.Lock()
         self._state = self._read()
+        self._loaded: dict[int, DataKey] = dict(self._state.keys)  # every version this process has held
 
     @classmethod
     def create(cls, keys_dir: Path, clock: Clock) -> FileKeyProvider:
@@ -101,7 +104,11 @@ class FileKeyProvider:
         return state
 
     def refresh(self) -> None:
-        self._state = self._read()
+        self._install(self._read())
+
+    def _install(self, state: _KekState) -> None:
+        self._loaded = {**self._loaded, **state.keys}
+        self._state = state
 
     def _save(self, state: _KekState) -> None:
         doc = {
@@ -123,7 +130,7 @@ class FileKeyProvider:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-        self._state = state
+        self._install(state)
 
     def current_version(self) -> int:
         return self._state.current
@@ -131,11 +138,13 @@ class FileKeyProvider:
     def versions(self) -> dict[int, str]:
         return dict(self._state.created)
 
-    def _key(self, version: int) -> DataKey:
+    def _key(self, version: int, *, retired_ok: bool = False) -> DataKey:
         key = self._state.keys.get(version)
         if key is None:  # another process may have added it since this one read the file
             self.refresh()
             key = self._state.keys.get(version)
+        if key is None and retired_ok:
+            key = self._loaded.get(version)
         if key is None:
             raise IntegrityError(f"key-encryption key version {version} is not available")
         return key
@@ -146,7 +155,7 @@ class FileKeyProvider:
         return v, self._key(v).seal(dek, ad)
 
     def unwrap(self, version: int, blob: bytes, ad: bytes) -> bytes:
-        return self._key(version).open(blob, ad)
+        return self._key(version, retired_ok=True).open(blob, ad)
 
     def add_version(self) -> int:
         with self._lock:
@@ -169,7 +178,7 @@ class FileKeyProvider:
             if version == st.current:
                 raise ValueError("the current key-encryption key cannot be retired")
             if version not in st.raw:
-                self._state = st
+                self._install(st)
                 return
             self._save(
                 _KekState(
