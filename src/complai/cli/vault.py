@@ -298,15 +298,24 @@ def backup_create(
     from complai.vault.backup import load_backup_key, new_backup_key
 
     with open_session("security") as (ws, session):
+        # authorise before anything is written: a refused backup must not leave a new key file behind
+        ws.policy.check(session.principal, "*", "admin", session.purpose)
         key_path = key_file or ws.settings.keys_dir / "backup.key"
-        if not key_path.exists():
+        created = not key_path.exists()
+        if created:
             new_backup_key(key_path)
+        try:
+            with progress(disable=json_out) as bar:
+                task = bar.add_task("backing up", total=None)
+                result = session.backup(
+                    file, load_backup_key(key_path), progress=lambda t: bar.update(task, description=f"table {t}")
+                )
+        except BaseException:
+            if created:
+                key_path.unlink(missing_ok=True)  # a failed backup leaves no key behind either
+            raise
+        if created:
             err_console.print(f"created backup key {key_path}: keep a copy apart from the backups")
-        with progress(disable=json_out) as bar:
-            task = bar.add_task("backing up", total=None)
-            result = session.backup(
-                file, load_backup_key(key_path), progress=lambda t: bar.update(task, description=f"table {t}")
-            )
     if json_out:
         print_json(result)
     else:
