@@ -249,13 +249,16 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
             rows = conn.execute(q).all()
             if not rows:
                 break
-            keys = ctx.ws.keyring.load(conn, {int(row.subject_id) for row in rows})
+            keys, broken = _load_keys(ctx, conn, {int(row.subject_id) for row in rows})
         last = bytes(rows[-1].rid)
         for row in rows:
             checked += 1
             ds, rid = str(row.dataset), bytes(row.rid).hex()
             name = f"record {rid} of {row.pseudonym} in {ds}"
             key = keys.get(int(row.subject_id), {}).get(int(row.dek_version))
+            if int(row.subject_id) in broken:
+                failed.add(f"{name}: its subject's data keys do not unwrap under the KEK versions recorded for them")
+                continue
             if not digests.get(ds):
                 failed.add(f"{name}: its dataset was never registered in the ledger")
                 continue
@@ -279,6 +282,20 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
     failed.close()
     rolled.close()
     return out
+
+
+def _load_keys(ctx: AuditContext, conn: Any, ids: set[int]) -> tuple[dict[int, dict[int, Any]], set[int]]:
+    """The subjects' data keys; subjects whose keys do not unwrap are returned apart, not raised."""
+    try:
+        return ctx.ws.keyring.load(conn, ids), set()
+    except IntegrityError:
+        keys, broken = {}, set()
+        for sid in ids:
+            try:
+                keys.update(ctx.ws.keyring.load(conn, [sid]))
+            except IntegrityError:
+                broken.add(sid)
+        return keys, broken
 
 
 def reconcile_key_versions(ctx: AuditContext) -> list[str]:
