@@ -450,6 +450,9 @@ class BudgetSpent(Event):
 
 
 class DPQueryAnswered(Event):
+    """A DP query answered. Only public parameters (the statement's digest, the statistics asked for,
+    epsilon, delta, rho, mechanism, the budget left): nothing computed from the data, not even a count."""
+
     kind: ClassVar[str] = "dp.query"
     dataset: str
     query_digest: Digest
@@ -459,7 +462,6 @@ class DPQueryAnswered(Event):
     delta: float
     rho: float
     mechanism: str
-    rows_used: int
     epsilon_remaining: float
 
 

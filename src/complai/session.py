@@ -224,25 +224,30 @@ class Session:
 
     def set_budget(self, dataset: str, epsilon: float, delta: float, principal: str = "*") -> Any:
         """Set a dataset's (or a principal's) total privacy budget: an admin action, recorded."""
+        self._check("admin", dataset)
         self._ws.catalog.get(dataset)
         if principal != "*":
             self._ws.identity.get(principal)
-        self._check("admin", dataset)
         return self._ws.budgets.set(self.principal, dataset, epsilon, delta, principal)
 
     def dp_query(self, sql: Any, epsilon: float, delta: float | None = None, max_rows: int = 1) -> Any:
         """Answer a SQL aggregate with differential privacy over the rows this purpose may see.
 
-        Everything that can be refused is checked before any budget is spent; the budget is reserved
-        (atomically) and the answer recorded in one transaction before the noise is drawn."""
+        Order: the statement's syntax (it names the dataset), then authorisation, then the statement
+        against the dataset's schema and the public parameters (dp.queries.Plan), so a principal who
+        may not query learns nothing about the dataset or its schema. Everything that can be refused is
+        refused before any data is read or budget spent; the budget is reserved (atomically) and the
+        answer recorded in one transaction. The answer and its event hold only noisy values and public
+        parameters (dp.queries.Answer)."""
         from complai.crypto.pseudonym import digest
         from complai.dp import queries
         from complai.dp.sql import parse
-        from complai.errors import InvalidInput
+        from complai.errors import ComplaiError, InvalidInput
         from complai.events import DPQueryAnswered
 
         sql = str(sql)  # a SQL string or a dp.sql.QueryBuilder
         query = parse(sql)
+        self._check("query_dp", query.dataset)
         schema = self._ws.catalog.get(query.dataset).schema
         names = {f.name for f in schema.fields}
         unknown = sorted(query.columns - names)
@@ -254,38 +259,26 @@ class Session:
         if query.group_by:
             spec = schema.field(query.group_by)
             keys = spec.values or ([False, True] if spec.type == "boolean" else None)
-        # refuse bad parameters and missing declarations before touching data or budget
-        probe = queries._Noise(queries._releases(query.aggregates), epsilon, delta)
-        for a in query.aggregates:
-            if a.fn != "count" and a.column not in bounds:
-                raise InvalidInput(f"{a.label} needs declared bounds (min and max of {a.column} in the schema)")
-        if query.group_by and not keys:
-            raise InvalidInput(f"GROUP BY {query.group_by} needs its values declared in the schema")
-        self._check("query_dp", query.dataset)
+        predicate = query.predicate(schema)
+        plan = queries.Plan(
+            query.aggregates, bounds, integer, epsilon, delta, query.group_by, keys, max_rows, schema.subject_column
+        )
+        schema.basis(self.purpose)
         frame, _, _, _ = self._ws.vault.fetch(
             query.dataset, self.purpose, sorted(query.columns | {schema.subject_column})
         )
-        if query.where is not None:
-            frame = frame[query.where(frame).to_numpy()]
         with self._ws.store.write() as conn:
-            if probe.gaussian:
-                self._ws.budgets.reserve(
-                    conn, query.dataset, self.principal, "dp.query", "gaussian", rho=probe.rho_each * probe.releases
-                )
+            if plan.noise.gaussian:
+                self._ws.budgets.reserve(conn, query.dataset, self.principal, "dp.query", "gaussian", rho=plan.rho)
             else:
                 self._ws.budgets.reserve(conn, query.dataset, self.principal, "dp.query", "laplace", eps=epsilon)
-            answer = queries.run(
-                frame,
-                query.aggregates,
-                bounds,
-                integer,
-                epsilon,
-                delta,
-                query.group_by,
-                keys,
-                max_rows,
-                schema.subject_column,
-            )
+            try:
+                rows = frame if predicate is None else frame[predicate(frame)]
+                answer = plan.answer(rows)
+            except ComplaiError:
+                raise
+            except Exception:  # never expected; its message could describe the data, so none is passed on
+                raise ComplaiError("the DP query failed while computing its answer; nothing was spent") from None
             self.last_seq = self._ws.ledger.append(
                 conn,
                 DPQueryAnswered(
@@ -296,11 +289,7 @@ class Session:
                     query_digest=digest(sql.encode()),
                     statistics=[a.label for a in query.aggregates],
                     group_by=query.group_by,
-                    epsilon=epsilon,
-                    delta=delta or 0.0,
-                    rho=answer.rho,
-                    mechanism=answer.mechanism,
-                    rows_used=answer.rows_used,
+                    **answer.public(),
                     epsilon_remaining=self._ws.budgets.remaining(conn, query.dataset),
                 ),
             )

@@ -63,8 +63,9 @@ def query(
     from complai.dp.sql import parse
     from complai.errors import InvalidInput
 
-    if parse(sql).dataset != dataset:
-        raise InvalidInput(f"the query reads {parse(sql).dataset!r}, not {dataset!r}")
+    named = parse(sql).dataset  # the statement's syntax only: no data or schema is consulted here
+    if named != dataset:
+        raise InvalidInput(f"the query reads {named!r}, not {dataset!r}")
     with open_session(purpose) as (ws, session):
         answer = session.dp_query(sql, epsilon, delta, max_rows)
         left = ws.budgets.get(dataset).as_dict()

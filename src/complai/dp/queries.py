@@ -16,12 +16,20 @@ applied to aggregates whose sensitivity we derive here:
 
 With a delta the queries use the Gaussian mechanism (zCDP), otherwise Laplace (pure epsilon-DP). Every
 answer carries the epsilon (and delta) it cost, its zCDP rho and a 95 % error bound.
+
+Release discipline: what leaves this module (the Answer) holds only numbers released by an accounted
+mechanism (`Noisy`, and post-processing of them) and numbers computed from public parameters alone
+(`Public`: epsilon, delta, bounds, declared keys, rows per subject, mechanism, scale). Nothing is
+computed from the data's size or content except through a mechanism: the fixed-point grid of the exact
+sums depends on the declared bounds and a public row capacity, never on the row count; an empty group
+still goes through its mechanism. `plan` checks every parameter and builds every measurement before
+any data is touched, so nothing can fail, and no error can describe the data, once rows are read.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -33,6 +41,25 @@ from complai.errors import InvalidInput
 
 dp.enable_features("contrib")
 ALPHA = 0.05
+MIN_EPSILON = 1e-6  # below this every answer is noise, and noise scales stop being finite numbers
+MIN_DELTA = 1e-100
+MAX_ROWS_PER_SUBJECT = 10_000
+# Public row capacity the exact-sum grid is sized for (partial sums stay below 2^52 up to this many rows)
+ROW_CAPACITY = 2**31
+BOUND_LIMIT = 2.0**53  # declared bounds are finite and within +-2^53 (vault/schema.py refuses others)
+
+
+class Noisy(float):
+    """A number released by an accounted DP mechanism, or computed from such numbers and public
+    parameters only (post-processing)."""
+
+    __slots__ = ()
+
+
+class Public(float):
+    """A number computed from public parameters only (epsilon, delta, bounds, rows per subject, scale)."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)
@@ -51,19 +78,51 @@ class Aggregate:
         return f"{self.fn}({self.column or '*'})"
 
 
-@dataclass
+# The Answer's fields, each either noisy (released by a mechanism) or a public parameter. A new field
+# must be added to one of these sets, and the release discipline test fails until it is.
+NOISY_FIELDS = frozenset({"values", "accuracy"})
+PUBLIC_FIELDS = frozenset({"epsilon", "delta", "rho", "mechanism"})
+
+
+def _leaves(tree: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    if isinstance(tree, dict):
+        return [leaf for k, v in tree.items() for leaf in _leaves(v, (*path, str(k)))]
+    return [(path, tree)]
+
+
+@dataclass(frozen=True)
 class Answer:
+    """A DP release: the only thing a DP query hands out. `values` are Noisy; `accuracy` (95 % absolute
+    error bounds, same shape) are Public (from the noise scale) or Noisy (from noisy parts); the group
+    keys are the declared ones; everything else is a public parameter. Construction refuses anything else."""
+
     values: dict[str, Any]  # label -> value, or label -> {group: value}
-    accuracy: dict[str, Any]  # same shape: 95 % absolute error bound
+    accuracy: dict[str, Any]
     epsilon: float
     delta: float
     rho: float
     mechanism: str
-    rows_used: int
-    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = {f.name for f in fields(self)}
+        if names != NOISY_FIELDS | PUBLIC_FIELDS:
+            raise AssertionError("every field of a DP release is either noisy or public")
+        vals, accs = _leaves(self.values), _leaves(self.accuracy)
+        if [p for p, _ in vals] != [p for p, _ in accs]:
+            raise AssertionError("a release's accuracy has the shape of its values")
+        for _, v in vals:
+            if type(v) is not Noisy or not math.isfinite(v):
+                raise AssertionError("a released value is the finite output of a mechanism")
+        for _, a in accs:
+            if type(a) not in (Noisy, Public) or not math.isfinite(a):
+                raise AssertionError("a released error bound is noisy or public")
+
+    def public(self) -> dict[str, Any]:
+        """The public parameters of the release (what the ledger may record)."""
+        return {name: getattr(self, name) for name in sorted(PUBLIC_FIELDS)}
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def bound_contributions(
@@ -83,73 +142,111 @@ def bound_contributions(
 
 
 class _Noise:
-    """One mechanism per released number, budgeted by splitting epsilon (or rho) evenly."""
+    """One mechanism per released number, budgeted by splitting epsilon (or rho) evenly. Built from
+    public parameters only; refuses any that would not give finite noise scales."""
 
     def __init__(self, releases: int, epsilon: float, delta: float | None) -> None:
+        if isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
+            raise InvalidInput("epsilon must be a positive number")
         if not (math.isfinite(epsilon) and epsilon > 0):
             raise InvalidInput("epsilon must be a positive number")
-        if delta is not None and not 0 < delta < 1:
-            raise InvalidInput("delta must be in (0, 1)")
+        if epsilon < MIN_EPSILON:
+            raise InvalidInput(f"epsilon must be a positive number of at least {MIN_EPSILON:g}")
+        if delta is not None and (
+            isinstance(delta, bool) or not isinstance(delta, int | float) or not MIN_DELTA <= delta < 1
+        ):
+            raise InvalidInput(f"delta must be in (0, 1) and at least {MIN_DELTA:g}")
         self.gaussian = delta is not None
         self.eps_each = epsilon / releases
         self.rho_each = rho_for(epsilon, delta) / releases if delta is not None else rho_of_laplace(self.eps_each)
+        if not (math.isfinite(self.rho_each) and self.rho_each > 0):
+            raise InvalidInput("epsilon and delta give no usable privacy cost; choose a larger epsilon")
         self.releases = releases
+        self._made: dict[tuple[float, bool], tuple[Any, type, Public]] = {}
 
-    def release(self, value: float, sensitivity: float, integer: bool) -> tuple[float, float]:
-        """Noisy value and its 95 % error bound, checked against OpenDP's privacy map."""
+    def prepare(self, sensitivity: float, integer: bool) -> None:
+        """Build (and check against OpenDP's privacy map) the measurement for this sensitivity."""
+        key = (float(sensitivity), integer)
+        if key in self._made:
+            return
         if self.gaussian:
             make, budget = dp.m.make_gaussian, self.rho_each
             scale = sensitivity / math.sqrt(2 * budget)
-            acc = dp.gaussian_scale_to_accuracy(scale, ALPHA)
         else:
             make, budget = dp.m.make_laplace, self.eps_each
             scale = sensitivity / budget
-            accuracy = dp.discrete_laplacian_scale_to_accuracy if integer else dp.laplacian_scale_to_accuracy
-            acc = accuracy(scale, ALPHA)
-        kind = int if integer else float
-        domain = dp.atom_domain(T=int) if integer else dp.atom_domain(T=float, nan=False)
-        m = make(domain, dp.absolute_distance(T=kind), scale=scale)
+        if not math.isfinite(scale):
+            raise InvalidInput("the noise this query needs is too large (epsilon too small for the declared bounds)")
+        want = key
+        integer = integer and scale < 2.0**52  # beyond that, the continuous mechanism (integers are floats too)
+        if self.gaussian:
+            acc = dp.gaussian_scale_to_accuracy(scale, ALPHA)
+        elif integer:
+            acc = dp.discrete_laplacian_scale_to_accuracy(scale, ALPHA)
+        else:
+            acc = dp.laplacian_scale_to_accuracy(scale, ALPHA)
+        if not math.isfinite(acc):
+            raise InvalidInput("the noise this query needs is too large (epsilon too small for the declared bounds)")
+        kind: type = int if integer else float
+        domain = dp.atom_domain(T="i64") if integer else dp.atom_domain(T=float, nan=False)
+        m = make(domain, dp.absolute_distance(T="i64" if integer else float), scale=scale)
         if m.map(math.ceil(sensitivity) if integer else float(sensitivity)) > budget * (1 + 1e-9):
             raise AssertionError("noise calibration disagrees with OpenDP's privacy map")
-        return float(m(kind(value))), float(acc)
+        self._made[want] = (m, kind, Public(acc))
+
+    def release(self, value: float, sensitivity: float, integer: bool) -> tuple[Noisy, Public]:
+        """Noisy value and its 95 % error bound (from the scale: public)."""
+        self.prepare(sensitivity, integer)
+        m, kind, acc = self._made[(float(sensitivity), integer)]
+        if kind is int:  # clamping is 1-Lipschitz (sensitivity unchanged) and keeps the value an i64
+            value = int(min(max(value, -(2**62)), 2**62))
+        return Noisy(m(kind(value))), acc
+
+
+def _grid(magnitude: float, is_int: bool) -> float:
+    """The fixed-point grid (values are multiplied by it and rounded) for exact sums of up to
+    ROW_CAPACITY values of at most `magnitude`: every partial sum is an integer below 2^52. It depends on
+    the declared bounds and the public capacity only, never on how many rows there are."""
+    largest = 2.0**52 / ROW_CAPACITY
+    if is_int and magnitude <= largest:
+        return 1.0
+    scale = 2.0 ** math.floor(math.log2(largest / max(magnitude, 2.0**-1000)))
+    return scale if is_int else min(2.0**20, scale)
+
+
+def _sum_sensitivity(magnitude: float, is_int: bool) -> float:
+    """Per-value sensitivity of a sum on the grid: rounding moves a value by at most half a step."""
+    scale = _grid(magnitude, is_int)
+    return magnitude + (0.0 if is_int and scale == 1.0 else 0.5 / scale)
 
 
 def _exact_sums(
     values: np.ndarray, codes: np.ndarray | None, n_groups: int, magnitude: float, is_int: bool
-) -> tuple[np.ndarray, float]:
-    """Per-group sums computed exactly, and the per-value sensitivity they imply.
-
-    Values go onto a fixed-point grid fine enough that every partial sum is an integer below 2^52, so
-    float64 accumulation (np.bincount) makes no rounding error. Rounding to the grid is a fixed
-    per-value transform that moves a value by at most half a step: the sensitivity grows by that much.
-    """
-    if len(values) == 0:
-        return np.zeros(n_groups), magnitude
-    if is_int:
-        scale = 1.0
-        if len(values) * magnitude >= 2.0**52:
-            scale = 2.0 ** math.floor(math.log2(2.0**52 / (len(values) * magnitude)))
-    else:
-        scale = min(2.0**20, 2.0 ** math.floor(math.log2(2.0**52 / max(1.0, len(values) * magnitude))))
-    # `values` is the caller's scratch copy: scaled and rounded in place (no further 8-bytes-per-row copies)
-    grid = values if is_int and scale == 1.0 else np.round(np.multiply(values, scale, out=values), out=values)
-    if codes is None:
-        sums = np.array([grid.sum()]) / scale  # partial sums are integers below 2^52: exact
-    else:
-        sums = np.bincount(codes, weights=grid, minlength=n_groups) / scale
-    return sums, magnitude + (0.0 if is_int and scale == 1.0 else 0.5 / scale)
+) -> list[float]:
+    """Per-group sums computed exactly (see _grid): np.bincount accumulates chunks of at most
+    ROW_CAPACITY grid values in float64 without rounding error; chunks add up as Python integers."""
+    scale = _grid(magnitude, is_int)
+    totals = [0] * n_groups
+    for start in range(0, len(values), ROW_CAPACITY):
+        # `values` is the caller's scratch copy: scaled and rounded in place
+        part = values[start : start + ROW_CAPACITY]
+        grid = part if is_int and scale == 1.0 else np.round(np.multiply(part, scale, out=part), out=part)
+        if codes is None:
+            sums = np.array([grid.sum()])
+        else:
+            sums = np.bincount(codes[start : start + ROW_CAPACITY], weights=grid, minlength=n_groups)
+        totals = [t + int(x) for t, x in zip(totals, sums, strict=True)]
+    return [t if scale == 1.0 else t / scale for t in totals]
 
 
 def _releases(aggs: list[Aggregate]) -> int:
     return sum({"count": 1, "sum": 1, "mean": 2, "variance": 3, "quantile": 1}[a.fn] for a in aggs)
 
 
-def _quantile(
-    noise: _Noise, values: np.ndarray, q: float, lo: float, hi: float, is_int: bool, k: int
-) -> tuple[float, float]:
+def _quantile_measurement(noise: _Noise, q: float, lo: float, hi: float, is_int: bool, k: int) -> tuple[Any, Public]:
     """OpenDP's private quantile (exponential mechanism over candidates spread over the declared
-    bounds); returns the value and a 95 % bound on its error in rank (rows), from the mechanism's
-    utility guarantee: within 2 * scale * ln(candidates / 0.05) of the best score."""
+    bounds) and a 95 % bound on its error in rank (rows), from the mechanism's utility guarantee:
+    within 2 * scale * ln(candidates / 0.05) of the best score."""
     if is_int and hi - lo <= 2000:
         candidates = [float(x) for x in range(int(lo), int(hi) + 1)]
     else:
@@ -167,12 +264,196 @@ def _quantile(
             scale=scale,
         )
 
-    scale = dp.binary_search_param(make, d_in=k, d_out=d_out)
+    try:
+        scale = dp.binary_search_param(make, d_in=k, d_out=d_out)
+    except Exception:  # OpenDP cannot calibrate (parameters only: no data is involved yet)
+        raise InvalidInput("this quantile cannot be calibrated at this epsilon; choose a larger epsilon") from None
     m = make(scale)
     if m.map(k) > d_out * (1 + 1e-9):
         raise AssertionError("quantile calibration disagrees with OpenDP's privacy map")
-    value = float(m(values.astype(float).tolist())) if len(values) else float("nan")
-    return value, 2 * scale * math.log(len(candidates) / ALPHA)
+    return m, Public(2 * scale * math.log(len(candidates) / ALPHA))
+
+
+class Plan:
+    """A DP query checked and calibrated from public parameters alone: statistics, declared bounds
+    and group keys, epsilon, delta and rows per subject. Everything that can be refused is refused
+    here, before any data is read; `answer` then only runs the prepared mechanisms."""
+
+    def __init__(
+        self,
+        aggregates: list[Aggregate],
+        bounds: dict[str, tuple[float, float]],
+        integer_columns: set[str],
+        epsilon: float,
+        delta: float | None = None,
+        group_by: str | None = None,
+        group_keys: list[Any] | None = None,
+        max_rows: int = 1,
+        subject_column: str | None = None,
+    ) -> None:
+        if not aggregates:
+            raise InvalidInput("ask for at least one statistic")
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or not 1 <= max_rows <= MAX_ROWS_PER_SUBJECT:
+            raise InvalidInput(f"max rows per subject must be between 1 and {MAX_ROWS_PER_SUBJECT}")
+        for a in aggregates:
+            if a.fn not in ("count", "sum", "mean", "variance", "quantile"):
+                raise InvalidInput(f"unsupported statistic {a.fn}")
+            if a.fn != "count":
+                if a.column is None:
+                    raise InvalidInput(f"{a.fn} needs a column")
+                if a.column not in bounds:
+                    raise InvalidInput(f"{a.label} needs declared bounds (min and max of {a.column} in the schema)")
+                lo, hi = bounds[a.column]
+                if not (math.isfinite(lo) and math.isfinite(hi) and -BOUND_LIMIT <= lo <= hi <= BOUND_LIMIT):
+                    raise InvalidInput(f"{a.column}: declared bounds must be finite, ordered and within ±2^53")
+        if group_by is not None and not group_keys:
+            raise InvalidInput(f"GROUP BY {group_by} needs its values declared in the schema")
+        self.aggregates = aggregates
+        self.bounds = bounds
+        self.integer_columns = integer_columns
+        self.epsilon = float(epsilon)
+        self.delta = delta
+        self.group_by = group_by
+        self.groups: list[Any] = list(group_keys) if group_by is not None and group_keys else [None]
+        self.group_keys = group_keys
+        self.max_rows = max_rows
+        self.subject_column = subject_column
+        self.noise = _Noise(_releases(aggregates), epsilon, delta)
+        self.quantiles: dict[Aggregate, tuple[Any, Public]] = {}
+        k = max_rows
+        for a in aggregates:
+            if a.fn == "count":
+                self.noise.prepare(k, True)
+            elif a.fn == "quantile":
+                lo, hi = bounds[a.column]  # type: ignore[index]
+                self.quantiles[a] = _quantile_measurement(
+                    self.noise,
+                    float(a.q),
+                    lo,
+                    hi,
+                    a.column in integer_columns,
+                    k,  # type: ignore[arg-type]
+                )
+            else:
+                mag, is_int = self._magnitude(a)
+                self.noise.prepare(k * _sum_sensitivity(mag, is_int), is_int)
+                if a.fn in ("mean", "variance"):
+                    self.noise.prepare(k, True)
+                if a.fn == "variance":
+                    self.noise.prepare(k * _sum_sensitivity(mag * mag, is_int), is_int)
+
+    @property
+    def rho(self) -> float:
+        return self.noise.rho_each * self.noise.releases
+
+    @property
+    def mechanism(self) -> str:
+        return "gaussian (zCDP)" if self.noise.gaussian else "laplace (pure DP)"
+
+    def _magnitude(self, a: Aggregate) -> tuple[float, bool]:
+        """The largest |value| after clamping, and whether values are integers (from the schema)."""
+        lo, hi = self.bounds[a.column]  # type: ignore[index]
+        is_int = a.column in self.integer_columns and float(lo).is_integer() and float(hi).is_integer()
+        return max(abs(lo), abs(hi)), is_int
+
+    def answer(self, frame: pd.DataFrame) -> Answer:
+        """Answer over `frame` (already filtered by row predicates) with the prepared mechanisms."""
+        noise, k, groups = self.noise, self.max_rows, self.groups
+        if self.subject_column is not None:
+            frame = bound_contributions(frame, self.subject_column, k)
+        values: dict[str, Any] = {}
+        accuracy: dict[str, Any] = {}
+        n_groups = len(groups)
+        codes: np.ndarray | None = None
+        if self.group_by is None:
+            in_group = None
+            rows_per_group = np.array([len(frame)])
+        else:
+            cats = pd.Categorical(frame[self.group_by], categories=self.group_keys)
+            codes = np.asarray(cats.codes, dtype=np.int64)  # -1: not a declared key
+            in_group = codes >= 0
+            rows_per_group = np.bincount(codes[in_group], minlength=n_groups)
+        for agg in self.aggregates:
+            per_group_v: dict[Any, Any] = {}
+            per_group_a: dict[Any, Any] = {}
+            if agg.fn == "count":
+                if agg.column is None:
+                    counts = rows_per_group
+                else:
+                    present = frame[agg.column].notna().to_numpy(dtype=bool)
+                    if codes is None:
+                        counts = np.array([int(present.sum())])
+                    else:
+                        counts = np.bincount(codes[present & in_group], minlength=n_groups)  # type: ignore[operator]
+                for i, g in enumerate(groups):
+                    v, a = noise.release(int(counts[i]), k, True)
+                    per_group_v[g], per_group_a[g] = Noisy(max(0.0, v)), a
+            else:
+                lo, hi = self.bounds[agg.column]  # type: ignore[index]
+                series = frame[agg.column]  # type: ignore[index]
+                if series.dtype == np.float64:
+                    raw = series.to_numpy(copy=False)
+                else:
+                    raw = pd.to_numeric(series).to_numpy(dtype="float64", na_value=np.nan)
+                keep = ~np.isnan(raw)
+                if codes is not None:
+                    keep &= in_group  # type: ignore[operator]
+                if keep.all():
+                    vals, c = np.clip(raw, lo, hi), codes
+                else:
+                    vals, c = np.clip(raw[keep], lo, hi), (codes[keep] if codes is not None else None)
+                if agg.fn == "quantile":
+                    m, acc_q = self.quantiles[agg]
+                    for i, g in enumerate(groups):
+                        part = vals if c is None else vals[c == i]
+                        per_group_v[g], per_group_a[g] = Noisy(m(part.astype(float).tolist())), acc_q
+                else:
+                    self._moments(agg, vals, c, per_group_v, per_group_a)
+            if self.group_by is None:
+                values[agg.label], accuracy[agg.label] = per_group_v[None], per_group_a[None]
+            else:
+                values[agg.label] = {str(g): v for g, v in per_group_v.items()}
+                accuracy[agg.label] = {str(g): a for g, a in per_group_a.items()}
+        return Answer(
+            values=values,
+            accuracy=accuracy,
+            epsilon=self.epsilon,
+            delta=float(self.delta or 0.0),
+            rho=self.rho,
+            mechanism=self.mechanism,
+        )
+
+    def _moments(
+        self, agg: Aggregate, vals: np.ndarray, c: np.ndarray | None, out_v: dict[Any, Any], out_a: dict[Any, Any]
+    ) -> None:
+        """sum, mean or variance per group from noisy sums (of x, x^2) and noisy counts."""
+        noise, k, groups = self.noise, self.max_rows, self.groups
+        lo, hi = self.bounds[agg.column]  # type: ignore[index]
+        n_groups = len(groups)
+        mag, is_int = self._magnitude(agg)
+        counts = np.array([len(vals)]) if c is None else np.bincount(c, minlength=n_groups)
+        squares = _exact_sums(vals * vals, c, n_groups, mag * mag, is_int) if agg.fn == "variance" else None
+        sums = _exact_sums(vals, c, n_groups, mag, is_int)
+        sens, sens_sq = _sum_sensitivity(mag, is_int), _sum_sensitivity(mag * mag, is_int)
+        for i, g in enumerate(groups):
+            noisy_sum, acc_sum = noise.release(sums[i], k * sens, is_int)
+            if agg.fn == "sum":
+                out_v[g], out_a[g] = noisy_sum, acc_sum
+                continue
+            noisy_n, acc_n = noise.release(int(counts[i]), k, True)
+            noisy_n = max(noisy_n, 1.0)
+            mean = min(max(noisy_sum / noisy_n, lo), hi)
+            # interval arithmetic: the mean's error if both noisy parts are off by their 95 % bounds
+            lo_n = max(noisy_n - acc_n, 1.0)
+            acc_mean = min(hi - lo, (abs(noisy_sum) + acc_sum) / lo_n - abs(noisy_sum) / (noisy_n + acc_n))
+            if agg.fn == "mean":
+                out_v[g], out_a[g] = Noisy(mean), Noisy(acc_mean)
+                continue
+            noisy_sq, acc_sq = noise.release(squares[i], k * sens_sq, is_int)  # type: ignore[index]
+            var = max(0.0, noisy_sq / noisy_n - mean * mean)
+            out_v[g] = Noisy(min(var, (hi - lo) ** 2 / 4))
+            acc_second = (abs(noisy_sq) + acc_sq) / lo_n - abs(noisy_sq) / (noisy_n + acc_n)
+            out_a[g] = Noisy(min((hi - lo) ** 2 / 4, acc_second + 2 * abs(mean) * acc_mean + acc_mean**2))
 
 
 def run(
@@ -188,112 +469,5 @@ def run(
     subject_column: str | None = None,
 ) -> Answer:
     """Answer `aggregates` over `frame` (already filtered by row predicates) with DP."""
-    if not aggregates:
-        raise InvalidInput("ask for at least one statistic")
-    for a in aggregates:
-        if a.fn not in ("count", "sum", "mean", "variance", "quantile"):
-            raise InvalidInput(f"unsupported statistic {a.fn}")
-        if a.fn != "count":
-            if a.column is None:
-                raise InvalidInput(f"{a.fn} needs a column")
-            if a.column not in bounds:
-                raise InvalidInput(f"{a.fn}({a.column}) needs declared bounds (min and max in the dataset schema)")
-    if group_by is not None and not group_keys:
-        raise InvalidInput(f"GROUP BY {group_by} needs declared group keys (the field's values in the schema)")
-    if subject_column is not None:
-        frame = bound_contributions(frame, subject_column, max_rows)
-    noise = _Noise(_releases(aggregates), epsilon, delta)
-    groups: list[Any] = list(group_keys) if group_by is not None else [None]
-    values: dict[str, Any] = {}
-    accuracy: dict[str, Any] = {}
-    k = max_rows
-    n_groups = len(groups)
-    codes: np.ndarray | None = None
-    if group_by is None:
-        in_group = None
-        rows_per_group = np.array([len(frame)])
-    else:
-        codes = pd.Categorical(frame[group_by], categories=group_keys).codes.astype(np.int64)  # -1: undeclared
-        in_group = codes >= 0
-        rows_per_group = np.bincount(codes[in_group], minlength=n_groups)
-    for agg in aggregates:
-        per_group_v: dict[Any, Any] = {}
-        per_group_a: dict[Any, Any] = {}
-        if agg.fn == "count":
-            if agg.column is None:
-                counts = rows_per_group
-            else:
-                present = frame[agg.column].notna().to_numpy()
-                if codes is None:
-                    counts = np.array([int(present.sum())])
-                else:
-                    counts = np.bincount(codes[present & in_group], minlength=n_groups)  # type: ignore[operator]
-            for i, g in enumerate(groups):
-                v, a = noise.release(int(counts[i]), k, True)
-                per_group_v[g], per_group_a[g] = max(0.0, v), a
-        else:
-            lo, hi = bounds[agg.column]  # type: ignore[index]
-            series = frame[agg.column]  # type: ignore[index]
-            if series.dtype == np.float64:
-                raw = series.to_numpy(copy=False)
-            else:
-                raw = pd.to_numeric(series).to_numpy(dtype="float64", na_value=np.nan)
-            keep = ~np.isnan(raw)
-            if codes is not None:
-                keep &= in_group  # type: ignore[operator]
-            if keep.all():
-                vals, c = np.clip(raw, lo, hi), codes
-            else:
-                vals, c = np.clip(raw[keep], lo, hi), (codes[keep] if codes is not None else None)
-            counts = np.array([len(vals)]) if c is None else np.bincount(c, minlength=n_groups)
-            if agg.fn == "quantile":
-                is_int_q = agg.column in integer_columns
-                for i, g in enumerate(groups):
-                    part = vals if c is None else vals[c == i]
-                    per_group_v[g], per_group_a[g] = _quantile(noise, part, float(agg.q), lo, hi, is_int_q, k)  # type: ignore[arg-type]
-                if group_by is None:
-                    values[agg.label], accuracy[agg.label] = per_group_v[None], per_group_a[None]
-                else:
-                    values[agg.label] = {str(g): v for g, v in per_group_v.items()}
-                    accuracy[agg.label] = {str(g): a for g, a in per_group_a.items()}
-                continue
-            mag = max(abs(lo), abs(hi))
-            is_int = agg.column in integer_columns and float(lo).is_integer() and float(hi).is_integer()
-            sums, sens = _exact_sums(vals, c, n_groups, mag, is_int)
-            squares, sens_sq = (
-                _exact_sums(vals * vals, c, n_groups, mag * mag, is_int) if agg.fn == "variance" else (None, 0)
-            )
-            for i, g in enumerate(groups):
-                noisy_sum, acc_sum = noise.release(float(sums[i]), k * sens, is_int)
-                if agg.fn == "sum":
-                    per_group_v[g], per_group_a[g] = noisy_sum, acc_sum
-                    continue
-                noisy_n, acc_n = noise.release(int(counts[i]), k, True)
-                noisy_n = max(noisy_n, 1.0)
-                mean = min(max(noisy_sum / noisy_n, lo), hi)
-                # interval arithmetic: the mean's error if both noisy parts are off by their 95 % bounds
-                lo_n = max(noisy_n - acc_n, 1.0)
-                acc_mean = min(hi - lo, (abs(noisy_sum) + acc_sum) / lo_n - abs(noisy_sum) / (noisy_n + acc_n))
-                if agg.fn == "mean":
-                    per_group_v[g], per_group_a[g] = mean, acc_mean
-                    continue
-                noisy_sq, acc_sq = noise.release(float(squares[i]), k * sens_sq, is_int)  # type: ignore[index]
-                var = max(0.0, noisy_sq / noisy_n - mean * mean)
-                per_group_v[g] = min(var, (hi - lo) ** 2 / 4)
-                acc_second = (abs(noisy_sq) + acc_sq) / lo_n - abs(noisy_sq) / (noisy_n + acc_n)
-                per_group_a[g] = min((hi - lo) ** 2 / 4, acc_second + 2 * abs(mean) * acc_mean + acc_mean**2)
-        if group_by is None:
-            values[agg.label], accuracy[agg.label] = per_group_v[None], per_group_a[None]
-        else:
-            values[agg.label] = {str(g): v for g, v in per_group_v.items()}
-            accuracy[agg.label] = {str(g): a for g, a in per_group_a.items()}
-    rho = noise.rho_each * noise.releases
-    return Answer(
-        values=values,
-        accuracy=accuracy,
-        epsilon=epsilon,
-        delta=delta or 0.0,
-        rho=rho,
-        mechanism="gaussian (zCDP)" if noise.gaussian else "laplace (pure DP)",
-        rows_used=len(frame),
-    )
+    plan = Plan(aggregates, bounds, integer_columns, epsilon, delta, group_by, group_keys, max_rows, subject_column)
+    return plan.answer(frame)

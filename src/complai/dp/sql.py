@@ -11,10 +11,13 @@ that says what is not supported.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import sqlglot
 from sqlglot import exp
@@ -22,78 +25,220 @@ from sqlglot import exp
 from complai.dp.queries import Aggregate
 from complai.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from complai.vault.schema import DatasetSchema
+
 _AGG = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "mean", exp.Variance: "variance", exp.VariancePop: "variance"}
+MAX_SQL_CHARS = 100_000
+MAX_CONDITIONS = 1_000  # row predicates per query
+MAX_NESTING = 32  # levels of NOT / parenthesised AND-OR groups
+_INTEGER = re.compile(r"^[0-9]+$")
+_NUMERIC = ("integer", "float")
+_ORDERED = ("integer", "float", "date", "datetime", "string", "text")
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "=": lambda s, v: s == v, "!=": lambda s, v: s != v, ">": lambda s, v: s > v,
+    ">=": lambda s, v: s >= v, "<": lambda s, v: s < v, "<=": lambda s, v: s <= v,
+}  # fmt: skip
+_CMP = {exp.EQ: "=", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One row predicate on one column: op in = != > >= < <= in between null; its literals."""
+
+    op: str
+    column: str
+    values: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Junction:
+    """and / or of parts, or not of one part."""
+
+    op: str
+    parts: tuple[Condition | Junction, ...]
 
 
 @dataclass
 class Query:
+    """A parsed statement: its syntax only. `predicate(schema)` checks it against the dataset's schema
+    (after the caller is authorised: nothing here has looked at the schema)."""
+
     dataset: str
     aggregates: list[Aggregate]
     group_by: str | None
-    where: Callable[[pd.DataFrame], pd.Series] | None
+    condition: Condition | Junction | None
     columns: set[str]
+
+    def predicate(self, schema: DatasetSchema) -> Callable[[pd.DataFrame], np.ndarray] | None:
+        """The WHERE clause as a row mask, its literals checked against the fields' types; evaluating it
+        cannot fail on any data the vault returns for the schema."""
+        if self.condition is None:
+            return None
+        types = {f.name: f.type for f in schema.fields}
+        bound = _bind(self.condition, types)
+        return lambda frame: _mask(bound, frame)
+
+
+def _short(node: exp.Expression) -> str:
+    try:
+        text = node.sql()
+    except RecursionError:
+        text = type(node).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _column(node: exp.Expression) -> str:
-    if not isinstance(node, exp.Column):
-        raise InvalidInput(f"expected a column, got {node.sql()!r}")
+    if not isinstance(node, exp.Column) or node.table:
+        raise InvalidInput(f"expected a column, got {_short(node)!r}")
     return node.name
 
 
-def _literal(node: exp.Expression) -> Any:
+def _number(text: str) -> int | float:
+    try:
+        value: int | float = int(text) if _INTEGER.match(text) else float(text)
+    except ValueError:
+        raise InvalidInput(f"{text[:40]!r} is not a number") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"number {text[:40]} is out of range")
+    return value
+
+
+def _literal(node: exp.Expression | None) -> Any:
     if isinstance(node, exp.Literal):
-        return node.this if node.is_string else float(node.this) if "." in node.this else int(node.this)
-    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):
-        return -_literal(node.this)
+        return node.this if node.is_string else _number(node.this)
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        return -_number(node.this.this)
     if isinstance(node, exp.Boolean):
         return node.this
-    raise InvalidInput(f"only literals may be compared with columns, got {node.sql()!r}")
+    if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
+        return node.this.this  # DATE '2020-01-01'
+    shown = "nothing" if node is None else repr(_short(node))
+    raise InvalidInput(f"only literals may be compared with columns, got {shown}")
 
 
-def _predicate(node: exp.Expression, used: set[str]) -> Callable[[pd.DataFrame], pd.Series]:
-    if isinstance(node, exp.Paren):
-        return _predicate(node.this, used)
-    if isinstance(node, exp.And):
-        a, b = _predicate(node.left, used), _predicate(node.right, used)
-        return lambda df: a(df) & b(df)
-    if isinstance(node, exp.Or):
-        a, b = _predicate(node.left, used), _predicate(node.right, used)
-        return lambda df: a(df) | b(df)
+def _condition(node: exp.Expression, used: set[str], count: list[int], depth: int = 0) -> Condition | Junction:
+    """The WHERE clause as Conditions under Junctions; AND/OR chains are flattened without recursion."""
+    if depth > MAX_NESTING:
+        raise InvalidInput(f"conditions nest more than {MAX_NESTING} levels deep")
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.And | exp.Or):
+        kind = type(node)
+        parts: list[Condition | Junction] = []
+        stack: list[exp.Expression] = [node]
+        while stack:
+            n = stack.pop()
+            while isinstance(n, exp.Paren) and isinstance(n.this, kind):
+                n = n.this
+            if isinstance(n, kind):
+                stack.extend([n.right, n.left])
+            else:
+                parts.append(_condition(n, used, count, depth + 1))
+        return Junction("and" if kind is exp.And else "or", tuple(parts))
     if isinstance(node, exp.Not):
-        a = _predicate(node.this, used)
-        return lambda df: ~a(df)
-    ops: dict[type, Callable[[pd.Series, Any], pd.Series]] = {
-        exp.EQ: lambda s, v: s == v, exp.NEQ: lambda s, v: s != v, exp.GT: lambda s, v: s > v,
-        exp.GTE: lambda s, v: s >= v, exp.LT: lambda s, v: s < v, exp.LTE: lambda s, v: s <= v,
-    }  # fmt: skip
-    for cls, fn in ops.items():
-        if isinstance(node, cls):
-            col, value = _column(node.left), _literal(node.right)
-            used.add(col)
-            return lambda df: fn(df[col], value).fillna(False).astype(bool)
-    if isinstance(node, exp.In):
-        col = _column(node.this)
-        values = [_literal(v) for v in node.expressions]
-        if not values or node.args.get("query"):
+        return Junction("not", (_condition(node.this, used, count, depth + 1),))
+    count[0] += 1
+    if count[0] > MAX_CONDITIONS:
+        raise InvalidInput(f"a query may have at most {MAX_CONDITIONS} conditions")
+    leaf: Condition
+    if type(node) in _CMP:
+        leaf = Condition(_CMP[type(node)], _column(node.left), (_literal(node.right),))
+    elif isinstance(node, exp.In):
+        if node.args.get("query") or not node.expressions:
             raise InvalidInput("IN takes a list of literals")
-        used.add(col)
-        return lambda df: df[col].isin(values)
-    if isinstance(node, exp.Between):
-        col, lo, hi = _column(node.this), _literal(node.args["low"]), _literal(node.args["high"])
-        used.add(col)
-        return lambda df: ((df[col] >= lo) & (df[col] <= hi)).fillna(False).astype(bool)
-    if isinstance(node, exp.Is):
-        col = _column(node.this)
-        used.add(col)
-        return lambda df: df[col].isna()
-    raise InvalidInput(f"unsupported condition {node.sql()!r}")
+        count[0] += len(node.expressions) - 1
+        if count[0] > MAX_CONDITIONS:
+            raise InvalidInput(f"a query may have at most {MAX_CONDITIONS} conditions")
+        leaf = Condition("in", _column(node.this), tuple(_literal(v) for v in node.expressions))
+    elif isinstance(node, exp.Between):
+        leaf = Condition("between", _column(node.this), (_literal(node.args["low"]), _literal(node.args["high"])))
+    elif isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
+        leaf = Condition("null", _column(node.this))
+    else:
+        raise InvalidInput(f"unsupported condition {_short(node)!r}")
+    used.add(leaf.column)
+    return leaf
+
+
+def _typed(value: Any, column: str, ftype: str) -> Any:
+    """A literal as a value of the field's type, or InvalidInput (before any data is read)."""
+    if ftype in _NUMERIC:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"{column} is numeric: compare it with a number, not {value!r}")
+        return value
+    if ftype == "boolean":
+        if not isinstance(value, bool):
+            raise InvalidInput(f"{column} is boolean: compare it with TRUE or FALSE")
+        return value
+    if ftype in ("date", "datetime"):
+        try:
+            if not isinstance(value, str):
+                raise ValueError
+            stamp = pd.Timestamp(value)
+            if pd.isna(stamp):
+                raise ValueError
+        except (ValueError, TypeError, OverflowError):
+            raise InvalidInput(
+                f"{column} is a {ftype}: compare it with an ISO 8601 date such as '2020-01-31'"
+            ) from None
+        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    if not isinstance(value, str):
+        raise InvalidInput(f"{column} is a {ftype} field: compare it with a quoted string")
+    return value
+
+
+def _bind(node: Condition | Junction, types: dict[str, str]) -> Condition | Junction:
+    if isinstance(node, Junction):
+        return Junction(node.op, tuple(_bind(p, types) for p in node.parts))
+    ftype = types.get(node.column)
+    if ftype is None:
+        raise InvalidInput(f"unknown column {node.column!r}")
+    if node.op in (">", ">=", "<", "<=", "between") and ftype not in _ORDERED:
+        raise InvalidInput(f"{node.column} is a {ftype} field: only =, !=, IN and IS NULL apply")
+    return Condition(node.op, node.column, tuple(_typed(v, node.column, ftype) for v in node.values))
+
+
+def _mask(node: Condition | Junction, frame: pd.DataFrame) -> np.ndarray:
+    """Rows where the condition holds (a null never satisfies a comparison)."""
+    if isinstance(node, Junction):
+        masks = [_mask(p, frame) for p in node.parts]
+        if node.op == "not":
+            return ~masks[0]
+        return np.logical_and.reduce(masks) if node.op == "and" else np.logical_or.reduce(masks)
+    s = frame[node.column]
+    if node.op == "null":
+        return s.isna().to_numpy(dtype=bool)
+    present = s.notna().to_numpy(dtype=bool)
+    if not present.any():
+        return present
+    if node.op == "in":
+        hit = s.isin(list(node.values))
+    elif node.op == "between":
+        lo, hi = node.values
+        hit = (s >= lo) & (s <= hi)
+    else:
+        hit = _OPS[node.op](s, node.values[0])
+    return pd.Series(hit).fillna(False).to_numpy(dtype=bool) & present
 
 
 def parse(sql: str) -> Query:
+    """Parse the statement's syntax (no schema involved: the caller authorises, then checks it against
+    the dataset's schema with Query.predicate)."""
+    if not isinstance(sql, str) or len(sql) > MAX_SQL_CHARS:
+        raise InvalidInput(f"give the query as SQL text of at most {MAX_SQL_CHARS} characters")
+    try:
+        return _parse(sql)
+    except RecursionError:
+        raise InvalidInput("the query is nested too deeply") from None
+
+
+def _parse(sql: str) -> Query:
     try:
         statements = sqlglot.parse(sql)
-    except sqlglot.errors.ParseError as exc:
-        raise InvalidInput(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
+    except sqlglot.errors.SqlglotError as exc:
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc).splitlines()[0] if str(exc) else "")
+        raise InvalidInput(f"SQL does not parse: {first[:120]}") from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Select):
         raise InvalidInput("give exactly one SELECT statement")
     q: exp.Select = statements[0]
@@ -129,8 +274,8 @@ def parse(sql: str) -> Query:
             continue
         if isinstance(node, exp.Median | exp.ApproxQuantile | exp.Quantile):
             col = _column(node.this)
-            level = 0.5 if isinstance(node, exp.Median) else _literal(node.args["quantile"])
-            if not isinstance(level, int | float) or not 0 < level < 1:
+            level = 0.5 if isinstance(node, exp.Median) else _literal(node.args.get("quantile"))
+            if isinstance(level, bool) or not isinstance(level, int | float) or not 0 < level < 1:
                 raise InvalidInput("a quantile must be between 0 and 1")
             used.add(col)
             aggregates.append(Aggregate("quantile", col, float(level)))
@@ -138,7 +283,7 @@ def parse(sql: str) -> Query:
         fn = next((name for cls, name in _AGG.items() if type(node) is cls), None)
         if fn is None:
             raise InvalidInput(
-                f"unsupported expression {node.sql()!r} (COUNT, SUM, AVG, VARIANCE, MEDIAN, QUANTILE only)"
+                f"unsupported expression {_short(node)!r} (COUNT, SUM, AVG, VARIANCE, MEDIAN, QUANTILE only)"
             )
         arg = node.this
         if isinstance(arg, exp.Star):
@@ -151,10 +296,10 @@ def parse(sql: str) -> Query:
             aggregates.append(Aggregate(fn, col))
     if not aggregates:
         raise InvalidInput("select at least one aggregate")
-    where = _predicate(q.args["where"].this, used) if q.args.get("where") else None
+    condition = _condition(q.args["where"].this, used, [0]) if q.args.get("where") else None
     if group_by:
         used.add(group_by)
-    return Query(tables[0].name, aggregates, group_by, where, used)
+    return Query(tables[0].name, aggregates, group_by, condition, used)
 
 
 class QueryBuilder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from complai.errors import InvalidInput
 from complai.taxonomy import Taxonomy
 
 FieldType = Literal["integer", "float", "string", "category", "boolean", "date", "datetime", "text"]
+BOUND_LIMIT = 2.0**53  # declared min/max: finite and within +-2^53 (what DP noise calibration accepts)
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
 
@@ -60,8 +62,17 @@ class FieldSpec(BaseModel):
     def _bounds(self) -> FieldSpec:
         if (self.min is not None or self.max is not None) and self.type not in ("integer", "float"):
             raise ValueError(f"field {self.name}: min/max apply to numeric fields only")
+        for which, bound in (("min", self.min), ("max", self.max)):
+            # DP noise is calibrated to these bounds: a NaN or infinite one calibrates nothing
+            if bound is not None and not (math.isfinite(bound) and abs(bound) <= BOUND_LIMIT):
+                raise ValueError(f"field {self.name}: {which} must be a finite number within ±2^53")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"field {self.name}: min is greater than max")
+        if self.values is not None:
+            if not self.values:
+                raise ValueError(f"field {self.name}: values, when given, lists at least one value")
+            if len(set(self.values)) != len(self.values):
+                raise ValueError(f"field {self.name}: values are listed more than once")
         return self
 
 
