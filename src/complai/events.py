@@ -301,6 +301,7 @@ class BackupRestored(Event):
     backup_ledger_size: int
     erasures_reapplied: int
     later_ledger_checked: bool
+    later_ledgers: int = 0  # how many newer ledgers (live workspace, exports) erasures were taken from
 
 
 # --- access events -----------------------------------------------------------------------------

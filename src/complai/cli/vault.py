@@ -328,24 +328,50 @@ def backup_restore(
     workspace: Annotated[Path, typer.Option("--workspace", "-w", help="New directory to restore into.")],
     key_file: Annotated[Path, typer.Option("--key-file", help="The backup key.")],
     ledger_from: Annotated[
-        Path | None,
-        typer.Option("--ledger-from", help="Newer ledger (workspace or export) whose erasures are re-applied."),
+        list[Path] | None,
+        typer.Option(
+            "--ledger-from",
+            help="Newer ledger (workspace or export) whose erasures are re-applied; repeat for several. "
+            "The live workspace the backup came from is always consulted when it is still there.",
+        ),
     ] = None,
+    accept_stale: Annotated[
+        bool,
+        typer.Option(
+            "--accept-stale",
+            help="Restore even when no newer ledger can be consulted (erasures made after the backup come back).",
+        ),
+    ] = False,
     database_url: Annotated[str | None, typer.Option("--database-url")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Verify a backup, restore it into a new workspace, re-apply later erasures."""
+    """Verify a backup, restore it into a new workspace, re-apply later erasures from every newer ledger."""
     from complai.vault.backup import load_backup_key
 
     with progress(disable=json_out) as bar:
         bar.add_task("verifying and restoring", total=None)
         result = Workspace.restore_backup(
-            file, workspace, load_backup_key(key_file), OWNER, ledger_from=ledger_from, database_url=database_url
+            file,
+            workspace,
+            load_backup_key(key_file),
+            OWNER,
+            ledger_from=ledger_from or None,
+            database_url=database_url,
+            accept_stale=accept_stale,
         )
     if json_out:
         print_json(result)
     else:
         console.print(
             f"restored into {workspace}; {result['erasures_reapplied']} later erasure(s) re-applied"
-            + ("" if result["later_ledger_checked"] else " (no newer ledger found: later erasures NOT checked)")
+            + (
+                f" from {len(result['later_ledgers'])} newer ledger(s)"
+                if result["later_ledger_checked"]
+                else ""
+            )
         )
+        if not result["later_ledger_checked"]:
+            err_console.print(
+                "[red]warning:[/] no newer ledger was consulted: subjects erased after this backup are back "
+                "in the restored workspace; erase them again before using it"
+            )

@@ -45,8 +45,17 @@ def apply(
         quasi = [f.name for f in schema.fields if f.identifier == "quasi" and f.name in out.columns]
         numeric = [q for q in quasi if schema.field(q).type in ("integer", "float")]
         if quasi and len(out) >= spec.k:
-            out, report = anonymize(out, quasi, spec.k, numeric=numeric)
-            done["k_anonymity"] = {"k": spec.k, "achieved_k": report.achieved["k"], "quasi_identifiers": quasi}
+            # the schema says which columns are direct identifiers; the ones this purpose pseudonymises
+            # were asked for by name and stay (named in the summary), any other is dropped
+            declared = {f.name: f.identifier for f in schema.fields}
+            keep = [c for c in spec.pseudonymize if c in out.columns]
+            out, report = anonymize(out, quasi, spec.k, numeric=numeric, schema=declared, keep=keep)
+            done["k_anonymity"] = {
+                "k": spec.k,
+                "achieved_k": report.achieved["k"],
+                "quasi_identifiers": quasi,
+                "direct_identifiers": report.direct_identifiers,
+            }
         elif quasi:
             out = out.iloc[0:0]
             done["k_anonymity"] = {"k": spec.k, "suppressed_all_rows": True}

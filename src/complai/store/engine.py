@@ -136,6 +136,15 @@ class Store:
             finally:
                 trans.rollback()
 
+    def purge_freed(self) -> None:
+        """After personal data was deleted: fold the write-ahead log into the database and truncate it, so
+        the pre-deletion page images the log still holds are gone too (SQLite; PostgreSQL has no equivalent,
+        see docs/security.md). Best effort: a reader that holds an old snapshot defers it to a later call."""
+        if self.dialect != "sqlite":
+            return
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -198,6 +207,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")
+        # freed cells are overwritten with zeros: erased subjects' keys and ciphertexts must not linger in
+        # free pages. Some builds enable this by default; complai never relies on the build.
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -269,12 +269,18 @@ def restore_backup(
     target: Path,
     key: bytes,
     actor: str,
-    ledger_from: Path | None = None,
+    ledger_from: Path | Sequence[Path] | None = None,
     database_url: str | None = None,
     clock: Clock | None = None,
     open_workspace: Callable[..., Any] | None = None,
+    accept_stale: bool = False,
 ) -> dict[str, Any]:
     """Restore a backup into a new workspace directory; erasures recorded after it are re-applied.
+
+    Erasures come from every newer ledger available: the live workspace the manifest names (when it is
+    still there) and each ledger given in `ledger_from` (workspaces or exports); each must extend the
+    backup's ledger. With none of them to consult, erasures made after the backup cannot be known, and
+    the restore is refused unless `accept_stale` says the caller takes that risk.
 
     `open_workspace(path, clock=...)` opens a workspace (Workspace.open): the vault does not import the
     composition root above it, the caller hands it in."""
@@ -289,10 +295,20 @@ def restore_backup(
         manifest = read_backup(Path(path), key, staging)
         backup_size = int(manifest["ledger_size"])
         backup_root = bytes.fromhex(manifest["ledger_root"])
-        source = Path(ledger_from) if ledger_from else Path(manifest.get("source_path", ""))
-        checked = bool(ledger_from) or (source / CONFIG_FILE).exists()
+        sources = _newer_ledgers(manifest, ledger_from)
+        checked = bool(sources)
+        if not checked and not accept_stale:
+            raise InvalidInput(
+                "no ledger newer than the backup can be consulted (the workspace it was taken from is gone and "
+                "no --ledger-from was given): erasures made after the backup would come back; give a newer "
+                "ledger, or pass --accept-stale to restore anyway"
+            )
         # resolve later erasures before writing anything: a bad newer ledger refuses the restore
-        later = list(_later_erasures(source, backup_size, backup_root, open_workspace)) if checked else []
+        erased: dict[str, int] = {}
+        for source in sources:
+            for seq, pseudonym in _later_erasures(source, backup_size, backup_root, open_workspace):
+                erased.setdefault(pseudonym, seq)
+        later = sorted(((seq, p) for p, seq in erased.items()), key=lambda x: x[0])
         created_dir = not target.exists()
         try:
             target.mkdir(parents=True, exist_ok=True)
@@ -368,8 +384,11 @@ def restore_backup(
                     backup_ledger_size=backup_size,
                     erasures_reapplied=reapplied,
                     later_ledger_checked=checked,
+                    later_ledgers=len(sources),
                 ),
             )
+        if reapplied:
+            ws.store.purge_freed()
         sweep = ws.vault.retention_sweep(actor)
     return {
         "workspace": str(target),
@@ -377,5 +396,32 @@ def restore_backup(
         "backup_ledger_size": backup_size,
         "erasures_reapplied": reapplied,
         "later_ledger_checked": checked,
+        "later_ledgers": [str(p) for p in sources],
         "expired_records_removed": sweep["records_deleted"],
     }
+
+
+def _same_workspace(path: Path, manifest: dict[str, Any]) -> bool:
+    """Whether `path` still holds the workspace the backup was taken from (not a new one made there since)."""
+    try:
+        return (path / CONFIG_FILE).is_file() and load_settings(path).workspace_id == manifest.get("workspace_id")
+    except (OSError, ValueError, KeyError, ComplaiError):
+        return False
+
+
+def _newer_ledgers(manifest: dict[str, Any], given: Path | Sequence[Path] | None) -> list[Path]:
+    """Every newer ledger to take erasures from: the live workspace the backup came from, if it is still
+    a workspace, and each one given; each at most once."""
+    given_list = [] if given is None else [Path(given)] if isinstance(given, (str, Path)) else [Path(g) for g in given]
+    out: list[Path] = []
+    live = Path(manifest.get("source_path") or "")
+    candidates = ([live] if manifest.get("source_path") and _same_workspace(live, manifest) else []) + given_list
+    seen: set[Path] = set()
+    for path in candidates:
+        if not path.exists():
+            raise InvalidInput(f"newer ledger {path} does not exist")
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+    return out

@@ -777,7 +777,9 @@ class Vault:
         now = self.clock.now()
         with self.store.write() as conn:
             subj = self.subject(conn, external_id)
-            return self._erase(conn, subj, actor, now, reapplied_from)
+            seq = self._erase(conn, subj, actor, now, reapplied_from)
+        self.store.purge_freed()
+        return seq
 
     def erase_pseudonym(self, conn: Connection, pseudonym: str, actor: str, reapplied_from: int | None) -> bool:
         """Erase by pseudonym (re-applying a tombstone after a restore). False if nothing to erase."""
@@ -890,6 +892,8 @@ class Vault:
                     records_digests={ds: rs.digest() for ds, (_, rs) in deleted.items()},
                 ),
             )
+        if n:
+            self.store.purge_freed()
         return {"records_deleted": n, "by_dataset": by_ds, "subjects_shredded": len(empty), "seq": seq}
 
     def reseal_legacy(self, conn: Connection) -> int:
