@@ -58,6 +58,7 @@ def test_every_legitimate_change_reconciles(customers: Workspace) -> None:
     finding = _recon(ws)
     assert finding.status == "pass", finding.items
     assert finding.evidence["reconciled"][:4] == ["datasets", "records", "record_binding", "key_versions"]
+    assert finding.evidence["records_authenticated"] == finding.evidence["records"] == 2  # a full audit: all
 
 
 def test_data_keys_under_a_retired_kek_version_are_named(customers: Workspace) -> None:

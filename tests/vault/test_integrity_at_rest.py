@@ -82,6 +82,7 @@ def test_expiry_moved_to_year_9999_fails_on_read_and_audit(customers: Workspace)
     assert customers.vault.retention_sweep("owner")["records_deleted"] == 3  # the edited record escapes it
     problems = _problems(customers)  # but not RECON-1
     assert f"record {rid.hex()} of {pseudonym} in customers: fails authentication" in problems
+    assert f"record {rid.hex()} of {pseudonym} in customers: expires 9999-01-01T00:00:00.000000Z" in problems
 
 
 def test_deleting_a_subjects_rows_is_named(customers: Workspace) -> None:

@@ -738,7 +738,7 @@ def reconciliation(ctx: AuditContext) -> Finding:
 
     found, areas = reconcile(ctx)
     items = [{"item": area, "problem": problem} for area, problem in found]
-    evidence = {"reconciled": areas, "divergences": len(items)}
+    evidence = {"reconciled": areas, "divergences": len(items), **ctx.__dict__.get("_reconcile_evidence", {})}
     if items:
         return Finding(FAIL, f"{len(items)} divergence(s) between the store and the ledger", evidence, items)
     return Finding(PASS, f"the store agrees with the ledger ({', '.join(areas) or 'nothing to reconcile'})", evidence)

@@ -35,20 +35,22 @@ def record_ad(dataset: str, rid: bytes, schema_digest: str, version: int, create
     )
 
 
-def open_record(key: Any, dataset: str, schema_digest: str, row: Any) -> list[Any]:
+def open_record(key: Any, dataset: str, schema_digest: str, row: Any, values: bool = True) -> list[Any]:
     """Decrypt a stored record (a row with rid, version, created_us, expires_us, data) under its data key;
-    IntegrityError, naming the record, if the ciphertext or anything bound to it was changed."""
+    IntegrityError, naming the record, if the ciphertext or anything bound to it was changed. With
+    `values` false, only authenticate it (returns [])."""
     rid = bytes(row.rid)
     if row.version is None:
         raise IntegrityError(f"record {rid.hex()} in {dataset} has no version (it was never re-sealed)")
     ad = record_ad(dataset, rid, schema_digest, int(row.version), int(row.created_us), int(row.expires_us))
     try:
-        return decode(key.open(bytes(row.data), ad))
+        plain = key.open(bytes(row.data), ad)
     except IntegrityError:
         raise IntegrityError(
             f"record {rid.hex()} in {dataset} fails authentication: its ciphertext, version, creation time or "
             "expiry was changed at rest"
         ) from None
+    return decode(plain) if values else []
 
 
 def legacy_record_ad(dataset: str, rid: bytes, schema_digest: str) -> bytes:
