@@ -184,3 +184,19 @@ def test_subjects_table_is_not_edited_to_hide_rows(customers: Workspace) -> None
         conn.execute(delete(records).where(records.c.subject_id == sid))
         conn.execute(update(subjects).where(subjects.c.id == sid).values(erased_at=customers.clock.now()))
     assert "dataset customers: 3 records stored, the ledger accounts for 4" in _problems(customers)
+
+
+def test_a_restored_workspace_reconciles(customers: Workspace, tmp_path: Path) -> None:
+    """Backup, then a rectification and an erasure; the restore re-applies the erasure (not the
+    rectification, which the backup's ledger does not hold): the restored store agrees with its ledger."""
+    from complai.vault.backup import create_backup, load_backup_key, new_backup_key
+
+    new_backup_key(tmp_path / "backup.key")
+    key = load_backup_key(tmp_path / "backup.key")
+    customers.vault.rectify("C-1001", "customers", "income", 5, actor="owner")
+    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    customers.vault.erase("C-1002", actor="owner")
+    out = Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "r", key, "owner", clock=customers.clock)
+    assert out["erasures_reapplied"] == 1
+    with Workspace.open(tmp_path / "r", clock=customers.clock) as restored:
+        assert _recon(restored).status == "pass", _recon(restored).items
