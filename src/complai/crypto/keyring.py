@@ -140,11 +140,11 @@ class FileKeyProvider:
 
     def _key(self, version: int, *, retired_ok: bool = False) -> DataKey:
         key = self._state.keys.get(version)
+        if key is None and retired_ok:
+            key = self._loaded.get(version)
         if key is None:  # another process may have added it since this one read the file
             self.refresh()
             key = self._state.keys.get(version)
-        if key is None and retired_ok:
-            key = self._loaded.get(version)
         if key is None:
             raise IntegrityError(f"key-encryption key version {version} is not available")
         return key
