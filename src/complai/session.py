@@ -303,10 +303,6 @@ class Session:
         `session.train("adult", label="income", model="mlp", target_epsilon=1, ...)` or
         `session.train(spec=TrainingSpec(...))`. Refused before any data is read if the spec is invalid or
         the budget cannot cover target_epsilon, and before any training step if the reservation fails."""
-        if spec.private and spec.delta is not None:  # 1/N needs N: the dataset's subjects bound it from above
-            subjects = self._ws.vault.counts(spec.dataset)["subjects"]
-            if subjects and spec.delta >= 1 / subjects:
-                raise InvalidInput(f"delta {spec.delta:g} must be below 1/N, N the number of training subjects")
         from complai.dp.training import SUBJECT, TrainingSpec
 
         if spec is None:
@@ -318,6 +314,10 @@ class Session:
         basis = schema.basis(self.purpose)
         models = self._ws.models
         models.preflight(spec, schema, self.principal)
+        if spec.private and spec.delta is not None:  # 1/N needs N: the dataset's subjects bound it from above
+            subjects = self._ws.vault.counts(spec.dataset)["subjects"]
+            if subjects and spec.delta >= 1 / subjects:
+                raise InvalidInput(f"delta {spec.delta:g} must be below 1/N, N the number of training subjects")
         columns = [spec.label, *(spec.features or []), *([spec.text] if spec.text else [])]
         if not spec.features and not spec.text:
             columns = None
