@@ -2,6 +2,8 @@
 
 COMPLAI_WORKSPACE      workspace directory (CLI default)
 COMPLAI_DATABASE_URL   database URL (overrides the file's; keeps credentials out of it)
+
+A database password is never written to `complai.toml`: a URL that holds one is refused there.
 """
 
 from __future__ import annotations
@@ -14,12 +16,30 @@ from typing import Any
 
 import tomli_w
 
-from complai.errors import WorkspaceError
+from complai.errors import InvalidInput, WorkspaceError
 
 CONFIG_FILE = "complai.toml"
 DEFAULT_DB_FILE = "complai.db"
 CONFIG_FORMAT = 1
 _KNOWN_SECTIONS = {"workspace", "store", "keys", "ledger"}
+
+
+def refuse_stored_password(url: str) -> None:
+    """Refuse a database URL that holds a password (in its user part or as ?password=): it would be
+    stored in clear in the workspace. The message never repeats the URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise InvalidInput("database URL is not valid (expected sqlite:///PATH or postgresql://...)") from None
+    if parsed.password is not None or "password" in parsed.query:
+        raise InvalidInput(
+            "the database URL holds a password, which complai never writes to complai.toml; give the URL "
+            "without it and supply the password through COMPLAI_DATABASE_URL, PGPASSWORD, or a libpq "
+            "passfile (~/.pgpass) or service file (PGSERVICE)"
+        )
 
 
 def default_workspace() -> Path:
@@ -48,6 +68,10 @@ class Settings:
             return env
         if self.database_url:
             return self.database_url
+        return self.default_database_url()
+
+    def default_database_url(self) -> str:
+        """The SQLite file in the workspace."""
         return f"sqlite:///{(self.path / DEFAULT_DB_FILE).resolve()}"
 
     def to_toml(self) -> str:
@@ -61,6 +85,8 @@ class Settings:
         return tomli_w.dumps(doc)
 
     def write(self) -> None:
+        if self.database_url:
+            refuse_stored_password(self.database_url)
         target = self.path / CONFIG_FILE
         tmp = target.with_suffix(".toml.tmp")
         tmp.write_text(self.to_toml(), encoding="utf-8")

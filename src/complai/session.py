@@ -427,13 +427,15 @@ class Session:
         formats: tuple[str, ...] = ("json", "md", "html"),
         epsilon_cap: float = 10.0,
         since_last: bool = False,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Run every control against the workspace and its ledger; write the report; record its digest.
         `since_last`: ledger evidence only from where the last recorded audit stopped (its root checked
-        to be a prefix of today's), state controls in full."""
+        to be a prefix of today's), state controls in full. `force` overwrites earlier report files."""
         from complai.compliance import engine, report
 
         self._check("audit")
+        report.check_out(self._ws, Path(out), formats, force)
         since, base = 0, None
         if since_last:
             last = report.last_audit(self._ws)
@@ -443,7 +445,7 @@ class Session:
         from complai.workspace import OWNER
 
         doc = report.build(ctx, self.principal, OWNER)
-        written = report.write(self._ws, doc, self.principal, self.purpose, Path(out), formats)
+        written = report.write(self._ws, doc, self.principal, self.purpose, Path(out), formats, force=force)
         self.last_seq = written["ledger_seq"]
         return {**written, "report": doc}
 

@@ -25,7 +25,7 @@ from complai.access.policy import Policy
 from complai.clock import Clock, SystemClock, utc_iso
 from complai.compliance.incidents import Incidents
 from complai.compliance.requests import Requests
-from complai.config import CONFIG_FILE, DEFAULT_DB_FILE, Settings, load_settings
+from complai.config import CONFIG_FILE, DEFAULT_DB_FILE, Settings, load_settings, refuse_stored_password
 from complai.crypto.keyfiles import read_secret, write_secret
 from complai.crypto.keyring import FileKeyProvider, KeyProvider, Keyring
 from complai.crypto.pseudonym import Pseudonymizer
@@ -139,6 +139,8 @@ class Workspace:
             raise InvalidInput(f"{path} exists and is not a directory")
         if path.is_dir() and any(path.iterdir()):
             raise InvalidInput(f"{path} is not empty; choose an empty or new directory")
+        if database_url:
+            refuse_stored_password(database_url)
         store = Store(database_url) if database_url else None
         if store is not None:
             _refuse_used_database(store)
@@ -154,6 +156,7 @@ class Workspace:
         )
         try:
             path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, 0o700)  # the workspace holds keys and (SQLite) the encrypted records
             keys = settings.keys_dir
             keys.mkdir(mode=0o700)
             os.chmod(keys, 0o700)
@@ -163,7 +166,11 @@ class Workspace:
             write_secret(keys / PSEUDONYM_KEY, pseudonym_key)
             FileKeyProvider.create(keys, clock)
             if store is None:
-                store = Store(settings.resolved_database_url())
+                url = settings.resolved_database_url()
+                if url == settings.default_database_url():
+                    # created 0600 before SQLite opens it: its -wal and -shm files take the same mode
+                    os.close(os.open(path / DEFAULT_DB_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                store = Store(url)
             with store.write() as conn:
                 _, rev = store.migrate(conn)
                 conn.execute(
@@ -200,6 +207,7 @@ class Workspace:
         """Open an existing workspace, upgrading an older schema (and recording that in the ledger)."""
         settings = load_settings(Path(path))
         clock = clock or SystemClock()
+        _private_sqlite_files(settings)
         store = Store(settings.resolved_database_url())
         try:
             store.check_reachable()
@@ -324,6 +332,20 @@ def _refuse_used_database(store: Store) -> None:
     except (OperationalError, DatabaseError) as exc:
         store.dispose()
         raise WorkspaceError(f"cannot open database: {_first_line(exc)}") from None
+
+
+def _private_sqlite_files(settings: Settings) -> None:
+    """The workspace's SQLite files hold password hashes and wrapped keys: mode 0600 (older
+    workspaces were created with the umask's mode)."""
+    if settings.resolved_database_url() != settings.default_database_url():
+        return
+    db = settings.path / DEFAULT_DB_FILE
+    for f in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        try:
+            if f.stat().st_mode & 0o077:
+                os.chmod(f, 0o600)
+        except OSError:
+            pass
 
 
 def _remove_partial(path: Path, created_dir: bool) -> None:

@@ -118,3 +118,89 @@ def test_backup_refuses_to_overwrite_and_restore_needs_an_empty_target(
     header = json.loads((tmp_path / "b.bak").read_bytes()[4:].split(b"}", 1)[0] + b"}")
     assert header["workspace_id"] == customers.settings.workspace_id
     assert set(header) == {"format", "workspace_id", "created", "key_id", "cipher"}
+
+
+def _state(ws: Workspace) -> tuple[int, int]:
+    """Ledger size and stored checkpoints: what a backup that did not complete must leave alone."""
+    return ws.ledger.head().size, len(ws.ledger.checkpoints())
+
+
+def _visible_and_partial(directory: Path) -> tuple[list[str], list[str]]:
+    names = sorted(p.name for p in directory.iterdir())
+    return [n for n in names if "complai-partial" not in n], [n for n in names if "complai-partial" in n]
+
+
+def test_failed_backup_records_nothing_and_leaves_no_file(
+    customers: Workspace, key: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    import complai.files
+
+    before = _state(customers)
+    with pytest.raises(InvalidInput, match="does not exist"):
+        create_backup(customers, tmp_path / "missing" / "b.bak", key, "owner")
+    assert _state(customers) == before and not (tmp_path / "missing").exists()
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(complai.files.os, "fsync", full)  # the disk fills up as the backup is flushed
+    with pytest.raises(InvalidInput, match="No space left"):
+        create_backup(customers, out / "b.bak", key, "owner")
+    monkeypatch.undo()
+    assert _state(customers) == before
+    assert list(out.iterdir()) == []
+    kinds = [e.kind for e in customers.ledger.entries()]
+    assert "backup.created" not in kinds
+    # the same backup then succeeds, and only then is anything recorded
+    create_backup(customers, out / "b.bak", key, "owner")
+    size, checkpoints = _state(customers)
+    assert size > before[0] and checkpoints == before[1] + 1
+    assert [e.kind for e in customers.ledger.entries()][-1] == "backup.created"
+
+
+def test_killed_backup_leaves_only_a_partial_that_the_next_run_removes(sqlite_ws: Workspace, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from complai.vault.schema import load_schema
+    from tests.vault.conftest import SCHEMA, people_frame
+
+    sqlite_ws.catalog.register(load_schema(SCHEMA, sqlite_ws.taxonomy), actor="owner")
+    sqlite_ws.vault.ingest("customers", people_frame(), actor="owner")
+    new_backup_key(tmp_path / "backup.key")
+    key = load_backup_key(tmp_path / "backup.key")
+    out = tmp_path / "backups"
+    out.mkdir()
+    before = _state(sqlite_ws)
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from complai.vault.backup import create_backup, load_backup_key\n"
+        "from complai.workspace import Workspace\n"
+        "ws = Workspace.open(sys.argv[1])\n"
+        "seen = []\n"
+        "def progress(table):\n"
+        "    seen.append(table)\n"
+        "    if len(seen) == 3:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "create_backup(ws, Path(sys.argv[2]), load_backup_key(Path(sys.argv[3])), 'owner', progress=progress)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script, str(sqlite_ws.path), str(out / "b.bak"), str(tmp_path / "backup.key")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
+    )
+    assert r.returncode == -9, r.stderr
+    visible, partial = _visible_and_partial(out)
+    assert visible == [] and len(partial) == 1  # hidden, named after its dead process
+    assert _state(sqlite_ws) == before
+    create_backup(sqlite_ws, out / "b.bak", key, "owner")
+    assert _visible_and_partial(out) == (["b.bak"], [])

@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from complai.crypto.sealing import key_id, load_private, open_sealed, seal_to
 from complai.crypto.signing import VerifierKey
 from complai.errors import IntegrityError, InvalidInput, NotFound, PolicyDenied
 from complai.events import AgreementChanged, DataShared
+from complai.files import atomic_output, check_output, check_output_dir, output_dir, write_private
 from complai.ledger import merkle
 from complai.ledger.checkpoint import verify_note
 from complai.ledger.log import Ledger
@@ -228,11 +230,13 @@ class Agreements:
                 ),
             )
 
-    def export(self, actor: str, aid: str, out: Path) -> dict[str, Any]:
-        """Seal one use of the agreement to its recipient as a package file."""
+    def export(self, actor: str, aid: str, out: Path, forbidden: Iterable[Path] = ()) -> dict[str, Any]:
+        """Seal one use of the agreement to its recipient as a package file (a new file, mode 0600)."""
         out = Path(out)
-        if out.exists():
+        forbidden = list(forbidden)
+        if os.path.lexists(out) and not os.path.islink(out) and not os.path.isdir(out):
             raise InvalidInput(f"{out} already exists")
+        check_output(out, forbidden=forbidden)
         a = self.get(aid)
         now = self.clock.now()
         if a.revoked:
@@ -305,19 +309,14 @@ class Agreements:
             },
         }
         recipient_key = _recipient_key(self.store, aid)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                writer = seal_to(fh, recipient_key, {"agreement": aid})
-                with tarfile.open(fileobj=writer, mode="w|") as tar:  # type: ignore[call-overload]
-                    for name, blob in (("data.csv", data), ("manifest.json", json.dumps(manifest, indent=1).encode())):
-                        info = tarfile.TarInfo(name)
-                        info.size = len(blob)
-                        tar.addfile(info, io.BytesIO(blob))
-                writer.close()
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_output(out, forbidden=forbidden) as fh:
+            writer = seal_to(fh, recipient_key, {"agreement": aid})
+            with tarfile.open(fileobj=writer, mode="w|") as tar:  # type: ignore[call-overload]
+                for name, blob in (("data.csv", data), ("manifest.json", json.dumps(manifest, indent=1).encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(blob)
+                    tar.addfile(info, io.BytesIO(blob))
+            writer.close()
         return {"file": str(out), "rows": len(frame), "use": use, "max_uses": a.max_uses, "ledger_seq": seq}
 
 
@@ -334,9 +333,16 @@ def _parse(text: str) -> Any:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def open_package(path: Path, private_key_file: Path, out_dir: Path, log_key: str | None = None) -> dict[str, Any]:
-    """Recipient side: decrypt, check the data digest and the share event's inclusion proof."""
-    out_dir = Path(out_dir)
+def open_package(
+    path: Path,
+    private_key_file: Path,
+    out_dir: Path,
+    log_key: str | None = None,
+    forbidden: Iterable[Path] = (),
+) -> dict[str, Any]:
+    """Recipient side: decrypt, check the data digest and the share event's inclusion proof; the data
+    goes to a new or empty folder (mode 0700) as files of mode 0600."""
+    out_dir = check_output_dir(out_dir, forbidden=forbidden)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InvalidInput(f"{out_dir} is not empty")
     private = load_private(private_key_file)
@@ -344,6 +350,10 @@ def open_package(path: Path, private_key_file: Path, out_dir: Path, log_key: str
         src = open(path, "rb")
     except FileNotFoundError:
         raise InvalidInput(f"package {path} not found") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"package {path} is a directory, not a package file") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read package {path}: {exc.strerror}") from None
     files: dict[str, bytes] = {}
     with src:
         _, reader = open_sealed(src, private)
@@ -376,9 +386,15 @@ def open_package(path: Path, private_key_file: Path, out_dir: Path, log_key: str
     ev = json.loads(event)
     if ev.get("type") != DataShared.kind or ev.get("data_digest") != "sha256:" + manifest["data_sha256"]:
         raise IntegrityError("the ledger event does not describe this data")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "data.csv").write_bytes(files["data.csv"])
-    (out_dir / "manifest.json").write_bytes(files["manifest.json"])
+    output_dir(out_dir, forbidden=forbidden)
+    written: list[Path] = []
+    try:
+        for name in ("data.csv", "manifest.json"):
+            written.append(write_private(out_dir / name, files[name], forbidden=forbidden))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
     return {
         "rows": manifest["rows"],
         "fields": manifest["fields"],

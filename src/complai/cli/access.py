@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from complai.cli.common import console, err_console, open_session, print_json
+from complai.cli.common import console, err_console, open_session, print_json, protected_paths
 from complai.errors import InvalidInput
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -183,7 +183,7 @@ def share_keygen(
     """Create a recipient key pair (X25519)."""
     from complai.crypto.sealing import generate_keypair, key_id
 
-    public = generate_keypair(out)
+    public = generate_keypair(out, forbidden=protected_paths())
     console.print(f"private key {out} (mode 0600), public key {out}.pub (id {key_id(public)})")
 
 
@@ -278,7 +278,7 @@ def share_export(
     with open_session("security") as (ws, session):
         a = ws.agreements.get(agreement)
     with open_session(a.purpose) as (ws, session):
-        result = ws.agreements.export(session.principal, agreement, out)
+        result = ws.agreements.export(session.principal, agreement, out, forbidden=protected_paths())
     if json_out:
         print_json(result)
     else:
@@ -298,7 +298,7 @@ def share_open(
     """Recipient side: decrypt a package and verify its data and ledger proof (no workspace needed)."""
     from complai.access.agreements import open_package
 
-    result = open_package(file, key, out, log_key)
+    result = open_package(file, key, out, log_key, forbidden=protected_paths())
     if json_out:
         print_json(result)
     else:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from complai.cli.common import console, open_session, print_json
+from complai.cli.common import ForceOpt, console, open_session, print_json
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="Compliance audits against the workspace and its ledger.", invoke_without_command=True)
@@ -24,19 +24,22 @@ def audit(
         bool, typer.Option("--since-last", help="Ledger evidence since the last audit only.")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Run every control; exit 0 when none fails, 1 when any does."""
     if ctx.invoked_subcommand is not None:
         return
-    failed = _audit_once(out, format_, epsilon_cap, since_last, json_out)
+    failed = _audit_once(out, format_, epsilon_cap, since_last, json_out, force)
     if failed:
         raise typer.Exit(1)
 
 
-def _audit_once(out: Path, format_: str, epsilon_cap: float, since_last: bool, json_out: bool) -> int:
+def _audit_once(
+    out: Path, format_: str, epsilon_cap: float, since_last: bool, json_out: bool, force: bool = False
+) -> int:
     formats = tuple(f.strip() for f in format_.split(",") if f.strip())
     with open_session("audit") as (_, session):
-        result = session.compliance_audit(out, formats, epsilon_cap, since_last=since_last)
+        result = session.compliance_audit(out, formats, epsilon_cap, since_last=since_last, force=force)
     doc = result.pop("report")
     if json_out:
         print_json({**result, "controls": [{k: c[k] for k in ("id", "status", "summary")} for c in doc["controls"]]})

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -173,3 +174,13 @@ def load_mapping(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput(f"{what} {path} must be a mapping")
     return data
+
+
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+
+
+def protected_paths(override: Path | None = None) -> list[Path]:
+    """What no output path may replace or enter: the workspace's keys, settings and database."""
+    from complai.files import workspace_protected
+
+    return workspace_protected(workspace_path(override))

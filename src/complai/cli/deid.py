@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from complai.cli.common import console, err_console, open_session, print_json
+from complai.cli.common import ForceOpt, console, err_console, open_session, print_json, protected_paths
 from complai.errors import InvalidInput
+from complai.files import check_output, write_private
 
 app = typer.Typer(help="De-identification: k-anonymity, l-diversity, t-closeness.", no_args_is_help=True)
 
@@ -72,9 +73,15 @@ def table(
     report_file: Annotated[Path | None, typer.Option("--report", help="Write the JSON report here.")] = None,
     purpose: Annotated[str, typer.Option("--purpose")] = "analytics",
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """k-anonymise a CSV (Mondrian); one output row per input row, other columns kept."""
     import pandas as pd
+
+    protected = protected_paths()
+    check_output(out, force=force, forbidden=protected)
+    if report_file:
+        check_output(report_file, force=force, forbidden=protected)
 
     try:
         frame = pd.read_csv(source, skipinitialspace=True)
@@ -103,10 +110,10 @@ def table(
             hierarchies=_hierarchies(hierarchy),
             suppress=suppress,
         )
-    result.to_csv(out, index=False)
+    write_private(out, result.to_csv(index=False), force=force, forbidden=protected)
     doc = report.as_dict()
     if report_file:
-        report_file.write_text(json.dumps(doc, indent=2) + "\n")
+        write_private(report_file, json.dumps(doc, indent=2) + "\n", force=force, forbidden=protected)
     if json_out:
         print_json(doc)
     else:
@@ -178,8 +185,11 @@ def file_cmd(
     regex_only: RegexOpt = False,
     subject: SubjectOpt = "",
     purpose: Annotated[str, typer.Option("--purpose")] = "analytics",
+    force: ForceOpt = False,
 ) -> None:
     """De-identify a text file line by line."""
+    protected = protected_paths()
+    check_output(out, force=force, forbidden=protected)
     try:
         lines = source.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -188,7 +198,7 @@ def file_cmd(
         raise InvalidInput(f"{source} is not UTF-8 text") from None
     with open_session(purpose) as (_, session):
         results = session.deidentify_text(lines, operator, _operators(per_entity), regex_only, subject)
-    out.write_text("".join(r + "\n" for r, _ in results), encoding="utf-8")
+    write_private(out, "".join(r + "\n" for r, _ in results), force=force, forbidden=protected)
     found = sum(len(c) for _, c in results)
     console.print(f"wrote {out}: {len(lines):,} lines, {found:,} findings transformed")
 

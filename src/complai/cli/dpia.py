@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from complai.cli.common import console, open_session, print_json
+from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths
+from complai.files import check_output, write_private
 
 app = typer.Typer(help="Data protection impact assessments (GDPR Art. 35).", no_args_is_help=True)
 
@@ -18,12 +19,16 @@ def generate(
     dataset: str,
     out: Annotated[Path | None, typer.Option("--out", help="Write the DPIA document (JSON) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Assess the dataset's processing: triggers, description, necessity, risks found, measures."""
+    protected = protected_paths()
+    if out is not None:
+        check_output(out, force=force, forbidden=protected)
     with open_session("audit") as (_, session):
         result = session.dpia("generate", dataset)
     if out is not None:
-        out.write_text(json.dumps(result["document"], indent=1, default=str))
+        write_private(out, json.dumps(result["document"], indent=1, default=str), force=force, forbidden=protected)
     if json_out:
         print_json(result)
         return

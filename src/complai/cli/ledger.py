@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from complai.cli.common import console, err_console, open_session, print_json, progress
+from complai.cli.common import console, err_console, open_session, print_json, progress, protected_paths
 from complai.crypto.signing import VerifierKey
 from complai.errors import InvalidInput, NotFound
 from complai.ledger.verify import VerifyReport, export_ledger, verify_export, verify_ledger
@@ -169,12 +169,18 @@ def show(
 @app.command()
 def export(directory: Annotated[Path, typer.Argument(help="Empty or new directory.")]) -> None:
     """Export entries, checkpoints and public keys for an outside auditor."""
+    from complai.files import check_output_dir
+
+    protected = protected_paths()
+    check_output_dir(directory, forbidden=protected)
     with open_session("audit") as (ws, session):
         session.audit_access()
         total = ws.ledger.head().size
         with progress() as bar:
             task = bar.add_task("exporting", total=total)
-            manifest = export_ledger(ws.ledger, directory, progress=lambda n: bar.update(task, completed=n))
+            manifest = export_ledger(
+                ws.ledger, directory, progress=lambda n: bar.update(task, completed=n), forbidden=protected
+            )
     console.print(f"exported {manifest['size']} entries and {manifest['checkpoints']} checkpoint(s) to {directory}")
 
 
@@ -194,6 +200,9 @@ def witness_init(
     name: Annotated[str, typer.Option("--name", help="Witness name, e.g. witness.example.org/w1.")],
 ) -> None:
     """Create a witness (its own key and state) and print its verifier key."""
+    from complai.files import check_output_dir
+
+    check_output_dir(directory, forbidden=protected_paths())
     w = Witness.init(directory, name)
     console.print(w.verifier.encode())
 

@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from complai.cli.common import console, open_session, print_json
+from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths
 from complai.errors import InvalidInput
+from complai.files import check_output, write_private
 
 app = typer.Typer(help="Data subject requests: deadlines, verification, fulfilment.", no_args_is_help=True)
 
@@ -123,8 +124,12 @@ def fulfil(
         list[str] | None, typer.Option("--change", help="Rectification: DATASET.FIELD=VALUE (repeatable).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Carry the request out through the vault; each step's status is kept, failed steps can be retried."""
+    protected = protected_paths()
+    if out is not None:
+        check_output(out, force=force, forbidden=protected)
     changes = []
     for c in change or []:
         key, sep, value = c.partition("=")
@@ -138,5 +143,5 @@ def fulfil(
             raise InvalidInput("an access or portability request needs --out FILE for the export")
         result, output = session.request_fulfil(rid, subject, purpose=purpose, changes=changes)
     if output is not None and out is not None:
-        out.write_text(json.dumps(output, indent=1, default=str))
+        write_private(out, json.dumps(output, indent=1, default=str), force=force, forbidden=protected)
     _show(result, json_out)

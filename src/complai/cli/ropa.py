@@ -8,14 +8,16 @@ from typing import Annotated
 
 import typer
 
-from complai.cli.common import console, open_session, print_json
+from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths
 from complai.errors import InvalidInput
+from complai.files import check_outputs, output_dir, write_private
 
 
 def ropa(
     out: Annotated[Path | None, typer.Option("--out", help="Folder for ropa.json and ropa.csv.")] = None,
     format_: Annotated[str, typer.Option("--format", help="json, csv or both (comma-separated).")] = "json,csv",
     json_out: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Generate the records of processing from the datasets' declarations and the sharing agreements."""
     from complai.compliance.ropa import records_of_processing, to_csv
@@ -23,15 +25,19 @@ def ropa(
     formats = {f.strip() for f in format_.split(",") if f.strip()}
     if not formats <= {"json", "csv"}:
         raise InvalidInput("--format takes json and/or csv")
+    protected = protected_paths()
+    names = [f"ropa.{f}" for f in ("json", "csv") if f in formats]
+    if out is not None:
+        check_outputs(out, names, force=force, forbidden=protected)
     with open_session("audit") as (ws, session):
         session.audit_access()
         recs = records_of_processing(ws)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        output_dir(out, forbidden=protected)
         if "json" in formats:
-            (out / "ropa.json").write_text(json.dumps(recs, indent=1))
+            write_private(out / "ropa.json", json.dumps(recs, indent=1), force=force, forbidden=protected)
         if "csv" in formats:
-            (out / "ropa.csv").write_text(to_csv(recs))
+            write_private(out / "ropa.csv", to_csv(recs), force=force, forbidden=protected)
     if json_out:
         print_json(recs)
     else:

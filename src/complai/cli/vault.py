@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from complai.cli.common import console, err_console, open_session, open_workspace, print_json, progress
+from complai.cli.common import (
+    ForceOpt,
+    console,
+    err_console,
+    open_session,
+    open_workspace,
+    print_json,
+    progress,
+    protected_paths,
+)
 from complai.errors import InvalidInput
 from complai.vault.schema import load_schema
 from complai.workspace import OWNER, Workspace
@@ -146,13 +155,18 @@ SubjectArg = Annotated[str, typer.Argument(help="The subject's external id.")]
 def subject_export(
     subject: SubjectArg,
     out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here (default: stdout).")] = None,
+    force: ForceOpt = False,
 ) -> None:
-    """Everything held about a subject, as JSON (access / portability)."""
+    """Everything held about a subject, as JSON (access / portability); the file is mode 0600."""
+    from complai.files import check_output, write_private
+
+    if out:
+        check_output(out, force=force, forbidden=protected_paths())
     with open_session("subject_request") as (_, session):
         doc = session.export_subject(subject)
     text = json.dumps(doc, indent=2, sort_keys=True)
     if out:
-        out.write_text(text + "\n")
+        write_private(out, text + "\n", force=force, forbidden=protected_paths())
         err_console.print(f"wrote {out}")
     else:
         console.file.write(text + "\n")
@@ -364,11 +378,7 @@ def backup_restore(
     else:
         console.print(
             f"restored into {workspace}; {result['erasures_reapplied']} later erasure(s) re-applied"
-            + (
-                f" from {len(result['later_ledgers'])} newer ledger(s)"
-                if result["later_ledger_checked"]
-                else ""
-            )
+            + (f" from {len(result['later_ledgers'])} newer ledger(s)" if result["later_ledger_checked"] else "")
         )
         if not result["later_ledger_checked"]:
             err_console.print(

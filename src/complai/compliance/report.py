@@ -15,6 +15,7 @@ from sqlalchemy import select
 from complai.compliance import engine
 from complai.errors import IntegrityError, InvalidInput
 from complai.events import ComplianceAudited
+from complai.files import check_outputs, output_dir, workspace_protected, write_private
 from complai.store.tables import ledger_entries
 
 FORMATS = ("json", "md", "html")
@@ -147,14 +148,27 @@ def markdown(report: dict[str, Any], report_digest: str) -> str:
     return "\n".join(lines)
 
 
-def write(
-    ws: Any, report: dict[str, Any], actor: str, purpose: str, out: Path, formats: tuple[str, ...]
-) -> dict[str, Any]:
-    """Render every requested format, record the report's digest in the ledger, then write the files
-    (a rendering failure records nothing and writes nothing)."""
+def check_out(ws: Any, out: Path, formats: tuple[str, ...], force: bool = False) -> None:
+    """Refuse, before any work, formats we do not write and report files we may not (over)write."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise InvalidInput(f"unknown report format(s) {bad} (formats: {', '.join(FORMATS)})")
+    check_outputs(out, [f"report.{f}" for f in formats], force=force, forbidden=workspace_protected(ws.path))
+
+
+def write(
+    ws: Any,
+    report: dict[str, Any],
+    actor: str,
+    purpose: str,
+    out: Path,
+    formats: tuple[str, ...],
+    force: bool = False,
+) -> dict[str, Any]:
+    """Render every requested format, write the files (mode 0600, never over an existing one unless
+    `force`), then record the report's digest in the ledger; a failure records nothing and removes
+    the files it wrote."""
+    check_out(ws, out, formats, force)
     body = canonical(report)
     d = digest(body)
     s = report["summary"]
@@ -176,28 +190,39 @@ def write(
             "checkpoint": report["checkpoint"],
         }
         rendered["html"] = html.render(report, d, charts).encode()
-    seq = ws.ledger.record(
-        ComplianceAudited(
-            time=ws.clock.now(),
-            actor=actor,
-            purpose=purpose,
-            report_digest=d,
-            ledger_size=report["scope"]["ledger_size"],
-            ledger_root=report["scope"]["ledger_root"] or "",
-            since=report["scope"]["since"],
-            passed=s["pass"],
-            failed=s["fail"],
-            not_applicable=s["not applicable"],
-            not_evaluated=s["not evaluated"],
+    forbidden = workspace_protected(ws.path)
+    output_dir(out, forbidden=forbidden)
+    files: dict[str, str] = {}
+    try:
+        for fmt, data in rendered.items():
+            files[fmt] = str(write_private(out / f"report.{fmt}", data, force=force, forbidden=forbidden))
+        seq = _record(ws, report, d, actor, purpose)
+    except BaseException:
+        for f in files.values():
+            Path(f).unlink(missing_ok=True)
+        raise
+    return {"digest": d, "ledger_seq": seq, "files": files, "summary": s}
+
+
+def _record(ws: Any, report: dict[str, Any], d: str, actor: str, purpose: str) -> int:
+    s = report["summary"]
+    return int(
+        ws.ledger.record(
+            ComplianceAudited(
+                time=ws.clock.now(),
+                actor=actor,
+                purpose=purpose,
+                report_digest=d,
+                ledger_size=report["scope"]["ledger_size"],
+                ledger_root=report["scope"]["ledger_root"] or "",
+                since=report["scope"]["since"],
+                passed=s["pass"],
+                failed=s["fail"],
+                not_applicable=s["not applicable"],
+                not_evaluated=s["not evaluated"],
+            )
         )
     )
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for fmt, data in rendered.items():
-        path = out / f"report.{fmt}"
-        path.write_bytes(data)
-        files[fmt] = str(path)
-    return {"digest": d, "ledger_seq": seq, "files": files, "summary": s}
 
 
 def last_audit(ws: Any) -> tuple[int, bytes] | None:

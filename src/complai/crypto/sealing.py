@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -15,9 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from complai.crypto.keyfiles import read_secret, write_secret
+from complai.crypto.keyfiles import read_secret
 from complai.crypto.stream import DecryptingReader, EncryptingWriter, read_header
 from complai.errors import IntegrityError, InvalidInput
+from complai.files import check_output, write_private
 
 PRIVATE_PREFIX = "complai-x25519-private:"
 PUBLIC_PREFIX = "complai-x25519-public:"
@@ -32,13 +34,22 @@ def key_id(public: bytes) -> str:
     return hashlib.sha256(b"complai x25519 " + public).hexdigest()[:16]
 
 
-def generate_keypair(path: Path) -> bytes:
-    """Write a private key file (0600) at `path` and the public key at `path`.pub; returns the public key."""
+def generate_keypair(path: Path, forbidden: Iterable[Path] = ()) -> bytes:
+    """Write a private key file (0600) at `path` and the public key at `path`.pub, both new files;
+    returns the public key."""
+    path, pub = Path(path), Path(str(path) + ".pub")
+    forbidden = list(forbidden)
+    for p in (path, pub):
+        check_output(p, forbidden=forbidden)
     private = X25519PrivateKey.generate()
     raw = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    write_secret(path, (PRIVATE_PREFIX + base64.b64encode(raw).decode() + "\n").encode())
+    write_private(path, PRIVATE_PREFIX + base64.b64encode(raw).decode() + "\n", forbidden=forbidden)
     public = _raw_public(private.public_key())
-    Path(str(path) + ".pub").write_text(PUBLIC_PREFIX + base64.b64encode(public).decode() + "\n")
+    try:
+        write_private(pub, PUBLIC_PREFIX + base64.b64encode(public).decode() + "\n", mode=0o644, forbidden=forbidden)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return public
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from complai.crypto.signing import VerifierKey
 from complai.errors import IntegrityError, InvalidInput
+from complai.files import staged_output_dir
 from complai.ledger import merkle
 from complai.ledger.checkpoint import SignedNote, parse_note, verify_note, witnessed_by
 from complai.ledger.log import STRATUM, Ledger, decode_frontier
@@ -165,11 +166,24 @@ ENTRIES_FILE = "entries.jsonl"
 MANIFEST_FILE = "manifest.json"
 
 
-def export_ledger(ledger: Ledger, directory: Path, progress: Callable[[int], None] | None = None) -> dict[str, object]:
-    """Write entries (one canonical event per line: exactly the leaf data), checkpoints and public keys."""
-    directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()):
-        raise InvalidInput(f"export directory {directory} is not empty")
+def export_ledger(
+    ledger: Ledger,
+    target: Path,
+    progress: Callable[[int], None] | None = None,
+    forbidden: Iterable[Path] = (),
+) -> dict[str, object]:
+    """Write entries (one canonical event per line: exactly the leaf data), checkpoints and public keys
+    into a new or empty folder; the folder appears only once the export is complete."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise InvalidInput(f"{target} exists and is not a directory; choose an empty or new directory")
+    if target.is_dir() and not target.is_symlink() and any(target.iterdir()):
+        raise InvalidInput(f"export directory {target} is not empty")
+    with staged_output_dir(target, forbidden=forbidden) as directory:
+        return _export_into(ledger, directory, progress)
+
+
+def _export_into(ledger: Ledger, directory: Path, progress: Callable[[int], None] | None) -> dict[str, object]:
     (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
     (directory / "keys").mkdir(exist_ok=True)
     h = hashlib.sha256()

@@ -22,7 +22,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,10 +34,11 @@ from complai.config import CONFIG_FILE, load_settings
 from complai.crypto.keyfiles import read_secret, write_secret
 from complai.crypto.pseudonym import digest
 from complai.crypto.stream import DecryptingReader, EncryptingWriter, read_header
-from complai.errors import IntegrityError, InvalidInput
+from complai.errors import ComplaiError, IntegrityError, InvalidInput
 from complai.events import BackupCreated, BackupRestored, SubjectErased
+from complai.files import atomic_output, check_output, workspace_protected
 from complai.ledger import merkle
-from complai.ledger.checkpoint import verify_note
+from complai.ledger.checkpoint import Checkpoint, sign_checkpoint, verify_note
 from complai.ledger.verify import verify_ledger
 from complai.store import Store, metadata
 from complai.store.tables import ledger_head
@@ -92,11 +93,15 @@ def _tables() -> list[Table]:
 def create_backup(
     ws: Any, path: Path, key: bytes, actor: str, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Write an encrypted backup of the workspace `ws` to `path` (refuses to overwrite)."""
+    """Write an encrypted backup of the workspace `ws` to `path` (refuses to overwrite).
+
+    Nothing is recorded and no file is left unless the backup is complete: the checkpoint and the
+    `backup.created` event are stored after the file is in place (complai.files writes it)."""
     path = Path(path)
-    if path.exists():
+    forbidden = workspace_protected(ws.path)
+    if os.path.lexists(path) and not os.path.islink(path) and not os.path.isdir(path):
         raise InvalidInput(f"{path} already exists; choose a new backup file")
-    ws.ledger.checkpoint()
+    check_output(path, forbidden=forbidden)
     created = ws.clock.now()
     header = json.dumps(
         {
@@ -108,56 +113,57 @@ def create_backup(
         },
         sort_keys=True,
     ).encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     manifest: dict[str, Any] = {"files": {}, "tables": {}}
-    try:
-        with open(tmp, "wb") as raw:
-            writer = EncryptingWriter(raw, key, header)
-            with tarfile.open(fileobj=writer, mode="w|") as tar:  # type: ignore[call-overload]
-                with ws.store.snapshot() as conn:
-                    revision = ws.store.current_revision(conn)
-                    head = conn.execute(select(ledger_head.c.size, ledger_head.c.root)).one()
-                    for table in _tables():
-                        if progress:
-                            progress(table.name)
-                        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
-                            h = hashlib.sha256()
-                            n = 0
-                            for row in conn.execute(select(table)).mappings():
-                                line = json.dumps(_encode_row(table, row), sort_keys=True).encode() + b"\n"
-                                spool.write(line)
-                                h.update(line)
-                                n += 1
-                            _add(tar, f"tables/{table.name}.jsonl", spool, h.hexdigest(), manifest)
-                            manifest["tables"][table.name] = n
-                for name in KEY_FILES:
-                    data = read_secret(ws.settings.keys_dir / name)
-                    _add(tar, f"keys/{name}", io.BytesIO(data), hashlib.sha256(data).hexdigest(), manifest)
-                toml = (ws.path / CONFIG_FILE).read_bytes()
-                _add(tar, CONFIG_FILE, io.BytesIO(toml), hashlib.sha256(toml).hexdigest(), manifest)
-                notes = [n for n in ws.ledger.checkpoints() if n.checkpoint.size <= int(head.size)]
-                manifest.update(
-                    {
-                        "format": MAGIC.decode(),
-                        "workspace_id": ws.settings.workspace_id,
-                        "source_path": str(Path(ws.path).resolve()),
-                        "created": utc_iso(created),
-                        "schema_revision": revision,
-                        "ledger_size": int(head.size),
-                        "ledger_root": bytes(head.root).hex(),
-                        "checkpoint": notes[-1].text() if notes else None,
-                    }
-                )
-                blob = json.dumps(manifest, indent=1, sort_keys=True).encode()
-                info = tarfile.TarInfo("manifest.json")
-                info.size = len(blob)
-                tar.addfile(info, io.BytesIO(blob))
-            writer.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    stored: list[Any] = []
+    with atomic_output(path, forbidden=forbidden) as raw:
+        writer = EncryptingWriter(raw, key, header)
+        with tarfile.open(fileobj=writer, mode="w|") as tar:  # type: ignore[call-overload]
+            with ws.store.snapshot() as conn:
+                revision = ws.store.current_revision(conn)
+                head = conn.execute(select(ledger_head.c.size, ledger_head.c.root)).one()
+                for table in _tables():
+                    if progress:
+                        progress(table.name)
+                    with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
+                        h = hashlib.sha256()
+                        n = 0
+                        for row in conn.execute(select(table)).mappings():
+                            line = json.dumps(_encode_row(table, row), sort_keys=True).encode() + b"\n"
+                            spool.write(line)
+                            h.update(line)
+                            n += 1
+                        _add(tar, f"tables/{table.name}.jsonl", spool, h.hexdigest(), manifest)
+                        manifest["tables"][table.name] = n
+            for name in KEY_FILES:
+                data = read_secret(ws.settings.keys_dir / name)
+                _add(tar, f"keys/{name}", io.BytesIO(data), hashlib.sha256(data).hexdigest(), manifest)
+            toml = (ws.path / CONFIG_FILE).read_bytes()
+            _add(tar, CONFIG_FILE, io.BytesIO(toml), hashlib.sha256(toml).hexdigest(), manifest)
+            # the checkpoint of exactly this snapshot: a stored one (with its cosignatures) or a new
+            # signature, stored only once the backup is complete
+            stored = [n for n in ws.ledger.checkpoints() if n.checkpoint.size == int(head.size)]
+            notes = stored or [
+                sign_checkpoint(Checkpoint(ws.ledger.origin, int(head.size), bytes(head.root)), ws.ledger.signer)
+            ]
+            manifest.update(
+                {
+                    "format": MAGIC.decode(),
+                    "workspace_id": ws.settings.workspace_id,
+                    "source_path": str(Path(ws.path).resolve()),
+                    "created": utc_iso(created),
+                    "schema_revision": revision,
+                    "ledger_size": int(head.size),
+                    "ledger_root": bytes(head.root).hex(),
+                    "checkpoint": notes[-1].text() if notes else None,
+                }
+            )
+            blob = json.dumps(manifest, indent=1, sort_keys=True).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+        writer.close()
+    if not stored:
+        ws.ledger.checkpoint()
     file_digest = "sha256:" + _file_sha256(path)
     seq = ws.ledger.record(
         BackupCreated(
