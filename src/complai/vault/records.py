@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from complai.errors import IntegrityError, InvalidInput
+from complai.inputs import INT64_MAX, INT64_MIN, MAX_REPORTED, summarise
 from complai.vault.schema import DatasetSchema, FieldSpec
 
 
@@ -106,41 +109,141 @@ def value_fields(schema: DatasetSchema) -> list[FieldSpec]:
     return [f for f in schema.fields if f.name != schema.subject_column]
 
 
-def _fail(field: str, pos: int, value: Any, what: str) -> InvalidInput:
-    return InvalidInput(f"column {field}: row {pos + 1}: {value!r} {what}")
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _convert(spec: FieldSpec, col: pd.Series) -> list[Any]:
-    """One column to Python values (None for missing), checked against the field's type and bounds."""
+class Problems:
+    """Bad values found while checking a frame, reported together (the first MAX_REPORTED, then a count).
+
+    Positions are data rows from 0; `lines` (a CSV's line per row), when known, names file lines instead."""
+
+    def __init__(self, lines: Sequence[int] | None = None) -> None:
+        self.lines = list(lines) if lines is not None else None
+        self.items: list[tuple[int, int, str, str]] = []
+        self.count = 0
+        self._order = 0
+
+    def where(self, pos: int) -> str:
+        if self.lines is not None and pos < len(self.lines):
+            return f"line {self.lines[pos]}"
+        return f"row {pos + 1}"
+
+    def add(self, pos: int, head: str, tail: str) -> None:
+        """One problem: `head`, where the row is, `tail`."""
+        self.count += 1
+        self._order += 1
+        self.items.append((pos, self._order, head, tail))
+        if len(self.items) > 4 * MAX_REPORTED:
+            self.items = sorted(self.items)[:MAX_REPORTED]
+
+    def value(self, spec: FieldSpec, pos: int, value: Any, what: str) -> None:
+        self.add(pos, f"column {spec.name}: ", f": {_show(value)} {what}")
+
+    def mask(self, spec: FieldSpec, col: pd.Series, bad: np.ndarray, what: str) -> None:
+        """Every position where `bad` is true."""
+        n = int(bad.sum())
+        if not n:
+            return
+        for i in np.flatnonzero(bad)[:MAX_REPORTED].tolist():
+            self.value(spec, i, col.iloc[i], what)
+        self.count += n - min(n, MAX_REPORTED)
+
+    def raise_if_any(self) -> None:
+        if not self.count:
+            return
+        texts = [head + self.where(pos) + tail for pos, _, head, tail in sorted(self.items)[:MAX_REPORTED]]
+        if self.count == 1:
+            raise InvalidInput(texts[0])
+        raise InvalidInput(f"{self.count} invalid values: " + summarise(texts, self.count))
+
+
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,6})?")
+
+
+def _parse_int(v: Any) -> int | str:
+    """An exact integer within the 64-bit signed range, or why not (never through a float)."""
+    if isinstance(v, bool | np.bool_):
+        return "is not an integer"
+    if isinstance(v, int | np.integer):
+        n = int(v)
+    elif isinstance(v, float | np.floating):
+        if not math.isfinite(v) or not float(v).is_integer():
+            return "is not an integer"
+        n = int(v)
+    else:
+        s = str(v).strip()
+        if _DIGITS.fullmatch(s) and len(s) <= 40:
+            n = int(s)
+        else:
+            if not _DECIMAL.fullmatch(s):
+                return "is not an integer"
+            try:
+                d = Decimal(s)
+            except (InvalidOperation, ValueError):
+                return "is not an integer"
+            if not d.is_finite() or d != d.to_integral_value():
+                return "is not an integer"
+            if d.adjusted() > 30:
+                return "is outside the 64-bit integer range"
+            n = int(d)
+    if not INT64_MIN <= n <= INT64_MAX:
+        return "is outside the 64-bit integer range"
+    return n
+
+
+def _integers(spec: FieldSpec, col: pd.Series, missing: np.ndarray, problems: Problems) -> list[int | None]:
+    """Exact integers: up to 18 digits (always within 64 bits) parsed in bulk, anything else one by one."""
+    if col.dtype.kind == "i" and not missing.any():
+        return [int(v) for v in col.to_numpy().tolist()]
+    values: list[int | None] = [None] * len(col)
+    text = col.astype("string").str.strip()
+    fast = text.str.fullmatch(r"[+-]?[0-9]{1,18}").fillna(False).to_numpy(dtype=bool) & ~missing
+    if fast.any():
+        for i, n in zip(np.flatnonzero(fast).tolist(), text[fast].astype("int64").tolist(), strict=True):
+            values[i] = n
+    raw = col.to_numpy(dtype=object)
+    for i in np.flatnonzero(~fast & ~missing).tolist():
+        n = _parse_int(raw[i])
+        if isinstance(n, str):
+            problems.value(spec, i, raw[i], n)
+        else:
+            values[i] = n
+    return values
+
+
+def _convert(spec: FieldSpec, col: pd.Series, problems: Problems) -> list[Any]:
+    """One column to Python values (None for missing), checked against the field's type and bounds; every
+    bad value is added to `problems`."""
     missing = col.isna().to_numpy()
-    if spec.type in ("integer", "float"):
+    values: list[Any]
+    if spec.type == "integer":
+        values = _integers(spec, col, missing, problems)
+        if spec.min is not None or spec.max is not None:
+            for i, n in enumerate(values):
+                if n is None:
+                    continue
+                if spec.min is not None and n < spec.min:
+                    problems.value(spec, i, col.iloc[i], f"is below the declared min {spec.min:g}")
+                elif spec.max is not None and n > spec.max:
+                    problems.value(spec, i, col.iloc[i], f"is above the declared max {spec.max:g}")
+    elif spec.type == "float":
         num = pd.to_numeric(col, errors="coerce")
-        bad = num.isna().to_numpy() & ~missing
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise _fail(spec.name, i, col.iloc[i], f"is not {'an integer' if spec.type == 'integer' else 'a number'}")
         arr = num.to_numpy(dtype="float64", na_value=np.nan)
-        finite = ~np.isnan(arr)
-        if spec.type == "integer":
-            frac = finite & (np.floor(arr) != arr)
-            if frac.any():
-                i = int(np.argmax(frac))
-                raise _fail(spec.name, i, col.iloc[i], "is not an integer")
+        problems.mask(spec, col, np.isnan(arr) & ~missing, "is not a number")
+        problems.mask(spec, col, np.isinf(arr) & ~missing, "is not a finite number")
+        finite = np.isfinite(arr)
         for bound, cmp, word in ((spec.min, np.less, "below"), (spec.max, np.greater, "above")):
             if bound is not None:
-                out = finite & cmp(arr, bound)
-                if out.any():
-                    i = int(np.argmax(out))
-                    raise _fail(
-                        spec.name,
-                        i,
-                        col.iloc[i],
-                        f"is {word} the declared {'min' if word == 'below' else 'max'} {bound:g}",
-                    )
-        if spec.type == "integer":
-            values = [None if m else int(v) for v, m in zip(arr.tolist(), missing, strict=True)]
-        else:
-            values = [None if m else float(v) for v, m in zip(arr.tolist(), missing, strict=True)]
+                problems.mask(
+                    spec,
+                    col,
+                    finite & cmp(arr, bound),
+                    f"is {word} the declared {'min' if word == 'below' else 'max'} {bound:g}",
+                )
+        values = [float(v) if f else None for v, f in zip(arr.tolist(), finite, strict=True)]
     elif spec.type == "boolean":
         mapping = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
         values = []
@@ -152,48 +255,51 @@ def _convert(spec: FieldSpec, col: pd.Series) -> list[Any]:
             elif str(v).strip().lower() in mapping:
                 values.append(mapping[str(v).strip().lower()])
             else:
-                raise _fail(spec.name, i, v, "is not a boolean")
+                problems.value(spec, i, v, "is not a boolean")
+                values.append(None)
     elif spec.type in ("date", "datetime"):
         parsed = pd.to_datetime(col, errors="coerce", utc=True)
-        bad = parsed.isna().to_numpy() & ~missing
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise _fail(spec.name, i, col.iloc[i], f"is not a {spec.type}")
+        problems.mask(spec, col, parsed.isna().to_numpy() & ~missing, f"is not a {spec.type}")
         fmt = "%Y-%m-%d" if spec.type == "date" else "%Y-%m-%dT%H:%M:%S.%fZ"
-        values = [None if m else ts.strftime(fmt) for ts, m in zip(parsed, missing, strict=True)]
+        values = [None if pd.isna(ts) else ts.strftime(fmt) for ts in parsed]
     else:  # string, category, text
         values = [None if m else str(v) for v, m in zip(col.tolist(), missing, strict=True)]
         if spec.values is not None:
             allowed = set(spec.values)
             for i, v in enumerate(values):
                 if v is not None and v not in allowed:
-                    raise _fail(spec.name, i, v, f"is not one of {spec.values}")
-    if not spec.nullable and missing.any():
-        raise _fail(spec.name, int(np.argmax(missing)), None, "is missing (the field is not nullable)")
+                    problems.value(spec, i, v, f"is not one of {spec.values}")
+    if not spec.nullable:
+        problems.mask(spec, col, missing, "is missing (the field is not nullable)")
     return values
 
 
 def prepare(schema: DatasetSchema, df: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
-    """Validate a frame; return (subject ids, rows of values in schema order). Raises InvalidInput."""
+    """Validate a frame; return (subject ids, rows of values in schema order). Raises InvalidInput naming
+    every bad value (the first MAX_REPORTED, with a count), by file line when the frame came from a CSV."""
     names = [f.name for f in schema.fields]
     unknown = [c for c in df.columns if c not in names]
     if unknown:
         raise InvalidInput(f"unknown column(s) {unknown} for dataset {schema.name} (schema fields: {names})")
     if schema.subject_column not in df.columns:
         raise InvalidInput(f"the subject column {schema.subject_column!r} is missing")
+    for spec in value_fields(schema):
+        if spec.name not in df.columns and not spec.nullable:
+            raise InvalidInput(f"column {spec.name!r} is missing and the field is not nullable")
+    problems = Problems(df.attrs.get("lines"))
     subj = df[schema.subject_column]
     missing = subj.isna().to_numpy() | (subj.astype("string").str.strip() == "").fillna(True).to_numpy()
-    if missing.any():
-        raise InvalidInput(f"row {int(np.argmax(missing)) + 1}: missing subject id in {schema.subject_column!r}")
+    for i in np.flatnonzero(missing)[:MAX_REPORTED].tolist():
+        problems.add(i, "", f": missing subject id in {schema.subject_column!r}")
+    problems.count += max(0, int(missing.sum()) - MAX_REPORTED)
     subjects = [str(s).strip() for s in subj.tolist()]
     columns = []
     for spec in value_fields(schema):
         if spec.name in df.columns:
-            columns.append(_convert(spec, df[spec.name]))
-        elif spec.nullable:
-            columns.append([None] * len(df))
+            columns.append(_convert(spec, df[spec.name], problems))
         else:
-            raise InvalidInput(f"column {spec.name!r} is missing and the field is not nullable")
+            columns.append([None] * len(df))
+    problems.raise_if_any()
     rows = [list(r) for r in zip(*columns, strict=True)] if columns else [[] for _ in range(len(df))]
     return subjects, rows
 
@@ -208,9 +314,9 @@ def decode(data: bytes) -> list[Any]:
 
 def check_value(spec: FieldSpec, value: Any) -> Any:
     """Validate one value for a field (rectification); returns it converted."""
-    converted = _convert(spec, pd.Series([value], dtype="object"))[0]
-    if isinstance(converted, float) and not math.isfinite(converted):
-        raise InvalidInput(f"column {spec.name}: {value!r} is not a finite number")
+    problems = Problems()
+    converted = _convert(spec, pd.Series([value], dtype="object"), problems)[0]
+    problems.raise_if_any()
     return converted
 
 

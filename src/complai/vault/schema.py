@@ -16,25 +16,33 @@ from dateutil.relativedelta import relativedelta
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from complai.errors import InvalidInput
+from complai.inputs import read_text_input
 from complai.taxonomy import Taxonomy
 
 FieldType = Literal["integer", "float", "string", "category", "boolean", "date", "datetime", "text"]
 BOUND_LIMIT = 2.0**53  # declared min/max: finite and within +-2^53 (what DP noise calibration accepts)
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
+_DURATION = re.compile(r"^P(?:(\d{1,9})Y)?(?:(\d{1,9})M)?(?:(\d{1,9})W)?(?:(\d{1,9})D)?$")
+# The longest duration anything takes (retention, token and agreement expiry): a century. Longer ones are
+# refused rather than overflowing a date, or quietly meaning "forever".
+MAX_DURATION_YEARS = 100
+_MAX_DURATION_DAYS = MAX_DURATION_YEARS * 366
 
 
-def parse_retention(text: str) -> relativedelta:
-    """ISO 8601 date duration (PnYnMnWnD); calendar-aware when added to a date."""
-    m = _DURATION.match(text or "")
+def parse_retention(text: str, what: str = "duration") -> relativedelta:
+    """ISO 8601 date duration (PnYnMnWnD) of at most MAX_DURATION_YEARS; calendar-aware when added to a
+    date. `what` names it in the error (e.g. "--expires")."""
+    m = _DURATION.fullmatch(text) if isinstance(text, str) else None
     if not m or text == "P" or not any(m.groups()):
-        raise InvalidInput(f"retention {text!r} is not an ISO 8601 duration such as P365D, P6M or P7Y")
+        raise InvalidInput(f"{what} {text!r} is not an ISO 8601 duration such as P365D, P6M or P7Y")
     years, months, weeks, days = (int(g) if g else 0 for g in m.groups())
+    if (years * 12 + months) / 12 * 365.25 + weeks * 7 + days > _MAX_DURATION_DAYS:
+        raise InvalidInput(f"{what} {text!r} is longer than {MAX_DURATION_YEARS} years")
     return relativedelta(years=years, months=months, days=days + 7 * weeks)
 
 
-def retention_deadline(start: datetime, retention: str) -> datetime:
-    return start + parse_retention(retention)
+def retention_deadline(start: datetime, retention: str, what: str = "duration") -> datetime:
+    return start + parse_retention(retention, what)
 
 
 class FieldSpec(BaseModel):
@@ -144,7 +152,7 @@ class DatasetSchema(BaseModel):
             raise ValueError(f"subject_column {self.subject_column!r} is not one of the fields")
         if not self.purposes:
             raise ValueError("a dataset needs at least one allowed purpose")
-        parse_retention(self.retention)
+        parse_retention(self.retention, "retention")
         for purpose, spec in self.deidentify.items():
             if purpose not in self.purposes:
                 raise ValueError(f"deidentify names purpose {purpose!r}, which the dataset does not allow")
@@ -195,10 +203,9 @@ class DatasetSchema(BaseModel):
 def load_schema(source: Path | str | dict[str, object], taxonomy: Taxonomy) -> DatasetSchema:
     """Parse a schema from a YAML file, YAML text or a dict, and check it against the taxonomy."""
     if isinstance(source, Path):
+        text = read_text_input(source, "schema file")
         try:
-            raw = yaml.safe_load(source.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidInput(f"schema file {source} not found") from None
+            raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise InvalidInput(f"schema file {source.name} is not valid YAML ({str(exc).splitlines()[0]})") from None
     elif isinstance(source, str):

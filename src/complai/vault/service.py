@@ -37,6 +37,7 @@ from complai.events import (
     SubjectRectified,
     SubjectRestricted,
 )
+from complai.inputs import TABLE_MAX_BYTES, parse_csv, read_input, summarise
 from complai.ledger.log import Ledger
 from complai.store import Store, bulk_insert
 from complai.store.tables import (
@@ -117,13 +118,22 @@ def _chunks(seq: list[Any], n: int = CHUNK) -> Iterable[list[Any]]:
         yield seq[i : i + n]
 
 
-def read_csv(path: Path, what: str) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
-    except FileNotFoundError:
-        raise InvalidInput(f"{what} file {path} not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{what} file {path.name} is not valid CSV ({str(exc).splitlines()[0]})") from None
+def csv_frame(data: bytes, what: str, name: str) -> pd.DataFrame:
+    """Strictly parsed CSV bytes as a frame of strings (None for an empty field); each row's file line is
+    in `frame.attrs["lines"]`, so that later checks name lines. Ragged rows are refused, all at once."""
+    table = parse_csv(data, what, name)
+    frame = pd.DataFrame(table.rows, columns=table.header, dtype=object)
+    for column in table.header:
+        empty = (frame[column] == "").to_numpy(dtype=bool)
+        if empty.any():
+            frame.loc[empty, column] = None
+    frame.attrs["lines"] = table.lines
+    return frame
+
+
+def read_csv(path: Path | str, what: str) -> pd.DataFrame:
+    """A user's CSV file (a regular file only), parsed by `csv_frame`."""
+    return csv_frame(read_input(path, f"{what} file", TABLE_MAX_BYTES), what, Path(path).name)
 
 
 class Vault:
@@ -183,8 +193,8 @@ class Vault:
         """Encrypt and store rows, with optional consent records, in one transaction (all or nothing)."""
         schema = self.catalog.get(dataset).schema
         if isinstance(data, str | Path):
-            frame = read_csv(Path(data), "data")
-            source = Path(data).read_bytes()
+            source = read_input(data, "data file", TABLE_MAX_BYTES)
+            frame = csv_frame(source, "data", Path(data).name)
         elif isinstance(data, list):
             frame = pd.DataFrame.from_records(data)
             source = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
@@ -192,13 +202,16 @@ class Vault:
             frame = data
             source = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
         external, rows = prepare(schema, frame)
-        consent_rows = self._prepare_consents(schema, consents_data) if consents_data is not None else []
+        consent_rows: list[dict[str, Any]] = []
         if consents_data is not None:
-            source += b"\x00consents\x00" + (
-                Path(consents_data).read_bytes()
-                if isinstance(consents_data, str | Path)
-                else pd.util.hash_pandas_object(consents_data, index=False).to_numpy().tobytes()
-            )
+            if isinstance(consents_data, str | Path):
+                consent_source = read_input(consents_data, "consents file", TABLE_MAX_BYTES)
+                consents_frame = csv_frame(consent_source, "consents", Path(consents_data).name)
+            else:
+                consents_frame = consents_data
+                consent_source = pd.util.hash_pandas_object(consents_frame, index=False).to_numpy().tobytes()
+            consent_rows = self._prepare_consents(schema, consents_frame)
+            source += b"\x00consents\x00" + consent_source
         now = self.clock.now()
         now_us = to_us(now)
         expires_us = to_us(retention_deadline(now, schema.retention))
@@ -289,6 +302,8 @@ class Vault:
         return IngestResult(dataset, len(out), len(per_subject), len(new_ext), skipped, len(crow), seq)
 
     def _prepare_consents(self, schema: DatasetSchema, data: pd.DataFrame | Path | str) -> list[dict[str, Any]]:
+        """Checked consent rows; every bad row (unknown or undeclared purpose, bad basis or time) is
+        reported at once, by file line when the consents came from a CSV."""
         frame = read_csv(Path(data), "consents") if isinstance(data, str | Path) else data.astype("object")
         cols = set(frame.columns)
         if schema.subject_column in cols and "subject" not in cols:
@@ -300,39 +315,54 @@ class Vault:
         for required in ("subject", "purpose"):
             if required not in cols:
                 raise InvalidInput(f"consents: column {required!r} is required")
+        lines = frame.attrs.get("lines")
         now = self.clock.now()
         out = []
+        problems: list[str] = []
         for i, row in enumerate(frame.to_dict("records")):
-            where = f"consents row {i + 1}"
-            subject = row.get("subject")
-            if not isinstance(subject, str) or not subject.strip():
-                raise InvalidInput(f"{where}: missing subject id")
-            purpose = str(row.get("purpose") or "")
+            where = f"consents line {lines[i]}" if lines is not None and i < len(lines) else f"consents row {i + 1}"
             try:
-                self.taxonomy.purpose(purpose)
+                out.append(self._consent_row(schema, row, where, now))
             except InvalidInput as exc:
-                raise InvalidInput(f"{where}: {exc}") from None
-            basis = row.get("basis") or schema.purposes.get(purpose) or "gdpr.consent"
-            try:
-                self.taxonomy.legal_basis(str(basis))
-            except InvalidInput as exc:
-                raise InvalidInput(f"{where}: {exc}") from None
-            granted = _parse_time(row.get("granted_at"), f"{where}: granted_at") or now
-            withdrawn = _parse_time(row.get("withdrawn_at"), f"{where}: withdrawn_at")
-            if withdrawn is not None and withdrawn < granted:
-                raise InvalidInput(f"{where}: withdrawn_at is before granted_at")
-            out.append(
-                {
-                    "subject": subject.strip(),
-                    "purpose": purpose,
-                    "basis": str(basis),
-                    "granted_at": granted,
-                    "withdrawn_at": withdrawn,
-                    "notice_version": str(row.get("notice_version") or "unspecified"),
-                    "source": str(row.get("source") or "ingest"),
-                }
-            )
+                problems.append(exc.message)
+        if len(problems) == 1:
+            raise InvalidInput(problems[0])
+        if problems:
+            raise InvalidInput(f"{len(problems)} invalid consent rows: " + summarise(problems))
         return out
+
+    def _consent_row(self, schema: DatasetSchema, row: dict[str, Any], where: str, now: datetime) -> dict[str, Any]:
+        subject = row.get("subject")
+        if not isinstance(subject, str) or not subject.strip():
+            raise InvalidInput(f"{where}: missing subject id")
+        purpose = str(row.get("purpose") or "")
+        try:
+            self.taxonomy.purpose(purpose)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
+        if purpose not in schema.purposes:
+            raise InvalidInput(
+                f"{where}: purpose {purpose!r} is not declared by dataset {schema.name} "
+                f"(its purposes: {', '.join(schema.purposes)})"
+            )
+        basis = row.get("basis") or schema.purposes.get(purpose) or "gdpr.consent"
+        try:
+            self.taxonomy.legal_basis(str(basis))
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
+        granted = _parse_time(row.get("granted_at"), f"{where}: granted_at") or now
+        withdrawn = _parse_time(row.get("withdrawn_at"), f"{where}: withdrawn_at")
+        if withdrawn is not None and withdrawn < granted:
+            raise InvalidInput(f"{where}: withdrawn_at is before granted_at")
+        return {
+            "subject": subject.strip(),
+            "purpose": purpose,
+            "basis": str(basis),
+            "granted_at": granted,
+            "withdrawn_at": withdrawn,
+            "notice_version": str(row.get("notice_version") or "unspecified"),
+            "source": str(row.get("source") or "ingest"),
+        }
 
     # --- governed reads --------------------------------------------------------------------------
 
@@ -493,6 +523,7 @@ class Vault:
         now = self.clock.now()
         with self.store.write() as conn:
             subj = self.subject(conn, external_id)
+            self._check_declared(conn, subj, purpose)
             conn.execute(
                 insert(consents).values(
                     subject_id=subj.id,
@@ -516,6 +547,21 @@ class Vault:
                     source=source,
                 ),
             )
+
+    def _check_declared(self, conn: Connection, subj: Subject, purpose: str) -> None:
+        """A consent must be for a purpose one of the subject's datasets declares (else it governs nothing
+        and misleads whoever reads the consent register)."""
+        names = sorted(
+            str(d)
+            for d in conn.execute(select(records.c.dataset).where(records.c.subject_id == subj.id).distinct()).scalars()
+        )
+        declared = {name: list(self.catalog.get(name).schema.purposes) for name in names}
+        if any(purpose in purposes for purposes in declared.values()):
+            return
+        if not declared:
+            raise InvalidInput(f"purpose {purpose!r}: the subject has no records in any dataset")
+        listed = "; ".join(f"{name}: {', '.join(p)}" for name, p in declared.items())
+        raise InvalidInput(f"purpose {purpose!r} is not declared by the subject's dataset(s) ({listed})")
 
     def withdraw_consent(self, external_id: str, purpose: str, actor: str) -> int:
         self.taxonomy.purpose(purpose)
@@ -967,8 +1013,10 @@ def _parse_time(value: Any, where: str) -> datetime | None:
         return None
     try:
         ts = pd.Timestamp(str(value))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"{where}: {value!r} is not a date/time") from None
+    if pd.isna(ts):
+        raise InvalidInput(f"{where}: {value!r} is not a date/time")
     if ts.tzinfo is None:
         ts = ts.tz_localize("UTC")
     return ts.to_pydatetime()

@@ -1,0 +1,185 @@
+"""Reading user-supplied input: files, CSV tables and integers from the command line.
+
+Every path a user names as input (a data or consents CSV, a schema, a spec, a text file) is read through
+`read_input`: it must be a regular file (not a directory, a device or a FIFO, which would block or never
+end) no larger than the limit, and every failure is one `InvalidInput` line. `read_csv_table` parses a
+CSV strictly: every row has exactly the header's fields, and all the ragged rows of a file are reported
+at once, with their line numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from complai.errors import InvalidInput
+
+# Generous defaults: a spec or schema is small; a table may be large but must fit in memory anyway.
+SPEC_MAX_BYTES = 16 * 1024 * 1024
+TABLE_MAX_BYTES = 8 * 1024 * 1024 * 1024
+# Most problems listed in one error message; the rest are counted.
+MAX_REPORTED = 20
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_FIELD_LIMIT = 1 << 30
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def open_input(path: Path | str, what: str, max_bytes: int | None = None) -> BinaryIO:
+    """A user-supplied input file opened for reading; InvalidInput unless it is a regular file (of at
+    most `max_bytes`). Opened without blocking, so a FIFO is refused instead of waiting for a writer."""
+    p = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        raise InvalidInput(f"{what} {p} not found") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{what} {p} is a directory, not a file") from None
+    except PermissionError:
+        raise InvalidInput(f"{what} {p} is not readable (permission denied)") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot open {what} {p}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidInput(f"{what} {p} is {_kind(st.st_mode)}, not a regular file")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise InvalidInput(f"{what} {p} is larger than {max_bytes:,} bytes")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_input(path: Path | str, what: str, max_bytes: int | None = SPEC_MAX_BYTES) -> bytes:
+    """The bytes of a user-supplied input file; InvalidInput unless it is a readable regular file."""
+    with open_input(path, what, max_bytes) as fh:
+        try:
+            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {what} {path}: {exc.strerror or type(exc).__name__}") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise InvalidInput(f"{what} {path} is larger than {max_bytes:,} bytes")
+    return data
+
+
+def read_text_input(path: Path | str, what: str, max_bytes: int | None = SPEC_MAX_BYTES) -> str:
+    """A user-supplied UTF-8 text file (a leading byte-order mark is dropped)."""
+    data = read_input(path, what, max_bytes)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{what} {Path(path).name} is not UTF-8 text (byte {exc.start})") from None
+
+
+def summarise(problems: list[str], total: int | None = None) -> str:
+    """The first MAX_REPORTED problems joined on one line, and how many more there are."""
+    total = len(problems) if total is None else total
+    shown = "; ".join(problems[:MAX_REPORTED])
+    more = total - min(len(problems), MAX_REPORTED)
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """A parsed CSV: its header, its rows (lists of strings, "" for an empty field) and each row's line."""
+
+    header: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+
+
+def parse_csv(data: bytes, what: str, name: str) -> CsvTable:
+    """Strict CSV: a header of distinct, non-empty names, then rows with exactly as many fields.
+
+    Blank lines are skipped. Every ragged row (a trailing comma, a missing field) is reported, with its
+    line number, in one InvalidInput; nothing is shifted or filled in silently."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{what} file {name} is not UTF-8 text (byte {exc.start})") from None
+    if "\x00" in text:
+        raise InvalidInput(f"{what} file {name} is not valid CSV (it contains NUL bytes)")
+    if csv.field_size_limit() < _FIELD_LIMIT:  # long text fields are data, not an attack: the file is bounded
+        csv.field_size_limit(_FIELD_LIMIT)
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True, strict=True)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    ragged: list[str] = []
+    n_ragged = 0
+    start = 1
+    try:
+        for record in reader:
+            line, start = start, reader.line_num + 1
+            if not record or (len(record) == 1 and not record[0].strip() and (header is None or len(header) > 1)):
+                continue  # a blank line (in a one-column file, an empty field is a value)
+            if header is None:
+                header = [h.strip() for h in record]
+                empty = [i + 1 for i, h in enumerate(header) if not h]
+                if empty:
+                    raise InvalidInput(
+                        f"{what} file {name}: line {line}: header column(s) {empty} have no name"
+                        + (" (a trailing comma?)" if empty[-1] == len(header) else "")
+                    )
+                seen: set[str] = set()
+                dupes = sorted({h for h in header if h in seen or seen.add(h)})  # type: ignore[func-returns-value]
+                if dupes:
+                    raise InvalidInput(f"{what} file {name}: line {line}: column(s) {dupes} appear more than once")
+                continue
+            if len(record) != len(header):
+                n_ragged += 1
+                if len(ragged) < MAX_REPORTED:
+                    ragged.append(f"line {line} has {len(record)}")
+                continue
+            rows.append(record)
+            lines.append(line)
+    except csv.Error as exc:
+        raise InvalidInput(f"{what} file {name} is not valid CSV (line {reader.line_num}: {exc})") from None
+    if header is None:
+        raise InvalidInput(f"{what} file {name} is empty (no header row)")
+    if n_ragged:
+        raise InvalidInput(
+            f"{what} file {name}: {n_ragged} row(s) do not have the header's {len(header)} fields: "
+            + summarise(ragged, n_ragged)
+        )
+    return CsvTable(header, rows, lines)
+
+
+def bounded_int(value: int, what: str, lo: int = 0, hi: int = INT64_MAX) -> int:
+    """An integer taken from the user (a CLI option), checked against [lo, hi]."""
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{what} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def read_table(path: Path | str, what: str, max_bytes: int | None = TABLE_MAX_BYTES) -> Any:
+    """A user's CSV as a pandas DataFrame with inferred column types (for tables that are analysed, not
+    stored), after the same strict structural check as `parse_csv`: ragged rows are refused, all at once."""
+    import pandas as pd
+
+    data = read_input(path, f"{what} file", max_bytes)
+    name = Path(path).name
+    parse_csv(data, what, name)
+    try:
+        return pd.read_csv(io.BytesIO(data), skipinitialspace=True, index_col=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput(f"{what} file {name} is not valid CSV ({str(exc).splitlines()[0]})") from None
