@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from complai.cli.common import console, err_console, open_session, print_json, protected_paths
-from complai.errors import InvalidInput
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -210,11 +209,9 @@ def share_create(
 ) -> None:
     """Create a data-sharing agreement (direct identifiers are never shared)."""
     from complai.crypto.sealing import load_public
+    from complai.inputs import read_text_input
 
-    try:
-        key = load_public(recipient_key.read_text())
-    except FileNotFoundError:
-        raise InvalidInput(f"recipient key {recipient_key} not found") from None
+    key = load_public(read_text_input(recipient_key, "recipient key", 64 * 1024))
     with open_session(purpose) as (ws, session):
         a = ws.agreements.create(
             session.principal,

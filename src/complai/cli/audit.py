@@ -77,13 +77,17 @@ def run(
     import time as _time
     from datetime import UTC, datetime
 
-    m = re.fullmatch(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?", every.strip())
+    m = re.fullmatch(
+        r"P(?:(\d{1,9})W)?(?:(\d{1,9})D)?(?:T(?:(\d{1,9})H)?(?:(\d{1,9})M)?(?:(\d{1,9})S)?)?", every.strip()
+    )
     if not m or not any(m.groups()):
         raise InvalidInput(f"--every {every!r} is not an ISO-8601 period such as P1D or PT6H")
     w, d, h, mi, sec = (int(g) if g else 0 for g in m.groups())
     seconds = (((w * 7 + d) * 24 + h) * 60 + mi) * 60 + sec
     if seconds < 1:
         raise InvalidInput("--every must be at least one second")
+    if seconds > 366 * 86400:
+        raise InvalidInput(f"--every {every!r} is longer than a year")
     done = 0
     try:
         while True:

@@ -165,11 +165,12 @@ def load_mapping(path: Path, what: str) -> dict[str, Any]:
     """A YAML file that must hold a mapping (a spec); InvalidInput naming `what` otherwise."""
     import yaml
 
-    from complai.errors import InvalidInput
+    from complai.inputs import read_text_input
 
+    text = read_text_input(path, what)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         raise InvalidInput(f"cannot read {what} {path}: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"{what} {path} must be a mapping")

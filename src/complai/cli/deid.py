@@ -11,6 +11,7 @@ import typer
 from complai.cli.common import ForceOpt, console, err_console, open_session, print_json, protected_paths
 from complai.errors import InvalidInput
 from complai.files import check_output, write_private
+from complai.inputs import TABLE_MAX_BYTES, read_table, read_text_input
 
 app = typer.Typer(help="De-identification: k-anonymity, l-diversity, t-closeness.", no_args_is_help=True)
 
@@ -29,10 +30,9 @@ def _hierarchies(specs: list[str] | None) -> dict[str, dict[str, list[str]]] | N
         if "=" not in spec:
             raise InvalidInput(f"--hierarchy takes COL=FILE.yaml, got {spec!r}")
         col, file = spec.split("=", 1)
+        text = read_text_input(file, "hierarchy file")
         try:
-            tree = yaml.safe_load(Path(file).read_text())
-        except FileNotFoundError:
-            raise InvalidInput(f"hierarchy file {file} not found") from None
+            tree = yaml.safe_load(text)
         except yaml.YAMLError:
             raise InvalidInput(f"hierarchy file {file} is not valid YAML") from None
         if not isinstance(tree, dict) or not all(isinstance(v, list) for v in tree.values()):
@@ -76,19 +76,12 @@ def table(
     force: ForceOpt = False,
 ) -> None:
     """k-anonymise a CSV (Mondrian); one output row per input row, other columns kept."""
-    import pandas as pd
 
     protected = protected_paths()
     check_output(out, force=force, forbidden=protected)
     if report_file:
         check_output(report_file, force=force, forbidden=protected)
-
-    try:
-        frame = pd.read_csv(source, skipinitialspace=True)
-    except FileNotFoundError:
-        raise InvalidInput(f"{source} not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{source.name} is not valid CSV ({str(exc).splitlines()[0]})") from None
+    frame = read_table(source, "input")
     with open_session(purpose) as (ws, session):
         schema: Any = schema_src
         if schema_src and Path(schema_src).is_file():
@@ -190,12 +183,7 @@ def file_cmd(
     """De-identify a text file line by line."""
     protected = protected_paths()
     check_output(out, force=force, forbidden=protected)
-    try:
-        lines = source.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InvalidInput(f"{source} not found") from None
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{source} is not UTF-8 text") from None
+    lines = read_text_input(source, "input file", TABLE_MAX_BYTES).splitlines()
     with open_session(purpose) as (_, session):
         results = session.deidentify_text(lines, operator, _operators(per_entity), regex_only, subject)
     write_private(out, "".join(r + "\n" for r, _ in results), force=force, forbidden=protected)
@@ -223,7 +211,6 @@ def scan_cmd(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Propose a taxonomy category and identifier flags for each column (to review)."""
-    import pandas as pd
     from rich.table import Table
 
     from complai.deid.scanner import scan
@@ -231,12 +218,7 @@ def scan_cmd(
     path = Path(source)
     declared: dict[str, object] = {}
     if path.suffix.lower() == ".csv" or path.exists():
-        try:
-            frame = pd.read_csv(path, skipinitialspace=True)
-        except FileNotFoundError:
-            raise InvalidInput(f"{source} not found") from None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"{path.name} is not valid CSV ({str(exc).splitlines()[0]})") from None
+        frame = read_table(path, "input")
     else:
         if not purpose:
             raise InvalidInput("scanning a dataset reads it: give --purpose")

@@ -13,6 +13,7 @@ from rich.table import Table
 from complai.cli.common import console, err_console, open_session, print_json, progress, protected_paths
 from complai.crypto.signing import VerifierKey
 from complai.errors import InvalidInput, NotFound
+from complai.inputs import bounded_int
 from complai.ledger.verify import VerifyReport, export_ledger, verify_export, verify_ledger
 from complai.ledger.witness import Witness
 
@@ -103,6 +104,9 @@ def prove(
     size: Annotated[int | None, typer.Option("--size", help="Tree size to prove against.")] = None,
 ) -> None:
     """Print a JSON inclusion proof for one entry, with the signed checkpoint it leads to."""
+    bounded_int(seq, "the sequence number")
+    if size is not None:
+        bounded_int(size, "--size", lo=1)
     with open_session("audit") as (ws, session):
         session.audit_access()
         entry = ws.ledger.entry(seq)
@@ -136,11 +140,13 @@ def prove(
 @app.command()
 def show(
     type_: Annotated[str | None, typer.Option("--type", help="Only entries of this event type.")] = None,
-    start: Annotated[int, typer.Option("--from", min=0, help="First sequence number.")] = 0,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many entries.")] = 50,
+    start: Annotated[int, typer.Option("--from", help="First sequence number.")] = 0,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many entries.")] = 50,
     json_out: JsonOpt = False,
 ) -> None:
     """List ledger entries."""
+    bounded_int(start, "--from")
+    bounded_int(limit, "--limit", lo=1)
     rows = []
     with open_session("audit") as (ws, session):
         session.audit_access()

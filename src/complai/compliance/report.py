@@ -242,12 +242,10 @@ def last_audit(ws: Any) -> tuple[int, bytes] | None:
 
 def verify(ws: Any, path: Path) -> dict[str, Any]:
     """A report file against the ledger: canonical, recorded by a compliance.audited entry, ledger sound."""
+    from complai.inputs import read_input
     from complai.ledger.verify import verify_ledger
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read report {path}: {type(exc).__name__}") from None
+    data = read_input(path, "report")
     try:
         parsed = json.loads(data)
     except ValueError:

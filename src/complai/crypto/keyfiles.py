@@ -7,7 +7,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from complai.errors import IntegrityError, WorkspaceError
+from complai.errors import IntegrityError, InvalidInput, WorkspaceError
 
 
 def write_secret(path: Path, data: bytes) -> None:
@@ -30,6 +30,10 @@ def read_secret(path: Path, *, size: int | None = None) -> bytes:
         st = path.stat()
     except FileNotFoundError:
         raise WorkspaceError(f"key file {path.name} is missing from {path.parent}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read key file {path}: {exc.strerror or type(exc).__name__}") from None
+    if not stat.S_ISREG(st.st_mode):  # a directory, device or FIFO: refuse before reading (which could block)
+        raise InvalidInput(f"key file {path} is not a regular file")
     if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise WorkspaceError(
             f"key file {path.name} is readable by others (mode {oct(st.st_mode & 0o777)}); chmod 600 it"

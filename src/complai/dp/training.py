@@ -107,9 +107,12 @@ class TrainingSpec(BaseModel):
     def load(cls, path: Path | str) -> TrainingSpec:
         import yaml
 
+        from complai.inputs import read_text_input
+
+        text = read_text_input(path, "training spec")
         try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
             raise InvalidInput(f"cannot read training spec {path}: {type(exc).__name__}") from None
         if not isinstance(data, dict):
             raise InvalidInput(f"training spec {path} must be a mapping")

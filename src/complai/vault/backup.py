@@ -203,10 +203,9 @@ def _file_sha256(path: Path) -> str:
 
 def read_backup(path: Path, key: bytes, into: Path) -> dict[str, Any]:
     """Decrypt and verify a backup into the directory `into`; returns its manifest."""
-    try:
-        src = open(path, "rb")
-    except FileNotFoundError:
-        raise InvalidInput(f"backup file {path} not found") from None
+    from complai.inputs import open_input
+
+    src = open_input(path, "backup file")
     with src:
         header = read_header(src)
         try:
