@@ -57,7 +57,7 @@ def test_every_legitimate_change_reconciles(customers: Workspace) -> None:
     assert swept["records_deleted"] == 3  # the first ingest's records of the three subjects left
     finding = _recon(ws)
     assert finding.status == "pass", finding.items
-    assert finding.evidence["reconciled"][:4] == ["datasets", "records", "record_binding", "key_versions"]
+    assert finding.evidence["reconciled"][:5] == ["datasets", "records", "subjects", "record_binding", "key_versions"]
     assert finding.evidence["records_authenticated"] == finding.evidence["records"] == 2  # a full audit: all
 
 

@@ -183,7 +183,28 @@ def test_subjects_table_is_not_edited_to_hide_rows(customers: Workspace) -> None
     with customers.store.write() as conn:
         conn.execute(delete(records).where(records.c.subject_id == sid))
         conn.execute(update(subjects).where(subjects.c.id == sid).values(erased_at=customers.clock.now()))
-    assert "dataset customers: 3 records stored, the ledger accounts for 4" in _problems(customers)
+    problems = _problems(customers)
+    assert "dataset customers: 3 records stored, the ledger accounts for 4" in problems
+    pseudonym = _pseudonym(customers, "C-1004")
+    assert f"subject {pseudonym}: marked erased, but the ledger records no erasure or shredding of it" in problems
+
+
+def test_a_subject_removed_whole_is_named(customers: Workspace) -> None:
+    """Records, keys, consents and the subject row itself deleted: the subject count says so."""
+    from complai.store.tables import consents, subject_keys
+
+    sid, _, _ = _record_of(customers, "C-1001")
+    with customers.store.write() as conn:
+        for table in (records, consents, subject_keys):
+            conn.execute(delete(table).where(table.c.subject_id == sid))
+        conn.execute(delete(subjects).where(subjects.c.id == sid))
+    problems = _problems(customers)
+    assert "subjects: 3 stored, the ledger's ingests created 4" in problems
+    assert "dataset customers: 3 records stored, the ledger accounts for 4" in problems
+
+
+def _pseudonym(ws: Workspace, external_id: str) -> str:
+    return ws.pseudonyms.subject(external_id)
 
 
 def test_a_restored_workspace_reconciles(customers: Workspace, tmp_path: Path) -> None:

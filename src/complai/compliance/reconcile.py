@@ -207,6 +207,44 @@ def reconcile_records(ctx: AuditContext) -> list[str]:
     return out
 
 
+def reconcile_subjects(ctx: AuditContext) -> list[str]:
+    """Subjects as the ledger made them: as many as ingests created; erased exactly those an erasure
+    names, plus as many as retention sweeps shredded; none an erasure names is live again."""
+    out: list[str] = []
+    created, shredded, erased_at = 0, 0, {}
+    for ev in ledger_events(ctx, "vault.ingested", "subject.erased", "retention.swept"):
+        t = ev.get("type")
+        if t == "vault.ingested":
+            created += int(ev.get("new_subjects") or 0)
+        elif t == "subject.erased":
+            erased_at.setdefault(str(ev.get("subject")), ev["_seq"])
+        elif t == "retention.swept":
+            shredded += int(ev.get("subjects_shredded") or 0)
+    s = subjects.c
+    with ctx.ws.store.read() as conn:
+        stored = {str(p): e is not None for p, e in conn.execute(select(s.pseudonym, s.erased_at))}
+    if len(stored) != created:
+        out.append(f"subjects: {len(stored)} stored, the ledger's ingests created {created}")
+    revived = _Lines(out, "erased subjects live again")
+    for p, seq in sorted(erased_at.items(), key=lambda x: x[1]):
+        if stored.get(p) is False:
+            revived.add(f"subject {p}: erased at ledger entry {seq}, but live in the store")
+    revived.close()
+    unexplained = sorted(p for p, erased in stored.items() if erased and p not in erased_at)
+    if len(unexplained) != shredded:
+        if shredded == 0:
+            lines = _Lines(out, "subjects marked erased without an erasure")
+            for p in unexplained:
+                lines.add(f"subject {p}: marked erased, but the ledger records no erasure or shredding of it")
+            lines.close()
+        else:
+            out.append(
+                f"subjects: {len(unexplained)} marked erased without an erasure event, the ledger's retention "
+                f"sweeps shredded {shredded}"
+            )
+    return out
+
+
 def _rectified(ctx: AuditContext) -> dict[str, tuple[str, str, int]]:
     """record id -> (dataset, subject pseudonym, the latest rectification's ledger entry)."""
     out = {}
@@ -451,6 +489,7 @@ def reconcile_checkpoints(ctx: AuditContext) -> list[str]:
 RECONCILERS: list[Reconciler] = [
     reconcile_datasets,
     reconcile_records,
+    reconcile_subjects,
     reconcile_record_binding,
     reconcile_key_versions,
     reconcile_budgets,
