@@ -46,3 +46,22 @@ def test_simulate_with_an_infinite_learning_rate_is_one_line_exit_2(tmp_path: Pa
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and "learning_rate" in r.stderr and "Traceback" not in r.stderr
     assert not root.exists()
+
+
+def test_federation_root_is_not_a_link_nor_inside_the_workspace_keys(tmp_path: Path) -> None:
+    from complai.workspace import Workspace
+    from tests.cli.test_output_files import cli
+
+    ws = tmp_path / "ws"
+    Workspace.init(ws).close()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("organisations: 2\nrounds: 1\n")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    before = sorted(p.name for p in (ws / "keys").iterdir())
+    for root in (ws / "keys" / "fed", link):
+        for command in ("simulate", "prepare"):
+            assert cli(ws, "federated", command, str(spec), "--root", str(root)) == 2
+    assert sorted(p.name for p in (ws / "keys").iterdir()) == before
+    assert list((tmp_path / "elsewhere").iterdir()) == []

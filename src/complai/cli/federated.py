@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from complai.cli.common import console, err_console, load_mapping, print_json
+from complai.cli.common import console, err_console, load_mapping, print_json, protected_paths
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="Federated learning with secure aggregation (Flower).", no_args_is_help=True)
@@ -24,6 +24,7 @@ def simulate(
     from complai.federated.simulate import simulate as run
 
     spec = _load_spec(spec_file)
+    _root(root)
     if not json_out:
         err_console.print(f"simulating {spec.organisations} organisations, {spec.rounds} rounds ...")
     out = run(spec, root)
@@ -47,6 +48,13 @@ def simulate(
     )
 
 
+def _root(root: Path) -> None:
+    """The folder a federation's workspaces and keys go to: not a link, not inside this workspace's keys."""
+    from complai.files import check_output_dir
+
+    check_output_dir(root, forbidden=protected_paths())
+
+
 def _load_spec(spec_file: Path):
     from complai.federated.engine import FederatedSpec
 
@@ -63,7 +71,9 @@ def prepare(
     (for a deployment on one machine: then `federated server` and one `federated client` each)."""
     from complai.federated.simulate import prepare_organisations
 
-    layout = prepare_organisations(root, _load_spec(spec_file))
+    spec = _load_spec(spec_file)
+    _root(root)
+    layout = prepare_organisations(root, spec)
     if json_out:
         print_json(layout)
         return
@@ -84,6 +94,7 @@ def server(
     from complai.federated.deploy import serve
 
     spec = _load_spec(spec_file)
+    _root(root)
     if not json_out:
         err_console.print(f"SuperLink starting under {root}; waiting for {spec.organisations} organisations ...")
     out = serve(root, spec, timeout)
