@@ -89,7 +89,7 @@ def _short(node: exp.Expression) -> str:
 
 
 def _column(node: exp.Expression) -> str:
-    if not isinstance(node, exp.Column) or node.table:
+    if not isinstance(node, exp.Column):
         raise InvalidInput(f"expected a column, got {_short(node)!r}")
     return node.name
 
