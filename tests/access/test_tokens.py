@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from complai.access.identity import redact_tokens
 from complai.errors import AuthenticationFailed, InvalidInput, PolicyDenied
 from complai.events import decode_event
 from complai.workspace import Workspace
@@ -199,3 +200,24 @@ def test_malformed_tokens_are_never_echoed(svc: Workspace, case: tuple[str, str]
         message = str(info.value)
         assert core.lower() not in message.lower()
         assert message == "invalid, expired or revoked token"
+
+
+def test_revoking_by_the_whole_token_does_not_echo_it(svc: Workspace) -> None:
+    tid, token = svc.identity.create_token("owner", "svc")
+    secret = token.split("_", 2)[2]
+    for wrong in (token, " " + token, token.upper()):
+        with pytest.raises(InvalidInput) as info:
+            svc.identity.revoke_token("owner", wrong)
+        assert secret.lower() not in str(info.value).lower() and "token's id" in str(info.value)
+    svc.identity.revoke_token("owner", tid)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(case=_mangled_tokens(), before=st.text(max_size=20), after=st.text(max_size=20))
+def test_redaction_removes_any_token_secret_from_a_message(case: tuple[str, str], before: str, after: str) -> None:
+    """The CLI's last line of defence: whatever message an error carries, no token secret survives."""
+    mangled, secret = case
+    core = secret[8:-8]
+    for given_token in (mangled, None):
+        out = redact_tokens(before + mangled + after, given_token)
+        assert core.lower() not in out.lower()

@@ -182,6 +182,10 @@ def test_mangled_tokens_are_never_echoed(ws: Path) -> None:
             assert r.returncode == 2 and one_line(r), r.stderr
             text = (r.stdout + r.stderr).lower()
             assert secret[4:-4].lower() not in text
+    # a whole token where its id belongs (token revoke) is refused without being repeated either
+    r = cli("--workspace", str(ws), "token", "revoke", token)
+    assert r.returncode == 2 and one_line(r) and "token's id" in r.stderr
+    assert secret[4:-4] not in r.stdout + r.stderr
 
 
 # --- --as: an owner acting as another principal, recorded as delegation ----------------------------

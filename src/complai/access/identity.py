@@ -51,6 +51,8 @@ ROLES = {
 }
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,127}$")
 _TOKEN = re.compile(r"^cpl_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_TOKEN_ID = re.compile(r"[0-9a-f]{16}")
+_TOKEN_LIKE = re.compile(r"(cpl_)([0-9a-f]{16})?[_-]?[A-Za-z0-9_-]*", re.IGNORECASE)
 DEFAULT_MAX_LIFETIME = "P90D"
 _hasher = PasswordHasher()
 _dummy: list[str] = []
@@ -84,6 +86,17 @@ class Credential:
 def is_principal_name(text: str) -> bool:
     """Whether `text` is a well-formed principal name (and so safe to name in a message)."""
     return bool(_NAME.fullmatch(text or ""))
+
+
+def redact_tokens(text: str, token: str | None = None) -> str:
+    """`text` with every token-like string cut to its id (`cpl_<id>_...`), and with the secret part
+    of `token` (the one the caller gave, however mangled) removed wherever it appears."""
+    if token:
+        m = re.search(r"cpl_[0-9a-f]{16}_(\S+)", token, re.IGNORECASE)
+        secret = m.group(1) if m else token.strip()
+        if len(secret) >= 16:
+            text = re.sub(re.escape(secret), "...", text, flags=re.IGNORECASE)
+    return _TOKEN_LIKE.sub(lambda m: f"cpl_{m.group(2).lower()}_..." if m.group(2) else "cpl_...", text)
 
 
 def _deadline(now: datetime, duration: str) -> datetime:
@@ -325,6 +338,9 @@ class Identity:
 
     def revoke_token(self, actor: str, token_id: str) -> None:
         now = self.clock.now()
+        if not _TOKEN_ID.fullmatch(token_id or ""):
+            # never repeat it: it may be a whole token, secret included
+            raise InvalidInput("give the token's id (16 hex characters, as `token create` printed), not the token")
         with self.store.write() as conn:
             row = conn.execute(select(tokens).where(tokens.c.id == token_id)).first()
             if row is None:

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from complai import __version__
+from complai.access.identity import redact_tokens
 from complai.cli import access as access_cmd
 from complai.cli import audit as audit_cmd
 from complai.cli import deid as deid_cmd
@@ -165,7 +167,7 @@ def main() -> None:
     except ComplaiError as exc:
         if state.debug:
             traceback.print_exc()
-        err_console.print(f"[red]error:[/] {exc.message}", soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(redact_tokens(exc.message, state.token))}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -173,7 +175,8 @@ def main() -> None:
     except Exception as exc:  # the last line of defence: no traceback unless --debug
         if state.debug:
             traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = redact_tokens(str(exc), state.token).strip()
+        first = escape(text.splitlines()[0]) if text else ""
         err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {first} (run with --debug for details)")
         sys.exit(1)
 
