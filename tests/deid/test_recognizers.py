@@ -142,6 +142,17 @@ EMAILS = [
     "a!#$%&'*+/=?^_`{|}~-b@example.org",
     "{tom}@example.net",
     "o'brien@x.ie",
+    # obsolete and rarer RFC 5322 forms: every one is replaced whole, nothing of the local part is left
+    "trailing.@example.com",
+    "john..doe@example.com",
+    ".leading@example.com",
+    '"quoted local"@example.com',
+    '"a\\"b"@example.com',
+    "admin@[192.168.1.1]",
+    "user@localhost",
+    "x@y.z",
+    "ABC@DEF.GHI",
+    "jane@example.büro",
 ]
 
 

@@ -111,19 +111,21 @@ def ssn_ok(value: str) -> bool:
 
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){11,18}(?![\d])")
 _IBAN_START = re.compile(r"\b[A-Z]{2}\d{2}")
-# Email addresses (RFC 5322 dot-atom local parts, every atext character; RFC 6531 UTF-8 local parts and
-# internationalised domain names, as U-labels or as xn-- A-labels). Non-ASCII means any non-ASCII
-# character but white space and the punctuation that delimits text (quotes, dashes, CJK full stops and
-# commas), so an address ends where the sentence around it resumes.
+# Email addresses (RFC 5322 local parts: dot-atoms with every atext character, the obsolete forms with
+# leading, trailing or repeated dots, and quoted strings; RFC 6531 UTF-8 local parts and internationalised
+# domain names, as U-labels or as xn-- A-labels; domain literals `[192.0.2.1]`, dotless domains such as
+# `localhost`). Non-ASCII means any non-ASCII character but white space and the punctuation that delimits
+# text (quotes, dashes, CJK full stops and commas), so an address ends where the sentence around it
+# resumes. The last domain label starts with a letter (`pkg@1.2.3` is a version, not an address).
 _U = (
     r"[^\x00-\x7f\s\u00a0-\u00bf\u00d7\u00f7\u2000-\u200b\u200e-\u206f\u3000-\u303f"
     r"\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
 )
 _ATEXT = rf"(?:[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]|{_U})"
-_LABEL = rf"(?:[A-Za-z0-9]|{_U})(?:[A-Za-z0-9-]|{_U})*"
+_LABEL = rf"(?:[A-Za-z0-9_-]|{_U})+"
 _EMAIL = re.compile(
-    rf"(?<![A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]){_ATEXT}+(?:\.{_ATEXT}+)*@(?:{_LABEL}\.)+"
-    rf"(?:[A-Za-z]{{2,63}}(?![A-Za-z0-9-])|xn--[A-Za-z0-9-]{{1,59}}(?![A-Za-z0-9-])|{_U}{{2,63}}(?!{_U}|[A-Za-z0-9-]))"
+    rf"(?:(?<![A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-])(?:{_ATEXT}|\.)+|\"(?:[^\"\\\r\n]|\\.)*\")@"
+    rf"(?:(?:{_LABEL}\.)*(?:[A-Za-z]|{_U})(?:[A-Za-z0-9-]|{_U})*|\[[^\[\]\\\s]+\])"
 )
 _QUOTES = {"'": "'", "`": "`", "{": "}", "|": "|"}
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'，。]+", re.IGNORECASE)
