@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from complai.events import decode_event
 from complai.vault.schema import load_schema
 from complai.workspace import Workspace
+from tests.access.test_tokens import _mangled_tokens
 from tests.vault.conftest import SCHEMA
 
 
@@ -186,6 +189,20 @@ def test_mangled_tokens_are_never_echoed(ws: Path) -> None:
     r = cli("--workspace", str(ws), "token", "revoke", token)
     assert r.returncode == 2 and one_line(r) and "token's id" in r.stderr
     assert secret[4:-4] not in r.stdout + r.stderr
+
+
+@settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    case=_mangled_tokens(), args=st.sampled_from([["status"], ["dataset", "show", "customers"], ["token", "revoke"]])
+)
+def test_no_command_line_error_repeats_a_secret(ws: Path, case: tuple[str, str], args: list[str]) -> None:
+    mangled, secret = case
+    if args == ["token", "revoke"]:  # the token where an id belongs, with a live --token
+        r = cli("--workspace", str(ws), "token", "revoke", mangled)
+    else:
+        r = cli("--workspace", str(ws), "--token", mangled, *args)
+    assert r.returncode == 2 and one_line(r), r.stderr
+    assert secret[8:-8].lower() not in (r.stdout + r.stderr).lower()
 
 
 # --- --as: an owner acting as another principal, recorded as delegation ----------------------------
