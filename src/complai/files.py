@@ -96,9 +96,9 @@ def remove_stale_partials(directory: Path) -> int:
         if pid == os.getpid() or _pid_alive(pid):
             continue
         full = os.path.join(directory, name)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone meanwhile, or another user's in a shared folder
             if stat.S_ISDIR(os.lstat(full).st_mode):
-                shutil.rmtree(full, ignore_errors=True)
+                shutil.rmtree(full)
             else:
                 os.unlink(full)
             removed += 1
