@@ -437,3 +437,19 @@ def test_accepted_where_clause_never_fails_on_data(
     frame = to_frame(schema, names, [f"s{k}" for k in range(len(rows))], values)
     mask = predicate(frame)
     assert mask.dtype == bool and len(mask) == len(rows)
+
+
+def test_unexpected_failure_on_data_says_nothing_and_spends_nothing(
+    dp_ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure once rows are read (none is expected) passes on no message that could describe them."""
+
+    def fail(self: Plan, frame: pd.DataFrame) -> Answer:
+        raise ValueError(f"{len(frame)} rows, first income {frame['income'].iloc[0]}")
+
+    monkeypatch.setattr(Plan, "answer", fail)
+    size = dp_ws.ledger.head().size
+    with pytest.raises(ComplaiError) as info:
+        dp_ws.session("owner", "analytics").dp_query("SELECT SUM(income) FROM customers", 0.1)
+    assert "rows" not in str(info.value) and "731337" not in str(info.value) and info.value.__cause__ is None
+    assert dp_ws.budgets.get("customers").epsilon_spent == 0 and dp_ws.ledger.head().size == size
