@@ -25,14 +25,14 @@ def exported(ws: Workspace, tmp_path: Path) -> Path:
     fill(ws.ledger, 5)
     out = tmp_path / "export"
     manifest = export_ledger(ws.ledger, out)
-    assert manifest["size"] == 57  # created + witness trusted + 50 + 5
+    assert manifest["size"] == 58  # created + witness trusted + 50 + the checkpoint's entry + 5
     return out
 
 
 def test_export_verifies_offline(exported: Path) -> None:
     report = verify_export(exported, quorum=1)
     assert report.ok, report.problem
-    assert report.size == 57 and report.witnessed == 1
+    assert report.size == 58 and report.witnessed == 1
     assert any("not yet signed" in n for n in report.notes)
 
 

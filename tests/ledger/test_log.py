@@ -76,11 +76,13 @@ def test_failed_transaction_appends_nothing(ws: Workspace) -> None:
 def test_checkpoints_are_signed_notes_and_idempotent(ws: Workspace) -> None:
     fill(ws.ledger, 10)
     note = ws.ledger.checkpoint()
-    assert note.checkpoint.size == 11 and note.checkpoint.root == ws.ledger.head().root
+    # it covers the 11 entries before its own ledger.checkpoint entry
+    assert note.checkpoint.size == 11 and note.checkpoint.root == ws.ledger.root_at(11)
+    assert ws.ledger.head().size == 12 and ws.ledger.entry(11).kind == "ledger.checkpoint"
     assert note.checkpoint.origin == ws.settings.ledger_origin
     verify_note(note.text(), ws.ledger.verifier)
-    assert ws.ledger.checkpoint().text() == note.text()
-    assert [n.checkpoint.size for n in ws.ledger.checkpoints()] == [11]
+    assert ws.ledger.checkpoint().text() == note.text()  # nothing since: the same one, no new entry
+    assert [n.checkpoint.size for n in ws.ledger.checkpoints()] == [11] and ws.ledger.head().size == 12
 
 
 def test_filter_entries_by_kind(ws: Workspace) -> None:

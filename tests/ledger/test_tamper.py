@@ -21,9 +21,9 @@ from tests.ledger.helpers import fill, probe
 @pytest.fixture
 def logged(ws: Workspace) -> Workspace:
     fill(ws.ledger, 40)
-    ws.ledger.checkpoint()  # size 41
+    ws.ledger.checkpoint()  # size 41, recorded as entry 41
     fill(ws.ledger, 30)
-    ws.ledger.checkpoint()  # size 71
+    ws.ledger.checkpoint()  # size 72, recorded as entry 72
     report = verify_ledger(ws.ledger)
     assert report.ok, report.problem
     return ws
@@ -51,7 +51,7 @@ def delete_row(conn: Connection) -> None:
 
 
 def delete_last_row(conn: Connection) -> None:
-    conn.execute(delete(ledger_entries).where(ledger_entries.c.seq == 70))
+    conn.execute(delete(ledger_entries).where(ledger_entries.c.seq == 72))
 
 
 def reorder_rows(conn: Connection) -> None:
@@ -64,7 +64,7 @@ def reorder_rows(conn: Connection) -> None:
 
 def insert_row(conn: Connection) -> None:
     d = probe(12345).canonical()
-    conn.execute(insert(ledger_entries).values(seq=71, kind="test.probe", leaf_hash=merkle.leaf_hash(d), data=d))
+    conn.execute(insert(ledger_entries).values(seq=73, kind="test.probe", leaf_hash=merkle.leaf_hash(d), data=d))
 
 
 def alter_node(conn: Connection) -> None:
@@ -95,9 +95,9 @@ TAMPERS: dict[str, tuple[Callable[[Connection], None], str]] = {
     "change data and hash": (change_data_and_hash, "signed root differs|interior node .* altered"),
     "change type column": (change_kind, "does not match the event's own type"),
     "delete a row": (delete_row, "entry 12: missing"),
-    "delete the last row": (delete_last_row, "covers entries that are not in the log"),
+    "delete the last row": (delete_last_row, "checkpoint at size 72 has no ledger.checkpoint entry"),
     "reorder rows": (reorder_rows, "signed root differs|interior node .* altered"),
-    "insert a row": (insert_row, "log head says size 71"),
+    "insert a row": (insert_row, "log head says size 73"),
     "alter a cached node": (alter_node, "interior node .* altered"),
     "delete a cached node": (delete_node, "interior node .* missing"),
     "insert a cached node": (insert_node, "does not belong to the log"),

@@ -160,6 +160,12 @@ def ledger_integrity(ctx: AuditContext) -> Finding:
     items = []
     if not report.ok:
         items.append({"item": "ledger", "problem": report.problem or "verification failed"})
+    # every checkpoint the log recorded is stored and vice versa (also when the audit is incremental)
+    from complai.ledger.verify import check_checkpoints
+
+    for problem in check_checkpoints(ledger):
+        if report.ok or problem != report.problem:
+            items.append({"item": "checkpoints", "problem": problem})
     notes = ledger.checkpoints()
     latest = max((n.checkpoint.size for n in notes), default=None)
     evidence["latest_checkpoint"] = latest
@@ -360,9 +366,15 @@ def erasure(ctx: AuditContext) -> Finding:
 def model_privacy(ctx: AuditContext) -> Finding:
     with ctx.ws.store.read() as conn:
         rows = conn.execute(select(models).order_by(models.c.id)).all()
-    if not rows:
+    # the registry, cards and weights as the ledger's model.trained entries bound them (dp/models.py)
+    integrity = ctx.ws.models.check()
+    if not rows and not integrity:
         return Finding(NA, "no models")
-    items = []
+    items = [
+        {"item": f"model {model_id}", "problem": problem}
+        for model_id, problems in sorted(integrity.items())
+        for problem in problems
+    ]
     for m in rows:
         if not m.private:
             items.append({"item": f"model {m.id}", "problem": "trained without differential privacy"})
@@ -377,6 +389,7 @@ def model_privacy(ctx: AuditContext) -> Finding:
         "models": len(rows),
         "epsilon_cap": ctx.epsilon_cap,
         "epsilons": {m.id: m.epsilon for m in rows},
+        "integrity_checked": len(integrity),
     }
     if items:
         return Finding(FAIL, f"{len(items)} model(s) outside the privacy caps", evidence, items)

@@ -478,6 +478,12 @@ def reconcile_budgets(ctx: AuditContext) -> list[str]:
     return out
 
 
+def reconcile_models(ctx: AuditContext) -> list[str]:
+    """Stored models: registry row, card, card.json, card.md and weights as each model.trained entry
+    bound them (digests, privacy parameters); no model without its entry and no entry without its model."""
+    return [f"model {model_id}: {p}" for model_id, problems in sorted(ctx.ws.models.check().items()) for p in problems]
+
+
 def reconcile_checkpoints(ctx: AuditContext) -> list[str]:
     """Signed checkpoints: one stored for each ledger.checkpoint entry (same size, root and log
     signature) and an entry for each stored one (ledger/verify.py)."""
@@ -493,6 +499,7 @@ RECONCILERS: list[Reconciler] = [
     reconcile_record_binding,
     reconcile_key_versions,
     reconcile_budgets,
+    reconcile_models,
     reconcile_checkpoints,
 ]
 

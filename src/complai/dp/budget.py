@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 
 from complai.clock import Clock
 from complai.dp.accounting import check_epsilon_delta, epsilon_of, rho_for
@@ -55,7 +55,7 @@ _MARK = "dp.mark:"
 _MARK_INFO = b"complai dp budget mark v1"
 # built once: every spend runs these
 _READ_MARK = select(meta.c.value).where(meta.c.key == bindparam("key"))
-_DELETE_MARK = delete(meta).where(meta.c.key == bindparam("key"))
+_UPDATE_MARK = update(meta).where(meta.c.key == bindparam("mark_key")).values(value=bindparam("mark_value"))
 _INSERT_MARK = insert(meta)
 
 
@@ -376,35 +376,37 @@ class Budgets:
         }
         body = json.dumps(state, sort_keys=True).encode()
         key = self._mark_key(row.dataset, row.principal)
-        conn.execute(_DELETE_MARK, {"key": key})
-        conn.execute(_INSERT_MARK, {"key": key, "value": json.dumps({"state": state, "mac": self._mac(body)})})
+        value = json.dumps({"state": state, "mac": self._mac(body)})
+        if conn.execute(_UPDATE_MARK, {"mark_key": key, "mark_value": value}).rowcount == 0:
+            conn.execute(_INSERT_MARK, {"key": key, "value": value})
 
     def _reconcile(self, conn: Connection, dataset: str, rows: Any) -> None:
         """Re-derive the locked rows from the ledger (from their marks on); IntegrityError on a difference.
-        Holding the dataset row's lock, every spend on the dataset the ledger has is below its head."""
+        Holding the dataset row's lock, every spend on the dataset is committed and visible to the scan,
+        and the spend about to be recorded comes after every entry it saw."""
         if not rows:
             return
-        size = self.ledger.head(conn).size
         state: dict[tuple[str, str], Derived] = {}
         start: dict[tuple[str, str], int] = {}
         for r in rows:
             mark = self._read_mark(conn, dataset, r.principal)
-            if mark is not None and mark[0] <= size:
+            if mark is not None:
                 start[(dataset, r.principal)] = mark[0]
                 state[(dataset, r.principal)] = mark[1]
         first = min(start.values()) if len(start) == len(rows) else 0
-        entries = (
-            (seq, kind, ev)
-            for seq, kind, data in self.ledger.scan(conn, BUDGET_KINDS, first, size)
-            if (ev := json.loads(data)).get("dataset") == dataset
-        )
+        end = first
+        entries = []
+        for seq, kind, data in self.ledger.scan(conn, BUDGET_KINDS, first):
+            end = seq + 1
+            if (ev := json.loads(data)).get("dataset") == dataset:
+                entries.append((seq, kind, ev))
         replay(state, entries, start)
         for r in rows:
             problem = divergence(r, state.get((dataset, r.principal)))
             if problem is not None:
                 raise IntegrityError(f"{problem}: budget state was altered outside complai; nothing was spent")
         for r in rows:
-            self._write_mark(conn, r, size)
+            self._write_mark(conn, r, max(end, start.get((dataset, r.principal), 0)))
 
     def derive_all(self) -> dict[tuple[str, str], Derived]:
         """Every budget row as the whole ledger says it must be (for the audit)."""

@@ -32,7 +32,7 @@ from complai.dp.training import (
     utility,
     write_model,
 )
-from complai.errors import InvalidInput, NotFound
+from complai.errors import IntegrityError, InvalidInput, NotFound
 from complai.events import BudgetSpent, ModelAudited, ModelTrained
 from complai.ledger.log import Ledger
 from complai.store import Store
@@ -302,13 +302,87 @@ class Models:
         return [self._summary(r) for r in rows]
 
     def get(self, model_id: str) -> dict[str, Any]:
-        """The model's summary with its card (as stored in the database)."""
+        """The model's summary with its card (as stored in the database), once its integrity is checked:
+        IntegrityError if the registry row, card.json, card.md or the weights differ from what the
+        ledger's model.trained entry bound."""
         with self.store.read() as conn:
             row = conn.execute(select(models).where(models.c.id == model_id)).first()
         if row is None:
             raise NotFound(f"no model {model_id!r}")
+        problems = self.check([row]).get(model_id)
+        if problems:
+            raise IntegrityError(f"model {model_id}: {problems[0]}; the model was altered outside complai")
         out = self._summary(row)
         out["card"] = json.loads(row.card)
+        return out
+
+    def check(self, rows: list[Any] | None = None) -> dict[str, list[str]]:
+        """Integrity of stored models (all, or these registry rows): model id -> problems (empty when
+        intact). Each model's registry row, canonical card, card.json, card.md and weights must have the
+        digests and privacy parameters its model.trained ledger entry recorded; every entry has its row."""
+        import hashlib
+
+        from complai.dp.training import CARD_JSON, CARD_MD, MODEL_FILE, card_markdown, file_digest
+
+        with self.store.read() as conn:
+            if rows is None:
+                rows = list(conn.execute(select(models).order_by(models.c.id)).all())
+                wanted = None
+            else:
+                wanted = {r.id for r in rows}
+            trained: dict[str, dict[str, Any]] = {}
+            for seq, _, data in self.ledger.scan(conn, [ModelTrained.kind]):
+                ev = json.loads(data)
+                if wanted is None or ev.get("model_id") in wanted:
+                    trained[str(ev.get("model_id"))] = {**ev, "_seq": seq}
+        out: dict[str, list[str]] = {}
+        for r in rows:
+            problems = out.setdefault(r.id, [])
+            ev = trained.get(r.id)
+            if ev is None:
+                problems.append("the ledger has no model.trained entry for it")
+                continue
+            at = f"ledger entry {ev['_seq']}"
+            if r.model_digest != ev.get("model_digest") or r.card_digest != ev.get("card_digest"):
+                problems.append(f"its registry digests are not the ones {at} recorded")
+            stored = {
+                "dataset": r.dataset,
+                "private": bool(r.private),
+                "epsilon": r.epsilon,
+                "delta": r.delta,
+                "subjects": r.subjects,
+            }
+            for name, value in stored.items():
+                if value != ev.get(name):
+                    problems.append(f"its registry {name} {value!r} is not the {ev.get(name)!r} {at} recorded")
+            card_bytes = str(r.card).encode()
+            if "sha256:" + hashlib.sha256(card_bytes).hexdigest() != ev.get("card_digest"):
+                problems.append(f"its stored card is not the one {at} recorded")
+            directory = self.directory(r.id)
+            for name, want in ((CARD_JSON, ev.get("card_digest")), (MODEL_FILE, ev.get("model_digest"))):
+                path = directory / name
+                if not path.is_file():
+                    problems.append(f"{name} is missing")
+                elif file_digest(path) != want:
+                    problems.append(f"{name}: its contents do not match the digest {at} recorded")
+            # card.md is a rendering for readers: its privacy claims and weights digest must be the card's
+            try:
+                text = (directory / CARD_MD).read_text()
+                claims = [
+                    line
+                    for line in card_markdown(json.loads(card_bytes)).split("\n")
+                    if line.startswith(
+                        ("- (epsilon, delta)", "- noise multiplier", "- **not differentially", "Weights:")
+                    )
+                ]
+                if not all(line in text.split("\n") for line in claims):
+                    problems.append(f"{CARD_MD} does not state the card's privacy parameters and weights digest")
+            except (OSError, ValueError, KeyError, TypeError):
+                problems.append(f"{CARD_MD} is missing or unreadable")
+        if wanted is None:
+            for model_id, ev in sorted(trained.items()):
+                if model_id not in out:
+                    out[model_id] = [f"trained at ledger entry {ev['_seq']} but missing from the registry"]
         return out
 
     def directory(self, model_id: str) -> Path:

@@ -4,6 +4,7 @@ witness cosignatures (c2sp.org/tlog-cosignature, cosignature/v1 with Ed25519).""
 from __future__ import annotations
 
 import base64
+import hashlib
 import struct
 from dataclasses import dataclass
 
@@ -99,6 +100,15 @@ def verify_note(text: str, log_key: VerifierKey) -> SignedNote:
                 return note
             raise IntegrityError(f"checkpoint at size {note.checkpoint.size}: log signature is invalid")
     raise IntegrityError(f"checkpoint at size {note.checkpoint.size}: not signed by the log key {log_key.name}")
+
+
+def log_signature_digest(note: SignedNote, log_key: VerifierKey) -> str | None:
+    """Digest of the log key's signature line on the note (what a ledger.checkpoint entry records);
+    None when the note carries no signature by that key."""
+    for sig in note.signatures:
+        if sig.name == log_key.name and sig.key_id == log_key.id:
+            return "sha256:" + hashlib.sha256(sig.line().encode()).hexdigest()
+    return None
 
 
 def cosignature_message(checkpoint: Checkpoint, timestamp: int) -> bytes:

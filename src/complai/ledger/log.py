@@ -24,11 +24,12 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 from complai.clock import Clock
 from complai.crypto.signing import Signer, VerifierKey
 from complai.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
-from complai.events import Event, WitnessTrusted
+from complai.events import Event, LedgerCheckpointed, WitnessTrusted
 from complai.ledger import merkle
 from complai.ledger.checkpoint import (
     Checkpoint,
     SignedNote,
+    log_signature_digest,
     parse_note,
     sign_checkpoint,
     verify_cosignature,
@@ -281,20 +282,45 @@ class Ledger:
 
     # --- checkpoints and witnesses -------------------------------------------------------------------
 
-    def checkpoint(self) -> SignedNote:
-        """Sign the current head as a checkpoint and keep it (idempotent for an unchanged size)."""
+    def checkpoint(self, actor: str = "owner") -> SignedNote:
+        """Sign the current head as a checkpoint, keep it, and record it in the log as a
+        `ledger.checkpoint` entry. The checkpoint covers the entries before its own entry (its size is
+        that entry's sequence number), so the log grows by one; with nothing appended since the last
+        checkpoint, that one is returned (idempotent). Verification requires a stored checkpoint for
+        every such entry and an entry for every stored checkpoint."""
         with self.store.write() as conn:
+            conn.execute(_HEAD_FOR_UPDATE).one()  # one checkpoint at a time; the size cannot move under us
             head = self.head(conn)
-            existing = conn.execute(
-                select(ledger_checkpoints.c.note).where(ledger_checkpoints.c.size == head.size)
-            ).scalar()
-            if existing is not None:
+            c = ledger_checkpoints.c
+            existing = conn.execute(select(c.note).where(c.size == head.size)).scalar()
+            if existing is not None:  # signed before checkpoints were recorded as entries
                 return parse_note(existing)
+            if head.size:
+                last = self.entry(head.size - 1, conn)
+                if last.kind == LedgerCheckpointed.kind:
+                    note_text = conn.execute(select(c.note).where(c.size == head.size - 1)).scalar()
+                    if note_text is None:
+                        raise IntegrityError(
+                            f"the checkpoint recorded at entry {head.size - 1} is missing from the store"
+                        )
+                    return parse_note(note_text)
+            now = self.clock.now()
             note = sign_checkpoint(Checkpoint(self.origin, head.size, head.root), self.signer)
             conn.execute(
-                insert(ledger_checkpoints).values(
-                    size=head.size, root=head.root, note=note.text(), created_at=self.clock.now()
-                )
+                insert(ledger_checkpoints).values(size=head.size, root=head.root, note=note.text(), created_at=now)
+            )
+            digest = log_signature_digest(note, self.verifier)
+            assert digest is not None
+            self.append(
+                conn,
+                LedgerCheckpointed(
+                    time=now,
+                    actor=actor,
+                    purpose="security",
+                    size=head.size,
+                    root=head.root.hex(),
+                    signature_digest=digest,
+                ),
             )
             return note
 

@@ -21,7 +21,7 @@ from complai.crypto.signing import VerifierKey
 from complai.errors import IntegrityError, InvalidInput
 from complai.files import staged_output_dir
 from complai.ledger import merkle
-from complai.ledger.checkpoint import SignedNote, parse_note, verify_note, witnessed_by
+from complai.ledger.checkpoint import SignedNote, log_signature_digest, parse_note, verify_note, witnessed_by
 from complai.ledger.log import STRATUM, Ledger, decode_frontier
 from complai.store.tables import ledger_head, ledger_nodes
 
@@ -50,6 +50,51 @@ class VerifyReport:
 
 class _Failure(Exception):
     pass
+
+
+CHECKPOINT_KIND = "ledger.checkpoint"
+
+
+def checkpoint_problems(
+    events: Iterable[tuple[int, object]], notes: list[SignedNote], log_key: VerifierKey
+) -> list[str]:
+    """Checkpoint entries (seq, parsed event) against the stored checkpoints: each entry's checkpoint
+    is stored, with the root and log signature it recorded, at the size it covers (its own sequence
+    number); each stored checkpoint has its entry. Checkpoints older than the first entry were signed
+    before checkpoints were recorded in the log and need none."""
+    by_size = {n.checkpoint.size: n for n in notes}
+    recorded: set[int] = set()
+    first: int | None = None
+    out: list[str] = []
+    for seq, ev in events:
+        first = seq if first is None else first
+        if not isinstance(ev, dict) or not isinstance(ev.get("size"), int):
+            out.append(f"checkpoint entry {seq} is malformed")
+            continue
+        size = int(ev["size"])
+        recorded.add(size)
+        if size != seq:
+            out.append(f"checkpoint entry {seq} claims to cover {size} entries, not the {seq} before it")
+            continue
+        note = by_size.get(size)
+        if note is None:
+            out.append(f"checkpoint at size {size} (ledger entry {seq}) is missing from the stored checkpoints")
+        elif note.checkpoint.root.hex() != ev.get("root"):
+            out.append(f"checkpoint at size {size}: its root differs from the one ledger entry {seq} recorded")
+        elif log_signature_digest(note, log_key) != ev.get("signature_digest"):
+            out.append(f"checkpoint at size {size}: its log signature is not the one ledger entry {seq} recorded")
+    for size in sorted(by_size):
+        if size not in recorded and first is not None and size >= first:
+            out.append(f"checkpoint at size {size} has no ledger.checkpoint entry: it was not made by this log")
+    return out
+
+
+def check_checkpoints(ledger: Ledger) -> list[str]:
+    """checkpoint_problems for the live log (its checkpoint entries, read through the kind index)."""
+    notes = ledger.checkpoints()
+    with ledger.store.read() as conn:
+        events = [(seq, json.loads(data)) for seq, _, data in ledger.scan(conn, [CHECKPOINT_KIND])]
+    return checkpoint_problems(events, notes, ledger.verifier)
 
 
 def _replay(
@@ -88,6 +133,7 @@ def _replay(
             raise _Failure(f"checkpoint at size {size}: signed root differs from the root of the entries")
 
     check_checkpoint(0)
+    recorded: list[tuple[int, object]] = []
     for seq, kind, data, stored in entries:
         if seq != expected:
             what = "missing" if seq > expected else "duplicated or out of order"
@@ -102,6 +148,8 @@ def _replay(
             event_kind = None
         if event_kind != kind:
             raise _Failure(f"entry {seq}: recorded type {kind!r} does not match the event's own type")
+        if kind == CHECKPOINT_KIND:
+            recorded.append((seq, obj))
         for level, idx, h in merkle.frontier_push(frontier, seq, lh):
             if on_node is not None and level % STRATUM == 0:
                 on_node(level, idx, h)
@@ -112,6 +160,9 @@ def _replay(
     for size in by_size:
         if size > expected:
             raise _Failure(f"checkpoint at size {size} covers entries that are not in the log (log has {expected})")
+    problems = checkpoint_problems(recorded, notes, log_key)
+    if problems:
+        raise _Failure(problems[0])
     return expected, frontier, witnessed
 
 

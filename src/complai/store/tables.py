@@ -59,9 +59,11 @@ ledger_entries = Table(
     "ledger_entries",
     metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("kind", String(64), nullable=False, index=True),
+    Column("kind", String(64), nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("data", LargeBinary, nullable=False),
+    # the entries of a kind from a sequence number on (spends since a budget mark, checkpoints) (0013)
+    Index("ix_ledger_entries_kind_seq", "kind", "seq"),
 )
 
 ledger_nodes = Table(
