@@ -74,3 +74,36 @@ def test_values_must_be_digests_and_subjects_pseudonyms() -> None:
 def test_registry_has_unique_kinds() -> None:
     kinds = event_types()
     assert {"workspace.created", "store.migrated", "dataset.registered"} <= set(kinds)
+
+
+def test_a_dp_query_event_written_before_the_release_discipline_still_decodes_but_none_is_written() -> None:
+    import json
+    from datetime import UTC, datetime
+
+    import rfc8785
+
+    from complai.events import DPQueryAnswered
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    fields = {
+        "time": now,
+        "actor": "ana",
+        "purpose": "analytics",
+        "dataset": "adult",
+        "query_digest": "sha256:" + "0" * 64,
+        "statistics": ["count"],
+        "group_by": None,
+        "epsilon": 1.0,
+        "delta": 0.0,
+        "rho": 0.5,
+        "mechanism": "laplace",
+        "epsilon_remaining": 2.0,
+    }
+    fresh = DPQueryAnswered(**fields)
+    assert b"rows_used" not in fresh.canonical()
+    # the stored form of an older event, byte for byte as it was appended then
+    old = rfc8785.dumps({**json.loads(fresh.canonical()), "rows_used": 1})
+    decoded = decode_event(old)
+    assert decoded.canonical() == old
+    with pytest.raises(ValueError, match="no longer carry rows_used"):
+        DPQueryAnswered(**fields, rows_used=1)

@@ -88,11 +88,27 @@ class Event(BaseModel):
             raise ValueError("event time must be timezone-aware")
         return value
 
+    # fields absent from the record (not null) when they hold None: optional fields added later, so
+    # that events written before them keep their canonical bytes
+    absent_when_none: ClassVar[frozenset[str]] = frozenset({"delegated_by"})
+    # fields that only events already in a ledger may carry: accepted when decoding, refused when new
+    legacy_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_new_legacy(cls, data: Any, info: ValidationInfo) -> Any:
+        if cls.legacy_fields and isinstance(data, dict) and not (info.context and info.context.get(_STORED)):
+            used = sorted(f for f in cls.legacy_fields if data.get(f) is not None)
+            if used:
+                raise ValueError(f"{cls.kind} events no longer carry {', '.join(used)}")
+        return data
+
     def record(self) -> dict[str, Any]:
         """The JSON object stored in the ledger."""
         body = self.model_dump(mode="json")
-        if body.get("delegated_by") is None:
-            body.pop("delegated_by", None)
+        for name in self.absent_when_none | self.legacy_fields:
+            if body.get(name) is None:
+                body.pop(name, None)
         return {"type": self.kind, "v": EVENT_FORMAT, **body}
 
     def canonical(self) -> bytes:
@@ -474,6 +490,10 @@ class DPQueryAnswered(Event):
     rho: float
     mechanism: str
     epsilon_remaining: float
+    # events written before the release discipline carried the exact row count after WHERE: still
+    # decoded so that older ledgers verify, never written again
+    rows_used: int | None = None
+    legacy_fields: ClassVar[frozenset[str]] = frozenset({"rows_used"})
 
 
 # --- model training (dp.training) and audits (dp.audit) -------------------------------------------

@@ -152,6 +152,9 @@ def policy_deny(
 
 @policy_app.command("remove")
 def policy_remove(rule_id: Annotated[int, typer.Argument()]) -> None:
+    from complai.inputs import bounded_int
+
+    bounded_int(rule_id, "the rule id")
     with open_session("security") as (ws, session):
         ws.policy.remove(session.principal, rule_id)
     console.print(f"removed rule {rule_id}")
@@ -194,7 +197,7 @@ def share_create(
     purpose: Annotated[str, typer.Option("--purpose")],
     fields: Annotated[str, typer.Option("--fields", help="Comma-separated field names.")],
     expires: Annotated[str, typer.Option("--expires", help="ISO 8601 duration.")] = "P30D",
-    max_uses: Annotated[int, typer.Option("--max-uses", min=1)] = 1,
+    max_uses: Annotated[int, typer.Option("--max-uses", help="At least 1.")] = 1,
     keep_subject_ids: Annotated[
         bool, typer.Option("--keep-subject-ids", help="Do not pseudonymise subject ids.")
     ] = False,
@@ -209,8 +212,9 @@ def share_create(
 ) -> None:
     """Create a data-sharing agreement (direct identifiers are never shared)."""
     from complai.crypto.sealing import load_public
-    from complai.inputs import read_text_input
+    from complai.inputs import bounded_int, read_text_input
 
+    bounded_int(max_uses, "--max-uses", lo=1)
     key = load_public(read_text_input(recipient_key, "recipient key", 64 * 1024))
     with open_session(purpose) as (ws, session):
         a = ws.agreements.create(

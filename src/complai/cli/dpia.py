@@ -46,6 +46,10 @@ def sign(
     version: Annotated[int | None, typer.Option("--version", help="Default: the latest.")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
+    from complai.inputs import bounded_int
+
+    if version is not None:
+        bounded_int(version, "--version", lo=1)
     with open_session("audit") as (_, session):
         st = session.dpia("sign", dataset, by=by, version=version)
     if json_out:

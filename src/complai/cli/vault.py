@@ -261,11 +261,14 @@ def keys_status(json_out: JsonOpt = False) -> None:
 @keys_app.command("rotate")
 def keys_rotate(
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Data keys re-wrapped per transaction.")
+        int, typer.Option("--batch-size", help="Data keys re-wrapped per transaction (1 to 1,000,000).")
     ] = 2000,
     json_out: JsonOpt = False,
 ) -> None:
     """New key-encryption key; re-wrap every data key (resumes an interrupted rotation)."""
+    from complai.inputs import bounded_int
+
+    bounded_int(batch_size, "--batch-size", lo=1, hi=1_000_000)
     with open_session("security") as (_, session):
         with progress(disable=json_out) as bar:
             task = bar.add_task("re-wrapping data keys", total=None)

@@ -58,6 +58,25 @@ ENTITY_RULES: dict[str, tuple[str, str | None]] = {
     "DATE_TIME": ("user.demographic.date_of_birth", "quasi"),
     "URL": ("user.behavior", None),
 }
+# entities whose patterns are checked (checksums, RFC syntax), so their evidence outweighs a column's
+# name: a column called `city` that holds email addresses holds direct identifiers. Phone numbers are
+# not among them (a ZIP+4 code parses as one), so a name that says otherwise wins over them.
+PRECISE_ENTITIES = {"EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "CN_RESIDENT_ID", "IP_ADDRESS"}
+# a personal name as written in a table: two to four capitalised words (initials, particles, hyphens and
+# apostrophes allowed), or "Family, Given"
+_NAME_WORD = r"(?:[^\W\d_][.]|[^\W\d_][^\W\d_'’.-]*(?:['’-][^\W\d_]+)*\.?)"
+_PERSON_NAME = re.compile(
+    rf"(?:(?:{_NAME_WORD}) ){{1,3}}{_NAME_WORD}|{_NAME_WORD}(?: {_NAME_WORD})?, {_NAME_WORD}(?: {_NAME_WORD})?"
+)
+_PARTICLES = {"van", "von", "de", "der", "den", "da", "di", "del", "la", "le", "du", "dos", "bin", "al", "el"}
+
+
+def _name_shaped(text: str) -> bool:
+    text = " ".join(text.split())
+    if not _PERSON_NAME.fullmatch(text):
+        return False
+    words = [w for w in re.split(r"[ ,]+", text) if w]
+    return all(w[0].isupper() or w in _PARTICLES for w in words) and sum(w[0].isupper() for w in words) >= 2
 
 
 @dataclass
@@ -68,6 +87,9 @@ class ColumnProposal:
     sensitive: bool
     evidence: list[str] = field(default_factory=list)
     entities: dict[str, float] = field(default_factory=dict)
+    # what the sampled values alone show: "direct" when a checked pattern (or, for a column whose name
+    # says nothing, any direct identifier's pattern or the shape of personal names) covers most of them
+    values_identifier: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -83,10 +105,12 @@ def scan(frame: pd.DataFrame, sample: int = 200, regex_only: bool = False, seed:
     for col in frame.columns:
         proposal = ColumnProposal(str(col), None, None, False)
         name = _norm(str(col))
+        named = False
         for pattern, category, identifier, sensitive in NAME_RULES:
             if re.search(pattern, name):
                 proposal.category, proposal.identifier, proposal.sensitive = category, identifier, sensitive
                 proposal.evidence.append(f"name matches {pattern!r}")
+                named = True
                 break
         values = frame[col].dropna()
         if len(values) and not pd.api.types.is_numeric_dtype(values):
@@ -105,9 +129,23 @@ def scan(frame: pd.DataFrame, sample: int = 200, regex_only: bool = False, seed:
                 entity, n = whole.most_common(1)[0]
                 if n / len(picked) >= 0.5 and entity in ENTITY_RULES:
                     category, identifier = ENTITY_RULES[entity]
-                    if proposal.category is None or proposal.identifier is None:
-                        proposal.category, proposal.identifier = category, identifier
+                    overrules = identifier == "direct" and (entity in PRECISE_ENTITIES or not named)
+                    if overrules:
+                        proposal.values_identifier = "direct"
+                    if proposal.category is None or proposal.identifier is None or overrules:
+                        if proposal.identifier != "direct":
+                            proposal.category, proposal.identifier = category, identifier
                     proposal.evidence.append(f"{n / len(picked):.0%} of sampled values are {entity}")
+            if not named and proposal.values_identifier is None and "PERSON" not in whole:
+                shaped = sum(1 for text in picked if _name_shaped(text))
+                distinct = len(set(picked))
+                if shaped >= 0.8 * len(picked) and distinct >= 0.5 * len(picked):
+                    proposal.category, proposal.identifier = "user.name", "direct"
+                    proposal.values_identifier = "direct"
+                    proposal.evidence.append(
+                        f"{shaped / len(picked):.0%} of sampled values are shaped like personal names "
+                        f"({distinct / len(picked):.0%} distinct)"
+                    )
             contains = sum(hits.values())
             if proposal.category is None and contains and sum(1 for fs in found if fs) / len(picked) >= 0.1:
                 proposal.category = "user.content.message"

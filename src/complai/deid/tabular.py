@@ -68,7 +68,11 @@ def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ][0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?)?")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ][0-9:.,]+(?: ?(?:Z|[A-Z]{2,5}|[+-]\d{2}(?::?\d{2})?))?)?")
+# dates written otherwise: three numbers with - / or . between them (any order of year, month and day),
+# or a compact year-month-day, each followed by anything (a time, a zone)
+_NUMERIC_DATE = re.compile(r"(\d{1,4})[-/.](\d{1,2})[-/.](\d{1,4})(?:[T ,].*)?")
+_COMPACT_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})(T\d{2}.*)?")
 _PSEUDONYM = re.compile(r"<[A-Z_]+_[0-9a-f]{12}>")
 
 
@@ -97,19 +101,43 @@ def date_days(values: pd.Series) -> np.ndarray | None:
     return out
 
 
-def _looks_like_dates(values: pd.Series) -> bool:
-    """At least half of the present values are dates (ISO or any format the date recognizer knows)."""
+def _valid_date(year: int, month: int, day: int) -> bool:
+    try:
+        date(year, month, day)
+    except ValueError:
+        return False
+    return True
+
+
+def _date_like(text: str) -> bool:
+    """`text` is a date in some format: ISO, numbers with separators in any order of year, month and
+    day, compact `YYYYMMDD` (with a time, or a year from 1800 to 2199), or any date the date recognizer
+    finds over most of it."""
     from complai.deid.recognizers import find_patterns
 
-    present = values.dropna().astype(str).str.strip()
-    if present.empty:
-        return False
-    sample = present.sample(min(200, len(present)), random_state=0)
-    hits = 0
-    for v in sample:
-        if _ISO_DATE.fullmatch(v) or any(f.end - f.start == len(v) for f in find_patterns(v, ["DATE_TIME"])):
-            hits += 1
-    return hits >= len(sample) / 2
+    text = text.strip()
+    if _ISO_DATE.fullmatch(text):
+        return True
+    m = _NUMERIC_DATE.fullmatch(text)
+    if m:
+        a, b, c = m.group(1, 2, 3)
+        orders = [(int(a), int(b), int(c))] if len(a) == 4 else []
+        if len(c) in (2, 4):
+            year = int(c) + (1900 if len(c) == 2 else 0)
+            orders += [(year, int(b), int(a)), (year, int(a), int(b))]
+        if any(_valid_date(*o) for o in orders):
+            return True
+    m = _COMPACT_DATE.fullmatch(text)
+    if m and _valid_date(int(m[1]), int(m[2]), int(m[3])) and (m[4] or 1800 <= int(m[1]) < 2200):
+        return True
+    return any(f.end - f.start >= 0.8 * len(text) for f in find_patterns(text, ["DATE_TIME"]))
+
+
+def _looks_like_dates(values: pd.Series) -> bool:
+    """Any present value is a date in some format (`_date_like`): one is enough, since a set label would
+    publish it exactly."""
+    present = values.dropna().astype(str).str.strip().unique()
+    return any(_date_like(v) for v in present)
 
 
 def date_label(lo: int, hi: int) -> tuple[str, int, int]:
@@ -171,6 +199,23 @@ def find_direct_identifiers(
         present = df[col].dropna()
         if len(present) and present.astype(str).map(_PSEUDONYM.fullmatch).notna().all():
             del found[col]  # already keyed pseudonyms (a governed read's pseudonymisation)
+    return found
+
+
+def _named_direct_identifiers(
+    df: pd.DataFrame, named: Sequence[str], schema: Mapping[str, str | None]
+) -> dict[str, str]:
+    """Among the quasi-identifiers and the sensitive attribute, those the schema declares direct and,
+    among the ones it does not declare, those whose sampled values the scanner finds to be direct
+    identifiers (checked patterns such as emails and IBANs, or the shape of personal names)."""
+    from complai.deid.scanner import scan
+
+    found = {c: "declared a direct identifier by the schema" for c in named if schema.get(str(c)) == "direct"}
+    undeclared = [c for c in dict.fromkeys(named) if str(c) not in schema]
+    if undeclared:
+        for col, proposal in zip(undeclared, scan(df[undeclared], regex_only=True), strict=True):
+            if proposal.values_identifier == "direct":
+                found[col] = "scanner: " + "; ".join(proposal.evidence)
     return found
 
 
@@ -267,6 +312,17 @@ def anonymize(
                 if np.isnan(days).any():
                     raise InvalidInput(f"date quasi-identifier {q!r} has missing values")
                 dates[q] = days
+    # a named column whose values are direct identifiers would be released as sets of them, or as they
+    # are: refused unless kept by name
+    named_direct = _named_direct_identifiers(df, named, schema or {})
+    refused = [c for c in named_direct if c not in keep]
+    if refused:
+        raise InvalidInput(
+            f"column(s) {refused} hold direct identifiers ({'; '.join(named_direct[c] for c in refused)}): "
+            "they cannot be released as quasi-identifiers or sensitive attribute unless kept explicitly"
+        )
+    direct = {**named_direct, **direct}
+    kept_direct = [c for c in direct if c in keep]
     numeric = list(numeric) if numeric is not None else [q for q in quasi if pd.api.types.is_numeric_dtype(df[q])]
     numeric = [*[q for q in numeric if q not in dates], *dates]
     for q in [q for q in numeric if q not in dates]:
