@@ -132,12 +132,18 @@ class Session:
         self._ws.ledger.add_witness(vkey, self._ws.clock.now(), actor=self.principal)
 
     def deidentify_table(
-        self, frame: pd.DataFrame, schema: DatasetSchema | str | None = None, **kw: Any
+        self,
+        frame: pd.DataFrame,
+        schema: DatasetSchema | str | None = None,
+        deliver: Any = None,
+        **kw: Any,
     ) -> tuple[pd.DataFrame, Any]:
         """k-anonymise a table the caller holds (not vault data: no dataset policy applies) and record
         the run: parameters, achieved guarantees, digests of input and output. Direct identifiers (by
         `schema`, a schema or a dataset's name, for the columns it declares; by the scanner for the
-        rest) are dropped, or pseudonymised with the workspace's keyed pseudonyms, unless kept by name."""
+        rest) are dropped, or pseudonymised with the workspace's keyed pseudonyms, unless kept by name.
+        `deliver(table, report)` (writing the output) runs before the run is recorded: a failed
+        delivery records nothing."""
         from complai.crypto.pseudonym import digest
         from complai.deid.operators import Anonymizer
         from complai.deid.tabular import anonymize
@@ -149,6 +155,8 @@ class Session:
         anonymizer = Anonymizer(self._ws.deid_keys)
         kw.setdefault("pseudonymize", lambda value: anonymizer.pseudonym("ID", value))
         out, report = anonymize(frame, schema=declared, **kw)
+        if deliver is not None:
+            deliver(out, report)
         self.last_seq = self._ws.ledger.record(
             TableDeidentified(
                 time=self._ws.clock.now(),
@@ -176,8 +184,11 @@ class Session:
         operators: dict[str, str] | None = None,
         regex_only: bool = False,
         subject: str = "",
+        deliver: Any = None,
     ) -> list[tuple[str, list[Any]]]:
-        """Find and transform personal data in texts the caller holds; one event for the whole call."""
+        """Find and transform personal data in texts the caller holds; one event for the whole call.
+        `deliver(results)` (writing the output) runs before the event is recorded: a failed delivery
+        records nothing."""
         from collections import Counter
 
         from complai.crypto.pseudonym import digest
@@ -189,6 +200,8 @@ class Session:
         found = TextAnalyzer(regex_only=regex_only).analyze_batch(texts)
         out = [anonymizer.anonymize(t, f, operators, default, subject) for t, f in zip(texts, found, strict=True)]
         counts = Counter(f.entity for fs in found for f in fs)
+        if deliver is not None:
+            deliver(out)
         self.last_seq = self._ws.ledger.record(
             TextDeidentified(
                 time=self._ws.clock.now(),

@@ -302,3 +302,23 @@ def test_workspace_directory_and_database_are_private(tmp_path: Path) -> None:
     os.chmod(target / "complai.db", 0o644)  # a workspace from before: tightened when opened
     Workspace.open(target).close()
     assert stat.S_IMODE((target / "complai.db").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("name", ["deid file", "deid table"])
+def test_a_deid_output_that_cannot_be_written_records_nothing(
+    env: dict[str, Path | str], name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import complai.files
+
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    ws = Path(env["ws"])
+    before = ledger_size(ws)
+    monkeypatch.setattr(complai.files.os, "fsync", full)  # the disk fills as the output is flushed
+    assert cli(ws, *_output(env, name).argv(tmp_path / "out")) == 2
+    monkeypatch.undo()
+    assert ledger_size(ws) == before
+    assert list(tmp_path.iterdir()) == []

@@ -88,25 +88,35 @@ def table(
             from complai.vault.schema import load_schema
 
             schema = load_schema(Path(schema_src), ws.taxonomy)
-        result, report = session.deidentify_table(
-            frame,
-            schema=schema,
-            keep=[c for spec in keep or [] for c in _cols(spec) or []],
-            direct_identifiers=direct,
-            quasi=_cols(quasi) or [],
-            k=k,
-            sensitive=sensitive,
-            l=l_div,
-            l_kind="entropy" if entropy else "distinct",
-            t=t,
-            numeric=_cols(numeric),
-            hierarchies=_hierarchies(hierarchy),
-            suppress=suppress,
-        )
-    write_private(out, result.to_csv(index=False), force=force, forbidden=protected)
+
+        def deliver(table: Any, rep: Any) -> None:  # the files first: a failed write records nothing
+            write_private(out, table.to_csv(index=False), force=force, forbidden=protected)
+            if report_file:
+                write_private(report_file, json.dumps(rep.as_dict(), indent=2) + "\n", force=force, forbidden=protected)
+
+        new = [p for p in (out, report_file) if p is not None and not p.exists()]
+        try:
+            _, report = session.deidentify_table(
+                frame,
+                schema=schema,
+                deliver=deliver,
+                keep=[c for spec in keep or [] for c in _cols(spec) or []],
+                direct_identifiers=direct,
+                quasi=_cols(quasi) or [],
+                k=k,
+                sensitive=sensitive,
+                l=l_div,
+                l_kind="entropy" if entropy else "distinct",
+                t=t,
+                numeric=_cols(numeric),
+                hierarchies=_hierarchies(hierarchy),
+                suppress=suppress,
+            )
+        except BaseException:
+            for p in new:  # written but not recorded: not left behind
+                p.unlink(missing_ok=True)
+            raise
     doc = report.as_dict()
-    if report_file:
-        write_private(report_file, json.dumps(doc, indent=2) + "\n", force=force, forbidden=protected)
     if json_out:
         print_json(doc)
     else:
@@ -185,8 +195,19 @@ def file_cmd(
     check_output(out, force=force, forbidden=protected)
     lines = read_text_input(source, "input file", TABLE_MAX_BYTES).splitlines()
     with open_session(purpose) as (_, session):
-        results = session.deidentify_text(lines, operator, _operators(per_entity), regex_only, subject)
-    write_private(out, "".join(r + "\n" for r, _ in results), force=force, forbidden=protected)
+        new = not out.exists()
+
+        def deliver(results: list[tuple[str, Any]]) -> None:  # the file first: a failed write records nothing
+            write_private(out, "".join(r + "\n" for r, _ in results), force=force, forbidden=protected)
+
+        try:
+            results = session.deidentify_text(
+                lines, operator, _operators(per_entity), regex_only, subject, deliver=deliver
+            )
+        except BaseException:
+            if new:  # written but not recorded: not left behind
+                out.unlink(missing_ok=True)
+            raise
     found = sum(len(c) for _, c in results)
     console.print(f"wrote {out}: {len(lines):,} lines, {found:,} findings transformed")
 
