@@ -231,7 +231,8 @@ def test_a_read_without_consent_fails_consent_1(clean: tuple[Workspace, Witness]
     with ws.store.write() as conn:
         _add_to_read(conn, read, outsider)
     results = _audit(ws)
-    assert _failing(results) == {"CONSENT-1"}
+    assert _failing(results) == {"CONSENT-1", "RECON-1"}  # the access log was edited at rest: RECON-1 says so
+    assert f"read at ledger entry {read}: the access log names" in results["RECON-1"]["items"][0]["problem"]
     item = results["CONSENT-1"]["items"][0]
     assert item["item"] == f"read at ledger entry {read} (train_ai_system)" and pseudonym in item["problem"]
 
@@ -391,7 +392,7 @@ def test_all_planted_violations_together_fail_exactly_their_controls(
     """The acceptance fixture: a read without consent, records past retention, an overdue request, a
     model over its epsilon cap, a field without category, an expired agreement used and a tampered
     ledger row, all at once: exactly the seven matching controls fail, each naming what is at fault, and
-    RECON-1, which finds the expiries and the schema edited at rest."""
+    RECON-1, which finds the expiries, the schema and the access log edited at rest."""
     ws, w = clean
     model = ws.models.list()[0]["model_id"]
     subject = ws.vault.fetch("adult", "credit_scoring", ["subject_id"])[0]["subject_id"].iloc[0]

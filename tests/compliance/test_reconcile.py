@@ -57,7 +57,14 @@ def test_every_legitimate_change_reconciles(customers: Workspace) -> None:
     assert swept["records_deleted"] == 3  # the first ingest's records of the three subjects left
     finding = _recon(ws)
     assert finding.status == "pass", finding.items
-    assert finding.evidence["reconciled"][:5] == ["datasets", "records", "subjects", "record_binding", "key_versions"]
+    assert finding.evidence["reconciled"][:6] == [
+        "datasets",
+        "records",
+        "subjects",
+        "access_log",
+        "record_binding",
+        "key_versions",
+    ]
     assert finding.evidence["records_authenticated"] == finding.evidence["records"] == 2  # a full audit: all
 
 
@@ -77,3 +84,30 @@ def test_retention_edited_at_rest_is_named(customers: Workspace) -> None:
         conn.execute(update(datasets).values(retention="P100Y"))
     problems = [i["problem"] for i in _recon(customers).items]
     assert any(p.startswith("dataset customers: retention 'P100Y' stored, 'P30D' registered") for p in problems)
+
+
+def test_an_access_log_edited_at_rest_is_named(customers: Workspace) -> None:
+    from sqlalchemy import delete, insert, select
+
+    from complai.store.tables import access_log
+    from complai.vault.service import pack_ids
+
+    s = customers.session("owner", "customer_support")
+    s.read("customers")
+    first = s.last_seq
+    s.read("customers")
+    second = s.last_seq
+    assert _recon(customers).status == "pass"
+    with customers.store.write() as conn:
+        conn.execute(delete(access_log).where(access_log.c.seq == first))  # hide a read's subjects
+        ids = conn.execute(select(access_log.c.subject_ids).where(access_log.c.seq == second)).scalar_one()
+        conn.execute(update(access_log).where(access_log.c.seq == second).values(subject_ids=bytes(ids)[8:]))
+        conn.execute(insert(access_log).values(seq=0, subject_ids=pack_ids([1])))
+    problems = [i["problem"] for i in _recon(customers).items if i["item"] == "access_log"]
+    assert sorted(problems) == sorted(
+        [
+            f"read at ledger entry {first}: its access-log row is missing",
+            f"read at ledger entry {second}: the access log names 3 subjects, not the 4 the read reached",
+            "access-log row at ledger entry 0: no governed read was recorded there",
+        ]
+    )

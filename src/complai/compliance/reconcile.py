@@ -24,7 +24,7 @@ from sqlalchemy import exists, func, select
 
 from complai.clock import utc_iso
 from complai.errors import IntegrityError
-from complai.store.tables import datasets, ledger_entries, records, subject_keys, subjects
+from complai.store.tables import access_log, datasets, ledger_entries, records, subject_keys, subjects
 from complai.vault.records import RecordSet, open_record
 
 if TYPE_CHECKING:
@@ -242,6 +242,46 @@ def reconcile_subjects(ctx: AuditContext) -> list[str]:
                 f"subjects: {len(unexplained)} marked erased without an erasure event, the ledger's retention "
                 f"sweeps shredded {shredded}"
             )
+    return out
+
+
+def reconcile_access_log(ctx: AuditContext) -> list[str]:
+    """The access log CONSENT-1 checks, against the reads it records: one row per governed read, naming
+    exactly the subjects whose set digest the read's ledger entry holds (reads recorded before the access
+    log existed, revision 0007, have no row)."""
+    from complai.vault.service import set_digest, unpack_ids
+
+    out: list[str] = []
+    legacy = max(
+        (
+            ev["_seq"]
+            for ev in ledger_events(ctx, "store.migrated")
+            if ev.get("from_revision") is not None and str(ev.get("from_revision")) < "0007"
+        ),
+        default=-1,
+    )
+    reads = {ev["_seq"]: ev for ev in ledger_events(ctx, "vault.read") if ev["_seq"] > legacy}
+    with ctx.ws.store.read() as conn:
+        rows = {int(seq): bytes(blob) for seq, blob in conn.execute(select(access_log.c.seq, access_log.c.subject_ids))}
+        pseudonym = {int(i): str(p) for i, p in conn.execute(select(subjects.c.id, subjects.c.pseudonym))}
+    lines = _Lines(out, "reads whose access-log rows disagree with the ledger")
+    for seq, ev in sorted(reads.items()):
+        blob = rows.get(seq)
+        if blob is None:
+            lines.add(f"read at ledger entry {seq}: its access-log row is missing")
+            continue
+        ids = unpack_ids(blob)
+        if set_digest(pseudonym.get(i, f"unknown subject {i}") for i in ids) != ev.get("subjects_digest"):
+            lines.add(
+                f"read at ledger entry {seq}: the access log names {len(ids)} subjects, not the "
+                f"{ev.get('subjects')} the read reached"
+                if len(ids) != ev.get("subjects")
+                else f"read at ledger entry {seq}: the access log names other subjects than the read reached"
+            )
+    for seq in sorted(set(rows) - set(reads)):
+        if seq > legacy:
+            lines.add(f"access-log row at ledger entry {seq}: no governed read was recorded there")
+    lines.close()
     return out
 
 
@@ -496,6 +536,7 @@ RECONCILERS: list[Reconciler] = [
     reconcile_datasets,
     reconcile_records,
     reconcile_subjects,
+    reconcile_access_log,
     reconcile_record_binding,
     reconcile_key_versions,
     reconcile_budgets,
