@@ -221,3 +221,16 @@ def test_redaction_removes_any_token_secret_from_a_message(case: tuple[str, str]
     for given_token in (mangled, None):
         out = redact_tokens(before + mangled + after, given_token)
         assert core.lower() not in out.lower()
+
+
+def test_revoking_another_principal_token_needs_owner_or_admin(team: Workspace) -> None:
+    ana_tid, _ = team.identity.create_token("owner", "ana", expires="P1D")
+    boss_tid, _ = team.identity.create_token("owner", "boss", expires="P1D")
+    adm_tid, _ = team.identity.create_token("owner", "adm", expires="P1D")
+    with pytest.raises(PolicyDenied, match="may not revoke"):
+        team.identity.revoke_token("ana", adm_tid)
+    with pytest.raises(PolicyDenied, match="may not revoke"):
+        team.identity.revoke_token("adm", boss_tid)  # an admin cannot lock an owner out
+    team.identity.revoke_token("adm", ana_tid)
+    team.identity.revoke_token("ana", team.identity.create_token("ana", "ana", expires="P1D")[0])  # its own
+    team.identity.revoke_token("owner", boss_tid)

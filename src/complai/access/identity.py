@@ -346,7 +346,13 @@ class Identity:
             if row is None:
                 raise NotFound(f"no token {token_id}")
             if row.principal != actor:
-                self.require_owner(conn, actor)
+                revoker = self.get(actor, conn)
+                owner = OWNER in revoker.roles and not revoker.disabled
+                admin = "admin" in revoker.roles and not revoker.disabled
+                if not owner and not (admin and OWNER not in self.get(row.principal, conn).roles):
+                    raise PolicyDenied(
+                        f"{actor} may not revoke another principal's token (owner, or admin for non-owners)"
+                    )
             if row.revoked_at is not None:
                 raise InvalidInput(f"token {token_id} is already revoked")
             conn.execute(update(tokens).where(tokens.c.id == token_id).values(revoked_at=now))
