@@ -74,10 +74,18 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     try:
         key = load_public((base / "bank.key.pub").read_text())
         aid = w.agreements.create("owner", "bank", key, "customers", "credit_scoring", ["income"], max_uses=100).id
+        rid = _verified_access_request(w, "C-1002")
     finally:
         w.close()
     assert cli(ws, "share", "export", aid, "--out", str(base / "first.pkg")) == 0
-    return {"base": base, "ws": ws, "aid": aid}
+    return {"base": base, "ws": ws, "aid": aid, "rid": rid}
+
+
+def _verified_access_request(w: Workspace, subject: str) -> str:
+    s = w.session("owner", "subject_request")
+    rid = str(s.request_open("access", subject)["id"])
+    s.request_update(rid, "verify", method="account")
+    return rid
 
 
 def outputs(env: dict[str, Path | str]) -> list[Output]:
@@ -95,6 +103,9 @@ def outputs(env: dict[str, Path | str]) -> list[Output]:
         Output("share keygen", lambda t: ["share", "keygen", "--out", str(t)]),
         Output("share export", lambda t: ["share", "export", str(env["aid"]), "--out", str(t)]),
         Output("dpia generate", lambda t: ["dpia", "generate", "customers", "--out", str(t)]),
+        Output(
+            "request fulfil", lambda t: ["request", "fulfil", str(env["rid"]), "--subject", "C-1002", "--out", str(t)]
+        ),
         Output("backup create", lambda t: ["backup", "create", str(t)]),
         Output(
             "share open",
@@ -118,6 +129,7 @@ NAMES = [
     "share export",
     "dpia generate",
     "backup create",
+    "request fulfil",
     "share open",
     "ropa",
     "audit",
@@ -212,7 +224,9 @@ def test_force_overwrites_a_file_and_keeps_it_private(env: dict[str, Path | str]
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize("name", ["deid file", "deid table", "subject export", "dpia generate", "backup create"])
+@pytest.mark.parametrize(
+    "name", ["deid file", "deid table", "subject export", "dpia generate", "backup create", "request fulfil"]
+)
 def test_new_output_files_are_0600(env: dict[str, Path | str], name: str, tmp_path: Path) -> None:
     target = tmp_path / "new-output"
     assert cli(Path(env["ws"]), *_output(env, name).argv(target)) == 0
