@@ -326,11 +326,14 @@ class Session:
         schema = self._ws.catalog.get(spec.dataset).schema
         basis = schema.basis(self.purpose)
         models = self._ws.models
-        models.preflight(spec, schema, self.principal)
-        if spec.private and spec.delta is not None:  # 1/N needs N: the dataset's subjects bound it from above
-            subjects = self._ws.vault.counts(spec.dataset)["subjects"]
-            if subjects and spec.delta >= 1 / subjects:
-                raise InvalidInput(f"delta {spec.delta:g} must be below 1/N, N the number of training subjects")
+        # delta against 1/N and the budget before the read: N, the training subjects, is at most the
+        # dataset's subjects, so a given delta at or above 1/subjects can never do, and the delta a run
+        # picks itself, min(1e-5, 0.1/N), is at least min(1e-5, 0.1/subjects)
+        subjects = self._ws.vault.counts(spec.dataset)["subjects"] if spec.private else 0
+        if spec.private and spec.delta is not None and subjects and spec.delta >= 1 / subjects:
+            raise InvalidInput(f"delta {spec.delta:g} must be below 1/N, N the number of training subjects")
+        floor = min(1e-5, 0.1 / subjects) if subjects else 1e-9
+        models.preflight(spec, schema, self.principal, delta_floor=floor)
         columns = [spec.label, *(spec.features or []), *([spec.text] if spec.text else [])]
         if not spec.features and not spec.text:
             columns = None

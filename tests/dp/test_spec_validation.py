@@ -82,3 +82,17 @@ def test_delta_not_below_one_over_n_is_refused_before_the_read(tmp_path: Path) -
         assert ws.ledger.head().size == size
     finally:
         ws.close()
+
+
+def test_a_default_delta_the_budget_cannot_cover_is_refused_before_the_read(tmp_path: Path) -> None:
+    """With no delta in the spec the run picks min(1e-5, 0.1/N); a budget whose delta is smaller is
+    refused before the governed read, not after it."""
+    ws = adult_workspace(Workspace.init(tmp_path / "ws"), 300, epsilon=10.0, delta=1e-7)
+    try:
+        size = ws.ledger.head().size
+        with pytest.raises(BudgetExhausted, match="delta"):
+            ws.session(OWNER, "train_ai_system").train("adult", **BASE)
+        assert ws.ledger.head().size == size
+        assert ws.budgets.get("adult").epsilon_spent == 0
+    finally:
+        ws.close()

@@ -56,8 +56,9 @@ class Models:
 
     # --- training --------------------------------------------------------------------------------
 
-    def preflight(self, spec: TrainingSpec, schema: Any, actor: str) -> None:
-        """Everything that can be refused without reading data: spec against schema, budget for the target."""
+    def preflight(self, spec: TrainingSpec, schema: Any, actor: str, delta_floor: float = 1e-9) -> None:
+        """Everything that can be refused without reading data: spec against schema, budget for the target.
+        `delta_floor`: the least delta the run can use when the spec leaves it to the data (see train)."""
         from complai.dp.features import Labels, TabularFeatures
         from complai.dp.training import check_size, default_features
 
@@ -72,7 +73,7 @@ class Models:
             check_size(spec, TabularFeatures(schema, names).dim, len(labels.classes))
         if spec.private:
             assert spec.target_epsilon is not None
-            delta = spec.delta if spec.delta is not None else 1e-9
+            delta = spec.delta if spec.delta is not None else delta_floor
             self.budgets.check(spec.dataset, actor, (spec.target_epsilon, delta))
 
     def train(
