@@ -119,9 +119,6 @@ class TrainingSpec(BaseModel):
         return cls.parse(data)
 
 
-# --- data ------------------------------------------------------------------------------------------
-
-
 def check_size(spec: TrainingSpec, inputs: int, classes: int) -> int:
     """The parameter count of a tabular model; InvalidInput when it, or the per-sample gradients
     one batch needs, would not fit the limits above (checked before any data is read)."""
@@ -138,6 +135,9 @@ def check_size(spec: TrainingSpec, inputs: int, classes: int) -> int:
             f"need more than {MAX_GRAD_SAMPLE_BYTES >> 30} GiB; use a smaller batch_size or clipping: ghost"
         )
     return params
+
+
+# --- data ------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -353,9 +353,15 @@ def _fit(
         }
         if noise_multiplier is None:
             assert spec.target_epsilon is not None and spec.delta is not None
-            out = engine.make_private_with_epsilon(
-                **common, target_epsilon=spec.target_epsilon, target_delta=spec.delta, epochs=spec.epochs
-            )
+            try:
+                out = engine.make_private_with_epsilon(
+                    **common, target_epsilon=spec.target_epsilon, target_delta=spec.delta, epochs=spec.epochs
+                )
+            except ValueError as exc:  # Opacus: no noise multiplier reaches the target ("budget too low")
+                raise InvalidInput(
+                    f"target_epsilon {spec.target_epsilon:g} cannot be reached with {spec.epochs} epochs of "
+                    f"batch_size {spec.batch_size}: {str(exc).splitlines()[0] if str(exc) else 'no noise level fits'}"
+                ) from None
         else:
             out = engine.make_private(**common, noise_multiplier=noise_multiplier)
         if spec.clipping == "ghost":
