@@ -225,6 +225,8 @@ class RecordsIngested(Event):
     source_digest: Digest
     # multiset hash of the (dataset, subject pseudonym, record id) stored, for reconciliation (RECON-1)
     records_digest: str | None = None
+    consents_digest: str | None = None  # multiset hashes of the consents stored and of their withdrawals
+    withdrawals_digest: str | None = None
 
 
 class DataRead(Event):
@@ -252,6 +254,7 @@ class ConsentWithdrawn(Event):
     subject: Pseudonym
     for_purpose: str
     consents: int
+    withdrawals_digest: str | None = None  # multiset hash of the withdrawals made (RECON-1)
 
 
 class ObjectionRecorded(Event):
@@ -294,6 +297,8 @@ class SubjectErased(Event):
     reapplied_from: int | None = None
     records_by_dataset: dict[str, int] | None = None
     records_digests: dict[str, str] | None = None  # per dataset: multiset hash of the records deleted
+    consents_digest: str | None = None  # multiset hashes of the consents deleted and of their withdrawals
+    withdrawals_digest: str | None = None
 
 
 class RetentionSwept(Event):
@@ -303,6 +308,8 @@ class RetentionSwept(Event):
     subjects_shredded: int
     subject_pseudonyms_digest: Digest
     records_digests: dict[str, str] | None = None  # per dataset: multiset hash of the records deleted
+    consents_digest: str | None = None  # multiset hashes of the consents deleted and of their withdrawals
+    withdrawals_digest: str | None = None
 
 
 class KeysRotated(Event):

@@ -48,6 +48,8 @@ def test_every_legitimate_change_reconciles(customers: Workspace) -> None:
     ws.vault.ingest("customers", later, actor="owner")
     ws.vault.rectify("C-1001", "customers", "income", 5, actor="owner")  # rows from both ingests
     ws.vault.rectify("C-1001", "customers", "income", 6, actor="owner")
+    ws.vault.grant_consent("C-2001", "marketing", actor="owner")
+    ws.vault.withdraw_consent("C-1001", "marketing", actor="owner")
     ws.vault.erase("C-1002", actor="owner")
     ws.keys.rotate("owner")
     finding = _recon(ws)
@@ -57,11 +59,12 @@ def test_every_legitimate_change_reconciles(customers: Workspace) -> None:
     assert swept["records_deleted"] == 3  # the first ingest's records of the three subjects left
     finding = _recon(ws)
     assert finding.status == "pass", finding.items
-    assert finding.evidence["reconciled"][:6] == [
+    assert finding.evidence["reconciled"][:7] == [
         "datasets",
         "records",
         "subjects",
         "access_log",
+        "consents",
         "record_binding",
         "key_versions",
     ]
@@ -111,3 +114,30 @@ def test_an_access_log_edited_at_rest_is_named(customers: Workspace) -> None:
             "access-log row at ledger entry 0: no governed read was recorded there",
         ]
     )
+
+
+def test_consents_edited_at_rest_are_named(customers: Workspace) -> None:
+    from sqlalchemy import insert, select
+
+    from complai.store.tables import consents, subjects
+
+    customers.vault.withdraw_consent("C-1001", "marketing", actor="owner")
+    assert _recon(customers).status == "pass"
+    with customers.store.write() as conn:  # a withdrawal undone, a consent forged
+        conn.execute(update(consents).where(consents.c.withdrawn_at.is_not(None)).values(withdrawn_at=None))
+        sid = conn.execute(select(subjects.c.id).limit(1)).scalar_one()
+        conn.execute(
+            insert(consents).values(
+                subject_id=sid,
+                purpose="fraud_detection",
+                basis="gdpr.consent",
+                granted_at=customers.clock.now(),
+                notice_version="v1",
+                source="forged",
+            )
+        )
+    problems = [i["problem"] for i in _recon(customers).items if i["item"] == "consents"]
+    assert problems == [
+        "consents: the 7 stored consents are not the ones the ledger's ingests and grants recorded",
+        "consents: the stored withdrawals are not the ones the ledger recorded",
+    ]

@@ -24,7 +24,7 @@ from sqlalchemy import exists, func, select
 
 from complai.clock import utc_iso
 from complai.errors import IntegrityError
-from complai.store.tables import access_log, datasets, ledger_entries, records, subject_keys, subjects
+from complai.store.tables import access_log, consents, datasets, ledger_entries, records, subject_keys, subjects
 from complai.vault.records import RecordSet, open_record
 
 if TYPE_CHECKING:
@@ -285,6 +285,75 @@ def reconcile_access_log(ctx: AuditContext) -> list[str]:
     return out
 
 
+def reconcile_consents(ctx: AuditContext) -> list[str]:
+    """The consents CONSENT-1 checks, against the ledger: those ingests and grants stored, less those
+    erasures and retention sweeps deleted, and the withdrawals made (multiset hashes their events
+    record; a grant's consent is its event). Workspaces with events from before these hashes were
+    recorded are not reconciled here."""
+    from complai.clock import as_utc, to_us
+    from complai.vault.records import consent_element, withdrawal_element
+
+    given, withdrawn = RecordSet(), RecordSet()
+    for ev in ledger_events(
+        ctx, "vault.ingested", "consent.granted", "consent.withdrawn", "subject.erased", "retention.swept"
+    ):
+        t = ev.get("type")
+        if t == "consent.granted":
+            at = to_us(datetime.fromisoformat(str(ev["time"]).replace("Z", "+00:00")))
+            given.add_element(
+                consent_element(
+                    str(ev.get("subject")),
+                    str(ev.get("for_purpose")),
+                    str(ev.get("basis")),
+                    at,
+                    str(ev.get("notice_version")),
+                    str(ev.get("source")),
+                )
+            )
+            continue
+        g, w = _parse_set(ev.get("consents_digest")), _parse_set(ev.get("withdrawals_digest"))
+        if t == "consent.withdrawn":
+            if w is None:
+                return []  # from before withdrawals were hashed
+            withdrawn = withdrawn + w
+            continue
+        if g is None or w is None:
+            if (t == "retention.swept" and ev.get("subjects_shredded")) or (
+                t != "retention.swept" and ev.get("consents")
+            ):
+                return []  # consents stored or deleted before they were hashed
+            continue
+        if t == "vault.ingested":
+            given, withdrawn = given + g, withdrawn + w
+        else:
+            given, withdrawn = given - g, withdrawn - w
+    stored_given, stored_withdrawn = RecordSet(), RecordSet()
+    c = consents.c
+    n = 0
+    with ctx.ws.store.read() as conn:
+        q = select(subjects.c.pseudonym, c.purpose, c.basis, c.granted_at, c.withdrawn_at, c.notice_version, c.source)
+        for row in conn.execute(q.join_from(consents, subjects, subjects.c.id == c.subject_id)).mappings():
+            n += 1
+            granted = to_us(as_utc(row["granted_at"]))  # type: ignore[arg-type]
+            stored_given.add_element(
+                consent_element(
+                    str(row["pseudonym"]), row["purpose"], row["basis"], granted, row["notice_version"], row["source"]
+                )
+            )
+            if row["withdrawn_at"] is not None:
+                stored_withdrawn.add_element(
+                    withdrawal_element(
+                        str(row["pseudonym"]), row["purpose"], granted, to_us(as_utc(row["withdrawn_at"]))
+                    )  # type: ignore[arg-type]
+                )
+    out = []
+    if stored_given != given:
+        out.append(f"consents: the {n} stored consents are not the ones the ledger's ingests and grants recorded")
+    if stored_withdrawn != withdrawn:
+        out.append("consents: the stored withdrawals are not the ones the ledger recorded")
+    return out
+
+
 def _rectified(ctx: AuditContext) -> dict[str, tuple[str, str, int]]:
     """record id -> (dataset, subject pseudonym, the latest rectification's ledger entry)."""
     out = {}
@@ -537,6 +606,7 @@ RECONCILERS: list[Reconciler] = [
     reconcile_records,
     reconcile_subjects,
     reconcile_access_log,
+    reconcile_consents,
     reconcile_record_binding,
     reconcile_key_versions,
     reconcile_budgets,

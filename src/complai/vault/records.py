@@ -75,7 +75,10 @@ class RecordSet:
         self.value = value % _SET_MOD
 
     def add(self, dataset: str, pseudonym: str, rid: bytes) -> None:
-        element = b"complai/record-set/v1|%s|%s|%s" % (dataset.encode(), pseudonym.encode(), rid.hex().encode())
+        self.add_element(b"complai/record-set/v1|%s|%s|%s" % (dataset.encode(), pseudonym.encode(), rid.hex().encode()))
+
+    def add_element(self, element: bytes) -> None:
+        """Any element (consents use this too: consent_element, withdrawal_element)."""
         h = hashlib.sha256(element)
         self.value = (self.value + int.from_bytes(h.digest(), "big")) % _SET_MOD
 
@@ -99,6 +102,15 @@ class RecordSet:
         if not isinstance(text, str) or not text.startswith(SET_PREFIX) or len(text) != len(SET_PREFIX) + 64:
             raise ValueError("not a record-set digest")
         return cls(int(text[len(SET_PREFIX) :], 16))
+
+
+def consent_element(pseudonym: str, purpose: str, basis: str, granted_us: int, notice: str, source: str) -> bytes:
+    """A consent row as a set element (without its withdrawal, which withdrawal_element covers)."""
+    return json.dumps(["consent/v1", pseudonym, purpose, basis, int(granted_us), notice, source]).encode()
+
+
+def withdrawal_element(pseudonym: str, purpose: str, granted_us: int, withdrawn_us: int) -> bytes:
+    return json.dumps(["withdrawal/v1", pseudonym, purpose, int(granted_us), int(withdrawn_us)]).encode()
 
 
 def subject_ad(pseudonym: str) -> bytes:

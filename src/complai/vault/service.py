@@ -56,6 +56,7 @@ from complai.vault.catalog import Catalog
 from complai.vault.records import (
     RecordSet,
     check_value,
+    consent_element,
     encode,
     legacy_record_ad,
     open_record,
@@ -64,6 +65,7 @@ from complai.vault.records import (
     subject_ad,
     to_frame,
     value_fields,
+    withdrawal_element,
 )
 from complai.vault.schema import DatasetSchema, retention_deadline
 
@@ -281,6 +283,10 @@ class Vault:
                 if not known[pseud[c["subject"]]].erased
             ]
             bulk_insert(conn, consents, crow, columns=("subject_id", *_CONSENT_FIELDS))
+            given, withdrawn = RecordSet(), RecordSet()
+            for c in consent_rows:
+                if not known[pseud[c["subject"]]].erased:
+                    _add_consent(given, withdrawn, pseud[c["subject"]], c)
             live = [pseud[e] for e in per_subject]
             seq = self.ledger.append(
                 conn,
@@ -297,6 +303,8 @@ class Vault:
                     subjects_digest=set_digest(live),
                     source_digest=digest(source),
                     records_digest=stored.digest(),
+                    consents_digest=given.digest(),
+                    withdrawals_digest=withdrawn.digest(),
                 ),
             )
         return IngestResult(dataset, len(out), len(per_subject), len(new_ext), skipped, len(crow), seq)
@@ -569,6 +577,13 @@ class Vault:
         with self.store.write() as conn:
             subj = self.subject(conn, external_id)
             c = consents.c
+            withdrawn = RecordSet()
+            for (granted,) in conn.execute(
+                select(c.granted_at).where(c.subject_id == subj.id, c.purpose == purpose, c.withdrawn_at.is_(None))
+            ):
+                withdrawn.add_element(
+                    withdrawal_element(subj.pseudonym, purpose, to_us(as_utc(granted)), to_us(now))  # type: ignore[arg-type]
+                )
             n = conn.execute(
                 update(consents)
                 .where(c.subject_id == subj.id, c.purpose == purpose, c.withdrawn_at.is_(None))
@@ -585,6 +600,7 @@ class Vault:
                     subject=subj.pseudonym,
                     for_purpose=purpose,
                     consents=n,
+                    withdrawals_digest=withdrawn.digest(),
                 ),
             )
 
@@ -840,6 +856,7 @@ class Vault:
             conn, select(records.c.dataset, subjects.c.pseudonym, records.c.rid).where(records.c.subject_id == subj.id)
         )
         n_rec = conn.execute(delete(records).where(records.c.subject_id == subj.id)).rowcount
+        given, withdrawn = _consent_sets(conn, [subj.id])
         n_con = conn.execute(delete(consents).where(consents.c.subject_id == subj.id)).rowcount
         conn.execute(delete(objections).where(objections.c.subject_id == subj.id))
         n_keys = self.keyring.destroy(conn, [subj.id])
@@ -861,6 +878,8 @@ class Vault:
                 reapplied_from=reapplied_from,
                 records_by_dataset={ds: n for ds, (n, _) in deleted.items()},
                 records_digests={ds: rs.digest() for ds, (_, rs) in deleted.items()},
+                consents_digest=given.digest(),
+                withdrawals_digest=withdrawn.digest(),
             ),
         )
         self._flag_models(conn, [subj.id], f"a training subject was erased (ledger entry {seq})", now)
@@ -919,8 +938,11 @@ class Vault:
                 has = set(conn.execute(select(r.subject_id).where(r.subject_id.in_(part)).distinct()).scalars())
                 empty += [sid for sid in part if sid not in has]
             pseudos = []
+            given, withdrawn = RecordSet(), RecordSet()
             for part in _chunks(empty):
                 pseudos += list(conn.execute(select(s.pseudonym).where(s.id.in_(part))).scalars())
+                g, w = _consent_sets(conn, part)
+                given, withdrawn = given + g, withdrawn + w
                 conn.execute(delete(consents).where(consents.c.subject_id.in_(part)))
                 conn.execute(delete(objections).where(objections.c.subject_id.in_(part)))
                 conn.execute(update(subjects).where(s.id.in_(part)).values(erased_at=now, external_enc=None))
@@ -936,6 +958,8 @@ class Vault:
                     subjects_shredded=len(empty),
                     subject_pseudonyms_digest=set_digest(pseudos),
                     records_digests={ds: rs.digest() for ds, (_, rs) in deleted.items()},
+                    consents_digest=given.digest(),
+                    withdrawals_digest=withdrawn.digest(),
                 ),
             )
         if n:
@@ -996,6 +1020,31 @@ class Vault:
             erased = conn.execute(select(func.count()).where(s.erased_at.is_not(None))).scalar_one()
             n_keys = conn.execute(select(func.count()).select_from(subject_keys)).scalar_one()
         return {"records": int(n_rec), "subjects": int(n_sub), "erased_subjects": int(erased), "data_keys": int(n_keys)}
+
+
+def _add_consent(given: RecordSet, withdrawn: RecordSet, pseudonym: str, c: Any) -> None:
+    """A consent row (mapping with purpose, basis, granted_at, withdrawn_at, notice_version, source) into
+    the multiset hashes of consents and of withdrawals the ledger records."""
+    granted = to_us(as_utc(c["granted_at"]))  # type: ignore[arg-type]
+    given.add_element(consent_element(pseudonym, c["purpose"], c["basis"], granted, c["notice_version"], c["source"]))
+    if c["withdrawn_at"] is not None:
+        withdrawn.add_element(
+            withdrawal_element(pseudonym, c["purpose"], granted, to_us(as_utc(c["withdrawn_at"])))  # type: ignore[arg-type]
+        )
+
+
+def _consent_sets(conn: Connection, subject_ids: list[int]) -> tuple[RecordSet, RecordSet]:
+    """The multiset hashes of these subjects' stored consents and of their withdrawals."""
+    given, withdrawn = RecordSet(), RecordSet()
+    c = consents.c
+    q = (
+        select(subjects.c.pseudonym, c.purpose, c.basis, c.granted_at, c.withdrawn_at, c.notice_version, c.source)
+        .join_from(consents, subjects, subjects.c.id == c.subject_id)
+        .where(c.subject_id.in_(subject_ids))
+    )
+    for row in conn.execute(q).mappings():
+        _add_consent(given, withdrawn, str(row["pseudonym"]), row)
+    return given, withdrawn
 
 
 def _deleted_sets(conn: Connection, query: Any) -> dict[str, tuple[int, RecordSet]]:
