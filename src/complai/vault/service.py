@@ -13,7 +13,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from complai.events import (
 )
 from complai.inputs import TABLE_MAX_BYTES, parse_csv, read_input, summarise
 from complai.ledger.log import Ledger
-from complai.store import Store, bulk_insert
+from complai.store import Store, bulk_insert, placeholder
 from complai.store.tables import (
     access_log,
     consents,
@@ -170,6 +170,29 @@ class Vault:
                 out[p] = Subject(int(sid), p, erased is not None, restricted is not None)
         return out
 
+    @staticmethod
+    def _insert_subjects(conn: Connection, rows: list[tuple[str, bytes, datetime]]) -> set[str]:
+        """Insert-or-get: add (pseudonym, sealed external id, created) rows, skipping pseudonyms that
+        exist, and return the pseudonyms this transaction inserted. Concurrent ingests of overlapping new
+        subjects then all succeed: on PostgreSQL the later one waits for the earlier to commit and skips
+        its rows; callers insert in one global order (sorted external ids), so two ingests never wait on
+        each other in a cycle."""
+        ph = placeholder(conn)
+        sqlite = conn.dialect.name == "sqlite"
+        mine: set[str] = set()
+        for part in _chunks(rows, 2000):
+            params: list[Any] = []
+            for p, enc, created in part:
+                # SQLite: datetimes in SQLAlchemy's own text format, as bulk_insert writes them
+                params += [p, enc, created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else created]
+            sql = (
+                "INSERT INTO subjects (pseudonym, external_enc, created_at) VALUES "
+                + ",".join([f"({ph}, {ph}, {ph})"] * len(part))
+                + " ON CONFLICT (pseudonym) DO NOTHING RETURNING pseudonym"
+            )
+            mine.update(str(r[0]) for r in conn.exec_driver_sql(sql, tuple(params)).all())
+        return mine
+
     def subject(self, conn: Connection, external_id: str) -> Subject:
         """Look up a live (not erased) subject by external id."""
         if not external_id or not external_id.strip():
@@ -225,20 +248,20 @@ class Vault:
                 absent = [e for e in missing_consent_subjects if pseud[e] not in known]
                 if absent:
                     raise InvalidInput(f"consents name {len(absent)} subject(s) that are neither in the data nor known")
-            erased = {p for p, s in known.items() if s.erased}
             new_ext = sorted(e for e in set(external) if pseud[e] not in known)
-            per_subject = Counter(e for e in external if pseud[e] not in erased)
             # new subjects: keys first, so the external id can be sealed before the row exists
             fresh = {e: new_raw_key() for e in new_ext}
             fresh_keys = {e: DataKey(k) for e, k in fresh.items()}
             if new_ext:
-                bulk_insert(
-                    conn,
-                    subjects,
-                    [(pseud[e], fresh_keys[e].seal(e.encode(), subject_ad(pseud[e])), now) for e in new_ext],
-                    columns=("pseudonym", "external_enc", "created_at"),
+                mine = self._insert_subjects(
+                    conn, [(pseud[e], fresh_keys[e].seal(e.encode(), subject_ad(pseud[e])), now) for e in new_ext]
                 )
                 known.update(self._subjects_by_pseudonym(conn, [pseud[e] for e in new_ext]))
+                # a concurrent ingest that committed them first made them existing subjects (with their keys)
+                new_ext = [e for e in new_ext if pseud[e] in mine]
+                fresh = {e: fresh[e] for e in new_ext}
+            erased = {p for p, s in known.items() if s.erased}
+            per_subject = Counter(e for e in external if pseud[e] not in erased)
             ids = {e: known[pseud[e]].id for e in per_subject}
             keys: dict[int, tuple[int, DataKey]] = {}
             if new_ext:
