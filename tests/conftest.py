@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from complai.clock import ManualClock
 from complai.store.engine import normalise_url
@@ -26,6 +26,10 @@ BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 def _pg_schema_url(schema: str) -> str:
     assert PG_URL is not None
     base = normalise_url(PG_URL)
+    parsed = make_url(base)
+    if parsed.password is not None:  # a workspace never stores a password: libpq takes it from PGPASSWORD
+        os.environ.setdefault("PGPASSWORD", str(parsed.password))
+        base = parsed._replace(password=None).render_as_string(hide_password=False)
     sep = "&" if "?" in base else "?"
     return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
 
