@@ -120,3 +120,18 @@ def test_spends_after_a_lost_mark_still_agree(spent: Workspace) -> None:
     spent.session("ana", "analytics").dp_query(COUNT, 0.01)  # re-derived from the whole ledger: agrees
     spent.session("owner", "analytics").dp_query(COUNT, 0.01, delta=1e-8)
     assert _recon(spent) == []
+
+
+def test_budget_views_and_a_training_preflight_refuse_a_reset_budget(spent: Workspace) -> None:
+    with spent.store.write() as conn:
+        conn.execute(update(dp_budgets).values(eps_spent=0.0))
+    with pytest.raises(IntegrityError):
+        spent.budgets.get("customers")
+    with pytest.raises(IntegrityError):
+        spent.budgets.all("customers")
+    before = _state(spent)
+    with pytest.raises(IntegrityError):  # refused before any data is read: no vault.read, no spend
+        spent.session("owner", "analytics").train(
+            "customers", label="segment", model="logreg", target_epsilon=0.1, delta=1e-7
+        )
+    assert _state(spent) == before

@@ -273,6 +273,8 @@ class Budgets:
             row = conn.execute(
                 select(dp_budgets).where(dp_budgets.c.dataset == dataset, dp_budgets.c.principal == principal)
             ).first()
+            if row is not None:
+                self._reconcile(conn, dataset, [row], write=False)
         if row is None:
             raise NotFound(f"no privacy budget set for {dataset!r}" + ("" if principal == ALL else f" and {principal}"))
         return BudgetState.of(row)
@@ -281,7 +283,8 @@ class Budgets:
         with self.store.read() as conn:
             rows = conn.execute(
                 select(dp_budgets).where(dp_budgets.c.dataset == dataset).order_by(dp_budgets.c.principal)
-            )
+            ).all()
+            self._reconcile(conn, dataset, rows, write=False)
             return [BudgetState.of(r) for r in rows]
 
     def reserve(
@@ -380,10 +383,11 @@ class Budgets:
         if conn.execute(_UPDATE_MARK, {"mark_key": key, "mark_value": value}).rowcount == 0:
             conn.execute(_INSERT_MARK, {"key": key, "value": value})
 
-    def _reconcile(self, conn: Connection, dataset: str, rows: Any) -> None:
-        """Re-derive the locked rows from the ledger (from their marks on); IntegrityError on a difference.
-        Holding the dataset row's lock, every spend on the dataset is committed and visible to the scan,
-        and the spend about to be recorded comes after every entry it saw."""
+    def _reconcile(self, conn: Connection, dataset: str, rows: Any, write: bool = True) -> None:
+        """Re-derive the rows from the ledger (from their marks on); IntegrityError on a difference. A
+        spend holds the dataset row's lock: every spend on the dataset is committed and visible to the
+        scan, and the spend about to be recorded comes after every entry it saw, so it moves the marks
+        (`write`). Reads (budget views, a training run's preflight) check a snapshot and write nothing."""
         if not rows:
             return
         state: dict[tuple[str, str], Derived] = {}
@@ -405,8 +409,9 @@ class Budgets:
             problem = divergence(r, state.get((dataset, r.principal)))
             if problem is not None:
                 raise IntegrityError(f"{problem}: budget state was altered outside complai; nothing was spent")
-        for r in rows:
-            self._write_mark(conn, r, max(end, start.get((dataset, r.principal), 0)))
+        if write:
+            for r in rows:
+                self._write_mark(conn, r, max(end, start.get((dataset, r.principal), 0)))
 
     def derive_all(self) -> dict[tuple[str, str], Derived]:
         """Every budget row as the whole ledger says it must be (for the audit)."""
@@ -443,6 +448,7 @@ class Budgets:
         c = dp_budgets.c
         with self.store.read() as conn:
             rows = conn.execute(select(dp_budgets).where(c.dataset == dataset, c.principal.in_([ALL, principal]))).all()
+            self._reconcile(conn, dataset, rows, write=False)
         self._check(rows, dataset, principal, 0.0, 0.0, approx)
 
     def remaining(self, conn: Connection, dataset: str) -> float:
