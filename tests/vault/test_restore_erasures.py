@@ -84,7 +84,7 @@ def test_a_new_workspace_at_the_old_path_is_not_taken_for_the_source(
     customers: Workspace, key: bytes, tmp_path: Path
 ) -> None:
     create_backup(customers, tmp_path / "b.bak", key, "owner")
-    live, clock = Path(customers.path), customers.clock
+    live = Path(customers.path)
     customers.close()
     shutil.rmtree(live)
     Workspace.init(live).close()
