@@ -362,12 +362,20 @@ def erasure(ctx: AuditContext) -> Finding:
     return Finding(PASS, f"{erased} erasures complete; no model awaits retraining", evidence)
 
 
+def models_checked(ctx: AuditContext) -> dict[str, list[str]]:
+    """Every stored model's integrity problems (Models.check), computed once per audit: DP-1 and RECON-1
+    both report them, and checking hashes every model's weights."""
+    if "_models_checked" not in ctx.__dict__:
+        ctx.__dict__["_models_checked"] = ctx.ws.models.check()
+    return dict(ctx.__dict__["_models_checked"])
+
+
 @check("model_privacy")
 def model_privacy(ctx: AuditContext) -> Finding:
     with ctx.ws.store.read() as conn:
         rows = conn.execute(select(models).order_by(models.c.id)).all()
     # the registry, cards and weights as the ledger's model.trained entries bound them (dp/models.py)
-    integrity = ctx.ws.models.check()
+    integrity = models_checked(ctx)
     if not rows and not integrity:
         return Finding(NA, "no models")
     items = [

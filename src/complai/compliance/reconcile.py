@@ -24,7 +24,16 @@ from sqlalchemy import exists, func, select
 
 from complai.clock import utc_iso
 from complai.errors import IntegrityError
-from complai.store.tables import access_log, consents, datasets, ledger_entries, records, subject_keys, subjects
+from complai.store.tables import (
+    access_log,
+    consents,
+    datasets,
+    ledger_entries,
+    objections,
+    records,
+    subject_keys,
+    subjects,
+)
 from complai.vault.records import RecordSet, open_record
 
 if TYPE_CHECKING:
@@ -354,6 +363,57 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
     return out
 
 
+def reconcile_objections(ctx: AuditContext) -> list[str]:
+    """Objections and restrictions, which governed reads and CONSENT-1 obey, as their events left them:
+    each live subject holds exactly the objections its subject.objected entries recorded (none is ever
+    lifted), and is restricted exactly when its latest subject.restricted entry says so."""
+    from complai.clock import as_utc, to_us
+
+    out: list[str] = []
+    s, o = subjects.c, objections.c
+    with ctx.ws.store.read() as conn:
+        live = {
+            str(p): restricted is not None
+            for p, restricted in conn.execute(select(s.pseudonym, s.restricted_at).where(s.erased_at.is_(None)))
+        }
+        stored: Counter[tuple[str, str, str, int]] = Counter()
+        lifted: list[str] = []
+        for p, purpose, kind, at, lifted_at in conn.execute(
+            select(s.pseudonym, o.purpose, o.kind, o.at, o.lifted_at).join_from(
+                objections, subjects, s.id == o.subject_id
+            )
+        ):
+            stored[(str(p), str(purpose), str(kind), to_us(as_utc(at)))] += 1  # type: ignore[arg-type]
+            if lifted_at is not None:
+                lifted.append(str(p))
+    recorded: Counter[tuple[str, str, str, int]] = Counter()
+    restricted: dict[str, tuple[bool, int]] = {}
+    for ev in ledger_events(ctx, "subject.objected", "subject.restricted"):
+        p = str(ev.get("subject"))
+        if ev.get("type") == "subject.restricted":
+            restricted[p] = (bool(ev.get("restricted")), ev["_seq"])
+        elif p in live:
+            at = to_us(datetime.fromisoformat(str(ev["time"]).replace("Z", "+00:00")))
+            recorded[(p, str(ev.get("for_purpose")), str(ev.get("objection")), at)] += 1
+    lines = _Lines(out, "objections that disagree with the ledger")
+    for p, purpose, kind, _ in sorted((recorded - stored).elements()):
+        lines.add(f"subject {p}: its {kind} to {purpose} (recorded in the ledger) is missing from the store")
+    for p, purpose, kind, _ in sorted((stored - recorded).elements()):
+        lines.add(f"subject {p}: holds an {kind} to {purpose} that the ledger never recorded")
+    for p in sorted(set(lifted)):
+        lines.add(f"subject {p}: an objection is marked lifted, but nothing lifts objections")
+    lines.close()
+    lines = _Lines(out, "restrictions that disagree with the ledger")
+    for p, is_restricted in sorted(live.items()):
+        want, seq = restricted.get(p, (False, None))
+        if is_restricted != want:
+            where = f"its restriction at ledger entry {seq}" if want else "the ledger"
+            state = "restricted" if is_restricted else "not restricted"
+            lines.add(f"subject {p}: {state} in the store, not as {where} says")
+    lines.close()
+    return out
+
+
 def _rectified(ctx: AuditContext) -> dict[str, tuple[str, str, int]]:
     """record id -> (dataset, subject pseudonym, the latest rectification's ledger entry)."""
     out = {}
@@ -590,7 +650,9 @@ def reconcile_budgets(ctx: AuditContext) -> list[str]:
 def reconcile_models(ctx: AuditContext) -> list[str]:
     """Stored models: registry row, card, card.json, card.md and weights as each model.trained entry
     bound them (digests, privacy parameters); no model without its entry and no entry without its model."""
-    return [f"model {model_id}: {p}" for model_id, problems in sorted(ctx.ws.models.check().items()) for p in problems]
+    from complai.compliance.engine import models_checked
+
+    return [f"model {model_id}: {p}" for model_id, problems in sorted(models_checked(ctx).items()) for p in problems]
 
 
 def reconcile_checkpoints(ctx: AuditContext) -> list[str]:
@@ -607,6 +669,7 @@ RECONCILERS: list[Reconciler] = [
     reconcile_subjects,
     reconcile_access_log,
     reconcile_consents,
+    reconcile_objections,
     reconcile_record_binding,
     reconcile_key_versions,
     reconcile_budgets,
