@@ -102,3 +102,19 @@ def test_datetimes_with_zone_names_are_dates() -> None:
     for orig, label in zip(born, out["born"], strict=True):
         lo, hi = date_range(label)
         assert lo <= pd.Timestamp(orig[:10]).date() <= hi and "23:30" not in label
+
+
+def test_a_few_identifiers_among_placeholders_or_inside_text_leave_the_release() -> None:
+    from complai.deid.recognizers import find_patterns
+
+    df = people(200)
+    df = df.drop(columns=["n", "col1", "contact", "ref", "city"]).assign(
+        col2=["-" if i % 25 else f"p{i}@example.com" for i in range(200)],  # 4% emails among placeholders
+        notes=[f"order {i} shipped" if i != 117 else "refund to GB82 WEST 1234 5698 7654 32" for i in range(200)],
+    )
+    out, r = anonymize(df, ["age", "sex"], 5)
+    assert set(r.direct_identifiers["dropped"]) == {"col2", "notes"}
+    wanted = ["EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "CN_RESIDENT_ID"]
+    assert not [v for v in out.astype(str).to_numpy().ravel() if find_patterns(v, wanted)]
+    with pytest.raises(InvalidInput, match="direct identifiers"):
+        anonymize(df, ["age", "sex"], 5, sensitive="notes")

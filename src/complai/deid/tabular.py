@@ -27,6 +27,7 @@ from __future__ import annotations
 import calendar
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -173,6 +174,32 @@ def date_range(label: str) -> tuple[date, date]:
     raise InvalidInput(f"{label!r} is not a date label")
 
 
+# entities whose patterns are checked (RFC syntax, checksums): one in any value makes the column hold
+# direct identifiers, whatever the other values are (placeholders, free text)
+_CONTAINED = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "CN_RESIDENT_ID")
+
+
+def _contains_direct(values: pd.Series) -> str | None:
+    """Why `values` hold direct identifiers when any distinct value contains an email address, an
+    IBAN, a payment card or a national id (every value is checked, not a sample); None otherwise."""
+    from complai.deid.recognizers import find_patterns
+
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return None
+    present = values.dropna().astype(str)
+    counts = present.value_counts()
+    hits: Counter[str] = Counter()
+    rows = 0
+    for text, n in counts.items():
+        found = {f.entity for f in find_patterns(str(text), _CONTAINED)}
+        for entity in found:
+            hits[entity] += int(n)
+        rows += int(n) if found else 0
+    if not rows:
+        return None
+    return f"{rows} of {len(present)} values contain {', '.join(sorted(hits))}"
+
+
 def find_direct_identifiers(
     df: pd.DataFrame, exclude: Sequence[str] = (), schema: Mapping[str, str | None] | None = None
 ) -> dict[str, str]:
@@ -195,6 +222,8 @@ def find_direct_identifiers(
         for col, proposal in zip(undeclared, scan(df[undeclared], regex_only=True), strict=True):
             if proposal.identifier == "direct":
                 found[col] = "scanner: " + "; ".join(proposal.evidence)
+            elif (contained := _contains_direct(df[col])) is not None:
+                found[col] = "scanner: " + contained
     for col in list(found):
         present = df[col].dropna()
         if len(present) and present.astype(str).map(_PSEUDONYM.fullmatch).notna().all():
@@ -216,6 +245,8 @@ def _named_direct_identifiers(
         for col, proposal in zip(undeclared, scan(df[undeclared], regex_only=True), strict=True):
             if proposal.values_identifier == "direct":
                 found[col] = "scanner: " + "; ".join(proposal.evidence)
+            elif (contained := _contains_direct(df[col])) is not None:
+                found[col] = "scanner: " + contained
     return found
 
 
