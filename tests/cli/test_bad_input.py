@@ -137,6 +137,11 @@ CASES = [
     ("train spec is a directory", ["train", "{tmp}"], "is a directory"),
     ("federated spec is a FIFO", ["federated", "simulate", "{tmp}/fifo", "--root", "{tmp}/fed"], "is a FIFO"),
     ("audit report is a directory", ["audit", "verify", "{tmp}"], "is a directory"),
+    # the command line's own usage errors are one line too, not a usage box
+    ("missing argument", ["dataset", "create", "--schema", "{tmp}/spec.yaml"], "Missing argument 'NAME'"),
+    ("not an integer", ["ledger", "show", "--from", "abc"], "'abc' is not a valid integer"),
+    ("no such command", ["nosuch"], "No such command 'nosuch'"),
+    ("no such option", ["status", "--frobnicate"], "No such option '--frobnicate'"),
 ]
 
 

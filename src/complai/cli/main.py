@@ -162,8 +162,24 @@ def quickstart(
 
 def main() -> None:
     """Run the CLI with complai's error contract: one line on stderr, exit 2 (refused) or 1 (failed check)."""
+    import click
+
     try:
-        app(prog_name="complai")
+        # not standalone: click's usage errors come here, to be printed as one line like every other refusal
+        rc = app(prog_name="complai", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "complai"
+        text = " ".join(redact_tokens(exc.format_message(), state.token).split())
+        if text:  # empty when the help was shown for a bare group (no_args_is_help)
+            err_console.print(f"[red]error:[/] {escape(text)} (see '{escape(where)} --help')", soft_wrap=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        text = " ".join(redact_tokens(exc.format_message(), state.token).split())
+        err_console.print(f"[red]error:[/] {escape(text)}", soft_wrap=True)
+        sys.exit(exc.exit_code)
     except ComplaiError as exc:
         if state.debug:
             traceback.print_exc()
@@ -179,6 +195,7 @@ def main() -> None:
         first = escape(text.splitlines()[0]) if text else ""
         err_console.print(f"[red]internal error:[/] {type(exc).__name__}: {first} (run with --debug for details)")
         sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":
