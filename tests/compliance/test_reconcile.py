@@ -59,15 +59,9 @@ def test_every_legitimate_change_reconciles(customers: Workspace) -> None:
     assert swept["records_deleted"] == 3  # the first ingest's records of the three subjects left
     finding = _recon(ws)
     assert finding.status == "pass", finding.items
-    assert finding.evidence["reconciled"][:7] == [
-        "datasets",
-        "records",
-        "subjects",
-        "access_log",
-        "consents",
-        "record_binding",
-        "key_versions",
-    ]
+    assert {"datasets", "records", "subjects", "access_log", "consents", "objections", "record_binding"} <= set(
+        finding.evidence["reconciled"]
+    )
     assert finding.evidence["records_authenticated"] == finding.evidence["records"] == 2  # a full audit: all
 
 
@@ -141,3 +135,39 @@ def test_consents_edited_at_rest_are_named(customers: Workspace) -> None:
         "consents: the 7 stored consents are not the ones the ledger's ingests and grants recorded",
         "consents: the stored withdrawals are not the ones the ledger recorded",
     ]
+
+
+def test_objections_and_restrictions_edited_at_rest_are_named(customers: Workspace) -> None:
+    from sqlalchemy import delete
+
+    from complai.store.tables import objections, subjects
+
+    ws = customers
+    ws.vault.object("C-1001", "marketing", actor="owner")
+    ws.vault.restrict("C-1002", actor="owner", reason="disputed accuracy")
+    ws.vault.restrict("C-1003", actor="owner")
+    ws.vault.restrict("C-1003", actor="owner", lift=True)
+    ws.vault.object("C-1004", "*", actor="owner", kind="opt_out")
+    ws.vault.erase("C-1004", actor="owner")
+    assert _recon(ws).status == "pass", _recon(ws).items
+    p1, p2, p3 = (ws.pseudonyms.subject(x) for x in ("C-1001", "C-1002", "C-1003"))
+    with ws.store.write() as conn:  # the objection deleted, the restriction lifted, another imposed
+        conn.execute(delete(objections))
+        conn.execute(update(subjects).where(subjects.c.pseudonym == p2).values(restricted_at=None))
+        conn.execute(update(subjects).where(subjects.c.pseudonym == p3).values(restricted_at=ws.clock.now()))
+    problems = [i["problem"] for i in _recon(ws).items if i["item"] == "objections"]
+    assert problems[0].startswith(f"subject {p1}: its objection to marketing")
+    assert sorted(problems) == sorted(
+        [
+            f"subject {p1}: its objection to marketing (recorded in the ledger) is missing from the store",
+            f"subject {p2}: not restricted in the store, but ledger entry {_last(ws, 'subject.restricted', p2)} "
+            "restricted it",
+            f"subject {p3}: restricted in the store, but ledger entry {_last(ws, 'subject.restricted', p3)} "
+            "lifted its restriction",
+        ]
+    )
+
+
+def _last(ws: Workspace, kind: str, pseudonym: str) -> int:
+    ctx = engine.AuditContext(ws, ws.clock.now())
+    return max(e["_seq"] for e in reconcile.ledger_events(ctx, kind) if e.get("subject") == pseudonym)

@@ -407,9 +407,12 @@ def reconcile_objections(ctx: AuditContext) -> list[str]:
     for p, is_restricted in sorted(live.items()):
         want, seq = restricted.get(p, (False, None))
         if is_restricted != want:
-            where = f"its restriction at ledger entry {seq}" if want else "the ledger"
             state = "restricted" if is_restricted else "not restricted"
-            lines.add(f"subject {p}: {state} in the store, not as {where} says")
+            if seq is None:
+                lines.add(f"subject {p}: {state} in the store, but the ledger records no restriction of it")
+            else:
+                did = "restricted it" if want else "lifted its restriction"
+                lines.add(f"subject {p}: {state} in the store, but ledger entry {seq} {did}")
     lines.close()
     return out
 
