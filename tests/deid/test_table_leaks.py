@@ -118,3 +118,11 @@ def test_a_few_identifiers_among_placeholders_or_inside_text_leave_the_release()
     assert not [v for v in out.astype(str).to_numpy().ravel() if find_patterns(v, wanted)]
     with pytest.raises(InvalidInput, match="direct identifiers"):
         anonymize(df, ["age", "sex"], 5, sensitive="notes")
+
+
+def test_a_date_column_left_out_of_the_quasi_identifiers_is_warned_about() -> None:
+    df = people().assign(born=[f"19{50 + i % 40}-0{1 + i % 9}-1{i % 10}" for i in range(40)])
+    _, r = anonymize(df, ["age", "sex"], 4)
+    assert any(note.startswith("WARNING") and "born" in note for note in r.notes)
+    _, r = anonymize(df, ["age", "sex", "born"], 4)
+    assert not any(note.startswith("WARNING") for note in r.notes)

@@ -130,6 +130,9 @@ def table(
         for what in ("dropped", "pseudonymized"):
             if ids[what]:
                 console.print(f"direct identifiers {what}: {', '.join(ids[what])}")
+    for note in report.notes:
+        if note.startswith("WARNING") and "kept by request" not in note:
+            err_console.print("warning: " + note.removeprefix("WARNING: "))
     if report.direct_identifiers["kept"]:
         err_console.print(
             f"warning: direct identifiers kept by request: {', '.join(report.direct_identifiers['kept'])}; "

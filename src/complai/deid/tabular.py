@@ -478,6 +478,22 @@ def anonymize(
     else:
         dropped = list(handled)
         out = out.drop(columns=dropped)
+    loose = [
+        c
+        for c in out.columns
+        if c not in named
+        and c not in direct
+        and (
+            (schema or {}).get(str(c)) == "quasi"
+            or (not pd.api.types.is_numeric_dtype(df[c]) and _looks_like_dates(df[c]))
+        )
+    ]
+    if loose:
+        notes.append(
+            f"WARNING: column(s) {', '.join(map(str, loose))} hold dates or are declared quasi-identifiers and are "
+            f"released as they are: k={k} holds over the named quasi-identifiers only; name them among the "
+            "quasi-identifiers, or drop them first"
+        )
     if kept_direct:
         notes.append(
             f"WARNING: direct identifier(s) {', '.join(map(str, kept_direct))} kept by request: the release "
