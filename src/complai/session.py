@@ -465,6 +465,57 @@ class Session:
         self.last_seq = written["ledger_seq"]
         return {**written, "report": doc}
 
+    # --- descriptions of the workspace ---------------------------------------------------------------
+
+    _OVERSIGHT = ("audit", "admin")
+    _EXACT = ("read", "ingest", "export", "erase", "audit", "admin")
+    _ANY = ("read", "ingest", "query_dp", "train", "export", "erase", "share", "audit", "admin")
+
+    def _may(self, dataset: str, actions: tuple[str, ...], purposes: list[str]) -> bool:
+        decide = self._ws.policy.decide
+        return any(decide(self.principal, dataset, a, p) for a in actions for p in [*purposes, self.purpose])
+
+    def status(self) -> Any:
+        """The workspace's status (ledger head, schema revision, counts of datasets and checkpoints):
+        for principals who oversee it (audit or admin)."""
+        if not self._may(ALL, self._OVERSIGHT, []):
+            self._check("audit")
+        return self._ws.status()
+
+    def key_status(self) -> dict[str, object]:
+        """Key versions and rotation state: for principals who oversee the workspace (audit or admin)."""
+        if not self._may(ALL, self._OVERSIGHT, []):
+            self._check("audit")
+        return self._ws.keys.status()
+
+    def describe_datasets(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Dataset declarations the principal may act on, for any purpose the dataset declares; exact
+        record and subject counts only to those who may see exact data (a DP-only analyst gets none: a
+        count is a data-dependent value). The policy is asked before the catalogue, so a refusal says
+        nothing about whether a dataset exists."""
+        catalog, vault = self._ws.catalog, self._ws.vault
+        if name is not None:
+            if not self._may(name, self._ANY, []) and not self._may(ALL, self._OVERSIGHT, []):
+                # purposes are per dataset: look them up only once the name alone is not enough
+                known = name in catalog.names()
+                purposes = list(catalog.get(name).schema.purposes) if known else []
+                if not known or not self._may(name, self._ANY, purposes):
+                    self._check("audit", name)
+            names = [name]
+        else:
+            names = catalog.names()
+        out = []
+        for n in names:
+            info = catalog.get(n)
+            purposes = list(info.schema.purposes)
+            if name is None and not self._may(n, self._ANY, purposes):
+                continue
+            doc: dict[str, Any] = {**info.schema.model_dump(mode="json"), "created_at": info.created_at}
+            if self._may(n, self._EXACT, purposes):
+                doc.update(vault.counts(n))
+            out.append(doc)
+        return out
+
     def audit_access(self) -> None:
         """Ledger and audit views: the auditor's action (no personal data involved)."""
         self._check("audit")

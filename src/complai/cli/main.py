@@ -28,7 +28,7 @@ from complai.cli.common import (
     authenticate_at_startup,
     console,
     err_console,
-    open_workspace,
+    open_session,
     print_json,
     state,
     workspace_path,
@@ -131,8 +131,8 @@ def init(
 @app.command()
 def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Show the workspace, its schema version and counts."""
-    with open_workspace() as ws:
-        st = ws.status()
+    with open_session("administration") as (_, session):
+        st = session.status()
     if json_out:
         print_json(st.as_dict())
         return

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from complai.cli.common import (
@@ -14,7 +15,6 @@ from complai.cli.common import (
     console,
     err_console,
     open_session,
-    open_workspace,
     print_json,
     progress,
     protected_paths,
@@ -94,21 +94,19 @@ def dataset_ingest(
 
 @dataset_app.command("list")
 def dataset_list(json_out: JsonOpt = False) -> None:
-    with open_workspace() as ws:
-        rows = []
-        for name in ws.catalog.names():
-            info = ws.catalog.get(name)
-            counts = ws.vault.counts(name)
-            rows.append(
-                {
-                    "dataset": name,
-                    "records": counts["records"],
-                    "subjects": counts["subjects"],
-                    "purposes": list(info.schema.purposes),
-                    "retention": info.schema.retention,
-                    "jurisdiction": info.schema.jurisdiction,
-                }
-            )
+    """The datasets the caller may act on (exact counts only for those who may see exact data)."""
+    with open_session("administration") as (_, session):
+        rows = [
+            {
+                "dataset": d["name"],
+                "records": d.get("records"),
+                "subjects": d.get("subjects"),
+                "purposes": list(d["purposes"]),
+                "retention": d["retention"],
+                "jurisdiction": d["jurisdiction"],
+            }
+            for d in session.describe_datasets()
+        ]
     if json_out:
         print_json(rows)
         return
@@ -116,8 +114,8 @@ def dataset_list(json_out: JsonOpt = False) -> None:
     for r in rows:
         t.add_row(
             r["dataset"],
-            f"{r['records']:,}",
-            f"{r['subjects']:,}",
+            "-" if r["records"] is None else f"{r['records']:,}",
+            "-" if r["subjects"] is None else f"{r['subjects']:,}",
             ", ".join(r["purposes"]),
             r["retention"],
             r["jurisdiction"],
@@ -127,22 +125,22 @@ def dataset_list(json_out: JsonOpt = False) -> None:
 
 @dataset_app.command("show")
 def dataset_show(name: Annotated[str, typer.Argument()], json_out: JsonOpt = False) -> None:
-    with open_workspace() as ws:
-        info = ws.catalog.get(name)
-        counts = ws.vault.counts(name)
-    doc = {**info.schema.model_dump(mode="json"), "created_at": info.created_at, **counts}
+    """A dataset's schema (and, for those who may see exact data, its record and subject counts)."""
+    with open_session("administration") as (_, session):
+        (doc,) = session.describe_datasets(name)
     if json_out:
         print_json(doc)
         return
-    console.print(f"[bold]{name}[/]: {counts['records']:,} records, {counts['subjects']:,} subjects")
-    console.print(f"jurisdiction {info.schema.jurisdiction}, retention {info.schema.retention}")
+    counts = f": {doc['records']:,} records, {doc['subjects']:,} subjects" if "records" in doc else ""
+    console.print(f"[bold]{escape(name)}[/]{counts}")
+    console.print(f"jurisdiction {doc['jurisdiction']}, retention {doc['retention']}")
     p = Table("purpose", "lawful basis")
-    for purpose, basis in info.schema.purposes.items():
+    for purpose, basis in doc["purposes"].items():
         p.add_row(purpose, str(basis))
     console.print(p)
     t = Table("field", "type", "category", "identifier", "sensitive")
-    for f in info.schema.fields:
-        t.add_row(f.name, f.type, f.category, f.identifier or "", "yes" if f.sensitive else "")
+    for f in doc["fields"]:
+        t.add_row(f["name"], f["type"], f["category"], f.get("identifier") or "", "yes" if f.get("sensitive") else "")
     console.print(t)
 
 
@@ -247,8 +245,8 @@ def consent_withdraw(subject: SubjectArg, purpose: Annotated[str, typer.Option("
 
 @keys_app.command("status")
 def keys_status(json_out: JsonOpt = False) -> None:
-    with open_workspace() as ws:
-        st = ws.keys.status()
+    with open_session("security") as (_, session):
+        st = session.key_status()
     if json_out:
         print_json(st)
         return
