@@ -109,3 +109,28 @@ def test_erased_bytes_do_not_survive_in_the_sqlite_files(sqlite_ws: Workspace) -
     blob = b"".join(p.read_bytes() for p in Path(ws.path).glob("complai.db*"))
     for s in secrets:
         assert bytes(s)[:16] not in blob
+
+
+def test_a_rotation_during_a_backup_never_leaves_keys_the_backup_cannot_unwrap(
+    customers: Workspace, key: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key file is read after the snapshot: a rotation that retires the snapshot's KEK version in
+    between must not produce a backup whose data keys nothing can unwrap."""
+    from complai.vault import backup
+
+    real = backup.read_secret
+    rotated = []
+
+    def read_after_a_rotation(path: Path, *a: object, **kw: object) -> bytes:
+        if Path(path).name == "kek.json" and not rotated:
+            with Workspace.open(customers.path, clock=customers.clock) as other:
+                rotated.append(other.keys.rotate("owner"))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(backup, "read_secret", read_after_a_rotation)
+    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    assert rotated and rotated[0]["retired"] == [1]
+    monkeypatch.setattr(backup, "read_secret", real)
+    Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "r", key, "owner", clock=customers.clock)
+    with Workspace.open(tmp_path / "r", clock=customers.clock) as r:
+        assert _ids(r) == {"C-1001", "C-1002", "C-1003", "C-1004"}

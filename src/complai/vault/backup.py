@@ -90,13 +90,41 @@ def _tables() -> list[Table]:
     return [t for t in metadata.sorted_tables]
 
 
+class _KeysMoved(Exception):
+    """A key rotation retired a KEK version between the snapshot and the read of the key file."""
+
+
 def create_backup(
     ws: Any, path: Path, key: bytes, actor: str, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Write an encrypted backup of the workspace `ws` to `path` (refuses to overwrite).
 
     Nothing is recorded and no file is left unless the backup is complete: the checkpoint and the
-    `backup.created` event are stored after the file is in place (complai.files writes it)."""
+    `backup.created` event are stored after the file is in place (complai.files writes it). The key
+    file is read after the database snapshot; a rotation may retire a KEK version in between, so every
+    version the snapshot's data keys use must be in the copy taken, or the backup is taken again."""
+    for attempt in range(3):
+        try:
+            return _create_backup(ws, path, key, actor, progress)
+        except _KeysMoved:
+            if attempt == 2:
+                raise IntegrityError(
+                    "key rotations kept retiring key-encryption key versions during the backup; run it again "
+                    "once the rotation has finished"
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def _kek_versions(data: bytes) -> set[int]:
+    try:
+        return {int(v) for v in json.loads(data)["versions"]}
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError("the key-encryption key file is not readable") from None
+
+
+def _create_backup(
+    ws: Any, path: Path, key: bytes, actor: str, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     path = Path(path)
     forbidden = workspace_protected(ws.path)
     if os.path.lexists(path) and not os.path.islink(path) and not os.path.isdir(path):
@@ -115,6 +143,7 @@ def create_backup(
     ).encode()
     manifest: dict[str, Any] = {"files": {}, "tables": {}}
     stored: list[Any] = []
+    used: set[int] = set()  # KEK versions the snapshot's data keys are wrapped under
     with atomic_output(path, forbidden=forbidden) as raw:
         writer = EncryptingWriter(raw, key, header)
         with tarfile.open(fileobj=writer, mode="w|") as tar:  # type: ignore[call-overload]
@@ -127,6 +156,8 @@ def create_backup(
                     with tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
                         h = hashlib.sha256()
                         n = 0
+                        if table.name == "subject_keys":
+                            used = set(conn.execute(select(table.c.kek_version).distinct()).scalars())
                         for row in conn.execute(select(table)).mappings():
                             line = json.dumps(_encode_row(table, row), sort_keys=True).encode() + b"\n"
                             spool.write(line)
@@ -136,6 +167,8 @@ def create_backup(
                         manifest["tables"][table.name] = n
             for name in KEY_FILES:
                 data = read_secret(ws.settings.keys_dir / name)
+                if name == "kek.json" and not used <= _kek_versions(data):
+                    raise _KeysMoved
                 _add(tar, f"keys/{name}", io.BytesIO(data), hashlib.sha256(data).hexdigest(), manifest)
             toml = (ws.path / CONFIG_FILE).read_bytes()
             _add(tar, CONFIG_FILE, io.BytesIO(toml), hashlib.sha256(toml).hexdigest(), manifest)
