@@ -126,3 +126,19 @@ def test_a_date_column_left_out_of_the_quasi_identifiers_is_warned_about() -> No
     assert any(note.startswith("WARNING") and "born" in note for note in r.notes)
     _, r = anonymize(df, ["age", "sex", "born"], 4)
     assert not any(note.startswith("WARNING") for note in r.notes)
+
+
+def test_identifiers_read_as_numbers_leave_the_release() -> None:
+    from complai.datasets.customer_service import luhn_check_digit
+
+    cards = [int(b + luhn_check_digit(b)) for b in (f"4{i:014d}" for i in range(40))]
+    df = pd.DataFrame(
+        {
+            "x": cards,  # read from a CSV as int64
+            "y": [110105194912310003] * 40,  # a resident identity number (ISO 7064 MOD 11-2)
+            "z": [float(c) if i else None for i, c in enumerate(cards)],  # one missing: float64
+            "age": [20 + i % 30 for i in range(40)],
+        }
+    )
+    out, r = anonymize(df, ["age"], 4)
+    assert set(r.direct_identifiers["dropped"]) == {"x", "y", "z"} and list(out.columns) == ["age"]

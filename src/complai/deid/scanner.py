@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from complai.deid.analyzer import TextAnalyzer
@@ -95,6 +96,25 @@ class ColumnProposal:
         return dict(self.__dict__)
 
 
+def value_texts(values: pd.Series) -> pd.Series | None:
+    """The present values as text: strings as they are, integers as digits (and floats that all hold
+    integers, as a column of card numbers with one missing value reads), so identifiers read as numbers
+    are scanned too; None for other numbers and for booleans."""
+    values = values.dropna()
+    if pd.api.types.is_bool_dtype(values):
+        return None
+    if pd.api.types.is_integer_dtype(values):
+        return values.astype(str)
+    if pd.api.types.is_float_dtype(values):
+        arr = values.to_numpy(dtype="float64")
+        if np.isfinite(arr).all() and (arr == np.floor(arr)).all():
+            return pd.Series([str(int(v)) for v in arr], index=values.index, dtype="object")
+        return None
+    if pd.api.types.is_numeric_dtype(values):
+        return None
+    return values.astype(str)
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
@@ -112,9 +132,9 @@ def scan(frame: pd.DataFrame, sample: int = 200, regex_only: bool = False, seed:
                 proposal.evidence.append(f"name matches {pattern!r}")
                 named = True
                 break
-        values = frame[col].dropna()
-        if len(values) and not pd.api.types.is_numeric_dtype(values):
-            picked = values.sample(min(sample, len(values)), random_state=seed).astype(str).tolist()
+        values = value_texts(frame[col])
+        if values is not None and len(values):
+            picked = values.sample(min(sample, len(values)), random_state=seed).tolist()
             found = analyzer.analyze_batch(picked)
             hits: Counter[str] = Counter()
             whole: Counter[str] = Counter()

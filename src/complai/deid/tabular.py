@@ -183,10 +183,11 @@ def _contains_direct(values: pd.Series) -> str | None:
     """Why `values` hold direct identifiers when any distinct value contains an email address, an
     IBAN, a payment card or a national id (every value is checked, not a sample); None otherwise."""
     from complai.deid.recognizers import find_patterns
+    from complai.deid.scanner import value_texts
 
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+    present = value_texts(values)
+    if present is None:
         return None
-    present = values.dropna().astype(str)
     counts = present.value_counts()
     hits: Counter[str] = Counter()
     rows = 0
