@@ -173,3 +173,21 @@ def test_cli_show_and_card_refuse_an_edited_card(copy: tuple[Workspace, str]) ->
         r = run(*w, *args)
         assert r.returncode == 1 and "card.json: its contents do not match" in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "0.11" not in r.stdout
+
+
+def test_a_restored_backup_keeps_its_models_verifiable(copy: tuple[Workspace, str], tmp_path: Path) -> None:
+    from complai.vault.backup import create_backup, load_backup_key, new_backup_key
+
+    ws, model_id = copy
+    new_backup_key(tmp_path / "backup.key")
+    key = load_backup_key(tmp_path / "backup.key")
+    create_backup(ws, tmp_path / "b.bak", key, OWNER)
+    Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "restored", key, OWNER)
+    with Workspace.open(tmp_path / "restored") as restored:
+        shown = restored.session(OWNER, "audit").model(model_id)
+        assert shown["model_id"] == model_id
+        restored.models.load(model_id)
+        finding = engine.model_privacy(engine.AuditContext(restored, restored.clock.now()))
+        assert finding.status != engine.FAIL, finding.items
+        weights = restored.models.directory(model_id) / "model.safetensors"
+        assert oct(weights.stat().st_mode & 0o777) == "0o600"

@@ -45,6 +45,7 @@ from complai.store.tables import ledger_head
 
 MAGIC = b"complai-backup/1"
 KEY_FILES = ("ledger.key", "pseudonym.key", "kek.json")
+MODELS_DIR = "models"
 
 
 def new_backup_key(path: Path) -> None:
@@ -172,6 +173,13 @@ def _create_backup(
                 _add(tar, f"keys/{name}", io.BytesIO(data), hashlib.sha256(data).hexdigest(), manifest)
             toml = (ws.path / CONFIG_FILE).read_bytes()
             _add(tar, CONFIG_FILE, io.BytesIO(toml), hashlib.sha256(toml).hexdigest(), manifest)
+            # trained models' weights, cards and audit reports: the registry's digests point at them
+            models_dir = Path(ws.path) / MODELS_DIR
+            for f in sorted(models_dir.rglob("*")) if models_dir.is_dir() else []:
+                if f.is_file() and not f.is_symlink() and not f.name.startswith("."):
+                    data = f.read_bytes()
+                    name = f"{MODELS_DIR}/{f.relative_to(models_dir).as_posix()}"
+                    _add(tar, name, io.BytesIO(data), hashlib.sha256(data).hexdigest(), manifest)
             # the checkpoint of exactly this snapshot: a stored one (with its cosignatures) or a new
             # signature, stored only once the backup is complete
             stored = [n for n in ws.ledger.checkpoints() if n.checkpoint.size == int(head.size)]
@@ -356,6 +364,13 @@ def restore_backup(
                 write_secret(keys / name, (staging / "keys" / name).read_bytes())
             settings_text = (staging / CONFIG_FILE).read_text()
             (target / CONFIG_FILE).write_text(settings_text)
+            for name in sorted(manifest["files"]):
+                if name.startswith(MODELS_DIR + "/"):
+                    dest = target / name
+                    if not dest.resolve().is_relative_to((target / MODELS_DIR).resolve()):
+                        raise IntegrityError(f"backup holds an unexpected entry {name!r}")
+                    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    write_secret(dest, (staging / name).read_bytes())
             settings = load_settings(target)
             if database_url or settings.database_url:
                 from dataclasses import replace
