@@ -8,6 +8,7 @@ each rectification increments), its creation time and its expiry.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -206,6 +207,58 @@ def _parse_int(v: Any) -> int | str:
     return n
 
 
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date(v: Any) -> str | None:
+    """A calendar date as YYYY-MM-DD, or None: text must be exactly an ISO 8601 date (no time, no words
+    such as `today`, no locale order such as 06/05/1990); a date or timestamp object keeps its own
+    calendar date (never moved by a time zone conversion)."""
+    if isinstance(v, dt.datetime | pd.Timestamp):
+        return v.date().isoformat()
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if isinstance(v, np.datetime64):
+        return None if np.isnat(v) else _iso_date(pd.Timestamp(v))
+    if not isinstance(v, str) or not _ISO_DATE.fullmatch(s := v.strip()):
+        return None
+    try:
+        return dt.date.fromisoformat(s).isoformat()
+    except ValueError:
+        return None
+
+
+def _iso_datetime(v: Any) -> str | None:
+    """An instant as YYYY-MM-DDTHH:MM:SS.ffffffZ (UTC; a value without an offset is read as UTC), or None:
+    text must be an ISO 8601 date or date and time, never a word (`now`) or a locale's order."""
+    if isinstance(v, np.datetime64):
+        if np.isnat(v):
+            return None
+        v = pd.Timestamp(v)
+    if isinstance(v, pd.Timestamp):
+        v = v.to_pydatetime()
+    if isinstance(v, str):
+        s = v.strip()
+        if not _ISO_DATE.fullmatch(s[:10]):
+            return None
+        if s.endswith(("z", "Z")):
+            s = s[:-1] + "+00:00"
+        try:
+            v = dt.datetime.fromisoformat(s)
+        except ValueError:
+            return None
+    elif isinstance(v, dt.date) and not isinstance(v, dt.datetime):
+        v = dt.datetime(v.year, v.month, v.day)
+    if not isinstance(v, dt.datetime):
+        return None
+    if v.tzinfo is not None:
+        try:
+            v = v.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:  # an offset that moves the instant out of years 1-9999
+            return None
+    return v.isoformat(timespec="microseconds") + "Z"
+
+
 def _integers(spec: FieldSpec, col: pd.Series, missing: np.ndarray, problems: Problems) -> list[int | None]:
     """Exact integers: up to 18 digits (always within 64 bits) parsed in bulk, anything else one by one."""
     if col.dtype.kind == "i" and not missing.any():
@@ -270,10 +323,12 @@ def _convert(spec: FieldSpec, col: pd.Series, problems: Problems) -> list[Any]:
                 problems.value(spec, i, v, "is not a boolean")
                 values.append(None)
     elif spec.type in ("date", "datetime"):
-        parsed = pd.to_datetime(col, errors="coerce", utc=True)
-        problems.mask(spec, col, parsed.isna().to_numpy() & ~missing, f"is not a {spec.type}")
-        fmt = "%Y-%m-%d" if spec.type == "date" else "%Y-%m-%dT%H:%M:%S.%fZ"
-        values = [None if pd.isna(ts) else ts.strftime(fmt) for ts in parsed]
+        values = []
+        for i, (v, m) in enumerate(zip(col.tolist(), missing, strict=True)):
+            text = None if m else (_iso_date(v) if spec.type == "date" else _iso_datetime(v))
+            if text is None and not m:
+                problems.value(spec, i, v, f"is not an ISO 8601 {spec.type}")
+            values.append(text)
     else:  # string, category, text
         values = [None if m else str(v) for v, m in zip(col.tolist(), missing, strict=True)]
         if spec.values is not None:
@@ -354,7 +409,7 @@ def to_frame(schema: DatasetSchema, columns: list[str], subjects: list[str], row
             cats = spec.values
             data[name] = pd.Categorical(vals, categories=cats) if cats else pd.Categorical(vals)
         elif spec.type in ("date", "datetime"):
-            data[name] = pd.to_datetime(pd.Series(vals, dtype="object"), utc=True)
+            data[name] = pd.to_datetime(pd.Series(vals, dtype="object"), utc=True, format="ISO8601")
         else:
             data[name] = pd.array(vals, dtype="string")
     return pd.DataFrame(data, columns=columns)
