@@ -11,12 +11,12 @@ import pytest
 import yaml
 from sqlalchemy import insert, select, update
 
-from complai.clock import to_us
+from complai.clock import to_us, utc_iso
 from complai.compliance import engine, report
 from complai.datasets.adult import adult_schema_path, load_adult
 from complai.datasets.consents import adult_consents
 from complai.errors import IntegrityError, InvalidInput
-from complai.events import DataShared, FederatedRound
+from complai.events import AgreementChanged, DataShared, FederatedRound
 from complai.ledger.witness import Witness
 from complai.store.tables import access_log, agreements, consents, datasets, ledger_entries, records, subjects
 from complai.vault.schema import load_schema
@@ -97,12 +97,27 @@ def _share_under_expired_agreement(ws: Workspace, agreement: str) -> None:
                 deid_json="{}",
                 expires_at=past,
                 max_uses=1,
-                uses=0,
+                uses=1,
                 created_by=OWNER,
                 created_at=past - timedelta(days=30),
                 recipient_jurisdiction="EU",
             )
         )
+    ws.ledger.record(  # the agreement's own entry, so that only the expired use is wrong (RECON-1 agrees)
+        AgreementChanged(
+            time=past - timedelta(days=30),
+            actor=OWNER,
+            purpose="research",
+            agreement=agreement,
+            recipient="lab",
+            dataset="adult",
+            for_purpose="research",
+            fields=[],
+            expires=utc_iso(past),
+            max_uses=1,
+            change="created",
+        )
+    )
     ws.ledger.record(
         DataShared(
             time=ws.clock.now(),

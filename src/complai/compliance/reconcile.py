@@ -666,6 +666,162 @@ def reconcile_checkpoints(ctx: AuditContext) -> list[str]:
     return check_checkpoints(ctx.ws.ledger)
 
 
+def _when(value: Any) -> str | None:
+    """A stored timestamp as the ledger writes it (UTC ISO 8601), None for none."""
+    from complai.clock import as_utc
+
+    return None if value is None else utc_iso(as_utc(value))  # type: ignore[arg-type]
+
+
+def reconcile_access(ctx: AuditContext) -> list[str]:
+    """Access-control state as the ledger derives it: principals (added, disabled), role grants, policy
+    rules, tokens (principal, expiry, revocation) and sharing agreements (dataset, purpose, fields,
+    expiry, use limit, uses, revocation). Each of these, edited at rest, would grant a privilege or lift
+    a limit; none is trusted without its events. The owner and its role come with the workspace."""
+    from complai.store.tables import agreements, policy_rules, principals, role_grants, tokens
+
+    out: list[str] = []
+    events = ledger_events(
+        ctx,
+        "principal.added",
+        "principal.disabled",
+        "role.changed",
+        "policy.changed",
+        "token.created",
+        "token.revoked",
+        "agreement.changed",
+        "data.shared",
+    )
+    added: set[str] = {"owner"}
+    disabled: set[str] = set()
+    roles: set[tuple[str, str]] = {("owner", "owner")}
+    rules: dict[int, tuple[str, ...]] = {}
+    toks: dict[str, dict[str, Any]] = {}
+    agrs: dict[str, dict[str, Any]] = {}
+    uses: Counter[str] = Counter()
+    for ev in events:
+        kind = ev.get("type")
+        if kind == "principal.added":
+            added.add(str(ev.get("principal")))
+        elif kind == "principal.disabled":
+            name = str(ev.get("principal"))
+            disabled.add(name)
+            for tok in toks.values():
+                if tok["principal"] == name:
+                    tok["revoked"] = True
+        elif kind == "role.changed":
+            grant = (str(ev.get("principal")), str(ev.get("role")))
+            if ev.get("granted"):
+                roles.add(grant)
+            else:
+                roles.discard(grant)
+        elif kind == "policy.changed":
+            rule_id = int(ev.get("rule_id", -1))
+            if ev.get("added"):
+                rules[rule_id] = tuple(str(ev.get(k)) for k in ("subject", "domain", "action", "for_purpose", "effect"))
+            else:
+                rules.pop(rule_id, None)
+        elif kind == "token.created":
+            toks[str(ev.get("token_id"))] = {
+                "principal": str(ev.get("principal")),
+                "expires": ev.get("expires"),
+                "revoked": False,
+            }
+        elif kind == "token.revoked" and str(ev.get("token_id")) in toks:
+            toks[str(ev.get("token_id"))]["revoked"] = True
+        elif kind == "agreement.changed":
+            aid = str(ev.get("agreement"))
+            if ev.get("change") == "created":
+                agrs[aid] = {**ev, "revoked": False}
+            elif aid in agrs and ev.get("change") == "revoked":
+                agrs[aid]["revoked"] = True
+        elif kind == "data.shared":
+            uses[str(ev.get("agreement"))] = max(uses[str(ev.get("agreement"))], int(ev.get("use", 0)))
+    with ctx.ws.store.read() as conn:
+        p_rows = conn.execute(select(principals.c.name, principals.c.disabled_at)).all()
+        g_rows = {(str(p), str(r)) for p, r in conn.execute(select(role_grants.c.principal, role_grants.c.role))}
+        r_rows = conn.execute(select(policy_rules)).all()
+        t_rows = conn.execute(select(tokens.c.id, tokens.c.principal, tokens.c.expires_at, tokens.c.revoked_at)).all()
+        a_rows = conn.execute(select(agreements)).all()
+    lines = _Lines(out, "access-control divergences")
+    stored = set()
+    for name, disabled_at in p_rows:
+        stored.add(str(name))
+        if name not in added:
+            lines.add(f"principal {name}: in the store, but the ledger never added it")
+        elif (disabled_at is not None) != (name in disabled):
+            state = "disabled" if disabled_at is not None else "enabled"
+            said = "disabled it" if name in disabled else "never disabled it"
+            lines.add(f"principal {name}: {state} in the store, but the ledger {said}")
+    for name in sorted(added - stored):
+        lines.add(f"principal {name}: added in the ledger, but missing from the store")
+    for principal, role in sorted(g_rows - roles):
+        lines.add(f"role {role} of {principal}: granted in the store, but not by the ledger")
+    for principal, role in sorted(roles - g_rows):
+        lines.add(f"role {role} of {principal}: granted by the ledger, but missing from the store")
+    seen_rules = set()
+    for r in r_rows:
+        rule_id = int(r.id)
+        seen_rules.add(rule_id)
+        have = (str(r.subject), str(r.domain), str(r.action), str(r.purpose), str(r.effect))
+        if rule_id not in rules:
+            lines.add(f"policy rule {rule_id}: in the store, but the ledger never added it (or removed it)")
+        elif have != rules[rule_id]:
+            lines.add(
+                f"policy rule {rule_id}: stored as ({', '.join(have)}), the ledger added ({', '.join(rules[rule_id])})"
+            )
+    for rule_id in sorted(set(rules) - seen_rules):
+        lines.add(f"policy rule {rule_id}: added in the ledger, but missing from the store")
+    for t in t_rows:
+        tid = str(t.id)
+        want = toks.get(tid)
+        if want is None:
+            lines.add(f"token {tid}: in the store, but the ledger never created it")
+            continue
+        if str(t.principal) != want["principal"]:
+            lines.add(
+                f"token {tid}: belongs to {t.principal} in the store, the ledger created it for {want['principal']}"
+            )
+        if _when(t.expires_at) != want["expires"]:
+            stored_expiry, set_expiry = _when(t.expires_at) or "never", want["expires"] or "never"
+            lines.add(f"token {tid}: expiry {stored_expiry} stored, the ledger set {set_expiry}")
+        if want["revoked"] and t.revoked_at is None:
+            lines.add(f"token {tid}: revoked by the ledger, but live in the store")
+        elif not want["revoked"] and t.revoked_at is not None:
+            lines.add(f"token {tid}: revoked in the store, but not by the ledger")
+    for a in a_rows:
+        aid = str(a.id)
+        want = agrs.get(aid)
+        if want is None:
+            lines.add(f"agreement {aid}: in the store, but the ledger never created it")
+            continue
+        try:
+            fields = json.loads(a.fields_json)
+        except ValueError:
+            fields = None
+        if (str(a.recipient), str(a.dataset), str(a.purpose), fields) != (
+            want.get("recipient"),
+            want.get("dataset"),
+            want.get("for_purpose"),
+            want.get("fields"),
+        ):
+            lines.add(f"agreement {aid}: recipient, dataset, purpose or fields differ from the ledger's")
+        if int(a.max_uses) != int(want.get("max_uses", -1)):
+            lines.add(f"agreement {aid}: at most {a.max_uses} uses stored, the ledger set {want.get('max_uses')}")
+        if int(a.uses) != uses[aid]:
+            lines.add(f"agreement {aid}: used {a.uses} times in the store, the ledger records {uses[aid]} use(s)")
+        if _when(a.expires_at) != want.get("expires"):
+            lines.add(
+                f"agreement {aid}: expires {_when(a.expires_at)} in the store, the ledger set {want.get('expires')}"
+            )
+        if want["revoked"] and a.revoked_at is None:
+            lines.add(f"agreement {aid}: revoked by the ledger, but live in the store")
+        elif not want["revoked"] and a.revoked_at is not None:
+            lines.add(f"agreement {aid}: revoked in the store, but not by the ledger")
+    lines.close()
+    return out
+
+
 RECONCILERS: list[Reconciler] = [
     reconcile_datasets,
     reconcile_records,
@@ -678,6 +834,7 @@ RECONCILERS: list[Reconciler] = [
     reconcile_budgets,
     reconcile_models,
     reconcile_checkpoints,
+    reconcile_access,
 ]
 
 
