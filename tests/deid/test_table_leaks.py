@@ -142,3 +142,9 @@ def test_identifiers_read_as_numbers_leave_the_release() -> None:
     )
     out, r = anonymize(df, ["age"], 4)
     assert set(r.direct_identifiers["dropped"]) == {"x", "y", "z"} and list(out.columns) == ["age"]
+
+
+def test_iso_dates_under_an_innocent_header_are_a_date_quasi_identifier() -> None:
+    df = pd.DataFrame({"d": [f"19{50 + i % 40}-0{1 + i % 9}-1{i % 10}" for i in range(40)], "g": ["a", "b"] * 20})
+    out, r = anonymize(df, ["d", "g"], 4)
+    assert out.groupby(["d", "g"]).size().min() >= r.achieved["k"] >= 4

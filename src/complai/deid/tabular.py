@@ -233,15 +233,16 @@ def find_direct_identifiers(
 
 
 def _named_direct_identifiers(
-    df: pd.DataFrame, named: Sequence[str], schema: Mapping[str, str | None]
+    df: pd.DataFrame, named: Sequence[str], schema: Mapping[str, str | None], dates: Sequence[str] = ()
 ) -> dict[str, str]:
     """Among the quasi-identifiers and the sensitive attribute, those the schema declares direct and,
     among the ones it does not declare, those whose sampled values the scanner finds to be direct
-    identifiers (checked patterns such as emails and IBANs, or the shape of personal names)."""
+    identifiers (checked patterns such as emails and IBANs, or the shape of personal names). Date
+    columns (`dates`, generalised as ranges) are not scanned: the phone pattern matches ISO dates."""
     from complai.deid.scanner import scan
 
     found = {c: "declared a direct identifier by the schema" for c in named if schema.get(str(c)) == "direct"}
-    undeclared = [c for c in dict.fromkeys(named) if str(c) not in schema]
+    undeclared = [c for c in dict.fromkeys(named) if str(c) not in schema and c not in dates]
     if undeclared:
         for col, proposal in zip(undeclared, scan(df[undeclared], regex_only=True), strict=True):
             if proposal.values_identifier == "direct":
@@ -346,7 +347,7 @@ def anonymize(
                 dates[q] = days
     # a named column whose values are direct identifiers would be released as sets of them, or as they
     # are: refused unless kept by name
-    named_direct = _named_direct_identifiers(df, named, schema or {})
+    named_direct = _named_direct_identifiers(df, named, schema or {}, dates=list(dates))
     refused = [c for c in named_direct if c not in keep]
     if refused:
         raise InvalidInput(
