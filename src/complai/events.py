@@ -354,9 +354,13 @@ class PrincipalDisabled(Event):
 
 class TokenCreated(Event):
     kind: ClassVar[str] = "token.created"
+    absent_when_none: ClassVar[frozenset[str]] = Event.absent_when_none | {"secret_digest"}
     token_id: str
     principal: str
     expires: str | None
+    # SHA-256 of the stored secret hash (never the secret), so a hash replaced at rest is found (RECON-1);
+    # absent from tokens created before it was recorded
+    secret_digest: str | None = None
 
 
 class TokenRevoked(Event):

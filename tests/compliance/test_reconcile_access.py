@@ -104,13 +104,15 @@ def test_tokens_edited_at_rest_are_named(governed: tuple[Workspace, str, str]) -
     with ws.store.write() as conn:
         conn.execute(update(tokens).where(tokens.c.principal == "eve").values(revoked_at=None))
         conn.execute(update(tokens).where(tokens.c.id == token_id).values(expires_at=now + timedelta(days=36500)))
+        conn.execute(update(tokens).where(tokens.c.id == token_id).values(secret_hash=b"\1" * 32))  # a known secret
         conn.execute(
             insert(tokens).values(
                 id="00" * 8, principal="ana", secret_hash=b"\0" * 32, created_at=now, created_by="owner"
             )
         )
     problems = _access(ws)
-    assert len(problems) == 4, problems
+    assert len(problems) == 5, problems
+    assert f"token {token_id}: its stored secret hash is not the one the ledger recorded" in problems
     assert sum("revoked by the ledger, but live in the store" in p for p in problems) == 2
     assert any(p.startswith(f"token {token_id}: expiry ") for p in problems), problems
     assert "token 0000000000000000: in the store, but the ledger never created it" in problems

@@ -106,6 +106,11 @@ def _deadline(now: datetime, duration: str) -> datetime:
         raise InvalidInput(f"duration {duration!r} is out of range") from None
 
 
+def token_secret_digest(secret_hash: bytes) -> str:
+    """What the ledger records of a token's stored secret hash: its SHA-256 (the secret is not derivable)."""
+    return "sha256:" + hashlib.sha256(bytes(secret_hash)).hexdigest()
+
+
 def bump_policy_version(conn: Connection) -> int:
     """Every change to roles, principals or rules bumps this; cached decisions are keyed on it."""
     row = conn.execute(select(meta.c.value).where(meta.c.key == "policy_version")).scalar()
@@ -259,6 +264,7 @@ class Identity:
         expires_at = _deadline(now, expires) if expires else None
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
+        secret_hash = hashlib.sha256(secret.encode()).digest()
         with self.store.write() as conn:
             minter = self.get(actor, conn)
             if minter.disabled:
@@ -287,7 +293,7 @@ class Identity:
                 insert(tokens).values(
                     id=token_id,
                     principal=principal,
-                    secret_hash=hashlib.sha256(secret.encode()).digest(),
+                    secret_hash=secret_hash,
                     created_at=now,
                     created_by=actor,
                     expires_at=expires_at,
@@ -302,6 +308,7 @@ class Identity:
                     token_id=token_id,
                     principal=principal,
                     expires=utc_iso(expires_at) if expires_at else None,
+                    secret_digest=token_secret_digest(secret_hash),
                 ),
             )
         return token_id, f"cpl_{token_id}_{secret}"

@@ -678,6 +678,7 @@ def reconcile_access(ctx: AuditContext) -> list[str]:
     rules, tokens (principal, expiry, revocation) and sharing agreements (dataset, purpose, fields,
     expiry, use limit, uses, revocation). Each of these, edited at rest, would grant a privilege or lift
     a limit; none is trusted without its events. The owner and its role come with the workspace."""
+    from complai.access.identity import token_secret_digest
     from complai.store.tables import agreements, policy_rules, principals, role_grants, tokens
 
     out: list[str] = []
@@ -725,6 +726,7 @@ def reconcile_access(ctx: AuditContext) -> list[str]:
             toks[str(ev.get("token_id"))] = {
                 "principal": str(ev.get("principal")),
                 "expires": ev.get("expires"),
+                "secret": ev.get("secret_digest"),
                 "revoked": False,
             }
         elif kind == "token.revoked" and str(ev.get("token_id")) in toks:
@@ -741,7 +743,9 @@ def reconcile_access(ctx: AuditContext) -> list[str]:
         p_rows = conn.execute(select(principals.c.name, principals.c.disabled_at)).all()
         g_rows = {(str(p), str(r)) for p, r in conn.execute(select(role_grants.c.principal, role_grants.c.role))}
         r_rows = conn.execute(select(policy_rules)).all()
-        t_rows = conn.execute(select(tokens.c.id, tokens.c.principal, tokens.c.expires_at, tokens.c.revoked_at)).all()
+        t_rows = conn.execute(
+            select(tokens.c.id, tokens.c.principal, tokens.c.secret_hash, tokens.c.expires_at, tokens.c.revoked_at)
+        ).all()
         a_rows = conn.execute(select(agreements)).all()
     lines = _Lines(out, "access-control divergences")
     stored = set()
@@ -785,6 +789,8 @@ def reconcile_access(ctx: AuditContext) -> list[str]:
         if _when(t.expires_at) != want["expires"]:
             stored_expiry, set_expiry = _when(t.expires_at) or "never", want["expires"] or "never"
             lines.add(f"token {tid}: expiry {stored_expiry} stored, the ledger set {set_expiry}")
+        if want["secret"] is not None and token_secret_digest(t.secret_hash) != want["secret"]:
+            lines.add(f"token {tid}: its stored secret hash is not the one the ledger recorded")
         if want["revoked"] and t.revoked_at is None:
             lines.add(f"token {tid}: revoked by the ledger, but live in the store")
         elif not want["revoked"] and t.revoked_at is not None:
