@@ -148,3 +148,11 @@ def test_iso_dates_under_an_innocent_header_are_a_date_quasi_identifier() -> Non
     df = pd.DataFrame({"d": [f"19{50 + i % 40}-0{1 + i % 9}-1{i % 10}" for i in range(40)], "g": ["a", "b"] * 20})
     out, r = anonymize(df, ["d", "g"], 4)
     assert out.groupby(["d", "g"]).size().min() >= r.achieved["k"] >= 4
+
+
+def test_free_text_holding_personal_data_is_warned_about() -> None:
+    df = people().drop(columns=["n", "col1", "contact", "ref", "city"])
+    df["notes"] = [f"call me on +44 20 7946 {i:04d} after six" for i in range(40)]
+    out, r = anonymize(df, ["age", "sex"], 4)
+    assert "notes" in out.columns
+    assert any(note.startswith("WARNING") and "notes" in note and "PHONE_NUMBER" in note for note in r.notes)

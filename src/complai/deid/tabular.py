@@ -202,13 +202,17 @@ def _contains_direct(values: pd.Series) -> str | None:
 
 
 def find_direct_identifiers(
-    df: pd.DataFrame, exclude: Sequence[str] = (), schema: Mapping[str, str | None] | None = None
+    df: pd.DataFrame,
+    exclude: Sequence[str] = (),
+    schema: Mapping[str, str | None] | None = None,
+    free_text: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Columns that are direct identifiers, each with the reason: the schema's declaration (`schema`
     maps declared field names to their identifier kind) for the columns it declares, the column
     scanner's classification (names, and sampled values through the pattern recognizers) for the rest.
     Columns in `exclude` (the quasi-identifiers and the sensitive attribute) and columns already made of
-    keyed pseudonyms are left out."""
+    keyed pseudonyms are left out. `free_text`, when given, receives the other undeclared columns the
+    scanner finds to be free text holding personal data (names, phone numbers...), with what it found."""
     from complai.deid.scanner import scan
 
     schema = schema or {}
@@ -225,6 +229,8 @@ def find_direct_identifiers(
                 found[col] = "scanner: " + "; ".join(proposal.evidence)
             elif (contained := _contains_direct(df[col])) is not None:
                 found[col] = "scanner: " + contained
+            elif free_text is not None and proposal.category == "user.content.message" and proposal.entities:
+                free_text[col] = ", ".join(sorted(proposal.entities))
     for col in list(found):
         present = df[col].dropna()
         if len(present) and present.astype(str).map(_PSEUDONYM.fullmatch).notna().all():
@@ -320,7 +326,8 @@ def anonymize(
             f"column(s) {declared_direct} are declared direct identifiers by the schema: they cannot be "
             "released as quasi-identifiers or sensitive attribute unless kept explicitly"
         )
-    direct = find_direct_identifiers(df, exclude=named, schema=schema)
+    free_text: dict[str, str] = {}
+    direct = find_direct_identifiers(df, exclude=named, schema=schema, free_text=free_text)
     kept_direct = [c for c in direct if c in keep]
     handled = [c for c in direct if c not in keep]
     if (l is not None or t is not None) and sensitive is None:
@@ -495,6 +502,12 @@ def anonymize(
             f"WARNING: column(s) {', '.join(map(str, loose))} hold dates or are declared quasi-identifiers and are "
             f"released as they are: k={k} holds over the named quasi-identifiers only; name them among the "
             "quasi-identifiers, or drop them first"
+        )
+    if free_text:
+        notes.append(
+            "WARNING: free text released as it is holds personal data: "
+            + "; ".join(f"{c} ({found})" for c, found in free_text.items())
+            + ": de-identify it first (`complai deid file`, `deid text`) or drop it"
         )
     if kept_direct:
         notes.append(
