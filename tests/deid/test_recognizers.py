@@ -153,6 +153,7 @@ EMAILS = [
     "x@y.z",
     "ABC@DEF.GHI",
     "jane@example.büro",
+    "jo\u200bhn@exa\u00admple.com",  # invisible characters inside
 ]
 
 

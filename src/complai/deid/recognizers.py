@@ -121,8 +121,11 @@ _U = (
     r"[^\x00-\x7f\s\u00a0-\u00bf\u00d7\u00f7\u2000-\u200b\u200e-\u206f\u3000-\u303f"
     r"\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
 )
-_ATEXT = rf"(?:[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]|{_U})"
-_LABEL = rf"(?:[A-Za-z0-9_-]|{_U})+"
+# invisible characters (soft hyphen, zero-width space, word joiner) inside an address are part of it: an
+# address split by one is still the address
+_INVISIBLE = r"[\u00ad\u200b\u2060]"
+_ATEXT = rf"(?:[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]|{_U}|{_INVISIBLE})"
+_LABEL = rf"(?:[A-Za-z0-9_-]|{_U}|{_INVISIBLE})+"
 _EMAIL = re.compile(
     rf"(?:(?<![A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-])(?:{_ATEXT}|\.)+|\"(?:[^\"\\\r\n]|\\.)*\")@"
     rf"(?:(?:{_LABEL}\.)*(?:[A-Za-z]|{_U})(?:[A-Za-z0-9-]|{_U})*|\[[^\[\]\\\s]+\])"
