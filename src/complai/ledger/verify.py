@@ -19,11 +19,12 @@ from sqlalchemy import select
 
 from complai.crypto.signing import VerifierKey
 from complai.errors import IntegrityError, InvalidInput
+from complai.events import WitnessTrusted
 from complai.files import staged_output_dir
 from complai.ledger import merkle
 from complai.ledger.checkpoint import SignedNote, log_signature_digest, parse_note, verify_note, witnessed_by
 from complai.ledger.log import STRATUM, Ledger, decode_frontier
-from complai.store.tables import ledger_head, ledger_nodes
+from complai.store.tables import ledger_head, ledger_nodes, ledger_witnesses
 
 
 @dataclass
@@ -166,6 +167,25 @@ def _replay(
     return expected, frontier, witnessed
 
 
+def _witness_problem(ledger: Ledger, trusted: dict[str, str]) -> str | None:
+    """The trusted witnesses stored must be exactly those the ledger trusted, each with its key: one
+    removed or replaced at rest would let a rewritten history verify without its cosignatures."""
+    with ledger.store.read() as conn:
+        stored = {str(n): str(v) for n, v in conn.execute(select(ledger_witnesses.c.name, ledger_witnesses.c.vkey))}
+    for name in sorted(set(trusted) | set(stored)):
+        if name not in stored:
+            return f"witness {name}: trusted by the ledger, but missing from the store"
+        if name not in trusted:
+            return f"witness {name}: trusted in the store, but the ledger never trusted it"
+        try:
+            vkey = VerifierKey.parse(stored[name])
+        except (ValueError, IntegrityError, InvalidInput):
+            vkey = None
+        if vkey is None or vkey.name != name or vkey.id.hex() != trusted[name]:
+            return f"witness {name}: its stored key is not the one the ledger trusted"
+    return None
+
+
 def verify_ledger(ledger: Ledger, quorum: int = 0, progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check the live log: entries, interior nodes, head, checkpoints and cosignatures."""
     notes = ledger.checkpoints()
@@ -184,8 +204,16 @@ def verify_ledger(ledger: Ledger, quorum: int = 0, progress: Callable[[int], Non
             raise _Failure(f"interior node (level {level}, index {idx}) is {'missing' if got is None else 'altered'}")
         seen.add((level, idx))
 
+    trusted: dict[str, str] = {}  # witness name -> key id, as the ledger's witness_trusted entries name them
+
     def rows() -> Iterator[tuple[int, str, bytes, bytes | None]]:
         for e in ledger.entries():
+            if e.kind == WitnessTrusted.kind:
+                try:
+                    ev = json.loads(bytes(e.data))
+                    trusted[str(ev["witness"])] = str(ev["witness_key_id"])
+                except (ValueError, KeyError, TypeError):
+                    pass  # the replay names an entry that is not a valid event
             yield e.seq, e.kind, e.data, e.leaf_hash
 
     size = 0
@@ -199,6 +227,9 @@ def verify_ledger(ledger: Ledger, quorum: int = 0, progress: Callable[[int], Non
             raise _Failure(f"interior node (level {lvl}, index {idx}) does not belong to the log")
         if int(head.size) != size:
             raise _Failure(f"log head says size {head.size} but the log holds {size} entries")
+        problem = _witness_problem(ledger, trusted)
+        if problem:
+            raise _Failure(problem)
         if bytes(head.root) != root:
             raise _Failure("log head root differs from the root of the entries")
         try:

@@ -1,0 +1,44 @@
+"""The trusted witnesses are those the ledger's `ledger.witness_trusted` entries name: a witness removed
+or replaced at rest (which would let a rewritten history verify without its cosignatures) fails
+`ledger verify`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import delete, insert, update
+
+from complai.ledger.verify import verify_ledger
+from complai.ledger.witness import Witness
+from complai.store.tables import ledger_witnesses
+from complai.workspace import Workspace
+
+
+def test_witnesses_edited_at_rest_fail_verification(sqlite_ws: Workspace, tmp_path: Path) -> None:
+    ws = sqlite_ws
+    w = Witness.init(tmp_path / "w", "w.example")
+    other = Witness.init(tmp_path / "x", "x.example")
+    ws.ledger.add_witness(w.verifier, ws.clock.now())
+    ws.ledger.checkpoint()
+    assert verify_ledger(ws.ledger).ok
+    with ws.store.write() as conn:
+        conn.execute(delete(ledger_witnesses))
+    report = verify_ledger(ws.ledger)
+    assert not report.ok and "witness w.example: trusted by the ledger, but missing" in (report.problem or "")
+    with ws.store.write() as conn:  # the same name, another key (one the attacker holds)
+        conn.execute(
+            insert(ledger_witnesses).values(name="w.example", vkey=other.verifier.encode(), added_at=ws.clock.now())
+        )
+    report = verify_ledger(ws.ledger)
+    assert not report.ok and "witness w.example: its stored key is not the one the ledger trusted" in (
+        report.problem or ""
+    )
+    with ws.store.write() as conn:
+        conn.execute(update(ledger_witnesses).values(vkey=w.verifier.encode()))
+        conn.execute(
+            insert(ledger_witnesses).values(name="x.example", vkey=other.verifier.encode(), added_at=ws.clock.now())
+        )
+    report = verify_ledger(ws.ledger)
+    assert not report.ok and "witness x.example: trusted in the store, but the ledger never trusted it" in (
+        report.problem or ""
+    )
