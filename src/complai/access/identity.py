@@ -18,6 +18,8 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +30,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from complai.clock import Clock, as_utc, utc_iso
 from complai.errors import AlreadyExists, AuthenticationFailed, InvalidInput, NotFound, PolicyDenied
 from complai.events import (
+    AccessDenied,
     AuthenticationRefused,
     PrincipalAdded,
     PrincipalDisabled,
@@ -142,6 +145,25 @@ class Identity:
         roles = tuple(sorted(conn.execute(select(role_grants.c.role).where(role_grants.c.principal == name)).scalars()))
         return Principal(row.name, row.kind, roles, row.disabled_at is not None)
 
+    @contextmanager
+    def _refusals(self, actor: str, action: str) -> Iterator[None]:
+        """Record a PolicyDenied raised inside as an `access.denied` event, after the refused
+        operation's transaction has rolled back (so the refusal writes nothing else)."""
+        try:
+            yield
+        except PolicyDenied as exc:
+            self.ledger.record(
+                AccessDenied(
+                    time=self.clock.now(),
+                    actor=actor,
+                    purpose="security",
+                    action=action,
+                    dataset="*",
+                    reason=exc.message,
+                )
+            )
+            raise
+
     def require_owner(self, conn: Connection, actor: str) -> None:
         p = self.get(actor, conn)
         if p.disabled or OWNER not in p.roles:
@@ -155,7 +177,7 @@ class Identity:
         if password is not None and (kind != "human" or len(password) < 12):
             raise InvalidInput("passwords are for humans and need at least 12 characters")
         now = self.clock.now()
-        with self.store.write() as conn:
+        with self._refusals(actor, "add_principal"), self.store.write() as conn:
             self.require_owner(conn, actor)
             if conn.execute(select(principals.c.name).where(principals.c.name == name)).first():
                 raise AlreadyExists(f"principal {name!r} already exists")
@@ -183,7 +205,7 @@ class Identity:
 
     def disable(self, actor: str, name: str) -> None:
         now = self.clock.now()
-        with self.store.write() as conn:
+        with self._refusals(actor, "disable_principal"), self.store.write() as conn:
             self.require_owner(conn, actor)
             if name == actor:
                 raise PolicyDenied("a principal cannot disable itself")
@@ -227,7 +249,7 @@ class Identity:
         if role not in ROLES:
             raise InvalidInput(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
         now = self.clock.now()
-        with self.store.write() as conn:
+        with self._refusals(actor, "change_role"), self.store.write() as conn:
             self.require_owner(conn, actor)
             if name == actor:
                 raise PolicyDenied("a principal cannot change its own roles (separation of duties)")
@@ -265,15 +287,16 @@ class Identity:
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         secret_hash = hashlib.sha256(secret.encode()).digest()
-        with self.store.write() as conn:
+        with self._refusals(actor, "mint_token"), self.store.write() as conn:
             minter = self.get(actor, conn)
             if minter.disabled:
                 raise PolicyDenied(f"{actor} is disabled")
-            target = self.get(principal, conn) if principal != actor else minter
             owner = OWNER in minter.roles
+            # authorise before looking the target up: a refusal does not say which principals exist
+            if principal != actor and not owner and "admin" not in minter.roles:
+                raise PolicyDenied(f"{actor} may not mint tokens for others (the owner or admin role is required)")
+            target = self.get(principal, conn) if principal != actor else minter
             if principal != actor:
-                if not owner and "admin" not in minter.roles:
-                    raise PolicyDenied(f"{actor} may not mint tokens for others (the owner or admin role is required)")
                 if not owner and OWNER in target.roles:
                     raise PolicyDenied(f"{actor} may not mint tokens for an owner (the owner role is required)")
             if target.disabled:
@@ -339,7 +362,7 @@ class Identity:
         now = self.clock.now()
         if _deadline(now, duration) <= now:
             raise InvalidInput("the maximum token lifetime must be a positive duration")
-        with self.store.write() as conn:
+        with self._refusals(actor, "set_token_lifetime"), self.store.write() as conn:
             self.require_owner(conn, actor)
             self.ledger.append(conn, TokenLifetimeSet(time=now, actor=actor, purpose="security", max_lifetime=duration))
 
@@ -348,18 +371,19 @@ class Identity:
         if not _TOKEN_ID.fullmatch(token_id or ""):
             # never repeat it: it may be a whole token, secret included
             raise InvalidInput("give the token's id (16 hex characters, as `token create` printed), not the token")
-        with self.store.write() as conn:
+        with self._refusals(actor, "revoke_token"), self.store.write() as conn:
             row = conn.execute(select(tokens).where(tokens.c.id == token_id)).first()
-            if row is None:
-                raise NotFound(f"no token {token_id}")
-            if row.principal != actor:
+            if row is None or row.principal != actor:
                 revoker = self.get(actor, conn)
                 owner = OWNER in revoker.roles and not revoker.disabled
                 admin = "admin" in revoker.roles and not revoker.disabled
-                if not owner and not (admin and OWNER not in self.get(row.principal, conn).roles):
+                # one refusal for another's token and for no token at all: ids are not probed this way
+                if not owner and not (admin and (row is None or OWNER not in self.get(row.principal, conn).roles)):
                     raise PolicyDenied(
                         f"{actor} may not revoke another principal's token (owner, or admin for non-owners)"
                     )
+            if row is None:
+                raise NotFound(f"no token {token_id}")
             if row.revoked_at is not None:
                 raise InvalidInput(f"token {token_id} is already revoked")
             conn.execute(update(tokens).where(tokens.c.id == token_id).values(revoked_at=now))
