@@ -289,12 +289,26 @@ def _later_erasures(
         with open_workspace(source) as live:
             if live.ledger.head().size < backup_size or live.ledger.root_at(backup_size) != backup_root:
                 raise IntegrityError("the newer ledger is not an extension of the backup's ledger")
-            for e in live.ledger.entries(start=backup_size, kind=SubjectErased.kind):
-                yield e.seq, json.loads(e.data)["subject"]
+            from complai.ledger.verify import verify_ledger
+
+            # its erasures count only if it verifies (an erasure entry hidden at rest would otherwise
+            # bring the subject back), and they are read from each entry's data, not its indexed kind
+            report = verify_ledger(live.ledger)
+            if not report.ok:
+                raise IntegrityError(f"the newer ledger in {source} does not verify ({report.problem})")
+            for e in live.ledger.entries(start=backup_size):
+                ev = json.loads(e.data)
+                if ev.get("type") == SubjectErased.kind:
+                    yield e.seq, ev["subject"]
         return
     entries = source / "entries.jsonl"
     if not entries.is_file():
         raise InvalidInput(f"{source} is neither a workspace nor a ledger export")
+    from complai.ledger.verify import verify_export
+
+    report = verify_export(source)
+    if not report.ok:
+        raise IntegrityError(f"the newer ledger in {source} does not verify ({report.problem})")
     leaves: list[bytes] = []
     later: list[tuple[int, str]] = []
     with open(entries, "rb") as fh:
