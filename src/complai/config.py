@@ -8,6 +8,7 @@ A database password is never written to `complai.toml`: a URL that holds one is 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -89,7 +90,13 @@ class Settings:
             refuse_stored_password(self.database_url)
         target = self.path / CONFIG_FILE
         tmp = target.with_suffix(".toml.tmp")
-        tmp.write_text(self.to_toml(), encoding="utf-8")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        # 0644 whatever the umask: no secret in it, but nobody else may rewrite where the store is
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(self.to_toml())
         os.replace(tmp, target)
 
 

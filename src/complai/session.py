@@ -451,7 +451,7 @@ class Session:
         from complai.compliance import engine, report
 
         self._check("audit")
-        report.check_out(self._ws, Path(out), formats, force)
+        report.check_out(self._ws, Path(out), formats, force, epsilon_cap=epsilon_cap)
         since, base = 0, None
         if since_last:
             last = report.last_audit(self._ws)

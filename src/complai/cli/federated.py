@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,7 @@ def simulate(
     from complai.federated.simulate import simulate as run
 
     spec = _load_spec(spec_file)
-    _root(root)
+    _root(root, create=True)
     if not json_out:
         err_console.print(f"simulating {spec.organisations} organisations, {spec.rounds} rounds ...")
     out = run(spec, root)
@@ -48,11 +49,14 @@ def simulate(
     )
 
 
-def _root(root: Path) -> None:
-    """The folder a federation's workspaces and keys go to: not a link, not inside this workspace's keys."""
-    from complai.files import check_output_dir
+def _root(root: Path, create: bool = False) -> None:
+    """The folder a federation's workspaces and keys go to: not a link, not inside this workspace's keys;
+    with `create`, made private (0700, whatever the umask) when it does not exist yet."""
+    from complai.files import check_output_dir, output_dir
 
     check_output_dir(root, forbidden=protected_paths())
+    if create:
+        output_dir(root, forbidden=protected_paths())
 
 
 def _load_spec(spec_file: Path):
@@ -70,10 +74,19 @@ def prepare(
     """Create the server's and the organisations' workspaces from a partition of the bundled Adult data
     (for a deployment on one machine: then `federated server` and one `federated client` each)."""
     from complai.federated.simulate import prepare_organisations
+    from complai.files import staged_output_dir
 
     spec = _load_spec(spec_file)
     _root(root)
-    layout = prepare_organisations(root, spec)
+    # built in a private temporary sibling that takes the name only when every workspace is ready:
+    # a failure or a kill leaves no half-prepared federation behind
+    with staged_output_dir(root, forbidden=protected_paths()) as staging:
+        layout = prepare_organisations(staging, spec)
+    layout = {
+        **layout,
+        "server": str(root / Path(layout["server"]).relative_to(staging)),
+        "organisations": [str(root / Path(p).relative_to(staging)) for p in layout["organisations"]],
+    }
     if json_out:
         print_json(layout)
         return
@@ -93,8 +106,10 @@ def server(
     ROOT/ready.json with the address, CA and one key per organisation once they may connect."""
     from complai.federated.deploy import serve
 
+    if not (math.isfinite(timeout) and 0 < timeout <= 31 * 86400):
+        raise InvalidInput(f"--timeout must be a number of seconds between 0 and 31 days, not {timeout}")
     spec = _load_spec(spec_file)
-    _root(root)
+    _root(root, create=True)
     if not json_out:
         err_console.print(f"SuperLink starting under {root}; waiting for {spec.organisations} organisations ...")
     out = serve(root, spec, timeout)
@@ -123,6 +138,8 @@ def client(
     from complai.federated.deploy import free_port, start_supernode
     from complai.workspace import Workspace
 
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"--port must be between 0 and 65535, not {port}")
     Workspace.open(workspace).close()  # refuse early if it is not a workspace
     for f in (root_certificates, key):
         if not f.is_file():

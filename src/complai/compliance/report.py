@@ -148,11 +148,19 @@ def markdown(report: dict[str, Any], report_digest: str) -> str:
     return "\n".join(lines)
 
 
-def check_out(ws: Any, out: Path, formats: tuple[str, ...], force: bool = False) -> None:
-    """Refuse, before any work, formats we do not write and report files we may not (over)write."""
+def check_out(
+    ws: Any, out: Path, formats: tuple[str, ...], force: bool = False, epsilon_cap: float | None = None
+) -> None:
+    """Refuse, before any work, formats we do not write, report files we may not (over)write, no format
+    at all (a report nobody can read) and an epsilon cap that is not a positive number (NaN passes every
+    model, -inf fails every one)."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise InvalidInput(f"unknown report format(s) {bad} (formats: {', '.join(FORMATS)})")
+    if not formats:
+        raise InvalidInput(f"no report format given (formats: {', '.join(FORMATS)})")
+    if epsilon_cap is not None and not (math.isfinite(epsilon_cap) and epsilon_cap > 0):
+        raise InvalidInput(f"the epsilon cap must be a positive finite number, not {epsilon_cap}")
     check_outputs(out, [f"report.{f}" for f in formats], force=force, forbidden=workspace_protected(ws.path))
 
 
