@@ -42,3 +42,15 @@ def test_witnesses_edited_at_rest_fail_verification(sqlite_ws: Workspace, tmp_pa
     assert not report.ok and "witness x.example: trusted in the store, but the ledger never trusted it" in (
         report.problem or ""
     )
+
+
+def test_a_replaced_log_key_fails_verification(sqlite_ws: Workspace) -> None:
+    ws = sqlite_ws
+    assert verify_ledger(ws.ledger).ok
+    ws.close()
+    (ws.path / "keys" / "ledger.key").write_bytes(bytes(range(32)))
+    with Workspace.open(ws.path, clock=ws.clock) as again:
+        report = verify_ledger(again.ledger)
+    assert not report.ok and "the log key (keys/ledger.key) is not the one the workspace was created with" in (
+        report.problem or ""
+    )

@@ -204,10 +204,19 @@ def verify_ledger(ledger: Ledger, quorum: int = 0, progress: Callable[[int], Non
             raise _Failure(f"interior node (level {level}, index {idx}) is {'missing' if got is None else 'altered'}")
         seen.add((level, idx))
 
-    trusted: dict[str, str] = {}  # witness name -> key id, as the ledger's witness_trusted entries name them
+    # witness name -> key id, as the ledger's witness_trusted entries name them ("": the log key's id,
+    # as workspace.created recorded it)
+    trusted: dict[str, str] = {}
 
     def rows() -> Iterator[tuple[int, str, bytes, bytes | None]]:
         for e in ledger.entries():
+            if e.seq == 0:
+                try:
+                    created = json.loads(bytes(e.data))
+                    if created.get("type") == "workspace.created":
+                        trusted[""] = str(created.get("ledger_key_id"))
+                except (ValueError, TypeError, AttributeError):
+                    pass
             if e.kind == WitnessTrusted.kind:
                 try:
                     ev = json.loads(bytes(e.data))
@@ -227,6 +236,9 @@ def verify_ledger(ledger: Ledger, quorum: int = 0, progress: Callable[[int], Non
             raise _Failure(f"interior node (level {lvl}, index {idx}) does not belong to the log")
         if int(head.size) != size:
             raise _Failure(f"log head says size {head.size} but the log holds {size} entries")
+        log_key_id = trusted.pop("", None)
+        if log_key_id is not None and log_key_id != ledger.verifier.id.hex():
+            raise _Failure("the log key (keys/ledger.key) is not the one the workspace was created with")
         problem = _witness_problem(ledger, trusted)
         if problem:
             raise _Failure(problem)
