@@ -326,14 +326,20 @@ class Session:
         schema = self._ws.catalog.get(spec.dataset).schema
         basis = schema.basis(self.purpose)
         models = self._ws.models
-        # delta against 1/N and the budget before the read: N, the training subjects, is at most the
-        # dataset's subjects, so a given delta at or above 1/subjects can never do, and the delta a run
-        # picks itself, min(1e-5, 0.1/N), is at least min(1e-5, 0.1/subjects)
-        subjects = self._ws.vault.counts(spec.dataset)["subjects"] if spec.private else 0
-        if spec.private and spec.delta is not None and subjects and spec.delta >= 1 / subjects:
-            raise InvalidInput(f"delta {spec.delta:g} must be below 1/N, N the number of training subjects")
-        floor = min(1e-5, 0.1 / subjects) if subjects else 1e-9
-        models.preflight(spec, schema, self.principal, delta_floor=floor)
+        # delta against 1/N and the budget before the read. N, the training subjects, is at most the
+        # dataset's subjects; the check uses that count rounded up to a power of two, so that neither a
+        # refusal nor the delta a run picks for itself (min(1e-5, 0.1/size)) tells a principal who may
+        # only train the exact number of subjects (a binary search on delta would)
+        size = _size_bucket(self._ws.vault.counts(spec.dataset)["subjects"]) if spec.private else 0
+        if spec.private and size:
+            if spec.delta is not None and spec.delta >= 1 / size:
+                raise InvalidInput(
+                    f"delta {spec.delta:g} must be below 1/N, N the number of training subjects; this dataset "
+                    f"accepts a delta below 1/{size} (its size rounded up to a power of two)"
+                )
+            if spec.delta is None:
+                spec = spec.model_copy(update={"delta": min(1e-5, 0.1 / size)})
+        models.preflight(spec, schema, self.principal, delta_floor=min(1e-5, 0.1 / size) if size else 1e-9)
         columns = [spec.label, *(spec.features or []), *([spec.text] if spec.text else [])]
         if not spec.features and not spec.text:
             columns = None
@@ -522,3 +528,8 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session(principal={self.principal!r}, purpose={self.purpose!r})"
+
+
+def _size_bucket(n: int) -> int:
+    """The least power of two at or above n (0 for an empty dataset): a public stand-in for a size."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0

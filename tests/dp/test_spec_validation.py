@@ -96,3 +96,26 @@ def test_a_default_delta_the_budget_cannot_cover_is_refused_before_the_read(tmp_
         assert ws.budgets.get("adult").epsilon_spent == 0
     finally:
         ws.close()
+
+
+def test_delta_refusals_do_not_tell_the_number_of_subjects(tmp_path: Path) -> None:
+    """A principal who may only train must not learn N by a binary search on delta: datasets of 300 and
+    301 subjects refuse the same deltas with the same words (the check uses N rounded up to 512)."""
+    answers = []
+    for rows in (300, 301):
+        ws = adult_workspace(Workspace.init(tmp_path / f"ws{rows}"), rows, epsilon=0.5, delta=0.5)
+        try:
+            ws.identity.add(OWNER, "trainer", "service")
+            ws.policy.add(OWNER, "trainer", "adult", "train", "train_ai_system")
+            session = ws.session("trainer", "train_ai_system")
+            seen = []
+            for delta in (1 / 299, 1 / 300, 1 / 300.5, 1 / 301, 1 / 302, 1 / 511, 1 / 513):
+                # target_epsilon above the budget: a delta that passes is then refused on the budget
+                with pytest.raises((InvalidInput, BudgetExhausted)) as err:
+                    session.train("adult", **{**BASE, "target_epsilon": 5.0, "delta": delta})
+                seen.append((type(err.value).__name__, str(err.value)))
+            answers.append(seen)
+        finally:
+            ws.close()
+    assert answers[0] == answers[1]
+    assert [kind for kind, _ in answers[0]] == ["InvalidInput"] * 6 + ["BudgetExhausted"]
