@@ -409,6 +409,7 @@ class AccessDenied(Event):
 
 class AgreementChanged(Event):
     kind: ClassVar[str] = "agreement.changed"
+    absent_when_none: ClassVar[frozenset[str]] = Event.absent_when_none | {"terms_digest"}
     agreement: str
     recipient: str
     dataset: str
@@ -417,6 +418,9 @@ class AgreementChanged(Event):
     expires: str
     max_uses: int
     change: str
+    # on creation: SHA-256 of the terms the ledger does not list (recipient key, de-identification,
+    # transfer), so a recipient key or a de-identification setting replaced at rest is found (RECON-1)
+    terms_digest: str | None = None
 
 
 class DataShared(Event):

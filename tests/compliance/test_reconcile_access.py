@@ -125,8 +125,16 @@ def test_agreements_edited_at_rest_are_named(governed: tuple[Workspace, str, str
         conn.execute(update(agreements).where(agreements.c.id == aid).values(uses=0, max_uses=99))
         conn.execute(update(agreements).where(agreements.c.id != aid).values(revoked_at=None))
         conn.execute(update(agreements).where(agreements.c.id == aid).values(expires_at=now + timedelta(days=3650)))
+        conn.execute(update(agreements).where(agreements.c.id == aid).values(recipient_key="00" * 32))
+        conn.execute(
+            update(agreements).where(agreements.c.id != aid).values(deid_json='{"drop_direct_identifiers": false}')
+        )
     problems = _access(ws)
-    assert len(problems) == 4, problems
+    assert len(problems) == 6, problems
+    assert (
+        sum(p.endswith("recipient key, de-identification or transfer terms differ from the ledger's") for p in problems)
+        == 2
+    )
     assert f"agreement {aid}: used 0 times in the store, the ledger records 1 use(s)" in problems
     assert any(p.startswith(f"agreement {aid}: at most 99 uses stored") for p in problems)
     assert any(p.startswith(f"agreement {aid}: expires ") for p in problems)

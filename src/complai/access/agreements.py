@@ -58,6 +58,14 @@ TRANSFER_MECHANISMS = (
 )
 
 
+def agreement_terms_digest(
+    recipient_key_hex: str, deid_json: str, recipient_jurisdiction: str | None, transfer_mechanism: str | None
+) -> str:
+    """What the ledger records of an agreement's stored terms it does not list (its `terms_digest`)."""
+    terms = [str(recipient_key_hex), json.loads(deid_json), recipient_jurisdiction, transfer_mechanism]
+    return "sha256:" + hashlib.sha256(json.dumps(terms, sort_keys=True).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Agreement:
     id: str
@@ -174,9 +182,11 @@ class Agreements:
                     transfer_mechanism=transfer_mechanism,
                 )
             )
-            self.ledger.append(
-                conn, self._event(actor, aid, recipient, dataset, purpose, fields, expires_at, max_uses, "created")
+            event = self._event(actor, aid, recipient, dataset, purpose, fields, expires_at, max_uses, "created")
+            terms = agreement_terms_digest(
+                recipient_key.hex(), json.dumps(deid, sort_keys=True), recipient_jurisdiction, transfer_mechanism
             )
+            self.ledger.append(conn, event.model_copy(update={"terms_digest": terms}))
         return self.get(aid)
 
     def _event(

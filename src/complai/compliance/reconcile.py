@@ -678,6 +678,7 @@ def reconcile_access(ctx: AuditContext) -> list[str]:
     rules, tokens (principal, expiry, revocation) and sharing agreements (dataset, purpose, fields,
     expiry, use limit, uses, revocation). Each of these, edited at rest, would grant a privilege or lift
     a limit; none is trusted without its events. The owner and its role come with the workspace."""
+    from complai.access.agreements import agreement_terms_digest
     from complai.access.identity import token_secret_digest
     from complai.store.tables import agreements, policy_rules, principals, role_grants, tokens
 
@@ -812,6 +813,11 @@ def reconcile_access(ctx: AuditContext) -> list[str]:
             want.get("fields"),
         ):
             lines.add(f"agreement {aid}: recipient, dataset, purpose or fields differ from the ledger's")
+        terms = want.get("terms_digest")
+        if terms is not None and terms != agreement_terms_digest(
+            a.recipient_key, a.deid_json, a.recipient_jurisdiction, a.transfer_mechanism
+        ):
+            lines.add(f"agreement {aid}: recipient key, de-identification or transfer terms differ from the ledger's")
         if int(a.max_uses) != int(want.get("max_uses", -1)):
             lines.add(f"agreement {aid}: at most {a.max_uses} uses stored, the ledger set {want.get('max_uses')}")
         if int(a.uses) != uses[aid]:
