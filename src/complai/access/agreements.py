@@ -62,7 +62,11 @@ def agreement_terms_digest(
     recipient_key_hex: str, deid_json: str, recipient_jurisdiction: str | None, transfer_mechanism: str | None
 ) -> str:
     """What the ledger records of an agreement's stored terms it does not list (its `terms_digest`)."""
-    terms = [str(recipient_key_hex), json.loads(deid_json), recipient_jurisdiction, transfer_mechanism]
+    try:
+        deid: Any = json.loads(deid_json)
+    except ValueError:
+        deid = str(deid_json)  # unreadable at rest: differs from what was recorded
+    terms = [str(recipient_key_hex), deid, recipient_jurisdiction, transfer_mechanism]
     return "sha256:" + hashlib.sha256(json.dumps(terms, sort_keys=True).encode()).hexdigest()
 
 
