@@ -139,3 +139,15 @@ def test_agreements_edited_at_rest_are_named(governed: tuple[Workspace, str, str
     assert any(p.startswith(f"agreement {aid}: at most 99 uses stored") for p in problems)
     assert any(p.startswith(f"agreement {aid}: expires ") for p in problems)
     assert any(p.endswith("revoked by the ledger, but live in the store") for p in problems)
+
+
+def test_a_dataset_purposes_column_edited_at_rest_is_named(governed: tuple[Workspace, str, str]) -> None:
+    from complai.store.tables import datasets
+
+    ws, _, _ = governed
+    with ws.store.write() as conn:
+        conn.execute(update(datasets).values(purposes_json='{"credit_scoring": "gdpr.legitimate_interests"}'))
+    finding = engine.CHECKS["reconciliation"](engine.AuditContext(ws, ws.clock.now()))
+    assert [i["problem"] for i in finding.items] == [
+        "dataset customers: its stored purposes are not the ones registered at ledger entry 1"
+    ]

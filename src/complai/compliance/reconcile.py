@@ -105,9 +105,16 @@ def reconcile_datasets(ctx: AuditContext) -> list[str]:
     registered = _registered(ctx)
     with ctx.ws.store.read() as conn:
         rows = conn.execute(
-            select(datasets.c.name, datasets.c.schema_json, datasets.c.retention, datasets.c.jurisdiction)
+            select(
+                datasets.c.name,
+                datasets.c.schema_json,
+                datasets.c.retention,
+                datasets.c.jurisdiction,
+                datasets.c.purposes_json,
+                datasets.c.schema_digest,
+            )
         ).all()
-    for name, schema_json, retention, jurisdiction in rows:
+    for name, schema_json, retention, jurisdiction, purposes_json, schema_digest in rows:
         ev = registered.get(str(name))
         if ev is None:
             out.append(f"dataset {name}: stored, but the ledger never registered it")
@@ -119,13 +126,17 @@ def reconcile_datasets(ctx: AuditContext) -> list[str]:
             out.append(f"dataset {name}: its stored schema is unreadable")
             continue
         where = f"registered at ledger entry {ev['_seq']}"
-        if stored != ev.get("schema_digest"):
+        if stored != ev.get("schema_digest") or schema_digest != ev.get("schema_digest"):
             out.append(f"dataset {name}: its stored schema is not the one {where}")
         if retention != ev.get("retention") or schema.retention != ev.get("retention"):
             out.append(f"dataset {name}: retention {retention!r} stored, {ev.get('retention')!r} {where}")
         if jurisdiction != ev.get("jurisdiction"):
             out.append(f"dataset {name}: jurisdiction {jurisdiction!r} stored, {ev.get('jurisdiction')!r} {where}")
-        if dict(schema.purposes) != ev.get("purposes"):
+        try:
+            purposes = json.loads(purposes_json)
+        except ValueError:
+            purposes = None
+        if dict(schema.purposes) != ev.get("purposes") or purposes != ev.get("purposes"):
             out.append(f"dataset {name}: its stored purposes are not the ones {where}")
     return out
 
