@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import stat
 from dataclasses import dataclass
@@ -88,6 +89,30 @@ def read_text_input(path: Path | str, what: str, max_bytes: int | None = SPEC_MA
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{what} {Path(path).name} is not UTF-8 text (byte {exc.start})") from None
+
+
+def parse_yaml(text: str, what: str) -> Any:
+    """YAML from a user's file (safe loader); InvalidInput for bad YAML and for nesting too deep to build
+    (a RecursionError would otherwise end the command as an internal error)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInput(f"{what} is not valid YAML ({first})") from None
+    except RecursionError:
+        raise InvalidInput(f"{what} is nested too deeply") from None
+
+
+def json_object(data: bytes | str) -> dict[str, Any] | None:
+    """A JSON object from bytes an outsider may have crafted (a file header), or None when it is not
+    one: invalid JSON, another JSON type, or nesting too deep to parse."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def summarise(problems: list[str], total: int | None = None) -> str:

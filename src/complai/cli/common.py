@@ -163,15 +163,9 @@ def progress(transient: bool = True, disable: bool = False) -> Progress:
 
 def load_mapping(path: Path, what: str) -> dict[str, Any]:
     """A YAML file that must hold a mapping (a spec); InvalidInput naming `what` otherwise."""
-    import yaml
+    from complai.inputs import parse_yaml, read_text_input
 
-    from complai.inputs import read_text_input
-
-    text = read_text_input(path, what)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"cannot read {what} {path}: {type(exc).__name__}") from None
+    data = parse_yaml(read_text_input(path, what), f"{what} {path}")
     if not isinstance(data, dict):
         raise InvalidInput(f"{what} {path} must be a mapping")
     return data

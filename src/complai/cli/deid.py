@@ -21,7 +21,7 @@ def _cols(text: str | None) -> list[str] | None:
 
 
 def _hierarchies(specs: list[str] | None) -> dict[str, dict[str, list[str]]] | None:
-    import yaml
+    from complai.inputs import parse_yaml
 
     if not specs:
         return None
@@ -30,11 +30,7 @@ def _hierarchies(specs: list[str] | None) -> dict[str, dict[str, list[str]]] | N
         if "=" not in spec:
             raise InvalidInput(f"--hierarchy takes COL=FILE.yaml, got {spec!r}")
         col, file = spec.split("=", 1)
-        text = read_text_input(file, "hierarchy file")
-        try:
-            tree = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise InvalidInput(f"hierarchy file {file} is not valid YAML") from None
+        tree = parse_yaml(read_text_input(file, "hierarchy file"), f"hierarchy file {file}")
         if not isinstance(tree, dict) or not all(isinstance(v, list) for v in tree.values()):
             raise InvalidInput(f"hierarchy file {file} must map each value to a list of its ancestors")
         out[col.strip()] = {str(k): [str(x) for x in v] for k, v in tree.items()}

@@ -20,6 +20,7 @@ from complai.crypto.keyfiles import read_secret
 from complai.crypto.stream import DecryptingReader, EncryptingWriter, read_header
 from complai.errors import IntegrityError, InvalidInput
 from complai.files import check_output, write_private
+from complai.inputs import json_object
 
 PRIVATE_PREFIX = "complai-x25519-private:"
 PUBLIC_PREFIX = "complai-x25519-public:"
@@ -96,10 +97,14 @@ def seal_to(out: BinaryIO, recipient_public: bytes, meta: dict[str, Any]) -> Enc
 
 def open_sealed(src: BinaryIO, private: X25519PrivateKey) -> tuple[dict[str, Any], DecryptingReader]:
     header = read_header(src)
+    meta = json_object(header)  # an outsider's bytes: anything but a JSON object is damage
     try:
-        meta = json.loads(header)
-        eph_pub = base64.b64decode(meta["ephemeral"])
-    except (ValueError, KeyError):
+        if meta is None:
+            raise ValueError
+        eph_pub = base64.b64decode(meta["ephemeral"], validate=True)
+        if len(eph_pub) != 32:
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
         raise IntegrityError("sealed file header is damaged") from None
     if meta.get("format") != FORMAT:
         raise IntegrityError("not a complai sealed file")

@@ -244,15 +244,14 @@ def _file_sha256(path: Path) -> str:
 
 def read_backup(path: Path, key: bytes, into: Path) -> dict[str, Any]:
     """Decrypt and verify a backup into the directory `into`; returns its manifest."""
-    from complai.inputs import open_input
+    from complai.inputs import json_object, open_input
 
     src = open_input(path, "backup file")
     with src:
         header = read_header(src)
-        try:
-            meta = json.loads(header)
-        except ValueError:
-            raise IntegrityError("backup header is damaged") from None
+        meta = json_object(header)  # anything but a JSON object (a list, deep nesting) is damage
+        if meta is None:
+            raise IntegrityError("backup header is damaged")
         if meta.get("format") != MAGIC.decode():
             raise IntegrityError("not a complai backup (or an unsupported format)")
         if meta.get("key_id") != _key_id(key):

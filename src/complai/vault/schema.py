@@ -11,12 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from dateutil.relativedelta import relativedelta
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from complai.errors import InvalidInput
-from complai.inputs import read_text_input
+from complai.inputs import parse_yaml, read_text_input
 from complai.taxonomy import Taxonomy
 
 FieldType = Literal["integer", "float", "string", "category", "boolean", "date", "datetime", "text"]
@@ -203,13 +202,9 @@ class DatasetSchema(BaseModel):
 def load_schema(source: Path | str | dict[str, object], taxonomy: Taxonomy) -> DatasetSchema:
     """Parse a schema from a YAML file, YAML text or a dict, and check it against the taxonomy."""
     if isinstance(source, Path):
-        text = read_text_input(source, "schema file")
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InvalidInput(f"schema file {source.name} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        raw = parse_yaml(read_text_input(source, "schema file"), f"schema file {source.name}")
     elif isinstance(source, str):
-        raw = yaml.safe_load(source)
+        raw = parse_yaml(source, "schema")
     else:
         raw = source
     try:
