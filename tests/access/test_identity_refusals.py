@@ -64,3 +64,23 @@ def test_identity_refusals_are_recorded(team: Workspace) -> None:
     assert team.ledger.head().size == size + len(attempts)
     assert [actor for actor, _ in _denied(team)] == ["ana", "ana", "adm", "ana", "adm", "adm", "ana", "ana"]
     assert team.identity.tokens_of("ana") == [] and "mallory" not in [p.name for p in team.identity.list()]
+
+
+def test_policy_changes_by_non_owners_are_refused_first_and_recorded(team: Workspace) -> None:
+    rule = team.policy.add("owner", "ana", "customers", "read", "marketing")
+    size = team.ledger.head().size
+    messages = set()
+    attempts = [
+        lambda: team.policy.add("adm", "ana", "customers", "read", "marketing"),
+        lambda: team.policy.add("ana", "adm", "", "read", "marketing", effect="bogus"),  # refused, not validated
+        lambda: team.policy.remove("adm", rule.id),
+        lambda: team.policy.remove("adm", 999_999),  # an unknown rule gets the same refusal
+    ]
+    for attempt in attempts:
+        with pytest.raises(PolicyDenied) as exc:
+            attempt()
+        messages.add(str(exc.value).split(" ", 1)[1])  # the same words, whoever asks
+    assert len(messages) == 1
+    assert team.ledger.head().size == size + len(attempts)
+    assert _denied(team)[-4:] == [("adm", "change_policy"), ("ana", "change_policy")] + [("adm", "change_policy")] * 2
+    assert [r.id for r in team.policy.rules()] == [rule.id]

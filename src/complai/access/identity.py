@@ -146,7 +146,7 @@ class Identity:
         return Principal(row.name, row.kind, roles, row.disabled_at is not None)
 
     @contextmanager
-    def _refusals(self, actor: str, action: str) -> Iterator[None]:
+    def recording_refusals(self, actor: str, action: str) -> Iterator[None]:
         """Record a PolicyDenied raised inside as an `access.denied` event, after the refused
         operation's transaction has rolled back (so the refusal writes nothing else)."""
         try:
@@ -177,7 +177,7 @@ class Identity:
         if password is not None and (kind != "human" or len(password) < 12):
             raise InvalidInput("passwords are for humans and need at least 12 characters")
         now = self.clock.now()
-        with self._refusals(actor, "add_principal"), self.store.write() as conn:
+        with self.recording_refusals(actor, "add_principal"), self.store.write() as conn:
             self.require_owner(conn, actor)
             if conn.execute(select(principals.c.name).where(principals.c.name == name)).first():
                 raise AlreadyExists(f"principal {name!r} already exists")
@@ -205,7 +205,7 @@ class Identity:
 
     def disable(self, actor: str, name: str) -> None:
         now = self.clock.now()
-        with self._refusals(actor, "disable_principal"), self.store.write() as conn:
+        with self.recording_refusals(actor, "disable_principal"), self.store.write() as conn:
             self.require_owner(conn, actor)
             if name == actor:
                 raise PolicyDenied("a principal cannot disable itself")
@@ -249,7 +249,7 @@ class Identity:
         if role not in ROLES:
             raise InvalidInput(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
         now = self.clock.now()
-        with self._refusals(actor, "change_role"), self.store.write() as conn:
+        with self.recording_refusals(actor, "change_role"), self.store.write() as conn:
             self.require_owner(conn, actor)
             if name == actor:
                 raise PolicyDenied("a principal cannot change its own roles (separation of duties)")
@@ -287,7 +287,7 @@ class Identity:
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         secret_hash = hashlib.sha256(secret.encode()).digest()
-        with self._refusals(actor, "mint_token"), self.store.write() as conn:
+        with self.recording_refusals(actor, "mint_token"), self.store.write() as conn:
             minter = self.get(actor, conn)
             if minter.disabled:
                 raise PolicyDenied(f"{actor} is disabled")
@@ -362,7 +362,7 @@ class Identity:
         now = self.clock.now()
         if _deadline(now, duration) <= now:
             raise InvalidInput("the maximum token lifetime must be a positive duration")
-        with self._refusals(actor, "set_token_lifetime"), self.store.write() as conn:
+        with self.recording_refusals(actor, "set_token_lifetime"), self.store.write() as conn:
             self.require_owner(conn, actor)
             self.ledger.append(conn, TokenLifetimeSet(time=now, actor=actor, purpose="security", max_lifetime=duration))
 
@@ -371,7 +371,7 @@ class Identity:
         if not _TOKEN_ID.fullmatch(token_id or ""):
             # never repeat it: it may be a whole token, secret included
             raise InvalidInput("give the token's id (16 hex characters, as `token create` printed), not the token")
-        with self._refusals(actor, "revoke_token"), self.store.write() as conn:
+        with self.recording_refusals(actor, "revoke_token"), self.store.write() as conn:
             row = conn.execute(select(tokens).where(tokens.c.id == token_id)).first()
             if row is None or row.principal != actor:
                 revoker = self.get(actor, conn)

@@ -155,12 +155,18 @@ class Policy:
                 raise PolicyDenied("a principal cannot grant itself rights (separation of duties)")
 
     def add(self, actor: str, subject: str, domain: str, action: str, purpose: str, effect: str = "allow") -> Rule:
-        if effect not in ("allow", "deny"):
-            raise InvalidInput("effect must be allow or deny")
-        if not domain:
-            raise InvalidInput("a rule needs a dataset or pattern")
+        """Add a rule (owners only: a refusal is recorded, and comes before any check of the rule)."""
+        with self.identity.recording_refusals(actor, "change_policy"):
+            return self._add(actor, subject, domain, action, purpose, effect)
+
+    def _add(self, actor: str, subject: str, domain: str, action: str, purpose: str, effect: str) -> Rule:
         now = self.clock.now()
         with self.store.write() as conn:
+            self.identity.require_owner(conn, actor)
+            if effect not in ("allow", "deny"):
+                raise InvalidInput("effect must be allow or deny")
+            if not domain:
+                raise InvalidInput("a rule needs a dataset or pattern")
             self._validate(actor, conn, subject, action, purpose, effect)
             c = policy_rules.c
             exists = conn.execute(
@@ -192,7 +198,8 @@ class Policy:
         return rule
 
     def remove(self, actor: str, rule_id: int) -> None:
-        with self.store.write() as conn:
+        """Remove a rule (owners only: a refusal is recorded, and says nothing of whether the rule exists)."""
+        with self.identity.recording_refusals(actor, "change_policy"), self.store.write() as conn:
             self.identity.require_owner(conn, actor)
             row = conn.execute(select(policy_rules).where(policy_rules.c.id == rule_id)).first()
             if row is None:
