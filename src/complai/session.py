@@ -364,6 +364,35 @@ class Session:
         self._check("audit")
         return self._ws.models.get(model_id)
 
+    def model_purpose(self, model_id: str) -> str:
+        """The purpose a model was trained for, to open the session its audit runs in: only for a principal
+        who may train on its dataset for that purpose; anyone else gets the same refusal whether or not
+        the model exists (those who oversee the workspace learn that it does not)."""
+        from complai.errors import NotFound, PolicyDenied
+
+        try:
+            info = self._ws.models.get(model_id)
+        except NotFound:
+            if self._may(ALL, self._OVERSIGHT, []):
+                raise
+            info = None
+        purpose = info["card"]["data"]["purpose"] if info else ""
+        if info is None or not self._ws.policy.decide(self.principal, info["dataset"], "train", purpose):
+            from complai.events import AccessDenied
+
+            self._ws.ledger.record(
+                AccessDenied(
+                    time=self._ws.clock.now(),
+                    actor=self.principal,
+                    purpose=self.purpose,
+                    action="train",
+                    dataset="*",
+                    reason="model audit refused: no rule allows training on the model's dataset for its purpose",
+                )
+            )
+            raise PolicyDenied(f"{self.principal} may not audit model {model_id!r}")
+        return str(purpose)
+
     def audit_model(self, model_id: str, **kw: Any) -> dict[str, Any]:
         """Membership-inference audit of a stored model (dp/audit.py), recorded in the ledger. Re-reads the
         model's dataset under the model's purpose (this session's purpose must be that one)."""

@@ -191,3 +191,22 @@ def test_a_restored_backup_keeps_its_models_verifiable(copy: tuple[Workspace, st
         assert finding.status != engine.FAIL, finding.items
         weights = restored.models.directory(model_id) / "model.safetensors"
         assert oct(weights.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_model_audit_is_authorised_before_the_model_is_looked_up(copy: tuple[Workspace, str]) -> None:
+    from complai.errors import NotFound, PolicyDenied
+
+    ws, model_id = copy
+    for name in ("nobody", "trainer", "aud"):
+        ws.identity.add(OWNER, name, "service")
+    ws.identity.grant_role(OWNER, "aud", "auditor")
+    ws.policy.add(OWNER, "trainer", "adult", "train", "train_ai_system")
+    words = set()
+    for mid in (model_id, "m-0000000000"):
+        with pytest.raises(PolicyDenied) as exc:
+            ws.session("nobody", "audit").model_purpose(mid)
+        words.add(str(exc.value).replace(mid, "M"))
+    assert len(words) == 1  # the same refusal whether or not the model exists
+    assert ws.session("trainer", "audit").model_purpose(model_id) == "train_ai_system"
+    with pytest.raises(NotFound):
+        ws.session("aud", "audit").model_purpose("m-0000000000")

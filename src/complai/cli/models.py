@@ -127,8 +127,7 @@ def audit(
 ) -> None:
     """Membership-inference audit (loss threshold and LiRA): AUC, TPR at low FPR, empirical epsilon."""
     with open_workspace() as ws:
-        purpose = ws.models.get(model_id)["purpose"]
-        session = session_for(ws, purpose)
+        session = session_for(ws, session_for(ws, "audit").model_purpose(model_id))
         with progress(disable=json_out) as bar:
             task = bar.add_task("shadow models", total=shadows or None)
             report = session.audit_model(
