@@ -36,7 +36,7 @@ from complai.ledger import merkle
 from complai.ledger.checkpoint import verify_note
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import agreements
+from complai.store.tables import agreements, ledger_entries
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.schema import retention_deadline
@@ -244,6 +244,48 @@ class Agreements:
                 ),
             )
 
+    def _check_against_ledger(self, aid: str) -> None:
+        """Refuse to use an agreement whose row differs from what the ledger recorded of it (recipient and
+        its key, dataset, purpose, fields, de-identification, expiry, use limit, uses, revocation): an
+        edit at rest could otherwise seal the next package to another key or lift a limit."""
+        created: dict[str, Any] | None = None
+        revoked, uses = False, 0
+        e = ledger_entries.c
+        with self.store.snapshot() as conn:  # the row and the ledger as of one moment, whatever runs alongside
+            row = conn.execute(select(agreements).where(agreements.c.id == aid)).one()
+            for data in conn.execute(
+                select(e.data).where(e.kind.in_(("agreement.changed", "data.shared"))).order_by(e.seq)
+            ).scalars():
+                ev = json.loads(bytes(data))
+                if ev.get("agreement") != aid:
+                    continue
+                if ev.get("type") == "data.shared":
+                    uses = max(uses, int(ev.get("use", 0)))
+                elif ev.get("change") == "created":
+                    created = ev
+                elif ev.get("change") == "revoked":
+                    revoked = True
+        problem = None
+        if created is None:
+            problem = "the ledger never recorded its creation"
+        elif (
+            row.recipient != created.get("recipient")
+            or row.dataset != created.get("dataset")
+            or row.purpose != created.get("for_purpose")
+            or json.loads(row.fields_json) != created.get("fields")
+            or int(row.max_uses) != int(created.get("max_uses", -1))
+            or utc_iso(as_utc(row.expires_at)) != created.get("expires")  # type: ignore[arg-type]
+        ):
+            problem = "its terms differ from the ones the ledger recorded"
+        elif created.get("terms_digest") is not None and created["terms_digest"] != agreement_terms_digest(
+            row.recipient_key, row.deid_json, row.recipient_jurisdiction, row.transfer_mechanism
+        ):
+            problem = "its recipient key or de-identification differs from the ones the ledger recorded"
+        elif int(row.uses) != uses or (row.revoked_at is not None) != revoked:
+            problem = "its uses or revocation differ from the ledger's"
+        if problem:
+            raise IntegrityError(f"agreement {aid} was changed at rest ({problem}); nothing was shared")
+
     def export(self, actor: str, aid: str, out: Path, forbidden: Iterable[Path] = ()) -> dict[str, Any]:
         """Seal one use of the agreement to its recipient as a package file (a new file, mode 0600)."""
         out = Path(out)
@@ -260,6 +302,7 @@ class Agreements:
         if a.uses >= a.max_uses:
             raise PolicyDenied(f"agreement {aid} has been used {a.uses} of {a.max_uses} times")
         self.policy.check(actor, a.dataset, "share", a.purpose)
+        self._check_against_ledger(aid)
         schema = self.catalog.get(a.dataset).schema
         cols = list(a.fields)
         if schema.subject_column not in cols:
