@@ -58,3 +58,31 @@ def test_a_crafted_backup_header_is_damage(tmp_path: Path, header: bytes) -> Non
     with pytest.raises(IntegrityError, match="damaged"):
         read_backup(path, b"k" * 32, into)
     assert list(into.iterdir()) == []
+
+
+@pytest.mark.parametrize("edit", ["deep entry", "entries folder", "binary note", "binary key"])
+def test_a_crafted_ledger_export_is_refused_or_fails_verification(tmp_path: Path, edit: str) -> None:
+    from complai.ledger.verify import export_ledger, verify_export
+    from complai.workspace import Workspace
+
+    w = Workspace.init(tmp_path / "ws")
+    try:
+        w.ledger.checkpoint()
+        export_ledger(w.ledger, tmp_path / "export")
+    finally:
+        w.close()
+    d = tmp_path / "export"
+    assert verify_export(d).ok
+    if edit == "deep entry":
+        (d / "entries.jsonl").write_bytes(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+        assert not verify_export(d).ok
+        return
+    if edit == "entries folder":
+        (d / "entries.jsonl").unlink()
+        (d / "entries.jsonl").mkdir()
+    elif edit == "binary note":
+        next((d / "checkpoints").glob("*.note")).write_bytes(b"\xff\xfe")
+    else:
+        (d / "keys" / "log.vkey").write_bytes(b"\xff\xfe")
+    with pytest.raises(InvalidInput, match="not a complete ledger export"):
+        verify_export(d)

@@ -145,7 +145,7 @@ def _replay(
         try:
             obj = json.loads(data)
             event_kind = obj.get("type") if isinstance(obj, dict) else None
-        except ValueError:
+        except (ValueError, RecursionError):
             event_kind = None
         if event_kind != kind:
             raise _Failure(f"entry {seq}: recorded type {kind!r} does not match the event's own type")
@@ -322,7 +322,10 @@ def verify_export(directory: Path, quorum: int = 0) -> VerifyReport:
         )
         notes = [parse_note(p.read_text()) for p in sorted((directory / "checkpoints").glob("*.note"))]
         entries_path = directory / ENTRIES_FILE
-        entries_path.stat()
+        if not entries_path.is_file():
+            raise InvalidInput(f"{ENTRIES_FILE} is missing or not a regular file")
+    except UnicodeDecodeError:  # a key or checkpoint note that is not text
+        raise InvalidInput(f"{directory} is not a complete ledger export: a key or checkpoint is not text") from None
     except (OSError, InvalidInput, IntegrityError) as exc:
         raise InvalidInput(f"{directory} is not a complete ledger export: {exc}") from None
 
@@ -334,7 +337,7 @@ def verify_export(directory: Path, quorum: int = 0) -> VerifyReport:
                 data = line[:-1]
                 try:
                     kind = json.loads(data).get("type", "")
-                except (ValueError, AttributeError):
+                except (ValueError, AttributeError, RecursionError):
                     raise _Failure(f"entry {seq}: not a JSON event") from None
                 yield seq, kind, data, None
 
