@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -393,6 +395,30 @@ class Identity:
         """The principal a token belongs to; AuthenticationFailed (one message) for anything else."""
         return self.authenticate_credential(token).principal
 
+    def _token_as_recorded(self, conn: Connection, row: Any) -> bool:
+        """Whether a token row is what the ledger recorded: created for its principal with its expiry
+        (and secret hash, where recorded), not revoked, its principal not disabled. A row revived or
+        extended at rest must not authenticate (RECON-1 names it too)."""
+        e = ledger_entries.c
+        created, live = None, True
+        kinds = (TokenCreated.kind, TokenRevoked.kind, PrincipalDisabled.kind)
+        for data in conn.execute(select(e.data).where(e.kind.in_(kinds)).order_by(e.seq)).scalars():
+            ev = json.loads(bytes(data))
+            if ev.get("token_id") == row.id:
+                if ev.get("type") == TokenCreated.kind:
+                    created = ev
+                else:
+                    live = False
+            elif ev.get("type") == PrincipalDisabled.kind and ev.get("principal") == row.principal:
+                live = False
+        if created is None or not live or created.get("principal") != row.principal:
+            return False
+        expires = utc_iso(as_utc(row.expires_at)) if row.expires_at is not None else None  # type: ignore[arg-type]
+        if created.get("expires") != expires:
+            return False
+        digest = created.get("secret_digest")
+        return digest is None or digest == token_secret_digest(row.secret_hash)
+
     def authenticate_credential(self, token: str) -> Credential:
         """What a token proves (principal, id, expiry); AuthenticationFailed for anything else. The
         message never repeats the token: a malformed one may still hold a secret (padded, prefixed
@@ -412,6 +438,8 @@ class Identity:
                     reason = "revoked"
                 elif row.expires_at is not None and as_utc(row.expires_at) <= now:  # type: ignore[operator]
                     reason = "expired"
+                elif not self._token_as_recorded(conn, row):
+                    reason = "token changed at rest (it differs from the ledger's record)"
                 else:
                     p = self.get(row.principal, conn)
                     if not p.disabled:
