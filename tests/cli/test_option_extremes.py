@@ -89,3 +89,14 @@ def test_federated_prepare_under_umask_000_is_private(ws: Path, tmp_path: Path, 
         assert w.vault.counts()["records"] > 0
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_a_table_release_and_its_report_may_not_share_a_file(ws: Path, tmp_path: Path, force: list[str]) -> None:
+    source = tmp_path / "people.csv"
+    source.write_text("customer_id,segment,income\nC-1,retail,1\nC-2,retail,2\nC-3,premium,3\n")
+    target = tmp_path / "release.csv"
+    before = ledger_size(ws)
+    argv = ["deid", "table", str(source), "--quasi", "segment", "--k", "1", "--out", str(target)]
+    assert cli(ws, *argv, "--report", str(tmp_path / "." / "release.csv"), *force) == 2
+    assert not target.exists() and ledger_size(ws) == before

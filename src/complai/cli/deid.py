@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -74,6 +75,8 @@ def table(
     """k-anonymise a CSV (Mondrian); one output row per input row, other columns kept."""
 
     protected = protected_paths()
+    if report_file and os.path.realpath(report_file) == os.path.realpath(out):
+        raise InvalidInput(f"--out and --report name the same file ({out}); give each its own")
     check_output(out, force=force, forbidden=protected)
     if report_file:
         check_output(report_file, force=force, forbidden=protected)
