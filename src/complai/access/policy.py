@@ -12,6 +12,7 @@ casbin's matching is linear in the number of rules (0.3 ms at 1,100 rules, 3.5 m
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from complai.errors import AlreadyExists, InvalidInput, NotFound, PolicyDenied
 from complai.events import AccessDenied, PolicyChanged
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import policy_rules, principals, role_grants
+from complai.store.tables import ledger_entries, policy_rules
 from complai.taxonomy import Taxonomy
 
 ACTIONS = ("read", "ingest", "query_dp", "train", "export", "erase", "share", "audit", "admin", "detokenize")
@@ -75,6 +76,31 @@ def new_enforcer(rules: list[tuple[str, str, str, str, str]], grants: list[tuple
     return enforcer
 
 
+def recorded_policy(conn: Connection) -> tuple[set[tuple[str, ...]], set[tuple[str, str]], set[str]]:
+    """The policy as the ledger recorded it: (live rules with their ids, role grants, disabled
+    principals). The owner and its role come with the workspace."""
+    e = ledger_entries.c
+    rules: dict[int, tuple[str, ...]] = {}
+    grants: set[tuple[str, str]] = {("owner", "owner")}
+    disabled: set[str] = set()
+    kinds = ("policy.changed", "role.changed", "principal.disabled")
+    for data in conn.execute(select(e.data).where(e.kind.in_(kinds)).order_by(e.seq)).scalars():
+        ev = json.loads(bytes(data))
+        if ev.get("type") == "policy.changed":
+            if ev.get("added"):
+                rules[int(ev["rule_id"])] = tuple(
+                    str(ev.get(k)) for k in ("subject", "domain", "action", "for_purpose", "effect")
+                )
+            else:
+                rules.pop(int(ev["rule_id"]), None)
+        elif ev.get("type") == "role.changed":
+            grant = (str(ev.get("principal")), str(ev.get("role")))
+            (grants.add if ev.get("granted") else grants.discard)(grant)
+        elif ev.get("type") == "principal.disabled":
+            disabled.add(str(ev.get("principal")))
+    return {(str(i), *r) for i, r in rules.items()}, grants, disabled
+
+
 class Policy:
     def __init__(self, store: Store, ledger: Ledger, identity: Identity, taxonomy: Taxonomy, clock: Clock) -> None:
         self.store, self.ledger, self.identity, self.taxonomy, self.clock = store, ledger, identity, taxonomy, clock
@@ -87,15 +113,12 @@ class Policy:
     # --- decisions -----------------------------------------------------------------------------
 
     def _load(self, conn: Connection, version: int) -> casbin.Enforcer:
-        c = policy_rules.c
-        rules = [tuple(r) for r in conn.execute(select(c.subject, c.domain, c.action, c.purpose, c.effect))]
-        live = select(principals.c.name).where(principals.c.disabled_at.is_(None))
-        grants = [
-            tuple(g)
-            for g in conn.execute(
-                select(role_grants.c.principal, role_grants.c.role).where(role_grants.c.principal.in_(live))
-            )
-        ]
+        # decisions follow the policy as the ledger recorded it, not the tables: a rule, a role grant or a
+        # re-enabled principal written at rest grants nothing (RECON-1 names the divergence, and nothing
+        # is blocked meanwhile, so the audit that finds it still runs)
+        recorded_rules, recorded_grants, disabled = recorded_policy(conn)
+        rules = [tuple(r[1:]) for r in sorted(recorded_rules, key=lambda r: int(r[0]))]
+        grants = [g for g in sorted(recorded_grants) if g[0] not in disabled]
         enforcer = new_enforcer(rules, grants)  # type: ignore[arg-type]
         self._enforcer, self._version, self._decisions = enforcer, version, {}
         return enforcer
