@@ -86,3 +86,40 @@ def test_a_crafted_ledger_export_is_refused_or_fails_verification(tmp_path: Path
         (d / "keys" / "log.vkey").write_bytes(b"\xff\xfe")
     with pytest.raises(InvalidInput, match="not a complete ledger export"):
         verify_export(d)
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [b"[]", b"[" * 100_000 + b"]" * 100_000, b"not json", b'{"data_sha256": 5}', b'{"ledger": []}'],
+    ids=["list", "deep", "text", "int-digest", "no-digest"],
+)
+def test_a_package_with_a_crafted_manifest_is_damage(tmp_path: Path, manifest: bytes) -> None:
+    import tarfile
+
+    from complai.access.agreements import open_package
+    from complai.crypto.sealing import seal_to
+
+    public = generate_keypair(tmp_path / "r.key")
+    package = tmp_path / "evil.pkg"
+    with open(package, "wb") as fh:
+        writer = seal_to(fh, public, {"agreement": "x"})
+        with tarfile.open(fileobj=writer, mode="w|") as tar:  # type: ignore[call-overload]
+            for name, blob in (("data.csv", b"a\n1\n"), ("manifest.json", manifest)):
+                info = tarfile.TarInfo(name)
+                info.size = len(blob)
+                tar.addfile(info, io.BytesIO(blob))
+        writer.close()
+    with pytest.raises(IntegrityError, match="damaged|does not match"):
+        open_package(package, tmp_path / "r.key", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_fifo_is_not_a_package(tmp_path: Path) -> None:
+    import os
+
+    from complai.access.agreements import open_package
+
+    generate_keypair(tmp_path / "r.key")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(InvalidInput, match="FIFO"):
+        open_package(tmp_path / "fifo", tmp_path / "r.key", tmp_path / "out")

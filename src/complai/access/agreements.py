@@ -32,6 +32,7 @@ from complai.crypto.signing import VerifierKey
 from complai.errors import IntegrityError, InvalidInput, NotFound, PolicyDenied
 from complai.events import AgreementChanged, DataShared
 from complai.files import atomic_output, check_output, check_output_dir, output_dir, write_private
+from complai.inputs import json_object, open_input
 from complai.ledger import merkle
 from complai.ledger.checkpoint import verify_note
 from complai.ledger.log import Ledger
@@ -403,14 +404,7 @@ def open_package(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InvalidInput(f"{out_dir} is not empty")
     private = load_private(private_key_file)
-    try:
-        src = open(path, "rb")
-    except FileNotFoundError:
-        raise InvalidInput(f"package {path} not found") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"package {path} is a directory, not a package file") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read package {path}: {exc.strerror}") from None
+    src = open_input(path, "package")  # a regular file: a FIFO or a device is refused, not waited on
     files: dict[str, bytes] = {}
     with src:
         _, reader = open_sealed(src, private)
@@ -426,23 +420,38 @@ def open_package(
             raise IntegrityError("package archive is damaged") from None
     if set(files) != {"data.csv", "manifest.json"}:
         raise IntegrityError("package is incomplete")
-    manifest = json.loads(files["manifest.json"])
-    if hashlib.sha256(files["data.csv"]).hexdigest() != manifest["data_sha256"]:
-        raise IntegrityError("package data does not match its manifest")
-    ledger = manifest["ledger"]
-    key = VerifierKey.parse(log_key or ledger["log_key"])
-    note = verify_note(ledger["checkpoint"], key)
-    event = ledger["event"].encode()
-    merkle.verify_inclusion(
-        ledger["seq"],
-        note.checkpoint.size,
-        merkle.leaf_hash(event),
-        [bytes.fromhex(p) for p in ledger["proof"]],
-        note.checkpoint.root,
-    )
-    ev = json.loads(event)
-    if ev.get("type") != DataShared.kind or ev.get("data_digest") != "sha256:" + manifest["data_sha256"]:
-        raise IntegrityError("the ledger event does not describe this data")
+    # the sender wrote the manifest: anything but the fields complai writes, of their types, is damage
+    manifest = json_object(files["manifest.json"])
+    try:
+        if manifest is None:
+            raise ValueError
+        if hashlib.sha256(files["data.csv"]).hexdigest() != manifest["data_sha256"]:
+            raise IntegrityError("package data does not match its manifest")
+        ledger = manifest["ledger"]
+        key = VerifierKey.parse(log_key or ledger["log_key"])
+        note = verify_note(ledger["checkpoint"], key)
+        event = ledger["event"].encode()
+        merkle.verify_inclusion(
+            ledger["seq"],
+            note.checkpoint.size,
+            merkle.leaf_hash(event),
+            [bytes.fromhex(p) for p in ledger["proof"]],
+            note.checkpoint.root,
+        )
+        ev = json_object(event)
+        if (
+            ev is None
+            or ev.get("type") != DataShared.kind
+            or ev.get("data_digest") != "sha256:" + manifest["data_sha256"]
+        ):
+            raise IntegrityError("the ledger event does not describe this data")
+        summary = {
+            "rows": int(manifest["rows"]),
+            "fields": list(manifest["fields"]),
+            "agreement": str(manifest["agreement"]["id"]),
+        }
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+        raise IntegrityError("package manifest is damaged") from None
     output_dir(out_dir, forbidden=forbidden)
     written: list[Path] = []
     try:
@@ -453,9 +462,7 @@ def open_package(
             p.unlink(missing_ok=True)
         raise
     return {
-        "rows": manifest["rows"],
-        "fields": manifest["fields"],
-        "agreement": manifest["agreement"]["id"],
+        **summary,
         "ledger_seq": ledger["seq"],
         "verified_against_pinned_key": bool(log_key),
     }
