@@ -76,3 +76,17 @@ def test_dates_keep_their_calendar_day_and_every_year_round_trips(events: Worksp
     read = events.session("owner", "fraud_detection").read("events", columns=["customer_id", "born"])
     years = sorted(read["born"].dt.year.tolist())
     assert years == [1, 999, 1990]
+
+
+@pytest.mark.parametrize("granted", ["today", "06/05/2020", "1577836800", "May 6 2020"])
+def test_consent_times_are_iso_8601_or_refused(events: Workspace, tmp_path: Path, granted: str) -> None:
+    data = tmp_path / "events.csv"
+    data.write_text("customer_id,born,at\nE-1,1990-05-06,2020-01-01\n")
+    consents = tmp_path / "consents.csv"
+    consents.write_text(f"subject,purpose,granted_at\nE-1,credit_scoring,{granted}\n")
+    before = (events.ledger.head().size, events.vault.counts())
+    with pytest.raises(InvalidInput, match="granted_at"):
+        events.vault.ingest("events", data, actor="owner", consents_data=consents)
+    assert (events.ledger.head().size, events.vault.counts()) == before
+    consents.write_text("subject,purpose,granted_at\nE-1,credit_scoring,2020-05-06T01:00:00+05:00\n")
+    events.vault.ingest("events", data, actor="owner", consents_data=consents)

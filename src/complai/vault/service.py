@@ -1080,11 +1080,17 @@ def _deleted_sets(conn: Connection, query: Any) -> dict[str, tuple[int, RecordSe
     return out
 
 
+_ISO_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:$|[T ])")
+
+
 def _parse_time(value: Any, where: str) -> datetime | None:
     if value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == "":
         return None
+    if not isinstance(value, datetime | pd.Timestamp) and not _ISO_START.match(str(value).strip()):
+        # ISO 8601 only: never a word read as the clock (`today`) or a locale's order (06/05/2020)
+        raise InvalidInput(f"{where}: {value!r} is not an ISO 8601 date/time")
     try:
-        ts = pd.Timestamp(str(value))
+        ts = pd.Timestamp(str(value).strip())
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"{where}: {value!r} is not a date/time") from None
     if pd.isna(ts):
