@@ -43,3 +43,21 @@ def test_a_policy_changed_at_rest_is_refused(ws: Workspace, edit: str) -> None:
         assert not fresh.policy.decide("ana", "customers", "erase", "credit_scoring")
         assert not fresh.policy.decide("eve", "customers", "read", "credit_scoring")
         assert fresh.policy.decide("ana", "customers", "read", "credit_scoring")
+
+
+def test_roles_and_disabling_written_at_rest_do_not_count(ws: Workspace) -> None:
+    from complai.errors import PolicyDenied
+
+    ws.identity.add("owner", "ana")
+    ws.identity.add("owner", "eve")
+    ws.identity.grant_role("owner", "ana", "analyst")
+    ws.identity.disable("owner", "eve")
+    now = ws.clock.now()
+    with ws.store.write() as conn:
+        conn.execute(insert(role_grants).values(principal="ana", role="owner", granted_by="owner", granted_at=now))
+        conn.execute(update(principals).where(principals.c.name == "eve").values(disabled_at=None))
+    assert ws.identity.get("ana").roles == ("analyst",)
+    assert ws.identity.get("eve").disabled
+    assert ws.identity.get("owner").roles == ("owner",)
+    with pytest.raises(PolicyDenied), ws.store.write() as conn:
+        ws.identity.require_owner(conn, "ana")

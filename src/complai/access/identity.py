@@ -144,8 +144,24 @@ class Identity:
         row = conn.execute(select(principals).where(principals.c.name == name)).first()
         if row is None:
             raise NotFound(f"no principal named {name!r}")
-        roles = tuple(sorted(conn.execute(select(role_grants.c.role).where(role_grants.c.principal == name)).scalars()))
-        return Principal(row.name, row.kind, roles, row.disabled_at is not None)
+        stored = set(conn.execute(select(role_grants.c.role).where(role_grants.c.principal == name)).scalars())
+        # roles and disabling as the ledger recorded them: a role granted or a principal re-enabled at
+        # rest counts for nothing (RECON-1 names the edit)
+        recorded = {OWNER} if name == OWNER else set()
+        disabled = row.disabled_at is not None
+        e = ledger_entries.c
+        kinds = (RoleChanged.kind, PrincipalDisabled.kind)
+        for data in conn.execute(select(e.data).where(e.kind.in_(kinds)).order_by(e.seq)).scalars():
+            ev = json.loads(bytes(data))
+            if ev.get("principal") != name:
+                continue
+            if ev.get("type") == PrincipalDisabled.kind:
+                disabled = True
+            elif ev.get("granted"):
+                recorded.add(str(ev.get("role")))
+            else:
+                recorded.discard(str(ev.get("role")))
+        return Principal(row.name, row.kind, tuple(sorted(stored & recorded)), disabled)
 
     @contextmanager
     def recording_refusals(self, actor: str, action: str) -> Iterator[None]:
