@@ -100,3 +100,15 @@ def test_a_table_release_and_its_report_may_not_share_a_file(ws: Path, tmp_path:
     argv = ["deid", "table", str(source), "--quasi", "segment", "--k", "1", "--out", str(target)]
     assert cli(ws, *argv, "--report", str(tmp_path / "." / "release.csv"), *force) == 2
     assert not target.exists() and ledger_size(ws) == before
+
+
+def test_ledger_exports_and_witness_state_keep_their_modes_under_umask_000(
+    ws: Path, tmp_path: Path, open_umask: None
+) -> None:
+    assert cli(ws, "ledger", "export", str(tmp_path / "export")) == 0
+    for p in (tmp_path / "export").rglob("*"):
+        assert stat.S_IMODE(p.stat().st_mode) == (0o700 if p.is_dir() else 0o600), p
+    (tmp_path / "wit").mkdir(mode=0o777)
+    assert cli(ws, "ledger", "witness", "init", str(tmp_path / "wit"), "--name", "w.example/1") == 0
+    for p in (tmp_path / "wit").iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p

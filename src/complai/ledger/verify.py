@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,6 +309,12 @@ def _export_into(ledger: Ledger, directory: Path, progress: Callable[[int], None
         "hash": "RFC 9162 SHA-256; leaf data = one line of entries.jsonl without its newline",
     }
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
+    # private like the folder that holds them, whatever the umask (the owner decides what to publish)
+    for folder, dirs, files in os.walk(directory):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), 0o700)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o600)
     return manifest
 
 

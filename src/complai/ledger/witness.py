@@ -5,6 +5,7 @@ directory, so a log operator who rewrites history cannot get it cosigned."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -46,7 +47,12 @@ class Witness:
     @staticmethod
     def _write_state(directory: Path, state: dict[str, object]) -> None:
         tmp = directory / (STATE_FILE + ".tmp")
-        with open(tmp, "w") as fh:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        # 0600 whatever the umask: a witness whose state others could roll back would cosign a fork
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
             json.dump(state, fh, indent=1, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())
