@@ -117,3 +117,11 @@ def test_staged_folder_appears_only_when_complete(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="not a directory"), staged_output_dir(tmp_path / "file"):
         pass
     assert (tmp_path / "file").read_text() == "keep"
+
+
+def test_a_folder_where_no_folder_can_be_made_is_a_refusal() -> None:
+    from complai.errors import InvalidInput
+    from complai.files import staged_output_dir
+
+    with pytest.raises(InvalidInput, match="cannot create /proc/complai-x"), staged_output_dir("/proc/complai-x"):
+        pass

@@ -258,7 +258,10 @@ def staged_output_dir(path: Path | str, *, forbidden: Iterable[Path] = (), mode:
     remove_stale_partials(parent)
     tmp = parent / f".{path.name}{PARTIAL}{os.getpid()}.{secrets.token_hex(4)}"
     try:
-        tmp.mkdir(mode=mode)
+        try:
+            tmp.mkdir(mode=mode)
+        except OSError as exc:  # a parent that takes no folders (/proc, a file system mounted read-only...)
+            raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None
         os.chmod(tmp, mode)
         yield tmp
         check_output_dir(path, forbidden=forbidden)

@@ -181,6 +181,9 @@ def export(directory: Annotated[Path, typer.Argument(help="Empty or new director
     check_output_dir(directory, forbidden=protected)
     with open_session("audit") as (ws, session):
         session.audit_access()
+        # sign the head first, so that the export is signed up to its end (all but the checkpoint's own
+        # entry): what it shows cannot be cut short or edited without breaking a signature
+        ws.ledger.checkpoint(session.principal)
         total = ws.ledger.head().size
         with progress() as bar:
             task = bar.add_task("exporting", total=total)

@@ -22,7 +22,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from complai.crypto.pseudonym import digest
 from complai.crypto.stream import DecryptingReader, EncryptingWriter, read_header
 from complai.errors import ComplaiError, IntegrityError, InvalidInput
 from complai.events import BackupCreated, BackupRestored, SubjectErased
-from complai.files import atomic_output, check_output, workspace_protected
+from complai.files import atomic_output, check_output, staged_output_dir, workspace_protected
 from complai.ledger import merkle
 from complai.ledger.checkpoint import Checkpoint, sign_checkpoint, verify_note
 from complai.ledger.verify import verify_ledger
@@ -280,14 +280,47 @@ def read_backup(path: Path, key: bytes, into: Path) -> dict[str, Any]:
     return manifest
 
 
+class _Source:
+    """A newer ledger consulted by a restore: its erasures after the backup, and whether it can vouch
+    that it knows every erasure made since the backup (it is newer, and not itself a stale restore)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.erasures: list[tuple[int, str]] = []
+        self.size = 0
+        self.signed = 0  # how far a signature covers it (a live workspace is verified whole instead)
+        self.stale_restore = False
+
+    @property
+    def vouches(self) -> bool:
+        return not self.stale_restore and self.signed > 0
+
+    def describe(self) -> str:
+        return str(self.path)
+
+
 def _later_erasures(
-    source: Path, backup_size: int, backup_root: bytes, open_workspace: Callable[..., Any]
-) -> Iterator[tuple[int, str]]:
-    """(seq, pseudonym) of erasures after the backup in a newer ledger: a workspace or an export."""
+    source: Path, backup_size: int, backup_root: bytes, log_key: str, open_workspace: Callable[..., Any]
+) -> _Source:
+    """The erasures after the backup in a newer ledger (a workspace or an export), which must verify,
+    be signed with the backup's own log key, and extend the backup's ledger."""
+    out = _Source(source)
+
+    def take(seq: int, data: bytes) -> None:
+        ev = json.loads(data)
+        if ev.get("type") == SubjectErased.kind:
+            out.erasures.append((seq, ev["subject"]))
+        elif ev.get("type") == BackupRestored.kind and ev.get("later_ledger_checked") is False:
+            out.stale_restore = True  # restored blind: erasures between its backup and then are unknown
+
+    not_extension = f"the newer ledger in {source} is not an extension of the backup's ledger"
     if (source / CONFIG_FILE).exists():
         with open_workspace(source) as live:
-            if live.ledger.head().size < backup_size or live.ledger.root_at(backup_size) != backup_root:
-                raise IntegrityError("the newer ledger is not an extension of the backup's ledger")
+            if live.ledger.verifier.encode() != log_key:
+                raise IntegrityError(f"the newer ledger in {source} is signed with another log key")
+            out.size = live.ledger.head().size
+            if out.size < backup_size or live.ledger.root_at(backup_size) != backup_root:
+                raise IntegrityError(not_extension)
             from complai.ledger.verify import verify_ledger
 
             # its erasures count only if it verifies (an erasure entry hidden at rest would otherwise
@@ -296,31 +329,47 @@ def _later_erasures(
             if not report.ok:
                 raise IntegrityError(f"the newer ledger in {source} does not verify ({report.problem})")
             for e in live.ledger.entries(start=backup_size):
-                ev = json.loads(e.data)
-                if ev.get("type") == SubjectErased.kind:
-                    yield e.seq, ev["subject"]
-        return
+                take(e.seq, e.data)
+        out.signed = out.size
+        return out
     entries = source / "entries.jsonl"
     if not entries.is_file():
         raise InvalidInput(f"{source} is neither a workspace nor a ledger export")
     from complai.ledger.verify import verify_export
 
+    try:
+        exported_key = (source / "keys" / "log.vkey").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        raise InvalidInput(f"{source} is not a complete ledger export") from None
+    if exported_key != log_key:
+        raise IntegrityError(f"the newer ledger in {source} is signed with another log key")
     report = verify_export(source)
     if not report.ok:
         raise IntegrityError(f"the newer ledger in {source} does not verify ({report.problem})")
     leaves: list[bytes] = []
-    later: list[tuple[int, str]] = []
+    h = hashlib.sha256()
     with open(entries, "rb") as fh:
         for seq, line in enumerate(fh):
+            h.update(line)
             data = line.rstrip(b"\n")
             leaves.append(merkle.leaf_hash(data))
             if seq >= backup_size:
-                ev = json.loads(data)
-                if ev.get("type") == SubjectErased.kind:
-                    later.append((seq, ev["subject"]))
+                take(seq, data)
+    out.size = len(leaves)
     if len(leaves) < backup_size or merkle.root_of(leaves[:backup_size]) != backup_root:
-        raise IntegrityError("the newer ledger is not an extension of the backup's ledger")
-    yield from later
+        raise IntegrityError(not_extension)
+    try:
+        manifest = json.loads((source / "manifest.json").read_text())
+        listed = (int(manifest["size"]), str(manifest["entries_sha256"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise IntegrityError(f"the ledger export in {source} has no readable manifest") from None
+    if listed != (out.size, h.hexdigest()):
+        raise IntegrityError(f"the ledger export in {source} does not match its manifest (cut short or edited)")
+    # the entries after its last signed checkpoint could have been cut or edited unnoticed: an export
+    # vouches for the erasures since the backup only as far as a signature covers it
+    notes = sorted(int(p.stem) for p in (source / "checkpoints").glob("*.note") if p.stem.isdigit())
+    out.signed = notes[-1] if notes and notes[-1] > backup_size else 0
+    return out
 
 
 def restore_backup(
@@ -337,9 +386,14 @@ def restore_backup(
     """Restore a backup into a new workspace directory; erasures recorded after it are re-applied.
 
     Erasures come from every newer ledger available: the live workspace the manifest names (when it is
-    still there) and each ledger given in `ledger_from` (workspaces or exports); each must extend the
-    backup's ledger. With none of them to consult, erasures made after the backup cannot be known, and
-    the restore is refused unless `accept_stale` says the caller takes that risk.
+    still there) and each ledger given in `ledger_from` (workspaces or exports); each must verify, be
+    signed with the backup's log key and extend the backup's ledger. Unless one of them is longer than
+    the backup's ledger and was not itself restored blind, erasures made after the backup cannot be
+    known, and the restore is refused unless `accept_stale` says the caller takes that risk.
+
+    The workspace is built in a private temporary folder beside `target` (the decrypted backup too) and
+    takes its name only once the erasures are re-applied: a failure or a kill never leaves a workspace
+    that holds an erased subject, nor decrypted keys in a shared temporary directory.
 
     `open_workspace(path, clock=...)` opens a workspace (Workspace.open): the vault does not import the
     composition root above it, the caller hands it in."""
@@ -349,122 +403,136 @@ def restore_backup(
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise InvalidInput(f"{target} exists and is not empty; restore into a new directory")
     file_digest = "sha256:" + _file_sha256(Path(path)) if Path(path).is_file() else ""
-    with tempfile.TemporaryDirectory(prefix="complai-restore-") as tmpdir:
-        staging = Path(tmpdir)
+    if database_url:
+        probe = Store(database_url)
+        try:
+            probe.check_reachable()
+        finally:
+            probe.dispose()
+    with staged_output_dir(target) as home:
+        staging = home / ".backup"
+        staging.mkdir(mode=0o700)
         manifest = read_backup(Path(path), key, staging)
         backup_size = int(manifest["ledger_size"])
         backup_root = bytes.fromhex(manifest["ledger_root"])
-        sources = _newer_ledgers(manifest, ledger_from)
-        checked = bool(sources)
-        if not checked and not accept_stale:
-            raise InvalidInput(
-                "no ledger newer than the backup can be consulted (the workspace it was taken from is gone and "
-                "no --ledger-from was given): erasures made after the backup would come back; give a newer "
-                "ledger, or pass --accept-stale to restore anyway"
-            )
-        # resolve later erasures before writing anything: a bad newer ledger refuses the restore
-        erased: dict[str, int] = {}
-        for source in sources:
-            for seq, pseudonym in _later_erasures(source, backup_size, backup_root, open_workspace):
-                erased.setdefault(pseudonym, seq)
-        later = sorted(((seq, p) for p, seq in erased.items()), key=lambda x: x[0])
-        created_dir = not target.exists()
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-            keys = target / "keys"
-            keys.mkdir(mode=0o700)
-            for name in KEY_FILES:
-                write_secret(keys / name, (staging / "keys" / name).read_bytes())
-            settings_text = (staging / CONFIG_FILE).read_text()
-            (target / CONFIG_FILE).write_text(settings_text)
-            for name in sorted(manifest["files"]):
-                if name.startswith(MODELS_DIR + "/"):
-                    dest = target / name
-                    if not dest.resolve().is_relative_to((target / MODELS_DIR).resolve()):
-                        raise IntegrityError(f"backup holds an unexpected entry {name!r}")
-                    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    write_secret(dest, (staging / name).read_bytes())
-            settings = load_settings(target)
-            if database_url or settings.database_url:
-                from dataclasses import replace
-
-                settings = replace(settings, database_url=database_url)
-                settings.write()
-            store = Store(settings.resolved_database_url())
-            try:
-                with store.write() as conn:
-                    store.migrate(conn, target=manifest["schema_revision"])
-                    present = [t for t in _tables() if (staging / "tables" / f"{t.name}.jsonl").exists()]
-                    for table in reversed(present):  # rows the migrations seeded (head, owner) come from the backup
-                        conn.execute(table.delete())
-                    for table in present:
-                        f = staging / "tables" / f"{table.name}.jsonl"
-                        batch: list[dict[str, Any]] = []
-                        with open(f, "rb") as fh:
-                            for line in fh:
-                                batch.append(_decode_row(table, json.loads(line)))
-                                if len(batch) >= 5000:
-                                    conn.execute(insert(table), batch)
-                                    batch = []
-                        if batch:
-                            conn.execute(insert(table), batch)
-                    store.migrate(conn)
-                    if store.dialect == "postgresql":  # explicit ids do not advance identity sequences
-                        for table in _tables():
-                            for col in table.primary_key.columns:
-                                if col.autoincrement is True:
-                                    conn.exec_driver_sql(
-                                        f"SELECT setval(pg_get_serial_sequence('{table.name}', '{col.name}'), "
-                                        f"COALESCE((SELECT MAX({col.name}) FROM {table.name}), 0) + 1, false)"
-                                    )
-            finally:
-                store.dispose()
-            ws = open_workspace(target, clock=clock)
-        except BaseException:
-            if created_dir:
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                for p in target.iterdir():
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
-            raise
-    with ws:
-        report = verify_ledger(ws.ledger)
-        if not report.ok:
-            raise IntegrityError(f"restored ledger does not verify: {report.problem}")
-        if manifest.get("checkpoint"):
-            note = verify_note(manifest["checkpoint"], ws.ledger.verifier)
-            if ws.ledger.root_at(note.checkpoint.size) != note.checkpoint.root:
-                raise IntegrityError("restored ledger does not match the backup's signed checkpoint")
-        reapplied = 0
-        with ws.store.write() as conn:
-            for seq, pseudonym in later:
-                if ws.vault.erase_pseudonym(conn, pseudonym, actor, reapplied_from=seq):
-                    reapplied += 1
-            ws.ledger.append(
-                conn,
-                BackupRestored(
-                    time=ws.clock.now(),
-                    actor=actor,
-                    purpose="security",
-                    backup_digest=file_digest or digest(b""),
-                    backup_ledger_size=backup_size,
-                    erasures_reapplied=reapplied,
-                    later_ledger_checked=checked,
-                    later_ledgers=len(sources),
-                ),
-            )
-        if reapplied:
-            ws.store.purge_freed()
-        sweep = ws.vault.retention_sweep(actor)
+        candidates = _newer_ledgers(manifest, ledger_from)
+        _build(home, staging, manifest, database_url)
+        with open_workspace(home, clock=clock) as ws:
+            report = verify_ledger(ws.ledger)
+            if not report.ok:
+                raise IntegrityError(f"restored ledger does not verify: {report.problem}")
+            if manifest.get("checkpoint"):
+                note = verify_note(manifest["checkpoint"], ws.ledger.verifier)
+                if ws.ledger.root_at(note.checkpoint.size) != note.checkpoint.root:
+                    raise IntegrityError("restored ledger does not match the backup's signed checkpoint")
+            # every newer ledger is resolved before anything is re-applied: a bad one refuses the restore
+            log_key = ws.ledger.verifier.encode()
+            sources = [_later_erasures(c, backup_size, backup_root, log_key, open_workspace) for c in candidates]
+            vouching = [src for src in sources if src.size > backup_size and src.vouches]
+            unsigned = [src.describe() for src in sources if src.size > backup_size and not src.signed]
+            checked = bool(vouching)
+            if not checked and not accept_stale:
+                why = (
+                    "the workspace it was taken from is gone and no --ledger-from was given"
+                    if not sources
+                    else f"no signed checkpoint after the backup in {', '.join(unsigned)}; export again with "
+                    "`complai ledger export`, which signs the head first"
+                    if unsigned
+                    else "none of the ledgers given is newer than the backup, or each was itself restored "
+                    "without its later erasures"
+                )
+                raise InvalidInput(
+                    f"no ledger newer than the backup can be consulted ({why}): erasures made after the backup "
+                    "would come back; give a newer ledger, or pass --accept-stale to restore anyway"
+                )
+            erased: dict[str, int] = {}
+            for src in sources:
+                for seq, pseudonym in src.erasures:
+                    erased.setdefault(pseudonym, seq)
+            later = sorted(((seq, p) for p, seq in erased.items()), key=lambda x: x[0])
+            reapplied = 0
+            with ws.store.write() as conn:
+                for seq, pseudonym in later:
+                    if ws.vault.erase_pseudonym(conn, pseudonym, actor, reapplied_from=seq):
+                        reapplied += 1
+                ws.ledger.append(
+                    conn,
+                    BackupRestored(
+                        time=ws.clock.now(),
+                        actor=actor,
+                        purpose="security",
+                        backup_digest=file_digest or digest(b""),
+                        backup_ledger_size=backup_size,
+                        erasures_reapplied=reapplied,
+                        later_ledger_checked=checked,
+                        later_ledgers=len(vouching),
+                    ),
+                )
+            if reapplied:
+                ws.store.purge_freed()
+            sweep = ws.vault.retention_sweep(actor)
+        shutil.rmtree(staging)
     return {
         "workspace": str(target),
         "tables": manifest["tables"],
         "backup_ledger_size": backup_size,
         "erasures_reapplied": reapplied,
         "later_ledger_checked": checked,
-        "later_ledgers": [str(p) for p in sources],
+        "later_ledgers": [src.describe() for src in vouching],
+        "ledgers_consulted": [src.describe() for src in sources],
         "expired_records_removed": sweep["records_deleted"],
     }
+
+
+def _build(home: Path, staging: Path, manifest: dict[str, Any], database_url: str | None) -> None:
+    """Key files, settings, models and every table of the backup, into the workspace folder `home`."""
+    keys = home / "keys"
+    keys.mkdir(mode=0o700)
+    for name in KEY_FILES:
+        write_secret(keys / name, (staging / "keys" / name).read_bytes())
+    (home / CONFIG_FILE).write_bytes((staging / CONFIG_FILE).read_bytes())
+    for name in sorted(manifest["files"]):
+        if name.startswith(MODELS_DIR + "/"):
+            dest = home / name
+            if not dest.resolve().is_relative_to((home / MODELS_DIR).resolve()):
+                raise IntegrityError(f"backup holds an unexpected entry {name!r}")
+            dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_secret(dest, (staging / name).read_bytes())
+    settings = load_settings(home)
+    if database_url or settings.database_url:
+        from dataclasses import replace
+
+        settings = replace(settings, database_url=database_url)
+        settings.write()
+    store = Store(settings.resolved_database_url())
+    try:
+        with store.write() as conn:
+            store.migrate(conn, target=manifest["schema_revision"])
+            present = [t for t in _tables() if (staging / "tables" / f"{t.name}.jsonl").exists()]
+            for table in reversed(present):  # rows the migrations seeded (head, owner) come from the backup
+                conn.execute(table.delete())
+            for table in present:
+                f = staging / "tables" / f"{table.name}.jsonl"
+                batch: list[dict[str, Any]] = []
+                with open(f, "rb") as fh:
+                    for line in fh:
+                        batch.append(_decode_row(table, json.loads(line)))
+                        if len(batch) >= 5000:
+                            conn.execute(insert(table), batch)
+                            batch = []
+                if batch:
+                    conn.execute(insert(table), batch)
+            store.migrate(conn)
+            if store.dialect == "postgresql":  # explicit ids do not advance identity sequences
+                for table in _tables():
+                    for col in table.primary_key.columns:
+                        if col.autoincrement is True:
+                            conn.exec_driver_sql(
+                                f"SELECT setval(pg_get_serial_sequence('{table.name}', '{col.name}'), "
+                                f"COALESCE((SELECT MAX({col.name}) FROM {table.name}), 0) + 1, false)"
+                            )
+    finally:
+        store.dispose()
 
 
 def _same_workspace(path: Path, manifest: dict[str, Any]) -> bool:
