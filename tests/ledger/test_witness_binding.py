@@ -54,3 +54,12 @@ def test_a_replaced_log_key_fails_verification(sqlite_ws: Workspace) -> None:
     assert not report.ok and "the log key (keys/ledger.key) is not the one the workspace was created with" in (
         report.problem or ""
     )
+
+
+def test_a_witness_quorum_is_not_met_without_any_checkpoint(tmp_path: Path) -> None:
+    from complai.ledger.verify import verify_ledger
+
+    with Workspace.init(tmp_path / "fresh") as fresh:
+        assert verify_ledger(fresh.ledger).ok
+        report = verify_ledger(fresh.ledger, quorum=1)
+        assert not report.ok and "no checkpoint" in report.problem

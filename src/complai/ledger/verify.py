@@ -120,6 +120,8 @@ def _replay(
         by_size[note.checkpoint.size] = note
     witnessed = sum(1 for note in by_size.values() if witnessed_by(note, witnesses))
     latest = max(by_size) if by_size else None
+    if quorum and latest is None:  # a quorum of cosignatures on nothing is not met
+        raise _Failure(f"no checkpoint to carry the {quorum} witness cosignature(s) required")
     if quorum and latest is not None:
         names = witnessed_by(by_size[latest], witnesses)
         if len(names) < quorum:
