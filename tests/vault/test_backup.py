@@ -81,7 +81,7 @@ def test_a_foreign_newer_ledger_is_refused(customers: Workspace, key: bytes, tmp
     create_backup(customers, tmp_path / "b.bak", key, "owner")
     other = Workspace.init(tmp_path / "other")
     other.close()
-    with pytest.raises(IntegrityError, match="another log key|not an extension"):
+    with pytest.raises(IntegrityError, match=r"another log key|not an extension"):
         Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "r", key, "owner", ledger_from=tmp_path / "other")
     assert not (tmp_path / "r").exists()
 
