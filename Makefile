@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python benchmarks/access.py
 	$(BIN)/python benchmarks/deid.py
 	$(BIN)/python benchmarks/dp_queries.py
+	$(BIN)/python benchmarks/dp_budget.py
 	$(BIN)/python benchmarks/dp_training.py
 	$(BIN)/python benchmarks/federated.py
 	$(BIN)/python benchmarks/audit.py
