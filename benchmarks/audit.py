@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results
@@ -34,7 +35,7 @@ from complai.ledger.witness import Witness, cosign_latest
 from complai.store import bulk_insert
 from complai.store.tables import access_log, consents, subjects
 from complai.vault.schema import load_schema
-from complai.vault.service import pack_ids
+from complai.vault.service import pack_ids, set_digest
 from complai.workspace import OWNER, Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,33 +94,43 @@ def fill(ws: Workspace, n: int, consented: list[int]) -> None:
         time=now, actor="analyst-1", purpose="marketing", action="read", dataset="adult", reason="no policy allows it"
     )
     denied_bytes = _canonical(denied)
-    read = DataRead(
-        time=now,
-        actor=OWNER,
-        purpose="credit_scoring",
-        dataset="adult",
-        columns=["age"],
-        rows=20,
-        subjects=20,
-        records_in_dataset=len(consented),
-        subjects_digest="sha256:" + "0" * 64,
-    )
-    read_bytes = _canonical(read)
+    with ws.store.read() as conn:
+        pseudonym = {int(i): str(p) for i, p in conn.execute(select(subjects.c.id, subjects.c.pseudonym))}
+
+    def read(ids: list[int]) -> bytes:
+        # each read names its own subjects' set digest, as a governed read does (RECON-1 checks the log)
+        return _canonical(
+            DataRead(
+                time=now,
+                actor=OWNER,
+                purpose="credit_scoring",
+                dataset="adult",
+                columns=["age"],
+                rows=20,
+                subjects=20,
+                records_in_dataset=len(consented),
+                subjects_digest=set_digest(pseudonym[i] for i in ids),
+            )
+        )
+
     done, k = 0, 0
     while done < n:
         size = min(BATCH, n - done)
-        items = [
-            ("vault.read", read_bytes) if (done + i) % 100 == 0 else ("access.denied", denied_bytes)
-            for i in range(size)
-        ]
+        items: list[tuple[str, bytes]] = []
+        reads: list[list[int]] = []
+        for i in range(size):
+            if (done + i) % 100 == 0:
+                ids = [consented[(k * 20 + j) % len(consented)] for j in range(20)]
+                k += 1
+                reads.append(ids)
+                items.append(("vault.read", read(ids)))
+            else:
+                items.append(("access.denied", denied_bytes))
         with ws.store.write() as conn:
             seqs = ws.ledger.append_raw(conn, items)
-            rows = []
-            for seq, (kind, _) in zip(seqs, items, strict=True):
-                if kind == "vault.read":
-                    ids = [consented[(k * 20 + j) % len(consented)] for j in range(20)]
-                    rows.append((seq, pack_ids(ids)))
-                    k += 1
+            it = iter(reads)
+            kinds = zip(seqs, items, strict=True)
+            rows = [(seq, pack_ids(next(it))) for seq, (kind, _) in kinds if kind == "vault.read"]
             bulk_insert(conn, access_log, rows, columns=("seq", "subject_ids"))
         done += size
 
