@@ -37,6 +37,10 @@ FILES = {
     "spec.yaml": "dataset: customers\n",
 }
 
+# an agreement that is valid but for the option each case adds
+SHARE_CREATE = ["share", "create", "--recipient", "acme", "--recipient-key", "{base}/recipient.key.pub"]
+SHARE_CREATE += ["--dataset", "customers", "--purpose", "fraud_detection", "--fields", "segment"]
+
 # (name, arguments with {tmp} for the case folder, what stderr must say)
 CASES = [
     ("trailing comma", ["dataset", "ingest", "customers", "{tmp}/trailing.csv"], "line 2 has 4"),
@@ -63,22 +67,7 @@ CASES = [
     ("overlong token expiry", ["token", "create", "--expires", "P" + "9" * 30 + "D"], "not an ISO 8601"),
     (
         "absurd agreement expiry",
-        [
-            "share",
-            "create",
-            "--recipient",
-            "acme",
-            "--recipient-key",
-            "{base}/recipient.key.pub",
-            "--dataset",
-            "customers",
-            "--purpose",
-            "fraud_detection",
-            "--fields",
-            "segment",
-            "--expires",
-            "P99999999Y",
-        ],
+        [*SHARE_CREATE, "--expires", "P99999999Y"],
         "longer than 100 years",
     ),
     ("absurd audit period", ["audit", "run", "--every", "P99999999W", "--count", "1"], "longer than a year"),
@@ -90,22 +79,7 @@ CASES = [
     ("dpia version beyond 64 bits", ["dpia", "sign", "customers", "--by", "dpo", "--version", "9" * 20], "--version"),
     (
         "agreement uses beyond 64 bits",
-        [
-            "share",
-            "create",
-            "--recipient",
-            "acme",
-            "--recipient-key",
-            "{base}/recipient.key.pub",
-            "--dataset",
-            "customers",
-            "--purpose",
-            "fraud_detection",
-            "--fields",
-            "segment",
-            "--max-uses",
-            "99999999999999999999",
-        ],
+        [*SHARE_CREATE, "--max-uses", "99999999999999999999"],
         "--max-uses",
     ),
     (
