@@ -37,6 +37,22 @@ def _inside(path: Path, forbidden: Iterable[Path]) -> Path | None:
     return None
 
 
+def _lstat_unprotected(path: Path, forbidden: Iterable[Path], what: str) -> os.stat_result | None:
+    """What is at `path` now (None: nothing), refusing a path inside a protected one or a symbolic link."""
+    hit = _inside(path, forbidden)
+    if hit is not None:
+        raise InvalidInput(f"{path} is inside the workspace's protected files ({hit}); choose another {what}")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        raise InvalidInput(f"{path.parent} is not a directory") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise InvalidInput(f"{path} is a symbolic link; complai does not write through links")
+    return st
+
+
 def check_output(path: Path | str, *, force: bool = False, forbidden: Iterable[Path] = ()) -> Path:
     """Refuse (InvalidInput, nothing written) an output file path that may not be written.
 
@@ -45,18 +61,8 @@ def check_output(path: Path | str, *, force: bool = False, forbidden: Iterable[P
     forbidden = list(forbidden)
     if path.name in ("", ".", ".."):
         raise InvalidInput(f"{path} is not a file name")
-    hit = _inside(path, forbidden)
-    if hit is not None:
-        raise InvalidInput(f"{path} is inside the workspace's protected files ({hit}); choose another path")
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    except NotADirectoryError:
-        raise InvalidInput(f"{path.parent} is not a directory") from None
+    st = _lstat_unprotected(path, forbidden, "path")
     if st is not None:
-        if stat.S_ISLNK(st.st_mode):
-            raise InvalidInput(f"{path} is a symbolic link; complai does not write through links")
         if stat.S_ISDIR(st.st_mode):
             raise InvalidInput(f"{path} is a directory; give a file name")
         if not stat.S_ISREG(st.st_mode):
@@ -192,18 +198,8 @@ def write_private(
 def check_output_dir(path: Path | str, *, forbidden: Iterable[Path] = ()) -> Path:
     """Refuse a folder for output files that is a link, a file, or inside a protected path."""
     path = Path(path)
-    hit = _inside(path, forbidden)
-    if hit is not None:
-        raise InvalidInput(f"{path} is inside the workspace's protected files ({hit}); choose another folder")
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return path
-    except NotADirectoryError:
-        raise InvalidInput(f"{path.parent} is not a directory") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise InvalidInput(f"{path} is a symbolic link; complai does not write through links")
-    if not stat.S_ISDIR(st.st_mode):
+    st = _lstat_unprotected(path, forbidden, "folder")
+    if st is not None and not stat.S_ISDIR(st.st_mode):
         raise InvalidInput(f"{path} exists and is not a directory")
     return path
 
