@@ -37,9 +37,10 @@ from complai.crypto.stream import DecryptingReader, EncryptingWriter, read_heade
 from complai.errors import ComplaiError, IntegrityError, InvalidInput
 from complai.events import BackupCreated, BackupRestored, SubjectErased
 from complai.files import atomic_output, check_output, staged_output_dir, workspace_protected
+from complai.inputs import json_object, open_input
 from complai.ledger import merkle
 from complai.ledger.checkpoint import Checkpoint, sign_checkpoint, verify_note
-from complai.ledger.verify import verify_ledger
+from complai.ledger.verify import verify_export, verify_ledger
 from complai.store import Store, metadata
 from complai.store.tables import ledger_head
 
@@ -244,8 +245,6 @@ def _file_sha256(path: Path) -> str:
 
 def read_backup(path: Path, key: bytes, into: Path) -> dict[str, Any]:
     """Decrypt and verify a backup into the directory `into`; returns its manifest."""
-    from complai.inputs import json_object, open_input
-
     src = open_input(path, "backup file")
     with src:
         header = read_header(src)
@@ -321,8 +320,6 @@ def _later_erasures(
             out.size = live.ledger.head().size
             if out.size < backup_size or live.ledger.root_at(backup_size) != backup_root:
                 raise IntegrityError(not_extension)
-            from complai.ledger.verify import verify_ledger
-
             # its erasures count only if it verifies (an erasure entry hidden at rest would otherwise
             # bring the subject back), and they are read from each entry's data, not its indexed kind
             report = verify_ledger(live.ledger)
@@ -335,7 +332,6 @@ def _later_erasures(
     entries = source / "entries.jsonl"
     if not entries.is_file():
         raise InvalidInput(f"{source} is neither a workspace nor a ledger export")
-    from complai.ledger.verify import verify_export
 
     try:
         exported_key = (source / "keys" / "log.vkey").read_text().strip()
