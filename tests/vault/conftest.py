@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
+from complai.vault.backup import load_backup_key, new_backup_key
 from complai.vault.schema import load_schema
 from complai.workspace import Workspace
 
@@ -56,3 +58,10 @@ def customers(ws: Workspace) -> Workspace:
     ws.catalog.register(load_schema(SCHEMA, ws.taxonomy), actor="owner")
     ws.vault.ingest("customers", people_frame(), actor="owner", consents_data=consents_frame())
     return ws
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> bytes:
+    """A fresh backup key (its file, 0600, is tmp_path/backup.key)."""
+    new_backup_key(tmp_path / "backup.key")
+    return load_backup_key(tmp_path / "backup.key")

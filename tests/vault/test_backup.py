@@ -16,12 +16,6 @@ from tests.vault.conftest import PEOPLE
 from tests.vault.test_vault import SECRETS
 
 
-@pytest.fixture
-def key(tmp_path: Path) -> bytes:
-    new_backup_key(tmp_path / "backup.key")
-    return load_backup_key(tmp_path / "backup.key")
-
-
 def ids(ws: Workspace) -> set[str]:
     return set(ws.session("owner", "customer_support").read("customers")["customer_id"])
 

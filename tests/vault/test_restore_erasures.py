@@ -11,20 +11,11 @@ import pytest
 
 from complai.errors import InvalidInput, NotFound
 from complai.ledger.verify import export_ledger
-from complai.vault.backup import create_backup, load_backup_key, new_backup_key
+from complai.vault.backup import create_backup
 from complai.vault.schema import load_schema
 from complai.workspace import Workspace
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
-
-
-@pytest.fixture
-def key(tmp_path: Path) -> bytes:
-    new_backup_key(tmp_path / "backup.key")
-    return load_backup_key(tmp_path / "backup.key")
-
-
-def _ids(ws: Workspace) -> set[str]:
-    return set(ws.session("owner", "customer_support").read("customers")["customer_id"])
+from tests.vault.test_backup import ids
 
 
 def test_an_export_older_than_the_erasure_does_not_hide_the_live_erasure(
@@ -40,7 +31,7 @@ def test_an_export_older_than_the_erasure_does_not_hide_the_live_erasure(
     assert out["later_ledgers"] == [str(customers.path)]  # the export, unsigned past the backup, vouches for nothing
     assert out["erasures_reapplied"] == 1
     with Workspace.open(tmp_path / "r", clock=customers.clock) as r:
-        assert "C-1002" not in _ids(r)
+        assert "C-1002" not in ids(r)
         with pytest.raises(NotFound):
             r.vault.export("C-1002", actor="owner")
 
@@ -61,7 +52,7 @@ def test_erasures_from_several_exports_are_all_applied(customers: Workspace, key
     )
     assert out["erasures_reapplied"] == 2 and len(out["later_ledgers"]) == 2
     with Workspace.open(tmp_path / "r", clock=clock) as r:
-        assert _ids(r) == {"C-1002", "C-1004"}
+        assert ids(r) == {"C-1002", "C-1004"}
 
 
 def test_a_restore_with_no_newer_ledger_is_refused_unless_stale_is_accepted(
@@ -78,7 +69,7 @@ def test_a_restore_with_no_newer_ledger_is_refused_unless_stale_is_accepted(
     out = Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "r", key, "owner", accept_stale=True, clock=clock)
     assert not out["later_ledger_checked"] and out["erasures_reapplied"] == 0
     with Workspace.open(tmp_path / "r", clock=clock) as r:
-        assert "C-1002" in _ids(r)  # the risk the caller accepted, and the ledger says it was not checked
+        assert "C-1002" in ids(r)  # the risk the caller accepted, and the ledger says it was not checked
         last = [e for e in r.ledger.entries() if e.kind == "backup.restored"][-1]
         assert b'"later_ledger_checked":false' in last.data
 
@@ -136,7 +127,7 @@ def test_a_rotation_during_a_backup_never_leaves_keys_the_backup_cannot_unwrap(
     monkeypatch.setattr(backup, "read_secret", real)
     Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "r", key, "owner", clock=customers.clock)
     with Workspace.open(tmp_path / "r", clock=customers.clock) as r:
-        assert _ids(r) == {"C-1001", "C-1002", "C-1003", "C-1004"}
+        assert ids(r) == {"C-1001", "C-1002", "C-1003", "C-1004"}
 
 
 def test_a_ledger_no_longer_than_the_backup_does_not_vouch_for_later_erasures(
