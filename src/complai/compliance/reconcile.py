@@ -28,7 +28,6 @@ from complai.store.tables import (
     access_log,
     consents,
     datasets,
-    ledger_entries,
     objections,
     records,
     subject_keys,
@@ -54,17 +53,14 @@ def ledger_events(ctx: AuditContext, *kinds: str) -> list[dict[str, Any]]:
     if missing:
         for k in missing:
             cache[k] = []
-        e = ledger_entries.c
         with ctx.ws.store.read() as conn:
-            for seq, kind, data in conn.execute(
-                select(e.seq, e.kind, e.data).where(e.kind.in_(missing)).order_by(e.seq)
-            ):
+            for seq, kind, data in ctx.ws.ledger.scan(conn, missing):
                 try:
-                    ev = json.loads(bytes(data))
+                    ev = json.loads(data)
                 except ValueError:
                     continue  # LEDGER-1 names an unreadable entry
-                ev["_seq"] = int(seq)
-                cache[str(kind)].append(ev)
+                ev["_seq"] = seq
+                cache[kind].append(ev)
     return sorted((ev for k in kinds for ev in cache[k]), key=lambda ev: ev["_seq"])
 
 
