@@ -306,8 +306,8 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
     erasures and retention sweeps deleted, and the withdrawals made (multiset hashes their events
     record; a grant's consent is its event). Workspaces with events from before these hashes were
     recorded are not reconciled here."""
-    from complai.clock import as_utc, to_us
-    from complai.vault.records import consent_element, withdrawal_element
+    from complai.clock import to_us
+    from complai.vault.records import add_consent, consent_element
 
     given, withdrawn = RecordSet(), RecordSet()
     for ev in ledger_events(
@@ -350,18 +350,7 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
         q = select(subjects.c.pseudonym, c.purpose, c.basis, c.granted_at, c.withdrawn_at, c.notice_version, c.source)
         for row in conn.execute(q.join_from(consents, subjects, subjects.c.id == c.subject_id)).mappings():
             n += 1
-            granted = to_us(as_utc(row["granted_at"]))  # type: ignore[arg-type]
-            stored_given.add_element(
-                consent_element(
-                    str(row["pseudonym"]), row["purpose"], row["basis"], granted, row["notice_version"], row["source"]
-                )
-            )
-            if row["withdrawn_at"] is not None:
-                stored_withdrawn.add_element(
-                    withdrawal_element(
-                        str(row["pseudonym"]), row["purpose"], granted, to_us(as_utc(row["withdrawn_at"]))
-                    )  # type: ignore[arg-type]
-                )
+            add_consent(stored_given, stored_withdrawn, str(row["pseudonym"]), row)
     out = []
     if stored_given != given:
         out.append(f"consents: the {n} stored consents are not the ones the ledger's ingests and grants recorded")

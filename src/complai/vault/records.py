@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from complai.clock import as_utc, to_us
 from complai.errors import IntegrityError, InvalidInput
 from complai.inputs import INT64_MAX, INT64_MIN, MAX_REPORTED, summarise
 from complai.vault.schema import DatasetSchema, FieldSpec
@@ -112,6 +113,17 @@ def consent_element(pseudonym: str, purpose: str, basis: str, granted_us: int, n
 
 def withdrawal_element(pseudonym: str, purpose: str, granted_us: int, withdrawn_us: int) -> bytes:
     return json.dumps(["withdrawal/v1", pseudonym, purpose, int(granted_us), int(withdrawn_us)]).encode()
+
+
+def add_consent(given: RecordSet, withdrawn: RecordSet, pseudonym: str, c: Any) -> None:
+    """A consent row (mapping with purpose, basis, granted_at, withdrawn_at, notice_version, source) into
+    the multiset hashes of consents and of withdrawals the ledger records."""
+    granted = to_us(as_utc(c["granted_at"]))  # type: ignore[arg-type]
+    given.add_element(consent_element(pseudonym, c["purpose"], c["basis"], granted, c["notice_version"], c["source"]))
+    if c["withdrawn_at"] is not None:
+        withdrawn.add_element(
+            withdrawal_element(pseudonym, c["purpose"], granted, to_us(as_utc(c["withdrawn_at"])))  # type: ignore[arg-type]
+        )
 
 
 def subject_ad(pseudonym: str) -> bytes:

@@ -55,8 +55,8 @@ from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.records import (
     RecordSet,
+    add_consent,
     check_value,
-    consent_element,
     encode,
     legacy_record_ad,
     open_record,
@@ -309,7 +309,7 @@ class Vault:
             given, withdrawn = RecordSet(), RecordSet()
             for c in consent_rows:
                 if not known[pseud[c["subject"]]].erased:
-                    _add_consent(given, withdrawn, pseud[c["subject"]], c)
+                    add_consent(given, withdrawn, pseud[c["subject"]], c)
             live = [pseud[e] for e in per_subject]
             seq = self.ledger.append(
                 conn,
@@ -1045,17 +1045,6 @@ class Vault:
         return {"records": int(n_rec), "subjects": int(n_sub), "erased_subjects": int(erased), "data_keys": int(n_keys)}
 
 
-def _add_consent(given: RecordSet, withdrawn: RecordSet, pseudonym: str, c: Any) -> None:
-    """A consent row (mapping with purpose, basis, granted_at, withdrawn_at, notice_version, source) into
-    the multiset hashes of consents and of withdrawals the ledger records."""
-    granted = to_us(as_utc(c["granted_at"]))  # type: ignore[arg-type]
-    given.add_element(consent_element(pseudonym, c["purpose"], c["basis"], granted, c["notice_version"], c["source"]))
-    if c["withdrawn_at"] is not None:
-        withdrawn.add_element(
-            withdrawal_element(pseudonym, c["purpose"], granted, to_us(as_utc(c["withdrawn_at"])))  # type: ignore[arg-type]
-        )
-
-
 def _consent_sets(conn: Connection, subject_ids: list[int]) -> tuple[RecordSet, RecordSet]:
     """The multiset hashes of these subjects' stored consents and of their withdrawals."""
     given, withdrawn = RecordSet(), RecordSet()
@@ -1066,7 +1055,7 @@ def _consent_sets(conn: Connection, subject_ids: list[int]) -> tuple[RecordSet, 
         .where(c.subject_id.in_(subject_ids))
     )
     for row in conn.execute(q).mappings():
-        _add_consent(given, withdrawn, str(row["pseudonym"]), row)
+        add_consent(given, withdrawn, str(row["pseudonym"]), row)
     return given, withdrawn
 
 
