@@ -24,7 +24,7 @@ from rich.progress import (
 from complai.access.identity import Credential
 from complai.config import CONFIG_FILE, default_workspace
 from complai.errors import AuthenticationFailed, InvalidInput, NotFound, PolicyDenied
-from complai.events import AccessDenied, delegation
+from complai.events import delegation
 from complai.session import Session
 from complai.workspace import OWNER, Workspace
 
@@ -41,8 +41,10 @@ class State:
     caller: str | None = None  # the authenticated principal, once checked
     credential: Credential | None = None  # what the token proved (its id and expiry)
     authenticated_in: Path | None = None  # the workspace the caller was checked against
+    opened: Workspace | None = None  # opened at start-up to authenticate; the command's first use takes it
 
     def reset(self, workspace: Path | None, debug: bool, token: str | None, as_principal: str | None) -> None:
+        release_startup_workspace()
         self.workspace, self.debug, self.token, self.as_principal = workspace, debug, token, as_principal
         self.caller = self.credential = self.authenticated_in = None
 
@@ -77,17 +79,8 @@ def authenticate(ws: Workspace) -> str:
             raise AuthenticationFailed("the owner principal is disabled: give --token")
     if state.as_principal is not None and state.as_principal != caller.name:
         if OWNER not in caller.roles:
-            ws.ledger.record(
-                AccessDenied(
-                    time=ws.clock.now(),
-                    actor=caller.name,
-                    purpose="security",
-                    action="act_as",
-                    dataset="*",
-                    reason="--as needs the owner role",
-                )
-            )
-            raise PolicyDenied(f"{caller.name} may not act as another principal (--as needs the owner role)")
+            with ws.identity.recording_refusals(caller.name, "act_as"):
+                raise PolicyDenied(f"{caller.name} may not act as another principal (--as needs the owner role)")
         try:
             target = ws.identity.get(state.as_principal)
         except NotFound:
@@ -104,22 +97,40 @@ def acting_principal(ws: Workspace) -> str:
     return state.as_principal or caller
 
 
-def authenticate_at_startup() -> None:
-    """Refuse a bogus, expired or revoked token (or a forbidden --as) before any command does anything."""
+def authenticate_at_startup(ctx: typer.Context) -> None:
+    """Refuse a bogus, expired or revoked token (or a forbidden --as) before any command does anything.
+    The workspace opened for the check is kept for the command's first `open_workspace` (opening it
+    twice would cost a second connection and upgrade check), and closed when the command ends."""
     if state.token is None and state.as_principal is None:
         return
     path = workspace_path()
     if not has_workspace(path):
         return  # nothing to check against; a command that needs a workspace refuses on its own
-    with open_workspace():
-        pass
+    ws = Workspace.open(path)
+    try:
+        authenticate(ws)
+    except BaseException:
+        ws.close()
+        raise
+    state.opened = ws
+    ctx.call_on_close(release_startup_workspace)
+
+
+def release_startup_workspace() -> None:
+    """Close the workspace opened at start-up if no command took it."""
+    if state.opened is not None:
+        state.opened.close()
+        state.opened = None
 
 
 @contextmanager
 def open_workspace(override: Path | None = None) -> Iterator[Workspace]:
     """The workspace, after the caller is authenticated; with --as, events of the delegate's actions
     record the authenticated owner as `delegated_by`."""
-    ws = Workspace.open(workspace_path(override))
+    if override is None and state.opened is not None:
+        ws, state.opened = state.opened, None
+    else:
+        ws = Workspace.open(workspace_path(override))
     try:
         caller = authenticate(ws) if state.token is not None or state.as_principal is not None else OWNER
         if state.as_principal is not None and state.as_principal != caller:

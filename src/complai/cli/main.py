@@ -107,7 +107,7 @@ def _global(
 ) -> None:
     state.reset(workspace, state.debug or debug, token, as_principal)
     if ctx.invoked_subcommand not in _NO_WORKSPACE_COMMANDS and not ctx.resilient_parsing:
-        authenticate_at_startup()
+        authenticate_at_startup(ctx)
 
 
 @app.command()
