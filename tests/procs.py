@@ -25,22 +25,29 @@ def _table() -> dict[int, tuple[int, int, str]]:
     return out
 
 
+def _with_descendants(table: dict[int, tuple[int, int, str]], roots: Iterable[int]) -> set[int]:
+    """`roots` and every process below them in `table`."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: set[int] = set()
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(children.get(pid, []))
+    return out
+
+
 def own_processes(markers: Iterable[str | Path] = (), sessions: Iterable[int] = ()) -> list[str]:
     """Live processes that this test started: members of `sessions` (the sessions it created), processes
     whose command line contains one of `markers` (directories it created), and their descendants."""
     table = _table()
     marks = [str(m) for m in markers]
     sids = set(sessions)
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    todo = [pid for pid, (_, sid, cmd) in table.items() if sid in sids or any(m in cmd for m in marks)]
-    mine: set[int] = set()
-    while todo:
-        pid = todo.pop()
-        if pid not in mine:
-            mine.add(pid)
-            todo.extend(children.get(pid, []))
+    roots = [pid for pid, (_, sid, cmd) in table.items() if sid in sids or any(m in cmd for m in marks)]
+    mine = _with_descendants(table, roots)
     mine.discard(os.getpid())
     # a zombie has an empty command line and is already gone in every sense that matters here
     return sorted(f"{pid} {table[pid][2]}" for pid in mine if table[pid][2])
@@ -49,17 +56,4 @@ def own_processes(markers: Iterable[str | Path] = (), sessions: Iterable[int] = 
 def sessions_under(pids: Iterable[int]) -> set[int]:
     """The session ids of `pids` and of all their live descendants (children that called setsid)."""
     table = _table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out: set[int] = set()
-    todo = [p for p in pids if p in table]
-    seen: set[int] = set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        out.add(table[pid][1])
-        todo.extend(children.get(pid, []))
-    return out
+    return {table[pid][1] for pid in _with_descendants(table, [p for p in pids if p in table])}
