@@ -342,17 +342,18 @@ def _later_erasures(
     report = verify_export(source)
     if not report.ok:
         raise IntegrityError(f"the newer ledger in {source} does not verify ({report.problem})")
-    leaves: list[bytes] = []
+    leaves: list[bytes] = []  # the backup's part of the log: its root must be the backup's
     h = hashlib.sha256()
     with open(entries, "rb") as fh:
         for seq, line in enumerate(fh):
             h.update(line)
             data = line.rstrip(b"\n")
-            leaves.append(merkle.leaf_hash(data))
-            if seq >= backup_size:
+            if seq < backup_size:
+                leaves.append(merkle.leaf_hash(data))
+            else:
                 take(seq, data)
-    out.size = len(leaves)
-    if len(leaves) < backup_size or merkle.root_of(leaves[:backup_size]) != backup_root:
+            out.size = seq + 1
+    if out.size < backup_size or merkle.root_of(leaves) != backup_root:
         raise IntegrityError(not_extension)
     try:
         manifest = json.loads((source / "manifest.json").read_text())
@@ -543,11 +544,11 @@ def _newer_ledgers(manifest: dict[str, Any], given: Path | Sequence[Path] | None
     """Every newer ledger to take erasures from: the live workspace the backup came from, if it is still
     a workspace, and each one given; each at most once."""
     given_list = [] if given is None else [Path(given)] if isinstance(given, (str, Path)) else [Path(g) for g in given]
+    source = manifest.get("source_path")
+    live = [Path(source)] if source and _same_workspace(Path(source), manifest) else []
     out: list[Path] = []
-    live = Path(manifest.get("source_path") or "")
-    candidates = ([live] if manifest.get("source_path") and _same_workspace(live, manifest) else []) + given_list
     seen: set[Path] = set()
-    for path in candidates:
+    for path in live + given_list:
         if not path.exists():
             raise InvalidInput(f"newer ledger {path} does not exist")
         key = path.resolve()
