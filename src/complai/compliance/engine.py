@@ -138,7 +138,7 @@ def check(name: str) -> Callable[[Callable[[AuditContext], Finding]], Callable[[
     return register
 
 
-def _event_time(e: dict[str, Any]) -> datetime:
+def event_time(e: dict[str, Any]) -> datetime:
     """A parsed ledger entry's time (RFC 3339 with Z)."""
     return datetime.fromisoformat(str(e["time"]).replace("Z", "+00:00"))
 
@@ -502,7 +502,7 @@ def consent_at_access(ctx: AuditContext) -> Finding:
             except Exception:
                 needs[key] = (True, str(basis))
         consent_needed, _ = needs[key]
-        at = _event_time(e)
+        at = event_time(e)
         sid = int(sid)
         problem = None
         if consent_needed and not any(g <= at and (w is None or w > at) for g, w in cons.get((sid, purpose), [])):
@@ -547,7 +547,7 @@ def agreements_live(ctx: AuditContext) -> Finding:
         }
     items = []
     for e in shares:
-        at = _event_time(e)
+        at = event_time(e)
         a = rows.get(e.get("agreement"))
         if a is None:
             items.append(

@@ -17,12 +17,11 @@ import json
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exists, func, select
 
-from complai.clock import utc_iso
+from complai.clock import to_us, utc_iso
 from complai.errors import IntegrityError
 from complai.store.tables import (
     access_log,
@@ -78,6 +77,13 @@ class _Lines:
     def close(self) -> None:
         if self.n > LIMIT:
             self.out.append(f"... and {self.n - LIMIT} more {self.what}")
+
+
+def _event_us(ev: dict[str, Any]) -> int:
+    """A ledger event's time in microseconds since the epoch, as records and consents store times."""
+    from complai.compliance.engine import event_time
+
+    return to_us(event_time(ev))
 
 
 def _parse_set(text: Any) -> RecordSet | None:
@@ -306,7 +312,6 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
     erasures and retention sweeps deleted, and the withdrawals made (multiset hashes their events
     record; a grant's consent is its event). Workspaces with events from before these hashes were
     recorded are not reconciled here."""
-    from complai.clock import to_us
     from complai.vault.records import add_consent, consent_element
 
     given, withdrawn = RecordSet(), RecordSet()
@@ -315,7 +320,7 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
     ):
         t = ev.get("type")
         if t == "consent.granted":
-            at = to_us(datetime.fromisoformat(str(ev["time"]).replace("Z", "+00:00")))
+            at = _event_us(ev)
             given.add_element(
                 consent_element(
                     str(ev.get("subject")),
@@ -363,7 +368,7 @@ def reconcile_objections(ctx: AuditContext) -> list[str]:
     """Objections and restrictions, which governed reads and CONSENT-1 obey, as their events left them:
     each live subject holds exactly the objections its subject.objected entries recorded (none is ever
     lifted), and is restricted exactly when its latest subject.restricted entry says so."""
-    from complai.clock import as_utc, to_us
+    from complai.clock import as_utc
 
     out: list[str] = []
     s, o = subjects.c, objections.c
@@ -389,7 +394,7 @@ def reconcile_objections(ctx: AuditContext) -> list[str]:
         if ev.get("type") == "subject.restricted":
             restricted[p] = (bool(ev.get("restricted")), ev["_seq"])
         elif p in live:
-            at = to_us(datetime.fromisoformat(str(ev["time"]).replace("Z", "+00:00")))
+            at = _event_us(ev)
             recorded[(p, str(ev.get("for_purpose")), str(ev.get("objection")), at)] += 1
     lines = _Lines(out, "objections that disagree with the ledger")
     for p, purpose, kind, _ in sorted((recorded - stored).elements()):
@@ -429,7 +434,7 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
     stored with it (bound into its associated data). A full audit authenticates every record; an
     incremental one (which must stay fast) a random sample of AUTH_SAMPLE, besides the other checks on
     every record."""
-    from complai.clock import from_us, to_us
+    from complai.clock import from_us
     from complai.vault.schema import retention_deadline
 
     out: list[str] = []
@@ -440,7 +445,7 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
     ingested: dict[str, set[int]] = defaultdict(set)
     for ev in ledger_events(ctx, "vault.ingested"):
         try:
-            ingested[str(ev.get("dataset"))].add(to_us(datetime.fromisoformat(str(ev["time"]).replace("Z", "+00:00"))))
+            ingested[str(ev.get("dataset"))].add(_event_us(ev))
         except (KeyError, ValueError):
             continue
     registered = _registered(ctx)
