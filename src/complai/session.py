@@ -368,6 +368,11 @@ class Session:
         """The purpose a model was trained for, to open the session its audit runs in: only for a principal
         who may train on its dataset for that purpose; anyone else gets the same refusal whether or not
         the model exists (those who oversee the workspace learn that it does not)."""
+        return str(self._trainable_model(model_id)["card"]["data"]["purpose"])
+
+    def _trainable_model(self, model_id: str) -> dict[str, Any]:
+        """The model (see model_purpose), once the principal is known to be allowed to train on its
+        dataset for its purpose; the refusal is recorded and says nothing about the model."""
         from complai.errors import NotFound, PolicyDenied
 
         try:
@@ -391,18 +396,18 @@ class Session:
                 )
             )
             raise PolicyDenied(f"{self.principal} may not audit model {model_id!r}")
-        return str(purpose)
+        return info
 
     def audit_model(self, model_id: str, **kw: Any) -> dict[str, Any]:
         """Membership-inference audit of a stored model (dp/audit.py), recorded in the ledger. Re-reads the
-        model's dataset under the model's purpose (this session's purpose must be that one)."""
+        model's dataset under the model's purpose (this session's purpose must be that one). Only for a
+        principal who may train on the model's dataset for that purpose (see model_purpose)."""
         from complai.dp.audit import run_audit
 
-        info = self._ws.models.get(model_id)
+        info = self._trainable_model(model_id)  # authorised (train, for the model's purpose) before it is named
         card = info["card"]
         if card["data"]["purpose"] != self.purpose:
             raise InvalidInput(f"audit {model_id} in a session for its training purpose {card['data']['purpose']!r}")
-        self._check("train", info["dataset"])
         from complai.dp.training import SUBJECT
 
         frame, _ = self._governed(info["dataset"], None, pseudonym_column=SUBJECT)
