@@ -72,6 +72,14 @@ def test_yaml_floats_in_hidden_are_refused(tmp_path: Path) -> None:
         TrainingSpec.load(spec)
 
 
+def test_bad_or_deeply_nested_yaml_is_a_one_line_refusal(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    for text, says in (("a: " + "[" * 5000 + "]" * 5000, "nested too deeply"), ("a: [b\n", "not valid YAML")):
+        spec.write_text(text)
+        with pytest.raises(InvalidInput, match=says):
+            TrainingSpec.load(spec)
+
+
 def test_delta_not_below_one_over_n_is_refused_before_the_read(tmp_path: Path) -> None:
     ws = adult_workspace(Workspace.init(tmp_path / "ws"), 300, epsilon=10.0, delta=0.5)
     try:

@@ -105,15 +105,9 @@ class TrainingSpec(BaseModel):
 
     @classmethod
     def load(cls, path: Path | str) -> TrainingSpec:
-        import yaml
+        from complai.inputs import parse_yaml, read_text_input
 
-        from complai.inputs import read_text_input
-
-        text = read_text_input(path, "training spec")
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InvalidInput(f"cannot read training spec {path}: {type(exc).__name__}") from None
+        data = parse_yaml(read_text_input(path, "training spec"), f"training spec {Path(path).name}")
         if not isinstance(data, dict):
             raise InvalidInput(f"training spec {path} must be a mapping")
         return cls.parse(data)
