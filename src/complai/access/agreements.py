@@ -347,7 +347,7 @@ class Agreements:
                     use=use,
                 ),
             )
-        note = self.ledger.checkpoint()
+        note = self.ledger.checkpoint(actor)
         entry = self.ledger.entry(seq)
         proof = self.ledger.inclusion_proof(seq, note.checkpoint.size)
         manifest = {

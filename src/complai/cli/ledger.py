@@ -63,7 +63,7 @@ def checkpoint(json_out: JsonOpt = False) -> None:
     """Sign the current tree head as a checkpoint (C2SP signed note)."""
     with open_session("audit") as (ws, session):
         session.audit_access()
-        note = ws.ledger.checkpoint()
+        note = ws.ledger.checkpoint(session.principal)
     if json_out:
         print_json({"size": note.checkpoint.size, "root": note.checkpoint.root.hex(), "note": note.text()})
     else:
@@ -113,7 +113,7 @@ def prove(
         note = None
         if size is None:
             latest = ws.ledger.latest_checkpoint()
-            note = latest if latest and latest.checkpoint.size > seq else ws.ledger.checkpoint()
+            note = latest if latest and latest.checkpoint.size > seq else ws.ledger.checkpoint(session.principal)
             size = note.checkpoint.size
         else:
             for n in ws.ledger.checkpoints():
