@@ -148,8 +148,16 @@ def _digest(value: str) -> str:
     return value
 
 
+def _keyed_digest(value: str) -> str:
+    if not _KEYED_DIGEST.match(value):
+        raise ValueError("keyed value digests in events are hmac-sha256:<64 hex>")
+    return value
+
+
+_KEYED_DIGEST = re.compile(r"^hmac-sha256:[0-9a-f]{64}$")
 Pseudonym = Annotated[str, AfterValidator(_pseudonym)]
 Digest = Annotated[str, AfterValidator(_digest)]
+KeyedDigest = Annotated[str, AfterValidator(_keyed_digest)]
 
 
 def check_pseudonym(value: str) -> str:
@@ -277,7 +285,8 @@ class SubjectRectified(Event):
     dataset: str
     field: str
     records: int
-    value_digest: Digest
+    # keyed (hmac-sha256:), so that the value cannot be guessed back; events written before carry sha256:
+    value_digest: KeyedDigest | Digest
     record_versions: dict[str, int] | None = None  # record id (hex) -> its version after this rectification
 
 

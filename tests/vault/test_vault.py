@@ -237,3 +237,18 @@ def test_unknown_category_in_schema_is_refused(ws: Workspace) -> None:
     bad["fields"][2]["category"] = "user.contact.pigeon"
     with pytest.raises(InvalidInput, match="unknown data category"):
         load_schema(bad, ws.taxonomy)
+
+
+def test_a_rectified_value_is_bound_in_the_ledger_by_a_keyed_digest(customers: Workspace) -> None:
+    """A plain hash of a low-entropy value (an income, a segment) is reversed by trying candidates: the
+    rectification event binds the new value under the workspace key instead."""
+    import hashlib
+
+    from complai.vault.records import encode
+
+    customers.vault.rectify("C-1002", "customers", "segment", "premium", actor="owner")
+    (entry,) = list(customers.ledger.entries(kind="subject.rectified"))
+    event = decode_event(entry.data)
+    assert event.value_digest.startswith("hmac-sha256:")  # type: ignore[attr-defined]
+    for guess in ("retail", "premium"):
+        assert hashlib.sha256(encode([guess])).hexdigest() not in entry.data.decode()

@@ -721,7 +721,7 @@ class Vault:
                     dataset=dataset,
                     field=field,
                     records=len(rows),
-                    value_digest=digest(encode([new_value])),
+                    value_digest=self.pseudonyms.value(encode([new_value])),
                     record_versions=versions,
                 ),
             )
