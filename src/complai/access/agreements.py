@@ -37,7 +37,7 @@ from complai.ledger import merkle
 from complai.ledger.checkpoint import verify_note
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import agreements, ledger_entries
+from complai.store.tables import agreements
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.schema import retention_deadline
@@ -251,13 +251,10 @@ class Agreements:
         edit at rest could otherwise seal the next package to another key or lift a limit."""
         created: dict[str, Any] | None = None
         revoked, uses = False, 0
-        e = ledger_entries.c
         with self.store.snapshot() as conn:  # the row and the ledger as of one moment, whatever runs alongside
             row = conn.execute(select(agreements).where(agreements.c.id == aid)).one()
-            for data in conn.execute(
-                select(e.data).where(e.kind.in_(("agreement.changed", "data.shared"))).order_by(e.seq)
-            ).scalars():
-                ev = json.loads(bytes(data))
+            for _, _, data in self.ledger.scan(conn, (AgreementChanged.kind, DataShared.kind)):
+                ev = json.loads(data)
                 if ev.get("agreement") != aid:
                     continue
                 if ev.get("type") == "data.shared":

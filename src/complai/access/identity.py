@@ -149,10 +149,8 @@ class Identity:
         # rest counts for nothing (RECON-1 names the edit)
         recorded = {OWNER} if name == OWNER else set()
         disabled = row.disabled_at is not None
-        e = ledger_entries.c
-        kinds = (RoleChanged.kind, PrincipalDisabled.kind)
-        for data in conn.execute(select(e.data).where(e.kind.in_(kinds)).order_by(e.seq)).scalars():
-            ev = json.loads(bytes(data))
+        for _, _, data in self.ledger.scan(conn, (RoleChanged.kind, PrincipalDisabled.kind)):
+            ev = json.loads(data)
             if ev.get("principal") != name:
                 continue
             if ev.get("type") == PrincipalDisabled.kind:
@@ -415,11 +413,9 @@ class Identity:
         """Whether a token row is what the ledger recorded: created for its principal with its expiry
         (and secret hash, where recorded), not revoked, its principal not disabled. A row revived or
         extended at rest must not authenticate (RECON-1 names it too)."""
-        e = ledger_entries.c
         created, live = None, True
-        kinds = (TokenCreated.kind, TokenRevoked.kind, PrincipalDisabled.kind)
-        for data in conn.execute(select(e.data).where(e.kind.in_(kinds)).order_by(e.seq)).scalars():
-            ev = json.loads(bytes(data))
+        for _, _, data in self.ledger.scan(conn, (TokenCreated.kind, TokenRevoked.kind, PrincipalDisabled.kind)):
+            ev = json.loads(data)
             if ev.get("token_id") == row.id:
                 if ev.get("type") == TokenCreated.kind:
                     created = ev

@@ -25,7 +25,7 @@ from complai.errors import AlreadyExists, InvalidInput, NotFound, PolicyDenied
 from complai.events import AccessDenied, PolicyChanged
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import ledger_entries, policy_rules
+from complai.store.tables import policy_rules
 from complai.taxonomy import Taxonomy
 
 ACTIONS = ("read", "ingest", "query_dp", "train", "export", "erase", "share", "audit", "admin", "detokenize")
@@ -76,16 +76,15 @@ def new_enforcer(rules: list[tuple[str, str, str, str, str]], grants: list[tuple
     return enforcer
 
 
-def recorded_policy(conn: Connection) -> tuple[set[tuple[str, ...]], set[tuple[str, str]], set[str]]:
+def recorded_policy(ledger: Ledger, conn: Connection) -> tuple[set[tuple[str, ...]], set[tuple[str, str]], set[str]]:
     """The policy as the ledger recorded it: (live rules with their ids, role grants, disabled
     principals). The owner and its role come with the workspace."""
-    e = ledger_entries.c
     rules: dict[int, tuple[str, ...]] = {}
     grants: set[tuple[str, str]] = {("owner", "owner")}
     disabled: set[str] = set()
     kinds = ("policy.changed", "role.changed", "principal.disabled")
-    for data in conn.execute(select(e.data).where(e.kind.in_(kinds)).order_by(e.seq)).scalars():
-        ev = json.loads(bytes(data))
+    for _, _, data in ledger.scan(conn, kinds):
+        ev = json.loads(data)
         if ev.get("type") == "policy.changed":
             if ev.get("added"):
                 rules[int(ev["rule_id"])] = tuple(
@@ -116,7 +115,7 @@ class Policy:
         # decisions follow the policy as the ledger recorded it, not the tables: a rule, a role grant or a
         # re-enabled principal written at rest grants nothing (RECON-1 names the divergence, and nothing
         # is blocked meanwhile, so the audit that finds it still runs)
-        recorded_rules, recorded_grants, disabled = recorded_policy(conn)
+        recorded_rules, recorded_grants, disabled = recorded_policy(self.ledger, conn)
         rules = [tuple(r[1:]) for r in sorted(recorded_rules, key=lambda r: int(r[0]))]
         grants = [g for g in sorted(recorded_grants) if g[0] not in disabled]
         enforcer = new_enforcer(rules, grants)  # type: ignore[arg-type]
