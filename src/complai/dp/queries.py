@@ -38,6 +38,7 @@ import pandas as pd
 
 from complai.dp.accounting import rho_for, rho_of_laplace
 from complai.errors import InvalidInput
+from complai.vault.schema import BOUND_LIMIT  # declared bounds: finite and within +-2^53
 
 dp.enable_features("contrib")
 ALPHA = 0.05
@@ -46,7 +47,6 @@ MIN_DELTA = 1e-100
 MAX_ROWS_PER_SUBJECT = 10_000
 # Public row capacity the exact-sum grid is sized for (partial sums stay below 2^52 up to this many rows)
 ROW_CAPACITY = 2**31
-BOUND_LIMIT = 2.0**53  # declared bounds are finite and within +-2^53 (vault/schema.py refuses others)
 
 
 class Noisy(float):
