@@ -515,17 +515,20 @@ class Session:
         decide = self._ws.policy.decide
         return any(decide(self.principal, dataset, a, p) for a in actions for p in [*purposes, self.purpose])
 
+    def _check_oversight(self) -> None:
+        """Audit or admin on the whole workspace; anyone else is refused (and recorded) as for audit."""
+        if not self._may(ALL, self._OVERSIGHT, []):
+            self._check("audit")
+
     def status(self) -> Any:
         """The workspace's status (ledger head, schema revision, counts of datasets and checkpoints):
         for principals who oversee it (audit or admin)."""
-        if not self._may(ALL, self._OVERSIGHT, []):
-            self._check("audit")
+        self._check_oversight()
         return self._ws.status()
 
     def key_status(self) -> dict[str, object]:
         """Key versions and rotation state: for principals who oversee the workspace (audit or admin)."""
-        if not self._may(ALL, self._OVERSIGHT, []):
-            self._check("audit")
+        self._check_oversight()
         return self._ws.keys.status()
 
     def describe_datasets(self, name: str | None = None) -> list[dict[str, Any]]:
