@@ -40,6 +40,7 @@ from complai.events import (
     TokenCreated,
     TokenLifetimeSet,
     TokenRevoked,
+    decode_event,
 )
 from complai.ledger.log import Ledger
 from complai.store import Store
@@ -367,8 +368,6 @@ class Identity:
         ).scalar()
         if data is None:
             return DEFAULT_MAX_LIFETIME
-        from complai.events import decode_event
-
         event = decode_event(bytes(data))
         assert isinstance(event, TokenLifetimeSet)
         return event.max_lifetime

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from complai.cli.common import console, err_console, open_session, print_json, protected_paths
+from complai.cli.common import console, err_console, open_session, print_json, protected_paths, state
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -66,8 +66,6 @@ def token_create(
     For yourself, or (owner or admin role) for another principal. Without the owner role a token lives
     at most the workspace's maximum token lifetime (`token max-lifetime`); no token outlives the token
     you are using."""
-    from complai.cli.common import state
-
     with open_session("security") as (ws, session):
         token_id, token = ws.identity.create_token(
             session.principal,
