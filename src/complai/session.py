@@ -454,11 +454,10 @@ class Session:
         """generate, sign (by=, version=), status."""
         from complai.compliance import dpia
 
-        self._ws.catalog.get(dataset)
+        self._check("audit" if change == "status" else "admin", dataset)
+        self._ws.catalog.get(dataset)  # after the policy: a refusal says nothing about whether it exists
         if change == "status":
-            self._check("audit", dataset)
             return dpia.status(self._ws, dataset)
-        self._check("admin", dataset)
         if change == "generate":
             return dpia.generate(self._ws, dataset, self.principal)
         if change == "sign":
