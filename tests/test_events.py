@@ -107,3 +107,30 @@ def test_a_dp_query_event_written_before_the_release_discipline_still_decodes_bu
     assert decoded.canonical() == old
     with pytest.raises(ValueError, match="no longer carry rows_used"):
         DPQueryAnswered(**fields, rows_used=1)
+
+
+def test_events_written_before_a_field_was_added_still_decode_to_their_own_bytes() -> None:
+    """Fields added later (with a default) are absent from older records: decoding such a record must
+    give back exactly its stored bytes, or every older ledger stops decoding."""
+    import rfc8785
+
+    from complai.events import BackupRestored
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    current = BackupRestored(
+        time=now,
+        actor="owner",
+        purpose="security",
+        backup_digest="sha256:" + "1" * 64,
+        backup_ledger_size=5,
+        erasures_reapplied=0,
+        later_ledger_checked=True,
+    )
+    older = json.loads(current.canonical())
+    del older["later_ledgers"]  # written by a release that did not have the field
+    stored = rfc8785.dumps(older)
+    decoded = decode_event(stored)
+    assert decoded.canonical() == stored
+    assert decoded.later_ledgers == 0  # type: ignore[attr-defined]
+    # a value other than the default is never dropped: the field is part of what was signed
+    assert b'"later_ledgers":2' in current.model_copy(update={"later_ledgers": 2}).canonical()

@@ -19,6 +19,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -103,12 +104,18 @@ class Event(BaseModel):
                 raise ValueError(f"{cls.kind} events no longer carry {', '.join(used)}")
         return data
 
+    # fields at their default that the stored record does not hold (set when decoding): events written
+    # before a field was added keep their canonical bytes, whatever the field's default
+    _absent: frozenset[str] = PrivateAttr(default=frozenset())
+
     def record(self) -> dict[str, Any]:
         """The JSON object stored in the ledger."""
         body = self.model_dump(mode="json")
         for name in self.absent_when_none | self.legacy_fields:
             if body.get(name) is None:
                 body.pop(name, None)
+        for name in self._absent:
+            body.pop(name, None)
         return {"type": self.kind, "v": EVENT_FORMAT, **body}
 
     def canonical(self) -> bytes:
@@ -129,6 +136,13 @@ def decode_event(data: bytes) -> Event:
         obj.pop("v")
         cls = _REGISTRY[kind]
         event = cls.model_validate(obj, context={_STORED: True})
+        written = set(event.record())  # what a record of this event holds today
+        missing = {
+            name
+            for name, info in cls.model_fields.items()
+            if name in written and name not in obj and not info.is_required() and getattr(event, name) == info.default
+        }
+        event._absent = frozenset(missing)
     except (ValueError, KeyError, TypeError, ValidationError) as exc:
         raise IntegrityError(f"ledger entry is not a valid event ({type(exc).__name__})") from None
     if event.canonical() != bytes(data):
