@@ -205,7 +205,7 @@ def _create_backup(
             tar.addfile(info, io.BytesIO(blob))
         writer.close()
     if not stored:
-        ws.ledger.checkpoint()
+        ws.ledger.checkpoint(actor)
     file_digest = "sha256:" + _file_sha256(path)
     seq = ws.ledger.record(
         BackupCreated(
