@@ -150,6 +150,7 @@ class Session:
         from complai.events import TableDeidentified
 
         if isinstance(schema, str):
+            self._check_may_describe(schema)
             schema = self._ws.catalog.get(schema).schema
         declared = {f.name: f.identifier for f in schema.fields} if schema is not None else None
         anonymizer = Anonymizer(self._ws.deid_keys)
@@ -530,6 +531,17 @@ class Session:
         self._check_oversight()
         return self._ws.keys.status()
 
+    def _check_may_describe(self, name: str) -> None:
+        """A dataset's declaration is for principals who may act on it for any purpose it declares, or
+        oversee the workspace; anyone else is refused (recorded) whether or not it exists."""
+        if not self._may(name, self._ANY, []) and not self._may(ALL, self._OVERSIGHT, []):
+            # purposes are per dataset: look them up only once the name alone is not enough
+            catalog = self._ws.catalog
+            known = name in catalog.names()
+            purposes = list(catalog.get(name).schema.purposes) if known else []
+            if not known or not self._may(name, self._ANY, purposes):
+                self._check("audit", name)
+
     def describe_datasets(self, name: str | None = None) -> list[dict[str, Any]]:
         """Dataset declarations the principal may act on, for any purpose the dataset declares; exact
         record and subject counts only to those who may see exact data (a DP-only analyst gets none: a
@@ -537,12 +549,7 @@ class Session:
         nothing about whether a dataset exists."""
         catalog, vault = self._ws.catalog, self._ws.vault
         if name is not None:
-            if not self._may(name, self._ANY, []) and not self._may(ALL, self._OVERSIGHT, []):
-                # purposes are per dataset: look them up only once the name alone is not enough
-                known = name in catalog.names()
-                purposes = list(catalog.get(name).schema.purposes) if known else []
-                if not known or not self._may(name, self._ANY, purposes):
-                    self._check("audit", name)
+            self._check_may_describe(name)
             names = [name]
         else:
             names = catalog.names()
