@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.complai-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean browser
+.PHONY: install demo test lint typecheck bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,15 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+typecheck: install
+	$(BIN)/mypy
+
 # the HTML audit report is checked in headless Chromium (Debian's package)
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))
 
-test: lint browser
+test: lint typecheck browser
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 bench: install

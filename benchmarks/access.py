@@ -22,11 +22,11 @@ from rich.table import Table
 
 from complai.access.identity import bump_policy_version
 from complai.access.policy import ACTIONS, new_enforcer
+from complai.app.workspace import Workspace
 from complai.datasets import adult_schema_path, load_adult
 from complai.store import bulk_insert
 from complai.store.tables import policy_rules
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_results

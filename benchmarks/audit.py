@@ -27,6 +27,8 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.clock import utc_iso
 from complai.datasets.adult import adult_schema_path, load_adult
 from complai.events import AccessDenied, DataRead
@@ -36,7 +38,6 @@ from complai.store import bulk_insert
 from complai.store.tables import access_log, consents, subjects
 from complai.vault.schema import load_schema
 from complai.vault.service import pack_ids, set_digest
-from complai.workspace import OWNER, Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "bench" / "audit.json"

@@ -21,11 +21,11 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import delete
 
+from complai.app.workspace import Workspace
 from complai.dp.budget import Budgets
 from complai.events import BudgetSpent
 from complai.store.tables import meta
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import pg_available, pg_database, write_results

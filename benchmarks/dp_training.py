@@ -34,10 +34,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.datasets.adult import adult_schema_path, load_adult
 from complai.datasets.customer_service import support_frame, support_schema_path
 from complai.vault.schema import load_schema
-from complai.workspace import OWNER, Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "bench" / "dp_training.json"

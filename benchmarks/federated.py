@@ -232,7 +232,8 @@ def centralised(layout: dict[str, Any], spec: engine.FederatedSpec) -> float:
     epochs, evaluated on the union of their held-out rows."""
     import torch
 
-    from complai.workspace import OWNER, Workspace
+    from complai.access.identity import OWNER
+    from complai.app.workspace import Workspace
 
     parts = []
     for path in layout["organisations"]:

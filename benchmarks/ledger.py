@@ -27,11 +27,11 @@ from rich.table import Table
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, MetaData, String, text
 from sqlalchemy import Table as SATable
 
-from complai.crypto.pseudonym import digest
+from complai.app.workspace import Workspace
+from complai.crypto.digest import digest
 from complai.events import Event
 from complai.ledger import merkle
 from complai.ledger.verify import verify_ledger
-from complai.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import DEFAULT_PG, pg_available, pg_database

@@ -25,12 +25,12 @@ from rich.table import Table
 from sqlalchemy import BigInteger, Column, Index, LargeBinary, MetaData, String, select
 from sqlalchemy import Table as SATable
 
+from complai.app.workspace import Workspace
 from complai.clock import to_us
 from complai.datasets import adult_schema_path, load_adult
 from complai.store import bulk_insert
 from complai.vault.records import decode, encode, prepare, to_frame
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import DEFAULT_PG, pg_available, pg_database, write_results

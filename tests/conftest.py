@@ -15,9 +15,9 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.store.engine import normalise_url
-from complai.workspace import Workspace
 
 PG_URL = os.environ.get("COMPLAI_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])

@@ -33,7 +33,7 @@ def test_deeply_nested_yaml_is_refused() -> None:
 
 @pytest.mark.parametrize("argv", [["train", "{f}"], ["dataset", "create", "d", "--schema", "{f}"]])
 def test_deep_yaml_files_are_one_line_refusals(tmp_path: Path, argv: list[str]) -> None:
-    from complai.workspace import Workspace
+    from complai.app.workspace import Workspace
 
     ws = tmp_path / "ws"
     Workspace.init(ws).close()
@@ -62,8 +62,8 @@ def test_a_crafted_backup_header_is_damage(tmp_path: Path, header: bytes) -> Non
 
 @pytest.mark.parametrize("edit", ["deep entry", "entries folder", "binary note", "binary key"])
 def test_a_crafted_ledger_export_is_refused_or_fails_verification(tmp_path: Path, edit: str) -> None:
+    from complai.app.workspace import Workspace
     from complai.ledger.verify import export_ledger, verify_export
-    from complai.workspace import Workspace
 
     w = Workspace.init(tmp_path / "ws")
     try:

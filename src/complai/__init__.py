@@ -1,5 +1,6 @@
 """complai: make AI on personal data provably compliant."""
 
+from complai.app.workspace import Workspace
 from complai.errors import (
     AlreadyExists,
     AuthenticationFailed,
@@ -12,7 +13,6 @@ from complai.errors import (
     PolicyDenied,
     WorkspaceError,
 )
-from complai.workspace import Workspace
 
 __version__ = "0.1.0"
 

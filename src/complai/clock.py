@@ -64,3 +64,10 @@ def to_us(when: datetime) -> int:
 
 def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
+
+
+def parse_utc(text: str) -> datetime:
+    """An RFC 3339 timestamp as complai writes it (`...Z` or an offset) as an aware UTC datetime; a
+    timestamp without an offset is taken as UTC (complai stores every time in UTC)."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.config import CONFIG_FILE
 from complai.datasets import adult_schema_path, load_adult
 from complai.datasets.consents import adult_consents
@@ -25,7 +27,6 @@ from complai.errors import AlreadyExists, IntegrityError, InvalidInput, PolicyDe
 from complai.events import decode_event
 from complai.ledger.verify import verify_ledger
 from complai.vault.schema import load_schema
-from complai.workspace import OWNER, Workspace
 
 
 def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict[str, Any]:

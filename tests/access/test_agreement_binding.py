@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from complai.app.workspace import Workspace
 from complai.crypto.sealing import generate_keypair
 from complai.errors import IntegrityError
 from complai.store.tables import agreements
-from complai.workspace import Workspace
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from complai.app.workspace import Workspace
 from complai.crypto.sealing import generate_keypair
 from complai.events import decode_event
-from complai.workspace import Workspace
 from tests.cli.test_authn import cli, token_for
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.errors import PolicyDenied
-from complai.workspace import OWNER, Workspace
 from tests.dp.conftest import adult_workspace
 
 

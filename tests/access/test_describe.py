@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.errors import PolicyDenied
-from complai.workspace import Workspace
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.errors import NotFound, PolicyDenied
-from complai.workspace import OWNER, Workspace
 from tests.dp.conftest import adult_workspace
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.errors import NotFound, PolicyDenied
 from complai.events import decode_event
-from complai.workspace import Workspace
 
 
 @pytest.fixture

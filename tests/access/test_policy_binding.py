@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import insert, update
 
+from complai.app.workspace import Workspace
 from complai.store.tables import policy_rules, principals, role_grants
-from complai.workspace import Workspace
 
 
 @pytest.mark.parametrize("edit", ["rule", "widen", "grant", "enable"])

@@ -7,8 +7,8 @@ import itertools
 import pytest
 
 from complai.access.policy import ACTIONS
+from complai.app.workspace import Workspace
 from complai.errors import PolicyDenied
-from complai.workspace import Workspace
 from tests.vault.conftest import SCHEMA
 
 PURPOSES = ["credit_scoring", "marketing", "fraud_detection", "subject_request"]

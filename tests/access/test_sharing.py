@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from complai.access.agreements import open_package
+from complai.app.workspace import Workspace
 from complai.crypto.sealing import generate_keypair
 from complai.errors import IntegrityError, InvalidInput, PolicyDenied
-from complai.workspace import Workspace
 from tests.vault.conftest import PEOPLE
 
 

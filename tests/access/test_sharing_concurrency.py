@@ -7,10 +7,10 @@ import json
 import multiprocessing as mp
 from pathlib import Path
 
+from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.crypto.sealing import generate_keypair
 from complai.errors import PolicyDenied
-from complai.workspace import Workspace
 
 WORKERS = 4
 

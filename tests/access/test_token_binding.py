@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import insert, update
 
+from complai.app.workspace import Workspace
 from complai.errors import AuthenticationFailed
 from complai.store.tables import principals, tokens
-from complai.workspace import Workspace
 
 
 def _refused(ws: Workspace, token: str) -> None:

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from complai.access.identity import redact_tokens
+from complai.app.workspace import Workspace
 from complai.errors import AuthenticationFailed, InvalidInput, PolicyDenied
 from complai.events import decode_event
-from complai.workspace import Workspace
 
 
 @pytest.fixture

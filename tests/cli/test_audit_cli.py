@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from complai.workspace import Workspace
+from complai.app.workspace import Workspace
 from tests.cli.test_cli import run
 from tests.dp.conftest import adult_workspace
 

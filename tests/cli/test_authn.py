@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from complai.app.workspace import Workspace
 from complai.events import decode_event
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 from tests.access.test_tokens import _mangled_tokens
 from tests.vault.conftest import SCHEMA
 

@@ -14,7 +14,7 @@ from unittest import mock
 import pytest
 import yaml
 
-from complai.workspace import Workspace
+from complai.app.workspace import Workspace
 from tests.cli.test_cli import run
 from tests.vault.conftest import SCHEMA
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from complai.workspace import Workspace
+from complai.app.workspace import Workspace
 from tests.cli.test_cli import run
 from tests.dp.conftest import adult_workspace
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from complai.workspace import Workspace
+from complai.app.workspace import Workspace
 from tests.cli.test_output_files import cli, ledger_size
 
 

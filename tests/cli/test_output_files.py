@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.errors import ComplaiError
-from complai.workspace import Workspace
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from complai.app.workspace import Workspace
 from complai.crypto.sealing import generate_keypair
 from complai.events import decode_event
 from complai.ledger.witness import Witness
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 from tests.cli.test_authn import cli, one_line
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
 

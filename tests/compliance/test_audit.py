@@ -11,6 +11,8 @@ import pytest
 import yaml
 from sqlalchemy import insert, select, update
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.clock import to_us, utc_iso
 from complai.compliance import engine, report
 from complai.datasets.adult import adult_schema_path, load_adult
@@ -21,7 +23,6 @@ from complai.ledger.witness import Witness
 from complai.store.tables import access_log, agreements, consents, datasets, ledger_entries, records, subjects
 from complai.vault.schema import load_schema
 from complai.vault.service import pack_ids, unpack_ids
-from complai.workspace import OWNER, Workspace
 from tests.ledger.test_witness import witness_round
 
 EVALUATED = {

@@ -7,7 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from complai.workspace import OWNER, Workspace
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from tests.dp.conftest import adult_workspace
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.compliance import engine
 from complai.errors import InvalidInput
 from complai.store.tables import ledger_entries
-from complai.workspace import OWNER, Workspace
 from tests.dp.conftest import adult_workspace
 
 

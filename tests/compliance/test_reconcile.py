@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import update
 
+from complai.app.workspace import Workspace
 from complai.compliance import engine, reconcile
 from complai.store.tables import datasets, subject_keys
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
 
 

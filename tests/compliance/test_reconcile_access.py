@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, insert, update
 
+from complai.app.workspace import Workspace
 from complai.compliance import engine
 from complai.crypto.sealing import generate_keypair
 from complai.store.tables import agreements, policy_rules, principals, role_grants, tokens
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
 
 

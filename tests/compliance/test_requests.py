@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 from dateutil.relativedelta import relativedelta
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.clock import utc_iso
 from complai.compliance import engine
 from complai.errors import InvalidInput, NotFound, PolicyDenied
-from complai.workspace import OWNER, Workspace
 from tests.dp.conftest import adult_workspace
 
 

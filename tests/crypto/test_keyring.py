@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.crypto.keyring import FileKeyProvider, Keyring
 from complai.errors import IntegrityError
-from complai.workspace import Workspace
 
 ADD_SUBJECT = "INSERT INTO subjects (id, pseudonym, created_at) VALUES ({}, 'sp:{}', '2026-01-01 00:00:00')"
 

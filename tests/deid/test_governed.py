@@ -8,10 +8,10 @@ import copy
 import pytest
 from pycanon import anonymity
 
+from complai.app.workspace import Workspace
 from complai.errors import InvalidInput
 from complai.events import decode_event
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 from tests.vault.conftest import PEOPLE, SCHEMA, consents_frame, people_frame
 
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from complai.app.workspace import Workspace
 from complai.deid.operators import Anonymizer, Keys
 from complai.deid.recognizers import Finding
 from complai.errors import InvalidInput, PolicyDenied
-from complai.workspace import Workspace
 
 KEYS = Keys.from_workspace_key(b"\x01" * 32)
 

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycanon import anonymity
 
+from complai.app.workspace import Workspace
 from complai.datasets import load_adult
 from complai.deid.kanon import Constraints, emd, mondrian
 from complai.deid.tabular import anonymize, date_label, date_range
 from complai.errors import InvalidInput
-from complai.workspace import Workspace
 
 QIS = ["age", "education", "marital_status", "occupation", "race", "sex", "native_country"]
 

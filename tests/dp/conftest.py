@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.datasets.adult import adult_schema_path, load_adult
 from complai.datasets.consents import adult_consents
 from complai.vault.schema import load_schema
-from complai.workspace import OWNER, Workspace
 
 
 def adult_workspace(ws: Workspace, rows: int, epsilon: float = 10.0, delta: float = 1e-3) -> Workspace:

@@ -11,8 +11,9 @@ from unittest import mock
 import numpy as np
 import pytest
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.dp.audit import clopper_pearson, empirical_epsilon, lira_scores, max_auc, tpr_at, true_class_logit
-from complai.workspace import OWNER, Workspace
 from tests.dp.conftest import adult_workspace
 
 RECIPE = {"label": "income", "model": "mlp", "hidden": [256, 256], "epochs": 40, "batch_size": 32}

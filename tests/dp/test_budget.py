@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from complai.app.workspace import Workspace
 from complai.dp.accounting import epsilon_of, rho_for, rho_of_gaussian, rho_of_laplace
 from complai.errors import BudgetExhausted, InvalidInput, PolicyDenied
-from complai.workspace import Workspace
 from tests.vault.conftest import customers  # noqa: F401
 
 

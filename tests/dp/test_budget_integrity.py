@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import delete, func, select, update
 
+from complai.app.workspace import Workspace
 from complai.compliance import engine
 from complai.compliance.reconcile import reconcile_budgets
 from complai.errors import IntegrityError
 from complai.store.tables import dp_budgets, dp_spends, meta
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
 
 COUNT = "SELECT COUNT(*) FROM customers"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.errors import PolicyDenied
-from complai.workspace import OWNER, Workspace
 from tests.dp.test_model_integrity import copy, trained  # noqa: F401 (fixtures)
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, update
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.compliance import engine
 from complai.compliance.reconcile import reconcile_models
 from complai.errors import IntegrityError
 from complai.store.tables import model_subjects, models
-from complai.workspace import OWNER, Workspace
 from tests.cli.test_cli import run
 from tests.dp.conftest import adult_workspace
 

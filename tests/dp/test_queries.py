@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.dp.queries import Aggregate, bound_contributions, run
 from complai.errors import BudgetExhausted, InvalidInput, PolicyDenied
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
 
 N_REPS = 3000

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.dp.queries import NOISY_FIELDS, PUBLIC_FIELDS, Aggregate, Answer, Noisy, Plan, Public, run
 from complai.errors import ComplaiError, InvalidInput, PolicyDenied
 from complai.events import DPQueryAnswered, Event
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
 
 # --- the release is typed: noisy values or public parameters, nothing else --------------------------

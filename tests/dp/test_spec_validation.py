@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.dp.training import TrainingSpec
 from complai.errors import BudgetExhausted, InvalidInput
-from complai.workspace import OWNER, Workspace
 from tests.dp.conftest import adult_workspace
 
 BASE: dict[str, Any] = {"label": "income", "epochs": 1, "batch_size": 64, "target_epsilon": 1.0}

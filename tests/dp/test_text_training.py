@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.datasets.customer_service import generate, support_frame, support_schema_path
 from complai.dp.training import recompute_epsilon
 from complai.vault.schema import load_schema
-from complai.workspace import OWNER, Workspace
 
 
 def test_text_model_trains_on_deidentified_messages_only(sqlite_ws: Workspace, monkeypatch) -> None:

@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.dp.budget import BudgetState
 from complai.dp.features import TabularFeatures
 from complai.dp.training import MODEL_FILE, recompute_epsilon
 from complai.errors import BudgetExhausted, IntegrityError, InvalidInput, PolicyDenied
 from complai.events import decode_event
 from complai.store.tables import dp_spends, model_subjects, models
-from complai.workspace import OWNER, Workspace
 from tests.dp.conftest import adult_workspace
 
 SMALL = {"label": "income", "epochs": 2, "batch_size": 64}

@@ -16,8 +16,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from complai.app.workspace import Workspace
 from complai.events import decode_event
-from complai.workspace import Workspace
 from tests.procs import own_processes, sessions_under
 
 SPEC = {"organisations": 3, "rounds": 2, "rows": 1500, "seed": 3, "secure_aggregation": True}

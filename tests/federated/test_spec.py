@@ -49,7 +49,7 @@ def test_simulate_with_an_infinite_learning_rate_is_one_line_exit_2(tmp_path: Pa
 
 
 def test_federation_root_is_not_a_link_nor_inside_the_workspace_keys(tmp_path: Path) -> None:
-    from complai.workspace import Workspace
+    from complai.app.workspace import Workspace
     from tests.cli.test_output_files import cli
 
     ws = tmp_path / "ws"

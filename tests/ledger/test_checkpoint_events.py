@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, insert
 
+from complai.app.workspace import Workspace
 from complai.compliance import engine
 from complai.compliance.reconcile import reconcile_checkpoints
 from complai.errors import IntegrityError
 from complai.ledger.checkpoint import Checkpoint, log_signature_digest, sign_checkpoint
 from complai.ledger.verify import export_ledger, verify_export, verify_ledger
 from complai.store.tables import ledger_checkpoints
-from complai.workspace import Workspace
 from tests.ledger.helpers import fill
 
 

@@ -8,8 +8,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from complai.app.workspace import Workspace
 from complai.ledger.verify import verify_ledger
-from complai.workspace import Workspace
 from tests.ledger.helpers import probe
 
 WORKERS = 4

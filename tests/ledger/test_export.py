@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.errors import InvalidInput
 from complai.ledger.verify import export_ledger, verify_export
 from complai.ledger.witness import Witness
-from complai.workspace import Workspace
 from tests.ledger.helpers import fill
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.errors import InvalidInput, NotFound
 from complai.ledger import merkle
 from complai.ledger.checkpoint import verify_note
-from complai.workspace import Workspace
 from tests.ledger.helpers import fill, probe
 
 

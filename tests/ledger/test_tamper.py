@@ -10,11 +10,11 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import Connection, delete, insert, select, update
 
+from complai.app.workspace import Workspace
 from complai.ledger import merkle
 from complai.ledger.log import STRATUM, encode_frontier
 from complai.ledger.verify import verify_ledger
 from complai.store.tables import ledger_checkpoints, ledger_entries, ledger_head, ledger_nodes
-from complai.workspace import Workspace
 from tests.ledger.helpers import fill, probe
 
 

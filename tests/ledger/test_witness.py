@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from complai.app.workspace import Workspace
 from complai.crypto.signing import ALG_COSIGNATURE_V1, Signer
 from complai.errors import AlreadyExists, IntegrityError
 from complai.ledger import merkle
@@ -14,7 +15,6 @@ from complai.ledger.checkpoint import Checkpoint, cosign, parse_note, sign_check
 from complai.ledger.verify import verify_ledger
 from complai.ledger.witness import Witness
 from complai.store.tables import ledger_entries
-from complai.workspace import Workspace
 from tests.ledger.helpers import fill, probe
 
 T = 1_760_000_000

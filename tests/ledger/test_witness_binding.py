@@ -8,10 +8,10 @@ from pathlib import Path
 
 from sqlalchemy import delete, insert, update
 
+from complai.app.workspace import Workspace
 from complai.ledger.verify import verify_ledger
 from complai.ledger.witness import Witness
 from complai.store.tables import ledger_witnesses
-from complai.workspace import Workspace
 
 
 def test_witnesses_edited_at_rest_fail_verification(sqlite_ws: Workspace, tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import insert, select
 
+from complai.app.workspace import Workspace
 from complai.errors import InvalidInput
 from complai.store import Store, metadata, normalise_url
 from complai.store.tables import meta
-from complai.workspace import Workspace
 
 
 def test_migrated_schema_matches_table_definitions(ws: Workspace) -> None:

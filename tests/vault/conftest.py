@@ -6,9 +6,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.vault.backup import load_backup_key, new_backup_key
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 
 SCHEMA: dict[str, Any] = {
     "name": "customers",

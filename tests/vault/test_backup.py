@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.errors import IntegrityError, InvalidInput, NotFound
 from complai.events import decode_event
 from complai.ledger.verify import export_ledger, verify_ledger
 from complai.vault.backup import create_backup, load_backup_key, new_backup_key
-from complai.workspace import Workspace
 from tests.vault.conftest import PEOPLE
 from tests.vault.test_vault import SECRETS
 
@@ -176,7 +176,7 @@ def test_killed_backup_leaves_only_a_partial_that_the_next_run_removes(sqlite_ws
         "import os, signal, sys\n"
         "from pathlib import Path\n"
         "from complai.vault.backup import create_backup, load_backup_key\n"
-        "from complai.workspace import Workspace\n"
+        "from complai.app.workspace import Workspace\n"
         "ws = Workspace.open(sys.argv[1])\n"
         "seen = []\n"
         "def progress(table):\n"

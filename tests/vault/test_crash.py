@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import func, select
 
+from complai.app.workspace import Workspace
 from complai.ledger.verify import verify_ledger
 from complai.store.tables import subject_keys
-from complai.workspace import Workspace
 from tests.vault.conftest import PEOPLE
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.errors import InvalidInput
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 from tests.vault.conftest import SCHEMA
 
 EVENTS: dict[str, Any] = {

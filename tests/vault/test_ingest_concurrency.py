@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.store.tables import subject_keys, subjects
-from complai.workspace import Workspace
 from tests.vault.conftest import PEOPLE
 from tests.vault.test_key_concurrency import frame, read_ids
 

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from complai.app.workspace import Workspace
 from complai.errors import InvalidInput
 from complai.inputs import MAX_REPORTED, parse_csv, read_input
 from complai.vault.schema import load_schema, parse_retention
-from complai.workspace import Workspace
 from tests.vault.conftest import SCHEMA
 
 ACCOUNTS: dict[str, Any] = {

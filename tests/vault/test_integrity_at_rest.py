@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select, text, update
 
+from complai.app.workspace import PSEUDONYM_KEY, Workspace
 from complai.clock import to_us
 from complai.compliance import engine
 from complai.crypto.keyfiles import write_secret
@@ -17,7 +18,6 @@ from complai.errors import IntegrityError
 from complai.store import Store
 from complai.store.tables import meta, records, subjects
 from complai.vault.records import legacy_record_ad
-from complai.workspace import PSEUDONYM_KEY, Workspace
 
 
 def _recon(ws: Workspace) -> engine.Finding:

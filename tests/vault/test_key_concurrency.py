@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from sqlalchemy import update
 
+from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.compliance import engine
 from complai.crypto.keyring import FileKeyProvider
 from complai.errors import IntegrityError
 from complai.store.tables import subject_keys
-from complai.workspace import Workspace
 from tests.vault.conftest import PEOPLE
 
 PER_BATCH = 25

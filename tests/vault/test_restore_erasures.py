@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.errors import InvalidInput, NotFound
 from complai.ledger.verify import export_ledger
 from complai.vault.backup import create_backup
 from complai.vault.schema import load_schema
-from complai.workspace import Workspace
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
 from tests.vault.test_backup import ids
 
@@ -201,7 +201,7 @@ def test_a_killed_restore_never_leaves_a_workspace_holding_an_erased_subject(
     (tmp_path / "backup.key").chmod(0o600)
     script = (
         "import sys\\nfrom pathlib import Path\\nfrom complai.vault.backup import load_backup_key\\n"
-        "from complai.workspace import Workspace\\n"
+        "from complai.app.workspace import Workspace\\n"
         "Workspace.restore_backup(Path(sys.argv[1]), Path(sys.argv[2]), load_backup_key(Path(sys.argv[3])), 'owner')\\n"
     )
     target = tmp_path / "out" / "r"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from complai.app.workspace import Workspace
 from complai.errors import IntegrityError
 from complai.store.tables import ledger_entries
 from complai.vault.backup import create_backup, load_backup_key, new_backup_key
-from complai.workspace import Workspace
 
 
 @pytest.mark.parametrize("edit", ["kind", "data"])

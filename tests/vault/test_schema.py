@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
+from complai.app.workspace import Workspace
 from complai.datasets import adult_schema_path
 from complai.errors import AlreadyExists, InvalidInput, NotFound
 from complai.events import decode_event
 from complai.taxonomy import load_taxonomy
 from complai.vault.schema import load_schema, parse_retention, retention_deadline
-from complai.workspace import Workspace
 
 
 def base() -> dict[str, Any]:

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import select, text, update
 
+from complai.app.workspace import Workspace
 from complai.errors import AuthenticationFailed, IntegrityError, InvalidInput, NotFound
 from complai.events import decode_event
 from complai.ledger.verify import verify_ledger
 from complai.store.tables import records, subject_keys, subjects
-from complai.workspace import Workspace
 from tests.vault.conftest import PEOPLE, SCHEMA, people_frame
 
 SECRETS = [s for p in PEOPLE for s in (p[1], p[2], str(p[3]))] + [p[0] for p in PEOPLE]

@@ -26,7 +26,7 @@ from sqlalchemy import insert, select, update
 
 from complai.access.policy import Policy
 from complai.clock import Clock, as_utc, utc_iso
-from complai.crypto.pseudonym import digest
+from complai.crypto.digest import digest
 from complai.crypto.sealing import key_id, load_private, open_sealed, seal_to
 from complai.crypto.signing import VerifierKey
 from complai.errors import IntegrityError, InvalidInput, NotFound, PolicyDenied

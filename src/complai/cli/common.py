@@ -21,12 +21,12 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from complai.access.identity import Credential
+from complai.access.identity import OWNER, Credential
+from complai.app.session import Session
+from complai.app.workspace import Workspace
 from complai.config import CONFIG_FILE, default_workspace
 from complai.errors import AuthenticationFailed, InvalidInput, NotFound, PolicyDenied
 from complai.events import delegation
-from complai.session import Session
-from complai.workspace import OWNER, Workspace
 
 console = Console(highlight=False, emoji=False)
 err_console = Console(stderr=True, highlight=False, emoji=False)

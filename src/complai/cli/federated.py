@@ -135,8 +135,8 @@ def client(
     import signal
     import time
 
+    from complai.app.workspace import Workspace
     from complai.federated.deploy import free_port, start_supernode
-    from complai.workspace import Workspace
 
     if not 0 <= port <= 65535:
         raise InvalidInput(f"--port must be between 0 and 65535, not {port}")

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from complai import __version__
 from complai.access.identity import redact_tokens
+from complai.app.workspace import Workspace
 from complai.cli import access as access_cmd
 from complai.cli import audit as audit_cmd
 from complai.cli import deid as deid_cmd
@@ -34,7 +35,6 @@ from complai.cli.common import (
     workspace_path,
 )
 from complai.errors import ComplaiError
-from complai.workspace import Workspace
 
 app = typer.Typer(
     name="complai",

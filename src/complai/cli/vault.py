@@ -10,6 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
 from complai.cli.common import (
     ForceOpt,
     console,
@@ -21,7 +23,6 @@ from complai.cli.common import (
 )
 from complai.errors import InvalidInput
 from complai.vault.schema import load_schema
-from complai.workspace import OWNER, Workspace
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 

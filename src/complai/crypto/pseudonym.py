@@ -25,6 +25,3 @@ class Pseudonymizer:
     def __repr__(self) -> str:
         return "Pseudonymizer(<key hidden>)"
 
-
-def digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()

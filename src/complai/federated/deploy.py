@@ -297,7 +297,7 @@ def serve(root: Path, spec: engine.FederatedSpec, timeout: float = 900) -> dict[
     """Run the coordinating side of a real federation under `root` (see the module docstring). Writes
     `root/ready.json` (addresses, CA, node keys) once organisations may connect; returns the run's
     result. Every process it starts is stopped before it returns."""
-    from complai.workspace import Workspace
+    from complai.app.workspace import Workspace
 
     root.mkdir(parents=True, exist_ok=True)
     server_ws = root / "server"

@@ -79,7 +79,8 @@ def make_client_app(fixed: engine.FederatedSpec | None, paths: list[str], synthe
     from flwr.app import Message
     from flwr.clientapp import ClientApp
 
-    from complai.workspace import OWNER, Workspace
+    from complai.access.identity import OWNER
+    from complai.app.workspace import Workspace
 
     app = ClientApp()
 
@@ -255,7 +256,7 @@ class RoundRunner:
             time.sleep(0.5)
 
     def run(self) -> dict[str, Any]:
-        from complai.workspace import Workspace
+        from complai.app.workspace import Workspace
 
         nodes = self._wait_for_nodes()
         described = self._send("query.describe", {n: _content() for n in nodes})
@@ -380,8 +381,8 @@ class RoundRunner:
         eps: float | None,
         aggregate: np.ndarray,
     ) -> None:
+        from complai.access.identity import OWNER
         from complai.events import FederatedRound
-        from complai.workspace import OWNER
 
         dp = self.spec.dp
         ws.ledger.record(

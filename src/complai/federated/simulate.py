@@ -31,10 +31,11 @@ def flower_environment() -> None:
 def prepare_organisations(root: Path, spec: engine.FederatedSpec) -> dict[str, Any]:
     """Create the server's and each organisation's workspace; ingest each organisation's partition of
     the bundled Adult data with its subjects' consents."""
+    from complai.access.identity import OWNER
+    from complai.app.workspace import Workspace
     from complai.datasets.adult import adult_schema_path, load_adult
     from complai.datasets.consents import adult_consents
     from complai.vault.schema import load_schema
-    from complai.workspace import OWNER, Workspace
 
     if spec.dataset != "adult":
         raise InvalidInput("simulation partitions the bundled Adult data (dataset: adult)")

@@ -141,6 +141,21 @@ class Ledger:
         conn.execute(_UPDATE_HEAD, head)
         return list(range(size, new_size))
 
+    def emit(
+        self,
+        conn: Connection | None,
+        kind: type[Event],
+        *,
+        actor: str,
+        purpose: str,
+        time: datetime | None = None,
+        **fields: object,
+    ) -> int:
+        """Build an event of `kind` stamped now (or at `time`) and append it: inside the caller's write
+        transaction when `conn` is given, else in its own. Returns its sequence number."""
+        event = kind(time=time or self.clock.now(), actor=actor, purpose=purpose, **fields)  # type: ignore[arg-type]
+        return self.append(conn, event) if conn is not None else self.record(event)
+
     def record(self, event: Event) -> int:
         """Append one event in its own transaction (for operations with no other store change)."""
         with self.store.write() as conn:

@@ -32,7 +32,7 @@ from sqlalchemy import DateTime, LargeBinary, Table, insert, select
 from complai.clock import Clock, as_utc, utc_iso
 from complai.config import CONFIG_FILE, load_settings
 from complai.crypto.keyfiles import read_secret, write_secret
-from complai.crypto.pseudonym import digest
+from complai.crypto.digest import digest
 from complai.crypto.stream import DecryptingReader, EncryptingWriter, read_header
 from complai.errors import ComplaiError, IntegrityError, InvalidInput
 from complai.events import BackupCreated, BackupRestored, SubjectErased

@@ -23,7 +23,8 @@ from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert
 from complai.clock import Clock, as_utc, from_us, to_us, utc_iso
 from complai.crypto.aead import DataKey
 from complai.crypto.keyring import Keyring, new_raw_key
-from complai.crypto.pseudonym import Pseudonymizer, digest
+from complai.crypto.digest import digest
+from complai.crypto.pseudonym import Pseudonymizer
 from complai.errors import IntegrityError, InvalidInput, NotFound
 from complai.events import (
     ConsentGranted,

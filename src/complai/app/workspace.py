@@ -12,16 +12,17 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, inspect, select
+from sqlalchemy import Connection, delete, insert, inspect, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from complai.access.agreements import Agreements
-from complai.access.identity import Identity, is_principal_name
+from complai.access.identity import OWNER, Identity, is_principal_name
 from complai.access.policy import Policy
+from complai.app.services import Services, Status, status
+from complai.app.session import Session
 from complai.clock import Clock, SystemClock, utc_iso
 from complai.compliance.incidents import Incidents
 from complai.compliance.requests import Requests
@@ -44,32 +45,15 @@ from complai.errors import (
 )
 from complai.events import PseudonymKeyRecorded, SchemaMigrated, WorkspaceCreated
 from complai.ledger.log import Ledger
-from complai.session import Session
 from complai.store import Store
-from complai.store.tables import datasets, ledger_checkpoints, ledger_entries, meta
+from complai.store.tables import ledger_entries, meta
 from complai.taxonomy import Taxonomy, load_taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.keys import KeyService
 from complai.vault.service import Vault
 
-OWNER = "owner"
 LEDGER_KEY = "ledger.key"
 PSEUDONYM_KEY = "pseudonym.key"
-
-
-@dataclass(frozen=True)
-class Status:
-    path: str
-    workspace_id: str
-    database: str
-    schema_revision: str
-    ledger_size: int
-    ledger_root: str
-    checkpoints: int
-    datasets: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class Workspace:
@@ -106,6 +90,26 @@ class Workspace:
         self.agreements = Agreements(
             store, self.ledger, self.catalog, self.vault, self.policy, self.taxonomy, clock, pseudonym_key
         )
+        self.services = Services(
+            settings=settings,
+            store=store,
+            clock=clock,
+            taxonomy=self.taxonomy,
+            ledger=self.ledger,
+            catalog=self.catalog,
+            keyring=self.keyring,
+            pseudonyms=pseudonyms,
+            vault=self.vault,
+            keys=self.keys,
+            deid_keys=self.deid_keys,
+            budgets=self.budgets,
+            models=self.models,
+            requests=self.requests,
+            incidents=self.incidents,
+            identity=self.identity,
+            policy=self.policy,
+            agreements=self.agreements,
+        )
 
     def session(self, credential: str, purpose: str) -> Session:
         """A purpose-bound session: `credential` is an API token (cpl_...) or, for trusted in-process
@@ -124,7 +128,7 @@ class Workspace:
                 raise AuthenticationFailed(f"unknown principal {credential!r}") from None
             if principal.disabled:
                 raise AuthenticationFailed(f"principal {credential!r} is disabled")
-        return Session(self, principal, purpose)
+        return Session(self.services, principal, purpose)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -296,23 +300,7 @@ class Workspace:
     # --- information ---------------------------------------------------------------------------
 
     def status(self) -> Status:
-        head = self.ledger.head()
-        with self.store.read() as conn:
-            n_checkpoints = conn.execute(select(func.count()).select_from(ledger_checkpoints)).scalar_one()
-            n_datasets = conn.execute(select(func.count()).select_from(datasets)).scalar_one()
-            rev = self.store.current_revision(conn) or "none"
-        from complai.store.engine import redact_url
-
-        return Status(
-            path=str(self.path),
-            workspace_id=self.settings.workspace_id,
-            database=redact_url(self.store.url),
-            schema_revision=rev,
-            ledger_size=head.size,
-            ledger_root=head.root.hex(),
-            checkpoints=int(n_checkpoints),
-            datasets=int(n_datasets),
-        )
+        return status(self.services)
 
 
 def pseudonym_key_fingerprint(key: bytes) -> str:

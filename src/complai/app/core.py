@@ -1,0 +1,82 @@
+"""The session's core: the principal and purpose it is bound to, and the one place where an operation is
+authorised (`_check`, `_may`). Every operation (app/ops/) authorises through these before it acts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from complai.access.identity import Principal
+from complai.app.services import Services
+from complai.vault.schema import DeidSpec
+
+ALL = "*"
+
+
+class SessionCore:
+    """What every group of session operations shares: the services, the principal and the purpose."""
+
+    def __init__(self, svc: Services, principal: Principal, purpose: str) -> None:
+        self._svc = svc
+        self.principal = principal.name
+        self.roles = principal.roles
+        self.purpose = purpose
+        self.last_seq: int | None = None
+
+    def _check(self, action: str, dataset: str = ALL) -> None:
+        self._svc.policy.check(self.principal, dataset, action, self.purpose)
+
+    _OVERSIGHT = ("audit", "admin")
+
+    _EXACT = ("read", "ingest", "export", "erase", "audit", "admin")
+
+    _ANY = ("read", "ingest", "query_dp", "train", "export", "erase", "share", "audit", "admin")
+
+    def _may(self, dataset: str, actions: tuple[str, ...], purposes: list[str]) -> bool:
+        decide = self._svc.policy.decide
+        return any(decide(self.principal, dataset, a, p) for a in actions for p in [*purposes, self.purpose])
+
+    def _check_oversight(self) -> None:
+        """Audit or admin on the whole workspace; anyone else is refused (and recorded) as for audit."""
+        if not self._may(ALL, self._OVERSIGHT, []):
+            self._check("audit")
+
+    def _check_may_describe(self, name: str) -> None:
+        """A dataset's declaration is for principals who may act on it for any purpose it declares, or
+        oversee the workspace; anyone else is refused (recorded) whether or not it exists."""
+        if not self._may(name, self._ANY, []) and not self._may(ALL, self._OVERSIGHT, []):
+            # purposes are per dataset: look them up only once the name alone is not enough
+            catalog = self._svc.catalog
+            known = name in catalog.names()
+            purposes = list(catalog.get(name).schema.purposes) if known else []
+            if not known or not self._may(name, self._ANY, purposes):
+                self._check("audit", name)
+
+    def _governed(
+        self,
+        dataset: str,
+        columns: list[str] | None,
+        deidentify: DeidSpec | dict[str, Any] | None = None,
+        pseudonym_column: str | None = None,
+    ) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+        """Fetch, de-identify as the purpose requires, record the read (the policy is checked by callers)."""
+        from complai.deid.governed import apply
+        from complai.deid.operators import Anonymizer
+
+        vault = self._svc.vault
+        schema = self._svc.catalog.get(dataset).schema
+        extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify
+        spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra)
+        frame, pseudos, total, _ = vault.fetch(dataset, self.purpose, columns, pseudonym_column)
+        done = None
+        if not spec.is_empty():
+            frame, done = apply(frame, schema, spec, Anonymizer(self._svc.deid_keys))
+        shown = [c for c in frame.columns if c != pseudonym_column]
+        self.last_seq = vault.record_read(
+            dataset, self.purpose, self.principal, shown, len(frame), pseudos, total, done
+        )
+        return frame, done
+
+    def __repr__(self) -> str:
+        return f"Session(principal={self.principal!r}, purpose={self.purpose!r})"

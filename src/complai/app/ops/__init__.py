@@ -1,0 +1,1 @@
+"""The session's operations, one module per area; each class is a part of `Session`."""

@@ -1,0 +1,23 @@
+"""Purpose-bound sessions: the one door through which every interface reaches personal data and
+changes governance state.
+
+`ws.session(token_or_principal, purpose)` authenticates the caller (an API token, or a principal name
+for trusted in-process callers such as the workspace owner's CLI) and binds a declared purpose. Each
+operation is one named method that authorises (app/core.py), validates, acts and records, in that
+order; refusals record access.denied. The operations live by area in app/ops/.
+"""
+
+from __future__ import annotations
+
+from complai.app.core import ALL, SessionCore
+from complai.app.ops.admin import AdminOps
+from complai.app.ops.compliance import ComplianceOps
+from complai.app.ops.data import DataOps
+from complai.app.ops.privacy import PrivacyOps
+from complai.app.ops.rights import RightsOps
+
+__all__ = ["ALL", "Session"]
+
+
+class Session(DataOps, RightsOps, PrivacyOps, ComplianceOps, AdminOps, SessionCore):
+    """A principal acting for one purpose; every operation is checked against the policy."""
