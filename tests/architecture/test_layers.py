@@ -132,9 +132,7 @@ def test_every_package_has_a_layer():
 
 
 def test_no_import_runs_up_a_layer():
-    upward = sorted(
-        f"{a} -> {b}" for a, bs in EDGES.items() for b in bs if RANK[_package(b)] > RANK[_package(a)]
-    )
+    upward = sorted(f"{a} -> {b}" for a, bs in EDGES.items() for b in bs if RANK[_package(b)] > RANK[_package(a)])
     assert upward == []
 
 
