@@ -52,7 +52,7 @@ def _violations(path: Path) -> list[str]:
                 out.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(SERVICE_MODULES):
             out.append(f"{path.name}:{node.lineno}: from {node.module} import ...")
-    return out
+    return sorted(out, key=lambda v: int(v.split(":")[1]))
 
 
 @pytest.mark.parametrize("path", INTERFACES, ids=lambda p: p.name)
