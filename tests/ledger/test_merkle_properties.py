@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from complai.errors import IntegrityError, InvalidInput
 from complai.ledger import merkle
 
 
@@ -111,26 +112,72 @@ def test_range_nodes_tile_the_range(a: int, width: int) -> None:
     assert pos == a + width
 
 
-@given(sizes)
-def test_frontier_root_tracks_appends(n: int) -> None:
+@given(st.integers(0, 300))
+def test_compact_range_root_tracks_appends(n: int) -> None:
     hs = leaves(n)
-    frontier: list[tuple[int, bytes]] = []
+    rng = merkle.CompactRange()
+    assert rng.root() == merkle.EMPTY_ROOT
     for i, x in enumerate(hs):
-        merkle.frontier_push(frontier, i, x)
-        assert [lvl for lvl, _ in frontier] == merkle.frontier_levels(i + 1)
-    assert merkle.frontier_root(frontier) == merkle.root_of(hs)
+        rng.append(x)
+        assert rng.size == i + 1
+        assert [lvl for lvl, _ in rng.nodes()] == merkle.subtree_levels(i + 1)
+        assert rng.root() == reference_root(hs[: i + 1])
 
 
-@given(st.integers(0, 300), st.integers(1, 300), st.integers(1, 5))
-def test_extend_stack_matches_frontier_push(start: int, count: int, stride: int) -> None:
+@given(st.integers(0, 300), st.integers(0, 300), st.integers(1, 5))
+def test_extend_reports_exactly_the_completed_subtrees(start: int, count: int, stride: int) -> None:
     hs = leaves(start + count)
-    frontier: list[tuple[int, bytes]] = []
-    for i in range(start):
-        merkle.frontier_push(frontier, i, hs[i])
-    stack = [h for _, h in frontier]
-    kept = merkle.extend_stack(stack, start, hs[start:], stride)
+    rng = merkle.CompactRange.of(hs[:start])
+    kept = rng.extend(hs[start:], stride)
+    # every perfect subtree whose last leaf is in [start, start + count), at a positive multiple of stride
     expected = []
-    for i in range(start, start + count):
-        expected += [n for n in merkle.frontier_push(frontier, i, hs[i]) if n[0] % stride == 0]
-    assert kept == expected
-    assert stack == [h for _, h in frontier]
+    for end in range(start + 1, start + count + 1):
+        level = 1
+        while end % (1 << level) == 0:
+            if level % stride == 0:
+                idx = end // (1 << level) - 1
+                expected.append((level, idx, reference_root(hs[idx << level : end])))
+            level += 1
+    assert sorted(kept) == sorted(expected)
+    assert rng == merkle.CompactRange.of(hs)
+    assert rng.root() == merkle.root_of(hs)
+
+
+@given(st.integers(0, 200), st.lists(st.integers(0, 40), max_size=6))
+def test_extending_in_chunks_equals_appending_one_by_one(start: int, chunks: list[int]) -> None:
+    hs = leaves(start + sum(chunks))
+    one = merkle.CompactRange.of(hs[:start])
+    many = one.copy()
+    pos = start
+    for c in chunks:
+        many.extend(hs[pos : pos + c])
+        pos += c
+    for x in hs[start:]:
+        one.append(x)
+    assert one == many and one.size == len(hs) and one.hashes == many.hashes
+
+
+@given(st.integers(0, 300))
+def test_compact_range_from_stored_subtrees_and_its_encoding(n: int) -> None:
+    hs = leaves(n)
+    rng = merkle.CompactRange.of(hs)
+    # the range is the perfect subtrees range_nodes(0, n) names, as the log rebuilds it from storage
+    stored = [reference_root(hs[i << lvl : (i + 1) << lvl]) for lvl, i in rng.nodes()]
+    if n:
+        assert rng.nodes() == merkle.range_nodes(0, n)
+    assert merkle.CompactRange(n, stored) == rng
+    assert merkle.CompactRange.decode(n, rng.encode()) == rng
+    assert len(rng.encode()) == 32 * n.bit_count()
+    with pytest.raises(IntegrityError):
+        merkle.CompactRange.decode(n, rng.encode() + bytes(32))
+    with pytest.raises(IntegrityError):
+        merkle.CompactRange(n, [*stored, merkle.EMPTY_ROOT])
+
+
+def test_compact_range_refuses_bad_input() -> None:
+    with pytest.raises(InvalidInput):
+        merkle.CompactRange(-1)
+    with pytest.raises(InvalidInput):
+        merkle.CompactRange().append(b"short")
+    with pytest.raises(InvalidInput):
+        merkle.CompactRange().extend([], stride=0)

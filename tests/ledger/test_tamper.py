@@ -12,7 +12,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from complai.app.workspace import Workspace
 from complai.ledger import merkle
-from complai.ledger.log import STRATUM, encode_frontier
+from complai.ledger.log import STRATUM
 from complai.ledger.verify import verify_ledger
 from complai.store.tables import ledger_checkpoints, ledger_entries, ledger_head, ledger_nodes
 from tests.ledger.helpers import fill, probe
@@ -128,17 +128,11 @@ def test_truncate_and_reappend_is_detected(logged: Workspace) -> None:
         ]
         conn.execute(delete(ledger_entries).where(ledger_entries.c.seq >= 20))
         conn.execute(delete(ledger_nodes))
-        frontier: list[tuple[int, bytes]] = []
-        nodes = []
-        for i, h in enumerate(kept):
-            for level, idx, nh in merkle.frontier_push(frontier, i, h):
-                if level % STRATUM == 0:
-                    nodes.append({"level": level, "idx": idx, "hash": nh})
+        tree = merkle.CompactRange()
+        nodes = [{"level": level, "idx": idx, "hash": nh} for level, idx, nh in tree.extend(kept, STRATUM)]
         if nodes:
             conn.execute(insert(ledger_nodes), nodes)
-        conn.execute(
-            update(ledger_head).values(size=20, root=merkle.frontier_root(frontier), frontier=encode_frontier(frontier))
-        )
+        conn.execute(update(ledger_head).values(size=20, root=tree.root(), frontier=tree.encode()))
     with logged.store.write() as conn:  # back to size 71 with different events
         logged.ledger.append_many(conn, [probe(1000 + i) for i in range(51)])
     assert logged.ledger.head().size == 71

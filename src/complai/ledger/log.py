@@ -62,15 +62,12 @@ class Entry:
     data: bytes
 
 
-def encode_frontier(frontier: Sequence[tuple[int, bytes]]) -> bytes:
-    return b"".join(h for _, h in frontier)
-
-
-def decode_frontier(size: int, blob: bytes) -> list[tuple[int, bytes]]:
-    levels = merkle.frontier_levels(size)
-    if len(blob) != 32 * len(levels):
-        raise IntegrityError("ledger head is inconsistent with its size")
-    return [(lvl, blob[32 * i : 32 * i + 32]) for i, lvl in enumerate(levels)]
+def head_range(size: int, blob: bytes) -> merkle.CompactRange:
+    """The compact range the head row keeps (its `frontier` column) for a log of `size` entries."""
+    try:
+        return merkle.CompactRange.decode(size, blob)
+    except IntegrityError:
+        raise IntegrityError("ledger head is inconsistent with its size") from None
 
 
 # Built once: the append path runs these for every transaction that records an event.
@@ -125,21 +122,14 @@ class Ledger:
             return []
         row = conn.execute(_HEAD_FOR_UPDATE).one()
         size = int(row.size)
-        stack = [h for _, h in decode_frontier(size, bytes(row.frontier))]
+        rng = head_range(size, bytes(row.frontier))
         sha = hashlib.sha256
         entries = [(size + i, kind, sha(b"\x00" + data).digest(), data) for i, (kind, data) in enumerate(items)]
-        nodes = merkle.extend_stack(stack, size, (e[2] for e in entries), STRATUM)
-        new_size = size + len(items)
-        frontier = list(zip(merkle.frontier_levels(new_size), stack, strict=True))
+        nodes = rng.extend((e[2] for e in entries), STRATUM)
         bulk_insert(conn, ledger_entries, entries)
         bulk_insert(conn, ledger_nodes, nodes)
-        head = {
-            "new_size": new_size,
-            "new_root": merkle.frontier_root(frontier),
-            "new_frontier": encode_frontier(frontier),
-        }
-        conn.execute(_UPDATE_HEAD, head)
-        return list(range(size, new_size))
+        conn.execute(_UPDATE_HEAD, {"new_size": rng.size, "new_root": rng.root(), "new_frontier": rng.encode()})
+        return list(range(size, rng.size))
 
     def emit(
         self,
@@ -153,7 +143,7 @@ class Ledger:
     ) -> int:
         """Build an event of `kind` stamped now (or at `time`) and append it: inside the caller's write
         transaction when `conn` is given, else in its own. Returns its sequence number."""
-        event = kind(time=time or self.clock.now(), actor=actor, purpose=purpose, **fields)  # type: ignore[arg-type]
+        event = kind(time=time or self.clock.now(), actor=actor, purpose=purpose, **fields)
         return self.append(conn, event) if conn is not None else self.record(event)
 
     def record(self, event: Event) -> int:
@@ -241,7 +231,10 @@ class Ledger:
                 f"SELECT level, idx, hash FROM ledger_nodes WHERE level = {int(base)} AND idx IN ({_ints(idxs)})"
             )
         if parts:
-            cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            dbapi = conn.connection.dbapi_connection
+            if dbapi is None:
+                raise IntegrityError("the ledger's database connection is closed")
+            cur = dbapi.cursor()
             try:
                 cur.execute(" UNION ALL ".join(parts))
                 for level, i, h in cur.fetchall():
@@ -270,14 +263,20 @@ class Ledger:
             raise InvalidInput(f"tree size {size} is beyond the log's size {head}")
         return size
 
-    def root_at(self, size: int, conn: Connection | None = None) -> bytes:
+    def compact_range(self, size: int, conn: Connection | None = None) -> merkle.CompactRange:
+        """The compact range [0, size) of the log, rebuilt from stored interior nodes and leaf hashes."""
         if conn is None:
             with self.store.read() as c:
-                return self.root_at(size, c)
+                return self.compact_range(size, c)
         size = self._check_size(conn, size)
         if size == 0:
-            return merkle.EMPTY_ROOT
-        return self._range_hashes(conn, [(0, size)])[0]
+            return merkle.CompactRange()
+        nodes = merkle.range_nodes(0, size)
+        hashes = self._subtree_hashes(conn, nodes)
+        return merkle.CompactRange(size, [hashes[n] for n in nodes])
+
+    def root_at(self, size: int, conn: Connection | None = None) -> bytes:
+        return self.compact_range(size, conn).root()
 
     def inclusion_proof(self, seq: int, size: int | None = None, conn: Connection | None = None) -> list[bytes]:
         if conn is None:
@@ -297,20 +296,23 @@ class Ledger:
 
     # --- checkpoints and witnesses -------------------------------------------------------------------
 
-    def checkpoint(self, actor: str = "owner") -> SignedNote:
+    def checkpoint(self, actor: str = "owner", covering: int = 0) -> SignedNote:
         """Sign the current head as a checkpoint, keep it, and record it in the log as a
         `ledger.checkpoint` entry. The checkpoint covers the entries before its own entry (its size is
         that entry's sequence number), so the log grows by one; with nothing appended since the last
-        checkpoint, that one is returned (idempotent). Verification requires a stored checkpoint for
-        every such entry and an entry for every stored checkpoint."""
+        checkpoint, that one is returned (idempotent) unless it covers fewer than `covering` entries
+        (a proof for the last checkpoint's own entry needs the next one). Verification requires a
+        stored checkpoint for every such entry and an entry for every stored checkpoint."""
         with self.store.write() as conn:
             conn.execute(_HEAD_FOR_UPDATE).one()  # one checkpoint at a time; the size cannot move under us
             head = self.head(conn)
+            if covering > head.size:
+                raise InvalidInput(f"no checkpoint can cover {covering} entries: the log holds {head.size}")
             c = ledger_checkpoints.c
             existing = conn.execute(select(c.note).where(c.size == head.size)).scalar()
             if existing is not None:  # signed before checkpoints were recorded as entries
                 return parse_note(existing)
-            if head.size:
+            if head.size > covering:
                 last = self.entry(head.size - 1, conn)
                 if last.kind == LedgerCheckpointed.kind:
                     note_text = conn.execute(select(c.note).where(c.size == head.size - 1)).scalar()

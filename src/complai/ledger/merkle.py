@@ -3,6 +3,8 @@
 Proof generation is split as in transparency-dev/merkle: `inclusion_ranges` / `consistency_ranges`
 say which subtrees a proof needs (as leaf ranges), `range_nodes` names the perfect subtrees a range is
 made of, and the caller (ledger/log.py) fetches their hashes and folds them with `fold_range`.
+`CompactRange` is the tree's right edge as one value (transparency-dev/merkle's compact.Range): the log
+head stores it, appends and verifiers extend it, and its root is the tree's root.
 Verification follows RFC 9162 section 2.1.3.2 / 2.1.4.2 in the decomposed form used by
 transparency-dev/merkle, with the same edge-case rules (see tests/conformance).
 """
@@ -35,68 +37,120 @@ def largest_power_of_two_below(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-# --- roots ---------------------------------------------------------------------------------------
+# --- compact ranges and roots ---------------------------------------------------------------------
+
+NodeHash = tuple[int, int, bytes]
+"""A perfect subtree's hash, named by its level (0 = leaves) and its index at that level."""
 
 
-def root_of(leaf_hashes: Sequence[bytes]) -> bytes:
-    """MTH of a whole list of leaf hashes (iterative, O(n) hashes, O(log n) memory)."""
-    frontier: list[tuple[int, bytes]] = []
-    for i, h in enumerate(leaf_hashes):
-        frontier_push(frontier, i, h)
-    return frontier_root(frontier)
-
-
-def frontier_push(frontier: list[tuple[int, bytes]], index: int, leaf: bytes) -> list[tuple[int, int, bytes]]:
-    """Append leaf number `index` to a compact range [0, index) held as (level, hash) pairs.
-
-    Returns the perfect subtree nodes completed by this append as (level, node index, hash), level >= 1.
-    """
-    frontier.append((0, leaf))
-    completed: list[tuple[int, int, bytes]] = []
-    n = index + 1
-    while len(frontier) >= 2 and frontier[-1][0] == frontier[-2][0]:
-        level, right = frontier.pop()
-        _, left = frontier.pop()
-        merged = node_hash(left, right)
-        frontier.append((level + 1, merged))
-        completed.append((level + 1, (n >> (level + 1)) - 1, merged))
-    return completed
-
-
-def extend_stack(stack: list[bytes], size: int, leaves: Iterable[bytes], stride: int) -> list[tuple[int, int, bytes]]:
-    """Append leaf hashes to a compact range held as a bare stack of hashes (levels implied by `size`).
-
-    The fast path of log appends: the same result as frontier_push, without per-leaf tuples. Returns the
-    completed perfect-subtree nodes whose level is a positive multiple of `stride`.
-    """
-    sha = hashlib.sha256
-    kept: list[tuple[int, int, bytes]] = []
-    n = size
-    for h in leaves:
-        m, level = n, 0
-        while m & 1:  # one merge per trailing one bit of the leaf index
-            h = sha(b"\x01" + stack.pop() + h).digest()
-            level += 1
-            m >>= 1
-            if level % stride == 0:
-                kept.append((level, ((n + 1) >> level) - 1, h))
-        stack.append(h)
-        n += 1
-    return kept
-
-
-def frontier_root(frontier: Sequence[tuple[int, bytes]]) -> bytes:
-    if not frontier:
-        return EMPTY_ROOT
-    acc = frontier[-1][1]
-    for _, h in reversed(frontier[:-1]):
-        acc = node_hash(h, acc)
-    return acc
-
-
-def frontier_levels(size: int) -> list[int]:
-    """Levels of the perfect subtrees that make up [0, size), left to right."""
+def subtree_levels(size: int) -> list[int]:
+    """Levels of the perfect subtrees that make up [0, size), left to right (one per set bit of size)."""
     return [b for b in range(size.bit_length() - 1, -1, -1) if size >> b & 1]
+
+
+class CompactRange:
+    """The compact range [0, size) of a Merkle tree: the hashes of the perfect subtrees it is made of,
+    one per set bit of `size`, largest (leftmost) first. Enough to append leaves and to compute the root
+    without reading any older leaf (transparency-dev/merkle's compact.Range, for ranges starting at 0).
+
+    Pure: storage (the ledger head, stored interior nodes) builds one with `CompactRange(size, hashes)`
+    or `decode`, and keeps `encode()`.
+    """
+
+    __slots__ = ("_hashes", "_size")
+
+    def __init__(self, size: int = 0, hashes: Iterable[bytes] = ()) -> None:
+        if size < 0:
+            raise InvalidInput(f"a compact range cannot have negative size {size}")
+        stack = list(hashes)
+        want = size.bit_count()
+        if len(stack) != want or any(len(h) != HASH_SIZE for h in stack):
+            raise IntegrityError(f"a compact range of size {size} takes {want} hashes of {HASH_SIZE} bytes")
+        self._size = size
+        self._hashes = stack
+
+    @classmethod
+    def of(cls, leaf_hashes: Iterable[bytes]) -> CompactRange:
+        """The compact range of a whole list of leaf hashes."""
+        rng = cls()
+        rng.extend(leaf_hashes)
+        return rng
+
+    @classmethod
+    def decode(cls, size: int, blob: bytes) -> CompactRange:
+        """The range as `encode` wrote it (its hashes concatenated), for a tree of `size` leaves."""
+        if size < 0 or len(blob) != HASH_SIZE * size.bit_count():
+            raise IntegrityError(f"a compact range of size {size} does not take {len(blob)} bytes")
+        return cls(size, (blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)))
+
+    def encode(self) -> bytes:
+        return b"".join(self._hashes)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def hashes(self) -> tuple[bytes, ...]:
+        return tuple(self._hashes)
+
+    def nodes(self) -> list[tuple[int, int]]:
+        """The perfect subtrees (level, index) whose hashes this range holds, left to right."""
+        out, start = [], 0
+        for level in subtree_levels(self._size):
+            out.append((level, start >> level))
+            start += 1 << level
+        return out
+
+    def append(self, leaf: bytes, stride: int = 1) -> list[NodeHash]:
+        """Append one leaf hash; returns the perfect subtrees it completes at positive levels that are
+        multiples of `stride` (level, index, hash)."""
+        return self.extend((leaf,), stride)
+
+    def extend(self, leaves: Iterable[bytes], stride: int = 1) -> list[NodeHash]:
+        """Append leaf hashes in order; returns the perfect subtrees completed on the way, as `append`."""
+        if stride < 1:
+            raise InvalidInput(f"stride must be positive, not {stride}")
+        sha = hashlib.sha256  # the hot path of every log append: no per-leaf objects beyond the hashes
+        stack = self._hashes
+        kept: list[NodeHash] = []
+        n = self._size
+        for h in leaves:
+            if len(h) != HASH_SIZE:
+                raise InvalidInput(f"leaf hash has {len(h)} bytes, want {HASH_SIZE}")
+            m, level = n, 0
+            while m & 1:  # one merge per trailing one bit of the leaf index
+                h = sha(b"\x01" + stack.pop() + h).digest()
+                level += 1
+                m >>= 1
+                if level % stride == 0:
+                    kept.append((level, ((n + 1) >> level) - 1, h))
+            stack.append(h)
+            n += 1
+        self._size = n
+        return kept
+
+    def root(self) -> bytes:
+        """MTH of the leaves [0, size): the range's hashes folded right to left (EMPTY_ROOT when empty)."""
+        if not self._hashes:
+            return EMPTY_ROOT
+        return fold_range(self._hashes)
+
+    def copy(self) -> CompactRange:
+        return CompactRange(self._size, self._hashes)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CompactRange):
+            return NotImplemented
+        return self._size == other._size and self._hashes == other._hashes
+
+    def __repr__(self) -> str:
+        return f"CompactRange(size={self._size}, root={self.root().hex()[:16]})"
+
+
+def root_of(leaf_hashes: Iterable[bytes]) -> bytes:
+    """MTH of a whole list of leaf hashes (iterative, O(n) hashes, O(log n) memory)."""
+    return CompactRange.of(leaf_hashes).root()
 
 
 # --- which subtrees a proof needs ------------------------------------------------------------------

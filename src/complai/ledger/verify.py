@@ -24,7 +24,7 @@ from complai.events import WitnessTrusted
 from complai.files import staged_output_dir
 from complai.ledger import merkle
 from complai.ledger.checkpoint import SignedNote, log_signature_digest, parse_note, verify_note, witnessed_by
-from complai.ledger.log import STRATUM, Ledger, decode_frontier
+from complai.ledger.log import STRATUM, Ledger, head_range
 from complai.store.tables import ledger_head, ledger_nodes, ledger_witnesses
 
 
@@ -107,8 +107,9 @@ def _replay(
     quorum: int,
     on_node: Callable[[int, int, bytes], None] | None = None,
     progress: Callable[[int], None] | None = None,
-) -> tuple[int, list[tuple[int, bytes]], int]:
-    """Replay entries (seq, kind, data, stored leaf hash or None); raise _Failure at the first problem."""
+) -> tuple[merkle.CompactRange, int]:
+    """Replay entries (seq, kind, data, stored leaf hash or None) into the tree's compact range; raise
+    _Failure at the first problem. Returns the range and the number of witnessed checkpoints."""
     by_size: dict[int, SignedNote] = {}
     for note in notes:
         try:
@@ -128,12 +129,12 @@ def _replay(
             raise _Failure(
                 f"latest checkpoint (size {latest}) has {len(names)} valid witness cosignature(s), {quorum} required"
             )
-    frontier: list[tuple[int, bytes]] = []
+    tree = merkle.CompactRange()
     expected = 0
 
     def check_checkpoint(size: int) -> None:
         note = by_size.get(size)
-        if note is not None and merkle.frontier_root(frontier) != note.checkpoint.root:
+        if note is not None and tree.root() != note.checkpoint.root:
             raise _Failure(f"checkpoint at size {size}: signed root differs from the root of the entries")
 
     check_checkpoint(0)
@@ -154,8 +155,8 @@ def _replay(
             raise _Failure(f"entry {seq}: recorded type {kind!r} does not match the event's own type")
         if kind == CHECKPOINT_KIND:
             recorded.append((seq, obj))
-        for level, idx, h in merkle.frontier_push(frontier, seq, lh):
-            if on_node is not None and level % STRATUM == 0:
+        for level, idx, h in tree.append(lh, STRATUM):
+            if on_node is not None:
                 on_node(level, idx, h)
         expected += 1
         check_checkpoint(expected)
@@ -167,7 +168,7 @@ def _replay(
     problems = checkpoint_problems(recorded, notes, log_key)
     if problems:
         raise _Failure(problems[0])
-    return expected, frontier, witnessed
+    return tree, witnessed
 
 
 def _witness_problem(ledger: Ledger, trusted: dict[str, str]) -> str | None:
@@ -231,8 +232,8 @@ def verify_ledger(ledger: Ledger, quorum: int = 0, progress: Callable[[int], Non
     size = 0
     root = merkle.EMPTY_ROOT
     try:
-        size, frontier, witnessed = _replay(rows(), notes, ledger.verifier, witnesses, quorum, on_node, progress)
-        root = merkle.frontier_root(frontier)
+        tree, witnessed = _replay(rows(), notes, ledger.verifier, witnesses, quorum, on_node, progress)
+        size, root = tree.size, tree.root()
         extra = set(stored_nodes) - seen
         if extra:
             lvl, idx = min(extra)
@@ -248,13 +249,43 @@ def verify_ledger(ledger: Ledger, quorum: int = 0, progress: Callable[[int], Non
         if bytes(head.root) != root:
             raise _Failure("log head root differs from the root of the entries")
         try:
-            if decode_frontier(size, bytes(head.frontier)) != frontier:
+            if head_range(size, bytes(head.frontier)) != tree:
                 raise _Failure("log head compact range differs from the entries")
         except IntegrityError as exc:
             raise _Failure(str(exc)) from None
     except _Failure as exc:
         return VerifyReport(False, size, root.hex(), len(notes), 0, str(exc))
     return VerifyReport(True, size, root.hex(), len(notes), witnessed)
+
+
+@dataclass(frozen=True)
+class RangeReport:
+    """The outcome of verifying the entries appended since a size whose root was already checked."""
+
+    ok: bool
+    size: int
+    problem: str | None = None
+
+
+def verify_range(ledger: Ledger, since: int, base_root: bytes) -> RangeReport:
+    """Verify the entries [since, head) in time proportional to their number: the stored subtrees that
+    make up the first `since` entries fold to `base_root` (the root an earlier verification saw at that
+    size), and extending that compact range with the hash of every entry since (recomputed from the
+    entries' bytes) gives the head's root. So the earlier tree is a prefix of today's and the new entries
+    are exactly what the head commits to. Entries before `since` are the earlier verification's."""
+    head = ledger.head()
+    try:
+        if since > head.size:
+            raise IntegrityError(f"the ledger is shorter ({head.size}) than at the last audit ({since})")
+        tree = ledger.compact_range(since)
+        if tree.root() != base_root:
+            raise IntegrityError("the entries the last audit covered no longer fold to the root it recorded")
+        tree.extend(merkle.leaf_hash(e.data) for e in ledger.entries(since, head.size))
+        if tree.root() != head.root:
+            raise IntegrityError("the entries added since the last audit do not produce the ledger's head root")
+    except (IntegrityError, ValueError) as exc:
+        return RangeReport(False, head.size, f"since entry {since}: {exc}")
+    return RangeReport(True, head.size)
 
 
 # --- export for outside auditors ---------------------------------------------------------------------
@@ -352,11 +383,11 @@ def verify_export(directory: Path, quorum: int = 0) -> VerifyReport:
 
     notes.sort(key=lambda n: n.checkpoint.size)
     try:
-        size, frontier, witnessed = _replay(rows(), notes, log_key, witnesses, quorum)
+        tree, witnessed = _replay(rows(), notes, log_key, witnesses, quorum)
     except _Failure as exc:
         return VerifyReport(False, 0, "", len(notes), 0, str(exc))
-    root = merkle.frontier_root(frontier)
-    report = VerifyReport(True, size, root.hex(), len(notes), witnessed)
+    size = tree.size
+    report = VerifyReport(True, size, tree.root().hex(), len(notes), witnessed)
     if not notes:
         report.notes.append("no signed checkpoint in the export: the entries are self-consistent but unanchored")
     elif notes[-1].checkpoint.size < size:

@@ -9,13 +9,23 @@ import contextlib
 import json
 import os
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from complai.crypto.signing import ALG_COSIGNATURE_V1, Signer, VerifierKey
 from complai.errors import AlreadyExists, IntegrityError, WorkspaceError
 from complai.ledger import merkle
 from complai.ledger.checkpoint import NoteSignature, cosign, verify_note
+from complai.ledger.log import Ledger
+
+
+class _Cosigned(TypedDict):
+    """What a witness keeps per log: the size and root (base64) of the last checkpoint it cosigned."""
+
+    size: int
+    root: str
+
 
 KEY_FILE = "witness.key"
 STATE_FILE = "witness.json"
@@ -31,7 +41,7 @@ class Witness:
         except ValueError:
             raise WorkspaceError(f"witness state at {self.dir} is corrupt") from None
         self.name: str = state["name"]
-        self._logs: dict[str, dict[str, object]] = state.get("logs", {})
+        self._logs: dict[str, _Cosigned] = state.get("logs", {})
         self._signer = Signer.load(self.dir / KEY_FILE, self.name, ALG_COSIGNATURE_V1)
 
     @classmethod
@@ -66,7 +76,7 @@ class Witness:
         entry = self._logs.get(origin)
         if not entry:
             return None
-        return int(entry["size"]), base64.b64decode(str(entry["root"]))  # type: ignore[call-overload]
+        return int(entry["size"]), base64.b64decode(str(entry["root"]))
 
     def cosign(self, note_text: str, log_key: VerifierKey, proof: Sequence[bytes], timestamp: int) -> NoteSignature:
         """Cosign a checkpoint after verifying the log's signature and consistency with the last one.
@@ -95,7 +105,7 @@ class Witness:
         return sig
 
 
-def cosign_latest(ledger: Any, witness: Witness, when: Any, timestamp: int) -> tuple[int, str] | None:
+def cosign_latest(ledger: Ledger, witness: Witness, when: datetime, timestamp: int) -> tuple[int, str] | None:
     """Have `witness` check the ledger's latest checkpoint (consistent with what it cosigned before) and
     cosign it; the cosignature is stored when the ledger trusts the witness. (checkpoint size,
     cosignature line), or None when there is no checkpoint."""
@@ -103,7 +113,7 @@ def cosign_latest(ledger: Any, witness: Witness, when: Any, timestamp: int) -> t
     if note is None:
         return None
     last = witness.last_cosigned(note.checkpoint.origin)
-    proof = []
+    proof: list[bytes] = []
     if last is not None and 0 < last[0] <= note.checkpoint.size:
         proof = ledger.consistency_proof(last[0], note.checkpoint.size)
     sig = witness.cosign(note.text(), ledger.verifier, proof, timestamp)
