@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from complai.clock import to_us, utc_iso
 from complai.compliance.ropa import special
+from complai.ledger.verify import RangeReport, VerifyReport, verify_ledger, verify_range
 from complai.store.tables import (
     access_log,
     agreements,
@@ -58,16 +59,15 @@ class AuditContext:
     since: int = 0  # incremental: only ledger entries from this sequence number on
     base_root: bytes | None = None  # the root the previous audit saw at size `since`
     _entries: list[dict[str, Any]] | None = None
-    _verify: Any = None
+    _verify: VerifyReport | RangeReport | None = None
 
-    def verify(self) -> Any:
-        """The ledger's full verification, once per audit."""
+    def verify(self) -> VerifyReport | RangeReport:
+        """The ledger's verification, once per audit: of the entries since `since` when the previous
+        audit's root is known, else of the whole ledger."""
         if self._verify is None:
             if self.since and self.base_root is not None:
-                self._verify = _verify_since(self.ws.ledger, self.since, self.base_root)
+                self._verify = verify_range(self.ws.ledger, self.since, self.base_root)
             else:
-                from complai.ledger.verify import verify_ledger
-
                 self._verify = verify_ledger(self.ws.ledger)
         return self._verify
 
@@ -86,45 +86,6 @@ class AuditContext:
                     out.append(e)
             self._entries = out
         return self._entries
-
-
-@dataclass
-class _Incremental:
-    ok: bool
-    size: int
-    problem: str | None = None
-
-
-def _verify_since(ledger: Any, since: int, base_root: bytes) -> _Incremental:
-    """Incremental verification in time proportional to the new entries: the stored subtrees that make
-    up the first `since` leaves fold to the root the previous audit saw, and extending them with the
-    hashes of every entry added since (recomputed from the entries' bytes) gives today's head root; so
-    the audited tree is a prefix of today's and the new entries are exactly what the root commits to.
-    Entries before `since` were verified by that audit."""
-    import hashlib
-
-    from complai.errors import IntegrityError
-    from complai.ledger import merkle
-    from complai.ledger.log import STRATUM
-
-    head = ledger.head()
-    try:
-        if since > head.size:
-            raise IntegrityError(f"the ledger is shorter ({head.size}) than at the last audit ({since})")
-        with ledger.store.read() as conn:
-            nodes = merkle.range_nodes(0, since)
-            hashes = ledger._subtree_hashes(conn, nodes)
-        stack = [hashes[n] for n in nodes]
-        if merkle.fold_range(stack) != base_root:
-            raise IntegrityError("the entries the last audit covered no longer fold to the root it recorded")
-        leaves = (hashlib.sha256(b"\x00" + e.data).digest() for e in ledger.entries(since, head.size))
-        merkle.extend_stack(stack, since, leaves, STRATUM)
-        root = merkle.frontier_root(list(zip(merkle.frontier_levels(head.size), stack, strict=True)))
-        if root != head.root:
-            raise IntegrityError("the entries added since the last audit do not produce the ledger's head root")
-    except (IntegrityError, ValueError) as exc:
-        return _Incremental(False, head.size, f"since entry {since}: {exc}")
-    return _Incremental(True, head.size)
 
 
 CHECKS: dict[str, Callable[[AuditContext], Finding]] = {}
