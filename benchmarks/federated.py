@@ -30,9 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results
+from complai.app.federation import simulate
 from complai.federated import engine
 from complai.federated.secagg.protocol import Config, RunConfig, Server, setup
-from complai.federated.simulate import flower_environment, simulate
+from complai.federated.simulate import flower_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "bench" / "federated.json"
@@ -115,15 +116,15 @@ def _backend() -> dict[str, Any]:
 def complai_round(n: int, d: int, secure: bool, rounds: int) -> list[float]:
     from flwr.simulation import run_simulation
 
-    from complai.federated.flower import Synthetic, make_client_app, make_server_app
+    from complai.federated.flower import Synthetic, make_client_app, make_server_app  # heavy: flwr
 
     tmp = Path(tempfile.mkdtemp(prefix="complai-fl-"))
     try:
         spec = engine.FederatedSpec(organisations=n, rounds=rounds, secure_aggregation=secure, clip_norm=1.0)
         sink = tmp / "out.json"
         run_simulation(
-            make_server_app(spec, None, "bench", sink),
-            make_client_app(spec, [], Synthetic(d)),
+            make_server_app(spec, "bench", sink),
+            make_client_app(spec, None, Synthetic(d)),
             num_supernodes=n,
             backend_config=_backend(),
         )
@@ -232,13 +233,12 @@ def centralised(layout: dict[str, Any], spec: engine.FederatedSpec) -> float:
     epochs, evaluated on the union of their held-out rows."""
     import torch
 
-    from complai.access.identity import OWNER
-    from complai.app.workspace import Workspace
+    from complai.app.federation_apps import federated_session  # heavy: imports flwr
 
     parts = []
     for path in layout["organisations"]:
-        with Workspace.open(path) as ws:
-            parts.append(engine.local_data(ws, OWNER, spec))
+        with federated_session(Path(path)) as org:
+            parts.append(engine.local_data(org, spec))
     union = engine.LocalData(
         torch.cat([p.x for p in parts]),
         torch.cat([p.y for p in parts]),

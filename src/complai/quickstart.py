@@ -155,8 +155,8 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         )
 
     def federated() -> str:
+        from complai.app.federation import simulate
         from complai.federated.engine import FederatedSpec
-        from complai.federated.simulate import simulate
 
         spec = FederatedSpec(organisations=3, rounds=3, rows=6000, local_epochs=2, secure_aggregation=True, seed=7)
         out = simulate(spec, path / "federation")

@@ -60,7 +60,7 @@ def test_federated_ports_and_timeouts_out_of_range_are_refused(ws: Path, tmp_pat
 
 
 def test_a_failed_federated_prepare_leaves_nothing(ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import complai.federated.simulate as simulate
+    import complai.app.federation as simulate
 
     real = simulate.prepare_organisations
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from complai.app.federation import simulate
 from complai.app.workspace import Workspace
 from complai.events import decode_event
 from complai.federated import engine
-from complai.federated.simulate import simulate
 from tests.procs import own_processes
 
 BASE = {"organisations": 3, "rounds": 2, "rows": 1500, "local_epochs": 1, "batch_size": 64, "seed": 3}

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+import signal
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from complai.app import federation
 from complai.cli.common import console, err_console, load_mapping, print_json, protected_paths
 from complai.errors import InvalidInput
+from complai.federated.deploy import free_port, start_supernode
+from complai.federated.engine import FederatedSpec
+from complai.files import check_output_dir, output_dir, staged_output_dir
 
 app = typer.Typer(help="Federated learning with secure aggregation (Flower).", no_args_is_help=True)
 
@@ -22,13 +28,11 @@ def simulate(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Partition the bundled Adult data into organisations and train one model across them."""
-    from complai.federated.simulate import simulate as run
-
     spec = _load_spec(spec_file)
     _root(root, create=True)
     if not json_out:
         err_console.print(f"simulating {spec.organisations} organisations, {spec.rounds} rounds ...")
-    out = run(spec, root)
+    out = federation.simulate(spec, root)
     if json_out:
         print_json(out)
         return
@@ -52,16 +56,12 @@ def simulate(
 def _root(root: Path, create: bool = False) -> None:
     """The folder a federation's workspaces and keys go to: not a link, not inside this workspace's keys;
     with `create`, made private (0700, whatever the umask) when it does not exist yet."""
-    from complai.files import check_output_dir, output_dir
-
     check_output_dir(root, forbidden=protected_paths())
     if create:
         output_dir(root, forbidden=protected_paths())
 
 
-def _load_spec(spec_file: Path):
-    from complai.federated.engine import FederatedSpec
-
+def _load_spec(spec_file: Path) -> FederatedSpec:
     return FederatedSpec.parse(load_mapping(spec_file, "federated spec"))
 
 
@@ -73,15 +73,12 @@ def prepare(
 ) -> None:
     """Create the server's and the organisations' workspaces from a partition of the bundled Adult data
     (for a deployment on one machine: then `federated server` and one `federated client` each)."""
-    from complai.federated.simulate import prepare_organisations
-    from complai.files import staged_output_dir
-
     spec = _load_spec(spec_file)
     _root(root)
     # built in a private temporary sibling that takes the name only when every workspace is ready:
     # a failure or a kill leaves no half-prepared federation behind
     with staged_output_dir(root, forbidden=protected_paths()) as staging:
-        layout = prepare_organisations(staging, spec)
+        layout = federation.prepare_organisations(staging, spec)
     layout = {
         **layout,
         "server": str(root / Path(layout["server"]).relative_to(staging)),
@@ -104,15 +101,13 @@ def server(
 ) -> None:
     """Run the coordinating SuperLink (TLS, SuperNode authentication) and the federated training; writes
     ROOT/ready.json with the address, CA and one key per organisation once they may connect."""
-    from complai.federated.deploy import serve
-
     if not (math.isfinite(timeout) and 0 < timeout <= 31 * 86400):
         raise InvalidInput(f"--timeout must be a number of seconds between 0 and 31 days, not {timeout}")
     spec = _load_spec(spec_file)
     _root(root, create=True)
     if not json_out:
         err_console.print(f"SuperLink starting under {root}; waiting for {spec.organisations} organisations ...")
-    out = serve(root, spec, timeout)
+    out = federation.serve(root, spec, timeout)
     if json_out:
         print_json(out)
         return
@@ -132,15 +127,9 @@ def client(
     port: Annotated[int, typer.Option("--port", help="Local port of the SuperNode's app API (0: any free).")] = 0,
 ) -> None:
     """Run this organisation's SuperNode until stopped (Ctrl-C or SIGTERM)."""
-    import signal
-    import time
-
-    from complai.app.workspace import Workspace
-    from complai.federated.deploy import free_port, start_supernode
-
     if not 0 <= port <= 65535:
         raise InvalidInput(f"--port must be between 0 and 65535, not {port}")
-    Workspace.open(workspace).close()  # refuse early if it is not a workspace
+    federation.check_organisation(workspace)  # refuse early if it is not a workspace
     for f in (root_certificates, key):
         if not f.is_file():
             raise InvalidInput(f"{f} does not exist")

@@ -21,13 +21,28 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomli_w
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from complai.errors import InvalidInput
 from complai.federated import engine
 
 CA_CERT, SERVER_CERT, SERVER_KEY = "ca.crt", "server.pem", "server.key"
+
+
+@dataclass(frozen=True)
+class Components:
+    """The Flower App's ServerApp and ClientApp, as `module:attribute` names Flower loads."""
+
+    serverapp: str
+    clientapp: str
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -40,11 +55,6 @@ def _write_private(path: Path, data: bytes) -> None:
 def make_pki(directory: Path, nodes: int, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> dict[str, Any]:
     """A CA, the SuperLink's TLS certificate signed by it, and an EC P-384 key per organisation's
     SuperNode (OpenSSH format, as Flower's node authentication reads them). Private keys are 0600."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP384R1())
@@ -125,10 +135,14 @@ def _env(flwr_home: Path) -> dict[str, str]:
     return env
 
 
-def write_app(directory: Path, spec: engine.FederatedSpec, server_workspace: Path) -> Path:
-    """The Flower App `flwr run` submits: complai's ServerApp and ClientApp with the spec as run config."""
-    import tomli_w
+def run_sink(server_workspace: Path, run_id: object) -> Path:
+    """Where the deployed ServerApp writes run `run_id`'s result, in the server's workspace."""
+    return server_workspace / "federated-runs" / f"run-{run_id}.json"
 
+
+def write_app(directory: Path, spec: engine.FederatedSpec, server_workspace: Path, components: Components) -> Path:
+    """The Flower App `flwr run` submits: the ServerApp and ClientApp named by `components` (module:attribute,
+    loaded by Flower by name) with the spec and the server's workspace as run config."""
     directory.mkdir(parents=True, exist_ok=True)
     doc = {
         "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
@@ -138,10 +152,7 @@ def write_app(directory: Path, spec: engine.FederatedSpec, server_workspace: Pat
             "flwr": {
                 "app": {
                     "publisher": "complai",
-                    "components": {
-                        "serverapp": "complai.federated.deploy:server_app",
-                        "clientapp": "complai.federated.deploy:client_app",
-                    },
+                    "components": {"serverapp": components.serverapp, "clientapp": components.clientapp},
                     "config": {"spec": spec.model_dump_json(), "server-workspace": str(server_workspace)},
                 }
             },
@@ -149,43 +160,6 @@ def write_app(directory: Path, spec: engine.FederatedSpec, server_workspace: Pat
     }
     (directory / "pyproject.toml").write_text(tomli_w.dumps(doc))
     return directory
-
-
-class _DeployedServer:
-    """The ServerApp `flwr run` starts: spec and server workspace from the run config."""
-
-    def __call__(self) -> Any:
-        from flwr.serverapp import ServerApp
-
-        from complai.federated.flower import RoundRunner
-
-        app = ServerApp()
-
-        @app.main()
-        def main(grid: Any, context: Any) -> None:
-            spec = engine.FederatedSpec.model_validate_json(str(context.run_config["spec"]))
-            workspace = Path(str(context.run_config["server-workspace"]))
-            sink = workspace / "federated-runs" / f"run-{context.run_id}.json"
-            sink.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                out = RoundRunner(grid, spec, workspace, f"run-{context.run_id}").run()
-                out.pop("weights")
-                sink.write_text(json.dumps({"ok": True, **out}))
-            except Exception as exc:
-                sink.write_text(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
-                raise
-
-        return app
-
-
-def _client() -> Any:
-    from complai.federated.flower import make_client_app
-
-    return make_client_app(None, [])
-
-
-server_app = _DeployedServer()()
-client_app = _client()
 
 
 class Process:
@@ -250,8 +224,6 @@ def start_superlink(root: Path, ports: dict[str, int]) -> Process:
 
 
 def write_flwr_config(root: Path, ports: dict[str, int]) -> None:
-    import tomli_w
-
     home = root / "flwr"
     home.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -293,20 +265,18 @@ def start_supernode(workspace: Path, superlink: str, ca: Path, key: Path, port: 
     return Process(args, log, env)
 
 
-def serve(root: Path, spec: engine.FederatedSpec, timeout: float = 900) -> dict[str, Any]:
-    """Run the coordinating side of a real federation under `root` (see the module docstring). Writes
-    `root/ready.json` (addresses, CA, node keys) once organisations may connect; returns the run's
-    result. Every process it starts is stopped before it returns."""
-    from complai.app.workspace import Workspace
-
+def serve(
+    root: Path, spec: engine.FederatedSpec, server_ws: Path, components: Components, timeout: float = 900
+) -> dict[str, Any]:
+    """Run the coordinating side of a real federation under `root` (see the module docstring) with the
+    server's workspace `server_ws` (it must exist). Writes `root/ready.json` (addresses, CA, node keys)
+    once organisations may connect; returns the run's result. Every process it starts is stopped before
+    it returns."""
     root.mkdir(parents=True, exist_ok=True)
-    server_ws = root / "server"
-    if not (server_ws / "complai.toml").exists() and not server_ws.exists():
-        Workspace.init(server_ws).close()
     pki = make_pki(root / "pki", spec.organisations)
     ports = {"http": free_port()}
     write_flwr_config(root, ports)
-    app = write_app(root / "app", spec, server_ws)
+    app = write_app(root / "app", spec, server_ws, components)
     superlink = start_superlink(root, ports)
     try:
         for node in pki["nodes"]:
@@ -319,7 +289,7 @@ def serve(root: Path, spec: engine.FederatedSpec, timeout: float = 900) -> dict[
         (root / "ready.json").write_text(json.dumps(ready))
         out = flwr(root, "run", str(app), "complai", "--format", "json", timeout=120)
         run_id = json.loads(out[out.index("{") :])["run-id"]
-        sink = server_ws / "federated-runs" / f"run-{run_id}.json"
+        sink = run_sink(server_ws, run_id)
         deadline = time.monotonic() + timeout
         while not sink.exists():
             if time.monotonic() > deadline:
@@ -328,7 +298,7 @@ def serve(root: Path, spec: engine.FederatedSpec, timeout: float = 900) -> dict[
                 raise InvalidInput("the SuperLink stopped (see logs/superlink.log)")
             time.sleep(1)
         time.sleep(0.5)
-        result = json.loads(sink.read_text())
+        result: dict[str, Any] = json.loads(sink.read_text())
         if not result.get("ok"):
             raise InvalidInput(f"federated run failed: {result.get('error')}")
         return result

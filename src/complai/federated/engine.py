@@ -1,24 +1,32 @@
 """Federated training, transport-free: the spec, partitions, each organisation's local step (through a
 governed session), update clipping and quantisation, DP-FedAvg noise and its accounting.
 
-An organisation's local step reads its own data through `session(..., "federated_training")` (consent
-enforced, recorded), trains the shared model for a few local epochs from the global weights (FedAvg, or
-FedProx with a proximal term), clips the update to L2 norm `clip_norm`, optionally adds local-DP
-Gaussian noise, and records in its own ledger a digest of exactly what left the organisation.
+An organisation's local step reads its own data through an `Organisation` (a session bound to the
+organisation's principal and "federated_training": consent enforced, recorded), trains the shared
+model for a few local epochs from the global weights (FedAvg, or FedProx with a proximal term), clips
+the update to L2 norm `clip_norm`, optionally adds local-DP Gaussian noise, and records in its own
+ledger a digest of exactly what left the organisation.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from complai.dp.features import Labels, TabularFeatures
+from complai.dp.training import default_features
 from complai.errors import InvalidInput
+from complai.events import FederatedRound
+from complai.vault.schema import DatasetSchema
+
+if TYPE_CHECKING:
+    import torch
 
 PURPOSE = "federated_training"
 
@@ -110,22 +118,23 @@ def architecture(spec: FederatedSpec, inputs: int, classes: int) -> dict[str, An
 
 
 def initial_vector(arch: dict[str, Any], seed: int) -> np.ndarray:
-    import torch
+    import torch  # heavy: torch
 
-    from complai.dp.nets import build
+    from complai.dp.nets import build  # heavy: imports torch
 
     torch.manual_seed(seed)
     return to_vector(build(arch))
 
 
-def to_vector(module: Any) -> np.ndarray:
-    import torch
+def to_vector(module: torch.nn.Module) -> np.ndarray:
+    import torch  # heavy: torch
 
-    return torch.nn.utils.parameters_to_vector(module.parameters()).detach().double().numpy().copy()
+    vec: np.ndarray = torch.nn.utils.parameters_to_vector(module.parameters()).detach().double().numpy().copy()
+    return vec
 
 
-def load_vector(module: Any, vec: np.ndarray) -> None:
-    import torch
+def load_vector(module: torch.nn.Module, vec: np.ndarray) -> None:
+    import torch  # heavy: torch
 
     torch.nn.utils.vector_to_parameters(torch.from_numpy(np.asarray(vec, dtype=np.float32)), module.parameters())
 
@@ -137,36 +146,81 @@ def clip(update: np.ndarray, norm: float) -> tuple[np.ndarray, bool]:
     return update * (norm / size), True
 
 
-def digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 # --- one organisation --------------------------------------------------------------------------------
+
+
+class Organisation(Protocol):
+    """What one organisation's side of a run needs from its workspace: a session bound to the
+    organisation's principal and PURPOSE satisfies it, so every read and record is authorised and
+    recorded there."""
+
+    def training_schema(self, dataset: str) -> DatasetSchema:
+        """The declared schema of a dataset the session may read."""
+        ...
+
+    def read(self, dataset: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """The dataset's governed rows for the purpose (consent enforced, the read recorded)."""
+        ...
+
+    def record_federated_update(
+        self,
+        *,
+        run_id: str,
+        round: int,
+        dataset: str,
+        examples: int,
+        secure_aggregation: bool,
+        local_dp: bool,
+        update_digest: str,
+    ) -> int:
+        """Record what left the organisation in one round (a digest); returns the ledger sequence."""
+        ...
+
+
+class Coordinator(Protocol):
+    """What the coordinating server records: a session of the server's workspace bound to PURPOSE
+    satisfies it."""
+
+    def record_federated_round(
+        self,
+        *,
+        run_id: str,
+        round: int,
+        sampled: int,
+        survivors: int,
+        dropped: int,
+        secure_aggregation: bool,
+        dp: str,
+        noise_multiplier: float | None,
+        clip_norm: float | None,
+        sample_rate: float,
+        epsilon: float | None,
+        delta: float | None,
+        aggregate_digest: str,
+    ) -> int:
+        """Record one aggregation round as the server saw it; returns the ledger sequence."""
+        ...
 
 
 @dataclass
 class LocalData:
-    x: Any  # torch tensors
-    y: Any
-    test_x: Any
-    test_y: Any
+    x: torch.Tensor
+    y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
     arch: dict[str, Any]
 
 
-def local_data(ws: Any, principal: str, spec: FederatedSpec) -> LocalData:
+def local_data(org: Organisation, spec: FederatedSpec) -> LocalData:
     """The organisation's rows for federated training (governed, recorded), as tensors; features and
     classes from the shared schema, a held-out share for federated evaluation."""
-    import torch
+    import torch  # heavy: torch
 
-    from complai.dp.features import Labels, TabularFeatures
-    from complai.dp.training import default_features
-
-    session = ws.session(principal, PURPOSE)
-    schema = ws.catalog.get(spec.dataset).schema
+    schema = org.training_schema(spec.dataset)
     labels = Labels(schema, spec.label)
     names = spec.features or default_features(schema, spec.label)
     feats = TabularFeatures(schema, names)
-    frame = session.read(spec.dataset, columns=[*names, spec.label])
+    frame = org.read(spec.dataset, columns=[*names, spec.label])
     frame = frame[labels.known(frame)].reset_index(drop=True)
     if len(frame) < 2:
         raise InvalidInput("this organisation has fewer than two usable records")
@@ -180,11 +234,11 @@ def local_data(ws: Any, principal: str, spec: FederatedSpec) -> LocalData:
 
 def local_train(data: LocalData, spec: FederatedSpec, global_vec: np.ndarray, round_: int) -> tuple[np.ndarray, int]:
     """(update = local weights - global, examples used) after spec.local_epochs of local SGD."""
-    import torch
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
+    import torch  # heavy: torch
+    from torch import nn  # heavy: torch
+    from torch.utils.data import DataLoader, TensorDataset  # heavy: torch
 
-    from complai.dp.nets import build
+    from complai.dp.nets import build  # heavy: imports torch
 
     torch.manual_seed(spec.seed * 100_003 + round_)
     model = build(data.arch)
@@ -210,9 +264,9 @@ def local_train(data: LocalData, spec: FederatedSpec, global_vec: np.ndarray, ro
 
 def local_evaluate(data: LocalData, vec: np.ndarray) -> tuple[int, int]:
     """(correct, total) on the organisation's held-out rows."""
-    import torch
+    import torch  # heavy: torch
 
-    from complai.dp.nets import build
+    from complai.dp.nets import build  # heavy: imports torch
 
     model = build(data.arch)
     load_vector(model, vec)
@@ -240,7 +294,7 @@ def dp_epsilon(spec: FederatedSpec, rounds: int, sample_rate: float) -> float | 
     same z on its own, no amplification by sampling (q = 1) from its own point of view."""
     if spec.dp == "none" or rounds == 0:
         return None
-    from opacus.accountants import create_accountant
+    from opacus.accountants import create_accountant  # heavy: opacus imports torch
 
     acc = create_accountant(spec.accountant)
     q = sample_rate if spec.dp == "central" else 1.0
@@ -248,14 +302,22 @@ def dp_epsilon(spec: FederatedSpec, rounds: int, sample_rate: float) -> float | 
     return float(acc.get_epsilon(delta=spec.delta))
 
 
-def recompute_epsilon(event: Any, spec_accountant: str = "rdp") -> float:
+def recompute_epsilon(event: FederatedRound, spec_accountant: str = "rdp") -> float:
     """A federated.round event's epsilon from its recorded parameters."""
-    from opacus.accountants import create_accountant
+    from opacus.accountants import create_accountant  # heavy: opacus imports torch
 
     acc = create_accountant(spec_accountant)
     q = event.sample_rate if event.dp == "central" else 1.0
     acc.history = [(event.noise_multiplier, q, event.round)]
     return float(acc.get_epsilon(delta=event.delta))
+
+
+def prepare_update(update: np.ndarray, spec: FederatedSpec) -> np.ndarray:
+    """What an organisation sends: its update clipped to `clip_norm`, with local-DP noise when asked."""
+    update, _ = clip(update, spec.clip_norm)
+    if spec.dp == "local":
+        update = privatise_local(update, spec, np.random.default_rng())
+    return update
 
 
 def central_noise(total: np.ndarray, spec: FederatedSpec, rng: np.random.Generator) -> np.ndarray:

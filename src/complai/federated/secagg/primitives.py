@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from Crypto.Protocol.SecretSharing import Shamir
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -73,29 +74,25 @@ def open_sealed(key: bytes, blob: bytes, ad: bytes) -> bytes:
 
 def share_secret(secret: bytes, threshold: int, holders: int) -> list[bytes]:
     """`holders` shares (index i+1 for holder i) of a 16- or 32-byte secret; any `threshold` recover it."""
-    from Crypto.Protocol.SecretSharing import Shamir
-
     if len(secret) not in (16, 32):
         raise ValueError("secrets are 16 or 32 bytes")
     if not 1 <= threshold <= holders:
         raise ValueError("need 1 <= threshold <= holders")
     if threshold == 1:  # pycryptodome needs k >= 2; a degree-0 polynomial is the secret itself
         return [secret] * holders
-    parts = [Shamir.split(threshold, holders, secret[i : i + 16]) for i in range(0, len(secret), 16)]
+    parts = [Shamir.split(threshold, holders, secret[i : i + 16], ssss=False) for i in range(0, len(secret), 16)]
     return [b"".join(p[h][1] for p in parts) for h in range(holders)]
 
 
 def recover_secret(shares: dict[int, bytes], threshold: int) -> bytes:
     """The secret from `threshold` shares keyed by holder index (0-based)."""
-    from Crypto.Protocol.SecretSharing import Shamir
-
     if len(shares) < threshold:
         raise ValueError("not enough shares")
     chosen = sorted(shares.items())[:threshold]
     if threshold == 1:
         return chosen[0][1]
     size = len(chosen[0][1])
-    return b"".join(Shamir.combine([(i + 1, s[j : j + 16]) for i, s in chosen]) for j in range(0, size, 16))
+    return b"".join(Shamir.combine([(i + 1, s[j : j + 16]) for i, s in chosen], ssss=False) for j in range(0, size, 16))
 
 
 # --- fixed-point quantisation -------------------------------------------------------------------------
@@ -117,7 +114,7 @@ class Quantizer:
 
     @property
     def step(self) -> float:
-        return 2 * self.bound / (2**SCALE_BITS - 1)
+        return 2 * self.bound / ((1 << SCALE_BITS) - 1)
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         """(encoded words, number of values clipped)."""

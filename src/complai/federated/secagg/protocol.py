@@ -558,3 +558,30 @@ def decode_message(data: bytes) -> Advertise | MaskedInput | Reveal:
         raise ValueError("unknown message type")
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         raise TamperedMessage(f"malformed protocol message ({type(exc).__name__})") from None
+
+
+def decode_masked(data: bytes) -> MaskedInput:
+    """A masked input from transport; any other message is refused as tampering."""
+    m = decode_message(data)
+    if not isinstance(m, MaskedInput):
+        raise TamperedMessage("expected a masked input")
+    return m
+
+
+def decode_reveal(data: bytes) -> Reveal:
+    """An unmasking answer from transport; any other message is refused as tampering."""
+    m = decode_message(data)
+    if not isinstance(m, Reveal):
+        raise TamperedMessage("expected an unmasking answer")
+    return m
+
+
+def decode_roster(text: str) -> dict[int, Advertise]:
+    """The run's key roster as the server sends it (JSON: client id -> hex-encoded advertisement)."""
+    roster: dict[int, Advertise] = {}
+    for k, v in json.loads(text).items():
+        m = decode_message(bytes.fromhex(v))
+        if not isinstance(m, Advertise):
+            raise TamperedMessage("the roster carries something other than advertised keys")
+        roster[int(k)] = m
+    return roster
