@@ -60,4 +60,4 @@ def test_roles_and_disabling_written_at_rest_do_not_count(ws: Workspace) -> None
     assert ws.identity.get("eve").disabled
     assert ws.identity.get("owner").roles == ("owner",)
     with pytest.raises(PolicyDenied), ws.store.write() as conn:
-        ws.identity.require_owner(conn, "ana")
+        ws.authz.require_owner(conn, "ana")

@@ -19,13 +19,14 @@ import secrets
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, insert, select, update
 
-from complai.access.policy import Policy
-from complai.clock import Clock, as_utc, utc_iso
+from complai.access.authz import Authz
+from complai.clock import Clock, as_utc, parse_utc, utc_iso
 from complai.crypto.digest import digest
 from complai.crypto.sealing import key_id, load_private, open_sealed, seal_to
 from complai.crypto.signing import VerifierKey
@@ -68,7 +69,7 @@ def agreement_terms_digest(
     except ValueError:
         deid = str(deid_json)  # unreadable at rest: differs from what was recorded
     terms = [str(recipient_key_hex), deid, recipient_jurisdiction, transfer_mechanism]
-    return "sha256:" + hashlib.sha256(json.dumps(terms, sort_keys=True).encode()).hexdigest()
+    return digest(json.dumps(terms, sort_keys=True).encode())
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,16 @@ class Agreement:
         return dict(self.__dict__)
 
 
+class ShareResult(TypedDict):
+    """One use of an agreement, sealed to its recipient."""
+
+    file: str
+    rows: int
+    use: int
+    max_uses: int
+    ledger_seq: int
+
+
 class Agreements:
     def __init__(
         self,
@@ -96,16 +107,16 @@ class Agreements:
         ledger: Ledger,
         catalog: Catalog,
         vault: Vault,
-        policy: Policy,
+        authz: Authz,
         taxonomy: Taxonomy,
         clock: Clock,
         pseudonym_key: bytes,
     ) -> None:
         self.store, self.ledger, self.catalog, self.vault = store, ledger, catalog, vault
-        self.policy, self.taxonomy, self.clock = policy, taxonomy, clock
+        self.authz, self.taxonomy, self.clock = authz, taxonomy, clock
         self._pkey = pseudonym_key
 
-    def _row(self, row: Any) -> Agreement:
+    def _row(self, row: Row[Any]) -> Agreement:
         return Agreement(
             id=row.id,
             recipient=row.recipient,
@@ -135,6 +146,38 @@ class Agreements:
         recipient_jurisdiction: str | None = None,
         transfer_mechanism: str | None = None,
     ) -> Agreement:
+        """A new agreement (its creator needs `share` on the dataset for the purpose)."""
+        return self.create_recorded(
+            actor,
+            recipient,
+            recipient_key,
+            dataset,
+            purpose,
+            fields,
+            expires=expires,
+            max_uses=max_uses,
+            drop_direct_identifiers=drop_direct_identifiers,
+            pseudonymize_subjects=pseudonymize_subjects,
+            recipient_jurisdiction=recipient_jurisdiction,
+            transfer_mechanism=transfer_mechanism,
+        )[0]
+
+    def create_recorded(
+        self,
+        actor: str,
+        recipient: str,
+        recipient_key: bytes,
+        dataset: str,
+        purpose: str,
+        fields: list[str],
+        expires: str = "P30D",
+        max_uses: int = 1,
+        drop_direct_identifiers: bool = True,
+        pseudonymize_subjects: bool = True,
+        recipient_jurisdiction: str | None = None,
+        transfer_mechanism: str | None = None,
+    ) -> tuple[Agreement, int]:
+        """As `create`; returns the agreement and the ledger seq of its `agreement.changed` event."""
         if not recipient.strip():
             raise InvalidInput("an agreement needs a recipient")
         if len(recipient_key) != 32:
@@ -163,7 +206,7 @@ class Agreements:
                     f"sharing {dataset} ({schema.jurisdiction}) with a recipient in {recipient_jurisdiction} is a "
                     "transfer: record its mechanism (--transfer-mechanism)"
                 )
-        self.policy.check(actor, dataset, "share", purpose)
+        self.authz.check(actor, dataset, "share", purpose)
         now = self.clock.now()
         expires_at = retention_deadline(now, expires)
         aid = secrets.token_hex(8)
@@ -191,8 +234,8 @@ class Agreements:
             terms = agreement_terms_digest(
                 recipient_key.hex(), json.dumps(deid, sort_keys=True), recipient_jurisdiction, transfer_mechanism
             )
-            self.ledger.append(conn, event.model_copy(update={"terms_digest": terms}))
-        return self.get(aid)
+            seq = self.ledger.append(conn, event.model_copy(update={"terms_digest": terms}))
+        return self.get(aid), seq
 
     def _event(
         self,
@@ -202,7 +245,7 @@ class Agreements:
         dataset: str,
         purpose: str,
         fields: list[str],
-        expires_at: Any,
+        expires_at: datetime | str,
         max_uses: int,
         change: str,
     ) -> AgreementChanged:
@@ -231,14 +274,15 @@ class Agreements:
         with self.store.read() as conn:
             return [self._row(r) for r in conn.execute(select(agreements).order_by(agreements.c.created_at))]
 
-    def revoke(self, actor: str, aid: str) -> None:
+    def revoke(self, actor: str, aid: str) -> int:
+        """Revoke an agreement (for those who may share its dataset for its purpose); returns the seq."""
         a = self.get(aid)
-        self.policy.check(actor, a.dataset, "share", a.purpose)
+        self.authz.check(actor, a.dataset, "share", a.purpose)
         if a.revoked:
             raise InvalidInput(f"agreement {aid} is already revoked")
         with self.store.write() as conn:
             conn.execute(update(agreements).where(agreements.c.id == aid).values(revoked_at=self.clock.now()))
-            self.ledger.append(
+            return self.ledger.append(
                 conn,
                 self._event(
                     actor, aid, a.recipient, a.dataset, a.purpose, a.fields, a.expires_at, a.max_uses, "revoked"
@@ -284,7 +328,7 @@ class Agreements:
         if problem:
             raise IntegrityError(f"agreement {aid} was changed at rest ({problem}); nothing was shared")
 
-    def export(self, actor: str, aid: str, out: Path, forbidden: Iterable[Path] = ()) -> dict[str, Any]:
+    def export(self, actor: str, aid: str, out: Path, forbidden: Iterable[Path] = ()) -> ShareResult:
         """Seal one use of the agreement to its recipient as a package file (a new file, mode 0600)."""
         out = Path(out)
         forbidden = list(forbidden)
@@ -295,11 +339,11 @@ class Agreements:
         now = self.clock.now()
         if a.revoked:
             raise PolicyDenied(f"agreement {aid} was revoked")
-        if as_utc(_parse(a.expires_at)) <= now:  # type: ignore[operator]
+        if parse_utc(a.expires_at) <= now:
             raise PolicyDenied(f"agreement {aid} expired at {a.expires_at}")
         if a.uses >= a.max_uses:
             raise PolicyDenied(f"agreement {aid} has been used {a.uses} of {a.max_uses} times")
-        self.policy.check(actor, a.dataset, "share", a.purpose)
+        self.authz.check(actor, a.dataset, "share", a.purpose)
         self._check_against_ledger(aid)
         schema = self.catalog.get(a.dataset).schema
         cols = list(a.fields)
@@ -380,12 +424,6 @@ def _recipient_key(store: Store, aid: str) -> bytes:
         return bytes.fromhex(
             conn.execute(select(agreements.c.recipient_key).where(agreements.c.id == aid)).scalar_one()
         )
-
-
-def _parse(text: str) -> Any:
-    from datetime import datetime
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def open_package(

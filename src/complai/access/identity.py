@@ -14,25 +14,35 @@ outlives the token that minted it.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import json
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, Row, delete, insert, select, update
 
+from complai.access.authz import (
+    DEFAULT_MAX_LIFETIME,
+    OWNER,
+    Authz,
+    Principal,
+    bump_policy_version,
+    deadline,
+    policy_version,
+    read_principal,
+    token_max_lifetime,
+)
 from complai.clock import Clock, as_utc, utc_iso
-from complai.errors import AlreadyExists, AuthenticationFailed, InvalidInput, NotFound, PolicyDenied
+from complai.crypto.digest import digest
+from complai.errors import AlreadyExists, AuthenticationFailed, InvalidInput, NotFound
 from complai.events import (
-    AccessDenied,
     AuthenticationRefused,
     PrincipalAdded,
     PrincipalDisabled,
@@ -40,14 +50,26 @@ from complai.events import (
     TokenCreated,
     TokenLifetimeSet,
     TokenRevoked,
-    decode_event,
 )
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import ledger_entries, meta, principals, role_grants, tokens
-from complai.vault.schema import retention_deadline
+from complai.store.tables import principals, role_grants, tokens
 
-OWNER = "owner"
+# defined with the permission decisions (access/authz.py); named here too, where callers look for them
+__all__ = [
+    "DEFAULT_MAX_LIFETIME",
+    "OWNER",
+    "ROLES",
+    "Credential",
+    "Identity",
+    "IssuedToken",
+    "Principal",
+    "bump_policy_version",
+    "is_principal_name",
+    "policy_version",
+    "redact_tokens",
+    "token_secret_digest",
+]
 ROLES = {
     "owner": "everything, including policy changes and role grants",
     "admin": "operations on keys, backups and retention (no personal data unless a policy allows it)",
@@ -59,7 +81,6 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,127}$")
 _TOKEN = re.compile(r"^cpl_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _TOKEN_ID = re.compile(r"[0-9a-f]{16}")
 _TOKEN_LIKE = re.compile(r"(cpl_)([0-9a-f]{16})?[_-]?[A-Za-z0-9_-]*", re.IGNORECASE)
-DEFAULT_MAX_LIFETIME = "P90D"
 _hasher = PasswordHasher()
 _dummy: list[str] = []
 
@@ -73,11 +94,14 @@ def _dummy_hash() -> str:
 
 
 @dataclass(frozen=True)
-class Principal:
-    name: str
-    kind: str
-    roles: tuple[str, ...]
-    disabled: bool
+class IssuedToken:
+    """A token just minted: shown once (`token`), never stored; the ledger records its id."""
+
+    id: str
+    token: str
+    principal: str
+    expires_at: datetime | None
+    ledger_seq: int
 
 
 @dataclass(frozen=True)
@@ -105,88 +129,41 @@ def redact_tokens(text: str, token: str | None = None) -> str:
     return _TOKEN_LIKE.sub(lambda m: f"cpl_{m.group(2).lower()}_..." if m.group(2) else "cpl_...", text)
 
 
-def _deadline(now: datetime, duration: str) -> datetime:
-    try:
-        return retention_deadline(now, duration)
-    except (OverflowError, ValueError):
-        raise InvalidInput(f"duration {duration!r} is out of range") from None
+def _utc(when: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite gives it back naive)."""
+    aware = as_utc(when)
+    assert aware is not None
+    return aware
 
 
 def token_secret_digest(secret_hash: bytes) -> str:
     """What the ledger records of a token's stored secret hash: its SHA-256 (the secret is not derivable)."""
-    return "sha256:" + hashlib.sha256(bytes(secret_hash)).hexdigest()
-
-
-def bump_policy_version(conn: Connection) -> int:
-    """Every change to roles, principals or rules bumps this; cached decisions are keyed on it."""
-    row = conn.execute(select(meta.c.value).where(meta.c.key == "policy_version")).scalar()
-    version = int(row or 0) + 1
-    if row is None:
-        conn.execute(insert(meta).values(key="policy_version", value=str(version)))
-    else:
-        conn.execute(update(meta).where(meta.c.key == "policy_version").values(value=str(version)))
-    return version
-
-
-def policy_version(conn: Connection) -> int:
-    return int(conn.execute(select(meta.c.value).where(meta.c.key == "policy_version")).scalar() or 0)
+    return digest(bytes(secret_hash))
 
 
 class Identity:
-    def __init__(self, store: Store, ledger: Ledger, clock: Clock) -> None:
-        self.store, self.ledger, self.clock = store, ledger, clock
+    """Principals, roles, tokens and passwords; every permission decision is the Authz's."""
+
+    def __init__(self, store: Store, ledger: Ledger, clock: Clock, authz: Authz) -> None:
+        self.store, self.ledger, self.clock, self.authz = store, ledger, clock, authz
 
     # --- principals ----------------------------------------------------------------------------
 
     def get(self, name: str, conn: Connection | None = None) -> Principal:
+        """A principal as the ledger recorded it (access/authz.py says why); NotFound if none."""
         if conn is None:
             with self.store.read() as c:
                 return self.get(name, c)
-        row = conn.execute(select(principals).where(principals.c.name == name)).first()
-        if row is None:
-            raise NotFound(f"no principal named {name!r}")
-        stored = set(conn.execute(select(role_grants.c.role).where(role_grants.c.principal == name)).scalars())
-        # roles and disabling as the ledger recorded them: a role granted or a principal re-enabled at
-        # rest counts for nothing (RECON-1 names the edit)
-        recorded = {OWNER} if name == OWNER else set()
-        disabled = row.disabled_at is not None
-        for _, _, data in self.ledger.scan(conn, (RoleChanged.kind, PrincipalDisabled.kind)):
-            ev = json.loads(data)
-            if ev.get("principal") != name:
-                continue
-            if ev.get("type") == PrincipalDisabled.kind:
-                disabled = True
-            elif ev.get("granted"):
-                recorded.add(str(ev.get("role")))
-            else:
-                recorded.discard(str(ev.get("role")))
-        return Principal(row.name, row.kind, tuple(sorted(stored & recorded)), disabled)
-
-    @contextmanager
-    def recording_refusals(self, actor: str, action: str) -> Iterator[None]:
-        """Record a PolicyDenied raised inside as an `access.denied` event, after the refused
-        operation's transaction has rolled back (so the refusal writes nothing else)."""
-        try:
-            yield
-        except PolicyDenied as exc:
-            self.ledger.record(
-                AccessDenied(
-                    time=self.clock.now(),
-                    actor=actor,
-                    purpose="security",
-                    action=action,
-                    dataset="*",
-                    reason=exc.message,
-                )
-            )
-            raise
-
-    def require_owner(self, conn: Connection, actor: str) -> None:
-        p = self.get(actor, conn)
-        if p.disabled or OWNER not in p.roles:
-            raise PolicyDenied(f"{actor} may not change principals, roles or policies (the owner role is required)")
+        return read_principal(self.ledger, conn, name)
 
     def add(self, actor: str, name: str, kind: str = "human", password: str | None = None) -> Principal:
+        """Add a principal (owners only); its creation is recorded."""
+        return self.add_recorded(actor, name, kind, password)[0]
+
+    def add_recorded(
+        self, actor: str, name: str, kind: str = "human", password: str | None = None
+    ) -> tuple[Principal, int]:
+        """As `add`; returns the principal and the ledger seq of its `principal.added` event."""
         if not _NAME.fullmatch(name or ""):
             raise InvalidInput("principal names are lower-case letters, digits and . _ @ - (max 128)")
         if kind not in ("human", "service"):
@@ -194,8 +171,8 @@ class Identity:
         if password is not None and (kind != "human" or len(password) < 12):
             raise InvalidInput("passwords are for humans and need at least 12 characters")
         now = self.clock.now()
-        with self.recording_refusals(actor, "add_principal"), self.store.write() as conn:
-            self.require_owner(conn, actor)
+        with self.authz.refusals(actor, "add_principal"), self.store.write() as conn:
+            self.authz.require_owner(conn, actor)
             if conn.execute(select(principals.c.name).where(principals.c.name == name)).first():
                 raise AlreadyExists(f"principal {name!r} already exists")
             conn.execute(
@@ -207,25 +184,23 @@ class Identity:
                     created_by=actor,
                 )
             )
-            self.ledger.append(
+            seq = self.ledger.emit(
                 conn,
-                PrincipalAdded(
-                    time=now,
-                    actor=actor,
-                    purpose="security",
-                    principal=name,
-                    principal_kind=kind,
-                    has_password=password is not None,
-                ),
+                PrincipalAdded,
+                time=now,
+                actor=actor,
+                purpose="security",
+                principal=name,
+                principal_kind=kind,
+                has_password=password is not None,
             )
-        return self.get(name)
+        return self.get(name), seq
 
-    def disable(self, actor: str, name: str) -> None:
+    def disable(self, actor: str, name: str) -> int:
+        """Disable a principal and revoke its tokens (owners only, never oneself); returns the ledger seq."""
         now = self.clock.now()
-        with self.recording_refusals(actor, "disable_principal"), self.store.write() as conn:
-            self.require_owner(conn, actor)
-            if name == actor:
-                raise PolicyDenied("a principal cannot disable itself")
+        with self.authz.refusals(actor, "disable_principal"), self.store.write() as conn:
+            self.authz.check_disable(conn, actor, name)
             target = self.get(name, conn)
             if target.disabled:
                 raise InvalidInput(f"principal {name!r} is already disabled")
@@ -234,7 +209,7 @@ class Identity:
                 update(tokens).where(tokens.c.principal == name, tokens.c.revoked_at.is_(None)).values(revoked_at=now)
             )
             bump_policy_version(conn)
-            self.ledger.append(conn, PrincipalDisabled(time=now, actor=actor, purpose="security", principal=name))
+            return self.ledger.emit(conn, PrincipalDisabled, time=now, actor=actor, purpose="security", principal=name)
 
     def list(self) -> list[Principal]:
         with self.store.read() as conn:
@@ -246,6 +221,7 @@ class Identity:
         with self.store.read() as conn:
             row = conn.execute(select(principals).where(principals.c.name == name)).first()
         stored = row.password_hash if row is not None and row.password_hash else _dummy_hash()
+        ok: bool
         try:
             ok = _hasher.verify(stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -256,20 +232,20 @@ class Identity:
 
     # --- roles ---------------------------------------------------------------------------------
 
-    def grant_role(self, actor: str, name: str, role: str) -> None:
-        self._change_role(actor, name, role, True)
+    def grant_role(self, actor: str, name: str, role: str) -> int:
+        """Grant a role (owners only, never to oneself); returns the ledger seq."""
+        return self._change_role(actor, name, role, True)
 
-    def revoke_role(self, actor: str, name: str, role: str) -> None:
-        self._change_role(actor, name, role, False)
+    def revoke_role(self, actor: str, name: str, role: str) -> int:
+        """Revoke a role (owners only, never one's own); returns the ledger seq."""
+        return self._change_role(actor, name, role, False)
 
-    def _change_role(self, actor: str, name: str, role: str, grant: bool) -> None:
+    def _change_role(self, actor: str, name: str, role: str, grant: bool) -> int:
         if role not in ROLES:
             raise InvalidInput(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
         now = self.clock.now()
-        with self.recording_refusals(actor, "change_role"), self.store.write() as conn:
-            self.require_owner(conn, actor)
-            if name == actor:
-                raise PolicyDenied("a principal cannot change its own roles (separation of duties)")
+        with self.authz.refusals(actor, "change_role"), self.store.write() as conn:
+            self.authz.check_role_change(conn, actor, name)
             target = self.get(name, conn)
             if grant:
                 if role in target.roles:
@@ -280,8 +256,8 @@ class Identity:
                     raise NotFound(f"{name} does not have role {role}")
                 conn.execute(delete(role_grants).where(role_grants.c.principal == name, role_grants.c.role == role))
             bump_policy_version(conn)
-            self.ledger.append(
-                conn, RoleChanged(time=now, actor=actor, purpose="security", principal=name, role=role, granted=grant)
+            return self.ledger.emit(
+                conn, RoleChanged, time=now, actor=actor, purpose="security", principal=name, role=role, granted=grant
             )
 
     # --- tokens --------------------------------------------------------------------------------
@@ -294,41 +270,30 @@ class Identity:
         *,
         credential_expires: datetime | None = None,
     ) -> tuple[str, str]:
-        """A new API token for `principal`; returns (token id, token). The token is not stored.
+        """A new API token for `principal`; returns (token id, token). The token is not stored."""
+        issued = self.mint(actor, principal, expires, credential_expires=credential_expires)
+        return issued.id, issued.token
+
+    def mint(
+        self,
+        actor: str,
+        principal: str,
+        expires: str | None = "P90D",
+        *,
+        credential_expires: datetime | None = None,
+    ) -> IssuedToken:
+        """A new API token for `principal` (the token itself is not stored).
 
         `expires` is an ISO 8601 duration, or None for a token that never expires (owner role only).
         `credential_expires` is the expiry of the token `actor` authenticated with, if any: no token
         outlives the one that minted it."""
         now = self.clock.now()
-        expires_at = _deadline(now, expires) if expires else None
+        expires_at = deadline(now, expires) if expires else None
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         secret_hash = hashlib.sha256(secret.encode()).digest()
-        with self.recording_refusals(actor, "mint_token"), self.store.write() as conn:
-            minter = self.get(actor, conn)
-            if minter.disabled:
-                raise PolicyDenied(f"{actor} is disabled")
-            owner = OWNER in minter.roles
-            # authorise before looking the target up: a refusal does not say which principals exist
-            if principal != actor and not owner and "admin" not in minter.roles:
-                raise PolicyDenied(f"{actor} may not mint tokens for others (the owner or admin role is required)")
-            target = self.get(principal, conn) if principal != actor else minter
-            if principal != actor:
-                if not owner and OWNER in target.roles:
-                    raise PolicyDenied(f"{actor} may not mint tokens for an owner (the owner role is required)")
-            if target.disabled:
-                raise InvalidInput(f"principal {principal!r} is disabled")
-            if not owner:
-                limit = self._token_max_lifetime(conn)
-                if expires_at is None or expires_at > _deadline(now, limit):
-                    raise PolicyDenied(
-                        f"tokens minted without the owner role expire within {limit} "
-                        "(the workspace's maximum token lifetime)"
-                    )
-            if credential_expires is not None and (expires_at is None or expires_at > credential_expires):
-                raise PolicyDenied(
-                    f"a token cannot outlive the token that mints it (that one expires {utc_iso(credential_expires)})"
-                )
+        with self.authz.refusals(actor, "mint_token"), self.store.write() as conn:
+            self.authz.check_mint(conn, actor, principal, now, expires_at, credential_expires)
             conn.execute(
                 insert(tokens).values(
                     id=token_id,
@@ -339,76 +304,56 @@ class Identity:
                     expires_at=expires_at,
                 )
             )
-            self.ledger.append(
+            seq = self.ledger.emit(
                 conn,
-                TokenCreated(
-                    time=now,
-                    actor=actor,
-                    purpose="security",
-                    token_id=token_id,
-                    principal=principal,
-                    expires=utc_iso(expires_at) if expires_at else None,
-                    secret_digest=token_secret_digest(secret_hash),
-                ),
+                TokenCreated,
+                time=now,
+                actor=actor,
+                purpose="security",
+                token_id=token_id,
+                principal=principal,
+                expires=utc_iso(expires_at) if expires_at else None,
+                secret_digest=token_secret_digest(secret_hash),
             )
-        return token_id, f"cpl_{token_id}_{secret}"
+        return IssuedToken(token_id, f"cpl_{token_id}_{secret}", principal, expires_at, seq)
 
     def token_max_lifetime(self) -> str:
         """The longest lifetime of a token minted without the owner role (ISO 8601 duration)."""
         with self.store.read() as conn:
-            return self._token_max_lifetime(conn)
+            return token_max_lifetime(conn)
 
-    def _token_max_lifetime(self, conn: Connection) -> str:
-        # the setting lives in the ledger (tamper-evident), not in a mutable table: the latest event wins
-        data = conn.execute(
-            select(ledger_entries.c.data)
-            .where(ledger_entries.c.kind == TokenLifetimeSet.kind)
-            .order_by(ledger_entries.c.seq.desc())
-            .limit(1)
-        ).scalar()
-        if data is None:
-            return DEFAULT_MAX_LIFETIME
-        event = decode_event(bytes(data))
-        assert isinstance(event, TokenLifetimeSet)
-        return event.max_lifetime
-
-    def set_token_max_lifetime(self, actor: str, duration: str) -> None:
-        """Set the workspace's maximum token lifetime (owner only; recorded in the ledger)."""
+    def set_token_max_lifetime(self, actor: str, duration: str) -> int:
+        """Set the workspace's maximum token lifetime (owner only; recorded in the ledger); returns the seq."""
         now = self.clock.now()
-        if _deadline(now, duration) <= now:
+        if deadline(now, duration) <= now:
             raise InvalidInput("the maximum token lifetime must be a positive duration")
-        with self.recording_refusals(actor, "set_token_lifetime"), self.store.write() as conn:
-            self.require_owner(conn, actor)
-            self.ledger.append(conn, TokenLifetimeSet(time=now, actor=actor, purpose="security", max_lifetime=duration))
+        with self.authz.refusals(actor, "set_token_lifetime"), self.store.write() as conn:
+            self.authz.require_owner(conn, actor)
+            return self.ledger.emit(
+                conn, TokenLifetimeSet, time=now, actor=actor, purpose="security", max_lifetime=duration
+            )
 
-    def revoke_token(self, actor: str, token_id: str) -> None:
+    def revoke_token(self, actor: str, token_id: str) -> int:
+        """Revoke a token by id (one's own; owner, or admin for non-owners' tokens); returns the seq."""
         now = self.clock.now()
         if not _TOKEN_ID.fullmatch(token_id or ""):
             # never repeat it: it may be a whole token, secret included
             raise InvalidInput("give the token's id (16 hex characters, as `token create` printed), not the token")
-        with self.recording_refusals(actor, "revoke_token"), self.store.write() as conn:
+        with self.authz.refusals(actor, "revoke_token"), self.store.write() as conn:
             row = conn.execute(select(tokens).where(tokens.c.id == token_id)).first()
-            if row is None or row.principal != actor:
-                revoker = self.get(actor, conn)
-                owner = OWNER in revoker.roles and not revoker.disabled
-                admin = "admin" in revoker.roles and not revoker.disabled
-                # one refusal for another's token and for no token at all: ids are not probed this way
-                if not owner and not (admin and (row is None or OWNER not in self.get(row.principal, conn).roles)):
-                    raise PolicyDenied(
-                        f"{actor} may not revoke another principal's token (owner, or admin for non-owners)"
-                    )
+            self.authz.check_revoke_token(conn, actor, row.principal if row is not None else None)
             if row is None:
                 raise NotFound(f"no token {token_id}")
             if row.revoked_at is not None:
                 raise InvalidInput(f"token {token_id} is already revoked")
             conn.execute(update(tokens).where(tokens.c.id == token_id).values(revoked_at=now))
-            self.ledger.append(conn, TokenRevoked(time=now, actor=actor, purpose="security", token_id=token_id))
+            return self.ledger.emit(conn, TokenRevoked, time=now, actor=actor, purpose="security", token_id=token_id)
 
     def authenticate(self, token: str) -> Principal:
         """The principal a token belongs to; AuthenticationFailed (one message) for anything else."""
         return self.authenticate_credential(token).principal
 
-    def _token_as_recorded(self, conn: Connection, row: Any) -> bool:
+    def _token_as_recorded(self, conn: Connection, row: Row[Any]) -> bool:
         """Whether a token row is what the ledger recorded: created for its principal with its expiry
         (and secret hash, where recorded), not revoked, its principal not disabled. A row revived or
         extended at rest must not authenticate (RECON-1 names it too)."""
@@ -424,11 +369,11 @@ class Identity:
                 live = False
         if created is None or not live or created.get("principal") != row.principal:
             return False
-        expires = utc_iso(as_utc(row.expires_at)) if row.expires_at is not None else None  # type: ignore[arg-type]
+        expires = utc_iso(_utc(row.expires_at)) if row.expires_at is not None else None
         if created.get("expires") != expires:
             return False
-        digest = created.get("secret_digest")
-        return digest is None or digest == token_secret_digest(row.secret_hash)
+        recorded_digest = created.get("secret_digest")
+        return recorded_digest is None or recorded_digest == token_secret_digest(row.secret_hash)
 
     def authenticate_credential(self, token: str) -> Credential:
         """What a token proves (principal, id, expiry); AuthenticationFailed for anything else. The
@@ -447,31 +392,29 @@ class Identity:
                     reason = "unknown or wrong token"
                 elif row.revoked_at is not None:
                     reason = "revoked"
-                elif row.expires_at is not None and as_utc(row.expires_at) <= now:  # type: ignore[operator]
+                elif row.expires_at is not None and _utc(row.expires_at) <= now:
                     reason = "expired"
                 elif not self._token_as_recorded(conn, row):
                     reason = "token changed at rest (it differs from the ledger's record)"
                 else:
                     p = self.get(row.principal, conn)
                     if not p.disabled:
-                        expires_at = as_utc(row.expires_at) if row.expires_at is not None else None  # type: ignore[arg-type]
+                        expires_at = _utc(row.expires_at) if row.expires_at is not None else None
                         return Credential(p, str(token_id), expires_at)
                     reason = "principal disabled"
-        self.ledger.record(
-            AuthenticationRefused(
-                time=self.clock.now(), actor="anonymous", purpose="security", token_id=token_id, reason=reason
-            )
+        self.ledger.emit(
+            None, AuthenticationRefused, actor="anonymous", purpose="security", token_id=token_id, reason=reason
         )
         raise AuthenticationFailed("invalid, expired or revoked token")
 
-    def tokens_of(self, principal: str) -> list[dict[str, object]]:
+    def tokens_of(self, principal: str) -> builtins.list[dict[str, object]]:
         with self.store.read() as conn:
             rows = conn.execute(select(tokens).where(tokens.c.principal == principal).order_by(tokens.c.created_at))
             return [
                 {
                     "id": r.id,
-                    "created_at": utc_iso(as_utc(r.created_at)),  # type: ignore[arg-type]
-                    "expires_at": utc_iso(as_utc(r.expires_at)) if r.expires_at else None,  # type: ignore[arg-type]
+                    "created_at": utc_iso(_utc(r.created_at)),
+                    "expires_at": utc_iso(_utc(r.expires_at)) if r.expires_at else None,
                     "revoked": r.revoked_at is not None,
                 }
                 for r in rows

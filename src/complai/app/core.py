@@ -25,7 +25,9 @@ class SessionCore:
         self.last_seq: int | None = None
 
     def _check(self, action: str, dataset: str = ALL) -> None:
-        self._svc.policy.check(self.principal, dataset, action, self.purpose)
+        """Refuse (and record the refusal) unless the policy allows `action` on `dataset` for the purpose;
+        the decision is the access layer's (access/authz.py), the one place permissions are decided."""
+        self._svc.policy.authz.check(self.principal, dataset, action, self.purpose)
 
     _OVERSIGHT = ("audit", "admin")
 
@@ -34,7 +36,7 @@ class SessionCore:
     _ANY = ("read", "ingest", "query_dp", "train", "export", "erase", "share", "audit", "admin")
 
     def _may(self, dataset: str, actions: tuple[str, ...], purposes: list[str]) -> bool:
-        decide = self._svc.policy.decide
+        decide = self._svc.policy.authz.decide
         return any(decide(self.principal, dataset, a, p) for a in actions for p in [*purposes, self.purpose])
 
     def _check_oversight(self) -> None:

@@ -10,6 +10,7 @@ order; refusals record access.denied. The operations live by area in app/ops/.
 from __future__ import annotations
 
 from complai.app.core import ALL, SessionCore
+from complai.app.ops.access import AccessOps
 from complai.app.ops.admin import AdminOps
 from complai.app.ops.compliance import ComplianceOps
 from complai.app.ops.data import DataOps
@@ -20,5 +21,5 @@ from complai.app.ops.rights import RightsOps
 __all__ = ["ALL", "Session"]
 
 
-class Session(DataOps, RightsOps, PrivacyOps, ComplianceOps, AdminOps, FederatedOps, SessionCore):
+class Session(DataOps, RightsOps, PrivacyOps, ComplianceOps, AdminOps, AccessOps, FederatedOps, SessionCore):
     """A principal acting for one purpose; every operation is checked against the policy."""

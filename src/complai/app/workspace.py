@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from sqlalchemy import Connection, delete, insert, inspect, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from complai.access.agreements import Agreements
-from complai.access.identity import OWNER, Identity, is_principal_name
+from complai.access.authz import Authz
+from complai.access.identity import OWNER, Credential, Identity, Principal, is_principal_name
 from complai.access.policy import Policy
 from complai.app.services import Services, Status, status
 from complai.app.session import Session
@@ -56,6 +58,20 @@ LEDGER_KEY = "ledger.key"
 PSEUDONYM_KEY = "pseudonym.key"
 
 
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: who proved themselves (`principal`, by `credential` when a token was
+    given) and whom their operations act as (`acting`: themselves, or the principal they delegate to)."""
+
+    principal: Principal
+    credential: Credential | None
+    acting: str
+
+    @property
+    def delegating(self) -> bool:
+        return self.acting != self.principal.name
+
+
 class Workspace:
     """An open workspace: settings, store, keys, ledger and the services built on them."""
 
@@ -85,10 +101,11 @@ class Workspace:
         self.models = Models(store, self.ledger, self.budgets, clock, self.path / "models")
         self.requests = Requests(store, self.ledger, self.vault, self.catalog, self.taxonomy, clock)
         self.incidents = Incidents(store, self.ledger, clock)
-        self.identity = Identity(store, self.ledger, clock)
-        self.policy = Policy(store, self.ledger, self.identity, self.taxonomy, clock)
+        self.authz = Authz(store, self.ledger, clock)
+        self.identity = Identity(store, self.ledger, clock, self.authz)
+        self.policy = Policy(store, self.ledger, self.identity, self.taxonomy, clock, self.authz)
         self.agreements = Agreements(
-            store, self.ledger, self.catalog, self.vault, self.policy, self.taxonomy, clock, pseudonym_key
+            store, self.ledger, self.catalog, self.vault, self.authz, self.taxonomy, clock, pseudonym_key
         )
         self.services = Services(
             settings=settings,
@@ -129,6 +146,34 @@ class Workspace:
             if principal.disabled:
                 raise AuthenticationFailed(f"principal {credential!r} is disabled")
         return Session(self.services, principal, purpose)
+
+    def authenticate(self, token: str | None = None, *, act_as: str | None = None) -> Caller:
+        """Who is calling, for the command line: the principal of `token` (a real API token; a principal
+        name is refused), else the owner. With `act_as` NAME the caller must hold the owner role (a
+        refusal is recorded) and NAME must be an enabled principal. AuthenticationFailed for a bad
+        token or no usable owner, PolicyDenied for a forbidden delegation, InvalidInput for a bad NAME."""
+        credential: Credential | None = None
+        if token is not None:
+            credential = self.identity.authenticate_credential(token)
+            principal = credential.principal
+        else:
+            try:
+                principal = self.identity.get(OWNER)
+            except NotFound:
+                raise AuthenticationFailed("this workspace has no owner principal: give --token") from None
+            if principal.disabled:
+                raise AuthenticationFailed("the owner principal is disabled: give --token")
+        acting = principal.name
+        if act_as is not None and act_as != principal.name:
+            self.authz.check_act_as(principal)
+            try:
+                target = self.identity.get(act_as)
+            except NotFound:
+                raise InvalidInput(f"--as: no principal named {act_as!r}") from None
+            if target.disabled:
+                raise InvalidInput(f"--as: principal {act_as!r} is disabled")
+            acting = target.name
+        return Caller(principal, credential, acting)
 
     # --- lifecycle -----------------------------------------------------------------------------
 

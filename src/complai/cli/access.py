@@ -9,7 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from complai.access.agreements import open_package
 from complai.cli.common import console, err_console, open_session, print_json, protected_paths, state
+from complai.crypto.sealing import generate_keypair, key_id, load_public
+from complai.inputs import bounded_int, read_text_input
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -29,16 +32,15 @@ def principal_add(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read a password from stdin.")] = False,
 ) -> None:
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
-    with open_session("security") as (ws, session):
-        p = ws.identity.add(session.principal, name, kind, password)
+    with open_session("security") as (_, session):
+        p = session.add_principal(name, kind, password)
     console.print(f"added {p.kind} principal {p.name}")
 
 
 @principal_app.command("list")
 def principal_list(json_out: JsonOpt = False) -> None:
-    with open_session("security") as (ws, session):
-        session.audit_access()
-        rows = ws.identity.list()
+    with open_session("security") as (_, session):
+        rows = session.list_principals()
     if json_out:
         print_json([{"name": p.name, "kind": p.kind, "roles": list(p.roles), "disabled": p.disabled} for p in rows])
         return
@@ -50,8 +52,8 @@ def principal_list(json_out: JsonOpt = False) -> None:
 
 @principal_app.command("disable")
 def principal_disable(name: Annotated[str, typer.Argument()]) -> None:
-    with open_session("security") as (ws, session):
-        ws.identity.disable(session.principal, name)
+    with open_session("security") as (_, session):
+        session.disable_principal(name)
     console.print(f"disabled {name} and revoked its tokens")
 
 
@@ -66,24 +68,23 @@ def token_create(
     For yourself, or (owner or admin role) for another principal. Without the owner role a token lives
     at most the workspace's maximum token lifetime (`token max-lifetime`); no token outlives the token
     you are using."""
-    with open_session("security") as (ws, session):
-        token_id, token = ws.identity.create_token(
-            session.principal,
-            principal or session.principal,
+    with open_session("security") as (_, session):
+        issued = session.create_token(
+            principal or None,
             None if expires == "never" else expires,
             credential_expires=state.credential.expires_at if state.credential else None,
         )
     if json_out:
-        print_json({"id": token_id, "token": token})
+        print_json({"id": issued.id, "token": issued.token})
     else:
-        console.print(token)
-        err_console.print(f"token {token_id}: store it now, it will not be shown again")
+        console.print(issued.token)
+        err_console.print(f"token {issued.id}: store it now, it will not be shown again")
 
 
 @token_app.command("revoke")
 def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (not the token).")]) -> None:
-    with open_session("security") as (ws, session):
-        ws.identity.revoke_token(session.principal, token_id)
+    with open_session("security") as (_, session):
+        session.revoke_token(token_id)
     console.print(f"revoked token {token_id}")
 
 
@@ -94,30 +95,31 @@ def token_max_lifetime(
     ] = None,
 ) -> None:
     """Show or set the longest lifetime of a token minted without the owner role (default P90D)."""
-    with open_session("security") as (ws, session):
+    with open_session("security") as (_, session):
         if duration is not None:
-            ws.identity.set_token_max_lifetime(session.principal, duration)
-        current = ws.identity.token_max_lifetime()
+            current = session.set_token_max_lifetime(duration)
+        else:
+            current = session.token_max_lifetime()
     console.print(f"maximum token lifetime without the owner role: {current}")
 
 
 @role_app.command("grant")
 def role_grant(role: Annotated[str, typer.Argument()], principal: Annotated[str, typer.Option("--principal")]) -> None:
-    with open_session("security") as (ws, session):
-        ws.identity.grant_role(session.principal, principal, role)
+    with open_session("security") as (_, session):
+        session.grant_role(principal, role)
     console.print(f"granted {role} to {principal}")
 
 
 @role_app.command("revoke")
 def role_revoke(role: Annotated[str, typer.Argument()], principal: Annotated[str, typer.Option("--principal")]) -> None:
-    with open_session("security") as (ws, session):
-        ws.identity.revoke_role(session.principal, principal, role)
+    with open_session("security") as (_, session):
+        session.revoke_role(principal, role)
     console.print(f"revoked {role} from {principal}")
 
 
 def _rule(effect: str, subject: str, dataset: str, action: str, purpose: str, json_out: bool) -> None:
-    with open_session("security") as (ws, session):
-        rule = ws.policy.add(session.principal, subject, dataset, action, purpose, effect)
+    with open_session("security") as (_, session):
+        rule = session.add_rule(subject, dataset, action, purpose, effect)
     if json_out:
         print_json(rule.as_dict())
     else:
@@ -150,26 +152,22 @@ def policy_deny(
 
 @policy_app.command("remove")
 def policy_remove(rule_id: Annotated[int, typer.Argument()]) -> None:
-    from complai.inputs import bounded_int
-
     bounded_int(rule_id, "the rule id")
-    with open_session("security") as (ws, session):
-        ws.policy.remove(session.principal, rule_id)
+    with open_session("security") as (_, session):
+        session.remove_rule(rule_id)
     console.print(f"removed rule {rule_id}")
 
 
 @policy_app.command("show")
 def policy_show(json_out: JsonOpt = False) -> None:
-    from complai.access.policy import BUILTIN
-
-    with open_session("security") as (ws, session):
-        session.audit_access()
-        rules = ws.policy.rules()
+    with open_session("security") as (_, session):
+        rules = session.rules()
+        builtin = session.builtin_rules()
     if json_out:
-        print_json({"builtin": [list(r) for r in BUILTIN], "rules": [r.as_dict() for r in rules]})
+        print_json({"builtin": [list(r) for r in builtin], "rules": [r.as_dict() for r in rules]})
         return
     t = Table("id", "effect", "subject", "action", "dataset", "purpose")
-    for s, d, a, p, e in BUILTIN:
+    for s, d, a, p, e in builtin:
         t.add_row("built-in", e, s, a, d, p)
     for r in rules:
         t.add_row(str(r.id), r.effect, r.subject, r.action, r.domain, r.purpose)
@@ -181,8 +179,6 @@ def share_keygen(
     out: Annotated[Path, typer.Option("--out", help="Private key file; the public key goes to OUT.pub.")],
 ) -> None:
     """Create a recipient key pair (X25519)."""
-    from complai.crypto.sealing import generate_keypair, key_id
-
     public = generate_keypair(out, forbidden=protected_paths())
     console.print(f"private key {out} (mode 0600), public key {out}.pub (id {key_id(public)})")
 
@@ -209,18 +205,13 @@ def share_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Create a data-sharing agreement (direct identifiers are never shared)."""
-    from complai.crypto.sealing import load_public
-    from complai.inputs import bounded_int, read_text_input
-
     bounded_int(max_uses, "--max-uses", lo=1)
     key = load_public(read_text_input(recipient_key, "recipient key", 64 * 1024))
-    with open_session(purpose) as (ws, session):
-        a = ws.agreements.create(
-            session.principal,
+    with open_session(purpose) as (_, session):
+        a = session.create_agreement(
             recipient,
             key,
             dataset,
-            purpose,
             [f.strip() for f in fields.split(",") if f.strip()],
             expires=expires,
             max_uses=max_uses,
@@ -239,9 +230,8 @@ def share_create(
 
 @share_app.command("list")
 def share_list(json_out: JsonOpt = False) -> None:
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        rows = ws.agreements.list()
+    with open_session("audit") as (_, session):
+        rows = session.agreements()
     if json_out:
         print_json([a.as_dict() for a in rows])
         return
@@ -262,8 +252,8 @@ def share_list(json_out: JsonOpt = False) -> None:
 
 @share_app.command("revoke")
 def share_revoke(agreement: Annotated[str, typer.Argument()]) -> None:
-    with open_session("security") as (ws, session):
-        ws.agreements.revoke(session.principal, agreement)
+    with open_session("security") as (_, session):
+        session.revoke_agreement(agreement)
     console.print(f"revoked agreement {agreement}")
 
 
@@ -274,15 +264,13 @@ def share_export(
     json_out: JsonOpt = False,
 ) -> None:
     """Seal one use of an agreement to its recipient."""
-    with open_session("security") as (ws, session):
-        a = ws.agreements.get(agreement)
-    with open_session(a.purpose) as (ws, session):
-        result = ws.agreements.export(session.principal, agreement, out, forbidden=protected_paths())
+    with open_session("security") as (_, session):
+        shared = session.export_share(agreement, out, forbidden=protected_paths())
     if json_out:
-        print_json(result)
+        print_json(shared.as_dict())
     else:
         console.print(
-            f"sealed {result['rows']} rows to {a.recipient} in {out} (use {result['use']} of {result['max_uses']})"
+            f"sealed {shared.rows} rows to {shared.recipient} in {out} (use {shared.use} of {shared.max_uses})"
         )
 
 
@@ -295,8 +283,6 @@ def share_open(
     json_out: JsonOpt = False,
 ) -> None:
     """Recipient side: decrypt a package and verify its data and ledger proof (no workspace needed)."""
-    from complai.access.agreements import open_package
-
     result = open_package(file, key, out, log_key, forbidden=protected_paths())
     if json_out:
         print_json(result)

@@ -25,8 +25,10 @@ from complai.access.identity import OWNER, Credential
 from complai.app.session import Session
 from complai.app.workspace import Workspace
 from complai.config import CONFIG_FILE, default_workspace
-from complai.errors import AuthenticationFailed, InvalidInput, NotFound, PolicyDenied
+from complai.errors import InvalidInput
 from complai.events import delegation
+from complai.files import workspace_protected
+from complai.inputs import parse_yaml, read_text_input
 
 console = Console(highlight=False, emoji=False)
 err_console = Console(stderr=True, highlight=False, emoji=False)
@@ -66,29 +68,9 @@ def authenticate(ws: Workspace) -> str:
     and NAME must be an enabled principal. AuthenticationFailed / PolicyDenied otherwise (exit 2)."""
     if state.caller is not None and state.authenticated_in == ws.path:
         return state.caller
-    if state.token is not None:
-        credential = ws.identity.authenticate_credential(state.token)
-        caller = credential.principal
-    else:
-        credential = None
-        try:
-            caller = ws.identity.get(OWNER)
-        except NotFound:
-            raise AuthenticationFailed("this workspace has no owner principal: give --token") from None
-        if caller.disabled:
-            raise AuthenticationFailed("the owner principal is disabled: give --token")
-    if state.as_principal is not None and state.as_principal != caller.name:
-        if OWNER not in caller.roles:
-            with ws.identity.recording_refusals(caller.name, "act_as"):
-                raise PolicyDenied(f"{caller.name} may not act as another principal (--as needs the owner role)")
-        try:
-            target = ws.identity.get(state.as_principal)
-        except NotFound:
-            raise InvalidInput(f"--as: no principal named {state.as_principal!r}") from None
-        if target.disabled:
-            raise InvalidInput(f"--as: principal {state.as_principal!r} is disabled")
-    state.caller, state.credential, state.authenticated_in = caller.name, credential, ws.path
-    return caller.name
+    caller = ws.authenticate(state.token, act_as=state.as_principal)
+    state.caller, state.credential, state.authenticated_in = caller.principal.name, caller.credential, ws.path
+    return caller.principal.name
 
 
 def acting_principal(ws: Workspace) -> str:
@@ -174,8 +156,6 @@ def progress(transient: bool = True, disable: bool = False) -> Progress:
 
 def load_mapping(path: Path, what: str) -> dict[str, Any]:
     """A YAML file that must hold a mapping (a spec); InvalidInput naming `what` otherwise."""
-    from complai.inputs import parse_yaml, read_text_input
-
     data = parse_yaml(read_text_input(path, what), f"{what} {path}")
     if not isinstance(data, dict):
         raise InvalidInput(f"{what} {path} must be a mapping")
@@ -187,6 +167,4 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing o
 
 def protected_paths(override: Path | None = None) -> list[Path]:
     """What no output path may replace or enter: the workspace's keys, settings and database."""
-    from complai.files import workspace_protected
-
     return workspace_protected(workspace_path(override))
