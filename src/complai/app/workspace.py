@@ -52,6 +52,7 @@ from complai.store.tables import ledger_entries, meta
 from complai.taxonomy import Taxonomy, load_taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.keys import KeyService
+from complai.vault.notices import Notices, RecordsExpired, SubjectsErased
 from complai.vault.service import Vault
 
 LEDGER_KEY = "ledger.key"
@@ -94,11 +95,14 @@ class Workspace:
         self.ledger = Ledger(store, signer, settings.ledger_origin, clock)
         self.catalog = Catalog(store, self.ledger, self.taxonomy, clock)
         self.keyring = Keyring(key_provider, clock)
-        self.vault = Vault(store, self.ledger, self.catalog, self.keyring, pseudonyms, self.taxonomy, clock)
+        notices = Notices()
+        self.vault = Vault(store, self.ledger, self.catalog, self.keyring, pseudonyms, self.taxonomy, clock, notices)
         self.keys = KeyService(store, self.ledger, self.keyring, clock)
         self.deid_keys = DeidKeys.from_workspace_key(pseudonym_key)
         self.budgets = Budgets(store, self.ledger, clock)
         self.models = Models(store, self.ledger, self.budgets, clock, self.path / "models")
+        notices.subscribe(SubjectsErased, self.models.flag_erased)
+        notices.subscribe(RecordsExpired, self.models.flag_expired)
         self.requests = Requests(store, self.ledger, self.vault, self.catalog, self.taxonomy, clock)
         self.incidents = Incidents(store, self.ledger, clock)
         self.authz = Authz(store, self.ledger, clock)

@@ -25,7 +25,7 @@ import os
 import random
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -274,7 +274,7 @@ class Keyring:
         return {sid: (1, key) for sid, (_, key) in keys.items()}
 
     @staticmethod
-    def _insert(conn: Connection, rows: list[tuple[object, ...]]) -> None:
+    def _insert(conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
         bulk_insert(conn, subject_keys, rows)
 
     def load(self, conn: Connection, subject_ids: Iterable[int], chunk: int = 5000) -> dict[int, dict[int, DataKey]]:

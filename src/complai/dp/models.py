@@ -2,27 +2,40 @@
 
 Files live under `<workspace>/models/<model id>/` (weights, card.json, card.md); the store keeps the
 canonical card, its digest, the weights' digest, the training subjects (for erasure flagging) and the
-flag an erasure or retention sweep sets; the ledger's model.trained entry binds the digests.
+flag an erasure or retention sweep sets (through the vault's notices, handled here in the vault's
+transaction); the ledger's model.trained entry binds the digests.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from complai.clock import Clock, utc_iso
+from complai.crypto.digest import digest
 from complai.dp.budget import Budgets
+from complai.dp.features import Labels, TabularFeatures
 from complai.dp.training import (
+    CARD_JSON,
+    CARD_MD,
+    MODEL_FILE,
     SUBJECT,
+    FitResult,
     Prepared,
     TrainingSpec,
     canonical_card,
+    card_markdown,
+    check_size,
+    default_features,
+    file_digest,
     fit,
     load_module,
     new_model_id,
@@ -37,16 +50,14 @@ from complai.events import BudgetSpent, ModelAudited, ModelTrained
 from complai.ledger.log import Ledger
 from complai.store import Store
 from complai.store.tables import model_subjects, models, subjects
+from complai.vault.notices import RecordsExpired, SubjectsErased
+from complai.vault.schema import DatasetSchema
+from complai.vault.subjects import chunks
 
 
 def manifest_digest(schema_digest: str, pseudonyms: list[str]) -> str:
     """Digest of exactly which subjects trained a model, under which schema."""
-    import hashlib
-
-    h = hashlib.sha256(schema_digest.encode() + b"\n")
-    for p in sorted(set(pseudonyms)):
-        h.update(p.encode() + b"\n")
-    return "sha256:" + h.hexdigest()
+    return digest(schema_digest.encode() + b"\n" + b"".join(p.encode() + b"\n" for p in sorted(set(pseudonyms))))
 
 
 class Models:
@@ -56,12 +67,9 @@ class Models:
 
     # --- training --------------------------------------------------------------------------------
 
-    def preflight(self, spec: TrainingSpec, schema: Any, actor: str, delta_floor: float = 1e-9) -> None:
+    def preflight(self, spec: TrainingSpec, schema: DatasetSchema, actor: str, delta_floor: float = 1e-9) -> None:
         """Everything that can be refused without reading data: spec against schema, budget for the target.
         `delta_floor`: the least delta the run can use when the spec leaves it to the data (see train)."""
-        from complai.dp.features import Labels, TabularFeatures
-        from complai.dp.training import check_size, default_features
-
         labels = Labels(schema, spec.label)
         if spec.text:
             if schema.field(spec.text).type not in ("text", "string"):
@@ -79,7 +87,7 @@ class Models:
     def train(
         self,
         spec: TrainingSpec,
-        schema: Any,
+        schema: DatasetSchema,
         frame: pd.DataFrame,
         *,
         actor: str,
@@ -89,7 +97,7 @@ class Models:
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[dict[str, Any], int]:
         """Train on a governed frame (with the SUBJECT column), store the model; (card, ledger seq)."""
-        from complai.dp.nets import build, count
+        from complai.dp.nets import build, count  # heavy: imports torch
 
         frame = one_per_subject(frame, spec.seed)
         prepared = prepare(schema, frame, spec)
@@ -135,9 +143,9 @@ class Models:
     def _card(
         self,
         spec: TrainingSpec,
-        schema: Any,
+        schema: DatasetSchema,
         prepared: Prepared,
-        result: Any,
+        result: FitResult,
         model_id: str,
         actor: str,
         purpose: str,
@@ -146,8 +154,8 @@ class Models:
         total: int,
         trainable: int,
     ) -> dict[str, Any]:
-        import opacus
-        import torch
+        import opacus  # heavy: imports torch
+        import torch  # heavy:
 
         privacy: dict[str, Any] = {"private": spec.private}
         if spec.private:
@@ -268,10 +276,7 @@ class Models:
 
     def record_audit(self, model_id: str, report: dict[str, Any], actor: str, purpose: str) -> int:
         """Keep an audit report next to the model (audit-<seq>.json) and record it in the ledger."""
-        import hashlib
-
         body = canonical_card(report)
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
         with self.store.write() as conn:
             seq = self.ledger.append(
                 conn,
@@ -286,7 +291,7 @@ class Models:
                     shadow_models=report["shadow_models"],
                     results={k: {m: float(v) for m, v in r.items()} for k, r in report["attacks"].items()},
                     empirical_epsilon=report["empirical_epsilon"],
-                    report_digest=digest,
+                    report_digest=digest(body),
                 ),
             )
             path = self.directory(model_id) / f"audit-{seq}.json"
@@ -294,6 +299,19 @@ class Models:
         report["ledger_seq"] = seq
         report["report_path"] = str(path)
         return seq
+
+    # --- flags (handlers of the vault's notices, run in the vault's transaction) -------------------
+
+    def flag_erased(self, notice: SubjectsErased) -> None:
+        """Subjects were erased: flag the models their records trained."""
+        reason = f"a training subject was erased (ledger entry {notice.seq})"
+        _flag(notice.conn, notice.subject_ids, reason, notice.at)
+
+    def flag_expired(self, notice: RecordsExpired) -> None:
+        """Records of a dataset passed their retention: flag the models of that dataset they trained."""
+        _flag(
+            notice.conn, notice.subject_ids, "a training record passed its retention period", notice.at, notice.dataset
+        )
 
     # --- registry --------------------------------------------------------------------------------
 
@@ -317,14 +335,10 @@ class Models:
         out["card"] = json.loads(row.card)
         return out
 
-    def check(self, rows: list[Any] | None = None) -> dict[str, list[str]]:
+    def check(self, rows: Sequence[Row[Any]] | None = None) -> dict[str, builtins.list[str]]:
         """Integrity of stored models (all, or these registry rows): model id -> problems (empty when
         intact). Each model's registry row, canonical card, card.json, card.md and weights must have the
         digests and privacy parameters its model.trained ledger entry recorded; every entry has its row."""
-        import hashlib
-
-        from complai.dp.training import CARD_JSON, CARD_MD, MODEL_FILE, card_markdown, file_digest
-
         with self.store.read() as conn:
             if rows is None:
                 rows = list(conn.execute(select(models).order_by(models.c.id)).all())
@@ -357,7 +371,7 @@ class Models:
                 if value != ev.get(name):
                     problems.append(f"its registry {name} {value!r} is not the {ev.get(name)!r} {at} recorded")
             card_bytes = str(r.card).encode()
-            if "sha256:" + hashlib.sha256(card_bytes).hexdigest() != ev.get("card_digest"):
+            if digest(card_bytes) != ev.get("card_digest"):
                 problems.append(f"its stored card is not the one {at} recorded")
             directory = self.directory(r.id)
             for name, want in ((CARD_JSON, ev.get("card_digest")), (MODEL_FILE, ev.get("model_digest"))):
@@ -426,7 +440,26 @@ class Models:
         }
 
 
-def _subject_ids(conn: Any, pseudonyms: list[str]) -> list[int]:
+def _flag(conn: Connection, subject_ids: Sequence[int], reason: str, now: datetime, dataset: str | None = None) -> None:
+    """Flag the models these subjects' records trained (of `dataset`, or any), so that the next audit
+    asks for retraining or a justification; then forget the link."""
+    ms = model_subjects.c
+    for part in chunks(subject_ids):
+        q = select(ms.model_id).where(ms.subject_id.in_(part))
+        if dataset is not None:
+            q = q.join(models, models.c.id == ms.model_id).where(models.c.dataset == dataset)
+        ids = [str(x) for x in conn.execute(q.distinct()).scalars()]
+        if not ids:
+            continue
+        conn.execute(
+            update(models)
+            .where(models.c.id.in_(ids), models.c.flagged_at.is_(None))
+            .values(flagged_at=now, flag_reason=reason[:200])
+        )
+        conn.execute(delete(model_subjects).where(ms.subject_id.in_(part), ms.model_id.in_(ids)))
+
+
+def _subject_ids(conn: Connection, pseudonyms: list[str]) -> list[int]:
     out: list[int] = []
     uniq = sorted(set(pseudonyms))
     for i in range(0, len(uniq), 500):

@@ -46,19 +46,18 @@ class Catalog:
                     created_at=now,
                 )
             )
-            self.ledger.append(
+            self.ledger.emit(
                 conn,
-                DatasetRegistered(
-                    time=now,
-                    actor=actor,
-                    purpose="administration",
-                    dataset=schema.name,
-                    schema_digest=schema.digest(),
-                    fields=len(schema.fields),
-                    purposes=dict(schema.purposes),  # type: ignore[arg-type]
-                    retention=schema.retention,
-                    jurisdiction=schema.jurisdiction,
-                ),
+                DatasetRegistered,
+                time=now,
+                actor=actor,
+                purpose="administration",
+                dataset=schema.name,
+                schema_digest=schema.digest(),
+                fields=len(schema.fields),
+                purposes=dict(schema.purposes),
+                retention=schema.retention,
+                jurisdiction=schema.jurisdiction,
             )
         return schema
 

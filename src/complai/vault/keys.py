@@ -78,18 +78,16 @@ class KeyService:
                 if version < current and version not in in_use:
                     provider.retire(version)
                     retired.append(version)
-            self.ledger.append(
+            self.ledger.emit(
                 conn,
-                KeysRotated(
-                    time=self.clock.now(),
-                    actor=actor,
-                    purpose="security",
-                    from_version=old,
-                    to_version=new,
-                    deks_rewrapped=done,
-                    resumed=resumed,
-                    retired=retired,
-                ),
+                KeysRotated,
+                actor=actor,
+                purpose="security",
+                from_version=old,
+                to_version=new,
+                deks_rewrapped=done,
+                resumed=resumed,
+                retired=retired,
             )
         return {"from_version": old, "to_version": new, "deks_rewrapped": done, "resumed": resumed, "retired": retired}
 

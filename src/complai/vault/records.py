@@ -13,14 +13,16 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import Row
 
-from complai.clock import as_utc, to_us
+from complai.clock import to_us
+from complai.crypto.aead import DataKey
 from complai.errors import IntegrityError, InvalidInput
 from complai.inputs import INT64_MAX, INT64_MIN, MAX_REPORTED, summarise
 from complai.vault.schema import DatasetSchema, FieldSpec
@@ -40,7 +42,9 @@ def record_ad(dataset: str, rid: bytes, schema_digest: str, version: int, create
     )
 
 
-def open_record(key: Any, dataset: str, schema_digest: str, row: Any, values: bool = True) -> list[Any]:
+def open_record(
+    key: DataKey, dataset: str, schema_digest: str, row: Row[*tuple[Any, ...]], values: bool = True
+) -> list[Any]:
     """Decrypt a stored record (a row with rid, version, created_us, expires_us, data) under its data key;
     IntegrityError, naming the record, if the ciphertext or anything bound to it was changed. With
     `values` false, only authenticate it (returns [])."""
@@ -115,15 +119,13 @@ def withdrawal_element(pseudonym: str, purpose: str, granted_us: int, withdrawn_
     return json.dumps(["withdrawal/v1", pseudonym, purpose, int(granted_us), int(withdrawn_us)]).encode()
 
 
-def add_consent(given: RecordSet, withdrawn: RecordSet, pseudonym: str, c: Any) -> None:
+def add_consent(given: RecordSet, withdrawn: RecordSet, pseudonym: str, c: Mapping[Any, Any]) -> None:
     """A consent row (mapping with purpose, basis, granted_at, withdrawn_at, notice_version, source) into
     the multiset hashes of consents and of withdrawals the ledger records."""
-    granted = to_us(as_utc(c["granted_at"]))  # type: ignore[arg-type]
+    granted = to_us(c["granted_at"])
     given.add_element(consent_element(pseudonym, c["purpose"], c["basis"], granted, c["notice_version"], c["source"]))
     if c["withdrawn_at"] is not None:
-        withdrawn.add_element(
-            withdrawal_element(pseudonym, c["purpose"], granted, to_us(as_utc(c["withdrawn_at"])))  # type: ignore[arg-type]
-        )
+        withdrawn.add_element(withdrawal_element(pseudonym, c["purpose"], granted, to_us(c["withdrawn_at"])))
 
 
 def subject_ad(pseudonym: str) -> bytes:
@@ -268,7 +270,8 @@ def _iso_datetime(v: Any) -> str | None:
             v = v.astimezone(dt.UTC).replace(tzinfo=None)
         except OverflowError:  # an offset that moves the instant out of years 1-9999
             return None
-    return v.isoformat(timespec="microseconds") + "Z"
+    text: str = v.isoformat(timespec="microseconds")
+    return text + "Z"
 
 
 def _integers(spec: FieldSpec, col: pd.Series, missing: np.ndarray, problems: Problems) -> list[int | None]:
@@ -388,7 +391,8 @@ def encode(values: Sequence[Any]) -> bytes:
 
 
 def decode(data: bytes) -> list[Any]:
-    return json.loads(data)
+    values: list[Any] = json.loads(data)
+    return values
 
 
 def check_value(spec: FieldSpec, value: Any) -> Any:

@@ -28,9 +28,16 @@ class RightsOps(SessionCore):
         self._check("erase")
         return self._svc.vault.object(subject, purpose, self.principal, kind)
 
-    def grant_consent(self, subject: str, purpose: str, **kw: Any) -> int:
+    def grant_consent(
+        self,
+        subject: str,
+        purpose: str,
+        basis: str = "gdpr.consent",
+        notice_version: str = "unspecified",
+        source: str = "cli",
+    ) -> int:
         self._check("admin")
-        return self._svc.vault.grant_consent(subject, purpose, self.principal, **kw)
+        return self._svc.vault.grant_consent(subject, purpose, self.principal, basis, notice_version, source)
 
     def withdraw_consent(self, subject: str, purpose: str) -> int:
         self._check("admin")

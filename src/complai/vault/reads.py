@@ -1,0 +1,185 @@
+"""Governed reads: which records a purpose may see now, decrypting them, and recording a read (its ledger
+entry and the access log of the subjects it reached)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import pandas as pd
+from sqlalchemy import ColumnElement, and_, exists, func, insert, or_, select
+
+from complai.clock import Clock, to_us
+from complai.crypto.keyring import Keyring
+from complai.errors import IntegrityError, InvalidInput
+from complai.events import DataRead
+from complai.ledger.log import Ledger
+from complai.store import Store
+from complai.store.tables import access_log, consents, objections, records, subject_keys, subjects
+from complai.taxonomy import Taxonomy
+from complai.vault.catalog import Catalog
+from complai.vault.records import open_record, to_frame
+from complai.vault.schema import DatasetSchema
+from complai.vault.subjects import Subjects, open_external, pack_ids, set_digest
+
+
+class Fetched(NamedTuple):
+    """What a purpose may see of a dataset now, decrypted (not yet recorded as a read)."""
+
+    frame: pd.DataFrame
+    subjects: dict[str, int]
+    """pseudonym -> subject id of every subject with a row in `frame`"""
+    total: int
+    """records in the dataset, seen or not"""
+    columns: list[str]
+
+
+class Reads:
+    def __init__(
+        self,
+        store: Store,
+        ledger: Ledger,
+        catalog: Catalog,
+        keyring: Keyring,
+        subjects: Subjects,
+        taxonomy: Taxonomy,
+        clock: Clock,
+    ) -> None:
+        self.store, self.ledger, self.catalog, self.keyring = store, ledger, catalog, keyring
+        self.subjects, self.taxonomy, self.clock = subjects, taxonomy, clock
+
+    def eligible_condition(self, schema: DatasetSchema, purpose: str, at: datetime) -> ColumnElement[bool]:
+        """SQL condition on records for: live subject, unexpired, lawful basis live for the purpose."""
+        basis = self.taxonomy.legal_basis(schema.basis(purpose))
+        r, s = records.c, subjects.c
+        cond: list[ColumnElement[bool]] = [
+            r.dataset == schema.name,
+            r.expires_us > to_us(at),
+            s.erased_at.is_(None),
+            s.restricted_at.is_(None),
+        ]
+        if basis.attrs.get("requires_consent"):
+            c = consents.c
+            cond.append(
+                exists().where(
+                    c.subject_id == r.subject_id,
+                    c.purpose == purpose,
+                    c.granted_at <= at,
+                    or_(c.withdrawn_at.is_(None), c.withdrawn_at > at),
+                )
+            )
+        o = objections.c
+        cond.append(
+            ~exists().where(
+                o.subject_id == r.subject_id,
+                o.purpose.in_([purpose, "*"]),
+                o.at <= at,
+                or_(o.lifted_at.is_(None), o.lifted_at > at),
+            )
+        )
+        return and_(*cond)
+
+    def fetch(
+        self, dataset: str, purpose: str, columns: list[str] | None = None, pseudonym_column: str | None = None
+    ) -> Fetched:
+        """Decrypt what this purpose may see, without recording (callers record their own event). With
+        `pseudonym_column` the frame also carries each row's subject pseudonym under that name."""
+        schema = self.catalog.get(dataset).schema
+        schema.basis(purpose)
+        names = [f.name for f in schema.fields]
+        cols = list(columns) if columns else names
+        unknown = [c for c in cols if c not in names]
+        if unknown:
+            raise InvalidInput(f"unknown column(s) {unknown} in dataset {dataset}")
+        now = self.clock.now()
+        r, s = records.c, subjects.c
+        with self.store.read() as conn:
+            q = (
+                select(
+                    r.rid,
+                    r.subject_id,
+                    r.dek_version,
+                    r.data,
+                    r.version,
+                    r.created_us,
+                    r.expires_us,
+                    s.pseudonym,
+                    s.external_enc,
+                )
+                .select_from(records.join(subjects, subjects.c.id == records.c.subject_id))
+                .where(self.eligible_condition(schema, purpose, now))
+            )
+            rows = conn.execute(q).all()
+            total = conn.execute(select(func.count()).select_from(records).where(r.dataset == dataset)).scalar_one()
+            keys = self.keyring.load(conn, {int(row.subject_id) for row in rows})
+        sdig = schema.digest()
+        ext_cache: dict[int, str] = {}
+        subject_col: list[str] = []
+        values: list[list[Any]] = []
+        want_subject = schema.subject_column in cols
+        for row in rows:
+            sid = int(row.subject_id)
+            subject_keys_ = keys.get(sid)
+            if subject_keys_ is None or int(row.dek_version) not in subject_keys_:
+                raise IntegrityError("a record's data key is missing")
+            key = subject_keys_[int(row.dek_version)]
+            values.append(open_record(key, dataset, sdig, row))
+            if want_subject:
+                if sid not in ext_cache:
+                    ext_cache[sid] = open_external(keys[sid], row.pseudonym, row.external_enc)
+                subject_col.append(ext_cache[sid])
+        frame = to_frame(schema, cols, subject_col, values)
+        if pseudonym_column:
+            frame[pseudonym_column] = [row.pseudonym for row in rows]
+        return Fetched(frame, {str(row.pseudonym): int(row.subject_id) for row in rows}, int(total), cols)
+
+    def record_read(
+        self,
+        dataset: str,
+        purpose: str,
+        actor: str,
+        columns: list[str],
+        rows: int,
+        pseudos: Mapping[str, int] | Collection[str],
+        total: int,
+        deidentification: dict[str, Any] | None = None,
+    ) -> int:
+        """Record a governed read: its ledger entry and, in the same transaction, the access log rows
+        (entry, subject) an audit checks against consent at that time. `pseudos`: the subjects read, as
+        `Fetched.subjects` (pseudonym -> id) or as pseudonyms (their ids are looked up)."""
+        with self.store.write() as conn:
+            seq = self.ledger.emit(
+                conn,
+                DataRead,
+                actor=actor,
+                purpose=purpose,
+                dataset=dataset,
+                columns=columns,
+                rows=rows,
+                subjects=len(pseudos),
+                records_in_dataset=total,
+                subjects_digest=set_digest(pseudos),
+                deidentification=deidentification,
+            )
+            if isinstance(pseudos, Mapping):  # from fetch: the ids are known
+                ids = sorted(set(pseudos.values()))
+            else:
+                ids = sorted(s.id for s in self.subjects.by_pseudonym(conn, pseudos).values())
+            conn.execute(insert(access_log).values(seq=seq, subject_ids=pack_ids(ids)))
+        return seq
+
+    def counts(self, dataset: str | None = None) -> dict[str, int]:
+        with self.store.read() as conn:
+            r, s = records.c, subjects.c
+            q = select(func.count()).select_from(records)
+            if dataset:
+                q = q.where(r.dataset == dataset)
+            n_rec = conn.execute(q).scalar_one()
+            q = select(func.count(func.distinct(r.subject_id)))
+            if dataset:
+                q = q.where(r.dataset == dataset)
+            n_sub = conn.execute(q).scalar_one()
+            erased = conn.execute(select(func.count()).where(s.erased_at.is_not(None))).scalar_one()
+            n_keys = conn.execute(select(func.count()).select_from(subject_keys)).scalar_one()
+        return {"records": int(n_rec), "subjects": int(n_sub), "erased_subjects": int(erased), "data_keys": int(n_keys)}
