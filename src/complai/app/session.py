@@ -15,11 +15,12 @@ from complai.app.ops.admin import AdminOps
 from complai.app.ops.compliance import ComplianceOps
 from complai.app.ops.data import DataOps
 from complai.app.ops.federated import FederatedOps
+from complai.app.ops.ledger import LedgerOps
 from complai.app.ops.privacy import PrivacyOps
 from complai.app.ops.rights import RightsOps
 
 __all__ = ["ALL", "Session"]
 
 
-class Session(DataOps, RightsOps, PrivacyOps, ComplianceOps, AdminOps, AccessOps, FederatedOps, SessionCore):
+class Session(DataOps, RightsOps, PrivacyOps, ComplianceOps, AdminOps, AccessOps, FederatedOps, LedgerOps, SessionCore):
     """A principal acting for one purpose; every operation is checked against the policy."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -12,9 +11,10 @@ from rich.table import Table
 
 from complai.cli.common import console, err_console, open_session, print_json, progress, protected_paths
 from complai.crypto.signing import VerifierKey
-from complai.errors import InvalidInput, NotFound
+from complai.errors import NotFound
+from complai.files import check_output_dir
 from complai.inputs import bounded_int
-from complai.ledger.verify import VerifyReport, export_ledger, verify_export, verify_ledger
+from complai.ledger.verify import VerifyReport, verify_export
 from complai.ledger.witness import Witness
 
 app = typer.Typer(help="The verifiable ledger (Merkle transparency log).", no_args_is_help=True)
@@ -28,42 +28,29 @@ QuorumOpt = Annotated[int, typer.Option("--witnesses", min=0, help="Cosignatures
 @app.command()
 def status(json_out: JsonOpt = False) -> None:
     """Size, root, latest checkpoint, witnesses and entries per event type."""
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        head = ws.ledger.head()
-        latest = ws.ledger.latest_checkpoint()
-        witnesses = ws.ledger.witnesses()
-        kinds = ws.ledger.count_by_kind()
-    out = {
-        "origin": ws.ledger.origin,
-        "size": head.size,
-        "root": head.root.hex(),
-        "log_key": ws.ledger.verifier.encode(),
-        "latest_checkpoint": latest.checkpoint.size if latest else None,
-        "witnesses": [w.name for w in witnesses],
-        "entries_by_type": kinds,
-    }
+    with open_session("audit") as (_, session):
+        st = session.ledger_status()
+    out = st.as_dict()
     if json_out:
         print_json(out)
         return
     t = Table(show_header=False, box=None)
-    for k in ("origin", "size", "root", "log_key", "latest_checkpoint"):
-        t.add_row(k.replace("_", " "), str(out[k]))
-    t.add_row("witnesses", ", ".join(out["witnesses"]) or "none")  # type: ignore[arg-type]
+    for key in ("origin", "size", "root", "log_key", "latest_checkpoint"):
+        t.add_row(key.replace("_", " "), str(out[key]))
+    t.add_row("witnesses", ", ".join(w.name for w in st.witnesses) or "none")
     console.print(t)
-    if kinds:
-        k = Table("event type", "entries")
-        for name, n in sorted(kinds.items()):
-            k.add_row(name, str(n))
-        console.print(k)
+    if st.entries_by_type:
+        by_type = Table("event type", "entries")
+        for name, n in sorted(st.entries_by_type.items()):
+            by_type.add_row(name, str(n))
+        console.print(by_type)
 
 
 @app.command()
 def checkpoint(json_out: JsonOpt = False) -> None:
     """Sign the current tree head as a checkpoint (C2SP signed note)."""
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        note = ws.ledger.checkpoint(session.principal)
+    with open_session("audit") as (_, session):
+        note = session.ledger_checkpoint()
     if json_out:
         print_json({"size": note.checkpoint.size, "root": note.checkpoint.root.hex(), "note": note.text()})
     else:
@@ -89,12 +76,9 @@ def _show_report(report: VerifyReport, json_out: bool) -> None:
 @app.command()
 def verify(quorum: QuorumOpt = 0, json_out: JsonOpt = False) -> None:
     """Recompute the whole tree and check every checkpoint; exit 1 naming the first inconsistency."""
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        total = ws.ledger.head().size
-        with progress(disable=json_out) as bar:
-            task = bar.add_task("verifying", total=total)
-            report = verify_ledger(ws.ledger, quorum, progress=lambda n: bar.update(task, completed=n))
+    with open_session("audit") as (_, session), progress(disable=json_out) as bar:
+        task = bar.add_task("verifying", total=None)
+        report = session.ledger_verify(quorum, progress=lambda n, total: bar.update(task, completed=n, total=total))
     _show_report(report, json_out)
 
 
@@ -107,34 +91,9 @@ def prove(
     bounded_int(seq, "the sequence number")
     if size is not None:
         bounded_int(size, "--size", lo=1)
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        entry = ws.ledger.entry(seq)
-        note = None
-        if size is None:
-            latest = ws.ledger.latest_checkpoint()
-            note = latest if latest and latest.checkpoint.size > seq else ws.ledger.checkpoint(session.principal)
-            size = note.checkpoint.size
-        else:
-            for n in ws.ledger.checkpoints():
-                if n.checkpoint.size == size:
-                    note = n
-        if seq >= size:
-            raise InvalidInput(f"entry {seq} is not in the tree of size {size}")
-        proof = ws.ledger.inclusion_proof(seq, size)
-        root = ws.ledger.root_at(size)
-    print_json(
-        {
-            "seq": seq,
-            "tree_size": size,
-            "leaf_hash": entry.leaf_hash.hex(),
-            "entry": entry.data.decode(),
-            "proof": [p.hex() for p in proof],
-            "root": root.hex(),
-            "checkpoint": note.text() if note else None,
-            "log_key": ws.ledger.verifier.encode(),
-        }
-    )
+    with open_session("audit") as (_, session):
+        proof = session.ledger_prove(seq, size)
+    print_json(proof.as_dict())
 
 
 @app.command()
@@ -147,13 +106,8 @@ def show(
     """List ledger entries."""
     bounded_int(start, "--from")
     bounded_int(limit, "--limit", lo=1)
-    rows = []
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        for e in ws.ledger.entries(start=start, kind=type_, chunk=min(limit, 5000)):
-            rows.append(e)
-            if len(rows) >= limit:
-                break
+    with open_session("audit") as (_, session):
+        rows = session.ledger_entries(start=start, kind=type_, limit=limit)
     if json_out:
         print_json([{"seq": e.seq, "type": e.kind, "event": json.loads(e.data)} for e in rows])
         return
@@ -175,21 +129,13 @@ def show(
 @app.command()
 def export(directory: Annotated[Path, typer.Argument(help="Empty or new directory.")]) -> None:
     """Export entries, checkpoints and public keys for an outside auditor."""
-    from complai.files import check_output_dir
-
     protected = protected_paths()
     check_output_dir(directory, forbidden=protected)
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        # sign the head first, so that the export is signed up to its end (all but the checkpoint's own
-        # entry): what it shows cannot be cut short or edited without breaking a signature
-        ws.ledger.checkpoint(session.principal)
-        total = ws.ledger.head().size
-        with progress() as bar:
-            task = bar.add_task("exporting", total=total)
-            manifest = export_ledger(
-                ws.ledger, directory, progress=lambda n: bar.update(task, completed=n), forbidden=protected
-            )
+    with open_session("audit") as (_, session), progress() as bar:
+        task = bar.add_task("exporting", total=None)
+        manifest = session.ledger_export(
+            directory, forbidden=protected, progress=lambda n, total: bar.update(task, completed=n, total=total)
+        )
     console.print(f"exported {manifest['size']} entries and {manifest['checkpoints']} checkpoint(s) to {directory}")
 
 
@@ -209,8 +155,6 @@ def witness_init(
     name: Annotated[str, typer.Option("--name", help="Witness name, e.g. witness.example.org/w1.")],
 ) -> None:
     """Create a witness (its own key and state) and print its verifier key."""
-    from complai.files import check_output_dir
-
     check_output_dir(directory, forbidden=protected_paths())
     w = Witness.init(directory, name)
     console.print(w.verifier.encode())
@@ -227,9 +171,8 @@ def witness_add(vkey: Annotated[str, typer.Argument(help="The witness's verifier
 
 @witness_app.command("list")
 def witness_list(json_out: JsonOpt = False) -> None:
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        keys = ws.ledger.witnesses()
+    with open_session("audit") as (_, session):
+        keys = session.ledger_witnesses()
     if json_out:
         print_json([k.encode() for k in keys])
     else:
@@ -242,18 +185,13 @@ def witness_cosign(
     directory: Annotated[Path, typer.Argument(help="The witness's directory.")],
 ) -> None:
     """Have the witness at DIRECTORY check and cosign this workspace's latest checkpoint."""
-    from complai.ledger.witness import cosign_latest
-
     w = Witness(directory)
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        done = cosign_latest(ws.ledger, w, ws.clock.now(), int(time.time()))
-        if done is None:
-            raise NotFound("no checkpoint to cosign; run `complai ledger checkpoint` first")
-        size, line = done
-        trusted = {k.name: k for k in ws.ledger.witnesses()}
-        if w.name in trusted and trusted[w.name] == w.verifier:
-            console.print(f"{w.name} cosigned checkpoint {size}")
-        else:
-            console.print(f"{w.name} cosigned checkpoint {size} (not stored: witness not trusted here)")
-            console.print(line, end="")
+    with open_session("audit") as (_, session):
+        done = session.witness_cosign(w)
+    if done is None:
+        raise NotFound("no checkpoint to cosign; run `complai ledger checkpoint` first")
+    if done.stored:
+        console.print(f"{w.name} cosigned checkpoint {done.size}")
+    else:
+        console.print(f"{w.name} cosigned checkpoint {done.size} (not stored: witness not trusted here)")
+        console.print(done.line, end="")

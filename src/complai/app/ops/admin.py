@@ -31,10 +31,6 @@ class AdminOps(SessionCore):
         self._check("admin")
         return create_backup(self._svc, path, key, self.principal, **kw)
 
-    def trust_witness(self, vkey: Any) -> None:
-        self._check("admin")
-        self._svc.ledger.add_witness(vkey, self._svc.clock.now(), actor=self.principal)
-
     def audit_access(self) -> None:
         """Ledger and audit views: the auditor's action (no personal data involved)."""
         self._check("audit")
