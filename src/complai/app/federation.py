@@ -30,7 +30,7 @@ COMPONENTS = deploy.Components(
 )
 
 
-def prepare_organisations(root: Path, spec: engine.FederatedSpec) -> dict[str, Any]:
+def prepare_organisations(root: Path, spec: engine.FederatedSpec) -> engine.Layout:
     """Create the server's and each organisation's workspace; ingest each organisation's partition of
     the bundled Adult data with its subjects' consents."""
     if spec.dataset != "adult":
@@ -55,7 +55,7 @@ def prepare_organisations(root: Path, spec: engine.FederatedSpec) -> dict[str, A
         finally:
             ws.close()
         sizes.append(len(idx))
-    return {"server": str(server_path), "organisations": [str(p) for p in org_paths], "rows": sizes}
+    return engine.Layout(server=str(server_path), organisations=[str(p) for p in org_paths], rows=sizes)
 
 
 def simulate(spec: engine.FederatedSpec, root: Path, ray_dir: Path | None = None) -> dict[str, Any]:

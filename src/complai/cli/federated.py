@@ -15,7 +15,7 @@ from complai.app import federation
 from complai.cli.common import console, err_console, load_mapping, print_json, protected_paths
 from complai.errors import InvalidInput
 from complai.federated.deploy import free_port, start_supernode
-from complai.federated.engine import FederatedSpec
+from complai.federated.engine import FederatedSpec, Layout
 from complai.files import check_output_dir, output_dir, staged_output_dir
 
 app = typer.Typer(help="Federated learning with secure aggregation (Flower).", no_args_is_help=True)
@@ -79,11 +79,11 @@ def prepare(
     # a failure or a kill leaves no half-prepared federation behind
     with staged_output_dir(root, forbidden=protected_paths()) as staging:
         layout = federation.prepare_organisations(staging, spec)
-    layout = {
-        **layout,
-        "server": str(root / Path(layout["server"]).relative_to(staging)),
-        "organisations": [str(root / Path(p).relative_to(staging)) for p in layout["organisations"]],
-    }
+    layout = Layout(
+        server=str(root / Path(layout["server"]).relative_to(staging)),
+        organisations=[str(root / Path(p).relative_to(staging)) for p in layout["organisations"]],
+        rows=layout["rows"],
+    )
     if json_out:
         print_json(layout)
         return

@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import tomli_w
 from cryptography import x509
@@ -35,6 +35,16 @@ from complai.errors import InvalidInput
 from complai.federated import engine
 
 CA_CERT, SERVER_CERT, SERVER_KEY = "ca.crt", "server.pem", "server.key"
+
+
+class NodeKey(TypedDict):
+    private: str  # OpenSSH private key file (0600)
+    public: str
+
+
+class Pki(TypedDict):
+    ca: str  # the federation's CA certificate
+    nodes: list[NodeKey]
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def make_pki(directory: Path, nodes: int, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> dict[str, Any]:
+def make_pki(directory: Path, nodes: int, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> Pki:
     """A CA, the SuperLink's TLS certificate signed by it, and an EC P-384 key per organisation's
     SuperNode (OpenSSH format, as Flower's node authentication reads them). Private keys are 0600."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -96,7 +106,7 @@ def make_pki(directory: Path, nodes: int, hosts: tuple[str, ...] = ("127.0.0.1",
         directory / SERVER_KEY,
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
     )
-    node_keys = []
+    node_keys: list[NodeKey] = []
     for i in range(nodes):
         nk = ec.generate_private_key(ec.SECP384R1())
         priv = directory / "nodes" / f"node-{i}.key"
@@ -110,8 +120,8 @@ def make_pki(directory: Path, nodes: int, hosts: tuple[str, ...] = ("127.0.0.1",
         pub.write_bytes(
             nk.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         )
-        node_keys.append({"private": str(priv), "public": str(pub)})
-    return {"ca": str(directory / CA_CERT), "nodes": node_keys}
+        node_keys.append(NodeKey(private=str(priv), public=str(pub)))
+    return Pki(ca=str(directory / CA_CERT), nodes=node_keys)
 
 
 def free_port() -> int:

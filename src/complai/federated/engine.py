@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -326,6 +326,25 @@ def central_noise(total: np.ndarray, spec: FederatedSpec, rng: np.random.Generat
 
 def expected_clients(spec: FederatedSpec, available: int) -> int:
     return max(2, math.ceil(spec.fraction * available))
+
+
+class Layout(TypedDict):
+    """Where a federation's workspaces are, and each organisation's share of the rows."""
+
+    server: str
+    organisations: list[str]
+    rows: list[int]
+
+
+class RoundSummary(TypedDict):
+    """One round as a run's history reports it."""
+
+    round: int
+    seconds: float
+    survivors: int
+    dropped: int
+    accuracy: float | None
+    epsilon: float | None
 
 
 def workspace_paths(root: Path, spec: FederatedSpec) -> tuple[Path, list[Path]]:

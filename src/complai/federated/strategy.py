@@ -262,7 +262,7 @@ class RoundRunner:
         self.transport, self.spec, self.run_id, self.coordinator = transport, spec, run_id, coordinator
         self.rng = np.random.default_rng(spec.seed)
         self.strategy = build(spec, transport, run_id, self.rng)
-        self.history: list[dict[str, Any]] = []
+        self.history: list[engine.RoundSummary] = []
 
     def _wait_for_nodes(self) -> list[int]:
         deadline = time.monotonic() + self.spec.timeout_s
@@ -307,14 +307,14 @@ class RoundRunner:
                     self._record(coordinator, r, len(sampled), collected, q, eps, aggregate)
                 accuracy = self._evaluate(nodes, weights) if arch["architecture"] != "synthetic" else None
                 self.history.append(
-                    {
-                        "round": r,
-                        "seconds": round(time.perf_counter() - t0, 3),
-                        "survivors": len(collected.survivors),
-                        "dropped": len(collected.dropped),
-                        "accuracy": accuracy,
-                        "epsilon": eps,
-                    }
+                    engine.RoundSummary(
+                        round=r,
+                        seconds=round(time.perf_counter() - t0, 3),
+                        survivors=len(collected.survivors),
+                        dropped=len(collected.dropped),
+                        accuracy=accuracy,
+                        epsilon=eps,
+                    )
                 )
         return {"run_id": self.run_id, "arch": arch, "weights": weights, "history": self.history}
 
