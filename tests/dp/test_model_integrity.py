@@ -177,12 +177,13 @@ def test_cli_show_and_card_refuse_an_edited_card(copy: tuple[Workspace, str]) ->
 
 
 def test_a_restored_backup_keeps_its_models_verifiable(copy: tuple[Workspace, str], tmp_path: Path) -> None:
-    from complai.vault.backup import create_backup, load_backup_key, new_backup_key
+    from complai.app.backup import create_backup
+    from complai.vault.backup import load_backup_key, new_backup_key
 
     ws, model_id = copy
     new_backup_key(tmp_path / "backup.key")
     key = load_backup_key(tmp_path / "backup.key")
-    create_backup(ws, tmp_path / "b.bak", key, OWNER)
+    create_backup(ws.services, tmp_path / "b.bak", key, OWNER)
     Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "restored", key, OWNER)
     with Workspace.open(tmp_path / "restored") as restored:
         shown = restored.session(OWNER, "audit").model(model_id)

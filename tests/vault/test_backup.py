@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from complai.app.backup import create_backup
 from complai.app.workspace import Workspace
 from complai.errors import IntegrityError, InvalidInput, NotFound
 from complai.events import decode_event
 from complai.ledger.verify import export_ledger, verify_ledger
-from complai.vault.backup import create_backup, load_backup_key, new_backup_key
+from complai.vault.backup import load_backup_key, new_backup_key
 from tests.vault.conftest import PEOPLE
 from tests.vault.test_vault import SECRETS
 
@@ -23,7 +24,7 @@ def ids(ws: Workspace) -> set[str]:
 def test_backup_has_no_plaintext_and_restores(
     customers: Workspace, key: bytes, tmp_path: Path, another_database_url: str | None
 ) -> None:
-    result = create_backup(customers, tmp_path / "b.bak", key, "owner")
+    result = create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     blob = (tmp_path / "b.bak").read_bytes()
     for secret in SECRETS:
         assert secret.encode() not in blob
@@ -51,7 +52,7 @@ def test_backup_has_no_plaintext_and_restores(
 
 
 def test_erasure_after_the_backup_is_reapplied(customers: Workspace, key: bytes, tmp_path: Path) -> None:
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1002", actor="owner")
     out = Workspace.restore_backup(
         tmp_path / "b.bak", tmp_path / "r1", key, "owner", clock=customers.clock
@@ -72,7 +73,7 @@ def test_erasure_after_the_backup_is_reapplied(customers: Workspace, key: bytes,
 
 
 def test_a_foreign_newer_ledger_is_refused(customers: Workspace, key: bytes, tmp_path: Path) -> None:
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     other = Workspace.init(tmp_path / "other")
     other.close()
     with pytest.raises(IntegrityError, match=r"another log key|not an extension"):
@@ -83,7 +84,7 @@ def test_a_foreign_newer_ledger_is_refused(customers: Workspace, key: bytes, tmp
 def test_tampered_or_wrong_key_backups_are_refused_before_writing(
     customers: Workspace, key: bytes, tmp_path: Path
 ) -> None:
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     blob = bytearray((tmp_path / "b.bak").read_bytes())
     blob[len(blob) // 2] ^= 0x01
     (tmp_path / "t.bak").write_bytes(bytes(blob))
@@ -102,9 +103,9 @@ def test_tampered_or_wrong_key_backups_are_refused_before_writing(
 def test_backup_refuses_to_overwrite_and_restore_needs_an_empty_target(
     customers: Workspace, key: bytes, tmp_path: Path
 ) -> None:
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     with pytest.raises(InvalidInput, match="already exists"):
-        create_backup(customers, tmp_path / "b.bak", key, "owner")
+        create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(InvalidInput, match="not empty"):
@@ -134,7 +135,7 @@ def test_failed_backup_records_nothing_and_leaves_no_file(
 
     before = _state(customers)
     with pytest.raises(InvalidInput, match="does not exist"):
-        create_backup(customers, tmp_path / "missing" / "b.bak", key, "owner")
+        create_backup(customers.services, tmp_path / "missing" / "b.bak", key, "owner")
     assert _state(customers) == before and not (tmp_path / "missing").exists()
     out = tmp_path / "out"
     out.mkdir()
@@ -144,14 +145,14 @@ def test_failed_backup_records_nothing_and_leaves_no_file(
 
     monkeypatch.setattr(complai.files.os, "fsync", full)  # the disk fills up as the backup is flushed
     with pytest.raises(InvalidInput, match="No space left"):
-        create_backup(customers, out / "b.bak", key, "owner")
+        create_backup(customers.services, out / "b.bak", key, "owner")
     monkeypatch.undo()
     assert _state(customers) == before
     assert list(out.iterdir()) == []
     kinds = [e.kind for e in customers.ledger.entries()]
     assert "backup.created" not in kinds
     # the same backup then succeeds, and only then is anything recorded
-    create_backup(customers, out / "b.bak", key, "owner")
+    create_backup(customers.services, out / "b.bak", key, "owner")
     size, checkpoints = _state(customers)
     assert size > before[0] and checkpoints == before[1] + 1
     assert [e.kind for e in customers.ledger.entries()][-1] == "backup.created"
@@ -175,7 +176,8 @@ def test_killed_backup_leaves_only_a_partial_that_the_next_run_removes(sqlite_ws
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from complai.vault.backup import create_backup, load_backup_key\n"
+        "from complai.app.backup import create_backup\n"
+        "from complai.vault.backup import load_backup_key\n"
         "from complai.app.workspace import Workspace\n"
         "ws = Workspace.open(sys.argv[1])\n"
         "seen = []\n"
@@ -183,7 +185,8 @@ def test_killed_backup_leaves_only_a_partial_that_the_next_run_removes(sqlite_ws
         "    seen.append(table)\n"
         "    if len(seen) == 3:\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "create_backup(ws, Path(sys.argv[2]), load_backup_key(Path(sys.argv[3])), 'owner', progress=progress)\n"
+        "key = load_backup_key(Path(sys.argv[3]))\n"
+        "create_backup(ws.services, Path(sys.argv[2]), key, 'owner', progress=progress)\n"
     )
     r = subprocess.run(
         [sys.executable, "-c", script, str(sqlite_ws.path), str(out / "b.bak"), str(tmp_path / "backup.key")],
@@ -196,5 +199,5 @@ def test_killed_backup_leaves_only_a_partial_that_the_next_run_removes(sqlite_ws
     visible, partial = _visible_and_partial(out)
     assert visible == [] and len(partial) == 1  # hidden, named after its dead process
     assert _state(sqlite_ws) == before
-    create_backup(sqlite_ws, out / "b.bak", key, "owner")
+    create_backup(sqlite_ws.services, out / "b.bak", key, "owner")
     assert _visible_and_partial(out) == (["b.bak"], [])

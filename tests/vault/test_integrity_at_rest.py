@@ -210,12 +210,13 @@ def _pseudonym(ws: Workspace, external_id: str) -> str:
 def test_a_restored_workspace_reconciles(customers: Workspace, tmp_path: Path) -> None:
     """Backup, then a rectification and an erasure; the restore re-applies the erasure (not the
     rectification, which the backup's ledger does not hold): the restored store agrees with its ledger."""
-    from complai.vault.backup import create_backup, load_backup_key, new_backup_key
+    from complai.app.backup import create_backup
+    from complai.vault.backup import load_backup_key, new_backup_key
 
     new_backup_key(tmp_path / "backup.key")
     key = load_backup_key(tmp_path / "backup.key")
     customers.vault.rectify("C-1001", "customers", "income", 5, actor="owner")
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1002", actor="owner")
     out = Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "r", key, "owner", clock=customers.clock)
     assert out["erasures_reapplied"] == 1

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from complai.app.backup import create_backup
 from complai.app.workspace import Workspace
 from complai.errors import InvalidInput, NotFound
 from complai.ledger.verify import export_ledger
-from complai.vault.backup import create_backup
 from complai.vault.schema import load_schema
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
 from tests.vault.test_backup import ids
@@ -21,7 +21,7 @@ from tests.vault.test_backup import ids
 def test_an_export_older_than_the_erasure_does_not_hide_the_live_erasure(
     customers: Workspace, key: bytes, tmp_path: Path
 ) -> None:
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     export_ledger(customers.ledger, tmp_path / "export")  # after the backup, before the erasure
     customers.vault.erase("C-1002", actor="owner")
     out = Workspace.restore_backup(
@@ -37,7 +37,7 @@ def test_an_export_older_than_the_erasure_does_not_hide_the_live_erasure(
 
 
 def test_erasures_from_several_exports_are_all_applied(customers: Workspace, key: bytes, tmp_path: Path) -> None:
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1001", actor="owner")
     customers.ledger.checkpoint()  # as `complai ledger export` does: the export is signed to its end
     export_ledger(customers.ledger, tmp_path / "e1")
@@ -58,7 +58,7 @@ def test_erasures_from_several_exports_are_all_applied(customers: Workspace, key
 def test_a_restore_with_no_newer_ledger_is_refused_unless_stale_is_accepted(
     customers: Workspace, key: bytes, tmp_path: Path
 ) -> None:
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1002", actor="owner")
     live, clock = Path(customers.path), customers.clock
     customers.close()
@@ -77,7 +77,7 @@ def test_a_restore_with_no_newer_ledger_is_refused_unless_stale_is_accepted(
 def test_a_new_workspace_at_the_old_path_is_not_taken_for_the_source(
     customers: Workspace, key: bytes, tmp_path: Path
 ) -> None:
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     live = Path(customers.path)
     customers.close()
     shutil.rmtree(live)
@@ -122,7 +122,7 @@ def test_a_rotation_during_a_backup_never_leaves_keys_the_backup_cannot_unwrap(
         return real(path, *a, **kw)
 
     monkeypatch.setattr(backup, "read_secret", read_after_a_rotation)
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     assert rotated and rotated[0]["retired"] == [1]
     monkeypatch.setattr(backup, "read_secret", real)
     Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "r", key, "owner", clock=customers.clock)
@@ -134,7 +134,7 @@ def test_a_ledger_no_longer_than_the_backup_does_not_vouch_for_later_erasures(
     customers: Workspace, key: bytes, tmp_path: Path
 ) -> None:
     export_ledger(customers.ledger, tmp_path / "same-age")  # taken just before the backup: it knows nothing later
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1002", actor="owner")
     live, clock = Path(customers.path), customers.clock
     customers.close()
@@ -151,7 +151,7 @@ def test_a_workspace_restored_blind_does_not_vouch_for_later_erasures(
 ) -> None:
     """Restored with --accept-stale at the original path, the workspace looks like the live one; it must
     not make a later restore believe the erasures since the backup were checked."""
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1002", actor="owner")
     live, clock = Path(customers.path), customers.clock
     customers.close()
@@ -166,7 +166,7 @@ def test_an_export_signed_with_another_key_or_edited_is_refused(
 ) -> None:
     from complai.errors import IntegrityError
 
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1002", actor="owner")
     customers.ledger.checkpoint()
     export_ledger(customers.ledger, tmp_path / "e")
@@ -196,7 +196,7 @@ def test_a_killed_restore_never_leaves_a_workspace_holding_an_erased_subject(
     import sys
     import time
 
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1002", actor="owner")
     (tmp_path / "backup.key").chmod(0o600)
     script = (
@@ -233,7 +233,7 @@ def test_an_export_cut_short_or_unsigned_past_the_backup_does_not_vouch(
 ) -> None:
     from complai.errors import IntegrityError
 
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1001", actor="owner")
     customers.vault.erase("C-1002", actor="owner")
     export_ledger(customers.ledger, tmp_path / "unsigned")  # no checkpoint after the erasures

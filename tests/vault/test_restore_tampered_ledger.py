@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from complai.app.backup import create_backup
 from complai.app.workspace import Workspace
 from complai.errors import IntegrityError
 from complai.store.tables import ledger_entries
-from complai.vault.backup import create_backup, load_backup_key, new_backup_key
+from complai.vault.backup import load_backup_key, new_backup_key
 
 
 @pytest.mark.parametrize("edit", ["kind", "data"])
@@ -21,7 +22,7 @@ def test_a_hidden_erasure_in_the_live_ledger_refuses_the_restore(
 ) -> None:
     new_backup_key(tmp_path / "backup.key")
     key = load_backup_key(tmp_path / "backup.key")
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1002", actor="owner")
     with customers.store.write() as conn:
         e = ledger_entries.c
@@ -44,7 +45,7 @@ def test_an_erasure_edited_in_an_export_refuses_the_restore(customers: Workspace
 
     new_backup_key(tmp_path / "backup.key")
     key = load_backup_key(tmp_path / "backup.key")
-    create_backup(customers, tmp_path / "b.bak", key, "owner")
+    create_backup(customers.services, tmp_path / "b.bak", key, "owner")
     customers.vault.erase("C-1002", actor="owner")
     customers.ledger.checkpoint()
     export_ledger(customers.ledger, tmp_path / "export")

@@ -12,9 +12,10 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Connection, delete, insert, inspect, select
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -23,6 +24,7 @@ from complai.access.agreements import Agreements
 from complai.access.authz import Authz
 from complai.access.identity import OWNER, Credential, Identity, Principal, is_principal_name
 from complai.access.policy import Policy
+from complai.app.backup import RestoreResult, restore_backup
 from complai.app.services import Services, Status, status
 from complai.app.session import Session
 from complai.clock import Clock, SystemClock, utc_iso
@@ -331,11 +333,38 @@ class Workspace:
             )
 
     @classmethod
-    def restore_backup(cls, path: Path | str, target: Path | str, key: bytes, actor: str, **kw: Any) -> dict[str, Any]:
-        """Restore an encrypted backup into a new workspace directory (vault/backup.py says how)."""
-        from complai.vault.backup import restore_backup
+    def restore_backup(
+        cls,
+        path: Path | str,
+        target: Path | str,
+        key: bytes,
+        actor: str = OWNER,
+        *,
+        ledger_from: Path | Sequence[Path] | None = None,
+        database_url: str | None = None,
+        clock: Clock | None = None,
+        accept_stale: bool = False,
+    ) -> RestoreResult:
+        """Restore an encrypted backup into a new workspace directory, as `actor` (its owner); erasures
+        recorded after the backup in every newer ledger are re-applied (app/backup.py says how)."""
+        return restore_backup(
+            Path(path),
+            Path(target),
+            key,
+            actor,
+            open_services=cls._services_at,
+            ledger_from=ledger_from,
+            database_url=database_url,
+            clock=clock,
+            accept_stale=accept_stale,
+        )
 
-        return restore_backup(Path(path), Path(target), key, actor, open_workspace=cls.open, **kw)
+    @classmethod
+    @contextmanager
+    def _services_at(cls, path: Path, clock: Clock | None) -> Iterator[Services]:
+        """The services of the workspace at `path`, open for the length of a block (backup orchestration)."""
+        with cls.open(path, clock=clock) as ws:
+            yield ws.services
 
     def close(self) -> None:
         self.store.dispose()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from complai.app.backup import BackupResult, create_backup
 from complai.app.core import SessionCore
-from complai.app.services import status
+from complai.app.services import Status, status
+from complai.vault.backup import load_backup_key, new_backup_key
+
+BACKUP_KEY = "backup.key"
 
 
 class AdminOps(SessionCore):
-    def status(self) -> Any:
+    def status(self) -> Status:
         """The workspace's status (ledger head, schema revision, counts of datasets and checkpoints):
         for principals who oversee it (audit or admin)."""
         self._check_oversight()
@@ -25,11 +30,29 @@ class AdminOps(SessionCore):
         self._check("admin")
         return self._svc.keys.rotate(self.principal, **kw)
 
-    def backup(self, path: Path, key: bytes, **kw: Any) -> dict[str, Any]:
-        from complai.vault.backup import create_backup
-
+    def backup(self, path: Path, key: bytes, progress: Callable[[str], None] | None = None) -> BackupResult:
+        """An encrypted backup of the whole workspace under `key`, recorded: an admin action."""
         self._check("admin")
-        return create_backup(self._svc, path, key, self.principal, **kw)
+        return create_backup(self._svc, path, key, self.principal, progress)
+
+    def backup_with_key_file(
+        self, path: Path, key_file: Path | None = None, progress: Callable[[str], None] | None = None
+    ) -> tuple[BackupResult, Path | None]:
+        """A backup under the key in `key_file`, by default the workspace's keys/backup.key, created if
+        missing; returns the result and the key file if it was created. Authorised before anything is
+        written: a refused or failed backup leaves no new key file behind."""
+        self._check("admin")
+        key_path = key_file or self._svc.settings.keys_dir / BACKUP_KEY
+        created = not key_path.exists()
+        if created:
+            new_backup_key(key_path)
+        try:
+            result = self.backup(path, load_backup_key(key_path), progress)
+        except BaseException:
+            if created:
+                key_path.unlink(missing_ok=True)
+            raise
+        return result, key_path if created else None
 
     def audit_access(self) -> None:
         """Ledger and audit views: the auditor's action (no personal data involved)."""
