@@ -1,7 +1,8 @@
 """Workspace settings: `complai.toml` in the workspace directory, overridden by COMPLAI_* variables.
 
-COMPLAI_WORKSPACE      workspace directory (CLI default)
-COMPLAI_DATABASE_URL   database URL (overrides the file's; keeps credentials out of it)
+COMPLAI_WORKSPACE           workspace directory (CLI default)
+COMPLAI_DATABASE_URL        database URL (overrides the file's; keeps credentials out of it)
+COMPLAI_PIPL_REQUEST_DAYS   days to answer a subject request under PIPL (default: the taxonomy's 15)
 
 A database password is never written to `complai.toml`: a URL that holds one is refused there.
 """
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from complai.errors import InvalidInput, WorkspaceError
 
@@ -28,9 +31,6 @@ _KNOWN_SECTIONS = {"workspace", "store", "keys", "ledger"}
 def refuse_stored_password(url: str) -> None:
     """Refuse a database URL that holds a password (in its user part or as ?password=): it would be
     stored in clear in the workspace. The message never repeats the URL."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -45,6 +45,19 @@ def refuse_stored_password(url: str) -> None:
 
 def default_workspace() -> Path:
     return Path(os.environ.get("COMPLAI_WORKSPACE", "complai-workspace"))
+
+
+def pipl_request_days() -> int | None:
+    """COMPLAI_PIPL_REQUEST_DAYS: the days a PIPL subject request must be answered in, where the
+    organisation sets its own "timely manner"; None (unset or empty): the taxonomy's default. Read when
+    a deadline is computed, so a change applies to requests opened from then on."""
+    text = os.environ.get("COMPLAI_PIPL_REQUEST_DAYS", "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(f"COMPLAI_PIPL_REQUEST_DAYS must be a whole number of days, not {text!r}") from None
 
 
 @dataclass(frozen=True)
