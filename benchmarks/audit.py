@@ -77,8 +77,8 @@ def build(path: Path, events: int, n_subjects: int) -> tuple[Workspace, list[int
     fill(ws, events - ws.ledger.head().size, consented)
     witness = Witness.init(path.parent / f"witness-{events}", "w.bench.example")
     admin.trust_witness(witness.verifier)
-    ws.session(OWNER, "audit").dpia("generate", "adult")
-    ws.session(OWNER, "audit").dpia("sign", "adult", by="DPO")
+    ws.session(OWNER, "audit").dpia_generate("adult")
+    ws.session(OWNER, "audit").dpia_sign("adult", by="DPO")
     ws.ledger.checkpoint()
     cosign_latest(ws.ledger, witness, ws.clock.now(), int(time.time()))
     return ws, consented

@@ -17,14 +17,14 @@ def test_a_refused_dpia_action_does_not_say_whether_the_dataset_exists(tmp_path:
     ws = adult_workspace(Workspace.init(tmp_path / "ws"), 50)
     try:
         ws.identity.add(OWNER, "nobody", "service")
-        for change in ("status", "generate"):
+        for action in ("dpia_status", "dpia_generate"):
             words = set()
             for name in ("adult", "no_such_dataset"):
                 with pytest.raises(PolicyDenied) as exc:
-                    ws.session("nobody", "audit").dpia(change, name)
+                    getattr(ws.session("nobody", "audit"), action)(name)
                 words.add(str(exc.value).replace(name, "D"))
             assert len(words) == 1
         with pytest.raises(NotFound):  # those allowed still learn that it does not exist
-            ws.session(OWNER, "audit").dpia("status", "no_such_dataset")
+            ws.session(OWNER, "audit").dpia_status("no_such_dataset")
     finally:
         ws.close()

@@ -83,8 +83,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
 
 def _verified_access_request(w: Workspace, subject: str) -> str:
     s = w.session("owner", "subject_request")
-    rid = str(s.request_open("access", subject)["id"])
-    s.request_update(rid, "verify", method="account")
+    rid = str(s.request_open("access", subject).value["id"])
+    s.request_verify(rid, "account")
     return rid
 
 

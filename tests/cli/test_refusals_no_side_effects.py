@@ -65,8 +65,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             "owner", "bank", public, "customers", "credit_scoring", ["customer_id", "income"]
         ).id
         admin = w.session("owner", "subject_request")
-        ids["request"] = str(admin.request_open("access", "C-1001")["id"])
-        ids["incident"] = str(w.session("owner", "security").incident("open", description="test")["id"])
+        ids["request"] = str(admin.request_open("access", "C-1001").value["id"])
+        ids["incident"] = str(w.session("owner", "security").incident_open("test").value["id"])
         w.ledger.checkpoint()
         del owner
     yield Setup(path, files, out, token, ids)

@@ -12,9 +12,10 @@ import yaml
 from sqlalchemy import insert, select, update
 
 from complai.access.identity import OWNER
+from complai.app.ops.compliance import compliance_services
 from complai.app.workspace import Workspace
 from complai.clock import to_us, utc_iso
-from complai.compliance import engine, report
+from complai.compliance import engine
 from complai.datasets.adult import adult_schema_path, load_adult
 from complai.datasets.consents import adult_consents
 from complai.errors import IntegrityError, InvalidInput
@@ -50,7 +51,7 @@ NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1", "REQ-1", "I
 
 
 def _audit(ws: Workspace, **kw: float) -> dict[str, dict]:
-    ctx = engine.AuditContext(ws, ws.clock.now(), **kw)
+    ctx = engine.AuditContext(compliance_services(ws.services), ws.clock.now(), **kw)
     return {c["id"]: c for c in engine.run_controls(ctx)}
 
 
@@ -77,8 +78,8 @@ def clean(sqlite_ws: Workspace, tmp_path: Path) -> tuple[Workspace, Witness]:
     admin.set_budget("adult", 20.0, 1e-3)
     ws.session(OWNER, "train_ai_system").train("adult", label="income", target_epsilon=1.0, delta=1e-4, epochs=1)
     auditor = ws.session(OWNER, "audit")
-    auditor.dpia("generate", "adult")
-    auditor.dpia("sign", "adult", by="DPO")
+    auditor.dpia_generate("adult")
+    auditor.dpia_sign("adult", "DPO")
     w = _witnessed(ws, tmp_path)
     return ws, w
 
@@ -238,7 +239,11 @@ def test_unsecured_federated_rounds_and_unknown_actors_fail_their_controls(clean
 
 def test_a_read_without_consent_fails_consent_1(clean: tuple[Workspace, Witness]) -> None:
     ws, _ = clean
-    read = max(e["_seq"] for e in engine.AuditContext(ws, ws.clock.now()).entries() if e.get("type") == "vault.read")
+    read = max(
+        e["_seq"]
+        for e in engine.AuditContext(compliance_services(ws.services), ws.clock.now()).entries()
+        if e.get("type") == "vault.read"
+    )
     with ws.store.read() as conn:
         consented = select(consents.c.subject_id).where(consents.c.purpose == "train_ai_system")
         outsider, pseudonym = conn.execute(
@@ -266,7 +271,7 @@ def test_an_expired_agreement_used_fails_share_1(clean: tuple[Workspace, Witness
 def test_an_overdue_request_fails_req_1(clean: tuple[Workspace, Witness]) -> None:
     ws, w = clean
     subject = ws.vault.fetch("adult", "credit_scoring", ["subject_id"])[0]["subject_id"].iloc[0]
-    req = ws.session(OWNER, "subject_request").request_open("access", subject)
+    req = ws.session(OWNER, "subject_request").request_open("access", subject).value
     ws.clock.advance(timedelta(days=40))  # type: ignore[attr-defined]
     ws.ledger.checkpoint()
     witness_round(ws, w)
@@ -278,7 +283,7 @@ def test_an_overdue_request_fails_req_1(clean: tuple[Workspace, Witness]) -> Non
 def test_a_missing_or_stale_dpia_fails_dpia_1(clean: tuple[Workspace, Witness]) -> None:
     ws, w = clean
     auditor = ws.session(OWNER, "audit")
-    auditor.dpia("generate", "adult")  # a new version, not yet signed off
+    auditor.dpia_generate("adult")  # a new version, not yet signed off
     ws.ledger.checkpoint()
     witness_round(ws, w)
     results = _audit(ws)
@@ -287,9 +292,9 @@ def test_a_missing_or_stale_dpia_fails_dpia_1(clean: tuple[Workspace, Witness]) 
         results["DPIA-1"]["items"] == [{"item": "adult", "problem": results["DPIA-1"]["items"][0]["problem"]}]
         and "not signed off" in results["DPIA-1"]["items"][0]["problem"]
     )
-    auditor.dpia("sign", "adult", by="DPO")
+    auditor.dpia_sign("adult", "DPO")
     ws.clock.advance(timedelta(days=400))  # type: ignore[attr-defined]
-    assert auditor.dpia("status", "adult")["why"] == "signed off more than a year ago"
+    assert auditor.dpia_status("adult")["why"] == "signed off more than a year ago"
 
 
 def test_a_field_read_beyond_its_purpose_fails_min_1(clean: tuple[Workspace, Witness]) -> None:
@@ -346,7 +351,7 @@ def test_reports_verify_against_the_ledger_and_fail_after_any_change(
     ws, _ = clean
     out = ws.session(OWNER, "audit").compliance_audit(tmp_path / "r")
     path = Path(out["files"]["json"])
-    assert report.verify(ws, path)["ledger_seq"] == out["ledger_seq"]
+    assert ws.session(OWNER, "audit").verify_report(path)["ledger_seq"] == out["ledger_seq"]
     assert "Report digest" in Path(out["files"]["md"]).read_text()
     data = path.read_bytes()
     for i in range(0, len(data), 7):  # every seventh byte, first and last included
@@ -354,14 +359,14 @@ def test_reports_verify_against_the_ledger_and_fail_after_any_change(
         changed[i] = (changed[i] + 1) % 256
         path.write_bytes(bytes(changed))
         with pytest.raises(IntegrityError):
-            report.verify(ws, path)
+            ws.session(OWNER, "audit").verify_report(path)
     changed = bytearray(data)
     changed[-1] ^= 1
     path.write_bytes(bytes(changed))
     with pytest.raises(IntegrityError):
-        report.verify(ws, path)
+        ws.session(OWNER, "audit").verify_report(path)
     path.write_bytes(data)
-    assert report.verify(ws, path)["digest"] == out["digest"]
+    assert ws.session(OWNER, "audit").verify_report(path)["digest"] == out["digest"]
 
 
 def test_a_special_category_purpose_without_art9_condition_fails_basis_1(clean: tuple[Workspace, Witness]) -> None:
@@ -412,9 +417,13 @@ def test_all_planted_violations_together_fail_exactly_their_controls(
     ws, w = clean
     model = ws.models.list()[0]["model_id"]
     subject = ws.vault.fetch("adult", "credit_scoring", ["subject_id"])[0]["subject_id"].iloc[0]
-    req = ws.session(OWNER, "subject_request").request_open("access", subject)
+    req = ws.session(OWNER, "subject_request").request_open("access", subject).value
     ws.clock.advance(timedelta(days=40))  # type: ignore[attr-defined]
-    read = max(e["_seq"] for e in engine.AuditContext(ws, ws.clock.now()).entries() if e.get("type") == "vault.read")
+    read = max(
+        e["_seq"]
+        for e in engine.AuditContext(compliance_services(ws.services), ws.clock.now()).entries()
+        if e.get("type") == "vault.read"
+    )
     past = ws.clock.now() - timedelta(days=1)
     with ws.store.write() as conn:
         consented = select(consents.c.subject_id).where(consents.c.purpose == "train_ai_system")

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from complai.access.identity import OWNER
+from complai.app.ops.compliance import compliance_services
 from complai.app.workspace import Workspace
 from complai.compliance import engine
 from complai.errors import InvalidInput
@@ -40,15 +41,15 @@ def test_an_anomalous_bulk_read_opens_an_incident_with_a_72_hour_clock(ws: Works
     # the same evidence does not open a second incident
     assert ws.session(OWNER, "audit").compliance_audit(tmp_path / "r2")["report"]["incidents_opened"] == []
     inc = opened[0]["id"]
-    ctx = lambda: engine.AuditContext(ws, ws.clock.now())  # noqa: E731
+    ctx = lambda: engine.AuditContext(compliance_services(ws.services), ws.clock.now())  # noqa: E731
     assert engine.incidents_notified(ctx()).status == "pass"  # within 72 hours
     ws.clock.advance(timedelta(hours=73))  # type: ignore[attr-defined]
     late = engine.incidents_notified(ctx())
     assert late.status == "fail" and late.items[0]["item"] == f"incident {inc} (bulk-read)"
-    ws.session(OWNER, "security").incident("notify", inc, authority="CNIL")
+    ws.session(OWNER, "security").incident_notify(inc, "CNIL")
     assert engine.incidents_notified(ctx()).items[0]["problem"].startswith("notified")  # late, and says so
     with pytest.raises(InvalidInput, match="name the authority"):
-        ws.session(OWNER, "security").incident("notify", inc, authority=" ")
+        ws.session(OWNER, "security").incident_notify(inc, " ")
 
 
 def test_a_ledger_that_fails_verification_opens_an_incident(ws: Workspace, tmp_path: Path) -> None:

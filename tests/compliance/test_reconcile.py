@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import update
 
+from complai.app.ops.compliance import compliance_services
 from complai.app.workspace import Workspace
 from complai.compliance import engine, reconcile
 from complai.store.tables import datasets, subject_keys
@@ -25,11 +26,11 @@ def customers(ws: Workspace) -> Workspace:
 
 
 def _recon(ws: Workspace) -> engine.Finding:
-    return engine.CHECKS["reconciliation"](engine.AuditContext(ws, ws.clock.now()))
+    return engine.CHECKS["reconciliation"](engine.AuditContext(compliance_services(ws.services), ws.clock.now()))
 
 
 def test_reconcilers_follow_the_contract(customers: Workspace) -> None:
-    ctx = engine.AuditContext(customers, customers.clock.now())
+    ctx = engine.AuditContext(compliance_services(customers.services), customers.clock.now())
     assert reconcile.RECONCILERS
     for fn in reconcile.RECONCILERS:
         assert fn.__name__.startswith("reconcile_")
@@ -169,5 +170,5 @@ def test_objections_and_restrictions_edited_at_rest_are_named(customers: Workspa
 
 
 def _last(ws: Workspace, kind: str, pseudonym: str) -> int:
-    ctx = engine.AuditContext(ws, ws.clock.now())
-    return max(e["_seq"] for e in reconcile.ledger_events(ctx, kind) if e.get("subject") == pseudonym)
+    ctx = engine.AuditContext(compliance_services(ws.services), ws.clock.now())
+    return max(e["_seq"] for e in ctx.events(kind) if e.get("subject") == pseudonym)

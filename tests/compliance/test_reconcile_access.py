@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, insert, update
 
+from complai.app.ops.compliance import compliance_services
 from complai.app.workspace import Workspace
 from complai.compliance import engine
 from complai.crypto.sealing import generate_keypair
@@ -44,13 +45,13 @@ def governed(ws: Workspace, tmp_path: Path) -> tuple[Workspace, str, str]:
 
 
 def _access(ws: Workspace) -> list[str]:
-    finding = engine.CHECKS["reconciliation"](engine.AuditContext(ws, ws.clock.now()))
+    finding = engine.CHECKS["reconciliation"](engine.AuditContext(compliance_services(ws.services), ws.clock.now()))
     return [i["problem"] for i in finding.items if i["item"] == "access"]
 
 
 def test_legitimate_access_changes_reconcile(governed: tuple[Workspace, str, str]) -> None:
     ws, _, _ = governed
-    finding = engine.CHECKS["reconciliation"](engine.AuditContext(ws, ws.clock.now()))
+    finding = engine.CHECKS["reconciliation"](engine.AuditContext(compliance_services(ws.services), ws.clock.now()))
     assert finding.status == "pass", finding.items
     assert "access" in finding.evidence["reconciled"]
 
@@ -147,7 +148,7 @@ def test_a_dataset_purposes_column_edited_at_rest_is_named(governed: tuple[Works
     ws, _, _ = governed
     with ws.store.write() as conn:
         conn.execute(update(datasets).values(purposes_json='{"credit_scoring": "gdpr.legitimate_interests"}'))
-    finding = engine.CHECKS["reconciliation"](engine.AuditContext(ws, ws.clock.now()))
+    finding = engine.CHECKS["reconciliation"](engine.AuditContext(compliance_services(ws.services), ws.clock.now()))
     assert [i["problem"] for i in finding.items] == [
         "dataset customers: its stored purposes are not the ones registered at ledger entry 1"
     ]

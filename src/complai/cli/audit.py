@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -73,10 +76,6 @@ def run(
 ) -> None:
     """Audit on a schedule in the foreground; each audit is recorded in the ledger. For cron instead:
     `0 2 * * * complai --workspace /srv/ws audit --since-last --out /srv/audits/$(date +%F)`."""
-    import re
-    import time as _time
-    from datetime import UTC, datetime
-
     m = re.fullmatch(
         r"P(?:(\d{1,9})W)?(?:(\d{1,9})D)?(?:T(?:(\d{1,9})H)?(?:(\d{1,9})M)?(?:(\d{1,9})S)?)?", every.strip()
     )
@@ -97,7 +96,7 @@ def run(
             console.print(f"audit {done} written to {out / stamp} ({failed} failing controls)")
             if count and done >= count:
                 return
-            _time.sleep(seconds)
+            time.sleep(seconds)
     except KeyboardInterrupt:
         console.print(f"stopped after {done} audits")
 
@@ -108,11 +107,8 @@ def verify(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check a report against the ledger: unchanged, recorded, and the ledger sound (exit 1 if not)."""
-    from complai.compliance.report import verify as check
-
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        result = check(ws, report)
+    with open_session("audit") as (_, session):
+        result = session.verify_report(report)
     if json_out:
         print_json(result)
     else:

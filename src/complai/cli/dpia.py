@@ -10,6 +10,7 @@ import typer
 
 from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths
 from complai.files import check_output, write_private
+from complai.inputs import bounded_int
 
 app = typer.Typer(help="Data protection impact assessments (GDPR Art. 35).", no_args_is_help=True)
 
@@ -26,7 +27,7 @@ def generate(
     if out is not None:
         check_output(out, force=force, forbidden=protected)
     with open_session("audit") as (_, session):
-        result = session.dpia("generate", dataset)
+        result = session.dpia_generate(dataset).value
     if out is not None:
         write_private(out, json.dumps(result["document"], indent=1, default=str), force=force, forbidden=protected)
     if json_out:
@@ -46,12 +47,10 @@ def sign(
     version: Annotated[int | None, typer.Option("--version", help="Default: the latest.")] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    from complai.inputs import bounded_int
-
     if version is not None:
         bounded_int(version, "--version", lo=1)
     with open_session("audit") as (_, session):
-        st = session.dpia("sign", dataset, by=by, version=version)
+        st = session.dpia_sign(dataset, by, version).value
     if json_out:
         print_json(st)
     else:
@@ -61,7 +60,7 @@ def sign(
 @app.command("status")
 def status(dataset: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     with open_session("audit") as (_, session):
-        st = session.dpia("status", dataset)
+        st = session.dpia_status(dataset)
     if json_out:
         print_json(st)
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -12,7 +12,7 @@ from complai.cli.common import console, open_session, print_json
 app = typer.Typer(help="Incidents (GDPR Art. 33): open, notify within 72 hours, close.", no_args_is_help=True)
 
 
-def _show(i: dict, json_out: bool) -> None:
+def _show(i: dict[str, Any], json_out: bool) -> None:
     if json_out:
         print_json(i)
     else:
@@ -48,7 +48,7 @@ def open_(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     with open_session("security") as (_, session):
-        _show(session.incident("open", kind="manual", description=description), json_out)
+        _show(session.incident_open(description).value, json_out)
 
 
 @app.command("notify")
@@ -58,10 +58,10 @@ def notify(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     with open_session("security") as (_, session):
-        _show(session.incident("notify", incident, authority=authority), json_out)
+        _show(session.incident_notify(incident, authority).value, json_out)
 
 
 @app.command("close")
 def close(incident: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     with open_session("security") as (_, session):
-        _show(session.incident("close", incident), json_out)
+        _show(session.incident_close(incident).value, json_out)

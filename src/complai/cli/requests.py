@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,7 +16,7 @@ from complai.files import check_output, write_private
 app = typer.Typer(help="Data subject requests: deadlines, verification, fulfilment.", no_args_is_help=True)
 
 
-def _show(r: dict, json_out: bool) -> None:
+def _show(r: dict[str, Any], json_out: bool) -> None:
     if json_out:
         print_json(r)
         return
@@ -43,7 +43,7 @@ def open_(
 ) -> None:
     """Register a request; its deadline follows from the jurisdiction."""
     with open_session("subject_request") as (_, session):
-        _show(session.request_open(type_, subject, jurisdiction), json_out)
+        _show(session.request_open(type_, subject, jurisdiction).value, json_out)
 
 
 @app.command("list")
@@ -85,13 +85,13 @@ def verify(
 ) -> None:
     """Record that the requester's identity was verified, and how."""
     with open_session("subject_request") as (_, session):
-        _show(session.request_update(rid, "verify", method=method), json_out)
+        _show(session.request_verify(rid, method).value, json_out)
 
 
 @app.command("acknowledge")
 def acknowledge(rid: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     with open_session("subject_request") as (_, session):
-        _show(session.request_update(rid, "acknowledge"), json_out)
+        _show(session.request_acknowledge(rid).value, json_out)
 
 
 @app.command("extend")
@@ -101,7 +101,7 @@ def extend(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     with open_session("subject_request") as (_, session):
-        _show(session.request_update(rid, "extend", reason=reason), json_out)
+        _show(session.request_extend(rid, reason).value, json_out)
 
 
 @app.command("reject")
@@ -111,7 +111,7 @@ def reject(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     with open_session("subject_request") as (_, session):
-        _show(session.request_update(rid, "reject", reason=reason), json_out)
+        _show(session.request_reject(rid, reason).value, json_out)
 
 
 @app.command("fulfil")
@@ -144,4 +144,4 @@ def fulfil(
         result, output = session.request_fulfil(rid, subject, purpose=purpose, changes=changes)
     if output is not None and out is not None:
         write_private(out, json.dumps(output, indent=1, default=str), force=force, forbidden=protected)
-    _show(result, json_out)
+    _show(result.value, json_out)

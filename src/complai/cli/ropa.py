@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths
+from complai.compliance.ropa import to_csv
 from complai.errors import InvalidInput
 from complai.files import check_outputs, output_dir, write_private
 
@@ -20,8 +21,6 @@ def ropa(
     force: ForceOpt = False,
 ) -> None:
     """Generate the records of processing from the datasets' declarations and the sharing agreements."""
-    from complai.compliance.ropa import records_of_processing, to_csv
-
     formats = {f.strip() for f in format_.split(",") if f.strip()}
     if not formats <= {"json", "csv"}:
         raise InvalidInput("--format takes json and/or csv")
@@ -29,9 +28,8 @@ def ropa(
     names = [f"ropa.{f}" for f in ("json", "csv") if f in formats]
     if out is not None:
         check_outputs(out, names, force=force, forbidden=protected)
-    with open_session("audit") as (ws, session):
-        session.audit_access()
-        recs = records_of_processing(ws)
+    with open_session("audit") as (_, session):
+        recs = session.records_of_processing()
     if out is not None:
         output_dir(out, forbidden=protected)
         if "json" in formats:

@@ -6,16 +6,20 @@ off. A DPIA is current while the dataset's schema is unchanged and it is less th
 
 from __future__ import annotations
 
-import hashlib
 import json
-from datetime import timedelta
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
 from typing import Any
 
 import rfc8785
 from sqlalchemy import func, select
 
-from complai.clock import as_utc, utc_iso
-from complai.compliance.ropa import special
+from complai.clock import utc_iso
+from complai.compliance.context import ComplianceServices
+from complai.compliance.recorded import Recorded
+from complai.compliance.ropa import MEASURES, records_of_processing, special
+from complai.compliance.times import utc
+from complai.crypto.digest import digest as sha256_digest
 from complai.errors import InvalidInput, NotFound
 from complai.events import DpiaRecorded
 from complai.store.tables import datasets, dp_budgets, dpias, models
@@ -25,42 +29,44 @@ AI_TRAINING = {"train_ai_system", "federated_training"}
 VALID_FOR = timedelta(days=365)
 RISK_CONTROLS = ("DATA-1", "BASIS-1", "RET-1", "ENC-1", "CONSENT-1", "DP-1", "DEID-1", "ERASE-1")
 
+# the compliance engine's results for the named controls at a time (engine.assess): given, not imported,
+# since the engine's DPIA control reads this module
+Assess = Callable[[ComplianceServices, datetime, Collection[str]], list[dict[str, Any]]]
 
-def registered_digest(ws: Any, dataset: str) -> str:
+
+def registered_digest(svc: ComplianceServices, dataset: str) -> str:
     """The schema digest recorded when the dataset was registered."""
-    with ws.store.read() as conn:
+    with svc.store.read() as conn:
         d = conn.execute(select(datasets.c.schema_digest).where(datasets.c.name == dataset)).scalar_one_or_none()
     if d is None:
         raise NotFound(f"no dataset {dataset!r}")
     return str(d)
 
 
-def triggers(ws: Any, dataset: str) -> list[str]:
-    schema = ws.catalog.get(dataset).schema
+def triggers(svc: ComplianceServices, dataset: str) -> list[str]:
+    """Why the dataset's processing needs a DPIA (empty: it does not)."""
+    schema = svc.catalog.get(dataset).schema
     out = []
-    special_fields = [f.name for f in schema.fields if special(ws.taxonomy, f.category)]
+    special_fields = [f.name for f in schema.fields if special(svc.taxonomy, f.category)]
     if special_fields:
         out.append(f"special categories ({', '.join(special_fields)})")
     if PROFILING & set(schema.purposes):
         out.append(f"profiling ({', '.join(sorted(PROFILING & set(schema.purposes)))})")
-    with ws.store.read() as conn:
+    with svc.store.read() as conn:
         trained = conn.execute(select(func.count()).select_from(models).where(models.c.dataset == dataset)).scalar_one()
     if AI_TRAINING & set(schema.purposes) or trained:
         out.append("AI training" + (f" ({trained} models)" if trained else ""))
     return out
 
 
-def generate(ws: Any, dataset: str, actor: str) -> dict[str, Any]:
-    from complai.compliance import engine
-    from complai.compliance.ropa import MEASURES, records_of_processing
-
-    found = triggers(ws, dataset)
+def generate(svc: ComplianceServices, dataset: str, actor: str, assess: Assess) -> Recorded[dict[str, Any]]:
+    """Write the dataset's next DPIA version (risks: the RISK_CONTROLS as `assess` finds them now) and
+    record its digest."""
+    found = triggers(svc, dataset)
     if not found:
         raise InvalidInput(f"no DPIA trigger applies to {dataset} (no special categories, profiling or AI training)")
-    schema = ws.catalog.get(dataset).schema
-    now = ws.clock.now()
-    ctx = engine.AuditContext(ws, now)
-    catalogue = [c for c in engine.load_catalogue() if c["id"] in RISK_CONTROLS]
+    schema = svc.catalog.get(dataset).schema
+    now = svc.clock.now()
     risks = [
         {
             "control": c["id"],
@@ -69,9 +75,9 @@ def generate(ws: Any, dataset: str, actor: str) -> dict[str, Any]:
             "finding": c["summary"],
             "items": c["items"][:20],
         }
-        for c in engine.run_controls(ctx, catalogue)
+        for c in assess(svc, now, RISK_CONTROLS)
     ]
-    with ws.store.read() as conn:
+    with svc.store.read() as conn:
         budgets = [dict(r._mapping) for r in conn.execute(select(dp_budgets).where(dp_budgets.c.dataset == dataset))]
         trained = [
             {"model": m.id, "private": bool(m.private), "epsilon": m.epsilon, "delta": m.delta}
@@ -91,9 +97,9 @@ def generate(ws: Any, dataset: str, actor: str) -> dict[str, Any]:
         "version": version,
         "created_at": utc_iso(now),
         "created_by": actor,
-        "schema_digest": registered_digest(ws, dataset),
+        "schema_digest": registered_digest(svc, dataset),
         "triggers": found,
-        "processing": [r for r in records_of_processing(ws) if r["dataset"] == dataset],
+        "processing": [r for r in records_of_processing(svc.store, svc.taxonomy) if r["dataset"] == dataset],
         "necessity_and_proportionality": {
             "purposes": dict(schema.purposes),
             "deidentification": {k: v.model_dump() for k, v in schema.deidentify.items()},
@@ -111,39 +117,41 @@ def generate(ws: Any, dataset: str, actor: str) -> dict[str, Any]:
         "residual_risk": "high" if any(r["status"] == "fail" for r in risks) else "acceptable with the measures above",
     }
     body = rfc8785.dumps(json.loads(json.dumps(document, default=str)))
-    digest = "sha256:" + hashlib.sha256(body).hexdigest()
-    with ws.store.write() as conn:
+    digest = sha256_digest(body)
+    with svc.store.write() as conn:
         conn.execute(
             dpias.insert().values(
                 dataset=dataset,
                 version=version,
                 created_at=now,
-                schema_digest=registered_digest(ws, dataset),
+                schema_digest=registered_digest(svc, dataset),
                 digest=digest,
                 document=body.decode(),
             )
         )
-        ws.ledger.append(
+        seq = svc.ledger.emit(
             conn,
-            DpiaRecorded(
-                time=now,
-                actor=actor,
-                purpose="audit",
-                dataset=dataset,
-                version=version,
-                change="generated",
-                digest=digest,
-                triggers=found,
-            ),
+            DpiaRecorded,
+            time=now,
+            actor=actor,
+            purpose="audit",
+            dataset=dataset,
+            version=version,
+            change="generated",
+            digest=digest,
+            triggers=found,
         )
-    return {"dataset": dataset, "version": version, "digest": digest, "document": document}
+    return Recorded({"dataset": dataset, "version": version, "digest": digest, "document": document}, seq)
 
 
-def sign(ws: Any, dataset: str, signer: str, actor: str, version: int | None = None) -> dict[str, Any]:
+def sign(
+    svc: ComplianceServices, dataset: str, signer: str, actor: str, version: int | None = None
+) -> Recorded[dict[str, Any]]:
+    """Sign the latest (or the given) version off; returns the dataset's DPIA status after."""
     if not signer.strip():
         raise InvalidInput("name who signs the DPIA off (the DPO, say)")
-    now = ws.clock.now()
-    with ws.store.write() as conn:
+    now = svc.clock.now()
+    with svc.store.write() as conn:
         q = select(dpias).where(dpias.c.dataset == dataset)
         q = q.where(dpias.c.version == version) if version else q.order_by(dpias.c.version.desc()).limit(1)
         row = conn.execute(q).first()
@@ -156,27 +164,26 @@ def sign(ws: Any, dataset: str, signer: str, actor: str, version: int | None = N
             .where(dpias.c.dataset == dataset, dpias.c.version == row.version)
             .values(signed_by=signer, signed_at=now)
         )
-        ws.ledger.append(
+        seq = svc.ledger.emit(
             conn,
-            DpiaRecorded(
-                time=now,
-                actor=actor,
-                purpose="audit",
-                dataset=dataset,
-                version=row.version,
-                change="signed off",
-                digest=row.digest,
-                triggers=json.loads(row.document)["triggers"],
-                signed_by=signer,
-            ),
+            DpiaRecorded,
+            time=now,
+            actor=actor,
+            purpose="audit",
+            dataset=dataset,
+            version=row.version,
+            change="signed off",
+            digest=row.digest,
+            triggers=json.loads(row.document)["triggers"],
+            signed_by=signer,
         )
-    return status(ws, dataset)
+    return Recorded(status(svc, dataset), seq)
 
 
-def status(ws: Any, dataset: str) -> dict[str, Any]:
+def status(svc: ComplianceServices, dataset: str) -> dict[str, Any]:
     """The dataset's latest DPIA and whether it is current (signed, schema unchanged, under a year old)."""
-    current_schema = registered_digest(ws, dataset)
-    with ws.store.read() as conn:
+    current_schema = registered_digest(svc, dataset)
+    with svc.store.read() as conn:
         row = conn.execute(
             select(dpias).where(dpias.c.dataset == dataset).order_by(dpias.c.version.desc()).limit(1)
         ).first()
@@ -187,14 +194,14 @@ def status(ws: Any, dataset: str) -> dict[str, Any]:
         why = "not signed off"
     elif row.schema_digest != current_schema:
         why = "the dataset's schema changed since"
-    elif as_utc(row.signed_at) + VALID_FOR < ws.clock.now():
+    elif utc(row.signed_at) + VALID_FOR < svc.clock.now():
         why = "signed off more than a year ago"
     return {
         "dataset": dataset,
         "version": row.version,
         "digest": row.digest,
         "signed_by": row.signed_by,
-        "signed_at": utc_iso(as_utc(row.signed_at)) if row.signed_at else None,
+        "signed_at": utc_iso(utc(row.signed_at)) if row.signed_at else None,
         "current": why is None,
         "why": why,
     }

@@ -1,6 +1,7 @@
 """The compliance engine: each control in controls/catalogue.yaml that names a check is a function over
-the workspace (store and ledger) returning pass, fail or not applicable, with evidence and, for each
-failure, the items at fault. Controls without a check are reported as not evaluated, never as passed.
+an AuditContext (the audit's services, store and ledger among them; compliance/context.py) returning
+pass, fail or not applicable, with evidence and, for each failure, the items at fault. Controls without
+a check are reported as not evaluated, never as passed.
 
 The ledger is read once per audit (entries parsed as JSON, not re-validated: LEDGER-1 verifies them)
 and shared by the controls that need it.
@@ -10,8 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,15 +20,27 @@ import yaml
 from sqlalchemy import func, select
 
 from complai.clock import to_us, utc_iso
-from complai.compliance.ropa import special
-from complai.ledger.verify import RangeReport, VerifyReport, verify_ledger, verify_range
+from complai.compliance.context import (
+    FAIL,
+    NA,
+    NOT_EVALUATED,
+    PASS,
+    AuditContext,
+    ComplianceServices,
+    Finding,
+    event_time,
+)
+from complai.compliance.dpia import status, triggers
+from complai.compliance.reconcile import reconcile
+from complai.compliance.ropa import incomplete, records_of_processing, special
+from complai.compliance.times import utc
+from complai.ledger.verify import check_checkpoints
 from complai.store.tables import (
     access_log,
     agreements,
     consents,
     datasets,
     ledger_cosignatures,
-    ledger_entries,
     model_subjects,
     models,
     objections,
@@ -37,55 +49,10 @@ from complai.store.tables import (
     subject_keys,
     subjects,
 )
+from complai.vault.schema import parse_retention
+from complai.vault.service import unpack_ids
 
 CATALOGUE = Path(__file__).parent / "controls" / "catalogue.yaml"
-PASS, FAIL, NA, NOT_EVALUATED = "pass", "fail", "not applicable", "not evaluated"
-
-
-@dataclass
-class Finding:
-    status: str
-    summary: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-    items: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class AuditContext:
-    ws: Any
-    now: datetime
-    epsilon_cap: float = 10.0
-    key_rotation_days: int = 365
-    since: int = 0  # incremental: only ledger entries from this sequence number on
-    base_root: bytes | None = None  # the root the previous audit saw at size `since`
-    _entries: list[dict[str, Any]] | None = None
-    _verify: VerifyReport | RangeReport | None = None
-
-    def verify(self) -> VerifyReport | RangeReport:
-        """The ledger's verification, once per audit: of the entries since `since` when the previous
-        audit's root is known, else of the whole ledger."""
-        if self._verify is None:
-            if self.since and self.base_root is not None:
-                self._verify = verify_range(self.ws.ledger, self.since, self.base_root)
-            else:
-                self._verify = verify_ledger(self.ws.ledger)
-        return self._verify
-
-    def entries(self) -> list[dict[str, Any]]:
-        """Every ledger entry's event, parsed once, with its sequence number."""
-        if self._entries is None:
-            out = []
-            with self.ws.store.read() as conn:
-                q = select(ledger_entries.c.seq, ledger_entries.c.data).where(ledger_entries.c.seq >= self.since)
-                for seq, data in conn.execute(q.order_by(ledger_entries.c.seq)):
-                    try:
-                        e = json.loads(bytes(data))
-                    except ValueError:
-                        e = {"type": "unreadable"}
-                    e["_seq"] = int(seq)
-                    out.append(e)
-            self._entries = out
-        return self._entries
 
 
 CHECKS: dict[str, Callable[[AuditContext], Finding]] = {}
@@ -99,11 +66,6 @@ def check(name: str) -> Callable[[Callable[[AuditContext], Finding]], Callable[[
     return register
 
 
-def event_time(e: dict[str, Any]) -> datetime:
-    """A parsed ledger entry's time (RFC 3339 with Z)."""
-    return datetime.fromisoformat(str(e["time"]).replace("Z", "+00:00"))
-
-
 def load_catalogue(path: Path = CATALOGUE) -> list[dict[str, Any]]:
     doc = yaml.safe_load(path.read_text())
     return list(doc["controls"])
@@ -114,16 +76,14 @@ def load_catalogue(path: Path = CATALOGUE) -> list[dict[str, Any]]:
 
 @check("ledger_integrity")
 def ledger_integrity(ctx: AuditContext) -> Finding:
-    ledger = ctx.ws.ledger
+    ledger = ctx.svc.ledger
     report = ctx.verify()
     head = ledger.head()
-    evidence = {"ledger_size": head.size, "root": head.root.hex() if head.size else None}
+    evidence: dict[str, Any] = {"ledger_size": head.size, "root": head.root.hex() if head.size else None}
     items = []
     if not report.ok:
         items.append({"item": "ledger", "problem": report.problem or "verification failed"})
     # every checkpoint the log recorded is stored and vice versa (also when the audit is incremental)
-    from complai.ledger.verify import check_checkpoints
-
     for problem in check_checkpoints(ledger):
         if report.ok or problem != report.problem:
             items.append({"item": "checkpoints", "problem": problem})
@@ -137,7 +97,7 @@ def ledger_integrity(ctx: AuditContext) -> Finding:
     if not witnesses:
         items.append({"item": "witnesses", "problem": "no witness is trusted to cosign checkpoints"})
     elif latest is not None:
-        with ctx.ws.store.read() as conn:
+        with ctx.svc.store.read() as conn:
             signed = {
                 str(w)
                 for w in conn.execute(
@@ -153,7 +113,7 @@ def ledger_integrity(ctx: AuditContext) -> Finding:
 
 
 def _raw_schemas(ctx: AuditContext) -> list[dict[str, Any]]:
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         rows = conn.execute(select(datasets.c.name, datasets.c.schema_json, datasets.c.retention)).all()
     out = []
     for name, text, retention in rows:
@@ -167,7 +127,7 @@ def _raw_schemas(ctx: AuditContext) -> list[dict[str, Any]]:
 
 @check("fields_categorised")
 def fields_categorised(ctx: AuditContext) -> Finding:
-    known = set(ctx.ws.taxonomy.keys("data_categories"))
+    known = set(ctx.svc.taxonomy.keys("data_categories"))
     schemas = _raw_schemas(ctx)
     if not schemas:
         return Finding(NA, "no datasets")
@@ -188,7 +148,7 @@ def fields_categorised(ctx: AuditContext) -> Finding:
 
 @check("lawful_basis")
 def lawful_basis(ctx: AuditContext) -> Finding:
-    tax = ctx.ws.taxonomy
+    tax = ctx.svc.taxonomy
     bases = set(tax.keys("legal_bases"))
     schemas = _raw_schemas(ctx)
     if not schemas:
@@ -220,8 +180,6 @@ def lawful_basis(ctx: AuditContext) -> Finding:
 
 @check("retention")
 def retention(ctx: AuditContext) -> Finding:
-    from complai.vault.schema import parse_retention
-
     schemas = _raw_schemas(ctx)
     if not schemas:
         return Finding(NA, "no datasets")
@@ -231,7 +189,7 @@ def retention(ctx: AuditContext) -> Finding:
             parse_retention(d["retention"])
         except Exception:
             items.append({"item": d["name"], "problem": f"retention {d['retention']!r} is not a typed period"})
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         past = conn.execute(
             select(records.c.dataset, func.count(), func.min(records.c.expires_us))
             .where(records.c.expires_us <= to_us(ctx.now))
@@ -254,7 +212,7 @@ def retention(ctx: AuditContext) -> Finding:
 @check("encryption")
 def encryption(ctx: AuditContext) -> Finding:
     r, k = records.c, subject_keys.c
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         total = conn.execute(select(func.count()).select_from(records)).scalar_one()
         if not total:
             return Finding(NA, "no records")
@@ -270,7 +228,7 @@ def encryption(ctx: AuditContext) -> Finding:
             .where(k.created_at < cutoff)
         ).scalar_one()
         # decryptability, not only presence: every wrapping KEK version is held, sampled keys unwrap
-        keys_evidence, key_problems = ctx.ws.keyring.check_decryptable(conn)
+        keys_evidence, key_problems = ctx.svc.keyring.check_decryptable(conn)
     items = []
     if orphans:
         items.append({"item": "records", "problem": f"{orphans} records have no data key (unreadable or unencrypted)"})
@@ -298,7 +256,7 @@ def encryption(ctx: AuditContext) -> Finding:
 @check("erasure")
 def erasure(ctx: AuditContext) -> Finding:
     s = subjects.c
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         erased = conn.execute(select(func.count()).select_from(subjects).where(s.erased_at.is_not(None))).scalar_one()
         left = {}
         for name, table, col in (
@@ -323,20 +281,12 @@ def erasure(ctx: AuditContext) -> Finding:
     return Finding(PASS, f"{erased} erasures complete; no model awaits retraining", evidence)
 
 
-def models_checked(ctx: AuditContext) -> dict[str, list[str]]:
-    """Every stored model's integrity problems (Models.check), computed once per audit: DP-1 and RECON-1
-    both report them, and checking hashes every model's weights."""
-    if "_models_checked" not in ctx.__dict__:
-        ctx.__dict__["_models_checked"] = ctx.ws.models.check()
-    return dict(ctx.__dict__["_models_checked"])
-
-
 @check("model_privacy")
 def model_privacy(ctx: AuditContext) -> Finding:
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         rows = conn.execute(select(models).order_by(models.c.id)).all()
     # the registry, cards and weights as the ledger's model.trained entries bound them (dp/models.py)
-    integrity = models_checked(ctx)
+    integrity = ctx.models_checked()
     if not rows and not integrity:
         return Finding(NA, "no models")
     items = [
@@ -387,7 +337,7 @@ def federated_secagg(ctx: AuditContext) -> Finding:
 
 @check("known_actors")
 def known_actors(ctx: AuditContext) -> Finding:
-    with ctx.ws.store.read() as conn:  # the workspace owner is a principal too (seeded at init)
+    with ctx.svc.store.read() as conn:  # the workspace owner is a principal too (seeded at init)
         known = {str(p) for p in conn.execute(select(principals.c.name)).scalars()}
     entries = ctx.entries()
     unknown = Counter(e.get("actor") for e in entries if e.get("actor") not in known)
@@ -410,16 +360,12 @@ def known_actors(ctx: AuditContext) -> Finding:
 def consent_at_access(ctx: AuditContext) -> Finding:
     """Every subject a governed read reached had a live basis then: consent granted and not withdrawn
     at the read's time where the basis needs consent, and no objection in force (any basis)."""
-    from complai.clock import as_utc
-
     reads = {e["_seq"]: e for e in ctx.entries() if e.get("type") == "vault.read"}
     if not reads:
         return Finding(NA, "no governed reads")
     schemas = {d["name"]: d["schema"] for d in _raw_schemas(ctx)}
-    tax = ctx.ws.taxonomy
-    with ctx.ws.store.read() as conn:
-        from complai.vault.service import unpack_ids
-
+    tax = ctx.svc.taxonomy
+    with ctx.svc.store.read() as conn:
         since = min(reads)
         log = [
             (int(seq), sid)
@@ -435,12 +381,12 @@ def consent_at_access(ctx: AuditContext) -> Finding:
         for sid, purpose, granted, withdrawn in conn.execute(
             select(consents.c.subject_id, consents.c.purpose, consents.c.granted_at, consents.c.withdrawn_at)
         ):
-            cons.setdefault((int(sid), purpose), []).append((as_utc(granted), as_utc(withdrawn) if withdrawn else None))
+            cons.setdefault((int(sid), purpose), []).append((utc(granted), utc(withdrawn) if withdrawn else None))
         objs: dict[int, list[tuple[str, datetime, datetime | None]]] = {}
         for sid, purpose, at, lifted in conn.execute(
             select(objections.c.subject_id, objections.c.purpose, objections.c.at, objections.c.lifted_at)
         ):
-            objs.setdefault(int(sid), []).append((purpose, as_utc(at), as_utc(lifted) if lifted else None))
+            objs.setdefault(int(sid), []).append((purpose, utc(at), utc(lifted) if lifted else None))
         pseudo = dict(conn.execute(select(subjects.c.id, subjects.c.pseudonym)).all())
     bad: dict[int, list[str]] = {}
     checked = 0
@@ -454,12 +400,12 @@ def consent_at_access(ctx: AuditContext) -> Finding:
             skipped += 1
             continue
         checked += 1
-        purpose, dataset = e.get("purpose"), e.get("dataset")
+        purpose, dataset = str(e.get("purpose")), str(e.get("dataset"))  # vault.read events name both
         key = (dataset, purpose)
         if key not in needs:
             basis = (schemas.get(dataset, {}).get("purposes") or {}).get(purpose)
             try:
-                needs[key] = (bool(tax.legal_basis(basis).attrs.get("requires_consent")), str(basis))
+                needs[key] = (bool(tax.legal_basis(str(basis)).attrs.get("requires_consent")), str(basis))
             except Exception:
                 needs[key] = (True, str(basis))
         consent_needed, _ = needs[key]
@@ -496,12 +442,10 @@ def consent_at_access(ctx: AuditContext) -> Finding:
 @check("agreements_live")
 def agreements_live(ctx: AuditContext) -> Finding:
     """Every share happened under an agreement that existed, was not revoked and had not expired."""
-    from complai.clock import as_utc
-
     shares = [e for e in ctx.entries() if e.get("type") == "data.shared"]
     if not shares:
         return Finding(NA, "no shares")
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         rows = {
             r.id: r
             for r in conn.execute(select(agreements.c.id, agreements.c.expires_at, agreements.c.revoked_at)).all()
@@ -514,14 +458,14 @@ def agreements_live(ctx: AuditContext) -> Finding:
             items.append(
                 {"item": f"share at ledger entry {e['_seq']}", "problem": f"unknown agreement {e.get('agreement')}"}
             )
-        elif as_utc(a.expires_at) <= at:
+        elif utc(a.expires_at) <= at:
             items.append(
                 {
                     "item": f"share at ledger entry {e['_seq']}",
-                    "problem": f"agreement {a.id} had expired ({utc_iso(as_utc(a.expires_at))})",
+                    "problem": f"agreement {a.id} had expired ({utc_iso(utc(a.expires_at))})",
                 }
             )
-        elif a.revoked_at is not None and as_utc(a.revoked_at) <= at:
+        elif a.revoked_at is not None and utc(a.revoked_at) <= at:
             items.append(
                 {"item": f"share at ledger entry {e['_seq']}", "problem": f"agreement {a.id} had been revoked"}
             )
@@ -558,7 +502,7 @@ def deid_k(ctx: AuditContext) -> Finding:
 @check("request_deadlines")
 def request_deadlines(ctx: AuditContext) -> Finding:
     """Subject requests answered within their deadlines (and acknowledged in time where the law asks)."""
-    reqs = ctx.ws.requests.list()
+    reqs = ctx.svc.requests.list()
     if not reqs:
         return Finding(NA, "no subject requests")
     items = []
@@ -587,9 +531,7 @@ def request_deadlines(ctx: AuditContext) -> Finding:
 
 @check("ropa_complete")
 def ropa_complete(ctx: AuditContext) -> Finding:
-    from complai.compliance.ropa import incomplete, records_of_processing
-
-    recs = records_of_processing(ctx.ws)
+    recs = records_of_processing(ctx.svc.store, ctx.svc.taxonomy)
     if not recs:
         return Finding(NA, "no processing declared")
     items = incomplete(recs)
@@ -601,7 +543,7 @@ def ropa_complete(ctx: AuditContext) -> Finding:
 
 @check("incidents_notified")
 def incidents_notified(ctx: AuditContext) -> Finding:
-    found = ctx.ws.incidents.list()
+    found = ctx.svc.incidents.list()
     if not found:
         return Finding(NA, "no incidents")
     items = [
@@ -622,15 +564,13 @@ def incidents_notified(ctx: AuditContext) -> Finding:
 
 @check("dpia_current")
 def dpia_current(ctx: AuditContext) -> Finding:
-    from complai.compliance.dpia import status, triggers
-
-    needed = {name: triggers(ctx.ws, name) for name in ctx.ws.catalog.names()}
+    needed = {name: triggers(ctx.svc, name) for name in ctx.svc.catalog.names()}
     needed = {k: v for k, v in needed.items() if v}
     if not needed:
         return Finding(NA, "no dataset triggers a DPIA")
     items = []
     for name, why in sorted(needed.items()):
-        st = status(ctx.ws, name)
+        st = status(ctx.svc, name)
         if not st["current"]:
             items.append({"item": name, "problem": f"{st['why']} (required for {'; '.join(why)})"})
     evidence = {"datasets_requiring_dpia": len(needed)}
@@ -643,7 +583,7 @@ def dpia_current(ctx: AuditContext) -> Finding:
 def transfers_mechanism(ctx: AuditContext) -> Finding:
     """Agreements sending data to another jurisdiction record a transfer mechanism; agreements that do
     not say where their recipient is cannot be shown compliant."""
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         rows = conn.execute(
             select(
                 agreements.c.id,
@@ -673,7 +613,7 @@ def transfers_mechanism(ctx: AuditContext) -> Finding:
 def minimisation(ctx: AuditContext) -> Finding:
     """Fields each governed read returned stay within the categories its purpose may use (declared in
     the taxonomy's data uses)."""
-    tax = ctx.ws.taxonomy
+    tax = ctx.svc.taxonomy
     allowed: dict[str, list[str] | None] = {}
     fields: dict[str, dict[str, str]] = {
         d["name"]: {f["name"]: f.get("category", "") for f in d["schema"].get("fields", [])} for d in _raw_schemas(ctx)
@@ -682,7 +622,7 @@ def minimisation(ctx: AuditContext) -> Finding:
     for e in ctx.entries():
         if e.get("type") != "vault.read":
             continue
-        purpose = e.get("purpose")
+        purpose = str(e.get("purpose"))
         if purpose not in allowed:
             try:
                 allowed[purpose] = tax.purpose(purpose).attrs.get("categories")
@@ -693,7 +633,7 @@ def minimisation(ctx: AuditContext) -> Finding:
             continue
         checked += 1
         for col in e.get("columns", []):
-            cat = fields.get(e.get("dataset"), {}).get(col)
+            cat = fields.get(str(e.get("dataset")), {}).get(col)
             if cat is None:
                 continue
             if not any(tax.within(cat, a) for a in cats):
@@ -716,11 +656,9 @@ def reconciliation(ctx: AuditContext) -> Finding:
     """The store's state against what the ledger says it must be (compliance/reconcile.py): record
     counts per dataset and subject, record versions and expiry, key versions, budgets, models,
     checkpoints. Every divergence is named."""
-    from complai.compliance.reconcile import reconcile
-
     found, areas = reconcile(ctx)
     items = [{"item": area, "problem": problem} for area, problem in found]
-    evidence = {"reconciled": areas, "divergences": len(items), **ctx.__dict__.get("_reconcile_evidence", {})}
+    evidence = {"reconciled": areas, "divergences": len(items), **ctx.reconcile_evidence}
     if items:
         return Finding(FAIL, f"{len(items)} divergence(s) between the store and the ledger", evidence, items)
     return Finding(PASS, f"the store agrees with the ledger ({', '.join(areas) or 'nothing to reconcile'})", evidence)
@@ -760,3 +698,9 @@ def summary(results: list[dict[str, Any]]) -> dict[str, int]:
 
 def generated_at(ctx: AuditContext) -> str:
     return utc_iso(ctx.now)
+
+
+def assess(svc: ComplianceServices, now: datetime, controls: Collection[str]) -> list[dict[str, Any]]:
+    """The named controls' results at `now` (a DPIA's risk assessment runs the controls it cites)."""
+    ctx = AuditContext(svc, now)
+    return run_controls(ctx, [c for c in load_catalogue() if c["id"] in controls])

@@ -8,59 +8,52 @@ ledger's events, compares it with what the store does hold, and returns one line
 Contract: a reconciler is `def reconcile_x(ctx: AuditContext) -> list[str]`, listed in RECONCILERS.
 A divergence line names the item (dataset, subject pseudonym, record id, key version, ...) and what is
 wrong; it never carries personal data or exact values from a differential-privacy path. Reconcilers
-read the whole ledger (`ledger_events`), also in incremental audits: state is checked in full.
+read the whole ledger (`AuditContext.events`), also in incremental audits: state is checked in full.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import Connection, exists, func, select
 
-from complai.clock import to_us, utc_iso
+from complai.access.agreements import agreement_terms_digest
+from complai.access.identity import token_secret_digest
+from complai.clock import as_utc, from_us, to_us, utc_iso
+from complai.compliance.context import AuditContext, event_time
+from complai.dp.budget import BUDGET_KINDS, charged, divergence, replay
 from complai.errors import IntegrityError
+from complai.ledger.verify import check_checkpoints
 from complai.store.tables import (
     access_log,
+    agreements,
     consents,
     datasets,
+    dp_budgets,
+    dp_spends,
     objections,
+    policy_rules,
+    principals,
     records,
+    role_grants,
     subject_keys,
     subjects,
+    tokens,
 )
-from complai.vault.records import RecordSet, open_record
+from complai.vault.records import RecordSet, add_consent, consent_element, open_record
+from complai.vault.schema import DatasetSchema, retention_deadline
+from complai.vault.service import set_digest, unpack_ids
 
-if TYPE_CHECKING:
-    from complai.compliance.engine import AuditContext
-
-Reconciler = Callable[["AuditContext"], list[str]]
+Reconciler = Callable[[AuditContext], list[str]]
 
 CHUNK = 5000
 LIMIT = 50  # divergences of one kind listed by name; the rest are counted
 AUTH_SAMPLE = 2000  # records an incremental audit authenticates (a full audit: all)
-
-
-def ledger_events(ctx: AuditContext, *kinds: str) -> list[dict[str, Any]]:
-    """Every ledger event of these kinds (whole ledger, in order), parsed, with its sequence number as
-    `_seq`; cached on the audit context."""
-    cache: dict[str, list[dict[str, Any]]] = ctx.__dict__.setdefault("_reconcile_events", {})
-    missing = [k for k in kinds if k not in cache]
-    if missing:
-        for k in missing:
-            cache[k] = []
-        with ctx.ws.store.read() as conn:
-            for seq, kind, data in ctx.ws.ledger.scan(conn, missing):
-                try:
-                    ev = json.loads(data)
-                except ValueError:
-                    continue  # LEDGER-1 names an unreadable entry
-                ev["_seq"] = seq
-                cache[kind].append(ev)
-    return sorted((ev for k in kinds for ev in cache[k]), key=lambda ev: ev["_seq"])
 
 
 class _Lines:
@@ -81,8 +74,6 @@ class _Lines:
 
 def _event_us(ev: dict[str, Any]) -> int:
     """A ledger event's time in microseconds since the epoch, as records and consents store times."""
-    from complai.compliance.engine import event_time
-
     return to_us(event_time(ev))
 
 
@@ -95,17 +86,15 @@ def _parse_set(text: Any) -> RecordSet | None:
 
 def _registered(ctx: AuditContext) -> dict[str, dict[str, Any]]:
     """dataset -> its dataset.registered event."""
-    return {str(ev.get("dataset")): ev for ev in ledger_events(ctx, "dataset.registered")}
+    return {str(ev.get("dataset")): ev for ev in ctx.events("dataset.registered")}
 
 
 def reconcile_datasets(ctx: AuditContext) -> list[str]:
     """Each stored dataset as registered: its schema (by digest), retention, jurisdiction and purposes
     as the ledger's dataset.registered event recorded them; no dataset the ledger never registered."""
-    from complai.vault.schema import DatasetSchema
-
     out: list[str] = []
     registered = _registered(ctx)
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         rows = conn.execute(
             select(
                 datasets.c.name,
@@ -149,7 +138,7 @@ def reconcile_records(ctx: AuditContext) -> list[str]:
     subject holds records (subjects left without any are shredded); a record a rectification rewrote
     is still there unless its subject was erased or its dataset swept since."""
     out: list[str] = []
-    events = ledger_events(ctx, "vault.ingested", "subject.erased", "retention.swept")
+    events = ctx.events("vault.ingested", "subject.erased", "retention.swept")
     count: Counter[str] = Counter()
     sets: dict[str, RecordSet] = defaultdict(RecordSet)
     unhashed: set[str] = set()  # datasets with an event from before record-set hashes were recorded
@@ -192,7 +181,7 @@ def reconcile_records(ctx: AuditContext) -> list[str]:
     stored_sets: dict[str, RecordSet] = defaultdict(RecordSet)
     present: set[str] = set()
     r, s = records.c, subjects.c
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         q = select(r.dataset, s.pseudonym, r.rid).join_from(records, subjects, s.id == r.subject_id)
         for ds, pseudonym, rid in conn.execute(q):
             ds, rid = str(ds), bytes(rid)
@@ -233,8 +222,9 @@ def reconcile_subjects(ctx: AuditContext) -> list[str]:
     """Subjects as the ledger made them: as many as ingests created; erased exactly those an erasure
     names, plus as many as retention sweeps shredded; none an erasure names is live again."""
     out: list[str] = []
-    created, shredded, erased_at = 0, 0, {}
-    for ev in ledger_events(ctx, "vault.ingested", "subject.erased", "retention.swept"):
+    created, shredded = 0, 0
+    erased_at: dict[str, int] = {}
+    for ev in ctx.events("vault.ingested", "subject.erased", "retention.swept"):
         t = ev.get("type")
         if t == "vault.ingested":
             created += int(ev.get("new_subjects") or 0)
@@ -243,7 +233,7 @@ def reconcile_subjects(ctx: AuditContext) -> list[str]:
         elif t == "retention.swept":
             shredded += int(ev.get("subjects_shredded") or 0)
     s = subjects.c
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         stored = {str(p): e is not None for p, e in conn.execute(select(s.pseudonym, s.erased_at))}
     if len(stored) != created:
         out.append(f"subjects: {len(stored)} stored, the ledger's ingests created {created}")
@@ -271,19 +261,17 @@ def reconcile_access_log(ctx: AuditContext) -> list[str]:
     """The access log CONSENT-1 checks, against the reads it records: one row per governed read, naming
     exactly the subjects whose set digest the read's ledger entry holds (reads recorded before the access
     log existed, revision 0007, have no row)."""
-    from complai.vault.service import set_digest, unpack_ids
-
     out: list[str] = []
     legacy = max(
         (
             ev["_seq"]
-            for ev in ledger_events(ctx, "store.migrated")
+            for ev in ctx.events("store.migrated")
             if ev.get("from_revision") is not None and str(ev.get("from_revision")) < "0007"
         ),
         default=-1,
     )
-    reads = {ev["_seq"]: ev for ev in ledger_events(ctx, "vault.read") if ev["_seq"] > legacy}
-    with ctx.ws.store.read() as conn:
+    reads = {ev["_seq"]: ev for ev in ctx.events("vault.read") if ev["_seq"] > legacy}
+    with ctx.svc.store.read() as conn:
         rows = {int(seq): bytes(blob) for seq, blob in conn.execute(select(access_log.c.seq, access_log.c.subject_ids))}
         pseudonym = {int(i): str(p) for i, p in conn.execute(select(subjects.c.id, subjects.c.pseudonym))}
     lines = _Lines(out, "reads whose access-log rows disagree with the ledger")
@@ -312,12 +300,8 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
     erasures and retention sweeps deleted, and the withdrawals made (multiset hashes their events
     record; a grant's consent is its event). Workspaces with events from before these hashes were
     recorded are not reconciled here."""
-    from complai.vault.records import add_consent, consent_element
-
     given, withdrawn = RecordSet(), RecordSet()
-    for ev in ledger_events(
-        ctx, "vault.ingested", "consent.granted", "consent.withdrawn", "subject.erased", "retention.swept"
-    ):
+    for ev in ctx.events("vault.ingested", "consent.granted", "consent.withdrawn", "subject.erased", "retention.swept"):
         t = ev.get("type")
         if t == "consent.granted":
             at = _event_us(ev)
@@ -351,7 +335,7 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
     stored_given, stored_withdrawn = RecordSet(), RecordSet()
     c = consents.c
     n = 0
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         q = select(subjects.c.pseudonym, c.purpose, c.basis, c.granted_at, c.withdrawn_at, c.notice_version, c.source)
         for row in conn.execute(q.join_from(consents, subjects, subjects.c.id == c.subject_id)).mappings():
             n += 1
@@ -368,11 +352,9 @@ def reconcile_objections(ctx: AuditContext) -> list[str]:
     """Objections and restrictions, which governed reads and CONSENT-1 obey, as their events left them:
     each live subject holds exactly the objections its subject.objected entries recorded (none is ever
     lifted), and is restricted exactly when its latest subject.restricted entry says so."""
-    from complai.clock import as_utc
-
     out: list[str] = []
     s, o = subjects.c, objections.c
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         live = {
             str(p): restricted is not None
             for p, restricted in conn.execute(select(s.pseudonym, s.restricted_at).where(s.erased_at.is_(None)))
@@ -389,7 +371,7 @@ def reconcile_objections(ctx: AuditContext) -> list[str]:
                 lifted.append(str(p))
     recorded: Counter[tuple[str, str, str, int]] = Counter()
     restricted: dict[str, tuple[bool, int]] = {}
-    for ev in ledger_events(ctx, "subject.objected", "subject.restricted"):
+    for ev in ctx.events("subject.objected", "subject.restricted"):
         p = str(ev.get("subject"))
         if ev.get("type") == "subject.restricted":
             restricted[p] = (bool(ev.get("restricted")), ev["_seq"])
@@ -421,7 +403,7 @@ def reconcile_objections(ctx: AuditContext) -> list[str]:
 def _rectified(ctx: AuditContext) -> dict[str, tuple[str, str, int]]:
     """record id -> (dataset, subject pseudonym, the latest rectification's ledger entry)."""
     out = {}
-    for ev in ledger_events(ctx, "subject.rectified"):
+    for ev in ctx.events("subject.rectified"):
         for rid in ev.get("record_versions") or {}:
             out[rid] = (str(ev.get("dataset")), str(ev.get("subject")), ev["_seq"])
     return out
@@ -434,16 +416,13 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
     stored with it (bound into its associated data). A full audit authenticates every record; an
     incremental one (which must stay fast) a random sample of AUTH_SAMPLE, besides the other checks on
     every record."""
-    from complai.clock import from_us
-    from complai.vault.schema import retention_deadline
-
     out: list[str] = []
     expected: dict[str, tuple[int, int]] = {}
-    for ev in ledger_events(ctx, "subject.rectified"):
+    for ev in ctx.events("subject.rectified"):
         for rid, version in (ev.get("record_versions") or {}).items():
             expected[rid] = (int(version), ev["_seq"])
     ingested: dict[str, set[int]] = defaultdict(set)
-    for ev in ledger_events(ctx, "vault.ingested"):
+    for ev in ctx.events("vault.ingested"):
         try:
             ingested[str(ev.get("dataset"))].add(_event_us(ev))
         except (KeyError, ValueError):
@@ -455,7 +434,7 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
     rolled = _Lines(out, "records whose version disagrees with the ledger")
     timed = _Lines(out, "records whose times disagree with the ledger")
     r, s = records.c, subjects.c
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         total = int(conn.execute(select(func.count()).select_from(records)).scalar_one())
     share = 1.0 if not ctx.since or total <= AUTH_SAMPLE else AUTH_SAMPLE / total
     pick = random.SystemRandom()  # unpredictable to whoever edited the store
@@ -463,7 +442,7 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
     authenticated = 0
     last: bytes | None = None
     while True:
-        with ctx.ws.store.read() as conn:
+        with ctx.svc.store.read() as conn:
             q = (
                 select(
                     r.rid,
@@ -535,21 +514,19 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
     failed.close()
     rolled.close()
     timed.close()
-    ctx.__dict__.setdefault("_reconcile_evidence", {}).update(
-        {"records": total, "records_authenticated": authenticated}
-    )
+    ctx.reconcile_evidence.update({"records": total, "records_authenticated": authenticated})
     return out
 
 
-def _load_keys(ctx: AuditContext, conn: Any, ids: set[int]) -> tuple[dict[int, dict[int, Any]], set[int]]:
+def _load_keys(ctx: AuditContext, conn: Connection, ids: set[int]) -> tuple[dict[int, dict[int, Any]], set[int]]:
     """The subjects' data keys; subjects whose keys do not unwrap are returned apart, not raised."""
     try:
-        return ctx.ws.keyring.load(conn, ids), set()
+        return ctx.svc.keyring.load(conn, ids), set()
     except IntegrityError:
         keys, broken = {}, set()
         for sid in ids:
             try:
-                keys.update(ctx.ws.keyring.load(conn, [sid]))
+                keys.update(ctx.svc.keyring.load(conn, [sid]))
             except IntegrityError:
                 broken.add(sid)
         return keys, broken
@@ -560,7 +537,7 @@ def reconcile_key_versions(ctx: AuditContext) -> list[str]:
     ones rotations retired) against the key file, and against the versions data keys are wrapped under."""
     out: list[str] = []
     live, retired_at, created_at = {1}, {}, {1: 0}
-    for ev in ledger_events(ctx, "keys.rotated"):
+    for ev in ctx.events("keys.rotated"):
         new = int(ev.get("to_version") or 0)
         if new and new not in retired_at:
             live.add(new)
@@ -568,7 +545,7 @@ def reconcile_key_versions(ctx: AuditContext) -> list[str]:
         for v in ev.get("retired") or []:
             live.discard(int(v))
             retired_at[int(v)] = ev["_seq"]
-    provider = ctx.ws.keyring.provider
+    provider = ctx.svc.keyring.provider
     if hasattr(provider, "refresh"):  # another process may have rotated since this workspace opened
         provider.refresh()
     in_file = set(provider.versions())
@@ -576,7 +553,7 @@ def reconcile_key_versions(ctx: AuditContext) -> list[str]:
     for v in sorted(live - in_file):
         out.append(f"KEK version {v}: live according to the ledger (entry {created_at[v]}) but not in keys/kek.json")
     k = subject_keys.c
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         used = Counter(
             {
                 int(v): int(n)
@@ -599,18 +576,13 @@ def reconcile_budgets(ctx: AuditContext) -> list[str]:
     """Privacy budgets: each dp_budgets row (totals and what was spent) as the ledger's dp.budget_set
     and spend events (dp.query, dp.spent) derive it, no row the ledger never set and no set budget
     without its row; dp_spends holds one row per spend event, with its costs."""
-    import math
-
-    from complai.dp.budget import BUDGET_KINDS, charged, divergence, replay
-    from complai.store.tables import dp_budgets, dp_spends
-
     out: list[str] = []
-    events = ledger_events(ctx, *BUDGET_KINDS)
+    events = ctx.events(*BUDGET_KINDS)
     try:
         derived = replay({}, ((ev["_seq"], str(ev.get("type")), ev) for ev in events))
     except (IntegrityError, KeyError, TypeError, ValueError) as exc:
         return [f"privacy budgets: the ledger's budget events cannot be replayed ({exc})"]
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         rows = conn.execute(select(dp_budgets).order_by(dp_budgets.c.dataset, dp_budgets.c.principal)).all()
         spends = conn.execute(
             select(
@@ -654,23 +626,17 @@ def reconcile_budgets(ctx: AuditContext) -> list[str]:
 def reconcile_models(ctx: AuditContext) -> list[str]:
     """Stored models: registry row, card, card.json, card.md and weights as each model.trained entry
     bound them (digests, privacy parameters); no model without its entry and no entry without its model."""
-    from complai.compliance.engine import models_checked
-
-    return [f"model {model_id}: {p}" for model_id, problems in sorted(models_checked(ctx).items()) for p in problems]
+    return [f"model {model_id}: {p}" for model_id, problems in sorted(ctx.models_checked().items()) for p in problems]
 
 
 def reconcile_checkpoints(ctx: AuditContext) -> list[str]:
     """Signed checkpoints: one stored for each ledger.checkpoint entry (same size, root and log
     signature) and an entry for each stored one (ledger/verify.py)."""
-    from complai.ledger.verify import check_checkpoints
-
-    return check_checkpoints(ctx.ws.ledger)
+    return check_checkpoints(ctx.svc.ledger)
 
 
 def _when(value: Any) -> str | None:
     """A stored timestamp as the ledger writes it (UTC ISO 8601), None for none."""
-    from complai.clock import as_utc
-
     return None if value is None else utc_iso(as_utc(value))  # type: ignore[arg-type]
 
 
@@ -679,13 +645,8 @@ def reconcile_access(ctx: AuditContext) -> list[str]:
     rules, tokens (principal, expiry, revocation) and sharing agreements (dataset, purpose, fields,
     expiry, use limit, uses, revocation). Each of these, edited at rest, would grant a privilege or lift
     a limit; none is trusted without its events. The owner and its role come with the workspace."""
-    from complai.access.agreements import agreement_terms_digest
-    from complai.access.identity import token_secret_digest
-    from complai.store.tables import agreements, policy_rules, principals, role_grants, tokens
-
     out: list[str] = []
-    events = ledger_events(
-        ctx,
+    events = ctx.events(
         "principal.added",
         "principal.disabled",
         "role.changed",
@@ -741,7 +702,7 @@ def reconcile_access(ctx: AuditContext) -> list[str]:
                 agrs[aid]["revoked"] = True
         elif kind == "data.shared":
             uses[str(ev.get("agreement"))] = max(uses[str(ev.get("agreement"))], int(ev.get("use", 0)))
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         p_rows = conn.execute(select(principals.c.name, principals.c.disabled_at)).all()
         g_rows = {(str(p), str(r)) for p, r in conn.execute(select(role_grants.c.principal, role_grants.c.role))}
         r_rows = conn.execute(select(policy_rules)).all()

@@ -3,7 +3,6 @@ check that a report file is one the ledger recorded."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -12,11 +11,16 @@ from typing import Any
 import rfc8785
 from sqlalchemy import select
 
-from complai.compliance import engine
+from complai.compliance import engine, html
+from complai.compliance.context import AuditContext, ComplianceServices
+from complai.compliance.ropa import records_of_processing
+from complai.crypto.digest import digest
 from complai.errors import IntegrityError, InvalidInput
 from complai.events import ComplianceAudited
 from complai.files import check_outputs, output_dir, workspace_protected, write_private
-from complai.store.tables import ledger_entries
+from complai.inputs import read_input
+from complai.ledger.verify import verify_ledger
+from complai.store.tables import dp_budgets, ledger_entries, models
 
 FORMATS = ("json", "md", "html")
 
@@ -35,43 +39,37 @@ def canonical(report: dict[str, Any]) -> bytes:
     return rfc8785.dumps(_finite(report))
 
 
-def digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def build(ctx: engine.AuditContext, actor: str, owner: str | None = None) -> dict[str, Any]:
+def build(ctx: AuditContext, actor: str, owner: str | None = None) -> dict[str, Any]:
     """Run the controls, then open incidents for what they found (a ledger that fails verification,
     anomalous reads), and assemble the report."""
-    ws = ctx.ws
-    head = ws.ledger.head()
-    from complai.compliance.ropa import records_of_processing
-
+    svc = ctx.svc
+    head = svc.ledger.head()
     results = engine.run_controls(ctx)
     problem = None if ctx.verify().ok else (ctx.verify().problem or "verification failed")
-    opened = ws.incidents.detect(ctx.entries(), problem, owner or "owner", actor)
+    opened = svc.incidents.detect(ctx.entries(), problem, owner or "owner", actor)
     metrics, series, totals = _metrics(ctx, results)
     requests = [
         {k: r[k] for k in ("id", "type", "jurisdiction", "status", "due_at", "days_left", "closed_at", "overdue")}
-        for r in ws.requests.list()
+        for r in svc.requests.list()
     ]
-    note = ws.ledger.latest_checkpoint()
+    note = svc.ledger.latest_checkpoint()
     return {
         "report_format": 1,
         "title": "complai compliance audit",
         "generated_at": engine.generated_at(ctx),
         "generated_by": actor,
         "scope": {
-            "workspace": str(ws.path),
+            "workspace": str(svc.path),
             "ledger_size": head.size,
             "ledger_root": head.root.hex() if head.size else None,
             "since": ctx.since,
-            "datasets": sorted(ws.catalog.names()) if hasattr(ws.catalog, "names") else None,
+            "datasets": sorted(svc.catalog.names()),
             "parameters": {"epsilon_cap": ctx.epsilon_cap, "key_rotation_days": ctx.key_rotation_days},
         },
         "catalogue_digest": digest(engine.CATALOGUE.read_bytes()),
         "summary": engine.summary(results),
         "controls": results,
-        "records_of_processing": records_of_processing(ws),
+        "records_of_processing": records_of_processing(svc.store, svc.taxonomy),
         "metrics": metrics,
         "budget_series": series,
         "budget_totals": totals,
@@ -82,16 +80,12 @@ def build(ctx: engine.AuditContext, actor: str, owner: str | None = None) -> dic
 
 
 def _metrics(
-    ctx: engine.AuditContext, results: list[dict[str, Any]]
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+    ctx: AuditContext, results: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, list[list[Any]]], dict[str, float]]:
     """Epsilon per model and dataset, retention backlog, request timeliness, encryption coverage, and the
     cumulative privacy spending per dataset over time (from the ledger's spend entries)."""
-    from sqlalchemy import select
-
-    from complai.store.tables import dp_budgets, models
-
     by_id = {c["id"]: c for c in results}
-    with ctx.ws.store.read() as conn:
+    with ctx.svc.store.read() as conn:
         totals = {
             str(r.dataset): float(r.epsilon)
             for r in conn.execute(select(dp_budgets).where(dp_budgets.c.principal == "*"))
@@ -102,7 +96,7 @@ def _metrics(
         if e.get("type") in ("dp.spent", "dp.query") and e.get("dataset") in totals:
             spent = totals[e["dataset"]] - float(e.get("epsilon_remaining", 0.0))
             series.setdefault(e["dataset"], []).append([e["time"], round(spent, 6)])
-    reqs = ctx.ws.requests.list()
+    reqs = ctx.svc.requests.list()
     metrics = {
         "epsilon spent per dataset": {
             d: (pts[-1][1] if pts else 0.0) for d, pts in ((d, series.get(d, [])) for d in totals)
@@ -112,7 +106,7 @@ def _metrics(
         "records without a data key": by_id.get("ENC-1", {}).get("evidence", {}).get("records_without_key"),
         "subject requests (open / overdue / total)": f"{sum(1 for r in reqs if not r['closed_at'])} / "
         f"{sum(1 for r in reqs if r['overdue'])} / {len(reqs)}",
-        "ledger entries": ctx.ws.ledger.head().size,
+        "ledger entries": ctx.svc.ledger.head().size,
     }
     return metrics, series, totals
 
@@ -149,7 +143,7 @@ def markdown(report: dict[str, Any], report_digest: str) -> str:
 
 
 def check_out(
-    ws: Any, out: Path, formats: tuple[str, ...], force: bool = False, epsilon_cap: float | None = None
+    svc: ComplianceServices, out: Path, formats: tuple[str, ...], force: bool = False, epsilon_cap: float | None = None
 ) -> None:
     """Refuse, before any work, formats we do not write, report files we may not (over)write, no format
     at all (a report nobody can read) and an epsilon cap that is not a positive number (NaN passes every
@@ -161,11 +155,11 @@ def check_out(
         raise InvalidInput(f"no report format given (formats: {', '.join(FORMATS)})")
     if epsilon_cap is not None and not (math.isfinite(epsilon_cap) and epsilon_cap > 0):
         raise InvalidInput(f"the epsilon cap must be a positive finite number, not {epsilon_cap}")
-    check_outputs(out, [f"report.{f}" for f in formats], force=force, forbidden=workspace_protected(ws.path))
+    check_outputs(out, [f"report.{f}" for f in formats], force=force, forbidden=workspace_protected(svc.path))
 
 
 def write(
-    ws: Any,
+    svc: ComplianceServices,
     report: dict[str, Any],
     actor: str,
     purpose: str,
@@ -176,7 +170,7 @@ def write(
     """Render every requested format, write the files (mode 0600, never over an existing one unless
     `force`), then record the report's digest in the ledger; a failure records nothing and removes
     the files it wrote."""
-    check_out(ws, out, formats, force)
+    check_out(svc, out, formats, force)
     body = canonical(report)
     d = digest(body)
     s = report["summary"]
@@ -186,8 +180,6 @@ def write(
     if "md" in formats:
         rendered["md"] = markdown(report, d).encode()
     if "html" in formats:
-        from complai.compliance import html
-
         charts = {
             "status": html.status_chart(report["summary"]),
             "budget": html.burn_down_chart(
@@ -198,13 +190,13 @@ def write(
             "checkpoint": report["checkpoint"],
         }
         rendered["html"] = html.render(report, d, charts).encode()
-    forbidden = workspace_protected(ws.path)
+    forbidden = workspace_protected(svc.path)
     output_dir(out, forbidden=forbidden)
     files: dict[str, str] = {}
     try:
         for fmt, data in rendered.items():
             files[fmt] = str(write_private(out / f"report.{fmt}", data, force=force, forbidden=forbidden))
-        seq = _record(ws, report, d, actor, purpose)
+        seq = _record(svc, report, d, actor, purpose)
     except BaseException:
         for f in files.values():
             Path(f).unlink(missing_ok=True)
@@ -212,30 +204,27 @@ def write(
     return {"digest": d, "ledger_seq": seq, "files": files, "summary": s}
 
 
-def _record(ws: Any, report: dict[str, Any], d: str, actor: str, purpose: str) -> int:
+def _record(svc: ComplianceServices, report: dict[str, Any], d: str, actor: str, purpose: str) -> int:
     s = report["summary"]
-    return int(
-        ws.ledger.record(
-            ComplianceAudited(
-                time=ws.clock.now(),
-                actor=actor,
-                purpose=purpose,
-                report_digest=d,
-                ledger_size=report["scope"]["ledger_size"],
-                ledger_root=report["scope"]["ledger_root"] or "",
-                since=report["scope"]["since"],
-                passed=s["pass"],
-                failed=s["fail"],
-                not_applicable=s["not applicable"],
-                not_evaluated=s["not evaluated"],
-            )
-        )
+    return svc.ledger.emit(
+        None,
+        ComplianceAudited,
+        actor=actor,
+        purpose=purpose,
+        report_digest=d,
+        ledger_size=report["scope"]["ledger_size"],
+        ledger_root=report["scope"]["ledger_root"] or "",
+        since=report["scope"]["since"],
+        passed=s["pass"],
+        failed=s["fail"],
+        not_applicable=s["not applicable"],
+        not_evaluated=s["not evaluated"],
     )
 
 
-def last_audit(ws: Any) -> tuple[int, bytes] | None:
+def last_audit(svc: ComplianceServices) -> tuple[int, bytes] | None:
     """(ledger size, root) the most recent recorded audit covered, or None."""
-    with ws.store.read() as conn:
+    with svc.store.read() as conn:
         raw = conn.execute(
             select(ledger_entries.c.data)
             .where(ledger_entries.c.kind == ComplianceAudited.kind)
@@ -248,11 +237,8 @@ def last_audit(ws: Any) -> tuple[int, bytes] | None:
     return (int(e["ledger_size"]), bytes.fromhex(e["ledger_root"])) if e.get("ledger_root") else None
 
 
-def verify(ws: Any, path: Path) -> dict[str, Any]:
+def verify(svc: ComplianceServices, path: Path) -> dict[str, Any]:
     """A report file against the ledger: canonical, recorded by a compliance.audited entry, ledger sound."""
-    from complai.inputs import read_input
-    from complai.ledger.verify import verify_ledger
-
     data = read_input(path, "report")
     try:
         parsed = json.loads(data)
@@ -261,7 +247,7 @@ def verify(ws: Any, path: Path) -> dict[str, Any]:
     if canonical(parsed) != data:
         raise IntegrityError("the report is not the canonical JSON complai wrote (it was changed)")
     d = digest(data)
-    with ws.store.read() as conn:
+    with svc.store.read() as conn:
         rows = conn.execute(select(ledger_entries.c.seq, ledger_entries.c.data).order_by(ledger_entries.c.seq)).all()
     seq = None
     for s, raw in rows:
@@ -271,7 +257,7 @@ def verify(ws: Any, path: Path) -> dict[str, Any]:
             break
     if seq is None:
         raise IntegrityError("no compliance.audited entry in the ledger records this report's digest")
-    check = verify_ledger(ws.ledger)
+    check = verify_ledger(svc.ledger)
     if not check.ok:
         raise IntegrityError(f"the ledger does not verify: {check.problem}")
     return {"ok": True, "digest": d, "ledger_seq": seq, "ledger_size": check.size}

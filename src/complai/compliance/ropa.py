@@ -12,8 +12,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from complai.clock import as_utc, utc_iso
+from complai.clock import utc_iso
+from complai.compliance.times import utc
+from complai.store import Store
 from complai.store.tables import agreements, datasets
+from complai.taxonomy import Taxonomy
 
 MEASURES = (
     "per-subject AES-256-GCM data keys wrapped by a key-encryption key, rotation and crypto-shredding; "
@@ -22,9 +25,9 @@ MEASURES = (
 REQUIRED = ("dataset", "purpose", "lawful_basis", "data_subjects", "data_categories", "retention", "measures")
 
 
-def records_of_processing(ws: Any) -> list[dict[str, Any]]:
-    tax = ws.taxonomy
-    with ws.store.read() as conn:
+def records_of_processing(store: Store, tax: Taxonomy) -> list[dict[str, Any]]:
+    """One record per dataset and purpose, from the datasets' declarations and the sharing agreements."""
+    with store.read() as conn:
         rows = conn.execute(select(datasets.c.name, datasets.c.schema_json)).all()
         shares = conn.execute(
             select(
@@ -45,7 +48,7 @@ def records_of_processing(ws: Any) -> list[dict[str, Any]]:
             recipients = [
                 {
                     "recipient": r.recipient,
-                    "until": utc_iso(as_utc(r.expires_at)),
+                    "until": utc_iso(utc(r.expires_at)),
                     "revoked": r.revoked_at is not None,
                 }
                 for r in shares
@@ -113,7 +116,7 @@ def to_csv(records: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def special(tax: Any, category: str) -> bool:
+def special(tax: Taxonomy, category: str) -> bool:
     """Whether a data category is a special category (unknown categories are not)."""
     try:
         return bool(tax.is_special(category))
@@ -121,15 +124,18 @@ def special(tax: Any, category: str) -> bool:
         return False
 
 
-def _name(tax: Any, kind: str, key: str) -> str | None:
+def _name(tax: Taxonomy, kind: str, key: str) -> str | None:
     try:
         return str(tax.get(kind, key).name)
     except Exception:
         return None
 
 
-def _attr(tax: Any, basis: str | None, attr: str) -> str | None:
+def _attr(tax: Taxonomy, basis: str | None, attr: str) -> str | None:
+    if basis is None:
+        return None
     try:
-        return tax.legal_basis(basis).attrs.get(attr)
+        value = tax.legal_basis(basis).attrs.get(attr)
     except Exception:
         return None
+    return None if value is None else str(value)

@@ -1,65 +1,91 @@
-"""Session operations: Subject requests, incidents, DPIAs and compliance audits."""
+"""Session operations: subject requests, incidents, DPIAs, records of processing and compliance audits.
+
+Each operation that records an event returns its result with the ledger entry's sequence number
+(`Recorded`); `last_seq` is set as well."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from complai.access.identity import OWNER
 from complai.app.core import SessionCore
-from complai.errors import InvalidInput
+from complai.app.services import Services
+from complai.compliance import dpia, engine, report, ropa
+from complai.compliance.context import AuditContext, ComplianceServices
+from complai.compliance.recorded import Recorded
+from complai.compliance.requests import SubjectRights
+
+
+class _FulfillingSession(SubjectRights, Protocol):
+    """A session that holds the subject-rights operations (app/ops/rights.py) besides these."""
+
+    _svc: Services
+    last_seq: int | None
+
+
+def compliance_services(svc: Services) -> ComplianceServices:
+    """The services compliance reads and records through (never the whole workspace)."""
+    return ComplianceServices(
+        settings=svc.settings,
+        store=svc.store,
+        clock=svc.clock,
+        taxonomy=svc.taxonomy,
+        ledger=svc.ledger,
+        catalog=svc.catalog,
+        keyring=svc.keyring,
+        models=svc.models,
+        requests=svc.requests,
+        incidents=svc.incidents,
+    )
 
 
 class ComplianceOps(SessionCore):
-    def request_open(self, kind: str, subject: str, jurisdiction: str | None = None) -> dict[str, Any]:
+    def _compliance(self) -> ComplianceServices:
+        return compliance_services(self._svc)
+
+    def _recorded(self, result: Recorded[dict[str, Any]]) -> Recorded[dict[str, Any]]:
+        self.last_seq = result.seq
+        return result
+
+    # --- subject requests --------------------------------------------------------------------------
+
+    def request_open(self, kind: str, subject: str, jurisdiction: str | None = None) -> Recorded[dict[str, Any]]:
         self._check("admin")
-        return self._svc.requests.open(kind, subject, self.principal, jurisdiction)
+        return self._recorded(self._svc.requests.open(kind, subject, self.principal, jurisdiction))
 
-    def request_update(self, rid: str, change: str, **kw: Any) -> dict[str, Any]:
-        """verify (method=), acknowledge, extend (reason=), reject (reason=)."""
+    def request_verify(self, rid: str, method: str) -> Recorded[dict[str, Any]]:
+        """Record that the requester's identity was verified, and how."""
         self._check("admin")
-        r = self._svc.requests
-        if change == "verify":
-            return r.verify_identity(rid, kw["method"], self.principal)
-        if change == "acknowledge":
-            return r.acknowledge(rid, self.principal)
-        if change == "extend":
-            return r.extend(rid, self.principal, kw.get("reason", ""))
-        if change == "reject":
-            return r.reject(rid, self.principal, kw.get("reason", ""))
-        raise InvalidInput(f"unknown change {change!r}")
+        return self._recorded(self._svc.requests.verify_identity(rid, method, self.principal))
 
-    def request_fulfil(self, rid: str, subject: str, **params: Any) -> tuple[dict[str, Any], Any]:
-        return self._svc.requests.fulfil(self, rid, subject, **params)
-
-    def incident(self, change: str, iid: str = "", **kw: Any) -> dict[str, Any]:
-        """open (kind=, description=), notify (authority=), close."""
+    def request_acknowledge(self, rid: str) -> Recorded[dict[str, Any]]:
         self._check("admin")
-        inc = self._svc.incidents
-        if change == "open":
-            return inc.open(kw.get("kind", "manual"), kw.get("description", ""), kw.get("evidence", {}), self.principal)
-        if change == "notify":
-            return inc.notify(iid, kw.get("authority", ""), self.principal)
-        if change == "close":
-            return inc.close(iid, self.principal)
-        raise InvalidInput(f"unknown change {change!r}")
+        return self._recorded(self._svc.requests.acknowledge(rid, self.principal))
 
-    def dpia(self, change: str, dataset: str, **kw: Any) -> dict[str, Any]:
-        """generate, sign (by=, version=), status."""
-        from complai.compliance import dpia
+    def request_extend(self, rid: str, reason: str) -> Recorded[dict[str, Any]]:
+        """Extend the deadline once, where the jurisdiction allows it (the reason goes to the subject)."""
+        self._check("admin")
+        return self._recorded(self._svc.requests.extend(rid, self.principal, reason))
 
-        self._check("audit" if change == "status" else "admin", dataset)
-        self._svc.catalog.get(dataset)  # after the policy: a refusal says nothing about whether it exists
-        if change == "status":
-            return dpia.status(self._svc, dataset)
-        if change == "generate":
-            return dpia.generate(self._svc, dataset, self.principal)
-        if change == "sign":
-            return dpia.sign(self._svc, dataset, kw.get("by", ""), self.principal, kw.get("version"))
-        raise InvalidInput(f"unknown change {change!r}")
+    def request_reject(self, rid: str, reason: str) -> Recorded[dict[str, Any]]:
+        self._check("admin")
+        return self._recorded(self._svc.requests.reject(rid, self.principal, reason))
 
-    def incidents(self) -> list[dict[str, Any]]:
-        self._check("audit")
-        return self._svc.incidents.list()
+    def request_fulfil(
+        self: _FulfillingSession,
+        rid: str,
+        subject: str,
+        *,
+        purpose: str | None = None,
+        changes: Sequence[tuple[str, str, Any]] = (),
+    ) -> tuple[Recorded[dict[str, Any]], dict[str, Any] | None]:
+        """Carry the request out through this session's own rights operations (each authorised and
+        recorded); returns the request and, for access or portability, the export."""
+        result, output = self._svc.requests.fulfil(self, rid, subject, purpose=purpose, changes=changes)
+        self.last_seq = result.seq
+        return result, output
 
     def request(self, rid: str) -> dict[str, Any]:
         self._check("audit")
@@ -69,6 +95,51 @@ class ComplianceOps(SessionCore):
         self._check("audit")
         return self._svc.requests.list(overdue_only)
 
+    # --- incidents ---------------------------------------------------------------------------------
+
+    def incident_open(
+        self, description: str, kind: str = "manual", evidence: dict[str, Any] | None = None
+    ) -> Recorded[dict[str, Any]]:
+        self._check("admin")
+        return self._recorded(self._svc.incidents.open(kind, description, evidence or {}, self.principal))
+
+    def incident_notify(self, iid: str, authority: str) -> Recorded[dict[str, Any]]:
+        """Record that the supervisory authority was notified."""
+        self._check("admin")
+        return self._recorded(self._svc.incidents.notify(iid, authority, self.principal))
+
+    def incident_close(self, iid: str) -> Recorded[dict[str, Any]]:
+        self._check("admin")
+        return self._recorded(self._svc.incidents.close(iid, self.principal))
+
+    def incidents(self) -> list[dict[str, Any]]:
+        self._check("audit")
+        return self._svc.incidents.list()
+
+    # --- DPIAs: authorised before the dataset is looked up, so a refusal says nothing of whether it exists
+
+    def dpia_generate(self, dataset: str) -> Recorded[dict[str, Any]]:
+        self._check("admin", dataset)
+        self._svc.catalog.get(dataset)
+        return self._recorded(dpia.generate(self._compliance(), dataset, self.principal, engine.assess))
+
+    def dpia_sign(self, dataset: str, by: str, version: int | None = None) -> Recorded[dict[str, Any]]:
+        self._check("admin", dataset)
+        self._svc.catalog.get(dataset)
+        return self._recorded(dpia.sign(self._compliance(), dataset, by, self.principal, version))
+
+    def dpia_status(self, dataset: str) -> dict[str, Any]:
+        self._check("audit", dataset)
+        self._svc.catalog.get(dataset)
+        return dpia.status(self._compliance(), dataset)
+
+    # --- records of processing and audits ----------------------------------------------------------
+
+    def records_of_processing(self) -> list[dict[str, Any]]:
+        """GDPR Art. 30 records, from the datasets' declarations and the sharing agreements."""
+        self._check("audit")
+        return ropa.records_of_processing(self._svc.store, self._svc.taxonomy)
+
     def compliance_audit(
         self,
         out: Path,
@@ -77,24 +148,25 @@ class ComplianceOps(SessionCore):
         since_last: bool = False,
         force: bool = False,
     ) -> dict[str, Any]:
-        """Run every control against the workspace and its ledger; write the report; record its digest.
-        `since_last`: ledger evidence only from where the last recorded audit stopped (its root checked
-        to be a prefix of today's), state controls in full. `force` overwrites earlier report files."""
-        from complai.compliance import engine, report
-
+        """Run every control against the workspace and its ledger; write the report; record its digest
+        (`ledger_seq` in the result). `since_last`: ledger evidence only from where the last recorded
+        audit stopped (its root checked to be a prefix of today's), state controls in full. `force`
+        overwrites earlier report files."""
         self._check("audit")
-        report.check_out(self._svc, Path(out), formats, force, epsilon_cap=epsilon_cap)
+        svc = self._compliance()
+        report.check_out(svc, Path(out), formats, force, epsilon_cap=epsilon_cap)
         since, base = 0, None
         if since_last:
-            last = report.last_audit(self._svc)
+            last = report.last_audit(svc)
             if last is not None:
                 since, base = last
-        ctx = engine.AuditContext(
-            self._svc, self._svc.clock.now(), epsilon_cap=epsilon_cap, since=since, base_root=base
-        )
-        from complai.access.identity import OWNER
-
+        ctx = AuditContext(svc, svc.clock.now(), epsilon_cap=epsilon_cap, since=since, base_root=base)
         doc = report.build(ctx, self.principal, OWNER)
-        written = report.write(self._svc, doc, self.principal, self.purpose, Path(out), formats, force=force)
+        written = report.write(svc, doc, self.principal, self.purpose, Path(out), formats, force=force)
         self.last_seq = written["ledger_seq"]
         return {**written, "report": doc}
+
+    def verify_report(self, path: Path) -> dict[str, Any]:
+        """A report file against the ledger: unchanged (canonical), recorded, and the ledger sound."""
+        self._check("audit")
+        return report.verify(self._compliance(), path)
