@@ -35,7 +35,7 @@ from sqlalchemy import Connection, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from complai.clock import Clock, utc_iso
+from complai.clock import Clock, parse_utc, utc_iso
 from complai.crypto.aead import DataKey
 from complai.crypto.keyfiles import read_secret, write_secret
 from complai.errors import IntegrityError, NotFound, WorkspaceError
@@ -435,4 +435,4 @@ class Keyring:
 
 def kek_age_days(provider: KeyProvider, now: datetime) -> float:
     created = provider.versions()[provider.current_version()]
-    return (now - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds() / 86400
+    return (now - parse_utc(created)).total_seconds() / 86400

@@ -24,4 +24,3 @@ class Pseudonymizer:
 
     def __repr__(self) -> str:
         return "Pseudonymizer(<key hidden>)"
-

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from complai.crypto.keyfiles import read_secret, write_secret
 from complai.errors import InvalidInput
@@ -92,8 +94,6 @@ class Signer:
         return cls(name, Ed25519PrivateKey.from_private_bytes(read_secret(path, size=32)), alg)
 
     def save(self, path: Path) -> None:
-        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
         write_secret(path, self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
 
     @property
@@ -106,10 +106,6 @@ class Signer:
     def derive_key(self, info: bytes) -> bytes:
         """A 32-byte secret for another use of this key's holder (HKDF-SHA256 over the private key,
         separated by `info`), e.g. to authenticate state the log key's holder keeps in the store."""
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
         raw = self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"complai/derived-key/v1", info=info).derive(raw)
 

@@ -117,19 +117,17 @@ class Models:
             eps = planned_epsilon(spec.accountant, sigma, q, steps, spec.delta)
             with self.store.write() as conn:
                 self.budgets.reserve(conn, spec.dataset, actor, f"train {model_id}", "dp-sgd", approx=(eps, spec.delta))
-                self.ledger.append(
+                self.ledger.emit(
                     conn,
-                    BudgetSpent(
-                        time=self.clock.now(),
-                        actor=actor,
-                        purpose=purpose,
-                        dataset=spec.dataset,
-                        rho=0.0,
-                        epsilon=eps,
-                        delta=spec.delta,
-                        mechanism="dp-sgd",
-                        epsilon_remaining=self.budgets.remaining(conn, spec.dataset),
-                    ),
+                    BudgetSpent,
+                    actor=actor,
+                    purpose=purpose,
+                    dataset=spec.dataset,
+                    rho=0.0,
+                    epsilon=eps,
+                    delta=spec.delta,
+                    mechanism="dp-sgd",
+                    epsilon_remaining=self.budgets.remaining(conn, spec.dataset),
                 )
 
         result = fit(module, prepared.train, spec, before_first_step=reserve, progress=progress)
@@ -247,28 +245,27 @@ class Models:
                 )
                 if ids:
                     conn.execute(insert(model_subjects), [{"model_id": model_id, "subject_id": i} for i in ids])
-                return self.ledger.append(
+                return self.ledger.emit(
                     conn,
-                    ModelTrained(
-                        time=now,
-                        actor=actor,
-                        purpose=purpose,
-                        model_id=model_id,
-                        dataset=spec.dataset,
-                        architecture=card["architecture"]["architecture"],
-                        private=spec.private,
-                        epsilon=p.get("epsilon"),
-                        delta=p.get("delta"),
-                        accountant=p.get("accountant"),
-                        noise_multiplier=p.get("noise_multiplier"),
-                        sample_rate=p["sample_rate"],
-                        steps=p["steps"],
-                        max_grad_norm=p.get("max_grad_norm"),
-                        subjects=len(ids),
-                        manifest_digest=card["data"]["manifest_digest"],
-                        model_digest=model_digest,
-                        card_digest=card_digest,
-                    ),
+                    ModelTrained,
+                    time=now,
+                    actor=actor,
+                    purpose=purpose,
+                    model_id=model_id,
+                    dataset=spec.dataset,
+                    architecture=card["architecture"]["architecture"],
+                    private=spec.private,
+                    epsilon=p.get("epsilon"),
+                    delta=p.get("delta"),
+                    accountant=p.get("accountant"),
+                    noise_multiplier=p.get("noise_multiplier"),
+                    sample_rate=p["sample_rate"],
+                    steps=p["steps"],
+                    max_grad_norm=p.get("max_grad_norm"),
+                    subjects=len(ids),
+                    manifest_digest=card["data"]["manifest_digest"],
+                    model_digest=model_digest,
+                    card_digest=card_digest,
                 )
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
@@ -278,21 +275,19 @@ class Models:
         """Keep an audit report next to the model (audit-<seq>.json) and record it in the ledger."""
         body = canonical_card(report)
         with self.store.write() as conn:
-            seq = self.ledger.append(
+            seq = self.ledger.emit(
                 conn,
-                ModelAudited(
-                    time=self.clock.now(),
-                    actor=actor,
-                    purpose=purpose,
-                    model_id=model_id,
-                    claimed_epsilon=report["claimed_epsilon"],
-                    members=report["members"],
-                    non_members=report["non_members"],
-                    shadow_models=report["shadow_models"],
-                    results={k: {m: float(v) for m, v in r.items()} for k, r in report["attacks"].items()},
-                    empirical_epsilon=report["empirical_epsilon"],
-                    report_digest=digest(body),
-                ),
+                ModelAudited,
+                actor=actor,
+                purpose=purpose,
+                model_id=model_id,
+                claimed_epsilon=report["claimed_epsilon"],
+                members=report["members"],
+                non_members=report["non_members"],
+                shadow_models=report["shadow_models"],
+                results={k: {m: float(v) for m, v in r.items()} for k, r in report["attacks"].items()},
+                empirical_epsilon=report["empirical_epsilon"],
+                report_digest=digest(body),
             )
             path = self.directory(model_id) / f"audit-{seq}.json"
             path.write_bytes(body)
@@ -335,7 +330,7 @@ class Models:
         out["card"] = json.loads(row.card)
         return out
 
-    def check(self, rows: Sequence[Row[Any]] | None = None) -> dict[str, builtins.list[str]]:
+    def check(self, rows: Sequence[Row[*tuple[Any, ...]]] | None = None) -> dict[str, builtins.list[str]]:
         """Integrity of stored models (all, or these registry rows): model id -> problems (empty when
         intact). Each model's registry row, canonical card, card.json, card.md and weights must have the
         digests and privacy parameters its model.trained ledger entry recorded; every entry has its row."""
@@ -421,7 +416,7 @@ class Models:
             }
 
     @staticmethod
-    def _summary(r: Any) -> dict[str, Any]:
+    def _summary(r: Row[*tuple[Any, ...]]) -> dict[str, Any]:
         return {
             "model_id": r.id,
             "dataset": r.dataset,

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -14,6 +13,7 @@ from typing import Literal
 from dateutil.relativedelta import relativedelta
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from complai.crypto.digest import digest_text
 from complai.errors import InvalidInput
 from complai.inputs import parse_yaml, read_text_input
 from complai.taxonomy import Taxonomy
@@ -196,7 +196,7 @@ class DatasetSchema(BaseModel):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
     def digest(self) -> str:
-        return "sha256:" + hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        return digest_text(self.canonical_json())
 
 
 def load_schema(source: Path | str | dict[str, object], taxonomy: Taxonomy) -> DatasetSchema:
