@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, overload
 
 
 class Clock(Protocol):
@@ -47,6 +47,10 @@ def utc_iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@overload
+def as_utc(when: datetime) -> datetime: ...
+@overload
+def as_utc(when: None) -> None: ...
 def as_utc(when: datetime | None) -> datetime | None:
     """Attach UTC to a naive timestamp read back from SQLite (complai stores every time in UTC)."""
     if when is None:
@@ -59,7 +63,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def to_us(when: datetime) -> int:
     """Epoch microseconds (UTC), exact."""
-    return (as_utc(when) - _EPOCH) // timedelta(microseconds=1)  # type: ignore[operator]
+    return (as_utc(when) - _EPOCH) // timedelta(microseconds=1)
 
 
 def from_us(us: int) -> datetime:
