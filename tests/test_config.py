@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from complai.config import Settings, load_settings
-from complai.errors import WorkspaceError
+from complai.config import Settings, load_settings, pipl_request_days
+from complai.errors import InvalidInput, WorkspaceError
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -35,3 +35,15 @@ def test_corrupt_settings_are_named(tmp_path: Path, content: str, message: str) 
     (tmp_path / "complai.toml").write_text(content)
     with pytest.raises(WorkspaceError, match=message):
         load_settings(tmp_path)
+
+
+def test_pipl_request_days_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COMPLAI_PIPL_REQUEST_DAYS", raising=False)
+    assert pipl_request_days() is None
+    monkeypatch.setenv("COMPLAI_PIPL_REQUEST_DAYS", "")
+    assert pipl_request_days() is None
+    monkeypatch.setenv("COMPLAI_PIPL_REQUEST_DAYS", " 30 ")
+    assert pipl_request_days() == 30
+    monkeypatch.setenv("COMPLAI_PIPL_REQUEST_DAYS", "two weeks")
+    with pytest.raises(InvalidInput, match="whole number of days"):
+        pipl_request_days()
