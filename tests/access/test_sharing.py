@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from complai.access.agreements import open_package
+from complai.access.packages import open_package
 from complai.app.workspace import Workspace
 from complai.crypto.sealing import generate_keypair
 from complai.errors import IntegrityError, InvalidInput, PolicyDenied

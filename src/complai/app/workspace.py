@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, delete, insert, inspect, select
@@ -73,6 +74,11 @@ class Caller:
     @property
     def delegating(self) -> bool:
         return self.acting != self.principal.name
+
+    @property
+    def token_expires(self) -> datetime | None:
+        """When the token the caller proved itself with expires (None: no token, or one that never does)."""
+        return self.credential.expires_at if self.credential is not None else None
 
 
 class Workspace:

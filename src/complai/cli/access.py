@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from complai.access.agreements import open_package
+from complai.access.packages import open_package
 from complai.cli.common import console, err_console, open_session, print_json, protected_paths, state
 from complai.crypto.sealing import generate_keypair, key_id, load_public
 from complai.inputs import bounded_int, read_text_input
@@ -72,7 +72,7 @@ def token_create(
         issued = session.create_token(
             principal or None,
             None if expires == "never" else expires,
-            credential_expires=state.credential.expires_at if state.credential else None,
+            credential_expires=state.caller.token_expires if state.caller else None,
         )
     if json_out:
         print_json({"id": issued.id, "token": issued.token})

@@ -21,9 +21,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from complai.access.identity import OWNER, Credential
 from complai.app.session import Session
-from complai.app.workspace import Workspace
+from complai.app.workspace import Caller, Workspace
 from complai.config import CONFIG_FILE, default_workspace
 from complai.errors import InvalidInput
 from complai.events import delegation
@@ -40,15 +39,14 @@ class State:
     debug: bool = bool(os.environ.get("COMPLAI_DEBUG"))
     token: str | None = None  # --token / COMPLAI_TOKEN: a real API token, never a principal name
     as_principal: str | None = None  # --as NAME: an owner acting as NAME (recorded as delegation)
-    caller: str | None = None  # the authenticated principal, once checked
-    credential: Credential | None = None  # what the token proved (its id and expiry)
+    caller: Caller | None = None  # the authenticated caller (and what its token proved), once checked
     authenticated_in: Path | None = None  # the workspace the caller was checked against
     opened: Workspace | None = None  # opened at start-up to authenticate; the command's first use takes it
 
     def reset(self, workspace: Path | None, debug: bool, token: str | None, as_principal: str | None) -> None:
         release_startup_workspace()
         self.workspace, self.debug, self.token, self.as_principal = workspace, debug, token, as_principal
-        self.caller = self.credential = self.authenticated_in = None
+        self.caller = self.authenticated_in = None
 
 
 state = State()
@@ -66,11 +64,10 @@ def authenticate(ws: Workspace) -> str:
     """The authenticated caller, checked once per workspace: the principal of --token (a real API token;
     a principal name is refused), else the owner. With --as NAME the caller must hold the owner role
     and NAME must be an enabled principal. AuthenticationFailed / PolicyDenied otherwise (exit 2)."""
-    if state.caller is not None and state.authenticated_in == ws.path:
-        return state.caller
-    caller = ws.authenticate(state.token, act_as=state.as_principal)
-    state.caller, state.credential, state.authenticated_in = caller.principal.name, caller.credential, ws.path
-    return caller.principal.name
+    if state.caller is None or state.authenticated_in != ws.path:
+        state.caller = ws.authenticate(state.token, act_as=state.as_principal)
+        state.authenticated_in = ws.path
+    return state.caller.principal.name
 
 
 def acting_principal(ws: Workspace) -> str:
@@ -114,8 +111,8 @@ def open_workspace(override: Path | None = None) -> Iterator[Workspace]:
     else:
         ws = Workspace.open(workspace_path(override))
     try:
-        caller = authenticate(ws) if state.token is not None or state.as_principal is not None else OWNER
-        if state.as_principal is not None and state.as_principal != caller:
+        caller = authenticate(ws) if state.token is not None or state.as_principal is not None else None
+        if state.as_principal is not None and caller is not None and state.as_principal != caller:
             with delegation(state.as_principal, caller):
                 yield ws
         else:
