@@ -130,7 +130,7 @@ class Agreements:
             purpose=row.purpose,
             fields=json.loads(row.fields_json),
             deid=json.loads(row.deid_json),
-            expires_at=utc_iso(as_utc(row.expires_at)),  # type: ignore[arg-type]
+            expires_at=utc_iso(as_utc(row.expires_at)),
             max_uses=int(row.max_uses),
             uses=int(row.uses),
             revoked=row.revoked_at is not None,
@@ -263,7 +263,7 @@ class Agreements:
             dataset=dataset,
             for_purpose=purpose,
             fields=fields,
-            expires=expires_at if isinstance(expires_at, str) else utc_iso(as_utc(expires_at)),  # type: ignore[arg-type]
+            expires=expires_at if isinstance(expires_at, str) else utc_iso(as_utc(expires_at)),
             max_uses=max_uses,
             change=change,
         )
@@ -321,7 +321,7 @@ class Agreements:
             or row.purpose != created.get("for_purpose")
             or json.loads(row.fields_json) != created.get("fields")
             or int(row.max_uses) != int(created.get("max_uses", -1))
-            or utc_iso(as_utc(row.expires_at)) != created.get("expires")  # type: ignore[arg-type]
+            or utc_iso(as_utc(row.expires_at)) != created.get("expires")
         ):
             problem = "its terms differ from the ones the ledger recorded"
         elif created.get("terms_digest") is not None and created["terms_digest"] != agreement_terms_digest(

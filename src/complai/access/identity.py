@@ -129,13 +129,6 @@ def redact_tokens(text: str, token: str | None = None) -> str:
     return _TOKEN_LIKE.sub(lambda m: f"cpl_{m.group(2).lower()}_..." if m.group(2) else "cpl_...", text)
 
 
-def _utc(when: datetime) -> datetime:
-    """A stored time as an aware UTC datetime (SQLite gives it back naive)."""
-    aware = as_utc(when)
-    assert aware is not None
-    return aware
-
-
 def token_secret_digest(secret_hash: bytes) -> str:
     """What the ledger records of a token's stored secret hash: its SHA-256 (the secret is not derivable)."""
     return digest(bytes(secret_hash))
@@ -369,7 +362,7 @@ class Identity:
                 live = False
         if created is None or not live or created.get("principal") != row.principal:
             return False
-        expires = utc_iso(_utc(row.expires_at)) if row.expires_at is not None else None
+        expires = utc_iso(as_utc(row.expires_at)) if row.expires_at is not None else None
         if created.get("expires") != expires:
             return False
         recorded_digest = created.get("secret_digest")
@@ -392,14 +385,14 @@ class Identity:
                     reason = "unknown or wrong token"
                 elif row.revoked_at is not None:
                     reason = "revoked"
-                elif row.expires_at is not None and _utc(row.expires_at) <= now:
+                elif row.expires_at is not None and as_utc(row.expires_at) <= now:
                     reason = "expired"
                 elif not self._token_as_recorded(conn, row):
                     reason = "token changed at rest (it differs from the ledger's record)"
                 else:
                     p = self.get(row.principal, conn)
                     if not p.disabled:
-                        expires_at = _utc(row.expires_at) if row.expires_at is not None else None
+                        expires_at = as_utc(row.expires_at) if row.expires_at is not None else None
                         return Credential(p, str(token_id), expires_at)
                     reason = "principal disabled"
         self.ledger.emit(
@@ -413,8 +406,8 @@ class Identity:
             return [
                 {
                     "id": r.id,
-                    "created_at": utc_iso(_utc(r.created_at)),
-                    "expires_at": utc_iso(_utc(r.expires_at)) if r.expires_at else None,
+                    "created_at": utc_iso(as_utc(r.created_at)),
+                    "expires_at": utc_iso(as_utc(r.expires_at)) if r.expires_at else None,
                     "revoked": r.revoked_at is not None,
                 }
                 for r in rows
