@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "complai"
 INTERFACES = sorted([*(SRC / "cli").glob("*.py"), SRC / "quickstart.py"])
 SERVICES = {f.name for f in dataclasses.fields(Services)} | {"services", "_svc"}
 # what an interface may ask of the workspace object itself: a session, its location, closing it
-WORKSPACE_DOOR = {"session", "close", "path", "init", "open", "restore_backup"}
+WORKSPACE_DOOR = {"session", "authenticate", "close", "path", "init", "open", "restore_backup"}
 # modules whose classes are services (an interface importing them could build or reach one)
 SERVICE_MODULES = (
     "complai.vault.service",
@@ -51,7 +51,9 @@ def _violations(path: Path) -> list[str]:
             ):
                 out.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(SERVICE_MODULES):
-            out.append(f"{path.name}:{node.lineno}: from {node.module} import ...")
+            for alias in node.names:
+                if not alias.name.isupper():  # constants (OWNER) are vocabulary, not a way in
+                    out.append(f"{path.name}:{node.lineno}: from {node.module} import {alias.name}")
     return sorted(out, key=lambda v: int(v.split(":")[1]))
 
 
