@@ -9,6 +9,8 @@ import pandas as pd
 
 from complai.access.identity import Principal
 from complai.app.services import Services
+from complai.deid.governed import apply
+from complai.deid.operators import Anonymizer
 from complai.vault.schema import DeidSpec
 
 ALL = "*"
@@ -27,7 +29,7 @@ class SessionCore:
     def _check(self, action: str, dataset: str = ALL) -> None:
         """Refuse (and record the refusal) unless the policy allows `action` on `dataset` for the purpose;
         the decision is the access layer's (access/authz.py), the one place permissions are decided."""
-        self._svc.policy.authz.check(self.principal, dataset, action, self.purpose)
+        self._svc.authz.check(self.principal, dataset, action, self.purpose)
 
     _OVERSIGHT = ("audit", "admin")
 
@@ -36,7 +38,7 @@ class SessionCore:
     _ANY = ("read", "ingest", "query_dp", "train", "export", "erase", "share", "audit", "admin")
 
     def _may(self, dataset: str, actions: tuple[str, ...], purposes: list[str]) -> bool:
-        decide = self._svc.policy.authz.decide
+        decide = self._svc.authz.decide
         return any(decide(self.principal, dataset, a, p) for a in actions for p in [*purposes, self.purpose])
 
     def _check_oversight(self) -> None:
@@ -63,9 +65,6 @@ class SessionCore:
         pseudonym_column: str | None = None,
     ) -> tuple[pd.DataFrame, dict[str, Any] | None]:
         """Fetch, de-identify as the purpose requires, record the read (the policy is checked by callers)."""
-        from complai.deid.governed import apply
-        from complai.deid.operators import Anonymizer
-
         vault = self._svc.vault
         schema = self._svc.catalog.get(dataset).schema
         extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify

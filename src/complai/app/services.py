@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from complai.access.agreements import Agreements
+from complai.access.authz import Authz
 from complai.access.identity import Identity
 from complai.access.policy import Policy
 from complai.clock import Clock
@@ -51,6 +52,7 @@ class Services:
     requests: Requests
     incidents: Incidents
     identity: Identity
+    authz: Authz
     policy: Policy
     agreements: Agreements
 

@@ -136,6 +136,7 @@ class Workspace:
             requests=self.requests,
             incidents=self.incidents,
             identity=self.identity,
+            authz=self.authz,
             policy=self.policy,
             agreements=self.agreements,
         )
