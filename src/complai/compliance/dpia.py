@@ -14,11 +14,10 @@ from typing import Any
 import rfc8785
 from sqlalchemy import func, select
 
-from complai.clock import utc_iso
+from complai.clock import as_utc, utc_iso
 from complai.compliance.context import ComplianceServices
 from complai.compliance.recorded import Recorded
 from complai.compliance.ropa import MEASURES, records_of_processing, special
-from complai.compliance.times import utc
 from complai.crypto.digest import digest as sha256_digest
 from complai.errors import InvalidInput, NotFound
 from complai.events import DpiaRecorded
@@ -194,14 +193,14 @@ def status(svc: ComplianceServices, dataset: str) -> dict[str, Any]:
         why = "not signed off"
     elif row.schema_digest != current_schema:
         why = "the dataset's schema changed since"
-    elif utc(row.signed_at) + VALID_FOR < svc.clock.now():
+    elif as_utc(row.signed_at) + VALID_FOR < svc.clock.now():
         why = "signed off more than a year ago"
     return {
         "dataset": dataset,
         "version": row.version,
         "digest": row.digest,
         "signed_by": row.signed_by,
-        "signed_at": utc_iso(utc(row.signed_at)) if row.signed_at else None,
+        "signed_at": utc_iso(as_utc(row.signed_at)) if row.signed_at else None,
         "current": why is None,
         "why": why,
     }

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from sqlalchemy import func, select
 
-from complai.clock import to_us, utc_iso
+from complai.clock import as_utc, to_us, utc_iso
 from complai.compliance.context import (
     FAIL,
     NA,
@@ -33,7 +33,6 @@ from complai.compliance.context import (
 from complai.compliance.dpia import status, triggers
 from complai.compliance.reconcile import reconcile
 from complai.compliance.ropa import incomplete, records_of_processing, special
-from complai.compliance.times import utc
 from complai.ledger.verify import check_checkpoints
 from complai.store.tables import (
     access_log,
@@ -381,12 +380,12 @@ def consent_at_access(ctx: AuditContext) -> Finding:
         for sid, purpose, granted, withdrawn in conn.execute(
             select(consents.c.subject_id, consents.c.purpose, consents.c.granted_at, consents.c.withdrawn_at)
         ):
-            cons.setdefault((int(sid), purpose), []).append((utc(granted), utc(withdrawn) if withdrawn else None))
+            cons.setdefault((int(sid), purpose), []).append((as_utc(granted), as_utc(withdrawn) if withdrawn else None))
         objs: dict[int, list[tuple[str, datetime, datetime | None]]] = {}
         for sid, purpose, at, lifted in conn.execute(
             select(objections.c.subject_id, objections.c.purpose, objections.c.at, objections.c.lifted_at)
         ):
-            objs.setdefault(int(sid), []).append((purpose, utc(at), utc(lifted) if lifted else None))
+            objs.setdefault(int(sid), []).append((purpose, as_utc(at), as_utc(lifted) if lifted else None))
         pseudo = dict(conn.execute(select(subjects.c.id, subjects.c.pseudonym)).all())
     bad: dict[int, list[str]] = {}
     checked = 0
@@ -458,14 +457,14 @@ def agreements_live(ctx: AuditContext) -> Finding:
             items.append(
                 {"item": f"share at ledger entry {e['_seq']}", "problem": f"unknown agreement {e.get('agreement')}"}
             )
-        elif utc(a.expires_at) <= at:
+        elif as_utc(a.expires_at) <= at:
             items.append(
                 {
                     "item": f"share at ledger entry {e['_seq']}",
-                    "problem": f"agreement {a.id} had expired ({utc_iso(utc(a.expires_at))})",
+                    "problem": f"agreement {a.id} had expired ({utc_iso(as_utc(a.expires_at))})",
                 }
             )
-        elif a.revoked_at is not None and utc(a.revoked_at) <= at:
+        elif a.revoked_at is not None and as_utc(a.revoked_at) <= at:
             items.append(
                 {"item": f"share at ledger entry {e['_seq']}", "problem": f"agreement {a.id} had been revoked"}
             )

@@ -13,9 +13,8 @@ from typing import Any
 
 from sqlalchemy import Row, select, update
 
-from complai.clock import Clock, utc_iso
+from complai.clock import Clock, as_utc, utc_iso
 from complai.compliance.recorded import Recorded
-from complai.compliance.times import utc
 from complai.errors import InvalidInput, NotFound
 from complai.events import IncidentOpened, IncidentUpdated
 from complai.ledger.log import Ledger
@@ -97,18 +96,18 @@ class Incidents:
 
     def _view(self, r: Row[Any]) -> dict[str, Any]:
         now = self.clock.now()
-        due = utc(r.notify_by)
-        notified = utc(r.notified_at) if r.notified_at else None
+        due = as_utc(r.notify_by)
+        notified = as_utc(r.notified_at) if r.notified_at else None
         return {
             "id": r.id,
             "kind": r.kind,
             "description": r.description,
             "evidence": json.loads(r.evidence_json),
-            "opened_at": utc_iso(utc(r.opened_at)),
+            "opened_at": utc_iso(as_utc(r.opened_at)),
             "notify_by": utc_iso(due),
             "notified_at": utc_iso(notified) if notified else None,
             "authority": r.authority,
-            "closed_at": utc_iso(utc(r.closed_at)) if r.closed_at else None,
+            "closed_at": utc_iso(as_utc(r.closed_at)) if r.closed_at else None,
             "late": (notified is None and due < now) or (notified is not None and notified > due),
         }
 

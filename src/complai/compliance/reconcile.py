@@ -366,7 +366,7 @@ def reconcile_objections(ctx: AuditContext) -> list[str]:
                 objections, subjects, s.id == o.subject_id
             )
         ):
-            stored[(str(p), str(purpose), str(kind), to_us(as_utc(at)))] += 1  # type: ignore[arg-type]
+            stored[(str(p), str(purpose), str(kind), to_us(as_utc(at)))] += 1
             if lifted_at is not None:
                 lifted.append(str(p))
     recorded: Counter[tuple[str, str, str, int]] = Counter()
@@ -637,7 +637,7 @@ def reconcile_checkpoints(ctx: AuditContext) -> list[str]:
 
 def _when(value: Any) -> str | None:
     """A stored timestamp as the ledger writes it (UTC ISO 8601), None for none."""
-    return None if value is None else utc_iso(as_utc(value))  # type: ignore[arg-type]
+    return None if value is None else utc_iso(as_utc(value))
 
 
 def reconcile_access(ctx: AuditContext) -> list[str]:

@@ -26,9 +26,8 @@ from typing import Any, Protocol
 from dateutil.relativedelta import relativedelta
 from sqlalchemy import Row, select, update
 
-from complai.clock import Clock, parse_utc, utc_iso
+from complai.clock import Clock, as_utc, parse_utc, utc_iso
 from complai.compliance.recorded import Recorded
-from complai.compliance.times import utc
 from complai.config import pipl_request_days
 from complai.errors import ComplaiError, InvalidInput, NotFound, PolicyDenied
 from complai.events import RequestOpened, RequestUpdated
@@ -171,13 +170,13 @@ class Requests:
 
     def _view(self, r: Row[Any]) -> dict[str, Any]:
         now = self.clock.now()
-        due = utc(r.due_at)
-        closed = utc(r.closed_at) if r.closed_at else None
-        ack_due = utc(r.ack_due_at) if r.ack_due_at else None
+        due = as_utc(r.due_at)
+        closed = as_utc(r.closed_at) if r.closed_at else None
+        ack_due = as_utc(r.ack_due_at) if r.ack_due_at else None
         overdue = (closed is None and due < now) or (closed is not None and closed > due)
         ack_late = ack_due is not None and (
             (r.acknowledged_at is None and ack_due < now)
-            or (r.acknowledged_at is not None and utc(r.acknowledged_at) > ack_due)
+            or (r.acknowledged_at is not None and as_utc(r.acknowledged_at) > ack_due)
         )
         return {
             "id": r.id,
@@ -185,11 +184,11 @@ class Requests:
             "subject": r.subject,
             "jurisdiction": r.jurisdiction,
             "status": r.status,
-            "opened_at": utc_iso(utc(r.opened_at)),
+            "opened_at": utc_iso(as_utc(r.opened_at)),
             "due_at": utc_iso(due),
             "extended": r.extended_at is not None,
             "acknowledgement_due": utc_iso(ack_due) if ack_due else None,
-            "acknowledged_at": utc_iso(utc(r.acknowledged_at)) if r.acknowledged_at else None,
+            "acknowledged_at": utc_iso(as_utc(r.acknowledged_at)) if r.acknowledged_at else None,
             "verified": r.verified_at is not None,
             "verification": r.verification,
             "steps": json.loads(r.steps_json),
@@ -230,7 +229,7 @@ class Requests:
                 request=rid,
                 change=change,
                 status=new.status,
-                due_at=utc(new.due_at),
+                due_at=as_utc(new.due_at),
                 steps=json.loads(new.steps_json),
             )
         return Recorded(self.get(rid), seq)

@@ -12,8 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from complai.clock import utc_iso
-from complai.compliance.times import utc
+from complai.clock import as_utc, utc_iso
 from complai.store import Store
 from complai.store.tables import agreements, datasets
 from complai.taxonomy import Taxonomy
@@ -48,7 +47,7 @@ def records_of_processing(store: Store, tax: Taxonomy) -> list[dict[str, Any]]:
             recipients = [
                 {
                     "recipient": r.recipient,
-                    "until": utc_iso(utc(r.expires_at)),
+                    "until": utc_iso(as_utc(r.expires_at)),
                     "revoked": r.revoked_at is not None,
                 }
                 for r in shares
