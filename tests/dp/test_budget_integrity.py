@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import delete, func, select, update
 
+from complai.app.ops.compliance import compliance_services
 from complai.app.workspace import Workspace
 from complai.compliance import engine
 from complai.compliance.reconcile import reconcile_budgets
@@ -39,7 +40,7 @@ def spent(ws: Workspace) -> Workspace:
 
 
 def _recon(ws: Workspace) -> list[str]:
-    return reconcile_budgets(engine.AuditContext(ws, ws.clock.now()))
+    return reconcile_budgets(engine.AuditContext(compliance_services(ws.services), ws.clock.now()))
 
 
 def _state(ws: Workspace) -> tuple[int, int]:
@@ -49,7 +50,7 @@ def _state(ws: Workspace) -> tuple[int, int]:
 
 def test_clean_budgets_reconcile(spent: Workspace) -> None:
     assert _recon(spent) == []
-    result = engine.reconciliation(engine.AuditContext(spent, spent.clock.now()))
+    result = engine.reconciliation(engine.AuditContext(compliance_services(spent.services), spent.clock.now()))
     assert result.status == engine.PASS
 
 
@@ -70,7 +71,7 @@ def test_reset_budget_row_refuses_the_next_spend_and_fails_the_audit(spent: Work
     who = f"customers/{principal}"
     assert any(f"privacy budget {who}: the store's" in p and "spend events add up to" in p for p in problems)
     assert any("privacy spends of ana on customers: 0 stored, the ledger records 3" in p for p in problems)
-    finding = engine.reconciliation(engine.AuditContext(spent, spent.clock.now()))
+    finding = engine.reconciliation(engine.AuditContext(compliance_services(spent.services), spent.clock.now()))
     assert finding.status == engine.FAIL and any(who in i["problem"] for i in finding.items)
 
 

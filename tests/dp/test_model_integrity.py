@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import delete, update
 
 from complai.access.identity import OWNER
+from complai.app.ops.compliance import compliance_services
 from complai.app.workspace import Workspace
 from complai.compliance import engine
 from complai.compliance.reconcile import reconcile_models
@@ -75,7 +76,7 @@ def _assert_refused_everywhere(ws: Workspace, model_id: str, message: str) -> No
         ws.session(OWNER, "audit").model(model_id)
     with pytest.raises(IntegrityError, match=message):
         ws.models.load(model_id)
-    ctx = engine.AuditContext(ws, ws.clock.now())
+    ctx = engine.AuditContext(compliance_services(ws.services), ws.clock.now())
     finding = engine.model_privacy(ctx)
     assert finding.status == engine.FAIL
     assert any(i["item"] == f"model {model_id}" and message in i["problem"] for i in finding.items), finding.items
@@ -85,7 +86,7 @@ def _assert_refused_everywhere(ws: Workspace, model_id: str, message: str) -> No
 def test_an_intact_model_shows_and_passes(copy: tuple[Workspace, str]) -> None:
     ws, model_id = copy
     assert ws.session(OWNER, "audit").model(model_id)["card"]["privacy"]["epsilon"] <= 0.99
-    ctx = engine.AuditContext(ws, ws.clock.now())
+    ctx = engine.AuditContext(compliance_services(ws.services), ws.clock.now())
     assert engine.model_privacy(ctx).status == engine.PASS
     assert reconcile_models(ctx) == []
 
@@ -152,7 +153,7 @@ def test_a_model_deleted_from_the_registry_is_named(copy: tuple[Workspace, str])
     with ws.store.write() as conn:
         conn.execute(delete(model_subjects))
         conn.execute(delete(models))
-    ctx = engine.AuditContext(ws, ws.clock.now())
+    ctx = engine.AuditContext(compliance_services(ws.services), ws.clock.now())
     assert engine.model_privacy(ctx).status == engine.FAIL
     assert [line for line in reconcile_models(ctx) if "missing from the registry" in line] == [
         f"model {model_id}: trained at ledger entry {_trained_seq(ws, model_id)} but missing from the registry"
@@ -189,7 +190,9 @@ def test_a_restored_backup_keeps_its_models_verifiable(copy: tuple[Workspace, st
         shown = restored.session(OWNER, "audit").model(model_id)
         assert shown["model_id"] == model_id
         restored.models.load(model_id)
-        finding = engine.model_privacy(engine.AuditContext(restored, restored.clock.now()))
+        finding = engine.model_privacy(
+            engine.AuditContext(compliance_services(restored.services), restored.clock.now())
+        )
         assert finding.status != engine.FAIL, finding.items
         weights = restored.models.directory(model_id) / "model.safetensors"
         assert oct(weights.stat().st_mode & 0o777) == "0o600"

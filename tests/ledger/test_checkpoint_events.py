@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, insert
 
+from complai.app.ops.compliance import compliance_services
 from complai.app.workspace import Workspace
 from complai.compliance import engine
 from complai.compliance.reconcile import reconcile_checkpoints
@@ -42,7 +43,10 @@ def test_each_checkpoint_is_an_entry_covering_the_entries_before_it(checkpointed
         assert event["root"] == ledger.root_at(size).hex() == note.checkpoint.root.hex()
         assert event["signature_digest"] == log_signature_digest(note, ledger.verifier)
     assert [n.checkpoint.size for n in ledger.checkpoints()] == [6, 12] and ledger.head().size == 13
-    assert reconcile_checkpoints(engine.AuditContext(checkpointed, checkpointed.clock.now())) == []
+    assert (
+        reconcile_checkpoints(engine.AuditContext(compliance_services(checkpointed.services), checkpointed.clock.now()))
+        == []
+    )
 
 
 @pytest.mark.parametrize("sizes", [None, [6]], ids=["every checkpoint", "one checkpoint"])
@@ -56,12 +60,14 @@ def test_deleted_checkpoints_fail_verify_ledger1_and_reconciliation(
     report = verify_ledger(ws.ledger)
     assert not report.ok
     assert report.problem == "checkpoint at size 6 (ledger entry 6) is missing from the stored checkpoints"
-    ctx = engine.AuditContext(ws, ws.clock.now())
+    ctx = engine.AuditContext(compliance_services(ws.services), ws.clock.now())
     finding = engine.ledger_integrity(ctx)
     assert finding.status == engine.FAIL
     assert any("checkpoint at size 6" in i["problem"] for i in finding.items)
     # an incremental audit (which does not replay the old entries) still sees it
-    incremental = engine.AuditContext(ws, ws.clock.now(), since=ws.ledger.head().size, base_root=ws.ledger.head().root)
+    incremental = engine.AuditContext(
+        compliance_services(ws.services), ws.clock.now(), since=ws.ledger.head().size, base_root=ws.ledger.head().root
+    )
     assert any("checkpoint at size 6" in i["problem"] for i in engine.ledger_integrity(incremental).items)
     assert "checkpoint at size 6 (ledger entry 6) is missing from the stored checkpoints" in reconcile_checkpoints(ctx)
     # and a new checkpoint cannot paper over a missing last one

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select, text, update
 
+from complai.app.ops.compliance import compliance_services
 from complai.app.workspace import PSEUDONYM_KEY, Workspace
 from complai.clock import to_us
 from complai.compliance import engine
@@ -21,7 +22,7 @@ from complai.vault.records import legacy_record_ad
 
 
 def _recon(ws: Workspace) -> engine.Finding:
-    return engine.CHECKS["reconciliation"](engine.AuditContext(ws, ws.clock.now()))
+    return engine.CHECKS["reconciliation"](engine.AuditContext(compliance_services(ws.services), ws.clock.now()))
 
 
 def _problems(ws: Workspace) -> str:

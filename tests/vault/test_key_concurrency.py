@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import update
 
+from complai.app.ops.compliance import compliance_services
 from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.compliance import engine
@@ -34,7 +35,7 @@ def read_ids(ws: Workspace) -> list[str]:
 
 
 def enc1(ws: Workspace) -> engine.Finding:
-    return engine.encryption(engine.AuditContext(ws, ws.clock.now()))
+    return engine.encryption(engine.AuditContext(compliance_services(ws.services), ws.clock.now()))
 
 
 def test_a_writer_opened_before_a_rotation_wraps_under_the_new_version(customers: Workspace) -> None:
