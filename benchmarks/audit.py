@@ -137,9 +137,10 @@ def fill(ws: Workspace, n: int, consented: list[int]) -> None:
 
 
 def report_last(ws: Workspace) -> object:
+    from complai.app.ops.compliance import compliance_services
     from complai.compliance.report import last_audit
 
-    return last_audit(ws)
+    return last_audit(compliance_services(ws.services))
 
 
 def timed_audit(ws: Workspace, since_last: bool, out: Path) -> tuple[float, dict[str, Any]]:
