@@ -449,7 +449,7 @@ def test_unexpected_failure_on_data_says_nothing_and_spends_nothing(
     def fail(self: Plan, frame: pd.DataFrame) -> Answer:
         raise ValueError(f"{len(frame)} rows, first income {frame['income'].iloc[0]}")
 
-    monkeypatch.setattr(Plan, "answer", fail)
+    monkeypatch.setattr(Plan, "_answer", fail)
     size = dp_ws.ledger.head().size
     with pytest.raises(ComplaiError) as info:
         dp_ws.session("owner", "analytics").dp_query("SELECT SUM(income) FROM customers", 0.1)

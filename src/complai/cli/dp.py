@@ -8,6 +8,8 @@ import typer
 from rich.table import Table
 
 from complai.cli.common import console, open_session, print_json
+from complai.dp.sql import parse
+from complai.errors import InvalidInput
 
 app = typer.Typer(help="Differential privacy: budgets.", no_args_is_help=True)
 
@@ -22,13 +24,12 @@ def budget(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show a dataset's privacy budgets, or set one (admin)."""
-    with open_session("administration") as (ws, session):
+    with open_session("administration") as (_, session):
         if set_ is not None:
             session.set_budget(dataset, set_[0], set_[1], principal)
         else:
-            session.audit_access()
-            ws.catalog.get(dataset)
-        states = ws.budgets.all(dataset)
+            session.audit_access()  # showing budgets without changing one is the auditor's view
+        states = session.budgets(dataset)
     rows = [s.as_dict() for s in states]
     if json_out:
         print_json(rows)
@@ -60,15 +61,12 @@ def query(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Answer an aggregate query with differential privacy, spending the dataset's budget."""
-    from complai.dp.sql import parse
-    from complai.errors import InvalidInput
-
     named = parse(sql).dataset  # the statement's syntax only: no data or schema is consulted here
     if named != dataset:
         raise InvalidInput(f"the query reads {named!r}, not {dataset!r}")
-    with open_session(purpose) as (ws, session):
+    with open_session(purpose) as (_, session):
         answer = session.dp_query(sql, epsilon, delta, max_rows)
-        left = ws.budgets.get(dataset).as_dict()
+        left = session.budget(dataset).as_dict()
     doc = {**answer.as_dict(), "budget_remaining": left}
     if json_out:
         print_json(doc)

@@ -17,6 +17,7 @@ from complai.cli.common import (
     progress,
     session_for,
 )
+from complai.dp.training import TrainingSpec, card_markdown
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="Trained models: list, cards, membership-inference audits.", no_args_is_help=True)
@@ -30,8 +31,6 @@ def train(
     json_out: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
 ) -> None:
     """Train a model with DP-SGD (or non-privately if the spec says private: false) and store its card."""
-    from complai.dp.training import TrainingSpec
-
     data = load_mapping(spec_file, "training spec")
     spec_purpose = data.pop("purpose", DEFAULT_PURPOSE)
     spec = TrainingSpec.parse(data)
@@ -106,8 +105,6 @@ def card(
     format_: Annotated[str, typer.Option("--format", help="md or json")] = "md",
 ) -> None:
     """Print a model's card (Markdown or canonical JSON)."""
-    from complai.dp.training import card_markdown
-
     if format_ not in ("md", "json"):
         raise InvalidInput("--format is md or json")
     with open_session("audit") as (_, session):

@@ -29,16 +29,17 @@ any data is touched, so nothing can fail, and no error can describe the data, on
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import opendp.prelude as dp
 import pandas as pd
 
 from complai.dp.accounting import rho_for, rho_of_laplace
-from complai.errors import InvalidInput
-from complai.vault.schema import BOUND_LIMIT  # declared bounds: finite and within +-2^53
+from complai.errors import ComplaiError, InvalidInput
+from complai.vault.schema import BOUND_LIMIT, DatasetSchema  # declared bounds: finite and within +-2^53
 
 dp.enable_features("contrib")
 ALPHA = 0.05
@@ -190,7 +191,8 @@ class _Noise:
         kind: type = int if integer else float
         domain = dp.atom_domain(T="i64") if integer else dp.atom_domain(T=float, nan=False)
         m = make(domain, dp.absolute_distance(T="i64" if integer else float), scale=scale)
-        if m.map(math.ceil(sensitivity) if integer else float(sensitivity)) > budget * (1 + 1e-9):
+        d_in = math.ceil(sensitivity) if integer else float(sensitivity)
+        if m.map(d_in) > budget * (1 + 1e-9):  # type: ignore[no-untyped-call]  # opendp leaves Measurement.map unannotated
             raise AssertionError("noise calibration disagrees with OpenDP's privacy map")
         self._made[want] = (m, kind, Public(acc))
 
@@ -274,10 +276,49 @@ def _quantile_measurement(noise: _Noise, q: float, lo: float, hi: float, is_int:
     return m, Public(2 * scale * math.log(len(candidates) / ALPHA))
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What a plan spends, stated from public parameters before any data is read: the mechanism family
+    (`gaussian`: zCDP, charged as rho; `laplace`: pure DP, charged as epsilon), the epsilon and delta
+    asked for (delta 0 for pure DP) and the zCDP rho of the whole release."""
+
+    kind: Literal["gaussian", "laplace"]
+    epsilon: float
+    delta: float
+    rho: float
+
+    @property
+    def pure_epsilon(self) -> float:
+        """The epsilon a budget is charged under basic composition (Laplace), else 0."""
+        return self.epsilon if self.kind == "laplace" else 0.0
+
+    @property
+    def zcdp_rho(self) -> float:
+        """The rho a budget is charged under zCDP composition (Gaussian), else 0."""
+        return self.rho if self.kind == "gaussian" else 0.0
+
+
+RowMask = Callable[[pd.DataFrame], np.ndarray]
+
+
+class QuerySpec(Protocol):
+    """A statement's syntax (dp.sql.Query): the dataset, statistics and columns it names, not yet
+    checked against the dataset's schema."""
+
+    dataset: str
+    aggregates: list[Aggregate]
+    group_by: str | None
+    columns: set[str]
+
+    def predicate(self, schema: DatasetSchema) -> RowMask | None: ...
+
+
 class Plan:
     """A DP query checked and calibrated from public parameters alone: statistics, declared bounds
     and group keys, epsilon, delta and rows per subject. Everything that can be refused is refused
-    here, before any data is read; `answer` then only runs the prepared mechanisms."""
+    here, before any data is read; `cost` says what it spends, and `release` then only runs the
+    prepared mechanisms. Built by `plan` from a parsed statement and its dataset's schema, or directly
+    from the parameters (`where`: the row predicate; `reads`: the columns the release needs)."""
 
     def __init__(
         self,
@@ -286,10 +327,13 @@ class Plan:
         integer_columns: set[str],
         epsilon: float,
         delta: float | None = None,
+        *,
         group_by: str | None = None,
         group_keys: list[Any] | None = None,
         max_rows: int = 1,
         subject_column: str | None = None,
+        where: RowMask | None = None,
+        reads: tuple[str, ...] = (),
     ) -> None:
         if not aggregates:
             raise InvalidInput("ask for at least one statistic")
@@ -318,6 +362,8 @@ class Plan:
         self.group_keys = group_keys
         self.max_rows = max_rows
         self.subject_column = subject_column
+        self.where = where
+        self.reads = reads
         self.noise = _Noise(_releases(aggregates), epsilon, delta)
         self.quantiles: dict[Aggregate, tuple[Any, Public]] = {}
         k = max_rows
@@ -325,15 +371,10 @@ class Plan:
             if a.fn == "count":
                 self.noise.prepare(k, True)
             elif a.fn == "quantile":
-                lo, hi = bounds[a.column]  # type: ignore[index]
-                self.quantiles[a] = _quantile_measurement(
-                    self.noise,
-                    float(a.q),
-                    lo,
-                    hi,
-                    a.column in integer_columns,
-                    k,  # type: ignore[arg-type]
-                )
+                lo, hi = self._bounds(a)
+                if a.q is None:
+                    raise InvalidInput(f"quantile of {a.column} needs its level (between 0 and 1)")
+                self.quantiles[a] = _quantile_measurement(self.noise, a.q, lo, hi, a.column in integer_columns, k)
             else:
                 mag, is_int = self._magnitude(a)
                 self.noise.prepare(k * _sum_sensitivity(mag, is_int), is_int)
@@ -350,14 +391,41 @@ class Plan:
     def mechanism(self) -> str:
         return "gaussian (zCDP)" if self.noise.gaussian else "laplace (pure DP)"
 
+    @property
+    def cost(self) -> Cost:
+        """What releasing this plan spends (the same on every dataset: public)."""
+        kind: Literal["gaussian", "laplace"] = "gaussian" if self.noise.gaussian else "laplace"
+        return Cost(kind, self.epsilon, float(self.delta or 0.0), self.rho)
+
+    @property
+    def statistics(self) -> list[str]:
+        return [a.label for a in self.aggregates]
+
+    def _bounds(self, a: Aggregate) -> tuple[float, float]:
+        if a.column is None:
+            raise AssertionError("a statistic over values names its column")
+        return self.bounds[a.column]
+
     def _magnitude(self, a: Aggregate) -> tuple[float, bool]:
         """The largest |value| after clamping, and whether values are integers (from the schema)."""
-        lo, hi = self.bounds[a.column]  # type: ignore[index]
+        lo, hi = self._bounds(a)
         is_int = a.column in self.integer_columns and float(lo).is_integer() and float(hi).is_integer()
         return max(abs(lo), abs(hi)), is_int
 
-    def answer(self, frame: pd.DataFrame) -> Answer:
-        """Answer over `frame` (already filtered by row predicates) with the prepared mechanisms."""
+    def release(self, frame: pd.DataFrame) -> Answer:
+        """The DP answer over `frame` (the rows read, before the plan's row predicate). Only prepared
+        mechanisms run; a failure here (none is expected) passes on no message, which could describe
+        the data."""
+        try:
+            rows = frame if self.where is None else frame[self.where(frame)]
+            return self._answer(rows)
+        except ComplaiError:
+            raise
+        except Exception:
+            raise ComplaiError("the DP query failed while computing its answer; nothing was spent") from None
+
+    def _answer(self, frame: pd.DataFrame) -> Answer:
+        """Answer over `frame` (already filtered by the row predicate) with the prepared mechanisms."""
         noise, k, groups = self.noise, self.max_rows, self.groups
         if self.subject_column is not None:
             frame = bound_contributions(frame, self.subject_column, k)
@@ -366,13 +434,11 @@ class Plan:
         n_groups = len(groups)
         codes: np.ndarray | None = None
         if self.group_by is None:
-            in_group = None
             rows_per_group = np.array([len(frame)])
         else:
             cats = pd.Categorical(frame[self.group_by], categories=self.group_keys)
             codes = np.asarray(cats.codes, dtype=np.int64)  # -1: not a declared key
-            in_group = codes >= 0
-            rows_per_group = np.bincount(codes[in_group], minlength=n_groups)
+            rows_per_group = np.bincount(codes[codes >= 0], minlength=n_groups)
         for agg in self.aggregates:
             per_group_v: dict[Any, Any] = {}
             per_group_a: dict[Any, Any] = {}
@@ -384,20 +450,20 @@ class Plan:
                     if codes is None:
                         counts = np.array([int(present.sum())])
                     else:
-                        counts = np.bincount(codes[present & in_group], minlength=n_groups)  # type: ignore[operator]
+                        counts = np.bincount(codes[present & (codes >= 0)], minlength=n_groups)
                 for i, g in enumerate(groups):
                     v, a = noise.release(int(counts[i]), k, True)
                     per_group_v[g], per_group_a[g] = Noisy(max(0.0, v)), a
             else:
-                lo, hi = self.bounds[agg.column]  # type: ignore[index]
-                series = frame[agg.column]  # type: ignore[index]
+                lo, hi = self._bounds(agg)
+                series = frame[agg.column]
                 if series.dtype == np.float64:
                     raw = series.to_numpy(copy=False)
                 else:
                     raw = pd.to_numeric(series).to_numpy(dtype="float64", na_value=np.nan)
                 keep = ~np.isnan(raw)
                 if codes is not None:
-                    keep &= in_group  # type: ignore[operator]
+                    keep &= codes >= 0
                 if keep.all():
                     vals, c = np.clip(raw, lo, hi), codes
                 else:
@@ -428,11 +494,11 @@ class Plan:
     ) -> None:
         """sum, mean or variance per group from noisy sums (of x, x^2) and noisy counts."""
         noise, k, groups = self.noise, self.max_rows, self.groups
-        lo, hi = self.bounds[agg.column]  # type: ignore[index]
+        lo, hi = self._bounds(agg)
         n_groups = len(groups)
         mag, is_int = self._magnitude(agg)
         counts = np.array([len(vals)]) if c is None else np.bincount(c, minlength=n_groups)
-        squares = _exact_sums(vals * vals, c, n_groups, mag * mag, is_int) if agg.fn == "variance" else None
+        squares = _exact_sums(vals * vals, c, n_groups, mag * mag, is_int) if agg.fn == "variance" else []
         sums = _exact_sums(vals, c, n_groups, mag, is_int)
         sens, sens_sq = _sum_sensitivity(mag, is_int), _sum_sensitivity(mag * mag, is_int)
         for i, g in enumerate(groups):
@@ -440,8 +506,8 @@ class Plan:
             if agg.fn == "sum":
                 out_v[g], out_a[g] = noisy_sum, acc_sum
                 continue
-            noisy_n, acc_n = noise.release(int(counts[i]), k, True)
-            noisy_n = max(noisy_n, 1.0)
+            noisy_count, acc_n = noise.release(int(counts[i]), k, True)
+            noisy_n = max(float(noisy_count), 1.0)
             mean = min(max(noisy_sum / noisy_n, lo), hi)
             # interval arithmetic: the mean's error if both noisy parts are off by their 95 % bounds
             lo_n = max(noisy_n - acc_n, 1.0)
@@ -449,11 +515,54 @@ class Plan:
             if agg.fn == "mean":
                 out_v[g], out_a[g] = Noisy(mean), Noisy(acc_mean)
                 continue
-            noisy_sq, acc_sq = noise.release(squares[i], k * sens_sq, is_int)  # type: ignore[index]
+            noisy_sq, acc_sq = noise.release(squares[i], k * sens_sq, is_int)
             var = max(0.0, noisy_sq / noisy_n - mean * mean)
             out_v[g] = Noisy(min(var, (hi - lo) ** 2 / 4))
             acc_second = (abs(noisy_sq) + acc_sq) / lo_n - abs(noisy_sq) / (noisy_n + acc_n)
             out_a[g] = Noisy(min((hi - lo) ** 2 / 4, acc_second + 2 * abs(mean) * acc_mean + acc_mean**2))
+
+
+def plan(
+    query: QuerySpec,
+    schema: DatasetSchema,
+    *,
+    epsilon: float,
+    delta: float | None = None,
+    max_rows: int = 1,
+    purpose: str,
+) -> Plan:
+    """The plan of a parsed statement on its dataset: the statement checked against the schema (its
+    columns, WHERE literals and GROUP BY keys), bounds and keys taken from the schema's declarations,
+    the parameters checked and the mechanisms calibrated, and the purpose's lawful basis confirmed.
+    Nothing is read: a refusal here depends on public information only, and a plan states its cost.
+    Call it once the principal is authorised for the dataset (the schema is consulted here)."""
+    if query.dataset != schema.name:
+        raise InvalidInput(f"the query reads {query.dataset!r}, not {schema.name!r}")
+    unknown = sorted(query.columns - {f.name for f in schema.fields})
+    if unknown:
+        raise InvalidInput(f"unknown column(s) {unknown} in dataset {query.dataset}")
+    bounds = {f.name: (f.min, f.max) for f in schema.fields if f.min is not None and f.max is not None}
+    integer = {f.name for f in schema.fields if f.type == "integer"}
+    keys: list[Any] | None = None
+    if query.group_by:
+        spec = schema.field(query.group_by)
+        keys = spec.values or ([False, True] if spec.type == "boolean" else None)
+    where = query.predicate(schema)
+    made = Plan(
+        query.aggregates,
+        bounds,
+        integer,
+        epsilon,
+        delta,
+        group_by=query.group_by,
+        group_keys=keys,
+        max_rows=max_rows,
+        subject_column=schema.subject_column,
+        where=where,
+        reads=tuple(sorted(query.columns | {schema.subject_column})),
+    )
+    schema.basis(purpose)
+    return made
 
 
 def run(
@@ -468,6 +577,15 @@ def run(
     max_rows: int = 1,
     subject_column: str | None = None,
 ) -> Answer:
-    """Answer `aggregates` over `frame` (already filtered by row predicates) with DP."""
-    plan = Plan(aggregates, bounds, integer_columns, epsilon, delta, group_by, group_keys, max_rows, subject_column)
-    return plan.answer(frame)
+    """Answer `aggregates` over `frame` (already filtered by row predicates) with DP: a Plan released."""
+    return Plan(
+        aggregates,
+        bounds,
+        integer_columns,
+        epsilon,
+        delta,
+        group_by=group_by,
+        group_keys=group_keys,
+        max_rows=max_rows,
+        subject_column=subject_column,
+    ).release(frame)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +80,7 @@ class Query:
         return lambda frame: _mask(bound, frame)
 
 
-def _short(node: exp.Expression) -> str:
+def _short(node: exp.Expr) -> str:
     try:
         text = node.sql()
     except RecursionError:
@@ -88,7 +88,7 @@ def _short(node: exp.Expression) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _column(node: exp.Expression) -> str:
+def _column(node: exp.Expr) -> str:
     if not isinstance(node, exp.Column):
         raise InvalidInput(f"expected a column, got {_short(node)!r}")
     return node.name
@@ -104,7 +104,7 @@ def _number(text: str) -> int | float:
     return value
 
 
-def _literal(node: exp.Expression | None) -> Any:
+def _literal(node: exp.Expr | None) -> Any:
     if isinstance(node, exp.Literal):
         return node.this if node.is_string else _number(node.this)
     if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
@@ -117,7 +117,7 @@ def _literal(node: exp.Expression | None) -> Any:
     raise InvalidInput(f"only literals may be compared with columns, got {shown}")
 
 
-def _condition(node: exp.Expression, used: set[str], count: list[int], depth: int = 0) -> Condition | Junction:
+def _condition(node: exp.Expr, used: set[str], count: list[int], depth: int = 0) -> Condition | Junction:
     """The WHERE clause as Conditions under Junctions; AND/OR chains are flattened without recursion."""
     if depth > MAX_NESTING:
         raise InvalidInput(f"conditions nest more than {MAX_NESTING} levels deep")
@@ -126,7 +126,7 @@ def _condition(node: exp.Expression, used: set[str], count: list[int], depth: in
     if isinstance(node, exp.And | exp.Or):
         kind = type(node)
         parts: list[Condition | Junction] = []
-        stack: list[exp.Expression] = [node]
+        stack: list[exp.Expr] = [node]
         while stack:
             n = stack.pop()
             while isinstance(n, exp.Paren) and isinstance(n.this, kind):
@@ -142,7 +142,7 @@ def _condition(node: exp.Expression, used: set[str], count: list[int], depth: in
     if count[0] > MAX_CONDITIONS:
         raise InvalidInput(f"a query may have at most {MAX_CONDITIONS} conditions")
     leaf: Condition
-    if type(node) in _CMP:
+    if isinstance(node, exp.Binary) and type(node) in _CMP:
         leaf = Condition(_CMP[type(node)], _column(node.left), (_literal(node.right),))
     elif isinstance(node, exp.In):
         if node.args.get("query") or not node.expressions:
@@ -188,7 +188,7 @@ def _typed(value: Any, column: str, ftype: str) -> Any:
     return value
 
 
-def _bind(node: Condition | Junction, types: dict[str, str]) -> Condition | Junction:
+def _bind(node: Condition | Junction, types: Mapping[str, str]) -> Condition | Junction:
     if isinstance(node, Junction):
         return Junction(node.op, tuple(_bind(p, types) for p in node.parts))
     ftype = types.get(node.column)
@@ -205,11 +205,13 @@ def _mask(node: Condition | Junction, frame: pd.DataFrame) -> np.ndarray:
         masks = [_mask(p, frame) for p in node.parts]
         if node.op == "not":
             return ~masks[0]
-        return np.logical_and.reduce(masks) if node.op == "and" else np.logical_or.reduce(masks)
+        joined: np.ndarray = np.logical_and.reduce(masks) if node.op == "and" else np.logical_or.reduce(masks)
+        return joined
     s = frame[node.column]
     if node.op == "null":
-        return s.isna().to_numpy(dtype=bool)
-    present = s.notna().to_numpy(dtype=bool)
+        nulls: np.ndarray = s.isna().to_numpy(dtype=bool)
+        return nulls
+    present: np.ndarray = s.notna().to_numpy(dtype=bool)
     if not present.any():
         return present
     if node.op == "in":
@@ -219,7 +221,8 @@ def _mask(node: Condition | Junction, frame: pd.DataFrame) -> np.ndarray:
         hit = (s >= lo) & (s <= hi)
     else:
         hit = _OPS[node.op](s, node.values[0])
-    return pd.Series(hit).fillna(False).to_numpy(dtype=bool) & present
+    holds: np.ndarray = pd.Series(hit).fillna(False).to_numpy(dtype=bool) & present
+    return holds
 
 
 def parse(sql: str) -> Query:

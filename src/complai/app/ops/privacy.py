@@ -2,94 +2,98 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from complai.app.core import ALL, SessionCore
-from complai.errors import InvalidInput
+from complai.crypto.digest import digest_text
+from complai.dp import queries
+from complai.dp.audit import run_audit
+from complai.dp.budget import BudgetState
+from complai.dp.sql import QueryBuilder, parse
+from complai.dp.training import SUBJECT, TrainingSpec
+from complai.errors import InvalidInput, NotFound, PolicyDenied
+from complai.events import AccessDenied, DPQueryAnswered
+
+Progress = Callable[[int, int], None]
 
 
 class PrivacyOps(SessionCore):
-    def set_budget(self, dataset: str, epsilon: float, delta: float, principal: str = "*") -> Any:
+    def set_budget(self, dataset: str, epsilon: float, delta: float, principal: str = ALL) -> BudgetState:
         """Set a dataset's (or a principal's) total privacy budget: an admin action, recorded."""
         self._check("admin", dataset)
         self._svc.catalog.get(dataset)
-        if principal != "*":
+        if principal != ALL:
             self._svc.identity.get(principal)
         return self._svc.budgets.set(self.principal, dataset, epsilon, delta, principal)
 
-    def dp_query(self, sql: Any, epsilon: float, delta: float | None = None, max_rows: int = 1) -> Any:
+    def budgets(self, dataset: str) -> list[BudgetState]:
+        """Every budget on a dataset (its own and its principals'), with what each has spent: for those
+        who may change them (admin on the dataset) or oversee the workspace (audit); anyone else is
+        refused (recorded, as for audit) before the dataset is looked up."""
+        if not self._may(dataset, ("admin",), []):
+            self._check("audit")
+        self._svc.catalog.get(dataset)
+        return self._svc.budgets.all(dataset)
+
+    def budget(self, dataset: str) -> BudgetState:
+        """The dataset's own budget and what remains of it: for those who may spend it (query_dp) or
+        change it (admin) in this purpose, or audit the workspace; anyone else is refused (recorded)."""
+        if not self._may(dataset, ("query_dp", "admin"), []):
+            self._check("audit")
+        return self._svc.budgets.get(dataset)
+
+    def dp_query(
+        self, sql: str | QueryBuilder, epsilon: float, delta: float | None = None, max_rows: int = 1
+    ) -> queries.Answer:
         """Answer a SQL aggregate with differential privacy over the rows this purpose may see.
 
-        Order: the statement's syntax (it names the dataset), then authorisation, then the statement
-        against the dataset's schema and the public parameters (dp.queries.Plan), so a principal who
-        may not query learns nothing about the dataset or its schema. Everything that can be refused is
-        refused before any data is read or budget spent; the budget is reserved (atomically) and the
-        answer recorded in one transaction. The answer and its event hold only noisy values and public
-        parameters (dp.queries.Answer)."""
-        from complai.crypto.digest import digest
-        from complai.dp import queries
-        from complai.dp.sql import parse
-        from complai.errors import ComplaiError, InvalidInput
-        from complai.events import DPQueryAnswered
-
-        sql = str(sql)  # a SQL string or a dp.sql.QueryBuilder
-        query = parse(sql)
+        Order: the statement's syntax (it names the dataset), then authorisation, then the plan: the
+        statement against the dataset's schema and the public parameters (dp.queries.plan), so a
+        principal who may not query learns nothing about the dataset or its schema. Everything that can
+        be refused is refused before any data is read or budget spent; the budget is reserved for the
+        plan's cost (atomically), the plan released and the answer recorded in one transaction. The
+        answer and its event hold only noisy values and public parameters (dp.queries.Answer)."""
+        text = str(sql)
+        query = parse(text)
         self._check("query_dp", query.dataset)
         schema = self._svc.catalog.get(query.dataset).schema
-        names = {f.name for f in schema.fields}
-        unknown = sorted(query.columns - names)
-        if unknown:
-            raise InvalidInput(f"unknown column(s) {unknown} in dataset {query.dataset}")
-        bounds = {f.name: (f.min, f.max) for f in schema.fields if f.min is not None and f.max is not None}
-        integer = {f.name for f in schema.fields if f.type == "integer"}
-        keys = None
-        if query.group_by:
-            spec = schema.field(query.group_by)
-            keys = spec.values or ([False, True] if spec.type == "boolean" else None)
-        predicate = query.predicate(schema)
-        plan = queries.Plan(
-            query.aggregates, bounds, integer, epsilon, delta, query.group_by, keys, max_rows, schema.subject_column
-        )
-        schema.basis(self.purpose)
-        frame, _, _, _ = self._svc.vault.fetch(
-            query.dataset, self.purpose, sorted(query.columns | {schema.subject_column})
-        )
+        plan = queries.plan(query, schema, epsilon=epsilon, delta=delta, max_rows=max_rows, purpose=self.purpose)
+        frame = self._svc.vault.fetch(query.dataset, self.purpose, list(plan.reads)).frame
+        cost = plan.cost
+        budgets = self._svc.budgets
         with self._svc.store.write() as conn:
-            if plan.noise.gaussian:
-                self._svc.budgets.reserve(conn, query.dataset, self.principal, "dp.query", "gaussian", rho=plan.rho)
-            else:
-                self._svc.budgets.reserve(conn, query.dataset, self.principal, "dp.query", "laplace", eps=epsilon)
-            try:
-                rows = frame if predicate is None else frame[predicate(frame)]
-                answer = plan.answer(rows)
-            except ComplaiError:
-                raise
-            except Exception:  # never expected; its message could describe the data, so none is passed on
-                raise ComplaiError("the DP query failed while computing its answer; nothing was spent") from None
-            self.last_seq = self._svc.ledger.append(
+            budgets.reserve(
+                conn, query.dataset, self.principal, "dp.query", cost.kind, eps=cost.pure_epsilon, rho=cost.zcdp_rho
+            )
+            answer = plan.release(frame)
+            self.last_seq = self._svc.ledger.emit(
                 conn,
-                DPQueryAnswered(
-                    time=self._svc.clock.now(),
-                    actor=self.principal,
-                    purpose=self.purpose,
-                    dataset=query.dataset,
-                    query_digest=digest(sql.encode()),
-                    statistics=[a.label for a in query.aggregates],
-                    group_by=query.group_by,
-                    **answer.public(),
-                    epsilon_remaining=self._svc.budgets.remaining(conn, query.dataset),
-                ),
+                DPQueryAnswered,
+                actor=self.principal,
+                purpose=self.purpose,
+                dataset=query.dataset,
+                query_digest=digest_text(text),
+                statistics=plan.statistics,
+                group_by=plan.group_by,
+                **answer.public(),
+                epsilon_remaining=budgets.remaining(conn, query.dataset),
             )
         return answer
 
-    def train(self, dataset: str | None = None, spec: Any = None, progress: Any = None, **kw: Any) -> dict[str, Any]:
+    def train(
+        self,
+        dataset: str | None = None,
+        spec: TrainingSpec | None = None,
+        progress: Progress | None = None,
+        **kw: object,
+    ) -> dict[str, Any]:
         """Train a model on a dataset (DP-SGD unless private=False) and store it with its card.
 
         `session.train("adult", label="income", model="mlp", target_epsilon=1, ...)` or
         `session.train(spec=TrainingSpec(...))`. Refused before any data is read if the spec is invalid or
-        the budget cannot cover target_epsilon, and before any training step if the reservation fails."""
-        from complai.dp.training import SUBJECT, TrainingSpec
-
+        the budget cannot cover target_epsilon, and before any training step if the reservation fails.
+        The run's ledger entry is `last_seq` (the card is the model's, unchanged)."""
         if spec is None:
             spec = TrainingSpec.parse({"dataset": dataset, **kw})
         elif dataset is not None or kw:
@@ -112,7 +116,7 @@ class PrivacyOps(SessionCore):
             if spec.delta is None:
                 spec = spec.model_copy(update={"delta": min(1e-5, 0.1 / size)})
         models.preflight(spec, schema, self.principal, delta_floor=min(1e-5, 0.1 / size) if size else 1e-9)
-        columns = [spec.label, *(spec.features or []), *([spec.text] if spec.text else [])]
+        columns: list[str] | None = [spec.label, *(spec.features or []), *([spec.text] if spec.text else [])]
         if not spec.features and not spec.text:
             columns = None
         frame, done = self._governed(spec.dataset, columns, pseudonym_column=SUBJECT)
@@ -145,8 +149,7 @@ class PrivacyOps(SessionCore):
     def _trainable_model(self, model_id: str) -> dict[str, Any]:
         """The model (see model_purpose), once the principal is known to be allowed to train on its
         dataset for its purpose; the refusal is recorded and says nothing about the model."""
-        from complai.errors import NotFound, PolicyDenied
-
+        info: dict[str, Any] | None
         try:
             info = self._svc.models.get(model_id)
         except NotFound:
@@ -155,35 +158,32 @@ class PrivacyOps(SessionCore):
             info = None
         purpose = info["card"]["data"]["purpose"] if info else ""
         if info is None or not self._svc.policy.decide(self.principal, info["dataset"], "train", purpose):
-            from complai.events import AccessDenied
-
-            self._svc.ledger.record(
-                AccessDenied(
-                    time=self._svc.clock.now(),
-                    actor=self.principal,
-                    purpose=self.purpose,
-                    action="train",
-                    dataset="*",
-                    reason="model audit refused: no rule allows training on the model's dataset for its purpose",
-                )
+            self._svc.ledger.emit(
+                None,
+                AccessDenied,
+                actor=self.principal,
+                purpose=self.purpose,
+                action="train",
+                dataset="*",
+                reason="model audit refused: no rule allows training on the model's dataset for its purpose",
             )
             raise PolicyDenied(f"{self.principal} may not audit model {model_id!r}")
         return info
 
-    def audit_model(self, model_id: str, **kw: Any) -> dict[str, Any]:
-        """Membership-inference audit of a stored model (dp/audit.py), recorded in the ledger. Re-reads the
-        model's dataset under the model's purpose (this session's purpose must be that one). Only for a
-        principal who may train on the model's dataset for that purpose (see model_purpose)."""
-        from complai.dp.audit import run_audit
-
+    def audit_model(
+        self, model_id: str, *, shadows: int = 8, seed: int = 0, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Membership-inference audit of a stored model (dp/audit.py), recorded in the ledger; the report
+        carries its ledger entry (`ledger_seq`, also `last_seq`). Re-reads the model's dataset under the
+        model's purpose (this session's purpose must be that one). Only for a principal who may train on
+        the model's dataset for that purpose (see model_purpose)."""
         info = self._trainable_model(model_id)  # authorised (train, for the model's purpose) before it is named
         card = info["card"]
         if card["data"]["purpose"] != self.purpose:
             raise InvalidInput(f"audit {model_id} in a session for its training purpose {card['data']['purpose']!r}")
-        from complai.dp.training import SUBJECT
-
         frame, _ = self._governed(info["dataset"], None, pseudonym_column=SUBJECT)
-        report = run_audit(self._svc.models, model_id, frame, self._svc.catalog.get(info["dataset"]).schema, **kw)
+        schema = self._svc.catalog.get(info["dataset"]).schema
+        report = run_audit(self._svc.models, model_id, frame, schema, shadows=shadows, seed=seed, progress=progress)
         self.last_seq = self._svc.models.record_audit(model_id, report, self.principal, self.purpose)
         return report
 
