@@ -10,8 +10,11 @@ A budget stated as (epsilon, delta) is held as the largest rho whose conversion 
 from __future__ import annotations
 
 import math
+from typing import TypeAlias
 
 from complai.errors import InvalidInput
+
+JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 
 
 def check_epsilon_delta(epsilon: float, delta: float) -> None:
@@ -48,3 +51,18 @@ def rho_for(epsilon: float, delta: float) -> float:
     log_term = math.log(1 / delta)
     root = math.sqrt(log_term + epsilon) - math.sqrt(log_term)
     return root * root
+
+
+def finite(value: object) -> JSON:
+    """A JSON-ready copy of a document (mappings, lists, tuples, numbers, strings) for canonical JSON,
+    which has no NaN or infinity: such numbers (an undefined metric) become null, mapping keys strings
+    and tuples lists. ValueError for anything JSON cannot hold."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    raise ValueError(f"unsupported type: {type(value)}")

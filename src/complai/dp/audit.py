@@ -29,9 +29,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import log_softmax
+from scipy.stats import beta, norm
 
 from complai.dp.features import auc
+from complai.dp.models import Models
+from complai.dp.training import SUBJECT, Progress, TrainingSpec, fit, one_per_subject, predict, prepare
 from complai.errors import InvalidInput
+from complai.vault.schema import DatasetSchema
 
 CONFIDENCE = 0.95
 
@@ -43,13 +48,13 @@ def true_class_logit(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     others = z.copy()
     others[np.arange(len(y)), y] = -np.inf
     m = others.max(axis=1)
-    return zy - (m + np.log(np.exp(others - m[:, None]).sum(axis=1)))
+    logit: np.ndarray = zy - (m + np.log(np.exp(others - m[:, None]).sum(axis=1)))
+    return logit
 
 
 def losses(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
-    from scipy.special import log_softmax
-
-    return -log_softmax(logits.astype(np.float64), axis=1)[np.arange(len(y)), y]
+    loss: np.ndarray = -log_softmax(logits.astype(np.float64), axis=1)[np.arange(len(y)), y]
+    return loss
 
 
 def tpr_at(scores: np.ndarray, member: np.ndarray, fpr: float) -> float:
@@ -62,8 +67,6 @@ def tpr_at(scores: np.ndarray, member: np.ndarray, fpr: float) -> float:
 
 
 def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
-    from scipy.stats import beta
-
     lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
     hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
     return lo, hi
@@ -133,8 +136,6 @@ def attack_metrics(scores: np.ndarray, member: np.ndarray, delta: float, seed: i
 def lira_scores(target: np.ndarray, shadow: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """Online LiRA with one variance per side (fixed variance), from shadow confidences [K, n] and
     their membership [K, n]."""
-    from scipy.stats import norm
-
     out_vals, in_vals = shadow[~inside], shadow[inside]
     sd_in = float(np.std(in_vals - _means(shadow, inside)[inside])) if in_vals.size else 1.0
     sd_out = float(np.std(out_vals - _means(shadow, ~inside)[~inside])) if out_vals.size else 1.0
@@ -144,7 +145,8 @@ def lira_scores(target: np.ndarray, shadow: np.ndarray, inside: np.ndarray) -> n
     mu_in = np.where(np.isnan(mu_in), np.nanmean(mu_in) if np.isfinite(mu_in).any() else 0.0, mu_in)
     mu_out = np.where(np.isnan(mu_out), np.nanmean(mu_out) if np.isfinite(mu_out).any() else 0.0, mu_out)
     sd_in, sd_out = max(sd_in, 1e-6), max(sd_out, 1e-6)
-    return norm.logpdf(target, mu_in, sd_in) - norm.logpdf(target, mu_out, sd_out)
+    ratio: np.ndarray = norm.logpdf(target, mu_in, sd_in) - norm.logpdf(target, mu_out, sd_out)
+    return ratio
 
 
 def _means(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -157,17 +159,16 @@ def _means(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def run_audit(
-    models: Any,
+    models: Models,
     model_id: str,
     frame: pd.DataFrame,
-    schema: Any,
+    schema: DatasetSchema,
     shadows: int = 8,
     seed: int = 0,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Audit a stored model against the rows of its dataset (a governed frame with the SUBJECT column)."""
-    from complai.dp.nets import build
-    from complai.dp.training import SUBJECT, TrainingSpec, fit, one_per_subject, predict, prepare
+    from complai.dp.nets import build  # heavy: imports torch
 
     if shadows < 0 or shadows > 256:
         raise InvalidInput("shadows must be between 0 and 256")
@@ -181,8 +182,8 @@ def run_audit(
         raise InvalidInput(f"model {model_id}: the dataset no longer holds both members and non-members")
     pool = prepare(schema, frame, spec, held_out=non_members)
     # one dataset in a fixed order: members first
-    import torch
-    from torch.utils.data import Subset, TensorDataset
+    import torch  # heavy: torch
+    from torch.utils.data import Subset, TensorDataset  # heavy: torch
 
     data = TensorDataset(*[torch.cat([a, b]) for a, b in zip(pool.train.tensors, pool.test.tensors, strict=True)])
     member = np.r_[np.ones(len(pool.train), bool), np.zeros(len(pool.test), bool)]

@@ -33,11 +33,11 @@ import hashlib
 import hmac
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 
 from complai.clock import Clock
 from complai.dp.accounting import check_epsilon_delta, epsilon_of, rho_for
@@ -125,7 +125,7 @@ def replay(
     return state
 
 
-def divergence(row: Any, derived: Derived | None) -> str | None:
+def divergence(row: Row[Any], derived: Derived | None) -> str | None:
     """How a dp_budgets row differs from the ledger's account of it (None: it agrees)."""
     who = f"privacy budget {row.dataset}/{row.principal}"
     if derived is None:
@@ -159,7 +159,9 @@ class BudgetState:
     approx_delta_spent: float = 0.0
 
     @classmethod
-    def of(cls, r: Any, rho: float = 0.0, eps: float = 0.0, approx: tuple[float, float] = (0.0, 0.0)) -> BudgetState:
+    def of(
+        cls, r: Row[Any], rho: float = 0.0, eps: float = 0.0, approx: tuple[float, float] = (0.0, 0.0)
+    ) -> BudgetState:
         """From a dp_budgets row, plus a prospective spend."""
         return cls(
             r.dataset,
@@ -367,7 +369,7 @@ class Budgets:
         except (ValueError, KeyError, TypeError):
             return None
 
-    def _write_mark(self, conn: Connection, row: Any, seq: int) -> None:
+    def _write_mark(self, conn: Connection, row: Row[Any], seq: int) -> None:
         state = {
             "dataset": row.dataset,
             "principal": row.principal,
@@ -383,7 +385,7 @@ class Budgets:
         if conn.execute(_UPDATE_MARK, {"mark_key": key, "mark_value": value}).rowcount == 0:
             conn.execute(_INSERT_MARK, {"key": key, "value": value})
 
-    def _reconcile(self, conn: Connection, dataset: str, rows: Any, write: bool = True) -> None:
+    def _reconcile(self, conn: Connection, dataset: str, rows: Sequence[Row[Any]], write: bool = True) -> None:
         """Re-derive the rows from the ledger (from their marks on); IntegrityError on a difference. A
         spend holds the dataset row's lock: every spend on the dataset is committed and visible to the
         scan, and the spend about to be recorded comes after every entry it saw, so it moves the marks
@@ -420,7 +422,9 @@ class Budgets:
         return replay({}, entries)
 
     @staticmethod
-    def _check(rows: Any, dataset: str, principal: str, eps: float, rho: float, approx: tuple[float, float]) -> None:
+    def _check(
+        rows: Sequence[Row[Any]], dataset: str, principal: str, eps: float, rho: float, approx: tuple[float, float]
+    ) -> None:
         if not any(r.principal == ALL for r in rows):
             raise BudgetExhausted(f"dataset {dataset!r} has no privacy budget; set one with `complai dp budget`")
         a_eps, a_delta = approx

