@@ -60,3 +60,37 @@ def test_invalid_declarations_are_refused(ws: Workspace) -> None:
     schema["deidentify"] = {"marketing": {"text": {"email": "shred"}}}
     with pytest.raises(InvalidInput):
         load_schema(schema, ws.taxonomy)
+
+
+def test_a_governed_read_says_what_it_did(minimised: Workspace) -> None:
+    s = minimised.session("owner", "credit_scoring")
+    plain = s.read_governed("customers")
+    assert plain.deidentification is None and plain.achieved_k is None
+    assert plain.ledger_seq == s.last_seq == minimised.ledger.head().size - 1
+    done = s.read_governed("customers", deidentify={"k": 2})
+    assert done.ledger_seq == plain.ledger_seq + 1
+    event = decode_event(minimised.ledger.entry(done.ledger_seq).data)
+    assert done.deidentification == event.deidentification  # type: ignore[attr-defined]
+    assert done.achieved_k == done.deidentification["k_anonymity"]["achieved_k"] >= 2  # type: ignore[index]
+    assert anonymity.k_anonymity(done.frame.reset_index(drop=True), ["income", "segment"]) >= done.achieved_k
+    # the DataFrame read is the same read
+    assert list(s.read("customers", deidentify={"k": 2}).columns) == list(done.frame.columns)
+
+
+def test_a_dataset_schema_is_lent_only_to_those_the_policy_allows(minimised: Workspace) -> None:
+    from complai.errors import PolicyDenied
+
+    minimised.identity.add("owner", "ana", "service")
+    minimised.policy.add("owner", "ana", "customers", "read", "credit_scoring", "allow")
+    ana = minimised.session("ana", "credit_scoring")
+    assert ana.dataset_schema("customers", "read").subject_column == "customer_id"
+    assert ana.dataset_schema("customers").name == "customers"  # ana may read it: she may describe it
+    size = minimised.ledger.head().size
+    for action, name in (("ingest", "customers"), ("read", "no_such_dataset")):
+        with pytest.raises(PolicyDenied):  # refused, whether or not the dataset exists
+            ana.dataset_schema(name, action)
+    assert [e.kind for e in minimised.ledger.entries(start=size)] == ["access.denied", "access.denied"]
+    # a schema file is parsed against the taxonomy; registering it is what is authorised
+    parsed = ana.parse_schema({**SCHEMA, "name": "other"})
+    with pytest.raises(PolicyDenied):
+        ana.create_dataset(parsed)

@@ -201,3 +201,26 @@ def test_killed_backup_leaves_only_a_partial_that_the_next_run_removes(sqlite_ws
     assert _state(sqlite_ws) == before
     create_backup(sqlite_ws.services, out / "b.bak", key, "owner")
     assert _visible_and_partial(out) == (["b.bak"], [])
+
+
+def test_a_backup_with_the_default_key_file_is_authorised_before_the_key_is_made(
+    customers: Workspace, tmp_path: Path
+) -> None:
+    from complai.errors import PolicyDenied
+
+    default = customers.path / "keys" / "backup.key"
+    customers.identity.add("owner", "ana", "service")
+    with pytest.raises(PolicyDenied):
+        customers.session("ana", "security").backup_with_key_file(tmp_path / "a.bak")
+    assert not default.exists() and not (tmp_path / "a.bak").exists()
+    # a failed backup removes the key it created
+    (tmp_path / "taken.bak").write_bytes(b"")
+    with pytest.raises(InvalidInput):
+        customers.session("owner", "security").backup_with_key_file(tmp_path / "taken.bak")
+    assert not default.exists()
+    result, created = customers.session("owner", "security").backup_with_key_file(tmp_path / "b.bak")
+    assert created == default and default.is_file() and result["file"] == str(tmp_path / "b.bak")
+    again, created = customers.session("owner", "security").backup_with_key_file(tmp_path / "c.bak")
+    assert created is None and again["seq"] > result["seq"]
+    out = Workspace.restore_backup(tmp_path / "c.bak", tmp_path / "r", load_backup_key(default), clock=customers.clock)
+    assert out["erasures_reapplied"] == 0 and out["tables"]["records"] == 4

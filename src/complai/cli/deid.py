@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
+import pandas as pd
 import typer
+from rich.table import Table
 
 from complai.cli.common import ForceOpt, console, err_console, open_session, print_json, protected_paths
+from complai.deid.operators import Change
+from complai.deid.scanner import scan
+from complai.deid.tabular import Report
 from complai.errors import InvalidInput
 from complai.files import check_output, write_private
-from complai.inputs import TABLE_MAX_BYTES, read_table, read_text_input
+from complai.inputs import TABLE_MAX_BYTES, parse_yaml, read_table, read_text_input
+from complai.vault.schema import DatasetSchema, FieldSpec
 
 app = typer.Typer(help="De-identification: k-anonymity, l-diversity, t-closeness.", no_args_is_help=True)
 
@@ -22,8 +28,6 @@ def _cols(text: str | None) -> list[str] | None:
 
 
 def _hierarchies(specs: list[str] | None) -> dict[str, dict[str, list[str]]] | None:
-    from complai.inputs import parse_yaml
-
     if not specs:
         return None
     out = {}
@@ -81,14 +85,12 @@ def table(
     if report_file:
         check_output(report_file, force=force, forbidden=protected)
     frame = read_table(source, "input")
-    with open_session(purpose) as (ws, session):
-        schema: Any = schema_src
+    with open_session(purpose) as (_, session):
+        schema: DatasetSchema | str | None = schema_src
         if schema_src and Path(schema_src).is_file():
-            from complai.vault.schema import load_schema
+            schema = session.parse_schema(Path(schema_src))
 
-            schema = load_schema(Path(schema_src), ws.taxonomy)
-
-        def deliver(table: Any, rep: Any) -> None:  # the files first: a failed write records nothing
+        def deliver(table: pd.DataFrame, rep: Report) -> None:  # the files first: a failed write records nothing
             write_private(out, table.to_csv(index=False), force=force, forbidden=protected)
             if report_file:
                 write_private(report_file, json.dumps(rep.as_dict(), indent=2) + "\n", force=force, forbidden=protected)
@@ -199,7 +201,7 @@ def file_cmd(
     with open_session(purpose) as (_, session):
         new = not out.exists()
 
-        def deliver(results: list[tuple[str, Any]]) -> None:  # the file first: a failed write records nothing
+        def deliver(results: list[tuple[str, list[Change]]]) -> None:  # the file first: a failed write records nothing
             write_private(out, "".join(r + "\n" for r, _ in results), force=force, forbidden=protected)
 
         try:
@@ -234,19 +236,15 @@ def scan_cmd(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Propose a taxonomy category and identifier flags for each column (to review)."""
-    from rich.table import Table
-
-    from complai.deid.scanner import scan
-
     path = Path(source)
-    declared: dict[str, object] = {}
+    declared: dict[str, FieldSpec] = {}
     if path.suffix.lower() == ".csv" or path.exists():
         frame = read_table(path, "input")
     else:
         if not purpose:
             raise InvalidInput("scanning a dataset reads it: give --purpose")
-        with open_session(purpose) as (ws, session):
-            schema = ws.catalog.get(source).schema
+        with open_session(purpose) as (_, session):
+            schema = session.dataset_schema(source, "read")
             frame = session.read(source).head(sample * 5)
             declared = {f.name: f for f in schema.fields}
     proposals = scan(frame, sample=sample, regex_only=regex_only)
@@ -255,7 +253,7 @@ def scan_cmd(
         d = p.as_dict()
         f = declared.get(p.column)
         if f is not None:
-            d["declared"] = {"category": f.category, "identifier": f.identifier, "sensitive": f.sensitive}  # type: ignore[attr-defined]
+            d["declared"] = {"category": f.category, "identifier": f.identifier, "sensitive": f.sensitive}
         rows.append(d)
     if json_out:
         print_json(rows)

@@ -7,10 +7,13 @@ import traceback
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from complai import __version__
+from complai.access.authz import OWNER
 from complai.access.identity import redact_tokens
 from complai.app.workspace import Workspace
 from complai.cli import access as access_cmd
@@ -35,6 +38,7 @@ from complai.cli.common import (
     workspace_path,
 )
 from complai.errors import ComplaiError
+from complai.quickstart import run_quickstart
 
 app = typer.Typer(
     name="complai",
@@ -121,7 +125,7 @@ def init(
     """Create a new workspace (refuses if one exists)."""
     path = workspace_path(workspace)
     with Workspace.init(path, database_url=database_url) as ws:
-        st = ws.status()
+        st = ws.session(OWNER, "administration").status()  # the workspace's creator is its owner
     if json_out:
         print_json(st.as_dict())
     else:
@@ -136,8 +140,6 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readab
     if json_out:
         print_json(st.as_dict())
         return
-    from rich.table import Table
-
     t = Table(show_header=False, box=None)
     for k, v in st.as_dict().items():
         t.add_row(k.replace("_", " "), str(v))
@@ -153,8 +155,6 @@ def quickstart(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Show the whole product on the bundled Adult data."""
-    from complai.quickstart import run_quickstart
-
     summary = run_quickstart(workspace, reset=reset, quiet=json_out)
     if json_out:
         print_json(summary)
@@ -162,8 +162,6 @@ def quickstart(
 
 def main() -> None:
     """Run the CLI with complai's error contract: one line on stderr, exit 2 (refused) or 1 (failed check)."""
-    import click
-
     try:
         # not standalone: click's usage errors come here, to be printed as one line like every other refusal
         rc = app(prog_name="complai", standalone_mode=False)

@@ -10,7 +10,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from complai.access.identity import OWNER
 from complai.app.workspace import Workspace
 from complai.cli.common import (
     ForceOpt,
@@ -22,7 +21,10 @@ from complai.cli.common import (
     protected_paths,
 )
 from complai.errors import InvalidInput
-from complai.vault.schema import load_schema
+from complai.files import check_output, write_private
+from complai.inputs import bounded_int
+from complai.vault.backup import load_backup_key
+from complai.vault.ingest import read_csv
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -44,8 +46,8 @@ def dataset_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Register a dataset from a schema file."""
-    with open_session("administration") as (ws, session):
-        spec = load_schema(schema, ws.taxonomy)
+    with open_session("administration") as (_, session):
+        spec = session.parse_schema(schema)
         if spec.name != name:
             raise InvalidInput(f"the schema names dataset {spec.name!r}, not {name!r}")
         session.create_dataset(spec)
@@ -67,11 +69,8 @@ def dataset_ingest(
     json_out: JsonOpt = False,
 ) -> None:
     """Encrypt and store a CSV's rows (all or nothing)."""
-
-    from complai.vault.service import read_csv
-
-    with open_session(purpose) as (ws, session):
-        spec = ws.catalog.get(name).schema
+    with open_session(purpose) as (_, session):
+        spec = session.dataset_schema(name, "ingest")
         frame = read_csv(csv, "data")
         if subject_column and subject_column != spec.subject_column:
             if subject_column not in frame.columns:
@@ -157,8 +156,6 @@ def subject_export(
     force: ForceOpt = False,
 ) -> None:
     """Everything held about a subject, as JSON (access / portability); the file is mode 0600."""
-    from complai.files import check_output, write_private
-
     if out:
         check_output(out, force=force, forbidden=protected_paths())
     with open_session("subject_request") as (_, session):
@@ -265,8 +262,6 @@ def keys_rotate(
     json_out: JsonOpt = False,
 ) -> None:
     """New key-encryption key; re-wrap every data key (resumes an interrupted rotation)."""
-    from complai.inputs import bounded_int
-
     bounded_int(batch_size, "--batch-size", lo=1, hi=1_000_000)
     with open_session("security") as (_, session):
         with progress(disable=json_out) as bar:
@@ -311,27 +306,14 @@ def backup_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Consistent, encrypted snapshot of the workspace with a manifest and its ledger checkpoint."""
-    from complai.vault.backup import load_backup_key, new_backup_key
-
-    with open_session("security") as (ws, session):
-        # authorise before anything is written: a refused backup must not leave a new key file behind
-        ws.policy.check(session.principal, "*", "admin", session.purpose)
-        key_path = key_file or ws.settings.keys_dir / "backup.key"
-        created = not key_path.exists()
+    with open_session("security") as (_, session):
+        with progress(disable=json_out) as bar:
+            task = bar.add_task("backing up", total=None)
+            result, created = session.backup_with_key_file(
+                file, key_file, progress=lambda t: bar.update(task, description=f"table {t}")
+            )
         if created:
-            new_backup_key(key_path)
-        try:
-            with progress(disable=json_out) as bar:
-                task = bar.add_task("backing up", total=None)
-                result = session.backup(
-                    file, load_backup_key(key_path), progress=lambda t: bar.update(task, description=f"table {t}")
-                )
-        except BaseException:
-            if created:
-                key_path.unlink(missing_ok=True)  # a failed backup leaves no key behind either
-            raise
-        if created:
-            err_console.print(f"created backup key {key_path}: keep a copy apart from the backups")
+            err_console.print(f"created backup key {created}: keep a copy apart from the backups")
     if json_out:
         print_json(result)
     else:
@@ -362,15 +344,12 @@ def backup_restore(
     json_out: JsonOpt = False,
 ) -> None:
     """Verify a backup, restore it into a new workspace, re-apply later erasures from every newer ledger."""
-    from complai.vault.backup import load_backup_key
-
     with progress(disable=json_out) as bar:
         bar.add_task("verifying and restoring", total=None)
         result = Workspace.restore_backup(
             file,
             workspace,
             load_backup_key(key_file),
-            OWNER,
             ledger_from=ledger_from or None,
             database_url=database_url,
             accept_stale=accept_stale,

@@ -62,13 +62,12 @@ def _encode_row(table: Table, row: RowMapping) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for col in table.columns:
         v = row[col.name]
-        if isinstance(col.type, DateTime):
-            when = as_utc(v)
-            out[col.name] = None if when is None else utc_iso(when)
-        elif v is None:
+        if v is None:
             out[col.name] = None
         elif isinstance(col.type, LargeBinary):
             out[col.name] = base64.b64encode(bytes(v)).decode()
+        elif isinstance(col.type, DateTime):
+            out[col.name] = utc_iso(as_utc(v))
         else:
             out[col.name] = v
     return out

@@ -1,10 +1,9 @@
-"""Session operations: Workspace administration: status, keys, backups, witnesses."""
+"""Session operations: Workspace administration: status, keys, backups."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from complai.app.backup import BackupResult, create_backup
 from complai.app.core import SessionCore
@@ -26,9 +25,13 @@ class AdminOps(SessionCore):
         self._check_oversight()
         return self._svc.keys.status()
 
-    def rotate_keys(self, **kw: Any) -> dict[str, object]:
+    def rotate_keys(
+        self, batch_size: int = 2000, progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, object]:
+        """A new key-encryption key; every data key re-wrapped under it, `batch_size` per transaction
+        (resumes an interrupted rotation): an admin action, recorded."""
         self._check("admin")
-        return self._svc.keys.rotate(self.principal, **kw)
+        return self._svc.keys.rotate(self.principal, batch_size, progress)
 
     def backup(self, path: Path, key: bytes, progress: Callable[[str], None] | None = None) -> BackupResult:
         """An encrypted backup of the whole workspace under `key`, recorded: an admin action."""

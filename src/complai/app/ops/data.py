@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from complai.app.core import SessionCore
-from complai.vault.schema import DatasetSchema, DeidSpec
+from complai.crypto.digest import digest, digest_text
+from complai.deid.analyzer import TextAnalyzer
+from complai.deid.operators import Anonymizer, Change
+from complai.deid.tabular import Report, anonymize
+from complai.events import TableDeidentified, TextDeidentified, TextDetokenized
+from complai.vault.schema import DatasetSchema, DeidSpec, load_schema
+from complai.vault.service import IngestResult
+
+DeliverTable = Callable[[pd.DataFrame, Report], None]
+"""Writes a de-identified table and its report (the CLI's output files) before the run is recorded."""
+DeliverText = Callable[[list[tuple[str, list[Change]]]], None]
+"""Writes de-identified texts before the run is recorded."""
+
+
+@dataclass(frozen=True)
+class GovernedRead:
+    """What a governed read did: the rows it returned, the de-identification applied to them (as its
+    ledger entry records it: pseudonymised, dropped, text, k_anonymity...) and that entry's number."""
+
+    frame: pd.DataFrame
+    deidentification: dict[str, Any] | None
+    ledger_seq: int
+
+    @property
+    def achieved_k(self) -> int | None:
+        """The k the read's k-anonymisation achieved, when the purpose required one."""
+        k_anonymity = (self.deidentification or {}).get("k_anonymity")
+        return int(k_anonymity["achieved_k"]) if k_anonymity else None
 
 
 class DataOps(SessionCore):
@@ -17,16 +47,48 @@ class DataOps(SessionCore):
     ) -> pd.DataFrame:
         """The dataset's rows this purpose may see, decrypted, after the de-identification the dataset
         requires for the purpose (and any the caller adds); the read is recorded in the ledger."""
-        self._check("read", dataset)
-        return self._governed(dataset, columns, deidentify)[0]
+        return self.read_governed(dataset, columns, deidentify).frame
 
-    def ingest(self, dataset: str, data: pd.DataFrame | Path | str | list[dict[str, Any]], consents: Any = None) -> Any:
+    def read_governed(
+        self, dataset: str, columns: list[str] | None = None, deidentify: DeidSpec | dict[str, Any] | None = None
+    ) -> GovernedRead:
+        """`read`, with what the read did: the de-identification applied (the achieved k among it) and
+        the ledger entry that records the read."""
+        self._check("read", dataset)
+        frame, done = self._governed(dataset, columns, deidentify)
+        seq = self.last_seq
+        assert seq is not None  # _governed records the read
+        return GovernedRead(frame, done, seq)
+
+    def ingest(
+        self,
+        dataset: str,
+        data: pd.DataFrame | Path | str | list[dict[str, Any]],
+        consents: pd.DataFrame | Path | str | None = None,
+    ) -> IngestResult:
         self._check("ingest", dataset)
         return self._svc.vault.ingest(dataset, data, self.principal, consents, purpose=self.purpose)
 
-    def create_dataset(self, schema: Any) -> Any:
+    def create_dataset(self, schema: DatasetSchema) -> DatasetSchema:
         self._check("admin", schema.name)
         return self._svc.catalog.register(schema, actor=self.principal)
+
+    def parse_schema(self, source: Path | str | dict[str, object]) -> DatasetSchema:
+        """A dataset schema (a YAML file, YAML text or a mapping) checked against the workspace's
+        taxonomy. Needs no authorisation: it reads nothing of the workspace but its (public) vocabulary,
+        and changes nothing; what is done with the schema is authorised when it is done."""
+        return load_schema(source, self._svc.taxonomy)
+
+    def dataset_schema(self, name: str, action: str | None = None) -> DatasetSchema:
+        """A dataset's declared schema. With `action` (read, ingest, ...), for principals the policy
+        allows that action on the dataset for this purpose (the caller is about to take it); without,
+        for those who may describe the dataset (describe_datasets). Authorised before the catalogue is
+        asked, so a refusal says nothing about whether the dataset exists."""
+        if action is None:
+            self._check_may_describe(name)
+        else:
+            self._check(action, name)
+        return self._svc.catalog.get(name).schema
 
     def describe_datasets(self, name: str | None = None) -> list[dict[str, Any]]:
         """Dataset declarations the principal may act on, for any purpose the dataset declares; exact
@@ -55,46 +117,70 @@ class DataOps(SessionCore):
         self,
         frame: pd.DataFrame,
         schema: DatasetSchema | str | None = None,
-        deliver: Any = None,
-        **kw: Any,
-    ) -> tuple[pd.DataFrame, Any]:
+        deliver: DeliverTable | None = None,
+        *,
+        quasi: Sequence[str],
+        k: int,
+        sensitive: str | None = None,
+        l: int | None = None,  # noqa: E741
+        l_kind: str = "distinct",
+        t: float | None = None,
+        numeric: Sequence[str] | None = None,
+        hierarchies: dict[str, dict[str, list[str]]] | None = None,
+        suppress: float = 0.0,
+        risk_threshold: float = 0.2,
+        keep: Sequence[str] = (),
+        direct_identifiers: str = "drop",
+        pseudonymize: Callable[[str], str] | None = None,
+    ) -> tuple[pd.DataFrame, Report]:
         """k-anonymise a table the caller holds (not vault data: no dataset policy applies) and record
         the run: parameters, achieved guarantees, digests of input and output. Direct identifiers (by
         `schema`, a schema or a dataset's name, for the columns it declares; by the scanner for the
         rest) are dropped, or pseudonymised with the workspace's keyed pseudonyms, unless kept by name.
-        `deliver(table, report)` (writing the output) runs before the run is recorded: a failed
-        delivery records nothing."""
-        from complai.crypto.digest import digest
-        from complai.deid.operators import Anonymizer
-        from complai.deid.tabular import anonymize
-        from complai.events import TableDeidentified
-
+        The parameters are deid.tabular.anonymize's. `deliver(table, report)` (writing the output) runs
+        before the run is recorded: a failed delivery records nothing."""
         if isinstance(schema, str):
             self._check_may_describe(schema)
             schema = self._svc.catalog.get(schema).schema
         declared = {f.name: f.identifier for f in schema.fields} if schema is not None else None
-        anonymizer = Anonymizer(self._svc.deid_keys)
-        kw.setdefault("pseudonymize", lambda value: anonymizer.pseudonym("ID", value))
-        out, report = anonymize(frame, schema=declared, **kw)
+        if pseudonymize is None:
+            anonymizer = Anonymizer(self._svc.deid_keys)
+            pseudonymize = lambda value: anonymizer.pseudonym("ID", value)  # noqa: E731
+        out, report = anonymize(
+            frame,
+            quasi,
+            k,
+            sensitive=sensitive,
+            l=l,
+            l_kind=l_kind,
+            t=t,
+            numeric=numeric,
+            hierarchies=hierarchies,
+            suppress=suppress,
+            risk_threshold=risk_threshold,
+            schema=declared,
+            keep=keep,
+            direct_identifiers=direct_identifiers,
+            pseudonymize=pseudonymize,
+        )
         if deliver is not None:
             deliver(out, report)
-        self.last_seq = self._svc.ledger.record(
-            TableDeidentified(
-                time=self._svc.clock.now(),
-                actor=self.principal,
-                purpose=self.purpose,
-                rows=report.rows,
-                quasi_identifiers=report.quasi_identifiers,
-                sensitive=report.sensitive,
-                k=report.k,
-                l=report.l,
-                t=report.t,
-                achieved_k=report.achieved["k"],
-                classes=report.classes,
-                suppressed_rows=report.suppressed_rows,
-                input_digest=digest(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()),
-                output_digest=digest(out.to_csv(index=False).encode()),
-            )
+        self.last_seq = self._svc.ledger.emit(
+            None,
+            TableDeidentified,
+            actor=self.principal,
+            purpose=self.purpose,
+            rows=report.rows,
+            quasi_identifiers=report.quasi_identifiers,
+            sensitive=report.sensitive,
+            k=report.k,
+            l=report.l,
+            t=report.t,
+            achieved_k=report.achieved["k"],
+            classes=report.classes,
+            suppressed_rows=report.suppressed_rows,
+            input_digest=digest(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()),
+            output_digest=digest(out.to_csv(index=False).encode()),
         )
         return out, report
 
@@ -105,53 +191,40 @@ class DataOps(SessionCore):
         operators: dict[str, str] | None = None,
         regex_only: bool = False,
         subject: str = "",
-        deliver: Any = None,
-    ) -> list[tuple[str, list[Any]]]:
+        deliver: DeliverText | None = None,
+    ) -> list[tuple[str, list[Change]]]:
         """Find and transform personal data in texts the caller holds; one event for the whole call.
         `deliver(results)` (writing the output) runs before the event is recorded: a failed delivery
         records nothing."""
-        from collections import Counter
-
-        from complai.crypto.digest import digest
-        from complai.deid.analyzer import TextAnalyzer
-        from complai.deid.operators import Anonymizer
-        from complai.events import TextDeidentified
-
         anonymizer = Anonymizer(self._svc.deid_keys)
         found = TextAnalyzer(regex_only=regex_only).analyze_batch(texts)
         out = [anonymizer.anonymize(t, f, operators, default, subject) for t, f in zip(texts, found, strict=True)]
         counts = Counter(f.entity for fs in found for f in fs)
         if deliver is not None:
             deliver(out)
-        self.last_seq = self._svc.ledger.record(
-            TextDeidentified(
-                time=self._svc.clock.now(),
-                actor=self.principal,
-                purpose=self.purpose,
-                documents=len(texts),
-                characters=sum(len(t) for t in texts),
-                findings=dict(counts),
-                operators={"default": default, **(operators or {})},
-                input_digest=digest("\x00".join(texts).encode()),
-            )
+        self.last_seq = self._svc.ledger.emit(
+            None,
+            TextDeidentified,
+            actor=self.principal,
+            purpose=self.purpose,
+            documents=len(texts),
+            characters=sum(len(t) for t in texts),
+            findings=dict(counts),
+            operators={"default": default, **(operators or {})},
+            input_digest=digest_text("\x00".join(texts)),
         )
         return out
 
     def detokenize(self, text: str) -> str:
         """Reverse tokenisation: an action the policy must allow; every use is recorded."""
-        from complai.crypto.digest import digest
-        from complai.deid.operators import Anonymizer
-        from complai.events import TextDetokenized
-
         self._check("detokenize")
         restored, n = Anonymizer(self._svc.deid_keys).detokenize(text)
-        self.last_seq = self._svc.ledger.record(
-            TextDetokenized(
-                time=self._svc.clock.now(),
-                actor=self.principal,
-                purpose=self.purpose,
-                tokens=n,
-                input_digest=digest(text.encode()),
-            )
+        self.last_seq = self._svc.ledger.emit(
+            None,
+            TextDetokenized,
+            actor=self.principal,
+            purpose=self.purpose,
+            tokens=n,
+            input_digest=digest_text(text),
         )
         return restored
