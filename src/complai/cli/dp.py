@@ -27,9 +27,9 @@ def budget(
     with open_session("administration") as (_, session):
         if set_ is not None:
             session.set_budget(dataset, set_[0], set_[1], principal)
+            states = session.budgets(dataset)
         else:
-            session.audit_access()  # showing budgets without changing one is the auditor's view
-        states = session.budgets(dataset)
+            states = session.audited_budgets(dataset)  # showing budgets without changing one: the auditor's view
     rows = [s.as_dict() for s in states]
     if json_out:
         print_json(rows)

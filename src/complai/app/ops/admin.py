@@ -56,7 +56,3 @@ class AdminOps(SessionCore):
                 key_path.unlink(missing_ok=True)
             raise
         return result, key_path if created else None
-
-    def audit_access(self) -> None:
-        """Ledger and audit views: the auditor's action (no personal data involved)."""
-        self._check("audit")

@@ -36,6 +36,13 @@ class PrivacyOps(SessionCore):
         self._svc.catalog.get(dataset)
         return self._svc.budgets.all(dataset)
 
+    def audited_budgets(self, dataset: str) -> list[BudgetState]:
+        """`budgets`, as the auditor's view: only for principals who may audit (the CLI's `dp budget`
+        without `--set`); anyone else is refused (recorded) before the dataset is looked up."""
+        self._check("audit")
+        self._svc.catalog.get(dataset)
+        return self._svc.budgets.all(dataset)
+
     def budget(self, dataset: str) -> BudgetState:
         """The dataset's own budget and what remains of it: for those who may spend it (query_dp) or
         change it (admin) in this purpose, or audit the workspace; anyone else is refused (recorded)."""
