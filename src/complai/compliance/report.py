@@ -15,6 +15,7 @@ from complai.compliance import engine, html
 from complai.compliance.context import AuditContext, ComplianceServices
 from complai.compliance.ropa import records_of_processing
 from complai.crypto.digest import digest
+from complai.dp.accounting import finite
 from complai.errors import IntegrityError, InvalidInput
 from complai.events import ComplianceAudited
 from complai.files import check_outputs, output_dir, workspace_protected, write_private
@@ -25,18 +26,8 @@ from complai.store.tables import dp_budgets, ledger_entries, models
 FORMATS = ("json", "md", "html")
 
 
-def _finite(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _finite(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite(v) for v in x]
-    return x
-
-
 def canonical(report: dict[str, Any]) -> bytes:
-    return rfc8785.dumps(_finite(report))
+    return rfc8785.dumps(finite(report))
 
 
 def build(ctx: AuditContext, actor: str, owner: str | None = None) -> dict[str, Any]:
