@@ -7,6 +7,7 @@ digests (`sha256:` + hex). Later capabilities add their event classes here.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -128,8 +129,6 @@ def event_types() -> dict[str, type[Event]]:
 
 def decode_event(data: bytes) -> Event:
     """Parse canonical bytes back into a typed event; raise IntegrityError if they are not canonical."""
-    import json
-
     try:
         obj = json.loads(data)
         kind = obj.pop("type")

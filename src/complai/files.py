@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from complai.config import CONFIG_FILE, DEFAULT_DB_FILE
 from complai.errors import InvalidInput
 
 PARTIAL = ".complai-partial."
@@ -230,8 +231,6 @@ def check_outputs(
 
 def workspace_protected(workspace: Path | str) -> list[Path]:
     """Paths no output may replace or enter: the workspace's keys, settings and database files."""
-    from complai.config import CONFIG_FILE, DEFAULT_DB_FILE
-
     ws = Path(workspace)
     db = ws / DEFAULT_DB_FILE
     return [ws / "keys", ws / CONFIG_FILE, db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-journal")]

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pandas as pd
+import yaml
+
 from complai.errors import InvalidInput
 
 # Generous defaults: a spec or schema is small; a table may be large but must fit in memory anyway.
@@ -94,8 +97,6 @@ def read_text_input(path: Path | str, what: str, max_bytes: int | None = SPEC_MA
 def parse_yaml(text: str, what: str) -> Any:
     """YAML from a user's file (safe loader); InvalidInput for bad YAML and for nesting too deep to build
     (a RecursionError would otherwise end the command as an internal error)."""
-    import yaml
-
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -196,11 +197,9 @@ def bounded_int(value: int, what: str, lo: int = 0, hi: int = INT64_MAX) -> int:
     return value
 
 
-def read_table(path: Path | str, what: str, max_bytes: int | None = TABLE_MAX_BYTES) -> Any:
+def read_table(path: Path | str, what: str, max_bytes: int | None = TABLE_MAX_BYTES) -> pd.DataFrame:
     """A user's CSV as a pandas DataFrame with inferred column types (for tables that are analysed, not
     stored), after the same strict structural check as `parse_csv`: ragged rows are refused, all at once."""
-    import pandas as pd
-
     data = read_input(path, f"{what} file", max_bytes)
     name = Path(path).name
     parse_csv(data, what, name)

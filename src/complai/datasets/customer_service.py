@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -203,13 +204,12 @@ class _Values:
         if slot == "EMAIL_ADDRESS":
             return f.email()
         if slot == "PHONE_NUMBER":
-            return r.choice(
-                [
-                    f["en_US"].phone_number,
-                    f["en_GB"].phone_number,
-                    lambda: f"+1 {r.randint(200, 989)} {r.randint(200, 999)} {r.randint(1000, 9999)}",
-                ]
-            )()
+            phones: list[Callable[[], str]] = [
+                f["en_US"].phone_number,
+                f["en_GB"].phone_number,
+                lambda: f"+1 {r.randint(200, 989)} {r.randint(200, 999)} {r.randint(1000, 9999)}",
+            ]
+            return r.choice(phones)()
         if slot == "CREDIT_CARD":
             return card_number(r)
         if slot == "IBAN_CODE":

@@ -32,13 +32,14 @@ NER_ENTITIES = ("PERSON",)
 @cache
 def _presidio() -> Any:
     """One AnalyzerEngine per process (loading spaCy takes about a second)."""
+    # heavy: presidio loads spaCy and its language model
     from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
-    from presidio_analyzer.nlp_engine import NlpEngineProvider
-    from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+    from presidio_analyzer.nlp_engine import NlpEngineProvider  # heavy: presidio and spaCy
+    from presidio_analyzer.predefined_recognizers import SpacyRecognizer  # heavy: presidio and spaCy
 
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
 
-    class ComplaiPatterns(EntityRecognizer):  # type: ignore[misc]
+    class ComplaiPatterns(EntityRecognizer):
         """complai's validated patterns, as a Presidio recognizer."""
 
         def load(self) -> None:

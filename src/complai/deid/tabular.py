@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 
 from complai.deid.kanon import Constraints, emd, mondrian
+from complai.deid.recognizers import find_patterns
+from complai.deid.scanner import scan, value_texts
 from complai.errors import InvalidInput
 
 SUPPRESSED = "*"
@@ -114,8 +116,6 @@ def _date_like(text: str) -> bool:
     """`text` is a date in some format: ISO, numbers with separators in any order of year, month and
     day, compact `YYYYMMDD` (with a time, or a year from 1800 to 2199), or any date the date recognizer
     finds over most of it."""
-    from complai.deid.recognizers import find_patterns
-
     text = text.strip()
     if _ISO_DATE.fullmatch(text):
         return True
@@ -182,9 +182,6 @@ _CONTAINED = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "CN_RESIDEN
 def _contains_direct(values: pd.Series) -> str | None:
     """Why `values` hold direct identifiers when any distinct value contains an email address, an
     IBAN, a payment card or a national id (every value is checked, not a sample); None otherwise."""
-    from complai.deid.recognizers import find_patterns
-    from complai.deid.scanner import value_texts
-
     present = value_texts(values)
     if present is None:
         return None
@@ -213,8 +210,6 @@ def find_direct_identifiers(
     Columns in `exclude` (the quasi-identifiers and the sensitive attribute) and columns already made of
     keyed pseudonyms are left out. `free_text`, when given, receives the other undeclared columns the
     scanner finds to be free text holding personal data (names, phone numbers...), with what it found."""
-    from complai.deid.scanner import scan
-
     schema = schema or {}
     found: dict[str, str] = {}
     undeclared = [c for c in df.columns if str(c) not in schema and c not in exclude]
@@ -245,8 +240,6 @@ def _named_direct_identifiers(
     among the ones it does not declare, those whose sampled values the scanner finds to be direct
     identifiers (checked patterns such as emails and IBANs, or the shape of personal names). Date
     columns (`dates`, generalised as ranges) are not scanned: the phone pattern matches ISO dates."""
-    from complai.deid.scanner import scan
-
     found = {c: "declared a direct identifier by the schema" for c in named if schema.get(str(c)) == "direct"}
     undeclared = [c for c in dict.fromkeys(named) if str(c) not in schema and c not in dates]
     if undeclared:
@@ -300,8 +293,7 @@ def anonymize(
     for col, tree in hierarchies.items():
         if col not in quasi or col in (numeric or []):
             raise InvalidInput(f"a hierarchy is given for {col!r}, which is not a categorical quasi-identifier")
-        present = {str(v) for v in df[col].dropna().unique()}
-        missing_values = sorted(present - set(tree))
+        missing_values = sorted({str(v) for v in df[col].dropna().unique()} - set(tree))
         if missing_values:
             raise InvalidInput(f"value(s) {missing_values[:3]} of column {col!r} are not in its hierarchy")
     quasi = list(quasi)
@@ -412,7 +404,7 @@ def anonymize(
         s_codes, s_levels = inv.astype("int64"), len(uniq)
         c = Constraints(k=k, l=l, l_kind=l_kind, t=t, sensitive_ordered=ordered)
     # optional suppression of outliers in numeric quasi-identifiers
-    keep = np.ones(n, dtype=bool)
+    retained = np.ones(n, dtype=bool)
     notes: list[str] = []
     if suppress > 0 and numeric:
         outlier = np.zeros(n, dtype=bool)
@@ -425,10 +417,10 @@ def anonymize(
         if len(idx) > limit:
             notes.append(f"{len(idx)} outlier rows exceed the suppression limit of {limit}; none suppressed")
         elif len(idx) >= k:
-            keep[idx] = False
+            retained[idx] = False
         elif len(idx):
             notes.append(f"only {len(idx)} outlier rows (< k): none suppressed")
-    kept = np.flatnonzero(keep)
+    kept = np.flatnonzero(retained)
     part = mondrian(
         codes[kept],
         spans,
@@ -438,7 +430,7 @@ def anonymize(
         [q not in numeric for q in quasi],
     )
     classes = [kept[p] for p in part.partitions]
-    suppressed = np.flatnonzero(~keep)
+    suppressed = np.flatnonzero(~retained)
     if len(suppressed):
         classes.append(suppressed)
     # generalise
