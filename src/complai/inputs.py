@@ -14,6 +14,7 @@ import io
 import json
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -166,8 +167,7 @@ def parse_csv(data: bytes, what: str, name: str) -> CsvTable:
                         f"{what} file {name}: line {line}: header column(s) {empty} have no name"
                         + (" (a trailing comma?)" if empty[-1] == len(header) else "")
                     )
-                seen: set[str] = set()
-                dupes = sorted({h for h in header if h in seen or seen.add(h)})  # type: ignore[func-returns-value]
+                dupes = sorted(h for h, n in Counter(header).items() if n > 1)
                 if dupes:
                     raise InvalidInput(f"{what} file {name}: line {line}: column(s) {dupes} appear more than once")
                 continue

@@ -205,7 +205,9 @@ def _emails(text: str) -> Iterable[Finding]:
         yield Finding(start, m.end(), "EMAIL_ADDRESS", 1.0)
 
 
-def _simple(regex: re.Pattern[str], entity: str, check: Callable[[str], bool] | None = None, score: float = 1.0):  # type: ignore[no-untyped-def]
+def _simple(
+    regex: re.Pattern[str], entity: str, check: Callable[[str], bool] | None = None, score: float = 1.0
+) -> Callable[[str], Iterable[Finding]]:
     def find(text: str) -> Iterable[Finding]:
         for m in regex.finditer(text):
             value = m.group()

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from complai.errors import ComplaiError, InvalidInput
 from complai.federated.secagg.primitives import (
@@ -240,8 +241,8 @@ def verify_advertise(run: RunConfig, m: Advertise) -> None:
             raise TamperedMessage(f"client {m.client}: advertised keys are not signed by its identity") from None
 
 
-def _pair_seed(cfg: Config, s_sk: object, peer_s_pk: bytes, u: int, v: int) -> bytes:
-    return agree(s_sk, peer_s_pk, cfg.info("pair", min(u, v), max(u, v)))  # type: ignore[arg-type]
+def _pair_seed(cfg: Config, s_sk: X25519PrivateKey, peer_s_pk: bytes, u: int, v: int) -> bytes:
+    return agree(s_sk, peer_s_pk, cfg.info("pair", min(u, v), max(u, v)))
 
 
 def _pair_mask(cfg: Config, seed: bytes, u: int, v: int) -> np.ndarray:
@@ -374,7 +375,7 @@ class Client:
         client = cls(run, int(body["id"]), identity, random_bytes=lambda n: next(keys) if n == 32 else os.urandom(n))
         client._random = os.urandom
         client._advert = Advertise(client.id, client._c_pk, client._s_pk, bytes.fromhex(body["sig"]))
-        client.roster = {int(k): decode_message(bytes.fromhex(v)) for k, v in body["roster"].items()}  # type: ignore[misc]
+        client.roster = {int(k): decode_advertise(bytes.fromhex(v)) for k, v in body["roster"].items()}
         client._b = {int(k): bytes.fromhex(v) for k, v in body["b"].items()}
         client._revealed = set(body["revealed"])
         return client
@@ -576,12 +577,14 @@ def decode_reveal(data: bytes) -> Reveal:
     return m
 
 
+def decode_advertise(data: bytes) -> Advertise:
+    """Advertised keys from transport or a roster; any other message is refused as tampering."""
+    m = decode_message(data)
+    if not isinstance(m, Advertise):
+        raise TamperedMessage("the roster carries something other than advertised keys")
+    return m
+
+
 def decode_roster(text: str) -> dict[int, Advertise]:
     """The run's key roster as the server sends it (JSON: client id -> hex-encoded advertisement)."""
-    roster: dict[int, Advertise] = {}
-    for k, v in json.loads(text).items():
-        m = decode_message(bytes.fromhex(v))
-        if not isinstance(m, Advertise):
-            raise TamperedMessage("the roster carries something other than advertised keys")
-        roster[int(k)] = m
-    return roster
+    return {int(k): decode_advertise(bytes.fromhex(v)) for k, v in json.loads(text).items()}
