@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from complai.cli.common import console, open_session, print_json
-from complai.dp.sql import parse
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="Differential privacy: budgets.", no_args_is_help=True)
@@ -61,6 +60,8 @@ def query(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Answer an aggregate query with differential privacy, spending the dataset's budget."""
+    from complai.dp.sql import parse  # heavy: sqlglot and OpenDP; not loaded for other commands
+
     named = parse(sql).dataset  # the statement's syntax only: no data or schema is consulted here
     if named != dataset:
         raise InvalidInput(f"the query reads {named!r}, not {dataset!r}")

@@ -18,7 +18,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
-from faker import Faker
 
 INTENTS = [
     "lost_card",
@@ -194,6 +193,8 @@ TEMPLATES: dict[str, list[str]] = {
 class _Values:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
+        from faker import Faker  # heavy: its locale registry takes ~0.1 s to import; only the generator needs it
+
         self.fake = Faker(["en_US", "en_GB", "de_DE", "fr_FR"])
         self.fake.seed_instance(seed)
 

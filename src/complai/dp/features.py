@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from complai.errors import InvalidInput
 from complai.vault.schema import DatasetSchema, FieldSpec
@@ -125,5 +124,7 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
     n1, n0 = int(pos.sum()), int((~pos).sum())
     if n1 == 0 or n0 == 0:
         return math.nan
+    from scipy.stats import rankdata  # heavy: scipy.stats takes ~0.8 s to import; only audits rank
+
     ranks = rankdata(scores)
     return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))

@@ -39,7 +39,6 @@ import numpy as np
 import pandas as pd
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from scipy.special import log_softmax
 
 from complai.crypto.digest import digest
 from complai.dp.accounting import finite
@@ -431,6 +430,8 @@ def utility(module: nn.Module, test: TensorDataset) -> dict[str, float]:
     """Held-out accuracy, cross-entropy, majority-class accuracy and (binary tasks) ROC AUC."""
     logits = predict(module, test)
     y = labels_of(test)
+    from scipy.special import log_softmax  # heavy: scipy.special; not loaded until a model is evaluated
+
     logp = log_softmax(logits, axis=1)
     out = {
         "accuracy": float((logits.argmax(1) == y).mean()),

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from complai.app.core import ALL, SessionCore
 from complai.crypto.digest import digest_text
-from complai.dp import queries
-from complai.dp.audit import run_audit
 from complai.dp.budget import BudgetState
-from complai.dp.sql import QueryBuilder, parse
 from complai.dp.training import SUBJECT, TrainingSpec
 from complai.errors import InvalidInput, NotFound, PolicyDenied
 from complai.events import AccessDenied, DPQueryAnswered
+
+if TYPE_CHECKING:
+    from complai.dp import queries
+    from complai.dp.sql import QueryBuilder
 
 Progress = Callable[[int, int], None]
 
@@ -62,6 +63,9 @@ class PrivacyOps(SessionCore):
         plan's cost (atomically), the plan released and the answer recorded in one transaction. The
         answer and its event hold only noisy values and public parameters (dp.queries.Answer)."""
         text = str(sql)
+        from complai.dp import queries  # heavy: OpenDP and its scikit-learn extras, for DP queries only
+        from complai.dp.sql import parse  # heavy: sqlglot (and OpenDP through dp.queries)
+
         query = parse(text)
         self._check("query_dp", query.dataset)
         schema = self._svc.catalog.get(query.dataset).schema
@@ -190,6 +194,8 @@ class PrivacyOps(SessionCore):
             raise InvalidInput(f"audit {model_id} in a session for its training purpose {card['data']['purpose']!r}")
         frame, _ = self._governed(info["dataset"], None, pseudonym_column=SUBJECT)
         schema = self._svc.catalog.get(info["dataset"]).schema
+        from complai.dp.audit import run_audit  # heavy: scipy.stats, and torch once it trains shadows
+
         report = run_audit(self._svc.models, model_id, frame, schema, shadows=shadows, seed=seed, progress=progress)
         self.last_seq = self._svc.models.record_audit(model_id, report, self.principal, self.purpose)
         return report
