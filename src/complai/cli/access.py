@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from complai.access.packages import open_package
-from complai.cli.common import console, err_console, open_session, print_json, protected_paths, state
+from complai.cli.common import console, err_console, open_session, print_exact, print_json, protected_paths, state
 from complai.crypto.sealing import generate_keypair, key_id, load_public
 from complai.inputs import bounded_int, read_text_input
 
@@ -77,7 +77,7 @@ def token_create(
     if json_out:
         print_json({"id": issued.id, "token": issued.token})
     else:
-        console.print(issued.token)
+        print_exact(issued.token)
         err_console.print(f"token {issued.id}: store it now, it will not be shown again")
 
 

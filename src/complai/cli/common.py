@@ -138,6 +138,12 @@ def print_json(obj: Any) -> None:
     console.file.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def print_exact(text: str) -> None:
+    """Text that must arrive byte for byte (a signed note, a key, a cosignature): written as is, never
+    wrapped to the terminal's width or read as markup, ending in one newline."""
+    console.file.write(text if text.endswith("\n") else text + "\n")
+
+
 def progress(transient: bool = True, disable: bool = False) -> Progress:
     return Progress(
         SpinnerColumn(),

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from complai.cli.common import console, err_console, open_session, print_json, progress, protected_paths
+from complai.cli.common import console, err_console, open_session, print_exact, print_json, progress, protected_paths
 from complai.crypto.signing import VerifierKey
 from complai.errors import NotFound
 from complai.files import check_output_dir
@@ -54,7 +54,7 @@ def checkpoint(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json({"size": note.checkpoint.size, "root": note.checkpoint.root.hex(), "note": note.text()})
     else:
-        console.print(note.text(), end="")
+        print_exact(note.text())
 
 
 def _show_report(report: VerifyReport, json_out: bool) -> None:
@@ -157,7 +157,7 @@ def witness_init(
     """Create a witness (its own key and state) and print its verifier key."""
     check_output_dir(directory, forbidden=protected_paths())
     w = Witness.init(directory, name)
-    console.print(w.verifier.encode())
+    print_exact(w.verifier.encode())
 
 
 @witness_app.command("add")
@@ -177,7 +177,7 @@ def witness_list(json_out: JsonOpt = False) -> None:
         print_json([k.encode() for k in keys])
     else:
         for k in keys:
-            console.print(k.encode())
+            print_exact(k.encode())
 
 
 @witness_app.command("cosign")
@@ -194,4 +194,4 @@ def witness_cosign(
         console.print(f"{w.name} cosigned checkpoint {done.size}")
     else:
         console.print(f"{w.name} cosigned checkpoint {done.size} (not stored: witness not trusted here)")
-        console.print(done.line, end="")
+        print_exact(done.line)
