@@ -276,8 +276,8 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
         if q.workspace is not None:
             q.workspace.close()
     table = Table(title="complai quickstart", show_lines=False)
-    table.add_column("step")
-    table.add_column("result")
+    table.add_column("step", overflow="fold")
+    table.add_column("result", overflow="fold")
     table.add_column("time", justify="right")
     for title, detail, secs in results:
         table.add_row(title, detail, f"{secs:.2f}s")

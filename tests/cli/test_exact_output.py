@@ -43,3 +43,15 @@ def test_a_token_is_printed_whole_on_a_narrow_terminal(tmp_path: Path) -> None:
     lines = token.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("cpl_") and len(lines[0]) > 30
     assert narrow(*ws, "--token", lines[0], "ledger", "status").returncode == 0
+
+
+def test_tables_fold_long_values_instead_of_cutting_them(tmp_path: Path) -> None:
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert narrow(*ws, "init").returncode == 0
+    root = json.loads(narrow(*ws, "ledger", "status", "--json").stdout)["root"]
+    for args in (["ledger", "status"], ["ledger", "show"], ["status"]):
+        out = narrow(*ws, *args)
+        assert out.returncode == 0, out.stderr
+        assert "…" not in out.stdout, args
+    shown = narrow(*ws, "ledger", "status").stdout
+    assert root in "".join(shown.split())  # the 64-hex root, folded over lines, is all there

@@ -7,10 +7,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from complai.access.packages import open_package
-from complai.cli.common import console, err_console, open_session, print_exact, print_json, protected_paths, state
+from complai.cli.common import (
+    console,
+    err_console,
+    open_session,
+    print_exact,
+    print_json,
+    protected_paths,
+    state,
+    table,
+)
 from complai.crypto.sealing import generate_keypair, key_id, load_public
 from complai.inputs import bounded_int, read_text_input
 
@@ -44,7 +52,7 @@ def principal_list(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json([{"name": p.name, "kind": p.kind, "roles": list(p.roles), "disabled": p.disabled} for p in rows])
         return
-    t = Table("principal", "kind", "roles", "disabled")
+    t = table("principal", "kind", "roles", "disabled")
     for p in rows:
         t.add_row(p.name, p.kind, ", ".join(p.roles), "yes" if p.disabled else "")
     console.print(t)
@@ -166,7 +174,7 @@ def policy_show(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json({"builtin": [list(r) for r in builtin], "rules": [r.as_dict() for r in rules]})
         return
-    t = Table("id", "effect", "subject", "action", "dataset", "purpose")
+    t = table("id", "effect", "subject", "action", "dataset", "purpose")
     for s, d, a, p, e in builtin:
         t.add_row("built-in", e, s, a, d, p)
     for r in rules:
@@ -235,7 +243,7 @@ def share_list(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json([a.as_dict() for a in rows])
         return
-    t = Table("id", "recipient", "dataset", "purpose", "fields", "expires", "uses", "revoked")
+    t = table("id", "recipient", "dataset", "purpose", "fields", "expires", "uses", "revoked")
     for a in rows:
         t.add_row(
             a.id,

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from complai.cli.common import ForceOpt, console, open_session, print_json
+from complai.cli.common import ForceOpt, console, open_session, print_json, table
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="Compliance audits against the workspace and its ledger.", invoke_without_command=True)
@@ -47,7 +46,7 @@ def _audit_once(
     if json_out:
         print_json({**result, "controls": [{k: c[k] for k in ("id", "status", "summary")} for c in doc["controls"]]})
     else:
-        t = Table("control", "status", "summary")
+        t = table("control", "status", "summary")
         for c in doc["controls"]:
             style = {"pass": "green", "fail": "red"}.get(c["status"], "dim")
             t.add_row(c["id"], f"[{style}]{c['status']}[/]", c["summary"])

@@ -20,6 +20,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 
 from complai.app.session import Session
 from complai.app.workspace import Caller, Workspace
@@ -136,6 +137,17 @@ def open_session(purpose: str, override: Path | None = None) -> Iterator[tuple[W
 
 def print_json(obj: Any) -> None:
     console.file.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def table(*headers: str, **options: Any) -> Table:
+    """A Rich table whose cells fold a long value (an id, a digest, a root) onto further lines instead of
+    cutting it with an ellipsis, at any terminal width. Without headers, give the column count as
+    `columns=N` (key/value tables)."""
+    columns = options.pop("columns", 0)
+    t = Table(**options)
+    for header in headers or ("",) * columns:
+        t.add_column(header, overflow="fold")
+    return t
 
 
 def print_exact(text: str) -> None:

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich.table import Table
 
 from complai.cli.common import ForceOpt, console, err_console, open_session, print_json, protected_paths
+from complai.cli.common import table as new_table
 from complai.deid.operators import Change
 from complai.deid.scanner import scan
 from complai.deid.tabular import Report
@@ -258,7 +258,7 @@ def scan_cmd(
     if json_out:
         print_json(rows)
         return
-    t = Table("column", "category", "identifier", "sensitive", "evidence")
+    t = new_table("column", "category", "identifier", "sensitive", "evidence")
     for d in rows:
         t.add_row(
             d["column"],

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from complai.cli.common import console, open_session, print_json
+from complai.cli.common import console, open_session, print_json, table
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="Differential privacy: budgets.", no_args_is_help=True)
@@ -36,7 +35,7 @@ def budget(
     if not rows:
         console.print(f"no privacy budget set for {dataset} (queries are refused until one is)")
         return
-    t = Table("principal", "epsilon", "delta", "rho spent", "(eps, delta) spent", "epsilon left at delta")
+    t = table("principal", "epsilon", "delta", "rho spent", "(eps, delta) spent", "epsilon left at delta")
     for r in rows:
         t.add_row(
             r["principal"],
@@ -72,7 +71,7 @@ def query(
     if json_out:
         print_json(doc)
         return
-    t = Table("statistic", "group", "value", "± 95 %")
+    t = table("statistic", "group", "value", "± 95 %")
     for label, value in answer.values.items():
         if isinstance(value, dict):
             for g, v in value.items():

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from complai.app import federation
-from complai.cli.common import console, err_console, load_mapping, print_json, protected_paths
+from complai.cli.common import console, err_console, load_mapping, print_json, protected_paths, table
 from complai.errors import InvalidInput
 from complai.federated.deploy import free_port, start_supernode
 from complai.federated.engine import FederatedSpec, Layout
@@ -36,7 +35,7 @@ def simulate(
     if json_out:
         print_json(out)
         return
-    t = Table("round", "survivors", "dropped", "accuracy", "epsilon", "seconds")
+    t = table("round", "survivors", "dropped", "accuracy", "epsilon", "seconds")
     for h in out["history"]:
         t.add_row(
             str(h["round"]),

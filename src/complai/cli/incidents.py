@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from complai.cli.common import console, open_session, print_json
+from complai.cli.common import console, open_session, print_json, table
 
 app = typer.Typer(help="Incidents (GDPR Art. 33): open, notify within 72 hours, close.", no_args_is_help=True)
 
@@ -28,7 +27,7 @@ def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     if json_out:
         print_json(rows)
         return
-    t = Table("incident", "kind", "opened", "notify by", "notified", "closed", "description")
+    t = table("incident", "kind", "opened", "notify by", "notified", "closed", "description")
     for i in rows:
         t.add_row(
             i["id"],

@@ -7,9 +7,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from complai.cli.common import console, err_console, open_session, print_exact, print_json, progress, protected_paths
+from complai.cli.common import (
+    console,
+    err_console,
+    open_session,
+    print_exact,
+    print_json,
+    progress,
+    protected_paths,
+    table,
+)
 from complai.crypto.signing import VerifierKey
 from complai.errors import NotFound
 from complai.files import check_output_dir
@@ -34,13 +42,13 @@ def status(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(out)
         return
-    t = Table(show_header=False, box=None)
+    t = table(show_header=False, box=None, columns=2)
     for key in ("origin", "size", "root", "log_key", "latest_checkpoint"):
         t.add_row(key.replace("_", " "), str(out[key]))
     t.add_row("witnesses", ", ".join(w.name for w in st.witnesses) or "none")
     console.print(t)
     if st.entries_by_type:
-        by_type = Table("event type", "entries")
+        by_type = table("event type", "entries")
         for name, n in sorted(st.entries_by_type.items()):
             by_type.add_row(name, str(n))
         console.print(by_type)
@@ -111,7 +119,7 @@ def show(
     if json_out:
         print_json([{"seq": e.seq, "type": e.kind, "event": json.loads(e.data)} for e in rows])
         return
-    t = Table("seq", "type", "time", "actor", "purpose", "details")
+    t = table("seq", "type", "time", "actor", "purpose", "details")
     for e in rows:
         ev = json.loads(e.data)
         details = {k: v for k, v in ev.items() if k not in ("type", "v", "time", "actor", "purpose")}

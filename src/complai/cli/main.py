@@ -10,7 +10,6 @@ from typing import Annotated
 import click
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from complai import __version__
 from complai.access.authz import OWNER
@@ -35,6 +34,7 @@ from complai.cli.common import (
     open_session,
     print_json,
     state,
+    table,
     workspace_path,
 )
 from complai.errors import ComplaiError
@@ -140,7 +140,7 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Machine-readab
     if json_out:
         print_json(st.as_dict())
         return
-    t = Table(show_header=False, box=None)
+    t = table(show_header=False, box=None, columns=2)
     for k, v in st.as_dict().items():
         t.add_row(k.replace("_", " "), str(v))
     console.print(t)

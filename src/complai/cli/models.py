@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from complai.cli.common import (
     console,
@@ -16,6 +15,7 @@ from complai.cli.common import (
     print_json,
     progress,
     session_for,
+    table,
 )
 from complai.dp.training import TrainingSpec, card_markdown
 from complai.errors import InvalidInput
@@ -70,7 +70,7 @@ def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     if not rows:
         console.print("no models")
         return
-    t = Table("model", "dataset", "architecture", "epsilon", "delta", "subjects", "created", "flag")
+    t = table("model", "dataset", "architecture", "epsilon", "delta", "subjects", "created", "flag")
     for r in rows:
         t.add_row(
             r["model_id"],
@@ -139,7 +139,7 @@ def audit(
         f"{report['shadow_models']} shadow models; claimed epsilon "
         + ("none (not private)" if claimed is None else f"{claimed:.3g}")
     )
-    t = Table("attack", "AUC", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "empirical epsilon (95%)")
+    t = table("attack", "AUC", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "empirical epsilon (95%)")
     for name, r in report["attacks"].items():
         t.add_row(
             name,

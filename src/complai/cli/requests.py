@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths
+from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths, table
 from complai.errors import InvalidInput
 from complai.files import check_output, write_private
 
@@ -56,7 +55,7 @@ def list_(
     if json_out:
         print_json(rows)
         return
-    t = Table("request", "type", "jurisdiction", "status", "due", "days left", "verified")
+    t = table("request", "type", "jurisdiction", "status", "due", "days left", "verified")
     for r in rows:
         left = "" if r["days_left"] is None else f"{r['days_left']:g}"
         t.add_row(

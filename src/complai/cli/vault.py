@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from complai.app.workspace import Workspace
 from complai.cli.common import (
@@ -19,6 +18,7 @@ from complai.cli.common import (
     print_json,
     progress,
     protected_paths,
+    table,
 )
 from complai.errors import InvalidInput
 from complai.files import check_output, write_private
@@ -110,7 +110,7 @@ def dataset_list(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(rows)
         return
-    t = Table("dataset", "records", "subjects", "purposes", "retention", "jurisdiction")
+    t = table("dataset", "records", "subjects", "purposes", "retention", "jurisdiction")
     for r in rows:
         t.add_row(
             r["dataset"],
@@ -134,11 +134,11 @@ def dataset_show(name: Annotated[str, typer.Argument()], json_out: JsonOpt = Fal
     counts = f": {doc['records']:,} records, {doc['subjects']:,} subjects" if "records" in doc else ""
     console.print(f"[bold]{escape(name)}[/]{counts}")
     console.print(f"jurisdiction {doc['jurisdiction']}, retention {doc['retention']}")
-    p = Table("purpose", "lawful basis")
+    p = table("purpose", "lawful basis")
     for purpose, basis in doc["purposes"].items():
         p.add_row(purpose, str(basis))
     console.print(p)
-    t = Table("field", "type", "category", "identifier", "sensitive")
+    t = table("field", "type", "category", "identifier", "sensitive")
     for f in doc["fields"]:
         t.add_row(f["name"], f["type"], f["category"], f.get("identifier") or "", "yes" if f.get("sensitive") else "")
     console.print(t)
@@ -248,7 +248,7 @@ def keys_status(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(st)
         return
-    t = Table(show_header=False, box=None)
+    t = table(show_header=False, box=None, columns=2)
     for k, v in st.items():
         t.add_row(k.replace("_", " "), json.dumps(v) if isinstance(v, dict) else str(v))
     console.print(t)
