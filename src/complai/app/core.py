@@ -3,6 +3,7 @@ authorised (`_check`, `_may`). Every operation (app/ops/) authorises through the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -14,6 +15,22 @@ from complai.deid.operators import Anonymizer
 from complai.vault.schema import DeidSpec
 
 ALL = "*"
+
+
+@dataclass(frozen=True)
+class GovernedRead:
+    """What a governed read did: the rows it returned, the de-identification applied to them (as its
+    ledger entry records it: pseudonymised, dropped, text, k_anonymity...) and that entry's number."""
+
+    frame: pd.DataFrame
+    deidentification: dict[str, Any] | None
+    ledger_seq: int
+
+    @property
+    def achieved_k(self) -> int | None:
+        """The k the read's k-anonymisation achieved, when the purpose required one."""
+        k_anonymity = (self.deidentification or {}).get("k_anonymity")
+        return int(k_anonymity["achieved_k"]) if k_anonymity else None
 
 
 class SessionCore:
@@ -63,7 +80,7 @@ class SessionCore:
         columns: list[str] | None,
         deidentify: DeidSpec | dict[str, Any] | None = None,
         pseudonym_column: str | None = None,
-    ) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    ) -> GovernedRead:
         """Fetch, de-identify as the purpose requires, record the read (the policy is checked by callers)."""
         vault = self._svc.vault
         schema = self._svc.catalog.get(dataset).schema
@@ -74,10 +91,9 @@ class SessionCore:
         if not spec.is_empty():
             frame, done = apply(frame, schema, spec, Anonymizer(self._svc.deid_keys))
         shown = [c for c in frame.columns if c != pseudonym_column]
-        self.last_seq = vault.record_read(
-            dataset, self.purpose, self.principal, shown, len(frame), pseudos, total, done
-        )
-        return frame, done
+        seq = vault.record_read(dataset, self.purpose, self.principal, shown, len(frame), pseudos, total, done)
+        self.last_seq = seq
+        return GovernedRead(frame, done, seq)
 
     def __repr__(self) -> str:
         return f"Session(principal={self.principal!r}, purpose={self.purpose!r})"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from complai.app.core import SessionCore
+from complai.app.core import GovernedRead, SessionCore
 from complai.crypto.digest import digest, digest_text
 from complai.deid.analyzer import TextAnalyzer
 from complai.deid.operators import Anonymizer, Change
@@ -23,22 +22,6 @@ DeliverTable = Callable[[pd.DataFrame, Report], None]
 """Writes a de-identified table and its report (the CLI's output files) before the run is recorded."""
 DeliverText = Callable[[list[tuple[str, list[Change]]]], None]
 """Writes de-identified texts before the run is recorded."""
-
-
-@dataclass(frozen=True)
-class GovernedRead:
-    """What a governed read did: the rows it returned, the de-identification applied to them (as its
-    ledger entry records it: pseudonymised, dropped, text, k_anonymity...) and that entry's number."""
-
-    frame: pd.DataFrame
-    deidentification: dict[str, Any] | None
-    ledger_seq: int
-
-    @property
-    def achieved_k(self) -> int | None:
-        """The k the read's k-anonymisation achieved, when the purpose required one."""
-        k_anonymity = (self.deidentification or {}).get("k_anonymity")
-        return int(k_anonymity["achieved_k"]) if k_anonymity else None
 
 
 class DataOps(SessionCore):
@@ -55,10 +38,7 @@ class DataOps(SessionCore):
         """`read`, with what the read did: the de-identification applied (the achieved k among it) and
         the ledger entry that records the read."""
         self._check("read", dataset)
-        frame, done = self._governed(dataset, columns, deidentify)
-        seq = self.last_seq
-        assert seq is not None  # _governed records the read
-        return GovernedRead(frame, done, seq)
+        return self._governed(dataset, columns, deidentify)
 
     def ingest(
         self,

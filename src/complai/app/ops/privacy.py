@@ -130,7 +130,8 @@ class PrivacyOps(SessionCore):
         columns: list[str] | None = [spec.label, *(spec.features or []), *([spec.text] if spec.text else [])]
         if not spec.features and not spec.text:
             columns = None
-        frame, done = self._governed(spec.dataset, columns, pseudonym_column=SUBJECT)
+        governed = self._governed(spec.dataset, columns, pseudonym_column=SUBJECT)
+        frame, done = governed.frame, governed.deidentification
         card, self.last_seq = models.train(
             spec,
             schema,
@@ -192,7 +193,7 @@ class PrivacyOps(SessionCore):
         card = info["card"]
         if card["data"]["purpose"] != self.purpose:
             raise InvalidInput(f"audit {model_id} in a session for its training purpose {card['data']['purpose']!r}")
-        frame, _ = self._governed(info["dataset"], None, pseudonym_column=SUBJECT)
+        frame = self._governed(info["dataset"], None, pseudonym_column=SUBJECT).frame
         schema = self._svc.catalog.get(info["dataset"]).schema
         from complai.dp.audit import run_audit  # heavy: scipy.stats, and torch once it trains shadows
 
