@@ -11,7 +11,7 @@ import pandas as pd
 import typer
 
 from complai.cli.common import ForceOpt, console, err_console, open_session, print_json, protected_paths
-from complai.cli.common import table as new_table
+from complai.cli.common import table as folding_table
 from complai.deid.operators import Change
 from complai.deid.scanner import scan
 from complai.deid.tabular import Report
@@ -258,7 +258,7 @@ def scan_cmd(
     if json_out:
         print_json(rows)
         return
-    t = new_table("column", "category", "identifier", "sensitive", "evidence")
+    t = folding_table("column", "category", "identifier", "sensitive", "evidence")
     for d in rows:
         t.add_row(
             d["column"],
