@@ -37,7 +37,6 @@ test: lint typecheck browser
 
 bench: install
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps "anonypy>=0.2"
-	$(BIN)/python -m pip install --quiet -c constraints.txt "matplotlib>=3.8"
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/vault.py
 	$(BIN)/python benchmarks/access.py
