@@ -50,6 +50,20 @@ datasets = Table(
     Column("retention", String(32), nullable=False),
     Column("jurisdiction", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # the current schema version (0014); a dropped dataset keeps its row as a tombstone (0014)
+    Column("version", Integer, nullable=False),
+    Column("dropped_at", DateTime(timezone=True), nullable=True),
+)
+
+# every schema a dataset has had (0014): a record opens under the digest of the version it was sealed with
+dataset_versions = Table(
+    "dataset_versions",
+    metadata,
+    Column("dataset", String(128), ForeignKey("datasets.name"), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("schema_json", Text, nullable=False),
+    Column("schema_digest", String(80), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 # --- ledger ------------------------------------------------------------------------------------
@@ -175,6 +189,8 @@ records = Table(
     # incremented by each rectification; bound, with created_us and expires_us, into the AEAD associated
     # data (NULL only for records sealed before that binding, re-sealed when the workspace is opened)
     Column("version", Integer, nullable=True),
+    # the dataset schema version the record was sealed under; its digest is in the associated data (0014)
+    Column("schema_version", Integer, nullable=False),
     Index("ix_records_dataset_subject", "dataset", "subject_id"),
     Index("ix_records_subject", "subject_id"),
     Index("ix_records_dataset_expires", "dataset", "expires_us"),

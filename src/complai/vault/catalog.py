@@ -1,19 +1,24 @@
-"""The dataset catalogue: register a dataset's schema, list and show datasets."""
+"""The dataset catalogue: register a dataset's schema, list and show datasets, and keep every schema
+version a dataset has had (a record opens under the digest of the version it was sealed with)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 
 from complai.clock import Clock
-from complai.errors import AlreadyExists, NotFound
+from complai.crypto.digest import digest_text
+from complai.errors import AlreadyExists, IntegrityError, InvalidInput, NotFound
 from complai.events import DatasetRegistered
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import datasets
+from complai.store.tables import dataset_versions, datasets
 from complai.taxonomy import Taxonomy
+from complai.vault.records import value_fields
 from complai.vault.schema import DatasetSchema, load_schema
 
 
@@ -21,6 +26,37 @@ from complai.vault.schema import DatasetSchema, load_schema
 class DatasetInfo:
     schema: DatasetSchema
     created_at: str
+    version: int = 1
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """One stored schema version of a dataset, its digest checked against its text."""
+
+    version: int
+    schema: DatasetSchema
+    digest: str
+    created_at: datetime
+
+
+def stored_schema(dataset: str, schema_json: str, schema_digest: str, what: str) -> DatasetSchema:
+    """A stored schema whose text still has the digest stored beside it (the digest records bind);
+    IntegrityError if either was edited at rest."""
+    if digest_text(str(schema_json)) != schema_digest:
+        raise IntegrityError(f"dataset {dataset}: the stored schema of {what} does not match its digest")
+    try:
+        return DatasetSchema.model_validate_json(schema_json)
+    except ValueError:
+        raise IntegrityError(f"dataset {dataset}: the stored schema of {what} is unreadable") from None
+
+
+def present(values: list[Any], sealed: DatasetSchema, current: DatasetSchema) -> list[Any]:
+    """A record's values, decoded in the field order of the schema version it was sealed under, in the
+    current schema's field order: fields added since then are None."""
+    if sealed is current:
+        return values
+    by_name = {f.name: v for f, v in zip(value_fields(sealed), values, strict=True)}
+    return [by_name.get(f.name) for f in value_fields(current)]
 
 
 class Catalog:
@@ -28,22 +64,32 @@ class Catalog:
         self.store, self.ledger, self.taxonomy, self.clock = store, ledger, taxonomy, clock
 
     def register(self, schema: DatasetSchema, actor: str) -> DatasetSchema:
-        """Add a dataset to the catalogue; one DatasetRegistered event in the same transaction."""
+        """Add a dataset to the catalogue (its schema version 1); one DatasetRegistered event in the same
+        transaction. A dropped dataset's name stays taken, so nothing of it can come back."""
         schema = load_schema(schema.model_dump(mode="json"), self.taxonomy)
         now = self.clock.now()
+        text, sdig = schema.canonical_json(), schema.digest()
         with self.store.write() as conn:
-            exists = conn.execute(select(datasets.c.name).where(datasets.c.name == schema.name)).first()
-            if exists:
+            row = conn.execute(select(datasets.c.dropped_at).where(datasets.c.name == schema.name)).first()
+            if row is not None and row.dropped_at is not None:
+                raise AlreadyExists(f"dataset {schema.name!r} was dropped; its name cannot be used again")
+            if row is not None:
                 raise AlreadyExists(f"dataset {schema.name!r} already exists")
             conn.execute(
                 insert(datasets).values(
                     name=schema.name,
-                    schema_json=schema.canonical_json(),
-                    schema_digest=schema.digest(),
+                    schema_json=text,
+                    schema_digest=sdig,
                     purposes_json=json.dumps(schema.purposes, sort_keys=True),
                     retention=schema.retention,
                     jurisdiction=schema.jurisdiction,
                     created_at=now,
+                    version=1,
+                )
+            )
+            conn.execute(
+                insert(dataset_versions).values(
+                    dataset=schema.name, version=1, schema_json=text, schema_digest=sdig, created_at=now
                 )
             )
             self.ledger.emit(
@@ -53,7 +99,7 @@ class Catalog:
                 actor=actor,
                 purpose="administration",
                 dataset=schema.name,
-                schema_digest=schema.digest(),
+                schema_digest=sdig,
                 fields=len(schema.fields),
                 purposes=dict(schema.purposes),
                 retention=schema.retention,
@@ -62,12 +108,51 @@ class Catalog:
         return schema
 
     def get(self, name: str) -> DatasetInfo:
+        """A live dataset's current schema; NotFound if there is no such dataset or it was dropped. (An
+        edit of the stored schema at rest is RECON-1's to report; records open under the digests of
+        `versions`, which are checked here.)"""
         with self.store.read() as conn:
-            row = conn.execute(select(datasets).where(datasets.c.name == name)).first()
-        if row is None:
+            return self.current(conn, name)
+
+    def current(self, conn: Connection, name: str, lock: bool = False) -> DatasetInfo:
+        """`get` inside a transaction; with `lock`, the dataset's row is held (shared) to the end of the
+        transaction, so that no schema change commits between reading the version and writing under it."""
+        query = select(datasets).where(datasets.c.name == name)
+        if lock:
+            query = query.with_for_update(read=True)
+        row = conn.execute(query).first()
+        if row is None or row.dropped_at is not None:
             raise NotFound(f"no dataset named {name!r}")
-        return DatasetInfo(DatasetSchema.model_validate_json(row.schema_json), row.created_at.isoformat())
+        schema = DatasetSchema.model_validate_json(row.schema_json)
+        return DatasetInfo(schema, row.created_at.isoformat(), int(row.version))
+
+    def check_version(self, conn: Connection, name: str, version: int) -> None:
+        """Inside a write transaction: the dataset still has schema `version` (held until commit), or
+        InvalidInput asking the caller to retry against the changed schema."""
+        now = self.current(conn, name, lock=True).version
+        if now != version:
+            raise InvalidInput(f"dataset {name} changed to schema version {now} meanwhile; run it again")
+
+    def versions(self, conn: Connection, name: str) -> dict[int, SchemaVersion]:
+        """Every schema version of a dataset, each checked against its stored digest."""
+        rows = conn.execute(
+            select(dataset_versions).where(dataset_versions.c.dataset == name).order_by(dataset_versions.c.version)
+        ).all()
+        return {
+            int(r.version): SchemaVersion(
+                int(r.version),
+                stored_schema(name, r.schema_json, r.schema_digest, f"version {r.version}"),
+                str(r.schema_digest),
+                r.created_at,
+            )
+            for r in rows
+        }
 
     def names(self) -> list[str]:
+        """The live datasets (dropped ones are tombstones, not listed)."""
         with self.store.read() as conn:
-            return list(conn.execute(select(datasets.c.name).order_by(datasets.c.name)).scalars())
+            return list(
+                conn.execute(
+                    select(datasets.c.name).where(datasets.c.dropped_at.is_(None)).order_by(datasets.c.name)
+                ).scalars()
+            )

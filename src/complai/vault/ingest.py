@@ -31,7 +31,10 @@ from complai.vault.subjects import Subjects, set_digest
 
 CONSENT_COLUMNS = {"subject", "purpose", "basis", "granted_at", "withdrawn_at", "notice_version", "source"}
 _CONSENT_FIELDS = ("purpose", "basis", "granted_at", "withdrawn_at", "notice_version", "source")
-_RECORD_COLUMNS = ("rid", "dataset", "subject_id", "dek_version", "created_us", "expires_us", "data", "version")
+_RECORD_COLUMNS = (
+    *("rid", "dataset", "subject_id", "dek_version", "created_us", "expires_us", "data", "version"),
+    "schema_version",
+)
 
 DataInput: TypeAlias = pd.DataFrame | Path | str | list[dict[str, Any]]
 ConsentInput: TypeAlias = pd.DataFrame | Path | str
@@ -106,7 +109,8 @@ class Ingest:
         purpose: str = "administration",
     ) -> IngestResult:
         """Encrypt and store rows, with optional consent records, in one transaction (all or nothing)."""
-        schema = self.catalog.get(dataset).schema
+        info = self.catalog.get(dataset)
+        schema = info.schema
         if isinstance(data, str | Path):
             source = read_input(data, "data file", TABLE_MAX_BYTES)
             frame = csv_frame(source, "data", Path(data).name)
@@ -134,6 +138,7 @@ class Ingest:
         pseud = {e: pseudonyms.subject(e) for e in set(external) | {c["subject"] for c in consent_rows}}
         missing_consent_subjects = {c["subject"] for c in consent_rows} - set(external)
         with self.store.write() as conn:
+            self.catalog.check_version(conn, dataset, info.version)  # sealed and stamped under this version
             known = self.subjects.by_pseudonym(conn, pseud.values())
             if missing_consent_subjects:
                 absent = [e for e in missing_consent_subjects if pseud[e] not in known]
@@ -188,6 +193,7 @@ class Ingest:
                         expires_us,
                         key.seal(encode(values), record_ad(dataset, rid, sdig, 0, now_us, expires_us)),
                         0,
+                        info.version,
                     )
                 )
             bulk_insert(conn, records, out, columns=_RECORD_COLUMNS)
