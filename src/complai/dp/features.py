@@ -2,29 +2,44 @@
 
 Every transformation here is fixed by the dataset's declared schema (numeric bounds, category values)
 or by a public pretrained tokenizer, never fitted on the training data: fitting a scaler or a vocabulary
-on the raw data would release statistics of it outside the privacy accounting.
+on the raw data would release statistics of it outside the privacy accounting. A date becomes an age in
+years at a reference date the training spec declares (never "today", which would make a run
+irreproducible), scaled by the ages its declared bounds give.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from complai.errors import InvalidInput
-from complai.vault.schema import DatasetSchema, FieldSpec
+from complai.vault.schema import DatasetSchema, FieldSpec, days_since_epoch
+
+DAYS_PER_YEAR = 365.25  # an age in years is days / 365.25 (the Julian year)
 
 
 @dataclass(frozen=True)
 class Column:
     name: str
-    kind: str  # "scaled" | "onehot" | "binary"
+    kind: str  # "scaled" | "onehot" | "binary" | "age"
     low: float = 0.0
     high: float = 1.0
     values: tuple[str, ...] = ()
+    reference: date | None = None  # for "age": the date ages are taken at
+
+    def ages(self, col: pd.Series) -> np.ndarray:
+        """Age in years at the reference date of each date (NaN where missing)."""
+        assert self.reference is not None
+        ref = days_since_epoch(self.reference.isoformat())
+        stamps = pd.to_datetime(col, utc=True, errors="coerce")
+        days = (stamps - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(days=1)
+        ages: np.ndarray = (ref - days.to_numpy(dtype=np.float64, na_value=np.nan)) / DAYS_PER_YEAR
+        return ages
 
     @property
     def width(self) -> int:
@@ -33,21 +48,40 @@ class Column:
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"field": self.name, "encoding": self.kind, "source": "declared schema"}
-        if self.kind == "scaled":
+        if self.kind in ("scaled", "age"):
             d["bounds"] = [self.low, self.high]
+        if self.kind == "age":
+            d["reference_date"] = self.reference.isoformat() if self.reference else None
+            d["unit"] = "years of age at the reference date"
         if self.kind == "onehot":
             d["values"] = len(self.values)
         return d
 
 
-def _column(spec: FieldSpec) -> Column:
+def _column(spec: FieldSpec, reference: date | None) -> Column:
+    if spec.type in ("date", "datetime"):
+        lo, hi = spec.numeric_bounds
+        if lo is None or hi is None:
+            raise InvalidInput(
+                f"feature {spec.name} needs declared bounds (min and max dates in the schema): "
+                "scaling by the data's own range would leak it"
+            )
+        if reference is None:
+            raise InvalidInput(
+                f"feature {spec.name} is a {spec.type}: give reference_date in the training spec (the date "
+                "ages are taken at, e.g. 2026-01-01; never today, which would make the run irreproducible)"
+            )
+        ref = days_since_epoch(reference.isoformat())
+        # the latest declared date gives the youngest age, the earliest the oldest
+        return Column(spec.name, "age", (ref - hi) / DAYS_PER_YEAR, (ref - lo) / DAYS_PER_YEAR, reference=reference)
     if spec.type in ("integer", "float"):
-        if spec.min is None or spec.max is None:
+        lo, hi = spec.numeric_bounds
+        if lo is None or hi is None:
             raise InvalidInput(
                 f"feature {spec.name} needs declared bounds (min and max in the schema): "
                 "scaling by the data's own range would leak it"
             )
-        return Column(spec.name, "scaled", float(spec.min), float(spec.max))
+        return Column(spec.name, "scaled", lo, hi)
     if spec.type == "boolean":
         return Column(spec.name, "binary")
     if spec.type == "category":
@@ -61,14 +95,15 @@ def _column(spec: FieldSpec) -> Column:
 
 
 class TabularFeatures:
-    """Numeric fields scaled to [0, 1] by their declared bounds (clipped), categories one-hot over their
-    declared values (plus a slot for missing or undeclared), booleans as 0/1, missing numbers at the
-    middle of their range."""
+    """Numeric fields scaled to [0, 1] by their declared bounds (clipped), dates as ages at `reference`
+    scaled by the ages of their declared bounds, categories one-hot over their declared values (plus a
+    slot for missing or undeclared), booleans as 0/1, missing numbers and dates at the middle of their
+    range."""
 
-    def __init__(self, schema: DatasetSchema, names: list[str]) -> None:
+    def __init__(self, schema: DatasetSchema, names: list[str], reference: date | None = None) -> None:
         if not names:
             raise InvalidInput("a tabular model needs at least one feature")
-        self.columns = [_column(schema.field(n)) for n in names]
+        self.columns = [_column(schema.field(n), reference) for n in names]
         self.dim = sum(c.width for c in self.columns)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
@@ -76,8 +111,11 @@ class TabularFeatures:
         at = 0
         for c in self.columns:
             col = frame[c.name]
-            if c.kind == "scaled":
-                x = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
+            if c.kind in ("scaled", "age"):
+                if c.kind == "age":
+                    x = c.ages(col)
+                else:
+                    x = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64)
                 span = c.high - c.low or 1.0
                 x = np.clip((x - c.low) / span, 0.0, 1.0)
                 out[:, at] = np.where(np.isnan(x), 0.5, x)

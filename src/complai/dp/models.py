@@ -78,7 +78,7 @@ class Models:
             names = spec.features or default_features(schema, spec.label)
             if spec.label in names:
                 raise InvalidInput(f"the label {spec.label} cannot also be a feature")
-            check_size(spec, TabularFeatures(schema, names).dim, len(labels.classes))
+            check_size(spec, TabularFeatures(schema, names, spec.reference_date).dim, len(labels.classes))
         if spec.private:
             assert spec.target_epsilon is not None
             delta = spec.delta if spec.delta is not None else delta_floor

@@ -14,6 +14,10 @@ applied to aggregates whose sensitivity we derive here:
 - quantiles: OpenDP's private quantile (exponential mechanism over candidates spread over the declared
   bounds); their error bound is stated in rows of rank.
 
+Dates and datetimes with declared bounds enter these statistics as days since 1970-01-01 (bounds and
+noise in days); their labels say so, and `Answer.as_dict` adds the ISO 8601 date of each noisy mean and
+quantile (post-processing of the noisy value).
+
 With a delta the queries use the Gaussian mechanism (zCDP), otherwise Laplace (pure epsilon-DP). Every
 answer carries the epsilon (and delta) it cost, its zCDP rho and a 95 % error bound.
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -39,7 +44,7 @@ import pandas as pd
 
 from complai.dp.accounting import rho_for, rho_of_laplace
 from complai.errors import ComplaiError, InvalidInput
-from complai.vault.schema import BOUND_LIMIT, DatasetSchema  # declared bounds: finite and within +-2^53
+from complai.vault.schema import BOUND_LIMIT, EPOCH, DatasetSchema  # declared bounds: finite and within +-2^53
 
 dp.enable_features("contrib")
 ALPHA = 0.05
@@ -48,6 +53,23 @@ MIN_DELTA = 1e-100
 MAX_ROWS_PER_SUBJECT = 10_000
 # Public row capacity the exact-sum grid is sized for (partial sums stay below 2^52 up to this many rows)
 ROW_CAPACITY = 2**31
+
+
+DAYS = " (days since 1970-01-01)"  # label suffix of a statistic over a date column
+DAYS_SQUARED = " (days²)"  # the variance of a date column
+
+
+def iso_date(days: float) -> str:
+    """A number of days since 1970-01-01 as an ISO 8601 date (rounded to the nearest day)."""
+    return (EPOCH + timedelta(days=round(days))).isoformat()
+
+
+def as_days(series: pd.Series) -> np.ndarray:
+    """Dates or datetimes as days since 1970-01-01 (NaN where missing); times of day as fractions."""
+    stamps = pd.to_datetime(series, utc=True)
+    days = (stamps - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(days=1)
+    out: np.ndarray = days.to_numpy(dtype="float64", na_value=np.nan)
+    return out
 
 
 class Noisy(float):
@@ -123,7 +145,16 @@ class Answer:
         return {name: getattr(self, name) for name in sorted(PUBLIC_FIELDS)}
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The fields; with `dates`, the ISO 8601 date of each noisy mean and quantile of a date column."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        dates = {
+            label: ({g: iso_date(v) for g, v in value.items()} if isinstance(value, dict) else iso_date(value))
+            for label, value in self.values.items()
+            if label.endswith(DAYS) and not label.startswith("sum(")
+        }
+        if dates:
+            out["dates"] = dates
+        return out
 
 
 def bound_contributions(
@@ -334,6 +365,7 @@ class Plan:
         subject_column: str | None = None,
         where: RowMask | None = None,
         reads: tuple[str, ...] = (),
+        days: frozenset[str] = frozenset(),
     ) -> None:
         if not aggregates:
             raise InvalidInput("ask for at least one statistic")
@@ -364,6 +396,7 @@ class Plan:
         self.subject_column = subject_column
         self.where = where
         self.reads = reads
+        self.days = days  # date columns: values and bounds in days since 1970-01-01
         self.noise = _Noise(_releases(aggregates), epsilon, delta)
         self.quantiles: dict[Aggregate, tuple[Any, Public]] = {}
         k = max_rows
@@ -399,7 +432,13 @@ class Plan:
 
     @property
     def statistics(self) -> list[str]:
-        return [a.label for a in self.aggregates]
+        return [self._label(a) for a in self.aggregates]
+
+    def _label(self, a: Aggregate) -> str:
+        """The statistic's name, with its unit when it is over a date column."""
+        if a.fn == "count" or a.column not in self.days:
+            return a.label
+        return a.label + (DAYS_SQUARED if a.fn == "variance" else DAYS)
 
     def _bounds(self, a: Aggregate) -> tuple[float, float]:
         if a.column is None:
@@ -457,7 +496,9 @@ class Plan:
             else:
                 lo, hi = self._bounds(agg)
                 series = frame[agg.column]
-                if series.dtype == np.float64:
+                if agg.column in self.days:
+                    raw = as_days(series)
+                elif series.dtype == np.float64:
                     raw = series.to_numpy(copy=False)
                 else:
                     raw = pd.to_numeric(series).to_numpy(dtype="float64", na_value=np.nan)
@@ -475,11 +516,12 @@ class Plan:
                         per_group_v[g], per_group_a[g] = Noisy(m(part.astype(float).tolist())), acc_q
                 else:
                     self._moments(agg, vals, c, per_group_v, per_group_a)
+            label = self._label(agg)
             if self.group_by is None:
-                values[agg.label], accuracy[agg.label] = per_group_v[None], per_group_a[None]
+                values[label], accuracy[label] = per_group_v[None], per_group_a[None]
             else:
-                values[agg.label] = {str(g): v for g, v in per_group_v.items()}
-                accuracy[agg.label] = {str(g): a for g, a in per_group_a.items()}
+                values[label] = {str(g): v for g, v in per_group_v.items()}
+                accuracy[label] = {str(g): a for g, a in per_group_a.items()}
         return Answer(
             values=values,
             accuracy=accuracy,
@@ -541,8 +583,10 @@ def plan(
     unknown = sorted(query.columns - {f.name for f in schema.fields})
     if unknown:
         raise InvalidInput(f"unknown column(s) {unknown} in dataset {query.dataset}")
-    bounds = {f.name: (f.min, f.max) for f in schema.fields if f.min is not None and f.max is not None}
-    integer = {f.name for f in schema.fields if f.type == "integer"}
+    bounds = {
+        f.name: (lo, hi) for f in schema.fields for lo, hi in [f.numeric_bounds] if lo is not None and hi is not None
+    }
+    integer = {f.name for f in schema.fields if f.type in ("integer", "date")}  # a date is a whole number of days
     keys: list[Any] | None = None
     if query.group_by:
         spec = schema.field(query.group_by)
@@ -560,6 +604,7 @@ def plan(
         subject_column=schema.subject_column,
         where=where,
         reads=tuple(sorted(query.columns | {schema.subject_column})),
+        days=frozenset(f.name for f in schema.fields if f.type in ("date", "datetime")),
     )
     schema.basis(purpose)
     return made

@@ -32,6 +32,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -75,6 +76,8 @@ class TrainingSpec(BaseModel):
     dataset: str
     label: str
     features: list[str] | None = None
+    # the date a date feature's age is taken at (required when one is used; never "today")
+    reference_date: date | None = None
     text: str | None = None
     model: Literal["logreg", "mlp", "bert"] = "logreg"
     hidden: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field([64, 64], min_length=1, max_length=MAX_LAYERS)
@@ -217,7 +220,7 @@ def prepare(
         names = spec.features or default_features(schema, spec.label)
         if spec.label in names:
             raise InvalidInput(f"the label {spec.label} cannot also be a feature")
-        feats = TabularFeatures(schema, names)
+        feats = TabularFeatures(schema, names, spec.reference_date)
         tensors = [torch.from_numpy(feats.transform(frame))]
         arch = {"architecture": spec.model, "inputs": feats.dim, "classes": classes, "features": names}
         if spec.model == "mlp":

@@ -25,7 +25,7 @@ from complai.clock import to_us
 from complai.crypto.aead import DataKey
 from complai.errors import IntegrityError, InvalidInput
 from complai.inputs import INT64_MAX, INT64_MIN, MAX_REPORTED, summarise
-from complai.vault.schema import DatasetSchema, FieldSpec
+from complai.vault.schema import DatasetSchema, FieldSpec, days_since_epoch
 
 
 def record_ad(dataset: str, rid: bytes, schema_digest: str, version: int, created_us: int, expires_us: int) -> bytes:
@@ -301,21 +301,23 @@ def _convert(spec: FieldSpec, col: pd.Series, problems: Problems) -> list[Any]:
     values: list[Any]
     if spec.type == "integer":
         values = _integers(spec, col, missing, problems)
-        if spec.min is not None or spec.max is not None:
+        lo, hi = spec.numeric_bounds
+        if lo is not None or hi is not None:
             for i, n in enumerate(values):
                 if n is None:
                     continue
-                if spec.min is not None and n < spec.min:
-                    problems.value(spec, i, col.iloc[i], f"is below the declared min {spec.min:g}")
-                elif spec.max is not None and n > spec.max:
-                    problems.value(spec, i, col.iloc[i], f"is above the declared max {spec.max:g}")
+                if lo is not None and n < lo:
+                    problems.value(spec, i, col.iloc[i], f"is below the declared min {lo:g}")
+                elif hi is not None and n > hi:
+                    problems.value(spec, i, col.iloc[i], f"is above the declared max {hi:g}")
     elif spec.type == "float":
         num = pd.to_numeric(col, errors="coerce")
         arr = num.to_numpy(dtype="float64", na_value=np.nan)
         problems.mask(spec, col, np.isnan(arr) & ~missing, "is not a number")
         problems.mask(spec, col, np.isinf(arr) & ~missing, "is not a finite number")
         finite = np.isfinite(arr)
-        for bound, cmp, word in ((spec.min, np.less, "below"), (spec.max, np.greater, "above")):
+        lo, hi = spec.numeric_bounds
+        for bound, cmp, word in ((lo, np.less, "below"), (hi, np.greater, "above")):
             if bound is not None:
                 problems.mask(
                     spec,
@@ -339,10 +341,17 @@ def _convert(spec: FieldSpec, col: pd.Series, problems: Problems) -> list[Any]:
                 values.append(None)
     elif spec.type in ("date", "datetime"):
         values = []
+        lo, hi = spec.numeric_bounds
         for i, (v, m) in enumerate(zip(col.tolist(), missing, strict=True)):
             text = None if m else (_iso_date(v) if spec.type == "date" else _iso_datetime(v))
             if text is None and not m:
                 problems.value(spec, i, v, f"is not an ISO 8601 {spec.type}")
+            elif text is not None and (lo is not None or hi is not None):
+                days = days_since_epoch(text)  # bounds compare as days, whatever their written precision
+                if lo is not None and days < lo:
+                    problems.value(spec, i, v, f"is before the declared min {spec.min}")
+                elif hi is not None and days > hi:
+                    problems.value(spec, i, v, f"is after the declared max {spec.max}")
             values.append(text)
     else:  # string, category, text
         values = [None if m else str(v) for v, m in zip(col.tolist(), missing, strict=True)]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from dateutil.relativedelta import relativedelta
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from complai.crypto.digest import digest_text
 from complai.errors import InvalidInput
@@ -44,6 +44,43 @@ def retention_deadline(start: datetime, retention: str, what: str = "duration") 
     return start + parse_retention(retention, what)
 
 
+EPOCH = date(1970, 1, 1)  # dates enter DP queries and bounds checks as days since this day
+_ISO_BOUND = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ].+)?$")
+
+
+def date_bound(value: Any, ftype: str) -> str:
+    """A date or datetime field's declared bound as ISO 8601 text: YYYY-MM-DD for a date, and for a
+    datetime YYYY-MM-DDTHH:MM:SSZ (UTC; a value without an offset is read as UTC). ValueError otherwise."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str) and _ISO_BOUND.match(value.strip()):
+        text = value.strip()
+        try:
+            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 {ftype}") from None
+    else:
+        raise ValueError(f"bounds of a {ftype} field are ISO 8601 dates such as 1900-01-01, not {value!r}")
+    if ftype == "date":
+        if isinstance(value, datetime) or (isinstance(value, str) and len(value.strip()) > 10):
+            raise ValueError(f"bounds of a date field are dates without a time, not {value!r}")
+        return moment.date().isoformat()
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="seconds" if not moment.microsecond else "microseconds") + "Z"
+
+
+def days_since_epoch(text: str) -> float:
+    """An ISO 8601 date or UTC datetime (as the vault stores them, or as date_bound writes them) as days
+    since 1970-01-01: whole days for a date, fractional for a time of day."""
+    if len(text) == 10:
+        return float((date.fromisoformat(text) - EPOCH).days)
+    moment = datetime.fromisoformat(text[:-1] if text.endswith("Z") else text).replace(tzinfo=None)
+    return (moment - datetime(1970, 1, 1)).total_seconds() / 86400.0
+
+
 class FieldSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,10 +90,37 @@ class FieldSpec(BaseModel):
     identifier: Literal["direct", "quasi"] | None = None
     sensitive: bool = False
     nullable: bool = True
-    min: float | None = None
-    max: float | None = None
+    # numbers for integer and float fields; ISO 8601 text for date and datetime fields
+    min: float | str | None = Field(default=None, union_mode="left_to_right")
+    max: float | str | None = Field(default=None, union_mode="left_to_right")
     values: list[str] | None = None
     description: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _date_bounds(cls, data: Any) -> Any:
+        """Date and datetime bounds in their one written form (YAML reads 1900-01-01 as a date)."""
+        if isinstance(data, dict) and data.get("type") in ("date", "datetime"):
+            data = dict(data)
+            for which in ("min", "max"):
+                if data.get(which) is not None:
+                    try:
+                        data[which] = date_bound(data[which], str(data["type"]))
+                    except ValueError as exc:
+                        raise ValueError(f"field {data.get('name')}: {which}: {exc}") from None
+        return data
+
+    @property
+    def numeric_bounds(self) -> tuple[float | None, float | None]:
+        """The declared bounds as numbers: as given for numeric fields, days since 1970-01-01 for dates."""
+        return (
+            None if self.min is None else self._number(self.min),
+            None if self.max is None else self._number(self.max),
+        )
+
+    @staticmethod
+    def _number(bound: float | str) -> float:
+        return days_since_epoch(bound) if isinstance(bound, str) else float(bound)
 
     @field_validator("name")
     @classmethod
@@ -67,13 +131,17 @@ class FieldSpec(BaseModel):
 
     @model_validator(mode="after")
     def _bounds(self) -> FieldSpec:
-        if (self.min is not None or self.max is not None) and self.type not in ("integer", "float"):
-            raise ValueError(f"field {self.name}: min/max apply to numeric fields only")
+        numeric = self.type in ("integer", "float")
+        if (self.min is not None or self.max is not None) and not numeric and self.type not in ("date", "datetime"):
+            raise ValueError(f"field {self.name}: min/max apply to numeric fields only (integer, float) and to dates")
         for which, bound in (("min", self.min), ("max", self.max)):
+            if numeric and isinstance(bound, str):
+                raise ValueError(f"field {self.name}: {which} of a numeric field is a number, not {bound!r}")
             # DP noise is calibrated to these bounds: a NaN or infinite one calibrates nothing
-            if bound is not None and not (math.isfinite(bound) and abs(bound) <= BOUND_LIMIT):
+            if isinstance(bound, float) and not (math.isfinite(bound) and abs(bound) <= BOUND_LIMIT):
                 raise ValueError(f"field {self.name}: {which} must be a finite number within ±2^53")
-        if self.min is not None and self.max is not None and self.min > self.max:
+        lo, hi = self.numeric_bounds
+        if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"field {self.name}: min is greater than max")
         if self.values is not None:
             if not self.values:
