@@ -8,6 +8,9 @@ from pathlib import Path
 from complai.app.backup import BackupResult, create_backup
 from complai.app.core import SessionCore
 from complai.app.services import Status, status
+from complai.errors import InvalidInput
+from complai.taxonomy import Term
+from complai.taxonomy.loader import KINDS
 from complai.vault.backup import load_backup_key, new_backup_key
 
 BACKUP_KEY = "backup.key"
@@ -19,6 +22,15 @@ class AdminOps(SessionCore):
         for principals who oversee it (audit or admin)."""
         self._check_oversight()
         return status(self._svc)
+
+    def vocabulary(self, kind: str) -> list[Term]:
+        """The workspace's taxonomy terms of one kind (data_categories, data_uses, data_subjects,
+        legal_bases, jurisdictions), in their declared order. Public vocabulary: it reads no personal
+        data and changes nothing, so it needs no authorisation and records nothing."""
+        if kind not in KINDS:
+            raise InvalidInput(f"unknown vocabulary {kind!r} (one of {', '.join(KINDS)})")
+        taxonomy = self._svc.taxonomy
+        return [taxonomy.get(kind, key) for key in taxonomy.keys(kind)]
 
     def key_status(self) -> dict[str, object]:
         """Key versions and rotation state: for principals who oversee the workspace (audit or admin)."""
