@@ -26,11 +26,11 @@ from complai.federated.flower import make_client_app, make_server_app, run_round
 
 
 @contextmanager
-def federated_session(path: Path) -> Iterator[Session]:
-    """A session of the workspace at `path`, bound to its owner and the federated-training purpose,
-    open for as long as the block runs."""
+def federated_session(path: Path, purpose: str = engine.PURPOSE) -> Iterator[Session]:
+    """A session of the workspace at `path`, bound to its owner and the run's purpose (by default
+    federated training), open for as long as the block runs."""
     with Workspace.open(path) as ws:
-        yield ws.session(OWNER, engine.PURPOSE)
+        yield ws.session(OWNER, purpose)
 
 
 def org_workspace(context: Context, paths: list[str]) -> Path:
@@ -42,9 +42,9 @@ def org_workspace(context: Context, paths: list[str]) -> Path:
     return Path(paths[int(cfg["partition-id"])])
 
 
-def _organisations(paths: list[str]) -> Callable[[Context], AbstractContextManager[Session]]:
-    def open_organisation(context: Context) -> AbstractContextManager[Session]:
-        return federated_session(org_workspace(context, paths))
+def _organisations(paths: list[str]) -> Callable[[Context, str], AbstractContextManager[Session]]:
+    def open_organisation(context: Context, purpose: str) -> AbstractContextManager[Session]:
+        return federated_session(org_workspace(context, paths), purpose)
 
     return open_organisation
 
@@ -54,9 +54,16 @@ def simulated_client_app(spec: engine.FederatedSpec, paths: list[str]) -> Client
     return make_client_app(spec, _organisations(paths))
 
 
-def simulated_server_app(spec: engine.FederatedSpec, server_ws: Path, run_id: str, sink: Path) -> ServerApp:
-    """The ServerApp of a simulation: rounds recorded in `server_ws`, the outcome written to `sink`."""
-    return make_server_app(spec, run_id, sink, lambda: federated_session(server_ws))
+def simulated_server_app(
+    spec: engine.FederatedSpec,
+    server_ws: Path,
+    run_id: str,
+    sink: Path,
+    on_round: engine.RoundProgress | None = None,
+) -> ServerApp:
+    """The ServerApp of a simulation: rounds recorded in `server_ws`, the outcome written to `sink`,
+    each round's summary handed to `on_round`."""
+    return make_server_app(spec, run_id, sink, lambda: federated_session(server_ws, spec.purpose), on_round)
 
 
 def _deployed_server() -> ServerApp:
@@ -71,7 +78,7 @@ def _deployed_server() -> ServerApp:
         sink = deploy.run_sink(workspace, context.run_id)
         sink.parent.mkdir(parents=True, exist_ok=True)
         try:
-            out = run_rounds(grid, spec, f"run-{context.run_id}", lambda: federated_session(workspace))
+            out = run_rounds(grid, spec, f"run-{context.run_id}", lambda: federated_session(workspace, spec.purpose))
             out.pop("weights")
             sink.write_text(json.dumps({"ok": True, **out}))
         except Exception as exc:

@@ -5,16 +5,30 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from complai.app import federation
-from complai.cli.common import console, err_console, load_mapping, print_json, protected_paths, table
+from complai.app.session import Session
+from complai.cli.common import (
+    console,
+    err_console,
+    has_workspace,
+    load_mapping,
+    open_session,
+    print_json,
+    progress,
+    protected_paths,
+    table,
+    workspace_path,
+)
 from complai.errors import InvalidInput
 from complai.federated.deploy import free_port, start_supernode
-from complai.federated.engine import FederatedSpec, Layout
+from complai.federated.engine import FederatedSpec, Layout, RoundSummary
 from complai.files import check_output_dir, output_dir, staged_output_dir
 
 app = typer.Typer(help="Federated learning with secure aggregation (Flower).", no_args_is_help=True)
@@ -22,27 +36,40 @@ app = typer.Typer(help="Federated learning with secure aggregation (Flower).", n
 
 @app.command("simulate")
 def simulate(
-    spec_file: Annotated[Path, typer.Argument(help="Federated spec (YAML): organisations, rounds, dp, ...")],
+    spec_file: Annotated[
+        Path, typer.Argument(help="Federated spec (YAML): dataset, label, features, organisations, rounds, dp, ...")
+    ],
     root: Annotated[Path, typer.Option("--root", help="Empty folder for the server's and organisations' workspaces.")],
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the run's result as JSON.")] = False,
 ) -> None:
-    """Partition the bundled Adult data into organisations and train one model across them."""
+    """Partition a dataset of this workspace (only subjects with a live lawful basis for the spec's
+    purpose) into organisations and train one model across them. A spec naming adult uses the bundled
+    Adult sample when the workspace holds no dataset of that name."""
     spec = _load_spec(spec_file)
-    _root(root, create=True)
-    if not json_out:
-        err_console.print(f"simulating {spec.organisations} organisations, {spec.rounds} rounds ...")
-    out = federation.simulate(spec, root)
+    _root(root)
+    with _source(spec) as source:
+        what = spec.dataset if source is not None else "the bundled Adult sample"
+        with progress(disable=json_out) as bar:
+            task = bar.add_task(
+                f"{spec.organisations} organisations on {what}: {spec.rounds} rounds", total=spec.rounds
+            )
+
+            def on_round(summary: RoundSummary, total: int) -> None:
+                bar.update(task, completed=summary["round"], total=total, description=_round_line(summary, total))
+
+            out = federation.simulate(spec, root, source=source, on_round=on_round)
     if json_out:
         print_json(out)
         return
-    t = table("round", "survivors", "dropped", "accuracy", "epsilon", "seconds")
+    t = table("round", "survivors", "dropped", "accuracy", "majority", "epsilon", "seconds")
     for h in out["history"]:
         t.add_row(
             str(h["round"]),
             str(h["survivors"]),
             str(h["dropped"]),
-            "" if h["accuracy"] is None else f"{h['accuracy']:.4f}",
-            "" if h["epsilon"] is None else f"{h['epsilon']:.3g}",
+            _number(h["accuracy"], ".4f"),
+            _number(h["majority"], ".4f"),
+            _number(h["epsilon"], ".3g"),
             f"{h['seconds']:.2f}",
         )
     console.print(t)
@@ -50,6 +77,35 @@ def simulate(
         f"run {out['run_id']}: secure aggregation {'on' if spec.secure_aggregation else 'off'}, dp {spec.dp}; "
         f"workspaces under {root}"
     )
+    if out.get("warning"):
+        err_console.print(f"warning: {out['warning']}")
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def _round_line(summary: RoundSummary, total: int) -> str:
+    """One round's metrics, for the progress bar's description."""
+    parts = [f"round {summary['round']}/{total}"]
+    if summary["accuracy"] is not None:
+        parts.append(f"accuracy {summary['accuracy']:.4f}")
+    if summary["majority"] is not None:
+        parts.append(f"majority {summary['majority']:.4f}")
+    if summary["epsilon"] is not None:
+        parts.append(f"epsilon {summary['epsilon']:.3g}")
+    return ", ".join(parts)
+
+
+@contextmanager
+def _source(spec: FederatedSpec) -> Iterator[Session | None]:
+    """The session (the spec's purpose) through which the spec's dataset is read; None for the bundled
+    Adult sample: a spec naming adult where there is no workspace or it holds no dataset adult."""
+    if spec.dataset == federation.BUNDLED and not has_workspace(workspace_path()):
+        yield None
+        return
+    with open_session(spec.purpose) as (_, session):
+        yield federation.source_of(session, spec)
 
 
 def _root(root: Path, create: bool = False) -> None:
@@ -70,14 +126,18 @@ def prepare(
     root: Annotated[Path, typer.Option("--root", help="Empty folder for the server's and organisations' workspaces.")],
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Create the server's and the organisations' workspaces from a partition of the bundled Adult data
-    (for a deployment on one machine: then `federated server` and one `federated client` each)."""
+    """Create the server's and the organisations' workspaces from a partition of a dataset of this
+    workspace, or of the bundled Adult sample when the spec names adult and the workspace holds no such
+    dataset (for a deployment on one machine: then `federated server` and one `federated client` each)."""
     spec = _load_spec(spec_file)
     _root(root)
     # built in a private temporary sibling that takes the name only when every workspace is ready:
     # a failure or a kill leaves no half-prepared federation behind
-    with staged_output_dir(root, forbidden=protected_paths()) as staging:
-        layout = federation.prepare_organisations(staging, spec)
+    with _source(spec) as source, staged_output_dir(root, forbidden=protected_paths()) as staging:
+        if source is None:
+            layout = federation.prepare_organisations(staging, spec)
+        else:
+            layout = federation.prepare_organisations(staging, spec, source)
     layout = Layout(
         server=str(root / Path(layout["server"]).relative_to(staging)),
         organisations=[str(root / Path(p).relative_to(staging)) for p in layout["organisations"]],
@@ -106,15 +166,24 @@ def server(
     _root(root, create=True)
     if not json_out:
         err_console.print(f"SuperLink starting under {root}; waiting for {spec.organisations} organisations ...")
-    out = federation.serve(root, spec, timeout)
+    with progress(disable=json_out) as bar:
+        task = bar.add_task(f"{spec.organisations} organisations: {spec.rounds} rounds", total=spec.rounds)
+
+        def on_round(summary: RoundSummary, total: int) -> None:
+            bar.update(task, completed=summary["round"], total=total, description=_round_line(summary, total))
+
+        out = federation.serve(root, spec, timeout, on_round=on_round)
     if json_out:
         print_json(out)
         return
     for h in out["history"]:
         console.print(
             f"round {h['round']}: {h['survivors']} survivors, {h['dropped']} dropped, "
-            f"accuracy {h['accuracy']:.4f}" + ("" if h["epsilon"] is None else f", epsilon {h['epsilon']:.3g}")
+            f"accuracy {_number(h['accuracy'], '.4f')} (majority class {_number(h.get('majority'), '.4f')})"
+            + ("" if h["epsilon"] is None else f", epsilon {h['epsilon']:.3g}")
         )
+    if out.get("warning"):
+        err_console.print(f"warning: {out['warning']}")
 
 
 @app.command("client")

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -276,12 +277,18 @@ def start_supernode(workspace: Path, superlink: str, ca: Path, key: Path, port: 
 
 
 def serve(
-    root: Path, spec: engine.FederatedSpec, server_ws: Path, components: Components, timeout: float = 900
+    root: Path,
+    spec: engine.FederatedSpec,
+    server_ws: Path,
+    components: Components,
+    timeout: float = 900,
+    on_wait: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the coordinating side of a real federation under `root` (see the module docstring) with the
     server's workspace `server_ws` (it must exist). Writes `root/ready.json` (addresses, CA, node keys)
-    once organisations may connect; returns the run's result. Every process it starts is stopped before
-    it returns."""
+    once organisations may connect; returns the run's result. While the run goes on (the ServerApp runs
+    in a process of Flower's), `on_wait` is called about once a second with the run's id as the
+    ServerApp records it. Every process it starts is stopped before it returns."""
     root.mkdir(parents=True, exist_ok=True)
     pki = make_pki(root / "pki", spec.organisations)
     ports = {"http": free_port()}
@@ -306,6 +313,8 @@ def serve(
                 raise InvalidInput(f"the federated run did not finish within {timeout:.0f} s")
             if superlink.proc.poll() is not None:
                 raise InvalidInput("the SuperLink stopped (see logs/superlink.log)")
+            if on_wait is not None:
+                on_wait(f"run-{run_id}")
             time.sleep(1)
         time.sleep(0.5)
         result: dict[str, Any] = json.loads(sink.read_text())

@@ -11,6 +11,7 @@ ledger a digest of exactly what left the organisation.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypedDict
@@ -20,7 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from complai.dp.features import Labels, TabularFeatures
-from complai.dp.training import default_features
+from complai.dp.training import default_features, majority_warning
 from complai.errors import InvalidInput
 from complai.events import FederatedRound
 from complai.vault.schema import DatasetSchema
@@ -39,6 +40,7 @@ class FederatedSpec(BaseModel):
     dataset: str = "adult"
     label: str = "income"
     features: list[str] | None = None
+    purpose: str = Field(PURPOSE, min_length=1, max_length=200)
     model: Literal["logreg", "mlp"] = "logreg"
     hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field([32], min_length=1, max_length=8)
     organisations: int = Field(3, ge=2, le=1000)
@@ -78,6 +80,86 @@ class FederatedSpec(BaseModel):
             err = exc.errors()[0]
             where = ".".join(str(x) for x in err["loc"]) or "spec"
             raise InvalidInput(f"federated spec: {where}: {err['msg']}".replace("\n", " ")) from None
+
+
+# --- the dataset a run trains on ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Columns:
+    """What a run reads of its dataset and how it encodes it: the feature fields (the spec's, or every
+    field a tabular model can take), their encoding and the label's classes, all from the schema."""
+
+    features: list[str]
+    encoding: TabularFeatures
+    labels: Labels
+
+
+def columns(schema: DatasetSchema, spec: FederatedSpec) -> Columns:
+    """Check the spec against the dataset's schema before anything is read or created: the label a
+    category with declared values (or a boolean), every feature a field a tabular model can take, encoded
+    as central DP training encodes it (dp/features.py). A mismatch is one line (InvalidInput)."""
+    try:
+        labels = Labels(schema, spec.label)
+        names = list(spec.features) if spec.features else default_features(schema, spec.label)
+        if spec.label in names:
+            raise InvalidInput(f"the label {spec.label!r} cannot also be a feature")
+        direct = [n for n in names if n == schema.subject_column or schema.field(n).identifier == "direct"]
+        if direct:
+            raise InvalidInput(f"direct identifier(s) {direct} cannot be features")
+        encoding = TabularFeatures(schema, names)
+    except InvalidInput as exc:
+        raise InvalidInput(f"federated spec: {exc.message}") from None
+    return Columns(names, encoding, labels)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A dataset's governed rows split among a simulated federation's organisations: the schema each
+    organisation declares for its share (organisation_schema), the shares (subject pseudonym, features,
+    label) and the ledger entry of the read they came from."""
+
+    schema: DatasetSchema
+    shares: list[pd.DataFrame]
+    ledger_seq: int
+
+
+def organisation_schema(schema: DatasetSchema, spec: FederatedSpec, cols: Columns) -> DatasetSchema:
+    """The schema an organisation's workspace declares for its partition: the source's declarations for
+    the subject column, the features and the label only (nothing else is copied to it); subjects are
+    named by their pseudonym in the source workspace, so the subject column becomes a plain string."""
+    keep = {schema.subject_column, *cols.features, spec.label}
+    fields = []
+    for f in schema.fields:
+        if f.name == schema.subject_column:
+            fields.append(
+                f.model_copy(update={"type": "string", "min": None, "max": None, "values": None, "nullable": False})
+            )
+        elif f.name in keep:
+            fields.append(f)
+    deidentify = {
+        purpose: {**d.model_dump(), "pseudonymize": [c for c in d.pseudonymize if c in keep], "text": {}}
+        for purpose, d in schema.deidentify.items()
+    }
+    return DatasetSchema.model_validate(
+        {**schema.model_dump(), "fields": [f.model_dump() for f in fields], "deidentify": deidentify}
+    )
+
+
+def majority_accuracy(label_counts: np.ndarray | list[int]) -> float | None:
+    """The accuracy of always predicting the most frequent label: its share of the counts."""
+    counts = np.asarray(label_counts, dtype=np.int64)
+    total = int(counts.sum())
+    return float(counts.max() / total) if total else None
+
+
+def below_majority(accuracy: float | None, label_counts: np.ndarray | list[int]) -> str | None:
+    """The model cards' warning (dp/training.py) when `accuracy` is below the majority-class baseline of
+    held-out rows counted per class in `label_counts`; None otherwise or when nothing was evaluated."""
+    counts = np.asarray(label_counts, dtype=np.int64)
+    if accuracy is None or int(counts.sum()) == 0:
+        return None
+    return majority_warning(accuracy, np.repeat(np.arange(len(counts)), counts))
 
 
 # --- partitions ------------------------------------------------------------------------------------
@@ -217,9 +299,8 @@ def local_data(org: Organisation, spec: FederatedSpec) -> LocalData:
     import torch  # heavy: torch
 
     schema = org.training_schema(spec.dataset)
-    labels = Labels(schema, spec.label)
-    names = spec.features or default_features(schema, spec.label)
-    feats = TabularFeatures(schema, names)
+    cols = columns(schema, spec)
+    labels, names, feats = cols.labels, cols.features, cols.encoding
     frame = org.read(spec.dataset, columns=[*names, spec.label])
     frame = frame[labels.known(frame)].reset_index(drop=True)
     if len(frame) < 2:
@@ -274,6 +355,13 @@ def local_evaluate(data: LocalData, vec: np.ndarray) -> tuple[int, int]:
     with torch.no_grad():
         pred = model(data.test_x).argmax(1)
     return int((pred == data.test_y).sum()), len(data.test_y)
+
+
+def label_counts(data: LocalData) -> list[int]:
+    """How many of the organisation's held-out rows carry each class: what the majority-class baseline
+    of a federated evaluation is computed from (an aggregate the organisation sends with its accuracy)."""
+    classes = int(data.arch["classes"])
+    return [int(c) for c in np.bincount(data.test_y.numpy(), minlength=classes)]
 
 
 def privatise_local(update: np.ndarray, spec: FederatedSpec, rng: np.random.Generator) -> np.ndarray:
@@ -344,7 +432,12 @@ class RoundSummary(TypedDict):
     survivors: int
     dropped: int
     accuracy: float | None
+    majority: float | None  # the majority-class accuracy on the same held-out rows
     epsilon: float | None
+
+
+RoundProgress = Callable[[RoundSummary, int], None]
+"""Called after each round with its summary and the run's total number of rounds."""
 
 
 def workspace_paths(root: Path, spec: FederatedSpec) -> tuple[Path, list[Path]]:

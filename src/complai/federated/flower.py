@@ -44,7 +44,8 @@ from complai.federated.strategy import CoordinatorOpener, Payload, RoundRunner
 
 STATE_KEY = "complai"
 
-OrganisationOpener = Callable[[Context], AbstractContextManager[engine.Organisation]]
+OrganisationOpener = Callable[[Context, str], AbstractContextManager[engine.Organisation]]
+"""Opens the node's organisation for one message: (the node's context, the run's purpose)."""
 
 
 def _content(**values: Any) -> RecordDict:
@@ -98,18 +99,19 @@ def make_client_app(
     synthetic: Synthetic | None = None,
 ) -> ClientApp:
     """The ClientApp; `fixed` is the spec (simulation), or None to take it from the run's messages
-    (deployment, where the server's Flower App carries it). `organisation(context)` opens the node's
-    organisation for one message (a session of its workspace); a `synthetic` stand-in needs none."""
+    (deployment, where the server's Flower App carries it). `organisation(context, purpose)` opens the
+    node's organisation for one message (a session of its workspace bound to the run's purpose); a
+    `synthetic` stand-in needs none."""
     if organisation is None and synthetic is None:
         raise ValueError("a client needs an organisation or a synthetic stand-in")
     app = ClientApp()
 
     @contextmanager
-    def _open(context: Context) -> Iterator[engine.Organisation | None]:
+    def _open(context: Context, message: Message) -> Iterator[engine.Organisation | None]:
         if organisation is None or synthetic is not None:
             yield None
             return
-        with organisation(context) as org:
+        with organisation(context, _spec(message).purpose) as org:
             yield org
 
     def _spec(message: Message) -> engine.FederatedSpec:
@@ -156,14 +158,14 @@ def make_client_app(
         if synthetic is not None:
             arch = {"architecture": "synthetic", "dimension": synthetic.dimension}
             return Message(_content(arch=json.dumps(arch), examples=1), reply_to=message)
-        with _open(context) as org:
+        with _open(context, message) as org:
             data = _data(org, _spec(message))
         return Message(_content(arch=json.dumps(data.arch), examples=len(data.y)), reply_to=message)
 
     @app.train("plain")
     def plain(message: Message, context: Context) -> Message:
         round_, run_id = int(_get(message, "round")), str(_get(message, "run"))
-        with _open(context) as org:
+        with _open(context, message) as org:
             update, n = _update(org, message, round_)
             payload = update.astype("<f8").tobytes()
             _record(org, _spec(message), run_id, round_, payload, n)
@@ -201,7 +203,7 @@ def make_client_app(
             client.accept_roster(decode_roster(str(_get(message, "roster"))))
         cfg = Config.from_json(_get(message, "secagg"))
         round_ = cfg.round
-        with _open(context) as org:
+        with _open(context, message) as org:
             update, n = _update(org, message, round_)
             out = client.masked_input(cfg, update)
             payload = encode_message(out)
@@ -224,9 +226,11 @@ def make_client_app(
         if synthetic is not None:
             return Message(_content(correct=0, total=0), reply_to=message)
         vec = np.frombuffer(_get(message, "weights"), dtype="<f8")
-        with _open(context) as org:
-            correct, total = engine.local_evaluate(_data(org, _spec(message)), vec)
-        return Message(_content(correct=correct, total=total), reply_to=message)
+        with _open(context, message) as org:
+            data = _data(org, _spec(message))
+            correct, total = engine.local_evaluate(data, vec)
+        counts = json.dumps(engine.label_counts(data))
+        return Message(_content(correct=correct, total=total, counts=counts), reply_to=message)
 
     return app
 
@@ -235,23 +239,33 @@ def make_client_app(
 
 
 def run_rounds(
-    grid: Grid, spec: engine.FederatedSpec, run_id: str, coordinator: CoordinatorOpener | None = None
+    grid: Grid,
+    spec: engine.FederatedSpec,
+    run_id: str,
+    coordinator: CoordinatorOpener | None = None,
+    on_round: engine.RoundProgress | None = None,
 ) -> dict[str, Any]:
-    """The run's rounds over `grid`, recorded through `coordinator` (None: nothing recorded)."""
-    return RoundRunner(GridTransport(grid, spec, run_id), spec, run_id, coordinator).run()
+    """The run's rounds over `grid`, recorded through `coordinator` (None: nothing recorded), each
+    round's summary handed to `on_round` as it completes."""
+    return RoundRunner(GridTransport(grid, spec, run_id), spec, run_id, coordinator, on_round).run()
 
 
 def make_server_app(
-    spec: engine.FederatedSpec, run_id: str, sink: Path, coordinator: CoordinatorOpener | None = None
+    spec: engine.FederatedSpec,
+    run_id: str,
+    sink: Path,
+    coordinator: CoordinatorOpener | None = None,
+    on_round: engine.RoundProgress | None = None,
 ) -> ServerApp:
     """A ServerApp that runs the rounds and writes its result (or its error) to `sink` as JSON, the
-    final weights next to it (.npy)."""
+    final weights next to it (.npy). In Flower's simulation the ServerApp runs in a thread of the
+    calling process, so `on_round` is called there after each round."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            out = run_rounds(grid, spec, run_id, coordinator)
+            out = run_rounds(grid, spec, run_id, coordinator, on_round)
             weights = out.pop("weights")
             np.save(sink.with_suffix(".npy"), weights)
             sink.write_text(json.dumps({"ok": True, **out}))

@@ -258,8 +258,11 @@ class RoundRunner:
         spec: engine.FederatedSpec,
         run_id: str,
         coordinator: CoordinatorOpener | None = None,
+        on_round: engine.RoundProgress | None = None,
     ) -> None:
         self.transport, self.spec, self.run_id, self.coordinator = transport, spec, run_id, coordinator
+        self.on_round = on_round
+        self.label_counts: np.ndarray = np.zeros(0, dtype=np.int64)  # the last evaluation's, per class
         self.rng = np.random.default_rng(spec.seed)
         self.strategy = build(spec, transport, run_id, self.rng)
         self.history: list[engine.RoundSummary] = []
@@ -305,24 +308,44 @@ class RoundRunner:
                 eps = self.strategy.epsilon(r, q)
                 if coordinator is not None:
                     self._record(coordinator, r, len(sampled), collected, q, eps, aggregate)
-                accuracy = self._evaluate(nodes, weights) if arch["architecture"] != "synthetic" else None
-                self.history.append(
-                    engine.RoundSummary(
-                        round=r,
-                        seconds=round(time.perf_counter() - t0, 3),
-                        survivors=len(collected.survivors),
-                        dropped=len(collected.dropped),
-                        accuracy=accuracy,
-                        epsilon=eps,
-                    )
+                accuracy, majority = (
+                    self._evaluate(nodes, weights) if arch["architecture"] != "synthetic" else (None, None)
                 )
-        return {"run_id": self.run_id, "arch": arch, "weights": weights, "history": self.history}
+                summary = engine.RoundSummary(
+                    round=r,
+                    seconds=round(time.perf_counter() - t0, 3),
+                    survivors=len(collected.survivors),
+                    dropped=len(collected.dropped),
+                    accuracy=accuracy,
+                    majority=majority,
+                    epsilon=eps,
+                )
+                self.history.append(summary)
+                if self.on_round is not None:
+                    self.on_round(summary, self.spec.rounds)
+        last = self.history[-1]
+        return {
+            "run_id": self.run_id,
+            "arch": arch,
+            "weights": weights,
+            "history": self.history,
+            "accuracy": last["accuracy"],
+            "majority_accuracy": last["majority"],
+            "warning": engine.below_majority(last["accuracy"], self.label_counts),
+        }
 
-    def _evaluate(self, nodes: list[int], weights: np.ndarray) -> float | None:
+    def _evaluate(self, nodes: list[int], weights: np.ndarray) -> tuple[float | None, float | None]:
+        """(accuracy, majority-class accuracy) on the union of the organisations' held-out rows; the
+        baseline from the label counts each organisation sends with its result, never recorded."""
         replies = self.transport.exchange("evaluate", {n: {"weights": _weights(weights)} for n in nodes})
         correct = sum(int(m["correct"]) for m in replies.values())
         total = sum(int(m["total"]) for m in replies.values())
-        return correct / total if total else None
+        counts = [json.loads(str(m["counts"])) for m in replies.values() if "counts" in m]
+        self.label_counts = np.zeros(0, dtype=np.int64)
+        if counts and len({len(c) for c in counts}) == 1:
+            self.label_counts = np.sum(np.asarray(counts, dtype=np.int64), axis=0)
+        majority = engine.majority_accuracy(self.label_counts) if self.label_counts.size else None
+        return (correct / total if total else None), majority
 
     def _record(
         self,

@@ -3,12 +3,45 @@ through their own workspaces; federated/engine.py's Organisation and Coordinator
 
 from __future__ import annotations
 
+import numpy as np
+
 from complai.app.core import ALL, SessionCore
+from complai.errors import InvalidInput
 from complai.events import FederatedRound, FederatedUpdateSent
+from complai.federated import engine
 from complai.vault.schema import DatasetSchema
+
+PSEUDONYM = "__subject__"  # the pseudonym column a partition's read carries
 
 
 class FederatedOps(SessionCore):
+    def federated_partition(self, spec: engine.FederatedSpec) -> engine.Partition:
+        """The spec's dataset split into its organisations' shares, for a simulated federation: the spec
+        checked against the schema before anything is read, then one governed read for the spec's
+        purpose (only subjects with a live lawful basis for it; recorded), optionally sampled to
+        `spec.rows`, partitioned IID or by label (Dirichlet). Subjects are named by their pseudonym;
+        only the subject, the features and the label leave the workspace."""
+        self._check("read", spec.dataset)
+        if spec.purpose != self.purpose:
+            raise InvalidInput(f"the spec's purpose is {spec.purpose!r}, this session's {self.purpose!r}")
+        schema = self._svc.catalog.get(spec.dataset).schema
+        schema.basis(self.purpose)
+        cols = engine.columns(schema, spec)
+        org_schema = engine.organisation_schema(schema, spec, cols)
+        governed = self._governed(spec.dataset, [*cols.features, spec.label], pseudonym_column=PSEUDONYM)
+        frame = governed.frame
+        frame = frame[cols.labels.known(frame)]
+        if spec.rows and spec.rows < len(frame):
+            frame = frame.sample(n=spec.rows, random_state=spec.seed)
+        frame = frame.reset_index(drop=True)
+        subject = schema.subject_column
+        frame = frame.drop(columns=[subject], errors="ignore").rename(columns={PSEUDONYM: subject})
+        frame = frame[[subject, *cols.features, spec.label]]
+        labels = cols.labels.transform(frame) if len(frame) else np.zeros(0, dtype=np.int64)
+        parts = engine.partition(labels, spec.organisations, spec.partition, spec.alpha, spec.seed)
+        shares = [frame.iloc[idx].reset_index(drop=True) for idx in parts]
+        return engine.Partition(schema=org_schema, shares=shares, ledger_seq=governed.ledger_seq)
+
     def training_schema(self, dataset: str) -> DatasetSchema:
         """The declared schema of a dataset this principal may read for the purpose: the features of a
         model trained on it are built from the schema before its rows are read."""
