@@ -453,3 +453,74 @@ def test_all_planted_violations_together_fail_exactly_their_controls(
     assert "entry 4: stored leaf hash does not match its data" in named["LEDGER-1"]
     assert "its stored schema is not the one registered" in named["RECON-1"]
     assert named["RECON-1"].count("fails authentication") == 7  # the seven expiries moved at rest
+
+
+def test_a_share_export_leaves_ledger_1_a_warning_naming_the_cosign_command(
+    clean: tuple[Workspace, Witness], tmp_path: Path
+) -> None:
+    """A share export signs a checkpoint for its inclusion proof, which the witness has not cosigned
+    yet: evidence missing, nothing inconsistent. LEDGER-1 warns with the command that supplies it
+    (it used to fail, critical, with advice to restore from a backup); once cosigned it passes."""
+    from complai.crypto.sealing import generate_keypair
+
+    ws, w = clean
+    with ws.store.read() as conn:
+        home = conn.execute(select(datasets.c.jurisdiction).where(datasets.c.name == "adult")).scalar_one()
+    sharer = ws.session(OWNER, "credit_scoring")
+    a = sharer.create_agreement(
+        "bank", generate_keypair(tmp_path / "bank.key"), "adult", ["age"], recipient_jurisdiction=home
+    )
+    sharer.export_share(a.id, tmp_path / "p.pkg")
+    newest = ws.ledger.latest_checkpoint()
+    assert newest is not None
+    results = _audit(ws)
+    ledger = results["LEDGER-1"]
+    assert ledger["status"] == "warning" and ledger["remediation"] is None
+    assert [(i["item"], i["problem"], i["cause"]) for i in ledger["items"]] == [
+        ("witness w.example", f"has not cosigned the newest checkpoint (size {newest.checkpoint.size})", "not_cosigned")
+    ]
+    assert "complai ledger witness cosign WITNESS_DIR" in ledger["items"][0]["advice"]
+    assert "restore" not in ledger["items"][0]["advice"]
+    assert _failing(results) == set()
+    assert engine.summary(list(results.values()))["warning"] == 1
+    witness_round(ws, w)
+    assert _audit(ws)["LEDGER-1"]["status"] == "pass"
+
+
+def test_no_checkpoint_and_no_witness_are_warnings_with_their_commands(sqlite_ws: Workspace) -> None:
+    ledger = _audit(sqlite_ws)["LEDGER-1"]
+    assert ledger["status"] == "warning"
+    causes = {i["cause"]: i["advice"] for i in ledger["items"]}
+    assert set(causes) == {"no_checkpoint", "no_witness"}
+    assert "complai ledger checkpoint" in causes["no_checkpoint"]
+    assert "complai ledger witness add VKEY" in causes["no_witness"]
+
+
+def test_an_edited_entry_fails_ledger_1_with_restore_advice_even_beside_missing_evidence(
+    sqlite_ws: Workspace,
+) -> None:
+    ws = sqlite_ws
+    with ws.store.write() as conn:
+        data = bytes(conn.execute(select(ledger_entries.c.data).where(ledger_entries.c.seq == 0)).scalar_one())
+        conn.execute(update(ledger_entries).where(ledger_entries.c.seq == 0).values(data=data + b" "))
+    ledger = _audit(ws)["LEDGER-1"]
+    assert ledger["status"] == "fail" and "restore from a verified backup" in ledger["remediation"]
+    first = ledger["items"][0]
+    assert first["item"] == "ledger" and first["cause"] == "inconsistent" and "restore" in first["advice"]
+    assert {i["cause"] for i in ledger["items"][1:]} == {"no_checkpoint", "no_witness"}
+
+
+def test_a_warning_alone_does_not_fail_the_audit_command(tmp_path: Path) -> None:
+    from tests.cli.test_authn import cli
+
+    path = tmp_path / "ws"
+    Workspace.init(path).close()  # no checkpoint yet, no witness: LEDGER-1 warns
+    r = cli("--workspace", str(path), "audit", "--out", str(tmp_path / "r"), "--format", "json", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["summary"]["warning"] == 1 and doc["summary"]["fail"] == 0
+    assert {c["id"]: c["status"] for c in doc["controls"]}["LEDGER-1"] == "warning"
+    report = json.loads((tmp_path / "r" / "report.json").read_bytes())
+    assert report["scope"]["ledger_size"] == report["metrics"]["ledger entries"]
+    ledger = {c["id"]: c for c in report["controls"]}["LEDGER-1"]
+    assert ledger["evidence"]["ledger_size"] == report["scope"]["ledger_size"]

@@ -28,7 +28,7 @@ def audit(
     json_out: Annotated[bool, typer.Option("--json")] = False,
     force: ForceOpt = False,
 ) -> None:
-    """Run every control; exit 0 when none fails, 1 when any does."""
+    """Run every control; exit 0 when none fails (warnings included), 1 when any does."""
     if ctx.invoked_subcommand is not None:
         return
     failed = _audit_once(out, format_, epsilon_cap, since_last, json_out, force)
@@ -48,15 +48,16 @@ def _audit_once(
     else:
         t = table("control", "status", "summary")
         for c in doc["controls"]:
-            style = {"pass": "green", "fail": "red"}.get(c["status"], "dim")
+            style = {"pass": "green", "fail": "red", "warning": "yellow"}.get(c["status"], "dim")
             t.add_row(c["id"], f"[{style}]{c['status']}[/]", c["summary"])
         console.print(t)
         s = result["summary"]
         console.print(
-            f"{s['pass']} pass, {s['fail']} fail, {s['not applicable']} not applicable, {s['not evaluated']} not "
-            f"evaluated; report {', '.join(result['files'].values())} (digest in ledger entry {result['ledger_seq']})"
+            f"{s['fail']} fail, {s.get('warning', 0)} warning, {s['pass']} pass, {s['not applicable']} not "
+            f"applicable, {s['not evaluated']} not evaluated; report {', '.join(result['files'].values())} "
+            f"(digest in ledger entry {result['ledger_seq']})"
         )
-    return int(result["summary"]["fail"])
+    return int(result["summary"]["fail"])  # a warning (missing evidence, with its command) does not fail
 
 
 @app.command("run")

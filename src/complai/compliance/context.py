@@ -18,7 +18,7 @@ from complai.compliance.requests import Requests
 from complai.config import Settings
 from complai.crypto.keyring import Keyring
 from complai.dp.models import Models
-from complai.ledger.log import Ledger
+from complai.ledger.log import Head, Ledger
 from complai.ledger.verify import RangeReport, VerifyReport, verify_ledger, verify_range
 from complai.store import Store
 from complai.store.tables import ledger_entries
@@ -26,6 +26,10 @@ from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog
 
 PASS, FAIL, NA, NOT_EVALUATED = "pass", "fail", "not applicable", "not evaluated"
+# evidence that is missing but not contradicted (no checkpoint yet, a witness behind): reported with the
+# command that supplies it; it does not fail the audit
+WARN = "warning"
+STATUSES = (FAIL, WARN, PASS, NA, NOT_EVALUATED)  # the order reports list them in
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,14 @@ class AuditContext:
     _verify: VerifyReport | RangeReport | None = None
     _events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _models: dict[str, list[str]] | None = None
+    _head: Head | None = None
+
+    def head(self) -> Head:
+        """The ledger's head as this audit found it, read once: the scope, LEDGER-1's evidence and the
+        metrics all state this size, before the audit appends its incidents and its own entry."""
+        if self._head is None:
+            self._head = self.svc.ledger.head()
+        return self._head
 
     def verify(self) -> VerifyReport | RangeReport:
         """The ledger's verification, once per audit: of the entries since `since` when the previous

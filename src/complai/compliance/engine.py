@@ -25,6 +25,8 @@ from complai.compliance.context import (
     NA,
     NOT_EVALUATED,
     PASS,
+    STATUSES,
+    WARN,
     AuditContext,
     ComplianceServices,
     Finding,
@@ -75,26 +77,32 @@ def load_catalogue(path: Path = CATALOGUE) -> list[dict[str, Any]]:
 
 @check("ledger_integrity")
 def ledger_integrity(ctx: AuditContext) -> Finding:
+    """Inconsistency (an entry, node, head or checkpoint that does not verify) fails; evidence not yet
+    there (no checkpoint, no trusted witness, a witness behind the newest checkpoint) is a warning, since
+    signing or cosigning supplies it and nothing was contradicted. Items name their `cause`, which the
+    catalogue's `advice` answers with the command to run."""
     ledger = ctx.svc.ledger
     report = ctx.verify()
-    head = ledger.head()
+    head = ctx.head()
     evidence: dict[str, Any] = {"ledger_size": head.size, "root": head.root.hex() if head.size else None}
-    items = []
+    broken, missing = [], []
     if not report.ok:
-        items.append({"item": "ledger", "problem": report.problem or "verification failed"})
+        broken.append({"item": "ledger", "problem": report.problem or "verification failed", "cause": "inconsistent"})
     # every checkpoint the log recorded is stored and vice versa (also when the audit is incremental)
     for problem in check_checkpoints(ledger):
         if report.ok or problem != report.problem:
-            items.append({"item": "checkpoints", "problem": problem})
+            broken.append({"item": "checkpoints", "problem": problem, "cause": "inconsistent"})
     notes = ledger.checkpoints()
     latest = max((n.checkpoint.size for n in notes), default=None)
     evidence["latest_checkpoint"] = latest
     if latest is None:
-        items.append({"item": "checkpoints", "problem": "no signed checkpoint"})
+        missing.append({"item": "checkpoints", "problem": "no signed checkpoint yet", "cause": "no_checkpoint"})
     witnesses = [w.name for w in ledger.witnesses()]
     evidence["witnesses"] = witnesses
     if not witnesses:
-        items.append({"item": "witnesses", "problem": "no witness is trusted to cosign checkpoints"})
+        missing.append(
+            {"item": "witnesses", "problem": "no witness is trusted to cosign checkpoints", "cause": "no_witness"}
+        )
     elif latest is not None:
         with ctx.svc.store.read() as conn:
             signed = {
@@ -105,9 +113,20 @@ def ledger_integrity(ctx: AuditContext) -> Finding:
             }
         for w in witnesses:
             if w not in signed:
-                items.append({"item": f"witness {w}", "problem": f"has not cosigned the checkpoint at size {latest}"})
-    if items:
-        return Finding(FAIL, f"{len(items)} problem(s) with the ledger's integrity evidence", evidence, items)
+                missing.append(
+                    {
+                        "item": f"witness {w}",
+                        "problem": f"has not cosigned the newest checkpoint (size {latest})",
+                        "cause": "not_cosigned",
+                    }
+                )
+    if broken:
+        items = broken + missing
+        return Finding(FAIL, f"the ledger is inconsistent: {len(broken)} problem(s)", evidence, items)
+    if missing:
+        return Finding(
+            WARN, f"{head.size} entries verify; {len(missing)} piece(s) of evidence missing", evidence, missing
+        )
     return Finding(PASS, f"{head.size} entries verify; checkpoint at {latest} cosigned by {len(witnesses)}", evidence)
 
 
@@ -667,6 +686,8 @@ def reconciliation(ctx: AuditContext) -> Finding:
 
 
 def run_controls(ctx: AuditContext, catalogue: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Each control's result, in catalogue order. A failure carries the control's remediation; an item
+    whose check named its `cause` carries the catalogue's advice for that cause."""
     out = []
     for c in catalogue or load_catalogue():
         fn = CHECKS.get(c.get("check", ""))
@@ -674,6 +695,8 @@ def run_controls(ctx: AuditContext, catalogue: list[dict[str, Any]] | None = Non
             f = Finding(NOT_EVALUATED, "no automated check yet")
         else:
             f = fn(ctx)
+        advice = c.get("advice") or {}
+        items = [{**i, "advice": advice[i["cause"]]} if i.get("cause") in advice else i for i in f.items]
         out.append(
             {
                 "id": c["id"],
@@ -683,7 +706,7 @@ def run_controls(ctx: AuditContext, catalogue: list[dict[str, Any]] | None = Non
                 "status": f.status,
                 "summary": f.summary,
                 "evidence": f.evidence,
-                "items": f.items,
+                "items": items,
                 "remediation": c.get("remediation") if f.status == FAIL else None,
             }
         )
@@ -691,8 +714,9 @@ def run_controls(ctx: AuditContext, catalogue: list[dict[str, Any]] | None = Non
 
 
 def summary(results: list[dict[str, Any]]) -> dict[str, int]:
+    """Controls per status; a warning does not fail an audit, a failure does."""
     counts = Counter(r["status"] for r in results)
-    return {s: counts.get(s, 0) for s in (PASS, FAIL, NA, NOT_EVALUATED)}
+    return {s: counts.get(s, 0) for s in STATUSES}
 
 
 def generated_at(ctx: AuditContext) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import rfc8785
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from complai.clock import as_utc, to_us, utc_iso
 from complai.compliance import engine, html
 from complai.compliance.context import AuditContext, ComplianceServices
 from complai.compliance.ropa import records_of_processing
@@ -21,7 +23,16 @@ from complai.events import ComplianceAudited
 from complai.files import check_outputs, output_dir, workspace_protected, write_private
 from complai.inputs import read_input
 from complai.ledger.verify import verify_ledger
-from complai.store.tables import dp_budgets, ledger_entries, models
+from complai.store.tables import (
+    consents,
+    datasets,
+    dp_budgets,
+    ledger_entries,
+    model_subjects,
+    models,
+    records,
+    subjects,
+)
 
 FORMATS = ("json", "md", "html")
 
@@ -34,7 +45,7 @@ def build(ctx: AuditContext, actor: str, owner: str | None = None) -> dict[str, 
     """Run the controls, then open incidents for what they found (a ledger that fails verification,
     anomalous reads), and assemble the report."""
     svc = ctx.svc
-    head = svc.ledger.head()
+    head = ctx.head()  # the size every part of the report states: the ledger before this audit wrote to it
     results = engine.run_controls(ctx)
     problem = None if ctx.verify().ok else (ctx.verify().problem or "verification failed")
     opened = svc.incidents.detect(ctx.entries(), problem, owner or "owner", actor)
@@ -65,6 +76,10 @@ def build(ctx: AuditContext, actor: str, owner: str | None = None) -> dict[str, 
         "budget_series": series,
         "budget_totals": totals,
         "requests": requests,
+        "models": _model_inventory(ctx, results),
+        "refused_accesses": _refused(ctx),
+        "consent_coverage": _consent_coverage(ctx),
+        "ledger_activity": _activity(ctx),
         "checkpoint": note.text() if note else None,
         "incidents_opened": [{k: i[k] for k in ("id", "kind", "description", "notify_by")} for i in opened],
     }
@@ -97,40 +112,180 @@ def _metrics(
         "records without a data key": by_id.get("ENC-1", {}).get("evidence", {}).get("records_without_key"),
         "subject requests (open / overdue / total)": f"{sum(1 for r in reqs if not r['closed_at'])} / "
         f"{sum(1 for r in reqs if r['overdue'])} / {len(reqs)}",
-        "ledger entries": ctx.svc.ledger.head().size,
+        "ledger entries": ctx.head().size,
     }
     return metrics, series, totals
 
 
-def markdown(report: dict[str, Any], report_digest: str) -> str:
-    s, scope = report["summary"], report["scope"]
-    lines = [
-        f"# {report['title']}",
-        "",
-        f"Generated {report['generated_at']} by {report['generated_by']}. "
-        f"Scope: ledger entries 0..{scope['ledger_size'] - 1} (root {scope['ledger_root']}).",
-        "",
-        "| pass | fail | not applicable | not evaluated |",
-        "|---|---|---|---|",
-        f"| {s['pass']} | {s['fail']} | {s['not applicable']} | {s['not evaluated']} |",
-        "",
-        "## Controls",
-        "",
+def _model_inventory(ctx: AuditContext, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every model: what it is for, its privacy guarantee, its headline utility, and what an auditor
+    should know about it (trained without DP, over the cap, flagged by an erasure, trained on subjects
+    whose records are now past retention, failing its integrity check)."""
+    integrity = ctx.models_checked()
+    now_us = to_us(ctx.now)
+    with ctx.svc.store.read() as conn:
+        rows = conn.execute(select(models).order_by(models.c.created_at, models.c.id)).all()
+        expired: dict[str, int] = dict(
+            conn.execute(
+                select(model_subjects.c.model_id, func.count(func.distinct(records.c.subject_id)))
+                .select_from(
+                    model_subjects.join(models, models.c.id == model_subjects.c.model_id).join(
+                        records,
+                        (records.c.subject_id == model_subjects.c.subject_id) & (records.c.dataset == models.c.dataset),
+                    )
+                )
+                .where(records.c.expires_us <= now_us)
+                .group_by(model_subjects.c.model_id)
+            ).all()
+        )
+    out = []
+    for m in rows:
+        try:
+            card = json.loads(m.card)
+        except ValueError:
+            card = {}
+        utility = card.get("utility") if isinstance(card.get("utility"), dict) else {}
+        metric = next(
+            (k for k in ("accuracy", "auc", "r2", "mae", "loss") if isinstance(utility.get(k), (int, float))), None
+        )
+        flags = []
+        if not m.private:
+            flags.append("trained without differential privacy")
+        elif m.epsilon is None or m.epsilon > ctx.epsilon_cap:
+            flags.append(f"epsilon above the cap {ctx.epsilon_cap:g}")
+        if m.flagged_at is not None:
+            flags.append(f"erased subject: {m.flag_reason or 'flagged by an erasure'}")
+        if expired.get(m.id):
+            flags.append(f"trained on {int(expired[m.id]):,} subjects whose records are past retention")
+        flags += integrity.get(str(m.id), [])
+        out.append(
+            {
+                "id": m.id,
+                "dataset": m.dataset,
+                "purpose": m.purpose,
+                "task": m.task,
+                "architecture": m.architecture,
+                "created_at": utc_iso(as_utc(m.created_at)),
+                "private": bool(m.private),
+                "epsilon": m.epsilon,
+                "delta": m.delta,
+                "subjects": int(m.subjects),
+                "utility_metric": metric,
+                "utility": utility.get(metric) if metric else None,
+                "flags": flags,
+            }
+        )
+    return out
+
+
+def _refused(ctx: AuditContext) -> list[dict[str, Any]]:
+    """Refused accesses in the audit's window, counted per principal, purpose, action, dataset and reason
+    (access.denied events name no subject)."""
+    counts: Counter[tuple[str, str, str, str, str]] = Counter()
+    first: dict[tuple[str, str, str, str, str], str] = {}
+    last: dict[tuple[str, str, str, str, str], str] = {}
+    for e in ctx.entries():
+        if e.get("type") != "access.denied":
+            continue
+        k5 = (
+            str(e.get("actor")),
+            str(e.get("purpose")),
+            str(e.get("action")),
+            str(e.get("dataset")),
+            str(e.get("reason")),
+        )
+        counts[k5] += 1
+        first.setdefault(k5, str(e.get("time")))
+        last[k5] = str(e.get("time"))
+    return [
+        {
+            "principal": k[0],
+            "purpose": k[1],
+            "action": k[2],
+            "dataset": k[3],
+            "reason": k[4],
+            "count": n,
+            "first": first[k],
+            "last": last[k],
+        }
+        for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
-    for c in report["controls"]:
-        arts = "; ".join(f"{law.upper()} {', '.join(a)}" for law, a in c["articles"].items())
-        lines += [f"### {c['id']}: {c['title']} - **{c['status']}**", "", f"{c['summary']}. Articles: {arts}.", ""]
-        if c["evidence"]:
-            lines.append("Evidence: " + ", ".join(f"{k} = {v}" for k, v in c["evidence"].items()))
-            lines.append("")
-        for item in c["items"]:
-            lines.append(f"- `{item['item']}`: {item['problem']}")
-        if c["items"]:
-            lines.append("")
-        if c.get("remediation"):
-            lines += [f"What to do: {c['remediation']}", ""]
-    lines += ["## Appendix", "", f"Report digest (recorded in the ledger): `{report_digest}`", ""]
-    return "\n".join(lines)
+
+
+def _consent_coverage(ctx: AuditContext) -> list[dict[str, Any]]:
+    """Per declared purpose: subjects (not erased) with records in the datasets declaring it, and how many
+    of them hold live consent for it now; whether the purpose's lawful basis needs consent at all."""
+    tax = ctx.svc.taxonomy
+    now = ctx.now
+    declared: dict[str, dict[str, str]] = {}
+    with ctx.svc.store.read() as conn:
+        for name, text in conn.execute(select(datasets.c.name, datasets.c.schema_json)):
+            try:
+                purposes = json.loads(text).get("purposes") or {}
+            except (ValueError, AttributeError):
+                purposes = {}
+            for purpose, basis in purposes.items():
+                declared.setdefault(str(purpose), {})[str(name)] = str(basis)
+        out = []
+        for purpose, by_dataset in sorted(declared.items()):
+            names = sorted(by_dataset)
+            live = (consents.c.granted_at <= now) & (
+                consents.c.withdrawn_at.is_(None) | (consents.c.withdrawn_at > now)
+            )
+            total_n = conn.execute(
+                select(func.count(func.distinct(records.c.subject_id)))
+                .select_from(records.join(subjects, subjects.c.id == records.c.subject_id))
+                .where(records.c.dataset.in_(names), subjects.c.erased_at.is_(None))
+            ).scalar_one()
+            consented = conn.execute(
+                select(func.count(func.distinct(records.c.subject_id)))
+                .select_from(
+                    records.join(subjects, subjects.c.id == records.c.subject_id).join(
+                        consents, (consents.c.subject_id == records.c.subject_id) & (consents.c.purpose == purpose)
+                    )
+                )
+                .where(records.c.dataset.in_(names), subjects.c.erased_at.is_(None), live)
+            ).scalar_one()
+            needs = []
+            for basis in sorted(set(by_dataset.values())):
+                try:
+                    needs.append(bool(tax.legal_basis(basis).attrs.get("requires_consent")))
+                except Exception:
+                    needs.append(True)
+            out.append(
+                {
+                    "purpose": purpose,
+                    "datasets": names,
+                    "lawful_bases": sorted(set(by_dataset.values())),
+                    "consent_required": any(needs),
+                    "subjects": int(total_n),
+                    "consented": int(consented),
+                }
+            )
+    return out
+
+
+def _activity(ctx: AuditContext) -> dict[str, dict[str, int]]:
+    """Ledger events in the audit's window per UTC day and kind: {day: {kind: count}}."""
+    days: dict[str, Counter[str]] = {}
+    for e in ctx.entries():
+        day = str(e.get("time", ""))[:10]
+        if day:
+            days.setdefault(day, Counter())[str(e.get("type", "unknown"))] += 1
+    return {d: dict(sorted(c.items())) for d, c in sorted(days.items())}
+
+
+def markdown(report: dict[str, Any], report_digest: str) -> str:
+    """The Markdown report: the HTML report's order (failures first) and formatting, without charts."""
+    return html.markdown(report, report_digest)
+
+
+class AuditResult(dict[str, Any]):
+    """What an audit returns (digest, ledger_seq, files, summary, report) as a plain mapping that also
+    renders its summary in a notebook: counts, then each failing and warning control with its items."""
+
+    def _repr_html_(self) -> str:
+        return html.summary(self["report"], self["digest"])
 
 
 def check_out(
@@ -171,16 +326,7 @@ def write(
     if "md" in formats:
         rendered["md"] = markdown(report, d).encode()
     if "html" in formats:
-        charts = {
-            "status": html.status_chart(report["summary"]),
-            "budget": html.burn_down_chart(
-                {k: [(t, v) for t, v in pts] for k, pts in report["budget_series"].items()}, report["budget_totals"]
-            ),
-            "deadlines": html.deadline_chart(report["requests"]),
-            "metrics": {k: json.dumps(v) if isinstance(v, dict) else v for k, v in report["metrics"].items()},
-            "checkpoint": report["checkpoint"],
-        }
-        rendered["html"] = html.render(report, d, charts).encode()
+        rendered["html"] = html.render(report, d).encode()
     forbidden = workspace_protected(svc.path)
     output_dir(out, forbidden=forbidden)
     files: dict[str, str] = {}

@@ -147,11 +147,11 @@ class ComplianceOps(SessionCore):
         epsilon_cap: float = 10.0,
         since_last: bool = False,
         force: bool = False,
-    ) -> dict[str, Any]:
+    ) -> report.AuditResult:
         """Run every control against the workspace and its ledger; write the report; record its digest
-        (`ledger_seq` in the result). `since_last`: ledger evidence only from where the last recorded
-        audit stopped (its root checked to be a prefix of today's), state controls in full. `force`
-        overwrites earlier report files."""
+        (`ledger_seq` in the result; a notebook shows the result's summary). `since_last`: ledger evidence
+        only from where the last recorded audit stopped (its root checked to be a prefix of today's),
+        state controls in full. `force` overwrites earlier report files."""
         self._check("audit")
         svc = self._compliance()
         report.check_out(svc, Path(out), formats, force, epsilon_cap=epsilon_cap)
@@ -164,7 +164,7 @@ class ComplianceOps(SessionCore):
         doc = report.build(ctx, self.principal, OWNER)
         written = report.write(svc, doc, self.principal, self.purpose, Path(out), formats, force=force)
         self.last_seq = written["ledger_seq"]
-        return {**written, "report": doc}
+        return report.AuditResult({**written, "report": doc})
 
     def verify_report(self, path: Path) -> dict[str, Any]:
         """A report file against the ledger: unchanged (canonical), recorded, and the ledger sound."""
