@@ -105,13 +105,13 @@ def test_views_are_the_auditors(team: Workspace) -> None:
 def test_sharing_through_the_session(customers: Workspace, tmp_path: Path) -> None:
     public = generate_keypair(tmp_path / "bank.key")
     session = customers.session(OWNER, "credit_scoring")
-    a = session.create_agreement("bank", public, "customers", ["income"], max_uses=1)
+    a = session.create_agreement("bank", public, "customers", ["income"], max_uses=1, recipient_jurisdiction="EU")
     assert a.purpose == "credit_scoring" and _kind(customers, session.last_seq) == "agreement.changed"
     shared = customers.session(OWNER, "security").export_share(a.id, tmp_path / "p.pkg")
     assert shared.recipient == "bank" and shared.use == 1 and shared.rows == 4
     assert _kind(customers, shared.ledger_seq) == "data.shared"
     assert set(shared.as_dict()) == {"file", "rows", "use", "max_uses", "ledger_seq"}
-    b = session.create_agreement("bank", public, "customers", ["income"])
+    b = session.create_agreement("bank", public, "customers", ["income"], recipient_jurisdiction="EU")
     customers.identity.add(OWNER, "intern", "service")
     with pytest.raises(PolicyDenied):
         customers.session("intern", "security").revoke_agreement(b.id)

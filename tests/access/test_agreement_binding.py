@@ -28,7 +28,9 @@ from complai.store.tables import agreements
 )
 def test_an_agreement_edited_at_rest_is_refused(customers: Workspace, tmp_path: Path, edit: dict[str, Any]) -> None:
     public = generate_keypair(tmp_path / "bank.key")
-    a = customers.agreements.create("owner", "bank", public, "customers", "credit_scoring", ["income"], max_uses=2)
+    a = customers.agreements.create(
+        "owner", "bank", public, "customers", "credit_scoring", ["income"], max_uses=2, recipient_jurisdiction="EU"
+    )
     customers.agreements.export("owner", a.id, tmp_path / "p1.pkg")
     before = customers.ledger.head().size
     with customers.store.write() as conn:

@@ -19,7 +19,9 @@ def test_a_share_export_checkpoint_names_the_exporter(customers: Workspace, tmp_
     public = generate_keypair(tmp_path / "bank.key")
     customers.identity.add("owner", "sharer", "service")
     customers.policy.add("owner", "sharer", "customers", "share", "credit_scoring")
-    a = customers.agreements.create("owner", "bank", public, "customers", "credit_scoring", ["income"])
+    a = customers.agreements.create(
+        "owner", "bank", public, "customers", "credit_scoring", ["income"], recipient_jurisdiction="EU"
+    )
     before = customers.ledger.head().size
     customers.agreements.export("sharer", a.id, tmp_path / "p.pkg")
     assert _checkpoint_actors(customers, before) == ["sharer"]

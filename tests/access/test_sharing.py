@@ -24,7 +24,14 @@ def keys(tmp_path: Path) -> tuple[Path, bytes]:
 def test_share_round_trip(customers: Workspace, keys: tuple[Path, bytes], tmp_path: Path) -> None:
     key_file, public = keys
     a = customers.agreements.create(
-        "owner", "partner-bank", public, "customers", "credit_scoring", ["customer_id", "income", "segment"], max_uses=2
+        "owner",
+        "partner-bank",
+        public,
+        "customers",
+        "credit_scoring",
+        ["customer_id", "income", "segment"],
+        max_uses=2,
+        recipient_jurisdiction="EU",
     )
     res = customers.agreements.export("owner", a.id, tmp_path / "p1.pkg")
     assert res["rows"] == 4 and res["use"] == 1
@@ -50,7 +57,9 @@ def test_share_round_trip(customers: Workspace, keys: tuple[Path, bytes], tmp_pa
 def test_only_the_recipient_can_open(customers: Workspace, keys: tuple[Path, bytes], tmp_path: Path) -> None:
     _, public = keys
     generate_keypair(tmp_path / "other.key")
-    a = customers.agreements.create("owner", "bank", public, "customers", "credit_scoring", ["income"])
+    a = customers.agreements.create(
+        "owner", "bank", public, "customers", "credit_scoring", ["income"], recipient_jurisdiction="EU"
+    )
     customers.agreements.export("owner", a.id, tmp_path / "p.pkg")
     with pytest.raises(InvalidInput, match="another recipient"):
         open_package(tmp_path / "p.pkg", tmp_path / "other.key", tmp_path / "o")
@@ -58,7 +67,9 @@ def test_only_the_recipient_can_open(customers: Workspace, keys: tuple[Path, byt
 
 def test_tampered_package_is_refused(customers: Workspace, keys: tuple[Path, bytes], tmp_path: Path) -> None:
     key_file, public = keys
-    a = customers.agreements.create("owner", "bank", public, "customers", "credit_scoring", ["income"])
+    a = customers.agreements.create(
+        "owner", "bank", public, "customers", "credit_scoring", ["income"], recipient_jurisdiction="EU"
+    )
     customers.agreements.export("owner", a.id, tmp_path / "p.pkg")
     blob = bytearray((tmp_path / "p.pkg").read_bytes())
     blob[-30] ^= 0x40
@@ -72,11 +83,15 @@ def test_expired_and_revoked_agreements_refuse(
     customers: Workspace, keys: tuple[Path, bytes], tmp_path: Path, clock
 ) -> None:  # type: ignore[no-untyped-def]
     _, public = keys
-    a = customers.agreements.create("owner", "bank", public, "customers", "credit_scoring", ["income"], expires="P7D")
+    a = customers.agreements.create(
+        "owner", "bank", public, "customers", "credit_scoring", ["income"], expires="P7D", recipient_jurisdiction="EU"
+    )
     clock.advance(timedelta(days=8))
     with pytest.raises(PolicyDenied, match="expired"):
         customers.agreements.export("owner", a.id, tmp_path / "p.pkg")
-    b = customers.agreements.create("owner", "bank", public, "customers", "credit_scoring", ["income"])
+    b = customers.agreements.create(
+        "owner", "bank", public, "customers", "credit_scoring", ["income"], recipient_jurisdiction="EU"
+    )
     customers.agreements.revoke("owner", b.id)
     with pytest.raises(PolicyDenied, match="revoked"):
         customers.agreements.export("owner", b.id, tmp_path / "p.pkg")
@@ -86,9 +101,34 @@ def test_expired_and_revoked_agreements_refuse(
 def test_agreement_rules(customers: Workspace, keys: tuple[Path, bytes]) -> None:
     _, public = keys
     with pytest.raises(InvalidInput, match="direct identifiers"):
-        customers.agreements.create("owner", "bank", public, "customers", "credit_scoring", ["email", "income"])
+        customers.agreements.create(
+            "owner", "bank", public, "customers", "credit_scoring", ["email", "income"], recipient_jurisdiction="EU"
+        )
     with pytest.raises(InvalidInput, match="not allowed for dataset"):
-        customers.agreements.create("owner", "bank", public, "customers", "research", ["income"])
+        customers.agreements.create(
+            "owner", "bank", public, "customers", "research", ["income"], recipient_jurisdiction="EU"
+        )
     customers.identity.add("owner", "intern", "human")
     with pytest.raises(PolicyDenied):
-        customers.agreements.create("intern", "bank", public, "customers", "credit_scoring", ["income"])
+        customers.agreements.create(
+            "intern", "bank", public, "customers", "credit_scoring", ["income"], recipient_jurisdiction="EU"
+        )
+
+
+def test_an_agreement_must_name_its_recipients_jurisdiction(customers: Workspace, keys: tuple[Path, bytes]) -> None:
+    _, public = keys
+    size = customers.ledger.head().size
+    with pytest.raises(InvalidInput, match="must name its recipient's jurisdiction"):
+        customers.agreements.create("owner", "bank", public, "customers", "credit_scoring", ["income"])
+    with pytest.raises(InvalidInput, match="must name its recipient's jurisdiction"):
+        customers.session("owner", "credit_scoring").create_agreement("bank", public, "customers", ["income"])
+    assert customers.agreements.list() == [] and customers.ledger.head().size == size
+    # the same recipient in the dataset's own jurisdiction needs no transfer mechanism; elsewhere it does
+    a = customers.agreements.create(
+        "owner", "bank", public, "customers", "credit_scoring", ["income"], recipient_jurisdiction="EU"
+    )
+    assert [x.id for x in customers.agreements.list()] == [a.id]
+    with pytest.raises(InvalidInput, match="is a transfer"):
+        customers.agreements.create(
+            "owner", "bank", public, "customers", "credit_scoring", ["income"], recipient_jurisdiction="CN"
+        )

@@ -27,7 +27,14 @@ def _export(path: str, aid: str, out: str, barrier: mp.synchronize.Barrier, resu
 def test_concurrent_exports_number_their_uses_from_the_locked_row(customers: Workspace, tmp_path: Path) -> None:
     public = generate_keypair(tmp_path / "bank.key")
     a = customers.agreements.create(
-        "owner", "partner-bank", public, "customers", "credit_scoring", ["customer_id", "income"], max_uses=2
+        "owner",
+        "partner-bank",
+        public,
+        "customers",
+        "credit_scoring",
+        ["customer_id", "income"],
+        max_uses=2,
+        recipient_jurisdiction="EU",
     )
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(WORKERS), ctx.Queue()

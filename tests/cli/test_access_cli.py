@@ -92,6 +92,8 @@ def test_share_flow(ws: Path, tmp_path: Path) -> None:
         "customer_id,income",
         "--max-uses",
         "1",
+        "--recipient-jurisdiction",
+        "EU",
         "--json",
     )
     assert r.returncode == 0, r.stderr

@@ -40,6 +40,7 @@ FILES = {
 # an agreement that is valid but for the option each case adds
 SHARE_CREATE = ["share", "create", "--recipient", "acme", "--recipient-key", "{base}/recipient.key.pub"]
 SHARE_CREATE += ["--dataset", "customers", "--purpose", "fraud_detection", "--fields", "segment"]
+SHARE_CREATE += ["--recipient-jurisdiction", "EU"]
 
 # (name, arguments with {tmp} for the case folder, what stderr must say)
 CASES = [

@@ -73,7 +73,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str]:
     w = Workspace.open(ws)
     try:
         key = load_public((base / "bank.key.pub").read_text())
-        aid = w.agreements.create("owner", "bank", key, "customers", "credit_scoring", ["income"], max_uses=100).id
+        aid = w.agreements.create(
+            "owner", "bank", key, "customers", "credit_scoring", ["income"], max_uses=100, recipient_jurisdiction="EU"
+        ).id
         rid = _verified_access_request(w, "C-1002")
     finally:
         w.close()

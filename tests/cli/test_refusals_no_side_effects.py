@@ -62,7 +62,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         ids["rule"] = str(w.policy.add("owner", "ana", "customers", "read", "credit_scoring", "allow").id)
         owner = w.session("owner", "credit_scoring")
         ids["agreement"] = w.agreements.create(
-            "owner", "bank", public, "customers", "credit_scoring", ["customer_id", "income"]
+            "owner",
+            "bank",
+            public,
+            "customers",
+            "credit_scoring",
+            ["customer_id", "income"],
+            recipient_jurisdiction="EU",
         ).id
         admin = w.session("owner", "subject_request")
         ids["request"] = str(admin.request_open("access", "C-1001").value["id"])
@@ -117,6 +123,8 @@ def commands(s: Setup) -> list[list[str]]:
             "credit_scoring",
             "--fields",
             "customer_id,income",
+            "--recipient-jurisdiction",
+            "EU",
         ],
         ["share", "revoke", ids["agreement"]],
         ["share", "export", ids["agreement"], "--out", str(o / "share.pkg")],

@@ -37,9 +37,13 @@ def governed(ws: Workspace, tmp_path: Path) -> tuple[Workspace, str, str]:
     ws.identity.create_token("owner", "eve", expires="P7D")
     ws.identity.disable("owner", "eve")  # revokes eve's other token too
     public = generate_keypair(tmp_path / "bank.key")
-    a = ws.agreements.create("owner", "bank", public, "customers", "credit_scoring", ["income"], max_uses=2)
+    a = ws.agreements.create(
+        "owner", "bank", public, "customers", "credit_scoring", ["income"], max_uses=2, recipient_jurisdiction="EU"
+    )
     ws.agreements.export("owner", a.id, tmp_path / "p1.pkg")
-    b = ws.agreements.create("owner", "bank", public, "customers", "credit_scoring", ["income"])
+    b = ws.agreements.create(
+        "owner", "bank", public, "customers", "credit_scoring", ["income"], recipient_jurisdiction="EU"
+    )
     ws.agreements.revoke("owner", b.id)
     return ws, token_id, a.id
 

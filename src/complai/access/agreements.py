@@ -200,17 +200,21 @@ class Agreements:
         direct = [f for f in fields if schema.field(f).identifier == "direct" and f != schema.subject_column]
         if drop_direct_identifiers and direct:
             raise InvalidInput(f"fields {direct} are direct identifiers and the agreement removes them; leave them out")
+        if recipient_jurisdiction is None:
+            # personal data may leave only for a known place: whether it is a transfer, and under what, follows
+            raise InvalidInput(
+                "an agreement must name its recipient's jurisdiction (--recipient-jurisdiction EU, UK, US-CA, CN, ...)"
+            )
         if transfer_mechanism is not None and transfer_mechanism not in TRANSFER_MECHANISMS:
             raise InvalidInput(
                 f"unknown transfer mechanism {transfer_mechanism!r} (mechanisms: {', '.join(TRANSFER_MECHANISMS)})"
             )
-        if recipient_jurisdiction is not None:
-            self.taxonomy.jurisdiction(recipient_jurisdiction)
-            if recipient_jurisdiction != schema.jurisdiction and transfer_mechanism is None:
-                raise InvalidInput(
-                    f"sharing {dataset} ({schema.jurisdiction}) with a recipient in {recipient_jurisdiction} is a "
-                    "transfer: record its mechanism (--transfer-mechanism)"
-                )
+        self.taxonomy.jurisdiction(recipient_jurisdiction)
+        if recipient_jurisdiction != schema.jurisdiction and transfer_mechanism is None:
+            raise InvalidInput(
+                f"sharing {dataset} ({schema.jurisdiction}) with a recipient in {recipient_jurisdiction} is a "
+                "transfer: record its mechanism (--transfer-mechanism)"
+            )
         self.authz.check(actor, dataset, "share", purpose)
         now = self.clock.now()
         expires_at = retention_deadline(now, expires)
