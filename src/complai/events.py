@@ -248,6 +248,18 @@ class RecordsIngested(Event):
     records_digest: str | None = None
     consents_digest: str | None = None  # multiset hashes of the consents stored and of their withdrawals
     withdrawals_digest: str | None = None
+    # what the ingest did with rows whose record was stored (insert, append, upsert, replace): rows counts
+    # the records it stored (inserted + updated); removed_records those it deleted (updated + deleted),
+    # removed_digest their multiset hash, for reconciliation (RECON-1)
+    mode: str | None = None
+    inserted: int | None = None
+    updated: int | None = None
+    deleted: int | None = None
+    skipped_existing_rows: int | None = None
+    removed_records: int | None = None
+    removed_digest: str | None = None
+    # live subjects holding no record after an ingest that deleted records (superseded ones keep theirs)
+    subjects_without_records: int | None = None
 
 
 class DataRead(Event):

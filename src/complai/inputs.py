@@ -9,15 +9,17 @@ at once, with their line numbers.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import os
 import stat
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import pandas as pd
 import yaml
@@ -134,60 +136,124 @@ class CsvTable:
     lines: list[int]
 
 
-def parse_csv(data: bytes, what: str, name: str) -> CsvTable:
-    """Strict CSV: a header of distinct, non-empty names, then rows with exactly as many fields.
+def csv_delimiter(text: str) -> str:
+    """A CSV field delimiter given by a user: one character (`\\t` or `tab` for a tab), never a quote,
+    a line break or a space (fields are read with leading spaces skipped)."""
+    value = {"\\t": "\t", "tab": "\t"}.get(text, text)
+    if len(value) != 1 or value in '"\r\n ' or (not value.isprintable() and value != "\t"):
+        raise InvalidInput(f"the CSV delimiter must be one character other than a quote or a line break, not {text!r}")
+    return value
 
-    Blank lines are skipped. Every ragged row (a trailing comma, a missing field) is reported, with its
-    line number, in one InvalidInput; nothing is shifted or filled in silently."""
+
+def text_encoding(name: str) -> str:
+    """A text encoding a user named, as Python's codec name (UTF-8 read as utf-8-sig: a byte-order mark
+    is dropped); InvalidInput if Python has no such codec or it does not decode text."""
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, TypeError, ValueError):
+        raise InvalidInput(f"unknown text encoding {name!r}") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise InvalidInput(f"{name!r} is not a text encoding")
+    return "utf-8-sig" if info.name in ("utf-8", "utf-8-sig") else info.name
+
+
+class CsvStream:
+    """Strict CSV read incrementally from a text stream: a header of distinct, non-empty names, then rows
+    in chunks. Blank lines are skipped; every ragged row (a trailing comma, a missing field) is counted in
+    `ragged_rows` and the first MAX_REPORTED named in `ragged` ("line N has K"), never shifted or filled
+    in. Structural errors (a bad header, unparseable CSV, a decoding error) raise InvalidInput at once."""
+
+    def __init__(self, stream: TextIO, what: str, name: str, delimiter: str = ",", encoding: str = "utf-8") -> None:
+        if csv.field_size_limit() < _FIELD_LIMIT:  # long text fields are data, not an attack: the file is bounded
+            csv.field_size_limit(_FIELD_LIMIT)
+        self.what, self.name, self.encoding = what, name, encoding
+        self._reader = csv.reader(stream, delimiter=delimiter, skipinitialspace=True, strict=True)
+        self._start = 1
+        self.ragged: list[tuple[int, int]] = []  # (line, fields it has)
+        self.ragged_rows = 0
+        self.header: list[str] = self._header()
+
+    def _records(self) -> Iterator[tuple[int, list[str]]]:
+        reader = self._reader
+        try:
+            for record in reader:
+                line, self._start = self._start, reader.line_num + 1
+                yield line, record
+        except csv.Error as exc:
+            raise InvalidInput(
+                f"{self.what} file {self.name} is not valid CSV (line {reader.line_num}: {exc})"
+            ) from None
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                f"{self.what} file {self.name} is not {self.encoding} text (after line {reader.line_num})"
+            ) from None
+
+    def _header(self) -> list[str]:
+        self._it = self._records()
+        for line, record in self._it:
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
+            header = [h.strip() for h in record]
+            empty = [i + 1 for i, h in enumerate(header) if not h]
+            if empty:
+                raise InvalidInput(
+                    f"{self.what} file {self.name}: line {line}: header column(s) {empty} have no name"
+                    + (" (a trailing comma?)" if empty[-1] == len(header) else "")
+                )
+            dupes = sorted(h for h, n in Counter(header).items() if n > 1)
+            if dupes:
+                raise InvalidInput(
+                    f"{self.what} file {self.name}: line {line}: column(s) {dupes} appear more than once"
+                )
+            return header
+        raise InvalidInput(f"{self.what} file {self.name} is empty (no header row)")
+
+    def chunks(self, size: int) -> Iterator[CsvTable]:
+        """The rows after the header, at most `size` per chunk (the last may be shorter or empty)."""
+        width = len(self.header)
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        for line, record in self._it:
+            if not record or (len(record) == 1 and not record[0].strip() and width > 1):
+                continue  # a blank line (in a one-column file, an empty field is a value)
+            if len(record) != width:
+                self.ragged_rows += 1
+                if len(self.ragged) < MAX_REPORTED:
+                    self.ragged.append((line, len(record)))
+                continue
+            rows.append(record)
+            lines.append(line)
+            if len(rows) >= size:
+                yield CsvTable(self.header, rows, lines)
+                rows, lines = [], []
+        yield CsvTable(self.header, rows, lines)
+
+    def ragged_message(self) -> str:
+        """The one-line report of the ragged rows (call when `ragged_rows` is not 0)."""
+        return (
+            f"{self.what} file {self.name}: {self.ragged_rows} row(s) do not have the header's {len(self.header)} "
+            "fields: " + summarise([f"line {line} has {n}" for line, n in self.ragged], self.ragged_rows)
+        )
+
+
+def parse_csv(data: bytes, what: str, name: str) -> CsvTable:
+    """Strict CSV (`CsvStream`) from bytes in memory, all rows at once; every ragged row is reported, with
+    its line number, in one InvalidInput."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{what} file {name} is not UTF-8 text (byte {exc.start})") from None
     if "\x00" in text:
         raise InvalidInput(f"{what} file {name} is not valid CSV (it contains NUL bytes)")
-    if csv.field_size_limit() < _FIELD_LIMIT:  # long text fields are data, not an attack: the file is bounded
-        csv.field_size_limit(_FIELD_LIMIT)
-    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True, strict=True)
-    header: list[str] | None = None
+    stream = CsvStream(io.StringIO(text, newline=""), what, name)
     rows: list[list[str]] = []
     lines: list[int] = []
-    ragged: list[str] = []
-    n_ragged = 0
-    start = 1
-    try:
-        for record in reader:
-            line, start = start, reader.line_num + 1
-            if not record or (len(record) == 1 and not record[0].strip() and (header is None or len(header) > 1)):
-                continue  # a blank line (in a one-column file, an empty field is a value)
-            if header is None:
-                header = [h.strip() for h in record]
-                empty = [i + 1 for i, h in enumerate(header) if not h]
-                if empty:
-                    raise InvalidInput(
-                        f"{what} file {name}: line {line}: header column(s) {empty} have no name"
-                        + (" (a trailing comma?)" if empty[-1] == len(header) else "")
-                    )
-                dupes = sorted(h for h, n in Counter(header).items() if n > 1)
-                if dupes:
-                    raise InvalidInput(f"{what} file {name}: line {line}: column(s) {dupes} appear more than once")
-                continue
-            if len(record) != len(header):
-                n_ragged += 1
-                if len(ragged) < MAX_REPORTED:
-                    ragged.append(f"line {line} has {len(record)}")
-                continue
-            rows.append(record)
-            lines.append(line)
-    except csv.Error as exc:
-        raise InvalidInput(f"{what} file {name} is not valid CSV (line {reader.line_num}: {exc})") from None
-    if header is None:
-        raise InvalidInput(f"{what} file {name} is empty (no header row)")
-    if n_ragged:
-        raise InvalidInput(
-            f"{what} file {name}: {n_ragged} row(s) do not have the header's {len(header)} fields: "
-            + summarise(ragged, n_ragged)
-        )
-    return CsvTable(header, rows, lines)
+    for chunk in stream.chunks(1 << 62):
+        rows += chunk.rows
+        lines += chunk.lines
+    if stream.ragged_rows:
+        raise InvalidInput(stream.ragged_message())
+    return CsvTable(stream.header, rows, lines)
 
 
 def bounded_int(value: int, what: str, lo: int = 0, hi: int = INT64_MAX) -> int:

@@ -30,6 +30,7 @@ def _share(worker: int) -> list[int]:
 
 def _ingest(path: str, worker: int, barrier: mp.synchronize.Barrier) -> None:  # type: ignore[name-defined]
     pool = frame("N", POOL)
+    pool["income"] += 1000 * worker  # each worker's rows are records of their own (the subjects overlap)
     with Workspace.open(Path(path), clock=ManualClock()) as ws:
         barrier.wait()
         ws.vault.ingest("customers", pool.iloc[_share(worker)], actor="owner")

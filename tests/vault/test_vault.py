@@ -110,7 +110,8 @@ def test_swapped_ciphertexts_fail_with_integrity_error(customers: Workspace) -> 
 
 
 def test_ciphertext_moved_between_records_of_one_subject_fails(customers: Workspace) -> None:
-    customers.vault.ingest("customers", people_frame().iloc[:1], actor="owner")  # a second record for C-1001
+    second = people_frame().iloc[:1].assign(income=1)  # a second record for C-1001 (another record: other values)
+    customers.vault.ingest("customers", second, actor="owner")
     with customers.store.write() as conn:
         sid = conn.execute(select(subjects.c.id).limit(1).order_by(subjects.c.id)).scalar()
         rows = conn.execute(select(records.c.rid, records.c.data).where(records.c.subject_id == sid)).all()
@@ -160,8 +161,8 @@ def test_erasure_is_complete(customers: Workspace, tmp_path: Path) -> None:
     assert tomb.kind == "subject.erased" and tomb.subject == customers.pseudonyms.subject("C-1001")  # type: ignore[attr-defined]
     assert tomb.keys_destroyed == 1 and tomb.records == 1  # type: ignore[attr-defined]
     # re-ingesting the erased subject's row does not bring them back
-    res = customers.vault.ingest("customers", people_frame(), actor="owner")
-    assert res.skipped_erased_rows == 1
+    res = customers.vault.ingest("customers", people_frame(), actor="owner", mode="append")
+    assert res.skipped_erased_rows == 1 and res.skipped_existing_rows == 3
     assert "C-1001" not in set(customers.session("owner", "customer_support").read("customers")["customer_id"])
     assert verify_ledger(customers.ledger).ok
 
@@ -169,7 +170,8 @@ def test_erasure_is_complete(customers: Workspace, tmp_path: Path) -> None:
 def test_retention_sweep_is_idempotent_and_shreds(customers: Workspace, clock) -> None:  # type: ignore[no-untyped-def]
     clock.advance(timedelta(days=29))
     assert customers.vault.retention_sweep("owner")["records_deleted"] == 0
-    customers.vault.ingest("customers", people_frame().iloc[:1], actor="owner")  # C-1001 gets a fresh record
+    fresh = people_frame().iloc[:1].assign(income=1)
+    customers.vault.ingest("customers", fresh, actor="owner")  # C-1001 gets a fresh record
     clock.advance(timedelta(days=2))  # the first ingest is now past P30D
     first = customers.vault.retention_sweep("owner")
     assert first["records_deleted"] == 4 and first["subjects_shredded"] == 3

@@ -8,6 +8,17 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 from complai.app.workspace import Workspace
 from complai.cli.common import (
@@ -24,7 +35,8 @@ from complai.errors import InvalidInput
 from complai.files import check_output, write_private
 from complai.inputs import bounded_int
 from complai.vault.backup import load_backup_key
-from complai.vault.ingest import read_csv
+from complai.vault.ingest import MODES
+from complai.vault.sources import FORMATS, SourceOptions, parse_mapping
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -57,38 +69,112 @@ def dataset_create(
         console.print(f"dataset [bold]{name}[/] registered: {len(spec.fields)} fields, purposes {list(spec.purposes)}")
 
 
+class _Rate(ProgressColumn):
+    """Throughput of a task in its own unit (`unit` field): rows/s, or bytes/s as MB/s."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text("", style="progress.data.speed")
+        if task.fields.get("unit") == "bytes":
+            return Text(f"{speed / 1e6:,.1f} MB/s", style="progress.data.speed")
+        return Text(f"{speed:,.0f} {task.fields.get('unit', 'rows')}/s", style="progress.data.speed")
+
+
+def counted_progress(disable: bool = False) -> Progress:
+    """A progress bar with a total, the count done and the rate (rows/s or MB/s)."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} {task.fields[unit]}"),
+        _Rate(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=disable or not err_console.is_terminal,
+    )
+
+
 @dataset_app.command("ingest")
 def dataset_ingest(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
-    csv: Annotated[Path, typer.Argument(help="CSV file with a header row.")],
+    data: Annotated[Path, typer.Argument(help="Data file: CSV with a header row, JSON Lines or Parquet.")],
     subject_column: Annotated[
         str | None, typer.Option("--subject-column", help="Column holding the subject id (default: the schema's).")
     ] = None,
     consents: Annotated[Path | None, typer.Option("--consents", help="Consents CSV (subject, purpose, ...).")] = None,
     purpose: Annotated[str, typer.Option("--purpose", help="Purpose of the collection.")] = "administration",
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="What becomes of rows whose record is stored already (by the schema's record_key, or subject and "
+            "values): insert refuses them (nothing is stored), append skips them, upsert replaces those records "
+            "(needs a record_key), replace deletes the dataset's records and stores the file's.",
+        ),
+    ] = "insert",
+    data_format: Annotated[
+        str | None, typer.Option("--format", help="csv, jsonl or parquet (default: by the file's extension).")
+    ] = None,
+    delimiter: Annotated[
+        str, typer.Option("--delimiter", help="CSV field delimiter (one character; \\t for tab).")
+    ] = ",",
+    encoding: Annotated[
+        str, typer.Option("--encoding", help="Text encoding of a CSV or JSON Lines file (e.g. latin-1).")
+    ] = "utf-8",
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Rename a column of the file to a schema field: source=field (repeatable)."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Encrypt and store a CSV's rows (all or nothing)."""
+    """Encrypt and store a file's rows, read in chunks (all or nothing; every bad row is reported)."""
+    if mode not in MODES:
+        raise InvalidInput(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if data_format is not None and data_format not in FORMATS:
+        raise InvalidInput(f"--format must be one of {', '.join(FORMATS)}, not {data_format!r}")
+    renames = parse_mapping(mapping or [])
     with open_session(purpose) as (_, session):
         spec = session.dataset_schema(name, "ingest")
-        frame = read_csv(csv, "data")
         if subject_column and subject_column != spec.subject_column:
-            if subject_column not in frame.columns:
-                raise InvalidInput(f"subject column {subject_column!r} is not in {csv.name}")
-            if spec.subject_column in frame.columns:
-                raise InvalidInput(f"{csv.name} has both {subject_column!r} and {spec.subject_column!r}")
-            frame = frame.rename(columns={subject_column: spec.subject_column})
-        with progress(disable=json_out) as bar:
-            bar.add_task(f"encrypting {len(frame):,} rows", total=None)
-            result = session.ingest(name, frame, consents)
+            if subject_column in renames:
+                raise InvalidInput(f"--subject-column {subject_column!r} is also given to --map")
+            renames[subject_column] = spec.subject_column
+        options = SourceOptions(
+            format=data_format,  # checked against FORMATS above
+            delimiter=delimiter,
+            encoding=encoding,
+            mapping=renames,
+        )
+        with counted_progress(disable=json_out) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def told(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    unit = "bytes" if stage == "checking" else "rows"
+                    label = f"checking {data.name}" if stage == "checking" else "encrypting and storing"
+                    tasks[stage] = bar.add_task(label, total=total, unit=unit)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            result = session.ingest(name, data, consents, mode=mode, options=options, progress=told)
     out = result.__dict__
     if json_out:
         print_json(out)
     else:
+        changes = []
+        if result.updated:
+            changes.append(f"{result.updated:,} replaced stored records")
+        if result.deleted:
+            changes.append(f"{result.deleted:,} stored records deleted")
+        if result.skipped_existing_rows:
+            changes.append(f"skipped {result.skipped_existing_rows:,} rows whose record is stored already")
+        if result.skipped_erased_rows:
+            changes.append(f"skipped {result.skipped_erased_rows} rows of erased subjects")
         console.print(
             f"ingested {result.rows:,} rows for {result.subjects:,} subjects ({result.new_subjects:,} new) "
-            f"and {result.consents:,} consent records into [bold]{name}[/]"
-            + (f"; skipped {result.skipped_erased_rows} rows of erased subjects" if result.skipped_erased_rows else "")
+            f"and {result.consents:,} consent records into [bold]{name}[/] (mode {mode})"
+            + ("; " + "; ".join(changes) if changes else "")
         )
 
 

@@ -133,10 +133,11 @@ def reconcile_datasets(ctx: AuditContext) -> list[str]:
 
 
 def reconcile_records(ctx: AuditContext) -> list[str]:
-    """Records per dataset and subject: what ingests stored, less what erasures and retention sweeps
-    deleted (counts and record-set hashes from their events), against the records table; every live
-    subject holds records (subjects left without any are shredded); a record a rectification rewrote
-    is still there unless its subject was erased or its dataset swept since."""
+    """Records per dataset and subject: what ingests stored, less what erasures, retention sweeps and
+    superseding or replacing ingests deleted (counts and record-set hashes from their events), against
+    the records table; every live subject holds records (subjects left without any are shredded), but
+    for as many as the latest replacing ingest left without; a record a rectification rewrote is still
+    there unless its subject was erased or its dataset swept or replaced since."""
     out: list[str] = []
     events = ctx.events("vault.ingested", "subject.erased", "retention.swept")
     count: Counter[str] = Counter()
@@ -144,6 +145,7 @@ def reconcile_records(ctx: AuditContext) -> list[str]:
     unhashed: set[str] = set()  # datasets with an event from before record-set hashes were recorded
     unattributed = 0  # records deleted by erasures recorded before they named datasets
     swept_at: dict[str, int] = {}
+    left_empty: int | None = None  # live subjects without records after the latest ingest that removed some
     for ev in events:
         t = ev.get("type")
         if t == "vault.ingested":
@@ -154,6 +156,17 @@ def reconcile_records(ctx: AuditContext) -> list[str]:
                 unhashed.add(ds)
             else:
                 sets[ds] = sets[ds] + rs
+            removed = int(ev.get("removed_records") or 0)
+            if removed:  # records an upsert superseded or a replace deleted
+                count[ds] -= removed
+                swept_at[ds] = ev["_seq"]
+                gone = _parse_set(ev.get("removed_digest"))
+                if gone is None:
+                    unhashed.add(ds)
+                else:
+                    sets[ds] = sets[ds] - gone
+            if ev.get("subjects_without_records") is not None:
+                left_empty = int(ev["subjects_without_records"])
         elif t == "subject.erased":
             by_ds = ev.get("records_by_dataset")
             if by_ds is None:
@@ -207,6 +220,13 @@ def reconcile_records(ctx: AuditContext) -> list[str]:
             elif ds not in unhashed and stored_sets[ds] != sets[ds]:
                 out.append(f"dataset {ds}: the stored records are not the ones the ledger accounts for")
     lines = _Lines(out, "live subjects without records")
+    if left_empty is not None and len(empty) <= left_empty:
+        empty = []  # left by upserts and replacements, which keep subjects (none can be added since)
+    elif left_empty is not None:
+        out.append(
+            f"subjects: {len(empty)} live subjects hold no records, the ledger's latest replacing ingest left "
+            f"{left_empty}"
+        )
     for p in empty:
         lines.add(f"subject {p}: holds no records but was neither erased nor shredded by a retention sweep")
     lines.close()

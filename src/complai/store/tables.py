@@ -191,6 +191,9 @@ records = Table(
     Column("version", Integer, nullable=True),
     # the dataset schema version the record was sealed under; its digest is in the associated data (0014)
     Column("schema_version", Integer, nullable=False),
+    # keyed digest of what names the record (its record_key, or subject and values), unique per dataset (0015)
+    Column("record_key", LargeBinary(32), nullable=True),
+    Index("ux_records_dataset_key", "dataset", "record_key", unique=True),
     Index("ix_records_dataset_subject", "dataset", "subject_id"),
     Index("ix_records_subject", "subject_id"),
     Index("ix_records_dataset_expires", "dataset", "expires_us"),

@@ -368,6 +368,15 @@ def _convert(spec: FieldSpec, col: pd.Series, problems: Problems) -> list[Any]:
 def prepare(schema: DatasetSchema, df: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
     """Validate a frame; return (subject ids, rows of values in schema order). Raises InvalidInput naming
     every bad value (the first MAX_REPORTED, with a count), by file line when the frame came from a CSV."""
+    problems = Problems(df.attrs.get("lines"))
+    subjects, rows = convert_rows(schema, df, problems)
+    problems.raise_if_any()
+    return subjects, rows
+
+
+def convert_rows(schema: DatasetSchema, df: pd.DataFrame, problems: Problems) -> tuple[list[str], list[list[Any]]]:
+    """`prepare` for one chunk of a file: bad values go to `problems` (the rows stay, with None where a
+    value was bad) so that every chunk's are reported together; a bad header still raises at once."""
     names = [f.name for f in schema.fields]
     unknown = [c for c in df.columns if c not in names]
     if unknown:
@@ -377,7 +386,6 @@ def prepare(schema: DatasetSchema, df: pd.DataFrame) -> tuple[list[str], list[li
     for spec in value_fields(schema):
         if spec.name not in df.columns and not spec.nullable:
             raise InvalidInput(f"column {spec.name!r} is missing and the field is not nullable")
-    problems = Problems(df.attrs.get("lines"))
     subj = df[schema.subject_column]
     missing = subj.isna().to_numpy() | (subj.astype("string").str.strip() == "").fillna(True).to_numpy()
     for i in np.flatnonzero(missing)[:MAX_REPORTED].tolist():
@@ -390,7 +398,6 @@ def prepare(schema: DatasetSchema, df: pd.DataFrame) -> tuple[list[str], list[li
             columns.append(_convert(spec, df[spec.name], problems))
         else:
             columns.append([None] * len(df))
-    problems.raise_if_any()
     rows = [list(r) for r in zip(*columns, strict=True)] if columns else [[] for _ in range(len(df))]
     return subjects, rows
 

@@ -194,6 +194,14 @@ class DatasetSchema(BaseModel):
     fields: list[FieldSpec]
     # purpose -> de-identification every governed read for that purpose gets
     deidentify: dict[str, DeidSpec] = {}
+    # the field(s) whose values name one record (an order id): an ingest stores a keyed digest of them
+    # per record and refuses, skips, or supersedes a record whose key is already stored (vault/ingest.py)
+    record_key: list[str] | None = None
+
+    @field_validator("record_key", mode="before")
+    @classmethod
+    def _one_key_field(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
 
     @field_validator("purposes", mode="before")
     @classmethod
@@ -228,6 +236,15 @@ class DatasetSchema(BaseModel):
                     raise ValueError(f"deidentify for {purpose}: no field {col!r}")
             if spec.k is not None and spec.k < 2:
                 raise ValueError(f"deidentify for {purpose}: k must be at least 2")
+        if self.record_key is not None:
+            if not self.record_key or len(set(self.record_key)) != len(self.record_key):
+                raise ValueError("record_key names one or more distinct fields")
+            by_name = {f.name: f for f in self.fields}
+            for name in self.record_key:
+                if name not in by_name:
+                    raise ValueError(f"record_key: no field {name!r}")
+                if by_name[name].nullable and name != self.subject_column:
+                    raise ValueError(f"record_key: field {name!r} must be declared nullable: false")
         return self
 
     def field(self, name: str) -> FieldSpec:
@@ -261,7 +278,10 @@ class DatasetSchema(BaseModel):
                 raise InvalidInput(f"field {f.name}: {exc}") from None
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        if data.get("record_key") is None:  # schemas without one keep the digest they always had
+            data.pop("record_key", None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def digest(self) -> str:
         return digest_text(self.canonical_json())

@@ -24,19 +24,33 @@ from complai.store import Store
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.consent import Consents
-from complai.vault.ingest import CONSENT_COLUMNS, ConsentInput, DataInput, Ingest, IngestResult, csv_frame, read_csv
+from complai.vault.ingest import (
+    CONSENT_COLUMNS,
+    MODES,
+    ConsentInput,
+    DataInput,
+    Ingest,
+    IngestProgress,
+    IngestResult,
+    csv_frame,
+    read_csv,
+)
 from complai.vault.notices import Notices
 from complai.vault.reads import Fetched, Reads
 from complai.vault.retention import Retention
 from complai.vault.rights import Rights
 from complai.vault.schema import DatasetSchema
+from complai.vault.sources import SourceOptions
 from complai.vault.subjects import CHUNK, Subject, Subjects, pack_ids, set_digest, unpack_ids
 
 __all__ = [
     "CHUNK",
     "CONSENT_COLUMNS",
+    "MODES",
     "Fetched",
+    "IngestProgress",
     "IngestResult",
+    "SourceOptions",
     "Subject",
     "Vault",
     "csv_frame",
@@ -84,9 +98,16 @@ class Vault:
         actor: str,
         consents_data: ConsentInput | None = None,
         purpose: str = "administration",
+        *,
+        mode: str = "insert",
+        options: SourceOptions | None = None,
+        progress: IngestProgress | None = None,
     ) -> IngestResult:
-        """Encrypt and store rows, with optional consent records, in one transaction (all or nothing)."""
-        return self._ingest.ingest(dataset, data, actor, consents_data, purpose)
+        """Encrypt and store rows, with optional consent records, in one transaction (all or nothing);
+        `mode` (insert, append, upsert, replace) says what becomes of rows whose record is stored."""
+        return self._ingest.ingest(
+            dataset, data, actor, consents_data, purpose, mode=mode, options=options, progress=progress
+        )
 
     # --- governed reads --------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from complai.deid.operators import Anonymizer, Change
 from complai.deid.tabular import Report, anonymize
 from complai.events import TableDeidentified, TextDeidentified, TextDetokenized
 from complai.vault.schema import DatasetSchema, DeidSpec, load_schema
-from complai.vault.service import IngestResult
+from complai.vault.service import IngestProgress, IngestResult, SourceOptions
 
 DeliverTable = Callable[[pd.DataFrame, Report], None]
 """Writes a de-identified table and its report (the CLI's output files) before the run is recorded."""
@@ -45,9 +45,19 @@ class DataOps(SessionCore):
         dataset: str,
         data: pd.DataFrame | Path | str | list[dict[str, Any]],
         consents: pd.DataFrame | Path | str | None = None,
+        *,
+        mode: str = "insert",
+        options: SourceOptions | None = None,
+        progress: IngestProgress | None = None,
     ) -> IngestResult:
+        """Encrypt and store rows (a CSV, JSON Lines or Parquet file read in chunks, a frame, or a list
+        of mappings), with optional consents, all or nothing. `mode`: insert (refuse records already
+        stored), append (skip them), upsert (supersede them; needs the dataset's record_key) or replace
+        (the dataset's records replaced by the file's). `progress(stage, done, total)` is told as it goes."""
         self._check("ingest", dataset)
-        return self._svc.vault.ingest(dataset, data, self.principal, consents, purpose=self.purpose)
+        return self._svc.vault.ingest(
+            dataset, data, self.principal, consents, purpose=self.purpose, mode=mode, options=options, progress=progress
+        )
 
     def create_dataset(self, schema: DatasetSchema) -> DatasetSchema:
         self._check("admin", schema.name)
