@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,7 @@ import typer
 from complai.cli.common import ForceOpt, console, err_console, open_session, print_json, protected_paths
 from complai.cli.common import table as folding_table
 from complai.deid.operators import Change
-from complai.deid.scanner import scan
+from complai.deid.scanner import draft_fields, draft_schema_yaml, scan
 from complai.deid.tabular import Report
 from complai.errors import InvalidInput
 from complai.files import check_output, write_private
@@ -233,11 +234,30 @@ def scan_cmd(
     purpose: Annotated[str | None, typer.Option("--purpose", help="For a dataset: the purpose to read it for.")] = None,
     sample: Annotated[int, typer.Option("--sample", min=1, help="Values sampled per column.")] = 200,
     regex_only: RegexOpt = False,
+    schema_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--schema-out",
+            help="Draft a dataset schema from the CSV into this YAML file (types, categories, identifier "
+            "kinds, coarse bounds; purposes, jurisdiction, retention and subject column left to fill in).",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="With --schema-out: the dataset's name (default: from the file).")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json")] = False,
+    force: ForceOpt = False,
 ) -> None:
-    """Propose a taxonomy category and identifier flags for each column (to review)."""
+    """Propose a taxonomy category and identifier flags for each column (to review); with --schema-out,
+    draft a dataset schema from a CSV."""
     path = Path(source)
     declared: dict[str, FieldSpec] = {}
+    if schema_out is not None:
+        if not (path.suffix.lower() == ".csv" or path.exists()):
+            raise InvalidInput("--schema-out drafts from a CSV file; a dataset already has its schema")
+        check_output(schema_out, force=force, forbidden=protected_paths())
+    elif name is not None:
+        raise InvalidInput("--name names the drafted schema: give it with --schema-out")
     if path.suffix.lower() == ".csv" or path.exists():
         frame = read_table(path, "input")
     else:
@@ -248,6 +268,12 @@ def scan_cmd(
             frame = session.read(source).head(sample * 5)
             declared = {f.name: f for f in schema.fields}
     proposals = scan(frame, sample=sample, regex_only=regex_only)
+    if schema_out is not None:
+        dataset = name or re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_") or "dataset"
+        if not dataset[0].isalpha():
+            dataset = "d_" + dataset
+        text = draft_schema_yaml(dataset[:63], draft_fields(frame, proposals), path.name)
+        write_private(schema_out, text, force=force, forbidden=protected_paths())
     rows = []
     for p in proposals:
         d = p.as_dict()
@@ -258,6 +284,8 @@ def scan_cmd(
     if json_out:
         print_json(rows)
         return
+    if schema_out is not None:
+        err_console.print(f"wrote {schema_out}: review it and fill in each FILL-IN before `complai dataset create`")
     t = folding_table("column", "category", "identifier", "sensitive", "evidence")
     for d in rows:
         t.add_row(

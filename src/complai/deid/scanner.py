@@ -4,6 +4,8 @@ analyzer. A proposal to review, not a decision: the evidence is returned with it
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,8 +13,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from complai.deid.analyzer import TextAnalyzer
+from complai.vault.schema import PLACEHOLDER  # load_schema refuses a schema that still holds it
 
 # (name pattern, category, identifier, sensitive)
 NAME_RULES: list[tuple[str, str, str | None, bool]] = [
@@ -175,3 +179,171 @@ def scan(frame: pd.DataFrame, sample: int = 200, regex_only: bool = False, seed:
                 proposal.evidence.append(f"contains {', '.join(sorted(hits))}")
         out.append(proposal)
     return out
+
+
+# --- drafting a dataset schema from a table ---------------------------------------------------------
+
+GENERIC_CATEGORY = "user"  # the taxonomy's root for data about a person, when nothing more specific showed
+MIN_VALUE_COUNT = 10  # a category's values are listed only when each occurs at least this often
+MAX_CATEGORY_VALUES = 50
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATETIME_TEXT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?"
+)
+_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+@dataclass
+class FieldDraft:
+    """One field of a drafted schema: the proposal, its type, and bounds and values safe to declare."""
+
+    proposal: ColumnProposal
+    type: str
+    nullable: bool
+    bounds: tuple[Any, Any] | None = None
+    values: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def infer_type(values: pd.Series) -> str:
+    """integer, float, boolean, date, datetime, category, text or string, from the present values."""
+    present = values.dropna()
+    if present.empty:
+        return "string"
+    if pd.api.types.is_bool_dtype(present):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(present):
+        return "integer"
+    if pd.api.types.is_float_dtype(present):
+        arr = present.to_numpy(dtype="float64")
+        return "integer" if (np.isfinite(arr).all() and (arr == np.floor(arr)).all()) else "float"
+    text = present.astype(str).str.strip()
+    if text.str.lower().isin({"true", "false", "yes", "no"}).all():
+        return "boolean"
+    if text.str.fullmatch(_DATE_TEXT.pattern).all() and pd.to_datetime(text, errors="coerce").notna().all():
+        return "date"
+    if text.str.fullmatch(_DATETIME_TEXT.pattern).all():
+        return "datetime"
+    distinct = text.nunique()
+    if distinct <= MAX_CATEGORY_VALUES and distinct <= 0.5 * len(text):
+        return "category"
+    if text.str.len().mean() > 40:
+        return "text"
+    return "string"
+
+
+def coarse_bounds(lo: float, hi: float) -> tuple[float, float]:
+    """Bounds around [lo, hi] on a coarse public grid: 0 below non-negative data, otherwise the grid step
+    (the power of ten below the larger magnitude) at or below lo; the next step strictly above hi. What
+    they reveal of the data is which grid cells its extremes fall in, never the extremes."""
+    magnitude = max(abs(lo), abs(hi))
+    step = 10.0 ** math.floor(math.log10(magnitude)) if magnitude > 0 else 1.0
+    low = 0.0 if lo >= 0 else math.floor(lo / step) * step
+    return low, (math.floor(hi / step) + 1) * step
+
+
+def decade_bounds(first: pd.Timestamp, last: pd.Timestamp) -> tuple[str, str]:
+    """Dates rounded outward to whole decades: the first day of the decade of `first`, and the first
+    day of the decade after that of `last`."""
+    return f"{first.year // 10 * 10:04d}-01-01", f"{min(9990, last.year // 10 * 10 + 10):04d}-01-01"
+
+
+def draft_fields(frame: pd.DataFrame, proposals: list[ColumnProposal], k: int = MIN_VALUE_COUNT) -> list[FieldDraft]:
+    """Per column: its type, nullability, coarse bounds for numbers and dates, and the values of a
+    category when every one of them occurs at least `k` times."""
+    drafts = []
+    for proposal in proposals:
+        col = frame[proposal.column]
+        kind = "text" if proposal.category == "user.content.message" else infer_type(col)
+        if proposal.identifier == "direct" and kind in ("integer", "float"):
+            kind = "string"  # an identifier written in digits is not a quantity (and keeps its leading zeros)
+        d = FieldDraft(proposal, kind, nullable=bool(col.isna().any()))
+        present = col.dropna()
+        if kind in ("integer", "float") and not present.empty:
+            arr = pd.to_numeric(present, errors="coerce").to_numpy(dtype="float64")
+            if np.isfinite(arr).all():
+                lo, hi = coarse_bounds(float(arr.min()), float(arr.max()))
+                d.bounds = (
+                    (int(lo), int(hi)) if kind == "integer" or (lo.is_integer() and hi.is_integer()) else (lo, hi)
+                )
+                d.notes.append("bounds: the data's range rounded outward to a coarse grid; widen to the public range")
+        elif kind in ("date", "datetime") and not present.empty:
+            stamps = pd.to_datetime(present.astype(str).str.strip(), utc=True, errors="coerce", format="ISO8601")
+            if stamps.notna().all():
+                d.bounds = decade_bounds(stamps.min(), stamps.max())
+                d.notes.append("bounds: whole decades around the data's dates; widen to the public range")
+        elif kind == "category":
+            counts = present.astype(str).str.strip().value_counts()
+            if (counts >= k).all():
+                d.values = sorted(counts.index.tolist())
+            else:
+                d.notes.append(
+                    f"values: not listed, as some occur fewer than {k} times (a rare value can identify "
+                    "someone); declare the public set of values yourself (GROUP BY and features need them)"
+                )
+        if not _FIELD_NAME.match(proposal.column):
+            d.notes.append("rename: field names are lower-case letters, digits and _ (the CSV header too)")
+        drafts.append(d)
+    return drafts
+
+
+def _scalar(value: Any) -> str:
+    """A YAML scalar: plain where YAML reads it back as the same string, else quoted (JSON's quoting is
+    valid YAML), so a value such as `yes`, `1` or `null` stays a string."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", value):
+        if yaml.safe_load(value) == value:
+            return value
+    return json.dumps(value)
+
+
+def draft_schema_yaml(name: str, drafts: list[FieldDraft], source: str, k: int = MIN_VALUE_COUNT) -> str:
+    """A dataset schema as commented YAML: fields proposed from the data; subject column, jurisdiction,
+    retention and purposes left as FILL-IN placeholders that `complai dataset create` refuses."""
+    ids = [d.proposal.column for d in drafts if d.proposal.category == "user.unique_id"]
+    out = [
+        f"# Dataset schema drafted from {source} by `complai deid scan --schema-out`: a proposal to review.",
+        "# Reference: docs/schema.md. The vocabulary: `complai taxonomy list`.",
+        f"# Replace every {PLACEHOLDER}: `complai dataset create` refuses this file until then.",
+        "#",
+        "# Privacy: bounds and value lists are declarations, not facts copied from the data (the exact",
+        "# minimum or maximum of a column can single someone out). Bounds here are the data's range rounded",
+        "# outward to a coarse grid (0 or a power-of-ten step for numbers, whole decades for dates), and a",
+        f"# category lists its values only if each occurs at least {k} times. Prefer the public range",
+        "# (an age from 0 to 120) to the data's.",
+        f"name: {_scalar(name)}",
+        "# the kind of person a row is about: `complai taxonomy list subjects`",
+        "subject_type: customer",
+        "# the field naming the person each row is about"
+        + (f" (proposed: {', '.join(ids)})" if ids else "")
+        + "; its values are kept as keyed pseudonyms",
+        f"subject_column: {PLACEHOLDER}",
+        "# where the subjects' data is governed: `complai taxonomy list jurisdictions` (EU, UK, US-CA, US, CN)",
+        f"jurisdiction: {PLACEHOLDER}",
+        "# how long a record is kept, an ISO 8601 duration: P30D, P6M, P7Y",
+        f"retention: {PLACEHOLDER}",
+        "# what the data may be used for, each with its lawful basis, e.g. `analytics: gdpr.legitimate_interests`:",
+        "# `complai taxonomy list purposes` and `complai taxonomy list bases`",
+        "purposes:",
+        f"  {PLACEHOLDER}: {PLACEHOLDER}",
+        "fields:",
+    ]
+    for d in drafts:
+        p = d.proposal
+        out.append(f"  # {p.column}: " + ("; ".join(p.evidence) if p.evidence else "no evidence; review the category"))
+        out.extend(f"  # {note}" for note in d.notes)
+        out.append(f"  - name: {_scalar(p.column)}")
+        out.append(f"    type: {d.type}")
+        out.append(f"    category: {p.category or GENERIC_CATEGORY}")
+        if p.identifier:
+            out.append(f"    identifier: {p.identifier}")
+        if p.sensitive:
+            out.append("    sensitive: true")
+        if not d.nullable:
+            out.append("    nullable: false")
+        if d.bounds is not None:  # dates plain (YAML reads 1950-01-01 as a date, which the schema takes)
+            show = str if d.type in ("date", "datetime") else _scalar
+            out.append(f"    min: {show(d.bounds[0])}")
+            out.append(f"    max: {show(d.bounds[1])}")
+        if d.values is not None:
+            out.append(f"    values: [{', '.join(_scalar(v) for v in d.values)}]")
+    return "\n".join(out) + "\n"

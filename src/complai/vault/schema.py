@@ -287,6 +287,18 @@ class DatasetSchema(BaseModel):
         return digest_text(self.canonical_json())
 
 
+# what a drafted schema (`complai deid scan --schema-out`) holds where only its author can decide
+PLACEHOLDER = "FILL-IN"
+
+
+def _holds_placeholder(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_placeholder(k) or _holds_placeholder(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_placeholder(v) for v in value)
+    return value == PLACEHOLDER
+
+
 def load_schema(source: Path | str | dict[str, object], taxonomy: Taxonomy) -> DatasetSchema:
     """Parse a schema from a YAML file, YAML text or a dict, and check it against the taxonomy."""
     if isinstance(source, Path):
@@ -295,6 +307,12 @@ def load_schema(source: Path | str | dict[str, object], taxonomy: Taxonomy) -> D
         raw = parse_yaml(source, "schema")
     else:
         raw = source
+    unfilled = [str(k) for k, v in raw.items() if _holds_placeholder(v)] if isinstance(raw, dict) else []
+    if unfilled:
+        raise InvalidInput(
+            f"the schema still has {PLACEHOLDER} in {', '.join(unfilled)}: replace each with your own "
+            "declaration (docs/schema.md; the vocabulary: complai taxonomy list)"
+        )
     try:
         schema = DatasetSchema.model_validate(raw)
     except ValidationError as exc:
