@@ -258,3 +258,35 @@ def test_majority_accuracy_and_its_warning() -> None:
     assert engine.below_majority(0.8, [76, 24]) is None
     assert engine.below_majority(None, [76, 24]) is None
     assert engine.below_majority(0.1, [0, 0]) is None
+
+
+def test_a_deployed_run_reports_its_rounds_from_the_server_ledger(tmp_path: Path) -> None:
+    from complai.app.federation import round_watcher
+
+    server = tmp_path / "server"
+    spec = engine.FederatedSpec.parse({"organisations": 2, "rounds": 2})
+    seen: list[tuple[int, int, int, float | None]] = []
+    watch = round_watcher(server, spec, lambda s, total: seen.append((s["round"], total, s["survivors"], s["epsilon"])))
+    with Workspace.init(server) as ws:
+        session = ws.session(OWNER, spec.purpose)
+        for run_id, r, survivors in [("run-7", 1, 2), ("run-8", 1, 1), ("run-7", 2, 1)]:
+            session.record_federated_round(
+                run_id=run_id,
+                round=r,
+                sampled=2,
+                survivors=survivors,
+                dropped=2 - survivors,
+                secure_aggregation=True,
+                dp="central",
+                noise_multiplier=1.0,
+                clip_norm=1.0,
+                sample_rate=1.0,
+                epsilon=0.5 * r,
+                delta=1e-5,
+                aggregate_digest="sha256:" + "0" * 64,
+            )
+            if r == 1 and run_id == "run-7":
+                watch("run-7")
+    watch("run-7")
+    watch("run-7")  # nothing new: nothing reported twice
+    assert seen == [(1, 2, 2, 0.5), (2, 2, 1, 1.0)]

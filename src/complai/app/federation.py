@@ -162,13 +162,11 @@ def serve(
     server_ws = root / "server"
     if not (server_ws / "complai.toml").exists() and not server_ws.exists():
         Workspace.init(server_ws).close()
-    watch = _ledger_rounds(server_ws, spec, on_round) if on_round is not None else None
+    watch = round_watcher(server_ws, spec, on_round) if on_round is not None else None
     return deploy.serve(root, spec, server_ws, COMPONENTS, timeout, watch)
 
 
-def _ledger_rounds(
-    server_ws: Path, spec: engine.FederatedSpec, on_round: engine.RoundProgress
-) -> Callable[[str], None]:
+def round_watcher(server_ws: Path, spec: engine.FederatedSpec, on_round: engine.RoundProgress) -> Callable[[str], None]:
     """A watcher that reports each new federated.round event of a run in the server's ledger (read
     through an audit session of the server's workspace); seconds are the time since the last one seen."""
     state = {"next": 0, "at": time.monotonic()}

@@ -172,7 +172,7 @@ def server(
         def on_round(summary: RoundSummary, total: int) -> None:
             bar.update(task, completed=summary["round"], total=total, description=_round_line(summary, total))
 
-        out = federation.serve(root, spec, timeout, on_round=on_round)
+        out = federation.serve(root, spec, timeout, on_round=None if json_out else on_round)
     if json_out:
         print_json(out)
         return
