@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from complai.cli.common import (
     console,
@@ -17,7 +18,7 @@ from complai.cli.common import (
     session_for,
     table,
 )
-from complai.dp.training import TrainingSpec, card_markdown
+from complai.dp.training import TrainingSpec, card_markdown, card_warnings
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="Trained models: list, cards, membership-inference audits.", no_args_is_help=True)
@@ -57,6 +58,8 @@ def _print_card_summary(card: dict[str, Any]) -> None:
         + (f", AUC {u['auc']:.4f}" if u.get("auc") is not None else "")
         + f"; {card['data']['training_subjects']:,} training subjects"
     )
+    for w in card_warnings(card):
+        console.print(Text(f"WARNING: {w}", style="bold red"))
 
 
 @app.command("list")

@@ -27,6 +27,7 @@ from complai.dp.training import (
     CARD_JSON,
     CARD_MD,
     MODEL_FILE,
+    NO_INTENDED_USE,
     SUBJECT,
     FitResult,
     Prepared,
@@ -35,14 +36,18 @@ from complai.dp.training import (
     card_markdown,
     check_size,
     default_features,
+    fairness,
     file_digest,
     fit,
+    labels_of,
     load_module,
+    majority_warning,
     new_model_id,
     one_per_subject,
     planned_epsilon,
+    predict,
     prepare,
-    utility,
+    utility_of,
     write_model,
 )
 from complai.errors import IntegrityError, InvalidInput, NotFound
@@ -95,8 +100,11 @@ class Models:
         lawful_basis: str,
         deidentification: dict[str, Any] | None,
         progress: Callable[[int, int], None] | None = None,
+        fairness_excluded: dict[str, str] | None = None,
     ) -> tuple[dict[str, Any], int]:
-        """Train on a governed frame (with the SUBJECT column), store the model; (card, ledger seq)."""
+        """Train on a governed frame (with the SUBJECT column), store the model; (card, ledger seq).
+        `fairness_excluded`: sensitive attributes the purpose's de-identification removed or rewrote
+        (attribute -> why), which the card's fairness section names instead of measuring."""
         from complai.dp.nets import build, count  # heavy: imports torch
 
         frame = one_per_subject(frame, spec.seed)
@@ -135,6 +143,7 @@ class Models:
         card = self._card(
             spec, schema, prepared, result, model_id, actor, purpose, lawful_basis, deidentification, total, trainable
         )
+        card.update(_evaluation(spec, schema, prepared, predict(result.module, prepared.test), fairness_excluded or {}))
         seq = self._store(model_id, spec, card, result.module, prepared, actor, purpose)
         return card, seq
 
@@ -175,7 +184,7 @@ class Models:
         else:
             privacy.update(sample_rate=result.sample_rate, steps=result.steps, epochs=spec.epochs)
         return {
-            "card_format": 1,
+            "card_format": 2,
             "model_id": model_id,
             "name": spec.name or f"{spec.dataset}-{spec.model}",
             "created_at": utc_iso(self.clock.now()),
@@ -204,7 +213,6 @@ class Models:
                 "final_loss": result.history[-1] if result.history else None,
                 "libraries": {"torch": torch.__version__, "opacus": opacus.__version__},
             },
-            "utility": utility(result.module, prepared.test),
             "spec": spec.model_dump(mode="json"),
         }
 
@@ -305,7 +313,7 @@ class Models:
     def flag_expired(self, notice: RecordsExpired) -> None:
         """Records of a dataset passed their retention: flag the models of that dataset they trained."""
         _flag(
-            notice.conn, notice.subject_ids, "a training record passed its retention period", notice.at, notice.dataset
+            notice.conn, notice.subject_ids, f"a training record {notice.why}", notice.at, notice.dataset
         )
 
     # --- registry --------------------------------------------------------------------------------
@@ -433,6 +441,26 @@ class Models:
             "flagged": r.flagged_at is not None,
             "flag_reason": r.flag_reason,
         }
+
+
+def _evaluation(
+    spec: TrainingSpec, schema: DatasetSchema, prepared: Prepared, logits: Any, excluded: dict[str, str]
+) -> dict[str, Any]:
+    """The card's held-out evaluation: utility, fairness per sensitive attribute, intended use and
+    limitations as declared, and the warnings a reader must see first."""
+    y = labels_of(prepared.test)
+    u = utility_of(logits, y)
+    warnings = [w for w in (majority_warning(u["accuracy"], y),) if w]
+    if spec.intended_use is None:
+        warnings.append(NO_INTENDED_USE)
+    inputs = list(prepared.arch.get("features", []))
+    return {
+        "utility": u,
+        "fairness": fairness(schema, spec, logits, y, prepared.test_attributes, excluded, inputs),
+        "intended_use": spec.intended_use,
+        "limitations": list(spec.limitations),
+        "warnings": warnings,
+    }
 
 
 def _flag(conn: Connection, subject_ids: Sequence[int], reason: str, now: datetime, dataset: str | None = None) -> None:

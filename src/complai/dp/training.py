@@ -24,8 +24,10 @@ accountant: `recompute_epsilon(card)`.
 from __future__ import annotations
 
 import hashlib
+import html
 import itertools
 import json
+import math
 import os
 import secrets
 import time
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 import rfc8785
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from complai.crypto.digest import digest
@@ -46,7 +49,7 @@ from complai.dp.accounting import finite
 from complai.dp.features import Labels, TabularFeatures, auc
 from complai.errors import IntegrityError, InvalidInput, NotFound
 from complai.inputs import parse_yaml, read_text_input
-from complai.vault.schema import DatasetSchema
+from complai.vault.schema import DatasetSchema, DeidSpec
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -97,6 +100,10 @@ class TrainingSpec(BaseModel):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = Field(0, ge=0, lt=2**63)
     name: str | None = Field(None, max_length=128)
+    # what the model is for and where it must not be relied on: shown on the card (a card without an
+    # intended use carries a warning saying so)
+    intended_use: str | None = Field(None, min_length=1, max_length=2000)
+    limitations: list[Annotated[str, Field(min_length=1, max_length=2000)]] = Field([], max_length=50)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingSpec:
@@ -159,6 +166,8 @@ class Prepared:
     test_subjects: list[str]
     preprocessing: dict[str, Any]
     classes: list[Any]
+    # the held-out rows' sensitive attributes (fairness_attributes), in the order of `test`
+    test_attributes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def one_per_subject(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -228,6 +237,7 @@ def prepare(
         prep = {"features": feats.describe()}
     train_idx = torch.from_numpy(np.flatnonzero(~is_test))
     test_idx = torch.from_numpy(np.flatnonzero(is_test))
+    sensitive = [c for c in fairness_attributes(schema, spec.label) if c in frame.columns]
     return Prepared(
         arch=arch,
         train=TensorDataset(*[t[train_idx] for t in tensors], y[train_idx]),
@@ -236,6 +246,7 @@ def prepare(
         test_subjects=[subjects[i] for i in test_idx.tolist()],
         preprocessing=prep,
         classes=[str(c) for c in labels.classes],
+        test_attributes=frame.loc[is_test, sensitive].reset_index(drop=True),
     )
 
 
@@ -431,20 +442,160 @@ def labels_of(data: TensorDataset) -> np.ndarray:
 
 def utility(module: nn.Module, test: TensorDataset) -> dict[str, float]:
     """Held-out accuracy, cross-entropy, majority-class accuracy and (binary tasks) ROC AUC."""
-    logits = predict(module, test)
-    y = labels_of(test)
+    return utility_of(predict(module, test), labels_of(test))
+
+
+def utility_of(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """`utility` from a model's logits on the held-out examples and their labels."""
     from scipy.special import log_softmax  # heavy: scipy.special; not loaded until a model is evaluated
 
     logp = log_softmax(logits, axis=1)
     out = {
         "accuracy": float((logits.argmax(1) == y).mean()),
         "loss": float(-logp[np.arange(len(y)), y].mean()),
-        "majority_accuracy": float(np.bincount(y).max() / len(y)),
+        "majority_accuracy": majority_accuracy(y),
         "test_records": len(y),
     }
     if logits.shape[1] == 2:
         out["auc"] = auc(logp[:, 1] - logp[:, 0], y == 1)
     return out
+
+
+def majority_accuracy(labels: Any) -> float:
+    """The accuracy of always predicting the most frequent label: the fraction of that label."""
+    values = pd.Series(np.asarray(labels).ravel())
+    if values.empty:
+        raise InvalidInput("no labels to compare against")
+    return float(values.value_counts().iloc[0] / len(values))
+
+
+def majority_warning(accuracy: float, labels: Any) -> str | None:
+    """A warning when `accuracy` is below the majority-class baseline of `labels` (the held-out labels
+    the accuracy was measured on), else None. Shared by every kind of model card (central and federated)."""
+    return _below_majority(accuracy, majority_accuracy(labels))
+
+
+def _below_majority(accuracy: float, baseline: float) -> str | None:
+    if not accuracy < baseline:
+        return None
+    digits = 2  # as few digits as tell the two apart
+    while digits < 6 and f"{accuracy:.{digits}f}" == f"{baseline:.{digits}f}":
+        digits += 1
+    return (
+        f"held-out accuracy is worse than always predicting the majority class "
+        f"({accuracy:.{digits}f} vs {baseline:.{digits}f}): the model has not learnt anything usable"
+    )
+
+
+NO_INTENDED_USE = "no intended use declared (intended_use in the training spec)"
+
+
+def card_warnings(card: dict[str, Any]) -> list[str]:
+    """The card's warnings (cards written before cards carried them: derived from their utility)."""
+    if "warnings" in card:
+        return [str(w) for w in card["warnings"]]
+    u = card.get("utility", {})
+    found = _below_majority(u["accuracy"], u["majority_accuracy"]) if "majority_accuracy" in u else None
+    return [found] if found else []
+
+
+# --- fairness --------------------------------------------------------------------------------------
+
+MIN_GROUP_SIZE = 30  # a group's metrics are reported only from this many held-out subjects up
+MISSING_GROUP = "(missing)"
+
+
+def fairness_attributes(schema: DatasetSchema, label: str) -> list[str]:
+    """The categorical fields the schema marks sensitive (other than the label): the card reports
+    the model's utility per group of each."""
+    return [
+        f.name
+        for f in schema.fields
+        if f.sensitive
+        and f.name != label
+        and (f.type in ("category", "boolean") or (f.type == "string" and f.values is not None))
+    ]
+
+
+def fairness_exclusions(schema: DatasetSchema, label: str, deid: DeidSpec | None) -> dict[str, str]:
+    """The sensitive attributes the purpose's de-identification removes or rewrites before training
+    (attribute -> why): the card says so instead of computing per-group utility on them."""
+    out: dict[str, str] = {}
+    if deid is None:
+        return out
+    for name in fairness_attributes(schema, label):
+        f = schema.field(name)
+        if name in deid.pseudonymize:
+            out[name] = "pseudonymised by the de-identification this purpose requires"
+        elif deid.drop_direct_identifiers and f.identifier == "direct":
+            out[name] = "dropped by the de-identification this purpose requires (a direct identifier)"
+        elif deid.k and f.identifier == "quasi":
+            out[name] = f"generalised by the {deid.k}-anonymity this purpose requires (a quasi-identifier)"
+    return out
+
+
+def fairness(
+    schema: DatasetSchema,
+    spec: TrainingSpec,
+    logits: np.ndarray,
+    y: np.ndarray,
+    attributes: pd.DataFrame,
+    excluded: dict[str, str],
+    model_inputs: list[str],
+    min_group_size: int = MIN_GROUP_SIZE,
+) -> dict[str, Any]:
+    """Utility per group of each sensitive attribute on the held-out subjects. Groups with fewer than
+    `min_group_size` subjects are not reported; when what they leave out together would be smaller than
+    that, the smallest reported groups are withheld too, so no small group's size or accuracy can be
+    had by subtraction from the overall figures."""
+    if len(attributes) != len(y):
+        raise AssertionError("one attribute row per held-out example")
+    correct = logits.argmax(1) == y
+    binary = logits.shape[1] == 2
+    score = logits[:, 1] - logits[:, 0] if binary else None
+    section: dict[str, Any] = {
+        "min_group_size": min_group_size,
+        "evaluated_on": "the held-out subjects of the same dataset (the same governed read, not an independent sample)",
+        "attributes": {},
+    }
+    for name in fairness_attributes(schema, spec.label):
+        entry: dict[str, Any] = {"model_input": name in model_inputs}
+        section["attributes"][name] = entry
+        if name in excluded:
+            entry.update(status="not computed", reason=excluded[name])
+            continue
+        if name not in attributes.columns:
+            entry.update(status="not computed", reason="not in the governed read for this purpose")
+            continue
+        keys = attributes[name].map(lambda v: MISSING_GROUP if pd.isna(v) else str(v)).to_numpy()
+        groups = sorted(set(keys.tolist()))
+        sizes = {g: int((keys == g).sum()) for g in groups}
+        shown = [g for g in groups if sizes[g] >= min_group_size]
+        left = sum(sizes[g] for g in groups if g not in shown)
+        while 0 < left < min_group_size and shown:
+            smallest = min(shown, key=lambda g: (sizes[g], g))
+            shown.remove(smallest)
+            left += sizes[smallest]
+        rows = []
+        for g in shown:
+            mask = keys == g
+            row: dict[str, Any] = {
+                "group": g,
+                "size": sizes[g],
+                "accuracy": float(correct[mask].mean()),
+                "majority_accuracy": majority_accuracy(y[mask]),
+            }
+            if score is not None:
+                row["auc"] = auc(score[mask], y[mask] == 1)  # NaN (null) when the group has one class
+            rows.append(row)
+        accs = [r["accuracy"] for r in rows]
+        entry.update(
+            status="computed",
+            groups=rows,
+            groups_not_reported=len(groups) - len(shown),
+            accuracy_gap=(max(accs) - min(accs)) if len(accs) >= 2 else None,
+        )
+    return section
 
 
 def recompute_epsilon(card: dict[str, Any]) -> float:
@@ -469,13 +620,63 @@ def planned_epsilon(accountant: str, sigma: float, sample_rate: float, steps: in
 # --- cards -----------------------------------------------------------------------------------------
 
 
+def hf_metadata(card: dict[str, Any]) -> dict[str, Any]:
+    """The card's metadata in the Hugging Face model-card format (the YAML block a model repository's
+    README starts with): tags, dataset, metric names, and the held-out results as a model-index."""
+    u, d = card["utility"], card["data"]
+    private = card["privacy"]["private"]
+    task = "text-classification" if card["architecture"].get("architecture") == "bert" else "tabular-classification"
+    metrics = [
+        {"type": kind, "value": float(u[key]), "name": label}
+        for key, kind, label in (("accuracy", "accuracy", "held-out accuracy"), ("auc", "roc_auc", "held-out ROC AUC"))
+        if isinstance(u.get(key), int | float) and math.isfinite(u[key])
+    ]
+    return {
+        "tags": ["complai", *(["differential-privacy", "dp-sgd"] if private else ["not-differentially-private"])],
+        "pipeline_tag": task,
+        "datasets": [d["dataset"]],
+        "metrics": [m["type"] for m in metrics],
+        "model-index": [
+            {
+                "name": card["name"],
+                "results": [
+                    {
+                        "task": {"type": task, "name": f"predict {card['task']['label']}"},
+                        "dataset": {
+                            "type": d["dataset"],
+                            "name": f"{d['dataset']} (held-out subjects)",
+                            "split": "test",
+                        },
+                        "metrics": metrics,
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4g}"
+
+
 def card_markdown(card: dict[str, Any]) -> str:
+    """The card for readers: Hugging Face metadata (YAML front matter), then the card in Markdown."""
     p, d, u, a = card["privacy"], card["data"], card["utility"], card["architecture"]
-    lines = [
+    front = yaml.safe_dump(hf_metadata(card), sort_keys=False, default_flow_style=False, allow_unicode=True)
+    lines = ["---", *front.rstrip("\n").split("\n"), "---", ""]
+    lines += [
         f"# Model card: {card['name']} ({card['model_id']})",
         "",
         f"Trained {card['created_at']} by {card['created_by']} for purpose `{d['purpose']}` ({d['lawful_basis']}).",
         "",
+    ]
+    warns = card_warnings(card)
+    if warns:
+        lines += ["## Warnings", *[f"- **{w}**" for w in warns], ""]
+    if "intended_use" in card:
+        lines += ["## Intended use", card["intended_use"] or "_Not declared._", ""]
+        lines += ["## Limitations", *([f"- {x}" for x in card.get("limitations", [])] or ["_None declared._"]), ""]
+    lines += [
         "## Task",
         f"- {card['task']['type']}: predict `{card['task']['label']}` ({', '.join(card['task']['classes'])})",
         f"- architecture: {a['architecture']}"
@@ -504,10 +705,106 @@ def card_markdown(card: dict[str, Any]) -> str:
         "## Utility (held-out subjects)",
         *[f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in u.items()],
         "",
-        f"Weights: `{MODEL_FILE}` ({card['model_digest']}).",
+    ]
+    lines += _fairness_markdown(card.get("fairness"))
+    lines += [f"Weights: `{MODEL_FILE}` ({card['model_digest']}).", ""]
+    return "\n".join(lines)
+
+
+def _fairness_markdown(section: dict[str, Any] | None) -> list[str]:
+    if section is None:
+        return []
+    out = [
+        "## Fairness (utility per group of each sensitive attribute)",
+        f"Measured on {section['evaluated_on']}. Only groups of at least {section['min_group_size']} held-out "
+        "subjects are reported (smaller ones, and as many more as keep what is left out at that size, are "
+        "withheld: these figures are exact, not differentially private, and are released with the model).",
         "",
     ]
-    return "\n".join(lines)
+    if not section["attributes"]:
+        out += ["The schema marks no categorical field sensitive.", ""]
+    for name, e in section["attributes"].items():
+        role = "a model input" if e["model_input"] else "not a model input; read for this evaluation"
+        if e["status"] != "computed":
+            out += [f"### `{name}` ({role})", f"Not computed: {e['reason']}.", ""]
+            continue
+        out += [
+            f"### `{name}` ({role})",
+            "| group | subjects | accuracy | majority class | ROC AUC |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {r['group']} | {r['size']:,} | {_fmt(r['accuracy'])} | {_fmt(r['majority_accuracy'])} "
+                f"| {_fmt(r.get('auc'))} |"
+                for r in e["groups"]
+            ],
+            "",
+        ]
+        if e["groups_not_reported"]:
+            out.append(f"{e['groups_not_reported']} group(s) not reported (below the minimum size).")
+        if e["accuracy_gap"] is not None:
+            out.append(f"Largest accuracy gap between reported groups: {e['accuracy_gap']:.4g}.")
+        out.append("")
+    return out
+
+
+def card_html(card: dict[str, Any]) -> str:
+    """The card as an HTML fragment (notebooks): warnings first, privacy, utility, fairness tables."""
+    e = html.escape
+    p, u = card["privacy"], card["utility"]
+    parts = [f"<div class='complai-card'><h3>Model card: {e(str(card['name']))} ({e(str(card['model_id']))})</h3>"]
+    for w in card_warnings(card):
+        parts.append(f"<p style='color:#b00020'><b>Warning:</b> {e(w)}</p>")
+    if "intended_use" in card:
+        parts.append(f"<p><b>Intended use:</b> {e(card['intended_use'] or 'not declared')}</p>")
+        if card.get("limitations"):
+            parts.append("<p><b>Limitations:</b></p><ul>" + "".join(f"<li>{e(x)}</li>" for x in card["limitations"]))
+            parts.append("</ul>")
+    if p["private"]:
+        parts.append(
+            f"<p><b>Privacy:</b> (epsilon, delta) = ({p['epsilon']:.4g}, {p['delta']:.3g}) per subject, "
+            f"{e(str(p['accountant']))} accountant; noise multiplier {p['noise_multiplier']:.4g}, "
+            f"{p['steps']} steps</p>"
+        )
+    else:
+        parts.append("<p><b>Privacy:</b> not differentially private</p>")
+    parts.append("<table><tr><th>held-out metric</th><th>value</th></tr>")
+    parts += [
+        f"<tr><td>{e(k)}</td><td>{e(_fmt(v) if isinstance(v, float) else str(v))}</td></tr>" for k, v in u.items()
+    ]
+    parts.append("</table>")
+    section = card.get("fairness")
+    if section is not None:
+        parts.append(f"<p><b>Fairness</b> (groups of at least {section['min_group_size']} held-out subjects)</p>")
+        for name, a in section["attributes"].items():
+            if a["status"] != "computed":
+                parts.append(f"<p><code>{e(name)}</code>: not computed ({e(a['reason'])})</p>")
+                continue
+            parts.append(
+                f"<table><caption><code>{e(name)}</code></caption>"
+                "<tr><th>group</th><th>subjects</th><th>accuracy</th><th>ROC AUC</th></tr>"
+            )
+            parts += [
+                f"<tr><td>{e(r['group'])}</td><td>{r['size']:,}</td><td>{_fmt(r['accuracy'])}</td>"
+                f"<td>{_fmt(r.get('auc'))}</td></tr>"
+                for r in a["groups"]
+            ]
+            parts.append("</table>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+class ModelCard(dict[str, Any]):
+    """A model card (the plain JSON mapping) that also renders itself in a notebook."""
+
+    def _repr_html_(self) -> str:
+        return card_html(self)
+
+    def markdown(self) -> str:
+        return card_markdown(self)
+
+    @property
+    def warnings(self) -> list[str]:
+        return card_warnings(self)
 
 
 def file_digest(path: Path) -> str:

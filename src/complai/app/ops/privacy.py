@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from complai.app.core import ALL, SessionCore
 from complai.crypto.digest import digest_text
 from complai.dp.budget import BudgetState
-from complai.dp.training import SUBJECT, TrainingSpec
+from complai.dp.training import SUBJECT, ModelCard, TrainingSpec, fairness_attributes, fairness_exclusions
 from complai.errors import InvalidInput, NotFound, PolicyDenied
 from complai.events import AccessDenied, DPQueryAnswered
 
@@ -127,9 +127,15 @@ class PrivacyOps(SessionCore):
             if spec.delta is None:
                 spec = spec.model_copy(update={"delta": min(1e-5, 0.1 / size)})
         models.preflight(spec, schema, self.principal, delta_floor=min(1e-5, 0.1 / size) if size else 1e-9)
+        # the sensitive attributes the card's fairness section measures are read too (recorded with the
+        # read), unless the purpose's de-identification removes or rewrites them: the card says so then
+        excluded = fairness_exclusions(schema, spec.label, schema.deidentify.get(self.purpose))
+        audited = [c for c in fairness_attributes(schema, spec.label) if c not in excluded]
         columns: list[str] | None = [spec.label, *(spec.features or []), *([spec.text] if spec.text else [])]
         if not spec.features and not spec.text:
             columns = None
+        elif columns is not None:
+            columns += [c for c in audited if c not in columns]
         governed = self._governed(spec.dataset, columns, pseudonym_column=SUBJECT)
         frame, done = governed.frame, governed.deidentification
         card, self.last_seq = models.train(
@@ -141,16 +147,20 @@ class PrivacyOps(SessionCore):
             lawful_basis=basis,
             deidentification=done,
             progress=progress,
+            fairness_excluded=excluded,
         )
-        return card
+        return ModelCard(card)
 
     def models(self) -> list[dict[str, Any]]:
         self._check("audit")
         return self._svc.models.list()
 
     def model(self, model_id: str) -> dict[str, Any]:
+        """A stored model's registry entry, its card (a ModelCard) under "card"."""
         self._check("audit")
-        return self._svc.models.get(model_id)
+        info = self._svc.models.get(model_id)
+        info["card"] = ModelCard(info["card"])
+        return info
 
     def model_purpose(self, model_id: str) -> str:
         """The purpose a model was trained for, to open the session its audit runs in: only for a principal
