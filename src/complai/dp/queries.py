@@ -156,6 +156,35 @@ class Answer:
             out["dates"] = dates
         return out
 
+    def to_pandas(self, error_bounds: bool = False) -> pd.DataFrame:
+        """The noisy values as a DataFrame: one column per statistic, one row per group (index "group")
+        or a single row; with `error_bounds`, a "<statistic> ±95%" column after each. The public
+        parameters (epsilon, delta, rho, mechanism) are in `.attrs`; nothing else is in it."""
+        grouped = any(isinstance(v, dict) for v in self.values.values())
+        columns: dict[str, list[float]] = {}
+        keys: list[str] = []
+        for label, value in self.values.items():
+            parts = [(label, value)] + ([(f"{label} ±95%", self.accuracy[label])] if error_bounds else [])
+            for name, part in parts:
+                if grouped:
+                    keys = list(part)
+                    columns[name] = [float(part[k]) for k in keys]
+                else:
+                    columns[name] = [float(part)]
+        frame = pd.DataFrame(columns, index=pd.Index(keys, name="group") if grouped else None)
+        frame.attrs.update(self.public())
+        return frame
+
+    def _repr_html_(self) -> str:
+        """A notebook rendering: the noisy values with their 95 % error bounds, and the public parameters."""
+        frame = self.to_pandas(error_bounds=True)
+        caption = html.escape(
+            f"DP answer: epsilon {self.epsilon:g}, delta {self.delta:g}, rho {self.rho:.4g}, {self.mechanism}; "
+            "noisy values with 95 % error bounds"
+        )
+        body = frame.to_html(float_format=lambda x: f"{x:.6g}", escape=True)
+        return f"<div class='complai-answer'><p><b>{caption}</b></p>{body}</div>"
+
 
 def bound_contributions(
     frame: pd.DataFrame, subject_column: str, max_rows: int, seed: int | None = None
