@@ -32,6 +32,7 @@ any data is touched, so nothing can fail, and no error can describe the data, on
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
