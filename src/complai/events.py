@@ -231,6 +231,47 @@ class DatasetRegistered(Event):
     jurisdiction: str
 
 
+class DatasetAltered(Event):
+    """A dataset's schema changed to a new version: the digests of both versions, what changed, and how
+    many stored records were checked against the new version (records keep the version they were sealed
+    under; the new retention applies to records ingested from now on)."""
+
+    kind: ClassVar[str] = "dataset.altered"
+    dataset: str
+    from_version: int
+    version: int
+    from_schema_digest: Digest
+    schema_digest: Digest
+    changes: dict[str, list[str]]
+    records_checked: int
+    fields: int
+    purposes: dict[str, str]
+    retention: str
+    jurisdiction: str
+
+
+class DatasetDropped(Event):
+    """A dataset dropped: every record deleted (count and record-set hash), the subjects left without
+    records anywhere crypto-shredded as an erasure does (count and pseudonym-set digest, keys destroyed,
+    their consents deleted), the others keeping their keys. The name stays taken (a tombstone)."""
+
+    kind: ClassVar[str] = "dataset.dropped"
+    dataset: str
+    version: int
+    schema_digest: Digest
+    records: int
+    records_digest: str
+    subjects: int
+    subjects_shredded: int
+    subject_pseudonyms_digest: Digest
+    subjects_kept: int
+    keys_destroyed: int
+    consents: int
+    consents_digest: str
+    withdrawals_digest: str
+    reapplied_from: int | None = None
+
+
 # --- vault events ------------------------------------------------------------------------------
 
 

@@ -19,17 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
+from sqlalchemy import select
+
 from complai.app.services import Services
 from complai.clock import Clock
 from complai.config import CONFIG_FILE, load_settings
 from complai.crypto.digest import digest
 from complai.errors import ComplaiError, IntegrityError, InvalidInput
-from complai.events import BackupCreated, BackupRestored, SubjectErased
+from complai.events import BackupCreated, BackupRestored, DatasetDropped, SubjectErased
 from complai.files import staged_output_dir
 from complai.ledger import merkle
 from complai.ledger.checkpoint import verify_note
 from complai.ledger.verify import verify_export, verify_ledger
 from complai.store import Store
+from complai.store.tables import datasets
 from complai.vault.backup import KeysMoved, build_workspace, file_digest, read_backup, write_archive
 
 OpenServices = Callable[[Path, Clock | None], AbstractContextManager[Services]]
@@ -50,6 +53,7 @@ class RestoreResult(TypedDict):
     tables: dict[str, int]
     backup_ledger_size: int
     erasures_reapplied: int
+    drops_reapplied: int
     later_ledger_checked: bool
     later_ledgers: list[str]
     ledgers_consulted: list[str]
@@ -108,6 +112,7 @@ class _Source:
 
     path: Path
     erasures: list[tuple[int, str]] = field(default_factory=list)
+    drops: list[tuple[int, str]] = field(default_factory=list)  # datasets dropped after the backup
     size: int = 0
     signed: int = 0  # how far a signature covers it (a live workspace is verified whole instead)
     stale_restore: bool = False
@@ -123,6 +128,8 @@ class _Source:
         ev = json.loads(data)
         if ev.get("type") == SubjectErased.kind:
             self.erasures.append((seq, ev["subject"]))
+        elif ev.get("type") == DatasetDropped.kind:
+            self.drops.append((seq, ev["dataset"]))
         elif ev.get("type") == BackupRestored.kind and ev.get("later_ledger_checked") is False:
             self.stale_restore = True  # restored blind: erasures between its backup and then are unknown
 
@@ -250,7 +257,9 @@ def restore_backup(
                     "erasures made after the backup would come back; give a newer ledger, or pass --accept-stale "
                     "to restore anyway"
                 )
-            reapplied = _reapply_erasures(svc, sources, actor, backup_digest, backup_size, checked, len(vouching))
+            reapplied, drops = _reapply_erasures(
+                svc, sources, actor, backup_digest, backup_size, checked, len(vouching)
+            )
             sweep = svc.vault.retention_sweep(actor)
         shutil.rmtree(staging)
     return {
@@ -258,6 +267,7 @@ def restore_backup(
         "tables": manifest["tables"],
         "backup_ledger_size": backup_size,
         "erasures_reapplied": reapplied,
+        "drops_reapplied": drops,
         "later_ledger_checked": checked,
         "later_ledgers": [src.describe() for src in vouching],
         "ledgers_consulted": [src.describe() for src in sources],
@@ -286,19 +296,29 @@ def _reapply_erasures(
     backup_size: int,
     checked: bool,
     vouching: int,
-) -> int:
+) -> tuple[int, int]:
     """Erase again, in one transaction with the `backup.restored` entry, every subject a newer ledger
-    erased (each once, from its earliest erasure); returns how many were still there to erase."""
+    erased (each once, from its earliest erasure), and drop again every dataset a newer ledger dropped
+    (its records go, and the subjects it leaves without records are shredded, so none comes back);
+    returns how many erasures and drops were still there to re-apply."""
     erased: dict[str, int] = {}
+    dropped: dict[str, int] = {}
     for src in sources:
         for seq, pseudonym in src.erasures:
             erased.setdefault(pseudonym, seq)
+        for seq, name in src.drops:
+            dropped.setdefault(name, seq)
     later = sorted(((seq, p) for p, seq in erased.items()), key=lambda x: x[0])
-    reapplied = 0
+    reapplied = drops = 0
     with svc.store.write() as conn:
         for seq, pseudonym in later:
             if svc.vault.erase_pseudonym(conn, pseudonym, actor, reapplied_from=seq):
                 reapplied += 1
+        live = set(conn.execute(select(datasets.c.name).where(datasets.c.dropped_at.is_(None))).scalars())
+        for name, seq in sorted(dropped.items(), key=lambda x: x[1]):
+            if name in live:
+                svc.vault.drop_dataset_in(conn, name, actor, reapplied_from=seq)
+                drops += 1
         svc.ledger.emit(
             conn,
             BackupRestored,
@@ -310,9 +330,9 @@ def _reapply_erasures(
             later_ledger_checked=checked,
             later_ledgers=vouching,
         )
-    if reapplied:
+    if reapplied or drops:
         svc.store.purge_freed()
-    return reapplied
+    return reapplied, drops
 
 
 def _same_workspace(path: Path, manifest: dict[str, Any]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -228,6 +229,103 @@ def dataset_show(name: Annotated[str, typer.Argument()], json_out: JsonOpt = Fal
     for f in doc["fields"]:
         t.add_row(f["name"], f["type"], f["category"], f.get("identifier") or "", "yes" if f.get("sensitive") else "")
     console.print(t)
+
+
+def _interactive() -> bool:
+    """Whether a person can answer a confirmation prompt (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+def _show_changes(changes: dict[str, list[str]]) -> None:
+    t = table("change", "what")
+    for kind, items in changes.items():
+        for item in items:
+            t.add_row(kind, item)
+    console.print(t)
+
+
+@dataset_app.command("alter")
+def dataset_alter(
+    name: Annotated[str, typer.Argument(help="Dataset name (must match the new schema's name).")],
+    schema: Annotated[Path, typer.Option("--schema", help="The dataset's full new schema (YAML).")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the change against every stored record; change nothing.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change a dataset's schema to a new version: prints what changed (fields added, bounds widened or
+    narrowed, values, categories, purposes, retention). A narrowing change is checked against every stored
+    record and refused with the number of records that do not fit."""
+    with open_session("administration") as (_, session), progress(disable=json_out) as bar:
+        task = bar.add_task("checking stored records", total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = session.alter_dataset(name, schema, dry_run=dry_run, progress=tick)
+    out = {
+        "dataset": result.dataset,
+        "dry_run": result.dry_run,
+        "from_version": result.from_version,
+        "version": result.version,
+        "from_schema_digest": result.from_schema_digest,
+        "schema_digest": result.schema_digest,
+        "changes": result.changes,
+        "records_checked": result.records_checked,
+        "notes": result.notes,
+        "ledger_seq": result.seq,
+    }
+    if json_out:
+        print_json(out)
+        return
+    _show_changes(result.changes)
+    for note in result.notes:
+        console.print(f"note: {note}")
+    if dry_run:
+        console.print(
+            f"dry run: [bold]{escape(name)}[/] would become schema version {result.version} "
+            f"({result.records_checked:,} stored records checked); nothing changed"
+        )
+    else:
+        console.print(
+            f"dataset [bold]{escape(name)}[/] is now at schema version {result.version} "
+            f"({result.records_checked:,} stored records checked; ledger entry {result.seq})"
+        )
+
+
+@dataset_app.command("drop")
+def dataset_drop(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Drop without asking to type the dataset's name.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Drop a dataset: delete every record, crypto-shred the subjects left without records in any other
+    dataset (as an erasure does); its name stays taken. Asks to type the name unless --yes."""
+    if not yes:
+        if not _interactive():
+            raise InvalidInput(f"dropping {name} erases its records for good: pass --yes to confirm without a prompt")
+        typed = typer.prompt(f"This erases every record of {name} for good. Type the dataset's name to confirm")
+        if typed != name:
+            raise InvalidInput("the name typed does not match; nothing was dropped")
+    with open_session("administration") as (_, session):
+        result = session.drop_dataset(name)
+    out = {
+        "dataset": result.dataset,
+        "records_deleted": result.records,
+        "subjects": result.subjects,
+        "subjects_shredded": result.subjects_shredded,
+        "subjects_kept": result.subjects_kept,
+        "keys_destroyed": result.keys_destroyed,
+        "ledger_seq": result.seq,
+    }
+    if json_out:
+        print_json(out)
+        return
+    console.print(
+        f"dataset [bold]{escape(name)}[/] dropped: {result.records:,} records deleted; {result.subjects_shredded:,} "
+        f"subjects crypto-shredded ({result.keys_destroyed:,} data keys destroyed); {result.subjects_kept:,} "
+        f"subjects keep their key for their records in other datasets (ledger entry {result.seq})"
+    )
 
 
 # --- subjects ------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from complai.access.agreements import agreement_terms_digest
 from complai.access.identity import token_secret_digest
 from complai.clock import as_utc, from_us, to_us, utc_iso
 from complai.compliance.context import AuditContext, event_time
+from complai.crypto.digest import digest_text
 from complai.dp.budget import BUDGET_KINDS, charged, divergence, replay
 from complai.errors import IntegrityError
 from complai.ledger.verify import check_checkpoints
@@ -33,6 +34,7 @@ from complai.store.tables import (
     access_log,
     agreements,
     consents,
+    dataset_versions,
     datasets,
     dp_budgets,
     dp_spends,
@@ -84,16 +86,25 @@ def _parse_set(text: Any) -> RecordSet | None:
         return None
 
 
-def _registered(ctx: AuditContext) -> dict[str, dict[str, Any]]:
-    """dataset -> its dataset.registered event."""
-    return {str(ev.get("dataset")): ev for ev in ctx.events("dataset.registered")}
+def _schema_versions(ctx: AuditContext) -> dict[str, dict[int, dict[str, Any]]]:
+    """dataset -> schema version -> the event that made it (dataset.registered for version 1, then each
+    dataset.altered), in ledger order."""
+    out: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for ev in ctx.events("dataset.registered", "dataset.altered"):
+        ds = str(ev.get("dataset"))
+        version = 1 if ev.get("type") == "dataset.registered" else int(ev.get("version") or 0)
+        out[ds].setdefault(version, ev)
+    return out
 
 
 def reconcile_datasets(ctx: AuditContext) -> list[str]:
-    """Each stored dataset as registered: its schema (by digest), retention, jurisdiction and purposes
-    as the ledger's dataset.registered event recorded them; no dataset the ledger never registered."""
+    """Each stored dataset as the ledger left it: its schema (by digest), retention, jurisdiction and
+    purposes as its latest dataset.registered or dataset.altered event recorded them; every stored schema
+    version with the digest the ledger recorded for it (and a text that still has that digest); dropped
+    exactly when a dataset.dropped event says so; no dataset the ledger never registered."""
     out: list[str] = []
-    registered = _registered(ctx)
+    history = _schema_versions(ctx)
+    dropped = {str(ev.get("dataset")): ev for ev in ctx.events("dataset.dropped")}
     with ctx.svc.store.read() as conn:
         rows = conn.execute(
             select(
@@ -103,20 +114,44 @@ def reconcile_datasets(ctx: AuditContext) -> list[str]:
                 datasets.c.jurisdiction,
                 datasets.c.purposes_json,
                 datasets.c.schema_digest,
+                datasets.c.version,
+                datasets.c.dropped_at,
             )
         ).all()
-    for name, schema_json, retention, jurisdiction, purposes_json, schema_digest in rows:
-        ev = registered.get(str(name))
-        if ev is None:
+        stored_versions: dict[str, dict[int, tuple[str, str]]] = defaultdict(dict)
+        v = dataset_versions.c
+        for ds, version, text, sdig in conn.execute(select(v.dataset, v.version, v.schema_json, v.schema_digest)):
+            stored_versions[str(ds)][int(version)] = (str(text), str(sdig))
+    for name, schema_json, retention, jurisdiction, purposes_json, schema_digest, version, dropped_at in rows:
+        versions = history.get(str(name))
+        if not versions:
             out.append(f"dataset {name}: stored, but the ledger never registered it")
             continue
+        latest = max(versions)
+        ev = versions[latest]
+        where = f"{'registered' if latest == 1 else 'altered'} at ledger entry {ev['_seq']}"
+        if int(version) != latest:
+            out.append(f"dataset {name}: schema version {version} stored, the ledger's latest is {latest}")
+        for n, (text, sdig) in sorted(stored_versions.get(str(name), {}).items()):
+            recorded = versions.get(n)
+            if recorded is None:
+                out.append(f"dataset {name}: stores schema version {n}, which the ledger never recorded")
+            elif sdig != recorded.get("schema_digest") or digest_text(text) != sdig:
+                out.append(f"dataset {name}: its stored schema version {n} is not the one the ledger recorded")
+        for n in sorted(set(versions) - set(stored_versions.get(str(name), {}))):
+            out.append(f"dataset {name}: schema version {n} (ledger entry {versions[n]['_seq']}) is missing")
+        if (dropped_at is not None) != (str(name) in dropped):
+            out.append(
+                f"dataset {name}: marked dropped, but the ledger records no drop of it"
+                if dropped_at is not None
+                else f"dataset {name}: dropped at ledger entry {dropped[str(name)]['_seq']}, but live in the store"
+            )
         try:
             schema = DatasetSchema.model_validate_json(schema_json)
             stored = schema.digest()
         except Exception:
             out.append(f"dataset {name}: its stored schema is unreadable")
             continue
-        where = f"registered at ledger entry {ev['_seq']}"
         if stored != ev.get("schema_digest") or schema_digest != ev.get("schema_digest"):
             out.append(f"dataset {name}: its stored schema is not the one {where}")
         if retention != ev.get("retention") or schema.retention != ev.get("retention"):
@@ -139,7 +174,7 @@ def reconcile_records(ctx: AuditContext) -> list[str]:
     for as many as the latest replacing ingest left without; a record a rectification rewrote is still
     there unless its subject was erased or its dataset swept or replaced since."""
     out: list[str] = []
-    events = ctx.events("vault.ingested", "subject.erased", "retention.swept")
+    events = ctx.events("vault.ingested", "subject.erased", "retention.swept", "dataset.dropped")
     count: Counter[str] = Counter()
     sets: dict[str, RecordSet] = defaultdict(RecordSet)
     unhashed: set[str] = set()  # datasets with an event from before record-set hashes were recorded
@@ -180,6 +215,15 @@ def reconcile_records(ctx: AuditContext) -> list[str]:
                     unhashed.add(ds)
                 else:
                     sets[ds] = sets[ds] - rs
+        elif t == "dataset.dropped":
+            ds = str(ev.get("dataset"))
+            count[ds] -= int(ev.get("records") or 0)
+            swept_at[ds] = ev["_seq"]
+            rs = _parse_set(ev.get("records_digest"))
+            if rs is None:
+                unhashed.add(ds)
+            else:
+                sets[ds] = sets[ds] - rs
         elif t == "retention.swept":
             digests = ev.get("records_digests")
             for ds, n in (ev.get("by_dataset") or {}).items():
@@ -244,13 +288,13 @@ def reconcile_subjects(ctx: AuditContext) -> list[str]:
     out: list[str] = []
     created, shredded = 0, 0
     erased_at: dict[str, int] = {}
-    for ev in ctx.events("vault.ingested", "subject.erased", "retention.swept"):
+    for ev in ctx.events("vault.ingested", "subject.erased", "retention.swept", "dataset.dropped"):
         t = ev.get("type")
         if t == "vault.ingested":
             created += int(ev.get("new_subjects") or 0)
         elif t == "subject.erased":
             erased_at.setdefault(str(ev.get("subject")), ev["_seq"])
-        elif t == "retention.swept":
+        elif t in ("retention.swept", "dataset.dropped"):
             shredded += int(ev.get("subjects_shredded") or 0)
     s = subjects.c
     with ctx.svc.store.read() as conn:
@@ -321,7 +365,8 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
     record; a grant's consent is its event). Workspaces with events from before these hashes were
     recorded are not reconciled here."""
     given, withdrawn = RecordSet(), RecordSet()
-    for ev in ctx.events("vault.ingested", "consent.granted", "consent.withdrawn", "subject.erased", "retention.swept"):
+    kinds = ("vault.ingested", "consent.granted", "consent.withdrawn", "subject.erased", "retention.swept")
+    for ev in ctx.events(*kinds, "dataset.dropped"):
         t = ev.get("type")
         if t == "consent.granted":
             at = _event_us(ev)
@@ -441,15 +486,23 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
     for ev in ctx.events("subject.rectified"):
         for rid, version in (ev.get("record_versions") or {}).items():
             expected[rid] = (int(version), ev["_seq"])
-    ingested: dict[str, set[int]] = defaultdict(set)
-    for ev in ctx.events("vault.ingested"):
-        try:
-            ingested[str(ev.get("dataset"))].add(_event_us(ev))
-        except (KeyError, ValueError):
-            continue
-    registered = _registered(ctx)
-    digests = {ds: ev.get("schema_digest") for ds, ev in registered.items()}  # as the ledger has them
-    retention = {ds: str(ev.get("retention")) for ds, ev in registered.items()}
+    # dataset -> ingest time -> the schema versions in force at ingests at that time
+    ingested: dict[str, dict[int, set[int]]] = defaultdict(dict)
+    history = _schema_versions(ctx)
+    digests = {ds: {n: ev.get("schema_digest") for n, ev in vs.items()} for ds, vs in history.items()}
+    retention = {ds: {n: str(ev.get("retention")) for n, ev in vs.items()} for ds, vs in history.items()}
+    in_force: dict[str, int] = {}
+    for ev in ctx.events("dataset.registered", "dataset.altered", "vault.ingested"):
+        ds = str(ev.get("dataset"))
+        if ev.get("type") == "dataset.registered":
+            in_force.setdefault(ds, 1)
+        elif ev.get("type") == "dataset.altered":
+            in_force[ds] = int(ev.get("version") or 0)
+        else:
+            try:
+                ingested[ds].setdefault(_event_us(ev), set()).add(in_force.get(ds, 1))
+            except (KeyError, ValueError):
+                continue
     failed = _Lines(out, "records that fail authentication")
     rolled = _Lines(out, "records whose version disagrees with the ledger")
     timed = _Lines(out, "records whose times disagree with the ledger")
@@ -458,7 +511,7 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
         total = int(conn.execute(select(func.count()).select_from(records)).scalar_one())
     share = 1.0 if not ctx.since or total <= AUTH_SAMPLE else AUTH_SAMPLE / total
     pick = random.SystemRandom()  # unpredictable to whoever edited the store
-    deadlines: dict[tuple[str, int], int | None] = {}
+    deadlines: dict[tuple[str, int], set[int] | None] = {}
     authenticated = 0
     last: bytes | None = None
     while True:
@@ -473,6 +526,7 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
                     r.version,
                     r.created_us,
                     r.expires_us,
+                    r.schema_version,
                     s.pseudonym,
                 )
                 .join_from(records, subjects, s.id == r.subject_id)
@@ -493,6 +547,9 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
             if not digests.get(ds):
                 failed.add(f"{name}: its dataset was never registered in the ledger")
                 continue
+            if not digests[ds].get(int(row.schema_version)):
+                failed.add(f"{name}: its schema version {row.schema_version} was never recorded in the ledger")
+                continue
             if row.version is None:
                 failed.add(f"{name}: has no version (it was never re-sealed)")
                 continue
@@ -501,10 +558,13 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
                 timed.add(f"{name}: created at a time no ingest of {ds} was recorded")
             elif (ds, created) not in deadlines:
                 try:
-                    deadlines[(ds, created)] = to_us(retention_deadline(from_us(created), retention[ds]))
+                    deadlines[(ds, created)] = {
+                        to_us(retention_deadline(from_us(created), retention[ds][n])) for n in ingested[ds][created]
+                    }
                 except Exception:
                     deadlines[(ds, created)] = None
-            if created in ingested[ds] and deadlines.get((ds, created)) not in (None, expires):
+            allowed = deadlines.get((ds, created))
+            if created in ingested[ds] and allowed is not None and expires not in allowed:
                 timed.add(f"{name}: expires {utc_iso(from_us(expires))}, the registered retention says otherwise")
             want, seq = expected.get(rid, (0, None))
             if int(row.version) != want:
@@ -518,7 +578,8 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
         for row in chosen:
             ds, rid = str(row.dataset), bytes(row.rid).hex()
             name = f"record {rid} of {row.pseudonym} in {ds}"
-            if not digests.get(ds) or row.version is None:
+            sdig = digests.get(ds, {}).get(int(row.schema_version))
+            if not sdig or row.version is None:
                 continue  # named above
             authenticated += 1
             key = keys.get(int(row.subject_id), {}).get(int(row.dek_version))
@@ -528,7 +589,7 @@ def reconcile_record_binding(ctx: AuditContext) -> list[str]:
                 failed.add(f"{name}: its data key (version {int(row.dek_version)}) is missing")
             else:
                 try:
-                    open_record(key, ds, str(digests[ds]), row, values=False)
+                    open_record(key, ds, str(sdig), row, values=False)
                 except IntegrityError:
                     failed.add(f"{name}: fails authentication (ciphertext, version, creation time or expiry changed)")
     failed.close()

@@ -51,7 +51,7 @@ datasets = Table(
     Column("jurisdiction", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # the current schema version (0014); a dropped dataset keeps its row as a tombstone (0014)
-    Column("version", Integer, nullable=False),
+    Column("version", Integer, nullable=False, server_default="1"),
     Column("dropped_at", DateTime(timezone=True), nullable=True),
 )
 
@@ -190,7 +190,7 @@ records = Table(
     # data (NULL only for records sealed before that binding, re-sealed when the workspace is opened)
     Column("version", Integer, nullable=True),
     # the dataset schema version the record was sealed under; its digest is in the associated data (0014)
-    Column("schema_version", Integer, nullable=False),
+    Column("schema_version", Integer, nullable=False, server_default="1"),
     # keyed digest of what names the record (its record_key, or subject and values), unique per dataset (0015)
     Column("record_key", LargeBinary(32), nullable=True),
     Index("ux_records_dataset_key", "dataset", "record_key", unique=True),

@@ -76,7 +76,9 @@ def _encode_row(table: Table, row: RowMapping) -> dict[str, Any]:
 def _decode_row(table: Table, obj: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for col in table.columns:
-        v = obj.get(col.name)
+        if col.name not in obj:
+            continue  # a column added after the backup's schema revision: its migration fills it
+        v = obj[col.name]
         if v is not None and isinstance(col.type, LargeBinary):
             v = base64.b64decode(v)
         elif v is not None and isinstance(col.type, DateTime):

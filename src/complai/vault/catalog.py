@@ -50,13 +50,22 @@ def stored_schema(dataset: str, schema_json: str, schema_digest: str, what: str)
         raise IntegrityError(f"dataset {dataset}: the stored schema of {what} is unreadable") from None
 
 
-def present(values: list[Any], sealed: DatasetSchema, current: DatasetSchema) -> list[Any]:
-    """A record's values, decoded in the field order of the schema version it was sealed under, in the
-    current schema's field order: fields added since then are None."""
-    if sealed is current:
+def layout(sealed: DatasetSchema, current: DatasetSchema) -> list[int | None] | None:
+    """Where each of the current schema's value fields sits in a record sealed under `sealed` (None for a
+    field added since); None when the value fields are the same, in the same order."""
+    old = [f.name for f in value_fields(sealed)]
+    new = [f.name for f in value_fields(current)]
+    if old == new:
+        return None
+    where = {n: i for i, n in enumerate(old)}
+    return [where.get(n) for n in new]
+
+
+def present(values: list[Any], where: list[int | None] | None) -> list[Any]:
+    """A record's values, decoded in the layout of its schema version, in the current schema's order."""
+    if where is None:
         return values
-    by_name = {f.name: v for f, v in zip(value_fields(sealed), values, strict=True)}
-    return [by_name.get(f.name) for f in value_fields(current)]
+    return [None if i is None else values[i] for i in where]
 
 
 class Catalog:

@@ -30,10 +30,12 @@ class SubjectsErased(Notice):
 
 @dataclass(frozen=True)
 class RecordsExpired(Notice):
-    """Records of `dataset` passed their retention period and are being deleted: these subjects had some."""
+    """Records of `dataset` passed their retention period (or the dataset is dropped: `why`) and are
+    being deleted: these subjects had some."""
 
     dataset: str
     subject_ids: tuple[int, ...]
+    why: str = "passed its retention period"
 
 
 N = TypeVar("N", bound=Notice)

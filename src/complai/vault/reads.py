@@ -18,7 +18,7 @@ from complai.ledger.log import Ledger
 from complai.store import Store
 from complai.store.tables import access_log, consents, objections, records, subject_keys, subjects
 from complai.taxonomy import Taxonomy
-from complai.vault.catalog import Catalog
+from complai.vault.catalog import Catalog, layout, present
 from complai.vault.records import open_record, to_frame
 from complai.vault.schema import DatasetSchema
 from complai.vault.subjects import Subjects, open_external, pack_ids, set_digest
@@ -104,6 +104,7 @@ class Reads:
                     r.version,
                     r.created_us,
                     r.expires_us,
+                    r.schema_version,
                     s.pseudonym,
                     s.external_enc,
                 )
@@ -113,7 +114,10 @@ class Reads:
             rows = conn.execute(q).all()
             total = conn.execute(select(func.count()).select_from(records).where(r.dataset == dataset)).scalar_one()
             keys = self.keyring.load(conn, {int(row.subject_id) for row in rows})
-        sdig = schema.digest()
+            versions = self.catalog.versions(conn, dataset)
+        # each record opens under the digest of the schema version it was sealed with, and is presented
+        # in the current schema (fields added since are null)
+        layouts = {v: (sv.digest, layout(sv.schema, schema)) for v, sv in versions.items()}
         ext_cache: dict[int, str] = {}
         subject_col: list[str] = []
         values: list[list[Any]] = []
@@ -124,7 +128,10 @@ class Reads:
             if subject_keys_ is None or int(row.dek_version) not in subject_keys_:
                 raise IntegrityError("a record's data key is missing")
             key = subject_keys_[int(row.dek_version)]
-            values.append(open_record(key, dataset, sdig, row))
+            sealed = layouts.get(int(row.schema_version))
+            if sealed is None:
+                raise IntegrityError(f"a record of {dataset} names a schema version {dataset} never had")
+            values.append(present(open_record(key, dataset, sealed[0], row), sealed[1]))
             if want_subject:
                 if sid not in ext_cache:
                     ext_cache[sid] = open_external(keys[sid], row.pseudonym, row.external_enc)

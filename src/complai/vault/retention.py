@@ -107,7 +107,7 @@ class Retention:
             for row in rows:
                 ds, rid = str(row.dataset), bytes(row.rid)
                 if ds not in schemas:
-                    schemas[ds] = self.catalog.get(ds).schema.digest()
+                    schemas[ds] = self.catalog.current(conn, ds).schema.digest()  # in the upgrade transaction
                 key = keys.get(int(row.subject_id), {}).get(int(row.dek_version))
                 if key is None:
                     raise IntegrityError(f"record {rid.hex()} in {ds}: its data key is missing")

@@ -19,7 +19,7 @@ from complai.events import DataRead, SubjectErased, SubjectExported, SubjectRect
 from complai.ledger.log import Ledger
 from complai.store import Store
 from complai.store.tables import consents, ledger_entries, objections, records, subjects
-from complai.vault.catalog import Catalog
+from complai.vault.catalog import Catalog, SchemaVersion, layout, present
 from complai.vault.notices import Notices, SubjectsErased
 from complai.vault.reads import Reads
 from complai.vault.records import check_value, encode, open_record, record_ad, value_fields
@@ -73,19 +73,25 @@ class Rights:
 
     def rectify(self, external_id: str, dataset: str, field: str, value: Any, actor: str) -> int:
         """Set one field in all of a subject's records of a dataset; re-encrypts them."""
-        schema = self.catalog.get(dataset).schema
+        info = self.catalog.get(dataset)
+        schema = info.schema
         if field == schema.subject_column:
             raise InvalidInput("the subject column cannot be rectified; open a new subject instead")
         spec = schema.field(field)
         new_value = check_value(spec, value)
         pos = [f.name for f in value_fields(schema)].index(field)
         now = self.clock.now()
-        sdig = schema.digest()
         with self.store.write() as conn:
+            # rectified records are sealed again under the current schema version, held until commit
+            self.catalog.check_version(conn, dataset, info.version)
+            sealed_under = {
+                v: (sv.digest, layout(sv.schema, schema)) for v, sv in self.catalog.versions(conn, dataset).items()
+            }
+            sdig = sealed_under[info.version][0]
             subj = self.subjects.get(conn, external_id)
             r = records.c
             rows = conn.execute(
-                select(r.rid, r.dek_version, r.data, r.version, r.created_us, r.expires_us).where(
+                select(r.rid, r.dek_version, r.data, r.version, r.created_us, r.expires_us, r.schema_version).where(
                     r.dataset == dataset, r.subject_id == subj.id
                 )
             ).all()
@@ -97,7 +103,8 @@ class Rights:
             for row in rows:
                 if int(row.dek_version) not in old:
                     raise IntegrityError("a record's data key is missing")
-                values = open_record(old[int(row.dek_version)], dataset, sdig, row)
+                vdig, where = sealed_under[int(row.schema_version)]
+                values = present(open_record(old[int(row.dek_version)], dataset, vdig, row), where)
                 values[pos] = new_value
                 version = int(row.version) + 1
                 rid = bytes(row.rid)
@@ -106,7 +113,12 @@ class Rights:
                 conn.execute(
                     update(records)
                     .where(r.rid == row.rid)
-                    .values(dek_version=ver, version=version, data=key.seal(encode(values), ad))
+                    .values(
+                        dek_version=ver,
+                        version=version,
+                        data=key.seal(encode(values), ad),
+                        schema_version=info.version,
+                    )
                 )
             return self.ledger.emit(
                 conn,
@@ -131,17 +143,25 @@ class Rights:
             keys = self.keyring.load(conn, [subj.id]).get(subj.id, {})
             r = records.c
             recs = conn.execute(
-                select(r.rid, r.dataset, r.dek_version, r.data, r.created_us, r.expires_us, r.version)
+                select(r.rid, r.dataset, r.dek_version, r.data, r.created_us, r.expires_us, r.version, r.schema_version)
                 .where(r.subject_id == subj.id)
                 .order_by(r.dataset, r.created_us)
             ).all()
             by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
             schemas: dict[str, DatasetSchema] = {}
+            versions: dict[str, dict[int, SchemaVersion]] = {}
             for rec in recs:
                 schema = schemas.setdefault(rec.dataset, self.catalog.get(rec.dataset).schema)
                 if int(rec.dek_version) not in keys:
                     raise IntegrityError("a record's data key is missing")
-                values = open_record(keys[int(rec.dek_version)], rec.dataset, schema.digest(), rec)
+                sv = versions.setdefault(rec.dataset, self.catalog.versions(conn, rec.dataset)).get(
+                    int(rec.schema_version)
+                )
+                if sv is None:
+                    raise IntegrityError(f"a record of {rec.dataset} names a schema version it never had")
+                values = present(
+                    open_record(keys[int(rec.dek_version)], rec.dataset, sv.digest, rec), layout(sv.schema, schema)
+                )
                 fields = {f.name: v for f, v in zip(value_fields(schema), values, strict=True)}
                 by_dataset[rec.dataset].append(
                     {

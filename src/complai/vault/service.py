@@ -35,6 +35,8 @@ from complai.vault.ingest import (
     csv_frame,
     read_csv,
 )
+from complai.vault.lifecycle import AlterResult, DropResult, Lifecycle
+from complai.vault.lifecycle import Progress as CheckProgress
 from complai.vault.notices import Notices
 from complai.vault.reads import Fetched, Reads
 from complai.vault.retention import Retention
@@ -82,6 +84,7 @@ class Vault:
         self._consents = Consents(store, ledger, catalog, self.subjects, taxonomy, clock)
         self._rights = Rights(store, ledger, catalog, keyring, self.subjects, self._reads, self.notices, clock)
         self._retention = Retention(store, ledger, catalog, keyring, self.notices, clock)
+        self._lifecycle = Lifecycle(store, ledger, catalog, keyring, self.notices, taxonomy, clock)
 
     # --- subjects --------------------------------------------------------------------------------
 
@@ -185,6 +188,27 @@ class Vault:
     def erase_pseudonym(self, conn: Connection, pseudonym: str, actor: str, reapplied_from: int | None) -> bool:
         """Erase by pseudonym (re-applying a tombstone after a restore). False if nothing to erase."""
         return self._rights.erase_pseudonym(conn, pseudonym, actor, reapplied_from)
+
+    # --- datasets over time ----------------------------------------------------------------------
+
+    def alter_dataset(
+        self,
+        name: str,
+        schema: DatasetSchema,
+        actor: str,
+        dry_run: bool = False,
+        progress: CheckProgress | None = None,
+    ) -> AlterResult:
+        """A new schema version, checked against every stored record (lifecycle.py)."""
+        return self._lifecycle.alter(name, schema, actor, dry_run, progress)
+
+    def drop_dataset(self, name: str, actor: str) -> DropResult:
+        """Delete a dataset's records and crypto-shred the subjects left without any (lifecycle.py)."""
+        return self._lifecycle.drop(name, actor)
+
+    def drop_dataset_in(self, conn: Connection, name: str, actor: str, reapplied_from: int | None) -> DropResult:
+        """`drop_dataset` in the caller's transaction (re-applying a drop after a restore)."""
+        return self._lifecycle.drop_in(conn, name, actor, reapplied_from)
 
     # --- retention -------------------------------------------------------------------------------
 

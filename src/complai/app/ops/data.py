@@ -15,6 +15,8 @@ from complai.deid.analyzer import TextAnalyzer
 from complai.deid.operators import Anonymizer, Change
 from complai.deid.tabular import Report, anonymize
 from complai.events import TableDeidentified, TextDeidentified, TextDetokenized
+from complai.vault.lifecycle import AlterResult, DropResult
+from complai.vault.lifecycle import Progress as CheckProgress
 from complai.vault.schema import DatasetSchema, DeidSpec, load_schema
 from complai.vault.service import IngestProgress, IngestResult, SourceOptions
 
@@ -62,6 +64,28 @@ class DataOps(SessionCore):
     def create_dataset(self, schema: DatasetSchema) -> DatasetSchema:
         self._check("admin", schema.name)
         return self._svc.catalog.register(schema, actor=self.principal)
+
+    def alter_dataset(
+        self,
+        name: str,
+        schema: DatasetSchema | Path | str | dict[str, object],
+        dry_run: bool = False,
+        progress: CheckProgress | None = None,
+    ) -> AlterResult:
+        """Change a dataset's schema to a new version (a full schema: a YAML file, YAML text, a mapping or
+        a DatasetSchema). Authorised as creating a dataset is, before the schema is read or checked
+        against any record; then every stored record is checked against what the change narrows, and
+        the change is refused with the number of records that do not fit. One ledger event; with
+        `dry_run` the same checks and nothing written."""
+        self._check("admin", name)
+        spec = schema if isinstance(schema, DatasetSchema) else load_schema(schema, self._svc.taxonomy)
+        return self._svc.vault.alter_dataset(name, spec, self.principal, dry_run, progress)
+
+    def drop_dataset(self, name: str) -> DropResult:
+        """Drop a dataset: every record deleted, every subject left without records anywhere crypto-shredded
+        (as an erasure does), the name kept as a tombstone; one ledger event. Authorised as creating one."""
+        self._check("admin", name)
+        return self._svc.vault.drop_dataset(name, self.principal)
 
     def parse_schema(self, source: Path | str | dict[str, object]) -> DatasetSchema:
         """A dataset schema (a YAML file, YAML text or a mapping) checked against the workspace's

@@ -31,11 +31,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("dataset", "version", name="pk_dataset_versions"),
         sa.ForeignKeyConstraint(["dataset"], ["datasets.name"], name="fk_dataset_versions_dataset_datasets"),
     )
-    with op.batch_alter_table("datasets") as t:
-        t.add_column(sa.Column("version", sa.Integer, nullable=True))
-        t.add_column(sa.Column("dropped_at", sa.DateTime(timezone=True), nullable=True))
-    with op.batch_alter_table("records") as t:
-        t.add_column(sa.Column("schema_version", sa.Integer, nullable=True))
+    # added in place (no table rebuild: records, budgets and models reference datasets); existing datasets
+    # are at version 1, and so are their records
+    op.add_column("datasets", sa.Column("version", sa.Integer, nullable=False, server_default="1"))
+    op.add_column("datasets", sa.Column("dropped_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("records", sa.Column("schema_version", sa.Integer, nullable=False, server_default="1"))
 
     datasets = sa.table(
         "datasets",
@@ -43,7 +43,6 @@ def upgrade() -> None:
         sa.column("schema_json", sa.Text),
         sa.column("schema_digest", sa.String),
         sa.column("created_at", sa.DateTime(timezone=True)),
-        sa.column("version", sa.Integer),
     )
     versions = sa.table(
         "dataset_versions",
@@ -53,7 +52,6 @@ def upgrade() -> None:
         sa.column("schema_digest", sa.String),
         sa.column("created_at", sa.DateTime(timezone=True)),
     )
-    records = sa.table("records", sa.column("schema_version", sa.Integer))
     op.execute(
         versions.insert().from_select(
             ["dataset", "version", "schema_json", "schema_digest", "created_at"],
@@ -66,18 +64,10 @@ def upgrade() -> None:
             ),
         )
     )
-    op.execute(datasets.update().values(version=1))
-    op.execute(records.update().values(schema_version=1))
-    with op.batch_alter_table("datasets") as t:
-        t.alter_column("version", existing_type=sa.Integer, nullable=False)
-    with op.batch_alter_table("records") as t:
-        t.alter_column("schema_version", existing_type=sa.Integer, nullable=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("records") as t:
-        t.drop_column("schema_version")
-    with op.batch_alter_table("datasets") as t:
-        t.drop_column("dropped_at")
-        t.drop_column("version")
+    op.drop_column("records", "schema_version")
+    op.drop_column("datasets", "dropped_at")
+    op.drop_column("datasets", "version")
     op.drop_table("dataset_versions")
