@@ -440,13 +440,9 @@ def labels_of(data: TensorDataset) -> np.ndarray:
     return data.tensors[-1].numpy()
 
 
-def utility(module: nn.Module, test: TensorDataset) -> dict[str, float]:
-    """Held-out accuracy, cross-entropy, majority-class accuracy and (binary tasks) ROC AUC."""
-    return utility_of(predict(module, test), labels_of(test))
-
-
 def utility_of(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """`utility` from a model's logits on the held-out examples and their labels."""
+    """Held-out accuracy, cross-entropy, majority-class accuracy and (binary tasks) ROC AUC, from a
+    model's logits on the held-out examples and their labels."""
     from scipy.special import log_softmax  # heavy: scipy.special; not loaded until a model is evaluated
 
     logp = log_softmax(logits, axis=1)
@@ -733,8 +729,8 @@ def _fairness_markdown(section: dict[str, Any] | None) -> list[str]:
             "| group | subjects | accuracy | majority class | ROC AUC |",
             "|---|---|---|---|---|",
             *[
-                f"| {r['group']} | {r['size']:,} | {_fmt(r['accuracy'])} | {_fmt(r['majority_accuracy'])} "
-                f"| {_fmt(r.get('auc'))} |"
+                f"| {str(r['group']).replace('|', '&#124;')} | {r['size']:,} | {_fmt(r['accuracy'])} "
+                f"| {_fmt(r['majority_accuracy'])} | {_fmt(r.get('auc'))} |"
                 for r in e["groups"]
             ],
             "",
