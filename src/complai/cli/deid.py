@@ -245,7 +245,7 @@ def scan_cmd(
     name: Annotated[
         str | None, typer.Option("--name", help="With --schema-out: the dataset's name (default: from the file).")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output (the proposals).")] = False,
     force: ForceOpt = False,
 ) -> None:
     """Propose a taxonomy category and identifier flags for each column (to review); with --schema-out,
