@@ -166,3 +166,36 @@ def test_date_feature_is_age_at_the_reference_date(ws: Workspace) -> None:
         {"dataset": "people", "label": "x", "features": ["birthdate"], "reference_date": "2026-01-01", "private": False}
     )
     assert spec.reference_date == ref
+
+
+def test_training_on_a_date_feature(people: Workspace) -> None:
+    """Approval depends only on being born before 1970: the age feature separates it (the ranking of a
+    one-feature logistic model is monotone in the age, so its AUC is 1 once the sign is learnt)."""
+    rng = np.random.default_rng(0)
+    days = rng.integers(-20_000, 10_000, 400)
+    born = [(EPOCH + dt.timedelta(days=int(d))).isoformat() for d in days]
+    schema = {
+        **PEOPLE,
+        "name": "applicants",
+        "purposes": {"train_ai_system": "gdpr.legitimate_interests"},
+        "fields": [
+            PEOPLE["fields"][0],
+            PEOPLE["fields"][1],
+            {"name": "approved", "type": "boolean", "category": "user.derived"},
+        ],
+    }
+    admin = people.session("owner", "administration")
+    admin.create_dataset(load_schema(schema, people.taxonomy))
+    admin.ingest(
+        "applicants", pd.DataFrame({"pid": [f"p{i}" for i in range(400)], "birthdate": born, "approved": days < 0})
+    )
+    s = people.session("owner", "train_ai_system")
+    head = people.ledger.head().size
+    kw: dict[str, Any] = {"label": "approved", "features": ["birthdate"], "private": False, "batch_size": 32}
+    with pytest.raises(InvalidInput, match="reference_date"):
+        s.train("applicants", **kw)
+    assert people.ledger.head().size == head  # refused before the read: nothing recorded
+    card = s.train("applicants", epochs=20, reference_date="2026-01-01", **kw)
+    assert card["utility"]["auc"] > 0.99
+    [feature] = card["data"]["preprocessing"]["features"]
+    assert feature["encoding"] == "age" and feature["reference_date"] == "2026-01-01"
