@@ -18,6 +18,7 @@ from complai.dp.features import TabularFeatures
 from complai.dp.queries import Aggregate, Plan
 from complai.dp.training import TrainingSpec
 from complai.errors import InvalidInput
+from complai.vault.records import check_value
 from complai.vault.schema import load_schema
 
 EPOCH = dt.date(1970, 1, 1)
@@ -199,3 +200,13 @@ def test_training_on_a_date_feature(people: Workspace) -> None:
     assert card["utility"]["auc"] > 0.99
     [feature] = card["data"]["preprocessing"]["features"]
     assert feature["encoding"] == "age" and feature["reference_date"] == "2026-01-01"
+
+
+def test_datetime_bounds_compare_instants(ws: Workspace) -> None:
+    """A datetime's bound is an instant: a value's offset is taken into account before comparing."""
+    seen = load_schema(SCHEMA_YAML, ws.taxonomy).field("seen")  # max 2030-06-30T10:00:00Z
+    assert check_value(seen, "2030-06-30T11:59:00+02:00") == "2030-06-30T09:59:00.000000Z"
+    with pytest.raises(InvalidInput, match="after the declared max 2030-06-30T10:00:00Z"):
+        check_value(seen, "2030-06-30T12:30:00+02:00")  # 10:30 UTC
+    with pytest.raises(InvalidInput, match="before the declared min 2000-01-01T00:00:00Z"):
+        check_value(seen, "1999-12-31T23:59:59Z")
