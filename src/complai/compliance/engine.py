@@ -125,9 +125,10 @@ def ledger_integrity(ctx: AuditContext) -> Finding:
         return Finding(FAIL, f"the ledger is inconsistent: {len(broken)} problem(s)", evidence, items)
     if missing:
         return Finding(
-            WARN, f"{head.size} entries verify; {len(missing)} piece(s) of evidence missing", evidence, missing
+            WARN, f"{head.size:,} entries verify; {len(missing)} piece(s) of evidence missing", evidence, missing
         )
-    return Finding(PASS, f"{head.size} entries verify; checkpoint at {latest} cosigned by {len(witnesses)}", evidence)
+    done = f"{head.size:,} entries verify; checkpoint at {latest:,} cosigned by {len(witnesses)}"
+    return Finding(PASS, done, evidence)
 
 
 def _raw_schemas(ctx: AuditContext) -> list[dict[str, Any]]:
@@ -216,7 +217,7 @@ def retention(ctx: AuditContext) -> Finding:
         total = conn.execute(select(func.count()).select_from(records)).scalar_one()
     for ds, n, oldest in past:
         days = (to_us(ctx.now) - int(oldest)) / 86_400e6
-        items.append({"item": ds, "problem": f"{n} records past retention (the oldest by {days:.0f} days)"})
+        items.append({"item": ds, "problem": f"{int(n):,} records past retention (the oldest by {days:,.0f} days)"})
     evidence = {
         "datasets": len(schemas),
         "records": int(total),
@@ -265,7 +266,7 @@ def encryption(ctx: AuditContext) -> Finding:
         return Finding(FAIL, "encryption coverage, decryptability or key age problems", evidence, items)
     return Finding(
         PASS,
-        f"all {total} records under live per-subject keys younger than the rotation period; every wrapping "
+        f"all {int(total):,} records under live per-subject keys younger than the rotation period; every wrapping "
         f"key-encryption key is held and {keys_evidence['deks_sampled']} sampled data keys unwrap",
         evidence,
     )
@@ -370,8 +371,8 @@ def known_actors(ctx: AuditContext) -> Finding:
     ]
     evidence = {"entries": len(entries), "actors": len({e.get("actor") for e in entries})}
     if items:
-        return Finding(FAIL, f"{sum(unknown.values())} entries by unknown actors", evidence, items)
-    return Finding(PASS, f"all {len(entries)} entries by registered principals", evidence)
+        return Finding(FAIL, f"{sum(unknown.values()):,} entries by unknown actors", evidence, items)
+    return Finding(PASS, f"all {len(entries):,} entries by registered principals", evidence)
 
 
 @check("consent_at_access")
@@ -453,8 +454,8 @@ def consent_at_access(ctx: AuditContext) -> Finding:
         "seq_range": [min(reads), max(reads)],
     }
     if items:
-        return Finding(FAIL, f"{sum(len(v) for v in bad.values())} accesses without a live basis", evidence, items)
-    return Finding(PASS, f"{checked} subject accesses in {len(reads)} reads each had a live basis", evidence)
+        return Finding(FAIL, f"{sum(len(v) for v in bad.values()):,} accesses without a live basis", evidence, items)
+    return Finding(PASS, f"{checked:,} subject accesses in {len(reads):,} reads each had a live basis", evidence)
 
 
 @check("agreements_live")
@@ -666,7 +667,7 @@ def minimisation(ctx: AuditContext) -> Finding:
     evidence = {"reads_checked": checked, "purposes_with_categories": sorted(p for p, c in allowed.items() if c)}
     if items:
         return Finding(FAIL, f"{len(items)} field(s) read beyond their purpose", evidence, items)
-    return Finding(PASS, f"{checked} reads stayed within their purposes' categories", evidence)
+    return Finding(PASS, f"{checked:,} reads stayed within their purposes' categories", evidence)
 
 
 @check("reconciliation")
