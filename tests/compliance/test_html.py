@@ -37,8 +37,8 @@ def _workspace_with_markup(ws: Workspace, rows: int = 60) -> Workspace:
     return ws
 
 
-def test_report_renderings_escape_markup_and_put_failures_first(sqlite_ws: Workspace, tmp_path: Path) -> None:
-    ws = _workspace_with_markup(sqlite_ws)
+def test_report_renderings_escape_markup_and_put_failures_first(ws: Workspace, tmp_path: Path) -> None:
+    ws = _workspace_with_markup(ws)
     result = ws.session(OWNER, "audit").compliance_audit(tmp_path / "r")
     doc = result["report"]
     status = {c["id"]: c["status"] for c in doc["controls"]}

@@ -1,7 +1,8 @@
 """The compliance engine: each control in controls/catalogue.yaml that names a check is a function over
 an AuditContext (the audit's services, store and ledger among them; compliance/context.py) returning
-pass, fail or not applicable, with evidence and, for each failure, the items at fault. Controls without
-a check are reported as not evaluated, never as passed.
+pass, fail, warning (evidence missing, not contradicted; it does not fail the audit) or not applicable,
+with evidence and, for each failure or warning, the items at fault. Controls without a check are
+reported as not evaluated, never as passed.
 
 The ledger is read once per audit (entries parsed as JSON, not re-validated: LEDGER-1 verifies them)
 and shared by the controls that need it.
