@@ -226,7 +226,9 @@ def _with_orders(ws: Workspace) -> Workspace:
     ws.catalog.register(load_schema(ORDERS, ws.taxonomy), actor="owner")
     ws.vault.ingest(
         "orders",
-        pd.DataFrame([("C-1001", 20), ("C-9001", 30), ("C-9001", 31), ("C-9002", 40)], columns=["customer_id", "amount"]),
+        pd.DataFrame(
+            [("C-1001", 20), ("C-9001", 30), ("C-9001", 31), ("C-9002", 40)], columns=["customer_id", "amount"]
+        ),
         actor="owner",
     )
     return ws
@@ -333,7 +335,9 @@ def test_a_dataset_marked_dropped_or_revived_at_rest_is_named(customers: Workspa
     assert any("customers: marked dropped, but the ledger records no drop" in p for p in problems)
 
 
-def test_a_restore_of_a_backup_from_before_a_drop_drops_it_again(customers: Workspace, key: bytes, tmp_path: Path) -> None:
+def test_a_restore_of_a_backup_from_before_a_drop_drops_it_again(
+    customers: Workspace, key: bytes, tmp_path: Path
+) -> None:
     ws = _with_orders(customers)
     create_backup(ws.services, tmp_path / "b.bak", key, "owner")
     ws.session(OWNER, "administration").drop_dataset("orders")
