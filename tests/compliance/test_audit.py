@@ -524,3 +524,5 @@ def test_a_warning_alone_does_not_fail_the_audit_command(tmp_path: Path) -> None
     assert report["scope"]["ledger_size"] == report["metrics"]["ledger entries"]
     ledger = {c["id"]: c for c in report["controls"]}["LEDGER-1"]
     assert ledger["evidence"]["ledger_size"] == report["scope"]["ledger_size"]
+    r = cli("--workspace", str(path), "audit", "--out", str(tmp_path / "r2"), "--format", "md")
+    assert r.returncode == 0 and "LEDGER-1 warning (checkpoints): no signed checkpoint yet." in r.stdout

@@ -51,6 +51,11 @@ def _audit_once(
             style = {"pass": "green", "fail": "red", "warning": "yellow"}.get(c["status"], "dim")
             t.add_row(c["id"], f"[{style}]{c['status']}[/]", c["summary"])
         console.print(t)
+        for c in doc["controls"]:  # what to do about each warning's items (a failure's is in the report)
+            if c["status"] == "warning":
+                for item in c["items"]:
+                    line = f"{c['id']} warning ({item['item']}): {item['problem']}. {item.get('advice', '')}"
+                    console.print(line.strip(), markup=False, highlight=False)
         s = result["summary"]
         console.print(
             f"{s['fail']} fail, {s.get('warning', 0)} warning, {s['pass']} pass, {s['not applicable']} not "
