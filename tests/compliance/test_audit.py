@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from complai.access.identity import OWNER
 from complai.app.ops.compliance import compliance_services
@@ -526,3 +526,33 @@ def test_a_warning_alone_does_not_fail_the_audit_command(tmp_path: Path) -> None
     assert ledger["evidence"]["ledger_size"] == report["scope"]["ledger_size"]
     r = cli("--workspace", str(path), "audit", "--out", str(tmp_path / "r2"), "--format", "md")
     assert r.returncode == 0 and "LEDGER-1 warning (checkpoints): no signed checkpoint yet." in r.stdout
+
+
+def test_the_model_inventory_states_purpose_privacy_utility_and_flags(clean: tuple[Workspace, Witness]) -> None:
+    from complai.compliance import report
+    from complai.store.tables import model_subjects
+
+    ws, _ = clean
+    model = ws.models.list()[0]["model_id"]
+    card = ws.models.get(model)["card"]
+    with ws.store.read() as conn:
+        trained_on = conn.execute(
+            select(func.count()).select_from(model_subjects).where(model_subjects.c.model_id == model)
+        ).scalar_one()
+
+    def inventory(**kw: float) -> dict:
+        ctx = engine.AuditContext(compliance_services(ws.services), ws.clock.now(), **kw)
+        (entry,) = report.build(ctx, OWNER)["models"]
+        return entry
+
+    now = inventory()
+    assert (now["id"], now["dataset"], now["purpose"], now["private"]) == (model, "adult", "train_ai_system", True)
+    assert now["epsilon"] == card["privacy"]["epsilon"] and now["delta"] == 1e-4  # exact in the JSON
+    assert now["utility_metric"] == "accuracy" and now["utility"] == card["utility"]["accuracy"]
+    assert now["flags"] == []
+    assert inventory(epsilon_cap=0.5)["flags"] == ["epsilon above the cap 0.5"]
+    ws.clock.advance(timedelta(days=3660))  # type: ignore[attr-defined]
+    assert inventory()["flags"] == [f"trained on {trained_on:,} subjects whose records are past retention"]
+    ws.session(OWNER, "administration").retention_sweep()  # deletes them and flags the model instead
+    (flag,) = inventory()["flags"]
+    assert flag.startswith("flagged for retraining: a training record")

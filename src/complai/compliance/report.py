@@ -119,8 +119,8 @@ def _metrics(
 
 def _model_inventory(ctx: AuditContext, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every model: what it is for, its privacy guarantee, its headline utility, and what an auditor
-    should know about it (trained without DP, over the cap, flagged by an erasure, trained on subjects
-    whose records are now past retention, failing its integrity check)."""
+    should know about it (trained without DP, over the cap, flagged by an erasure or a retention sweep,
+    trained on subjects whose records are now past retention, failing its integrity check)."""
     integrity = ctx.models_checked()
     now_us = to_us(ctx.now)
     with ctx.svc.store.read() as conn:
@@ -154,7 +154,7 @@ def _model_inventory(ctx: AuditContext, results: list[dict[str, Any]]) -> list[d
         elif m.epsilon is None or m.epsilon > ctx.epsilon_cap:
             flags.append(f"epsilon above the cap {ctx.epsilon_cap:g}")
         if m.flagged_at is not None:
-            flags.append(f"erased subject: {m.flag_reason or 'flagged by an erasure'}")
+            flags.append(f"flagged for retraining: {m.flag_reason or 'an erasure or an expiry'}")
         if expired.get(m.id):
             flags.append(f"trained on {int(expired[m.id]):,} subjects whose records are past retention")
         flags += integrity.get(str(m.id), [])
