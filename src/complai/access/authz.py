@@ -330,6 +330,21 @@ class Authz:
         ):
             raise PolicyDenied(f"{actor} may not revoke another principal's token (owner, or admin for non-owners)")
 
+    def check_list_tokens(self, conn: Connection, actor: str, holder: str | None) -> None:
+        """Seeing the tokens of `holder` (None: everyone's): one's own; another's for whoever may revoke
+        them (owner, or admin for a non-owner's); everyone's for owners only."""
+        if holder == actor:
+            return
+        viewer = read_principal(self.ledger, conn, actor)
+        owner = OWNER in viewer.roles and not viewer.disabled
+        admin = "admin" in viewer.roles and not viewer.disabled
+        if owner:
+            return
+        if holder is None:
+            raise PolicyDenied(f"{actor} may not list every principal's tokens (the owner role is required)")
+        if not (admin and OWNER not in read_principal(self.ledger, conn, holder).roles):
+            raise PolicyDenied(f"{actor} may not list another principal's tokens (owner, or admin for non-owners)")
+
     # --- acting as another principal -----------------------------------------------------------
 
     def check_act_as(self, caller: Principal) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError as RowExists
 
 from complai.access.authz import (
     DEFAULT_MAX_LIFETIME,
@@ -39,7 +40,7 @@ from complai.access.authz import (
     read_principal,
     token_max_lifetime,
 )
-from complai.clock import Clock, as_utc, utc_iso
+from complai.clock import Clock, as_utc, parse_utc, utc_iso
 from complai.crypto.digest import digest
 from complai.errors import AlreadyExists, AuthenticationFailed, InvalidInput, NotFound
 from complai.events import (
@@ -53,7 +54,7 @@ from complai.events import (
 )
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import principals, role_grants, tokens
+from complai.store.tables import meta, principals, role_grants, tokens
 
 # defined with the permission decisions (access/authz.py); named here too, where callers look for them
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "Identity",
     "IssuedToken",
     "Principal",
+    "TokenInfo",
     "bump_policy_version",
     "is_principal_name",
     "policy_version",
@@ -111,6 +113,35 @@ class Credential:
     principal: Principal
     token_id: str
     expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What may be shown of a token: never its secret or the secret's hash. `last_used_at` is the last
+    authentication with it (None: never used since it was minted)."""
+
+    id: str
+    principal: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    def as_dict(self) -> dict[str, object]:
+        def iso(t: datetime | None) -> str | None:
+            return utc_iso(as_utc(t)) if t is not None else None
+
+        return {
+            "id": self.id,
+            "principal": self.principal,
+            "created": iso(self.created_at),
+            "expires": iso(self.expires_at),
+            "last_used": iso(self.last_used_at),
+            "revoked": iso(self.revoked_at),
+        }
+
+
+_LAST_USED = "token_last_used:"  # meta key prefix: one row per token used, the time of its last use
 
 
 def is_principal_name(text: str) -> bool:
@@ -375,6 +406,7 @@ class Identity:
         m = _TOKEN.fullmatch(token or "")
         token_id = m.group(1) if m else None
         reason = "malformed"
+        credential: Credential | None = None
         if m:
             now = self.clock.now()
             with self.store.read() as conn:
@@ -393,12 +425,51 @@ class Identity:
                     p = self.get(row.principal, conn)
                     if not p.disabled:
                         expires_at = as_utc(row.expires_at) if row.expires_at is not None else None
-                        return Credential(p, str(token_id), expires_at)
-                    reason = "principal disabled"
+                        credential = Credential(p, str(token_id), expires_at)
+                    else:
+                        reason = "principal disabled"
+            if credential is not None:
+                self._record_use(credential.token_id, now)
+                return credential
         self.ledger.emit(
             None, AuthenticationRefused, actor="anonymous", purpose="security", token_id=token_id, reason=reason
         )
         raise AuthenticationFailed("invalid, expired or revoked token")
+
+    def _record_use(self, token_id: str, now: datetime) -> None:
+        """Note when a token last authenticated: a time in the workspace's `meta` table, not a ledger
+        event per use. It proves nothing and grants nothing (RECON-1 does not reconcile it); it tells
+        an owner which tokens are idle."""
+        key, stamp = _LAST_USED + token_id, utc_iso(now)
+        try:
+            with self.store.write() as conn:
+                if not conn.execute(update(meta).where(meta.c.key == key).values(value=stamp)).rowcount:
+                    conn.execute(insert(meta).values(key=key, value=stamp))
+        except RowExists:
+            pass  # a concurrent first use of the same token recorded it at the same moment
+
+    def list_tokens(self, actor: str, principal: str | None = None) -> builtins.list[TokenInfo]:
+        """The tokens of `principal` (None: every principal's), oldest first, with their last use. One's
+        own, or another's for those who may revoke them (access/authz.py); a refusal is recorded."""
+        with self.authz.refusals(actor, "list_tokens"), self.store.read() as conn:
+            self.authz.check_list_tokens(conn, actor, principal)
+            query = select(tokens).order_by(tokens.c.created_at, tokens.c.id)
+            if principal is not None:
+                query = query.where(tokens.c.principal == principal)
+            rows = conn.execute(query).all()
+            recorded = select(meta.c.key, meta.c.value).where(meta.c.key.startswith(_LAST_USED, autoescape=True))
+            used = {str(k)[len(_LAST_USED) :]: str(v) for k, v in conn.execute(recorded)}
+        return [
+            TokenInfo(
+                id=r.id,
+                principal=r.principal,
+                created_at=as_utc(r.created_at),
+                expires_at=as_utc(r.expires_at) if r.expires_at is not None else None,
+                revoked_at=as_utc(r.revoked_at) if r.revoked_at is not None else None,
+                last_used_at=parse_utc(used[r.id]) if r.id in used else None,
+            )
+            for r in rows
+        ]
 
     def tokens_of(self, principal: str) -> builtins.list[dict[str, object]]:
         with self.store.read() as conn:

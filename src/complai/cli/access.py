@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -35,10 +36,11 @@ share_app = typer.Typer(help="Data-sharing agreements and sealed share packages.
 
 @principal_app.command("add")
 def principal_add(
-    name: Annotated[str, typer.Argument()],
+    name: Annotated[str, typer.Argument(help="The principal's name (lower case, digits, . _ @ -).")],
     kind: Annotated[str, typer.Option("--kind", help="human or service")] = "human",
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read a password from stdin.")] = False,
 ) -> None:
+    """Add a person or a service (owner only); it has no rights until granted a role or a rule."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     with open_session("security") as (_, session):
         p = session.add_principal(name, kind, password)
@@ -47,6 +49,7 @@ def principal_add(
 
 @principal_app.command("list")
 def principal_list(json_out: JsonOpt = False) -> None:
+    """List principals with their kinds, roles and whether they are disabled (the auditor's view)."""
     with open_session("security") as (_, session):
         rows = session.list_principals()
     if json_out:
@@ -59,7 +62,8 @@ def principal_list(json_out: JsonOpt = False) -> None:
 
 
 @principal_app.command("disable")
-def principal_disable(name: Annotated[str, typer.Argument()]) -> None:
+def principal_disable(name: Annotated[str, typer.Argument(help="The principal to disable.")]) -> None:
+    """Disable a principal and revoke its tokens (owner only; never yourself)."""
     with open_session("security") as (_, session):
         session.disable_principal(name)
     console.print(f"disabled {name} and revoked its tokens")
@@ -89,8 +93,44 @@ def token_create(
         err_console.print(f"token {issued.id}: store it now, it will not be shown again")
 
 
+def _minute(when: datetime | None) -> str:
+    """A time to the minute, in UTC, for a table (`--json` gives it exactly)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ") if when is not None else ""
+
+
+@token_app.command("list")
+def token_list(
+    principal: Annotated[
+        str | None,
+        typer.Option(
+            "--principal", help="Whose tokens (default: yours; another's needs owner, or admin for non-owners)."
+        ),
+    ] = None,
+    everyone: Annotated[bool, typer.Option("--all", help="Every principal's tokens (owner only).")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """List tokens: id, principal, created, expiry, last use, revoked. Never a token's secret."""
+    with open_session("security") as (_, session):
+        rows = session.tokens(principal, everyone=everyone)
+    if json_out:
+        print_json([t.as_dict() for t in rows])
+        return
+    t = table("id", "principal", "created", "expires", "last used", "revoked")
+    for tok in rows:
+        t.add_row(
+            tok.id,
+            tok.principal,
+            _minute(tok.created_at),
+            _minute(tok.expires_at) or "never",
+            _minute(tok.last_used_at) or "never",
+            _minute(tok.revoked_at),
+        )
+    console.print(t)
+
+
 @token_app.command("revoke")
 def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (not the token).")]) -> None:
+    """Revoke a token: your own, or (owner, or admin for non-owners) another principal's."""
     with open_session("security") as (_, session):
         session.revoke_token(token_id)
     console.print(f"revoked token {token_id}")
@@ -111,15 +151,21 @@ def token_max_lifetime(
     console.print(f"maximum token lifetime without the owner role: {current}")
 
 
+RoleArg = Annotated[str, typer.Argument(help="owner, admin, auditor, analyst or steward.")]
+RolePrincipalOpt = Annotated[str, typer.Option("--principal", help="The principal whose roles change.")]
+
+
 @role_app.command("grant")
-def role_grant(role: Annotated[str, typer.Argument()], principal: Annotated[str, typer.Option("--principal")]) -> None:
+def role_grant(role: RoleArg, principal: RolePrincipalOpt) -> None:
+    """Grant a role to a principal (owner only; never to yourself)."""
     with open_session("security") as (_, session):
         session.grant_role(principal, role)
     console.print(f"granted {role} to {principal}")
 
 
 @role_app.command("revoke")
-def role_revoke(role: Annotated[str, typer.Argument()], principal: Annotated[str, typer.Option("--principal")]) -> None:
+def role_revoke(role: RoleArg, principal: RolePrincipalOpt) -> None:
+    """Revoke a role from a principal (owner only; never your own)."""
     with open_session("security") as (_, session):
         session.revoke_role(principal, role)
     console.print(f"revoked {role} from {principal}")
@@ -159,7 +205,8 @@ def policy_deny(
 
 
 @policy_app.command("remove")
-def policy_remove(rule_id: Annotated[int, typer.Argument()]) -> None:
+def policy_remove(rule_id: Annotated[int, typer.Argument(help="The rule's id, as `policy show` lists it.")]) -> None:
+    """Remove a rule (owner only)."""
     bounded_int(rule_id, "the rule id")
     with open_session("security") as (_, session):
         session.remove_rule(rule_id)
@@ -168,6 +215,7 @@ def policy_remove(rule_id: Annotated[int, typer.Argument()]) -> None:
 
 @policy_app.command("show")
 def policy_show(json_out: JsonOpt = False) -> None:
+    """Show the built-in rules and the workspace's own, in order of creation."""
     with open_session("security") as (_, session):
         rules = session.rules()
         builtin = session.builtin_rules()
@@ -193,10 +241,10 @@ def share_keygen(
 
 @share_app.command("create")
 def share_create(
-    recipient: Annotated[str, typer.Option("--recipient")],
+    recipient: Annotated[str, typer.Option("--recipient", help="Who receives the data (a name for the agreement).")],
     recipient_key: Annotated[Path, typer.Option("--recipient-key", help="The recipient's .pub file.")],
-    dataset: Annotated[str, typer.Option("--dataset")],
-    purpose: Annotated[str, typer.Option("--purpose")],
+    dataset: Annotated[str, typer.Option("--dataset", help="The dataset to share from.")],
+    purpose: Annotated[str, typer.Option("--purpose", help="The purpose the recipient may use the data for.")],
     fields: Annotated[str, typer.Option("--fields", help="Comma-separated field names.")],
     expires: Annotated[str, typer.Option("--expires", help="ISO 8601 duration.")] = "P30D",
     max_uses: Annotated[int, typer.Option("--max-uses", help="At least 1.")] = 1,
@@ -238,6 +286,7 @@ def share_create(
 
 @share_app.command("list")
 def share_list(json_out: JsonOpt = False) -> None:
+    """List agreements with their recipients, fields, expiry and uses (the auditor's view)."""
     with open_session("audit") as (_, session):
         rows = session.agreements()
     if json_out:
@@ -259,7 +308,8 @@ def share_list(json_out: JsonOpt = False) -> None:
 
 
 @share_app.command("revoke")
-def share_revoke(agreement: Annotated[str, typer.Argument()]) -> None:
+def share_revoke(agreement: Annotated[str, typer.Argument(help="The agreement's id.")]) -> None:
+    """Revoke an agreement: no further package can be exported under it."""
     with open_session("security") as (_, session):
         session.revoke_agreement(agreement)
     console.print(f"revoked agreement {agreement}")
@@ -267,7 +317,7 @@ def share_revoke(agreement: Annotated[str, typer.Argument()]) -> None:
 
 @share_app.command("export")
 def share_export(
-    agreement: Annotated[str, typer.Argument()],
+    agreement: Annotated[str, typer.Argument(help="The agreement's id.")],
     out: Annotated[Path, typer.Option("--out", help="Package file to write.")],
     json_out: JsonOpt = False,
 ) -> None:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from complai.access.agreements import Agreement, ShareResult
 from complai.access.authz import BUILTIN, RuleTuple
-from complai.access.identity import IssuedToken, Principal
+from complai.access.identity import IssuedToken, Principal, TokenInfo
 from complai.access.policy import Rule
 from complai.app.core import SessionCore
+from complai.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,14 @@ class AccessOps(SessionCore):
     def revoke_token(self, token_id: str) -> None:
         """Revoke a token by its id: one's own, or (owner, or admin for non-owners) another's."""
         self.last_seq = self._svc.identity.revoke_token(self.principal, token_id)
+
+    def tokens(self, principal: str | None = None, *, everyone: bool = False) -> list[TokenInfo]:
+        """Tokens with their creation, expiry, last use and revocation, never their secrets: one's own
+        (default), `principal`'s (owner, or admin for non-owners), or `everyone`'s (owners only)."""
+        holder = None if everyone else (principal or self.principal)
+        if everyone and principal:
+            raise InvalidInput("give a principal or ask for every token, not both")
+        return self._svc.identity.list_tokens(self.principal, holder)
 
     def token_max_lifetime(self) -> str:
         """The longest lifetime of a token minted without the owner role (ISO 8601 duration)."""
