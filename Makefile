@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps "anonypy>=0.2"
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/vault.py
+	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/access.py
 	$(BIN)/python benchmarks/deid.py
 	$(BIN)/python benchmarks/dp_queries.py

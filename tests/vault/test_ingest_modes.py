@@ -17,6 +17,7 @@ from complai.compliance import engine
 from complai.errors import InvalidInput
 from complai.store.tables import ledger_entries, records, subjects
 from complai.vault.schema import load_schema
+from complai.vault.sources import SourceOptions
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
 
 ORDERS: dict[str, Any] = {
@@ -178,3 +179,22 @@ def test_refused_ingest_leaves_no_temporary_state(orders: Workspace) -> None:
         orders.vault.ingest("orders", _orders(FIRST), actor="owner")
     result = orders.vault.ingest("orders", _orders([("C-8", "O-80", 1)]), actor="owner")
     assert result.rows == 1 and result.subjects == 1
+
+
+def test_ingest_progress_counts_bytes_then_rows(orders: Workspace, tmp_path: Path) -> None:
+    path = tmp_path / "more.csv"
+    _orders([(f"C-{i}", f"N-{i}", i) for i in range(25)]).to_csv(path, index=False)
+    seen: list[tuple[str, int, int]] = []
+    options = SourceOptions(chunk_rows=10)
+    orders.vault.ingest("orders", path, actor="owner", options=options, progress=lambda *a: seen.append(a))
+    size = path.stat().st_size
+    assert [s for s in seen if s[0] == "checking"][-1] == ("checking", size, size)
+    assert [s for s in seen if s[0] == "storing"] == [("storing", 10, 25), ("storing", 20, 25), ("storing", 25, 25)]
+
+
+def test_dp_query_progress_is_told_in_percents_not_records(orders: Workspace) -> None:
+    seen: list[tuple[int, int]] = []
+    orders.session("owner", "administration").set_budget("orders", 5.0, 1e-6)
+    session = orders.session("owner", "customer_support")
+    session.dp_query("SELECT COUNT(*) FROM orders", epsilon=0.5, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(pct, 100) for pct in range(101)]  # the same calls whatever the number of records

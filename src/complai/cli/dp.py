@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from complai.cli.common import console, open_session, print_json, table
+from complai.cli.common import console, open_session, print_json, progress, table
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="Differential privacy: budgets.", no_args_is_help=True)
@@ -64,8 +64,11 @@ def query(
     named = parse(sql).dataset  # the statement's syntax only: no data or schema is consulted here
     if named != dataset:
         raise InvalidInput(f"the query reads {named!r}, not {dataset!r}")
-    with open_session(purpose) as (_, session):
-        answer = session.dp_query(sql, epsilon, delta, max_rows)
+    with open_session(purpose) as (_, session), progress(disable=json_out) as bar:
+        task = bar.add_task("reading the dataset (%)", total=100)
+        answer = session.dp_query(
+            sql, epsilon, delta, max_rows, progress=lambda pct, _: bar.update(task, completed=pct)
+        )
         left = session.budget(dataset).as_dict()
     doc = {**answer.as_dict(), "budget_remaining": left}
     if json_out:

@@ -3,7 +3,7 @@ entry and the access log of the subjects it reached)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -81,10 +81,16 @@ class Reads:
         return and_(*cond)
 
     def fetch(
-        self, dataset: str, purpose: str, columns: list[str] | None = None, pseudonym_column: str | None = None
+        self,
+        dataset: str,
+        purpose: str,
+        columns: list[str] | None = None,
+        pseudonym_column: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Fetched:
         """Decrypt what this purpose may see, without recording (callers record their own event). With
-        `pseudonym_column` the frame also carries each row's subject pseudonym under that name."""
+        `pseudonym_column` the frame also carries each row's subject pseudonym under that name;
+        `progress(done, total)` is told the records decrypted as it goes."""
         schema = self.catalog.get(dataset).schema
         schema.basis(purpose)
         names = [f.name for f in schema.fields]
@@ -122,7 +128,9 @@ class Reads:
         subject_col: list[str] = []
         values: list[list[Any]] = []
         want_subject = schema.subject_column in cols
-        for row in rows:
+        for i, row in enumerate(rows):
+            if progress is not None and i % 10_000 == 0:
+                progress(i, len(rows))
             sid = int(row.subject_id)
             subject_keys_ = keys.get(sid)
             if subject_keys_ is None or int(row.dek_version) not in subject_keys_:
@@ -136,6 +144,8 @@ class Reads:
                 if sid not in ext_cache:
                     ext_cache[sid] = open_external(keys[sid], row.pseudonym, row.external_enc)
                 subject_col.append(ext_cache[sid])
+        if progress is not None:
+            progress(len(rows), len(rows))
         frame = to_frame(schema, cols, subject_col, values)
         if pseudonym_column:
             frame[pseudonym_column] = [row.pseudonym for row in rows]

@@ -9,7 +9,7 @@ or records expire, they do in handlers of the vault's notices (notices.py).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -119,10 +119,16 @@ class Vault:
         return self._reads.eligible_condition(schema, purpose, at)
 
     def fetch(
-        self, dataset: str, purpose: str, columns: list[str] | None = None, pseudonym_column: str | None = None
+        self,
+        dataset: str,
+        purpose: str,
+        columns: list[str] | None = None,
+        pseudonym_column: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Fetched:
-        """Decrypt what this purpose may see, without recording (callers record their own event)."""
-        return self._reads.fetch(dataset, purpose, columns, pseudonym_column)
+        """Decrypt what this purpose may see, without recording (callers record their own event);
+        `progress(done, total)` is told the records decrypted."""
+        return self._reads.fetch(dataset, purpose, columns, pseudonym_column, progress)
 
     def read(
         self, dataset: str, purpose: str, actor: str, columns: list[str] | None = None

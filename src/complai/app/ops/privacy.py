@@ -19,6 +19,23 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int], None]
 
 
+def _percent(progress: Progress | None) -> Progress | None:
+    """Progress of a DP path's read in whole percents, each told once (0 to 100 of 100): neither what it
+    is told nor how often depends on how many records the purpose may see (a data-dependent count)."""
+    if progress is None:
+        return None
+    told = -1
+
+    def tell(done: int, total: int) -> None:
+        nonlocal told
+        now = 100 if total <= 0 else done * 100 // total
+        for pct in range(told + 1, now + 1):
+            progress(pct, 100)
+        told = max(told, now)
+
+    return tell
+
+
 class PrivacyOps(SessionCore):
     def set_budget(self, dataset: str, epsilon: float, delta: float, principal: str = ALL) -> BudgetState:
         """Set a dataset's (or a principal's) total privacy budget: an admin action, recorded."""
@@ -52,7 +69,12 @@ class PrivacyOps(SessionCore):
         return self._svc.budgets.get(dataset)
 
     def dp_query(
-        self, sql: str | QueryBuilder, epsilon: float, delta: float | None = None, max_rows: int = 1
+        self,
+        sql: str | QueryBuilder,
+        epsilon: float,
+        delta: float | None = None,
+        max_rows: int = 1,
+        progress: Progress | None = None,
     ) -> queries.Answer:
         """Answer a SQL aggregate with differential privacy over the rows this purpose may see.
 
@@ -61,7 +83,8 @@ class PrivacyOps(SessionCore):
         principal who may not query learns nothing about the dataset or its schema. Everything that can
         be refused is refused before any data is read or budget spent; the budget is reserved for the
         plan's cost (atomically), the plan released and the answer recorded in one transaction. The
-        answer and its event hold only noisy values and public parameters (dp.queries.Answer)."""
+        answer and its event hold only noisy values and public parameters (dp.queries.Answer).
+        `progress(percent, 100)` follows the read in whole percents, never in records."""
         text = str(sql)
         from complai.dp import queries  # heavy: OpenDP and its scikit-learn extras, for DP queries only
         from complai.dp.sql import parse  # heavy: sqlglot (and OpenDP through dp.queries)
@@ -70,7 +93,7 @@ class PrivacyOps(SessionCore):
         self._check("query_dp", query.dataset)
         schema = self._svc.catalog.get(query.dataset).schema
         plan = queries.plan(query, schema, epsilon=epsilon, delta=delta, max_rows=max_rows, purpose=self.purpose)
-        frame = self._svc.vault.fetch(query.dataset, self.purpose, list(plan.reads)).frame
+        frame = self._svc.vault.fetch(query.dataset, self.purpose, list(plan.reads), progress=_percent(progress)).frame
         cost = plan.cost
         budgets = self._svc.budgets
         with self._svc.store.write() as conn:
