@@ -1,6 +1,13 @@
-"""complai: make AI on personal data provably compliant."""
+"""complai: make AI on personal data provably compliant.
 
-from complai.app.workspace import Workspace
+`Workspace` is loaded on first use, so that importing a light part of the package (the CLI's
+`--version` and `--help`, the errors) does not load the front door with pandas and SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from complai.errors import (
     AlreadyExists,
     AuthenticationFailed,
@@ -13,6 +20,9 @@ from complai.errors import (
     PolicyDenied,
     WorkspaceError,
 )
+
+if TYPE_CHECKING:
+    from complai.app.workspace import Workspace
 
 __version__ = "0.1.0"
 
@@ -30,3 +40,12 @@ __all__ = [
     "WorkspaceError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Workspace":
+        # heavy: the front door loads pandas and SQLAlchemy; importing complai alone must not
+        from complai.app.workspace import Workspace
+
+        return Workspace
+    raise AttributeError(f"module 'complai' has no attribute {name!r}")

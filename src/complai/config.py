@@ -3,6 +3,9 @@
 COMPLAI_WORKSPACE           workspace directory (CLI default)
 COMPLAI_DATABASE_URL        database URL (overrides the file's; keeps credentials out of it)
 COMPLAI_PIPL_REQUEST_DAYS   days to answer a subject request under PIPL (default: the taxonomy's 15)
+COMPLAI_DEBUG               show tracebacks on errors (any non-empty value; the CLI's --debug)
+COMPLAI_LOG                 log format on stderr: `text` (default) or `json` (one JSON object a line)
+COMPLAI_LOG_LEVEL           log level: WARNING (default), INFO, DEBUG (the CLI's -v, -vv)
 
 A database password is never written to `complai.toml`: a URL that holds one is refused there.
 """
@@ -17,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from complai.errors import InvalidInput, WorkspaceError
 
@@ -26,11 +27,17 @@ CONFIG_FILE = "complai.toml"
 DEFAULT_DB_FILE = "complai.db"
 CONFIG_FORMAT = 1
 _KNOWN_SECTIONS = {"workspace", "store", "keys", "ledger"}
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def refuse_stored_password(url: str) -> None:
     """Refuse a database URL that holds a password (in its user part or as ?password=): it would be
     stored in clear in the workspace. The message never repeats the URL."""
+    # heavy: SQLAlchemy (0.5 s); every command reads settings, only writing them parses a URL
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError  # heavy: as make_url
+
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -45,6 +52,35 @@ def refuse_stored_password(url: str) -> None:
 
 def default_workspace() -> Path:
     return Path(os.environ.get("COMPLAI_WORKSPACE", "complai-workspace"))
+
+
+def debug_default() -> bool:
+    """COMPLAI_DEBUG: show tracebacks on errors, as --debug does."""
+    return bool(os.environ.get("COMPLAI_DEBUG"))
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How complai logs: `format` text or json, `level` a standard level name."""
+
+    format: str = "text"
+    level: str = "WARNING"
+
+
+def log_settings(verbosity: int = 0) -> LogSettings:
+    """COMPLAI_LOG (text or json) and COMPLAI_LOG_LEVEL; `verbosity` (the CLI's -v count) overrides the
+    level: 1 is INFO, 2 or more DEBUG. InvalidInput for a value that is neither."""
+    fmt = os.environ.get("COMPLAI_LOG", "").strip().lower() or "text"
+    if fmt not in LOG_FORMATS:
+        raise InvalidInput(f"COMPLAI_LOG must be one of {', '.join(LOG_FORMATS)}, not {fmt!r}")
+    level = os.environ.get("COMPLAI_LOG_LEVEL", "").strip().upper() or "WARNING"
+    if level not in LOG_LEVELS:
+        raise InvalidInput(f"COMPLAI_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    if verbosity >= 2:
+        level = "DEBUG"
+    elif verbosity == 1 and level != "DEBUG":
+        level = "INFO"
+    return LogSettings(fmt, level)
 
 
 def pipl_request_days() -> int | None:

@@ -16,7 +16,8 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "complai"
 LAYERS: list[tuple[str, set[str]]] = [
     (
         "foundation",
-        {"config", "errors", "events", "clock", "files", "inputs", "store", "crypto", "ledger", "taxonomy", "datasets"},
+        {"config", "errors", "events", "clock", "files", "inputs", "store", "crypto", "ledger", "taxonomy", "datasets"}
+        | {"logs"},
     ),
     ("governance", {"vault", "access"}),
     ("engines", {"deid", "dp", "federated"}),

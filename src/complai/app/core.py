@@ -3,6 +3,10 @@ authorised (`_check`, `_may`). Every operation (app/ops/) authorises through the
 
 from __future__ import annotations
 
+import functools
+import inspect
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +16,8 @@ from complai.access.identity import Principal
 from complai.app.services import Services
 from complai.deid.governed import apply
 from complai.deid.operators import Anonymizer
+from complai.errors import ComplaiError
+from complai.logs import log_operation
 from complai.vault.schema import DeidSpec
 
 ALL = "*"
@@ -33,6 +39,31 @@ class GovernedRead:
         return int(k_anonymity["achieved_k"]) if k_anonymity else None
 
 
+def _logged(op: Callable[..., Any]) -> Callable[..., Any]:
+    """`op` logged at the operation boundary: its name, the principal, purpose, outcome, duration and
+    ledger entry; never its arguments or its result (complai/logs.py)."""
+
+    @functools.wraps(op)
+    def run(self: SessionCore, *args: Any, **kwargs: Any) -> Any:
+        nested, self._depth = self._depth > 0, self._depth + 1
+        before, t0, outcome, error = self.last_seq, time.perf_counter(), "ok", None
+        try:
+            return op(self, *args, **kwargs)
+        except BaseException as exc:
+            error = type(exc)
+            outcome = "refused" if isinstance(exc, ComplaiError) and exc.exit_code == 2 else "failed"
+            raise
+        finally:
+            self._depth -= 1
+            seq = self.last_seq if self.last_seq != before else None
+            elapsed = time.perf_counter() - t0
+            log_operation(
+                op.__name__, self.principal, self.purpose, outcome, elapsed, error=error, ledger_seq=seq, nested=nested
+            )
+
+    return run
+
+
 class SessionCore:
     """What every group of session operations shares: the services, the principal and the purpose."""
 
@@ -42,6 +73,14 @@ class SessionCore:
         self.roles = principal.roles
         self.purpose = purpose
         self.last_seq: int | None = None
+        self._depth = 0  # operations in progress (one operation may use another)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each public operation a group defines (app/ops/) is logged at its boundary."""
+        super().__init_subclass__(**kwargs)
+        for name, value in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.isfunction(value):
+                setattr(cls, name, _logged(value))
 
     def _check(self, action: str, dataset: str = ALL) -> None:
         """Refuse (and record the refusal) unless the policy allows `action` on `dataset` for the purpose;

@@ -1,17 +1,15 @@
-"""Shared CLI state and helpers: the global options, consoles, JSON output, opening the workspace."""
+"""Shared CLI helpers: the global options and consoles (from cli/state.py), JSON output, opening the
+workspace and authenticating the caller."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,34 +21,15 @@ from rich.progress import (
 from rich.table import Table
 
 from complai.app.session import Session
-from complai.app.workspace import Caller, Workspace
+from complai.app.workspace import Workspace
+from complai.cli.state import console as console  # the commands' consoles and global options, from here
+from complai.cli.state import err_console as err_console
+from complai.cli.state import state as state
 from complai.config import CONFIG_FILE, default_workspace
 from complai.errors import InvalidInput
 from complai.events import delegation
 from complai.files import workspace_protected
 from complai.inputs import parse_yaml, read_text_input
-
-console = Console(highlight=False, emoji=False)
-err_console = Console(stderr=True, highlight=False, emoji=False)
-
-
-@dataclass
-class State:
-    workspace: Path | None = None
-    debug: bool = bool(os.environ.get("COMPLAI_DEBUG"))
-    token: str | None = None  # --token / COMPLAI_TOKEN: a real API token, never a principal name
-    as_principal: str | None = None  # --as NAME: an owner acting as NAME (recorded as delegation)
-    caller: Caller | None = None  # the authenticated caller (and what its token proved), once checked
-    authenticated_in: Path | None = None  # the workspace the caller was checked against
-    opened: Workspace | None = None  # opened at start-up to authenticate; the command's first use takes it
-
-    def reset(self, workspace: Path | None, debug: bool, token: str | None, as_principal: str | None) -> None:
-        release_startup_workspace()
-        self.workspace, self.debug, self.token, self.as_principal = workspace, debug, token, as_principal
-        self.caller = self.authenticated_in = None
-
-
-state = State()
 
 
 def workspace_path(override: Path | None = None) -> Path:
@@ -98,9 +77,7 @@ def authenticate_at_startup(ctx: typer.Context) -> None:
 
 def release_startup_workspace() -> None:
     """Close the workspace opened at start-up if no command took it."""
-    if state.opened is not None:
-        state.opened.close()
-        state.opened = None
+    state.release_startup_workspace()
 
 
 @contextmanager
