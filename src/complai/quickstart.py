@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from complai.access.authz import OWNER
@@ -27,7 +27,6 @@ from complai.config import CONFIG_FILE
 from complai.datasets import adult_schema_path, load_adult
 from complai.datasets.consents import adult_consents
 from complai.datasets.customer_service import generate
-from complai.dp.training import card_markdown
 from complai.errors import AlreadyExists, IntegrityError, InvalidInput, PolicyDenied
 from complai.federated.engine import FederatedSpec
 from complai.ledger.witness import Witness
@@ -155,8 +154,6 @@ def train(q: Quickstart) -> str:
         "accuracy": u["accuracy"],
         "card": card_file,
     }
-    if not q.quiet:
-        q.console.print(card_markdown(card), markup=False, highlight=False)
     return (
         f"model {card['model_id']}: epsilon {p['epsilon']:.3f} at delta {p['delta']:.0e}, "
         f"held-out accuracy {u['accuracy']:.3f} (majority {u['majority_accuracy']:.3f}); card {card_file}"
@@ -256,22 +253,33 @@ def _clear(path: Path, reset: bool) -> None:
 
 
 def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Run every step in a new workspace at `path`. Progress (a bar, and one line per step done) goes to
+    stderr; the results table and where to look next (the workspace, the model card, the audit report)
+    to stdout. `quiet`: neither, only the returned summary (for `--json`)."""
     path = Path(path)
     _clear(path, reset)
-    console = Console(stderr=True, quiet=quiet, highlight=False)
-    q = Quickstart(path, console, quiet, summary={"workspace": str(path)})
+    progress_to = Console(stderr=True, quiet=quiet, highlight=False)
+    out = Console(quiet=quiet, highlight=False)
+    q = Quickstart(path, progress_to, quiet, summary={"workspace": str(path)})
     results = []
     try:
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=progress_to,
+            transient=True,
         ) as bar:
+            task = bar.add_task("quickstart", total=len(STEPS))
             for title, step in STEPS:
-                task = bar.add_task(title, total=None)
+                bar.update(task, description=title)
                 t0 = time.perf_counter()
                 detail = step(q)
                 results.append((title, detail, time.perf_counter() - t0))
-                bar.remove_task(task)
-                console.print(f"[green]✓[/] {title}: {detail}")
+                bar.advance(task)
+                progress_to.print(f"[green]✓[/] {title}")
     finally:
         if q.workspace is not None:
             q.workspace.close()
@@ -281,10 +289,12 @@ def run_quickstart(path: Path, reset: bool = False, quiet: bool = False) -> dict
     table.add_column("time", justify="right")
     for title, detail, secs in results:
         table.add_row(title, detail, f"{secs:.2f}s")
-    console.print(table)
-    console.print(f"Workspace: [bold]{path}[/]  (try: complai --workspace {path} ledger status)")
+    out.print(table)
     summary = q.summary
+    out.print(f"Workspace: [bold]{path}[/]  (try: complai --workspace {path} ledger status)", soft_wrap=True)
+    if "model" in summary:
+        out.print(f"Model card: [bold]{summary['model']['card']}[/]", soft_wrap=True)
     if "audit" in summary:
-        console.print(f"Audit report: [bold]{summary['audit']['html']}[/] (open it in a browser)")
+        out.print(f"Audit report: [bold]{summary['audit']['html']}[/] (open it in a browser)", soft_wrap=True)
     summary["steps"] = [{"step": t, "result": d, "seconds": round(s, 3)} for t, d, s in results]
     return summary
