@@ -46,7 +46,7 @@ def _environment() -> jinja2.Environment:
         percent=humanize.percent,
         plural=humanize.plural,
     )
-    env.globals.update(colours=COLOURS)
+    env.globals.update(colours=COLOURS, statuses=STATUSES)
     return env
 
 
