@@ -14,12 +14,12 @@ app = typer.Typer(help="Differential privacy: budgets.", no_args_is_help=True)
 
 @app.command("budget")
 def budget(
-    dataset: Annotated[str, typer.Argument()],
+    dataset: Annotated[str, typer.Argument(help="The dataset whose budgets to show or set.")],
     set_: Annotated[
         tuple[float, float] | None, typer.Option("--set", help="EPSILON DELTA: the total budget.", show_default=False)
     ] = None,
     principal: Annotated[str, typer.Option("--principal", help="A principal's own budget on the dataset.")] = "*",
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show a dataset's privacy budgets, or set one (admin)."""
     with open_session("administration") as (_, session):
@@ -53,10 +53,10 @@ def query(
     dataset: Annotated[str, typer.Argument(help="The dataset the query reads (its FROM).")],
     sql: Annotated[str, typer.Argument(help='e.g. "SELECT COUNT(*), AVG(age) FROM adult WHERE age > 30"')],
     epsilon: Annotated[float, typer.Option("--epsilon", help="Privacy cost of the whole query.")],
-    purpose: Annotated[str, typer.Option("--purpose")],
+    purpose: Annotated[str, typer.Option("--purpose", help="Why the data is queried (a purpose of the dataset).")],
     delta: Annotated[float | None, typer.Option("--delta", help="With a delta: Gaussian noise (zCDP).")] = None,
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows each subject may contribute.")] = 1,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Answer an aggregate query with differential privacy, spending the dataset's budget."""
     from complai.dp.sql import parse  # heavy: sqlglot and OpenDP; not loaded for other commands

@@ -15,11 +15,14 @@ from complai.inputs import bounded_int
 app = typer.Typer(help="Data protection impact assessments (GDPR Art. 35).", no_args_is_help=True)
 
 
+DatasetArg = Annotated[str, typer.Argument(help="The dataset the DPIA assesses.")]
+
+
 @app.command("generate")
 def generate(
-    dataset: str,
+    dataset: DatasetArg,
     out: Annotated[Path | None, typer.Option("--out", help="Write the DPIA document (JSON) here.")] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     force: ForceOpt = False,
 ) -> None:
     """Assess the dataset's processing: triggers, description, necessity, risks found, measures."""
@@ -42,11 +45,12 @@ def generate(
 
 @app.command("sign")
 def sign(
-    dataset: str,
+    dataset: DatasetArg,
     by: Annotated[str, typer.Option("--by", help="Who signs it off (the DPO).")],
     version: Annotated[int | None, typer.Option("--version", help="Default: the latest.")] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
+    """Sign off a dataset's DPIA (by default its latest version)."""
     if version is not None:
         bounded_int(version, "--version", lo=1)
     with open_session("audit") as (_, session):
@@ -58,7 +62,10 @@ def sign(
 
 
 @app.command("status")
-def status(dataset: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(
+    dataset: DatasetArg, json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
+) -> None:
+    """Whether the dataset's DPIA is current: signed off, and still describing its processing."""
     with open_session("audit") as (_, session):
         st = session.dpia_status(dataset)
     if json_out:

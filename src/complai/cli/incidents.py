@@ -20,8 +20,12 @@ def _show(i: dict[str, Any], json_out: bool) -> None:
         console.print(f"{i['id']} ({i['kind']}): {state}{late}; notify by {i['notify_by']}. {i['description']}")
 
 
+IncidentArg = Annotated[str, typer.Argument(help="The incident's id.")]
+
+
 @app.command("list")
-def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_(json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """List incidents with their notification deadlines (72 hours from opening)."""
     with open_session("security") as (_, session):
         rows = session.incidents()
     if json_out:
@@ -44,23 +48,28 @@ def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command("open")
 def open_(
     description: Annotated[str, typer.Option("--description", help="What happened (no personal data).")],
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
+    """Open an incident: the 72-hour notification deadline starts now."""
     with open_session("security") as (_, session):
         _show(session.incident_open(description).value, json_out)
 
 
 @app.command("notify")
 def notify(
-    incident: str,
+    incident: IncidentArg,
     authority: Annotated[str, typer.Option("--authority", help="The supervisory authority notified.")],
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
+    """Record that the supervisory authority was notified."""
     with open_session("security") as (_, session):
         _show(session.incident_notify(incident, authority).value, json_out)
 
 
 @app.command("close")
-def close(incident: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def close(
+    incident: IncidentArg, json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
+) -> None:
+    """Close an incident."""
     with open_session("security") as (_, session):
         _show(session.incident_close(incident).value, json_out)

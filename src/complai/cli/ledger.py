@@ -179,6 +179,7 @@ def witness_add(vkey: Annotated[str, typer.Argument(help="The witness's verifier
 
 @witness_app.command("list")
 def witness_list(json_out: JsonOpt = False) -> None:
+    """List the verifier keys of the witnesses trusted to cosign checkpoints."""
     with open_session("audit") as (_, session):
         keys = session.ledger_witnesses()
     if json_out:

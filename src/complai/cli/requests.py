@@ -29,6 +29,9 @@ def _show(r: dict[str, Any], json_out: bool) -> None:
         console.print(f"  step {s['step']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
 
 
+RidArg = Annotated[str, typer.Argument(help="The request's id.")]
+
+
 @app.command("open")
 def open_(
     type_: Annotated[
@@ -38,7 +41,7 @@ def open_(
     jurisdiction: Annotated[
         str | None, typer.Option("--jurisdiction", help="Default: where the subject's data is.")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Register a request; its deadline follows from the jurisdiction."""
     with open_session("subject_request") as (_, session):
@@ -48,8 +51,9 @@ def open_(
 @app.command("list")
 def list_(
     overdue: Annotated[bool, typer.Option("--overdue", help="Only the overdue ones.")] = False,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
+    """List requests with their deadlines and days left."""
     with open_session("audit") as (_, session):
         rows = session.requests(overdue)
     if json_out:
@@ -71,16 +75,19 @@ def list_(
 
 
 @app.command("show")
-def show(rid: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show(
+    rid: RidArg, json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
+) -> None:
+    """Show a request: its status, deadlines, verification and fulfilment steps."""
     with open_session("audit") as (_, session):
         _show(session.request(rid), json_out)
 
 
 @app.command("verify")
 def verify(
-    rid: str,
+    rid: RidArg,
     method: Annotated[str, typer.Option("--method", help="account|document|email|in-person|authorised-agent")],
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Record that the requester's identity was verified, and how."""
     with open_session("subject_request") as (_, session):
@@ -88,41 +95,46 @@ def verify(
 
 
 @app.command("acknowledge")
-def acknowledge(rid: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def acknowledge(
+    rid: RidArg, json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
+) -> None:
+    """Record that the subject was told the request was received."""
     with open_session("subject_request") as (_, session):
         _show(session.request_acknowledge(rid).value, json_out)
 
 
 @app.command("extend")
 def extend(
-    rid: str,
+    rid: RidArg,
     reason: Annotated[str, typer.Option("--reason", help="Why (given to the subject with the notice).")],
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
+    """Extend the deadline where the law allows it, with the reason given to the subject."""
     with open_session("subject_request") as (_, session):
         _show(session.request_extend(rid, reason).value, json_out)
 
 
 @app.command("reject")
 def reject(
-    rid: str,
-    reason: Annotated[str, typer.Option("--reason")],
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    rid: RidArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why the request is refused (given to the subject).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
+    """Refuse a request, with the reason the subject is given."""
     with open_session("subject_request") as (_, session):
         _show(session.request_reject(rid, reason).value, json_out)
 
 
 @app.command("fulfil")
 def fulfil(
-    rid: str,
+    rid: RidArg,
     subject: Annotated[str, typer.Option("--subject", help="The subject's id (checked against the request).")],
     out: Annotated[Path | None, typer.Option("--out", help="Where to write an access/portability export.")] = None,
     purpose: Annotated[str | None, typer.Option("--purpose", help="Objection / opt-out purpose.")] = None,
     change: Annotated[
         list[str] | None, typer.Option("--change", help="Rectification: DATASET.FIELD=VALUE (repeatable).")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     force: ForceOpt = False,
 ) -> None:
     """Carry the request out through the vault; each step's status is kept, failed steps can be retried."""
