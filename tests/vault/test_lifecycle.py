@@ -276,6 +276,9 @@ def test_a_drop_deletes_every_record_shreds_subjects_left_without_any_and_audits
         ws.session(OWNER, "administration").drop_dataset("orders")
     finding = _recon(ws)
     assert finding.status == "pass", finding.items
+    ctx = engine.AuditContext(compliance_services(ws.services), ws.clock.now())
+    named = [i for c in engine.run_controls(ctx) for i in c.get("items") or [] if "orders" in json.dumps(i)]
+    assert named == []  # a dropped dataset is processed no more: no record of processing, no declaration checks
 
 
 def test_a_drop_by_a_principal_without_the_permission_is_refused_and_nothing_changes(customers: Workspace) -> None:
@@ -353,3 +356,25 @@ def test_a_restore_of_a_backup_from_before_a_drop_drops_it_again(
         assert ev.reapplied_from is not None  # type: ignore[attr-defined]
         finding = _recon(r)
         assert finding.status == "pass", finding.items
+
+
+def test_an_ingest_that_read_the_schema_before_a_change_is_refused_and_stores_nothing(
+    customers: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_get = customers.catalog.get
+
+    def get_then_alter(name: str) -> Any:
+        info = real_get(name)
+        monkeypatch.setattr(customers.catalog, "get", real_get)
+        customers.session(OWNER, "administration").alter_dataset("customers", _schema(extra_fields=[LOYALTY]))
+        return info
+
+    monkeypatch.setattr(customers.catalog, "get", get_then_alter)
+    row = pd.DataFrame([("C-5001", "Di", None, 3, "retail")], columns=[f["name"] for f in SCHEMA["fields"]])
+    with pytest.raises(InvalidInput, match="changed to schema version 2 meanwhile"):
+        customers.vault.ingest("customers", row, actor="owner")
+    with customers.store.read() as conn:
+        assert conn.execute(select(func.count()).select_from(records)).scalar_one() == 4
+    customers.vault.ingest("customers", row, actor="owner")  # run again: under version 2
+    with customers.store.read() as conn:
+        assert conn.execute(select(func.max(records.c.schema_version))).scalar_one() == 2

@@ -81,7 +81,9 @@ def status(svc: Services) -> Status:
     head = svc.ledger.head()
     with svc.store.read() as conn:
         n_checkpoints = conn.execute(select(func.count()).select_from(ledger_checkpoints)).scalar_one()
-        n_datasets = conn.execute(select(func.count()).select_from(datasets)).scalar_one()
+        n_datasets = conn.execute(
+            select(func.count()).select_from(datasets).where(datasets.c.dropped_at.is_(None))
+        ).scalar_one()
         rev = svc.store.current_revision(conn) or "none"
     return Status(
         path=str(svc.path),

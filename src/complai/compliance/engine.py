@@ -134,7 +134,8 @@ def ledger_integrity(ctx: AuditContext) -> Finding:
 
 def _raw_schemas(ctx: AuditContext) -> list[dict[str, Any]]:
     with ctx.svc.store.read() as conn:
-        rows = conn.execute(select(datasets.c.name, datasets.c.schema_json, datasets.c.retention)).all()
+        live = datasets.c.dropped_at.is_(None)  # a dropped dataset holds and declares nothing any more
+        rows = conn.execute(select(datasets.c.name, datasets.c.schema_json, datasets.c.retention).where(live)).all()
     out = []
     for name, text, retention in rows:
         try:

@@ -27,7 +27,8 @@ REQUIRED = ("dataset", "purpose", "lawful_basis", "data_subjects", "data_categor
 def records_of_processing(store: Store, tax: Taxonomy) -> list[dict[str, Any]]:
     """One record per dataset and purpose, from the datasets' declarations and the sharing agreements."""
     with store.read() as conn:
-        rows = conn.execute(select(datasets.c.name, datasets.c.schema_json)).all()
+        live = datasets.c.dropped_at.is_(None)  # a dropped dataset is processed no more
+        rows = conn.execute(select(datasets.c.name, datasets.c.schema_json).where(live)).all()
         shares = conn.execute(
             select(
                 agreements.c.dataset,
