@@ -584,6 +584,10 @@ class DPQueryAnswered(Event):
     # decoded so that older ledgers verify, never written again
     rows_used: int | None = None
     legacy_fields: ClassVar[frozenset[str]] = frozenset({"rows_used"})
+    # the digest of the schema version the query was planned against (bounds calibrate the noise); absent
+    # from answers recorded before schemas were versioned
+    schema_digest: Digest | None = None
+    absent_when_none: ClassVar[frozenset[str]] = Event.absent_when_none | {"schema_digest"}
 
 
 # --- model training (dp.training) and audits (dp.audit) -------------------------------------------

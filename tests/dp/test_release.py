@@ -33,7 +33,7 @@ def test_release_fields_are_noisy_or_public() -> None:
     assert {f for f in Answer.__dataclass_fields__} == NOISY_FIELDS | PUBLIC_FIELDS
     assert not NOISY_FIELDS & PUBLIC_FIELDS
     # the ledger event holds the statement's description and public parameters only
-    described = {"dataset", "query_digest", "statistics", "group_by", "epsilon_remaining"}
+    described = {"dataset", "query_digest", "statistics", "group_by", "epsilon_remaining", "schema_digest"}
     # (legacy fields are only decoded from older ledgers; constructing an event with them is refused)
     new_fields = set(DPQueryAnswered.model_fields) - set(Event.model_fields) - DPQueryAnswered.legacy_fields
     assert new_fields == described | PUBLIC_FIELDS
@@ -66,6 +66,7 @@ def test_no_row_count_in_answer_or_ledger(dp_ws: Workspace) -> None:
     recorded = json.loads(event.data)
     assert set(recorded) == {"type", "v", "time", "actor", "purpose", "dataset", "query_digest", "statistics"} | {
         "group_by",
+        "schema_digest",
         "epsilon_remaining",
         *PUBLIC_FIELDS,
     }

@@ -378,3 +378,15 @@ def test_an_ingest_that_read_the_schema_before_a_change_is_refused_and_stores_no
     customers.vault.ingest("customers", row, actor="owner")  # run again: under version 2
     with customers.store.read() as conn:
         assert conn.execute(select(func.max(records.c.schema_version))).scalar_one() == 2
+
+
+def test_dp_answers_record_the_schema_version_they_were_planned_against(customers: Workspace) -> None:
+    owner = customers.session(OWNER, "administration")
+    owner.set_budget("customers", 2.0, 1e-6)
+    analyst = customers.session(OWNER, "fraud_detection")
+    analyst.dp_query("SELECT COUNT(*) FROM customers", 0.5)
+    v1 = owner.alter_dataset("customers", _schema(field_changes={"income": {"max": 20_000_000}}))
+    analyst.dp_query("SELECT COUNT(*) FROM customers", 0.5)
+    first, second = _events(customers, "dp.query")
+    assert (first.schema_digest, second.schema_digest) == (v1.from_schema_digest, v1.schema_digest)
+    assert second.epsilon_remaining == pytest.approx(1.0)  # one budget for the dataset, across its versions

@@ -110,6 +110,7 @@ class PrivacyOps(SessionCore):
                 query_digest=digest_text(text),
                 statistics=plan.statistics,
                 group_by=plan.group_by,
+                schema_digest=schema.digest(),
                 **answer.public(),
                 epsilon_remaining=budgets.remaining(conn, query.dataset),
             )
