@@ -390,3 +390,39 @@ def test_dp_answers_record_the_schema_version_they_were_planned_against(customer
     first, second = _events(customers, "dp.query")
     assert (first.schema_digest, second.schema_digest) == (v1.from_schema_digest, v1.schema_digest)
     assert second.epsilon_remaining == pytest.approx(1.0)  # one budget for the dataset, across its versions
+
+
+def test_a_drop_flags_the_models_its_records_trained(customers: Workspace) -> None:
+    from complai.store.tables import model_subjects, models
+
+    ws = _with_orders(customers)
+    with ws.store.write() as conn:
+        ids = dict(conn.execute(select(subjects.c.pseudonym, subjects.c.id)).all())
+        for model_id, dataset in (("m-orders", "orders"), ("m-customers", "customers")):
+            conn.execute(
+                models.insert().values(
+                    id=model_id,
+                    dataset=dataset,
+                    task="classification",
+                    architecture="logreg",
+                    purpose="customer_support",
+                    created_by="owner",
+                    created_at=ws.clock.now(),
+                    private=False,
+                    subjects=1,
+                    model_digest="sha256:" + "0" * 64,
+                    card_digest="sha256:" + "0" * 64,
+                    card="{}",
+                )
+            )
+        conn.execute(
+            model_subjects.insert().values(model_id="m-orders", subject_id=ids[ws.pseudonyms.subject("C-1001")])
+        )
+        conn.execute(
+            model_subjects.insert().values(model_id="m-customers", subject_id=ids[ws.pseudonyms.subject("C-1001")])
+        )
+    ws.session(OWNER, "administration").drop_dataset("orders")
+    with ws.store.read() as conn:
+        flags = dict(conn.execute(select(models.c.id, models.c.flag_reason)).all())
+    # C-1001 keeps its key (a customers record): the orders model is flagged, the customers model is not
+    assert flags == {"m-orders": "a training record was deleted with its dataset", "m-customers": None}
