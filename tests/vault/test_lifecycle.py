@@ -426,3 +426,13 @@ def test_a_drop_flags_the_models_its_records_trained(customers: Workspace) -> No
         flags = dict(conn.execute(select(models.c.id, models.c.flag_reason)).all())
     # C-1001 keeps its key (a customers record): the orders model is flagged, the customers model is not
     assert flags == {"m-orders": "a training record was deleted with its dataset", "m-customers": None}
+
+
+def test_the_subject_column_made_nullable_and_required_again_checks_nothing_it_does_not_hold(
+    customers: Workspace,
+) -> None:
+    owner = customers.session(OWNER, "administration")
+    widened = owner.alter_dataset("customers", _schema(field_changes={"customer_id": {"nullable": True}}))
+    assert widened.changes["widened"] == ["customer_id: now nullable"]
+    narrowed = owner.alter_dataset("customers", _schema())
+    assert narrowed.changes["narrowed"] == ["customer_id: no longer nullable"] and narrowed.version == 3
