@@ -80,6 +80,9 @@ def test_alter_changes_the_version_and_a_narrowing_is_refused_with_a_count(ws: P
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert (out["from_version"], out["version"]) == (1, 2) and isinstance(out["ledger_seq"], int)
+    shown = cli("--workspace", str(ws), "dataset", "show", "customers", "--json")
+    assert json.loads(shown.stdout)["schema_version"] == 2
+    assert "schema version 2" in cli("--workspace", str(ws), "dataset", "show", "customers").stdout
     with Workspace.open(ws) as w:
         frame = w.session("owner", "customer_support").read("customers")
     assert "tier" in frame.columns and frame["tier"].isna().all()

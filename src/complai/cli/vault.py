@@ -220,7 +220,9 @@ def dataset_show(name: Annotated[str, typer.Argument()], json_out: JsonOpt = Fal
         return
     counts = f": {doc['records']:,} records, {doc['subjects']:,} subjects" if "records" in doc else ""
     console.print(f"[bold]{escape(name)}[/]{counts}")
-    console.print(f"jurisdiction {doc['jurisdiction']}, retention {doc['retention']}")
+    console.print(
+        f"jurisdiction {doc['jurisdiction']}, retention {doc['retention']}, schema version {doc['schema_version']}"
+    )
     p = table("purpose", "lawful basis")
     for purpose, basis in doc["purposes"].items():
         p.add_row(purpose, str(basis))

@@ -121,7 +121,11 @@ class DataOps(SessionCore):
             purposes = list(info.schema.purposes)
             if name is None and not self._may(n, self._ANY, purposes):
                 continue
-            doc: dict[str, Any] = {**info.schema.model_dump(mode="json"), "created_at": info.created_at}
+            doc: dict[str, Any] = {
+                **info.schema.model_dump(mode="json"),
+                "created_at": info.created_at,
+                "schema_version": info.version,
+            }
             if self._may(n, self._EXACT, purposes):
                 doc.update(vault.counts(n))
             out.append(doc)
