@@ -25,7 +25,7 @@ def audit(
     since_last: Annotated[
         bool, typer.Option("--since-last", help="Ledger evidence since the last audit only.")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     force: ForceOpt = False,
 ) -> None:
     """Run every control; exit 0 when none fails (warnings included), 1 when any does."""
@@ -71,7 +71,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="Folder; each audit writes a timestamped subfolder.")] = Path(
         "audit-reports"
     ),
-    format_: Annotated[str, typer.Option("--format")] = "json,md,html",
+    format_: Annotated[str, typer.Option("--format", help="Comma-separated: json, md, html.")] = "json,md,html",
     count: Annotated[
         int, typer.Option("--count", min=0, help="Stop after this many audits (0: run until stopped).")
     ] = 0,
@@ -109,7 +109,7 @@ def run(
 @app.command("verify")
 def verify(
     report: Annotated[Path, typer.Argument(help="A report.json written by complai audit.")],
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Check a report against the ledger: unchanged, recorded, and the ledger sound (exit 1 if not)."""
     with open_session("audit") as (_, session):

@@ -47,7 +47,7 @@ def _hierarchies(specs: list[str] | None) -> dict[str, dict[str, list[str]]] | N
 def table(
     source: Annotated[Path, typer.Argument(help="CSV file with a header row.")],
     quasi: Annotated[str, typer.Option("--quasi", help="Comma-separated quasi-identifiers.")],
-    k: Annotated[int, typer.Option("--k", min=1)],
+    k: Annotated[int, typer.Option("--k", min=1, help="Each output row shares its quasi-identifiers with k-1 others.")],
     out: Annotated[Path, typer.Option("--out", help="De-identified CSV to write.")],
     sensitive: Annotated[str | None, typer.Option("--sensitive", help="Sensitive attribute (for l and t).")] = None,
     l_div: Annotated[int | None, typer.Option("--l", min=1, help="l-diversity of the sensitive attribute.")] = None,
@@ -73,8 +73,10 @@ def table(
         typer.Option("--schema", help="Schema YAML file or dataset name declaring the columns' identifier kinds."),
     ] = None,
     report_file: Annotated[Path | None, typer.Option("--report", help="Write the JSON report here.")] = None,
-    purpose: Annotated[str, typer.Option("--purpose")] = "analytics",
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="Why the data is processed (recorded; the policy must allow it).")
+    ] = "analytics",
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     force: ForceOpt = False,
 ) -> None:
     """k-anonymise a CSV (Mondrian); one output row per input row, other columns kept."""
@@ -172,8 +174,10 @@ def text_cmd(
     per_entity: PerEntityOpt = None,
     regex_only: RegexOpt = False,
     subject: SubjectOpt = "",
-    purpose: Annotated[str, typer.Option("--purpose")] = "analytics",
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="Why the data is processed (recorded; the policy must allow it).")
+    ] = "analytics",
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Find personal data in TEXT and transform it."""
     with open_session(purpose) as (_, session):
@@ -187,12 +191,14 @@ def text_cmd(
 @app.command("file")
 def file_cmd(
     source: Annotated[Path, typer.Argument(help="A UTF-8 text file; each line is a document.")],
-    out: Annotated[Path, typer.Option("--out")],
+    out: Annotated[Path, typer.Option("--out", help="The de-identified text file to write.")],
     operator: OperatorOpt = "replace",
     per_entity: PerEntityOpt = None,
     regex_only: RegexOpt = False,
     subject: SubjectOpt = "",
-    purpose: Annotated[str, typer.Option("--purpose")] = "analytics",
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="Why the data is processed (recorded; the policy must allow it).")
+    ] = "analytics",
     force: ForceOpt = False,
 ) -> None:
     """De-identify a text file line by line."""
@@ -220,7 +226,9 @@ def file_cmd(
 @app.command("detokenize")
 def detokenize_cmd(
     text: Annotated[str, typer.Argument(help="Text with tokens from --operator tokenize.")],
-    purpose: Annotated[str, typer.Option("--purpose")] = "subject_request",
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="Why the data is processed (recorded; the policy must allow it).")
+    ] = "subject_request",
 ) -> None:
     """Restore tokenised values (the policy must allow `detokenize`; recorded)."""
     with open_session(purpose) as (_, session):

@@ -124,7 +124,7 @@ def _load_spec(spec_file: Path) -> FederatedSpec:
 def prepare(
     spec_file: Annotated[Path, typer.Argument(help="Federated spec (YAML).")],
     root: Annotated[Path, typer.Option("--root", help="Empty folder for the server's and organisations' workspaces.")],
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Create the server's and the organisations' workspaces from a partition of a dataset of this
     workspace, or of the bundled Adult sample when the spec names adult and the workspace holds no such
@@ -156,7 +156,7 @@ def server(
     spec_file: Annotated[Path, typer.Argument(help="Federated spec (YAML).")],
     root: Annotated[Path, typer.Option("--root", help="Folder for the server workspace, PKI, SuperLink state.")],
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the run.")] = 1800,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Run the coordinating SuperLink (TLS, SuperNode authentication) and the federated training; writes
     ROOT/ready.json with the address, CA and one key per organisation once they may connect."""

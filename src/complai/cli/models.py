@@ -63,7 +63,7 @@ def _print_card_summary(card: dict[str, Any]) -> None:
 
 
 @app.command("list")
-def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_(json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Every stored model, with its privacy parameters and whether an erasure flagged it."""
     with open_session("audit") as (_, session):
         rows = session.models()
@@ -89,7 +89,10 @@ def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command("show")
-def show(model_id: str, json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show(
+    model_id: Annotated[str, typer.Argument(help="The model's id (see `model list`).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
     """A model's registry entry (digests, flag) and card summary."""
     with open_session("audit") as (_, session):
         info = session.model(model_id)
@@ -104,7 +107,7 @@ def show(model_id: str, json_out: Annotated[bool, typer.Option("--json")] = Fals
 
 @app.command("card")
 def card(
-    model_id: str,
+    model_id: Annotated[str, typer.Argument(help="The model's id (see `model list`).")],
     format_: Annotated[str, typer.Option("--format", help="md or json")] = "md",
 ) -> None:
     """Print a model's card (Markdown or canonical JSON)."""
@@ -120,10 +123,10 @@ def card(
 
 @app.command("audit")
 def audit(
-    model_id: str,
+    model_id: Annotated[str, typer.Argument(help="The model's id (see `model list`).")],
     shadows: Annotated[int, typer.Option("--shadows", min=0, max=256, help="LiRA shadow models (0: loss only).")] = 8,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the shadow models' sampling and training.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Membership-inference audit (loss threshold and LiRA): AUC, TPR at low FPR, empirical epsilon."""
     with open_workspace() as ws:

@@ -211,7 +211,7 @@ def dataset_list(json_out: JsonOpt = False) -> None:
 
 
 @dataset_app.command("show")
-def dataset_show(name: Annotated[str, typer.Argument()], json_out: JsonOpt = False) -> None:
+def dataset_show(name: Annotated[str, typer.Argument(help="The dataset's name.")], json_out: JsonOpt = False) -> None:
     """A dataset's schema (and, for those who may see exact data, its record and subject counts)."""
     with open_session("administration") as (_, session):
         (doc,) = session.describe_datasets(name)
@@ -368,9 +368,9 @@ def subject_erase(subject: SubjectArg, json_out: JsonOpt = False) -> None:
 @subject_app.command("rectify")
 def subject_rectify(
     subject: SubjectArg,
-    dataset: Annotated[str, typer.Option("--dataset")],
-    field: Annotated[str, typer.Option("--field")],
-    value: Annotated[str, typer.Option("--value")],
+    dataset: Annotated[str, typer.Option("--dataset", help="The dataset holding the field.")],
+    field: Annotated[str, typer.Option("--field", help="The field to correct.")],
+    value: Annotated[str, typer.Option("--value", help="Its correct value (checked against the schema).")],
 ) -> None:
     """Correct one field in a subject's records."""
     with open_session("subject_request") as (_, session):
@@ -381,7 +381,7 @@ def subject_rectify(
 @subject_app.command("restrict")
 def subject_restrict(
     subject: SubjectArg,
-    reason: Annotated[str, typer.Option("--reason")] = "",
+    reason: Annotated[str, typer.Option("--reason", help="Why processing is restricted (recorded).")] = "",
     lift: Annotated[bool, typer.Option("--lift", help="Lift an existing restriction.")] = False,
 ) -> None:
     """Restrict processing of a subject (or lift the restriction)."""
@@ -396,6 +396,7 @@ def subject_object(
     purpose: Annotated[str, typer.Option("--purpose", help="Purpose objected to, or '*' for all.")],
     opt_out: Annotated[bool, typer.Option("--opt-out", help="A CCPA opt-out rather than a GDPR objection.")] = False,
 ) -> None:
+    """Record a subject's objection (or opt-out) to processing for a purpose."""
     with open_session("subject_request") as (_, session):
         seq = session.object(subject, purpose, kind="opt_out" if opt_out else "objection")
     console.print(f"{'opt-out' if opt_out else 'objection'} recorded (ledger entry {seq})")
@@ -407,18 +408,25 @@ def subject_object(
 @consent_app.command("grant")
 def consent_grant(
     subject: SubjectArg,
-    purpose: Annotated[str, typer.Option("--purpose")],
+    purpose: Annotated[str, typer.Option("--purpose", help="The purpose consented to.")],
     basis: Annotated[str, typer.Option("--basis", help="Lawful basis key.")] = "gdpr.consent",
-    notice_version: Annotated[str, typer.Option("--notice-version")] = "unspecified",
-    source: Annotated[str, typer.Option("--source")] = "cli",
+    notice_version: Annotated[
+        str, typer.Option("--notice-version", help="The privacy notice the subject was shown.")
+    ] = "unspecified",
+    source: Annotated[str, typer.Option("--source", help="Where the consent was collected.")] = "cli",
 ) -> None:
+    """Record a subject's consent for a purpose."""
     with open_session("administration") as (_, session):
         seq = session.grant_consent(subject, purpose, basis=basis, notice_version=notice_version, source=source)
     console.print(f"consent for {purpose} recorded (ledger entry {seq})")
 
 
 @consent_app.command("withdraw")
-def consent_withdraw(subject: SubjectArg, purpose: Annotated[str, typer.Option("--purpose")]) -> None:
+def consent_withdraw(
+    subject: SubjectArg,
+    purpose: Annotated[str, typer.Option("--purpose", help="The purpose consent is withdrawn for.")],
+) -> None:
+    """Withdraw a subject's consent for a purpose; reads for it stop including the subject."""
     with open_session("administration") as (_, session):
         seq = session.withdraw_consent(subject, purpose)
     console.print(f"consent for {purpose} withdrawn (ledger entry {seq})")
@@ -429,6 +437,7 @@ def consent_withdraw(subject: SubjectArg, purpose: Annotated[str, typer.Option("
 
 @keys_app.command("status")
 def keys_status(json_out: JsonOpt = False) -> None:
+    """Show the key-encryption key versions and the state of any rotation."""
     with open_session("security") as (_, session):
         st = session.key_status()
     if json_out:
@@ -526,7 +535,10 @@ def backup_restore(
             help="Restore even when no newer ledger can be consulted (erasures made after the backup come back).",
         ),
     ] = False,
-    database_url: Annotated[str | None, typer.Option("--database-url")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="The new workspace's database URL (default: SQLite in it)."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Verify a backup, restore it into a new workspace, re-apply later erasures from every newer ledger."""
