@@ -252,7 +252,7 @@ def share_create(
         bool, typer.Option("--keep-subject-ids", help="Do not pseudonymise subject ids.")
     ] = False,
     recipient_jurisdiction: Annotated[
-        str | None, typer.Option("--recipient-jurisdiction", help="Where the recipient is (EU, UK, US-CA, CN...).")
+        str | None, typer.Option("--recipient-jurisdiction", help="Required: where the recipient is (EU, US-CA...).")
     ] = None,
     transfer_mechanism: Annotated[
         str | None,
