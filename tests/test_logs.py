@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,10 @@ def test_a_log_line_carries_only_the_allowed_fields(capsys: pytest.CaptureFixtur
     assert event["operation"] == "read" and event["error"] == "KeyError" and event["duration_ms"] == 12.3
     assert event["ledger_seq"] == 7 and event["level"] == "info"
     assert "Margarethe" not in second and "value" not in json.loads(second)
+
+
+def test_the_library_is_silent_until_configured() -> None:
+    """Used as a library, complai writes no log line unless the application configures logging."""
+    code = "from complai.logs import log_operation; log_operation('read', 'ana', 'p', 'failed', 0.1, error=KeyError)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert r.stderr == ""

@@ -20,6 +20,8 @@ from complai.config import LogSettings
 LOGGER = "complai"
 FIELDS = ("operation", "principal", "purpose", "outcome", "error", "duration_ms", "ledger_seq", "nested")
 _HANDLER_NAME = "complai-stderr"
+# a library stays silent until its application configures logging (no "last resort" lines on stderr)
+logging.getLogger(LOGGER).addHandler(logging.NullHandler())
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
