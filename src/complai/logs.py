@@ -83,10 +83,10 @@ def log_operation(
     ledger_seq: int | None = None,
     nested: bool = False,
 ) -> None:
-    """One session operation, done or refused: INFO (DEBUG when inside another operation), WARNING for
-    an operation that failed for another reason than refused input."""
+    """One session operation, done, refused or failed: INFO (DEBUG when inside another operation), so
+    the default level (WARNING) adds nothing to a command's output: its error says it already."""
     logger = logging.getLogger(f"{LOGGER}.session")
-    level = logging.DEBUG if nested else logging.WARNING if outcome == "failed" else logging.INFO
+    level = logging.DEBUG if nested else logging.INFO
     if not logger.isEnabledFor(level):
         return
     fields = {
