@@ -312,9 +312,7 @@ class Models:
 
     def flag_expired(self, notice: RecordsExpired) -> None:
         """Records of a dataset passed their retention: flag the models of that dataset they trained."""
-        _flag(
-            notice.conn, notice.subject_ids, f"a training record {notice.why}", notice.at, notice.dataset
-        )
+        _flag(notice.conn, notice.subject_ids, f"a training record {notice.why}", notice.at, notice.dataset)
 
     # --- registry --------------------------------------------------------------------------------
 
