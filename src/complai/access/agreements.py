@@ -189,6 +189,8 @@ class Agreements:
             raise InvalidInput("the recipient key must be an X25519 public key")
         if max_uses < 1:
             raise InvalidInput("max uses must be at least 1")
+        # authorised before the dataset is looked up, so a refusal does not say whether it exists
+        self.authz.check(actor, dataset, "share", purpose)
         schema = self.catalog.get(dataset).schema
         schema.basis(purpose)
         names = [f.name for f in schema.fields]
@@ -215,7 +217,6 @@ class Agreements:
                 f"sharing {dataset} ({schema.jurisdiction}) with a recipient in {recipient_jurisdiction} is a "
                 "transfer: record its mechanism (--transfer-mechanism)"
             )
-        self.authz.check(actor, dataset, "share", purpose)
         now = self.clock.now()
         expires_at = retention_deadline(now, expires)
         aid = secrets.token_hex(8)
