@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import io
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from complai.compliance import humanize
 from complai.compliance.context import FAIL, NA, NOT_EVALUATED, PASS, STATUSES, WARN
@@ -92,6 +93,10 @@ def markdown(report: dict[str, Any], report_digest: str) -> str:
 
 
 def _figure(height: float = 3.0) -> tuple[Figure, Any]:
+    # heavy: matplotlib costs a second of start-up; only a rendered report draws charts
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # heavy: as above
+
     fig = Figure(figsize=(7.0, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

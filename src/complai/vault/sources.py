@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import pandas as pd
-import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from complai.errors import InvalidInput
 from complai.inputs import MAX_REPORTED, TABLE_MAX_BYTES, CsvStream, csv_delimiter, open_input, summarise, text_encoding
@@ -256,6 +254,10 @@ class Source:
         yield Chunk(pd.DataFrame.from_records(rows, columns=self.fields).astype(object), lines)
 
     def _parquet(self, tap: _Tap) -> Iterator[Chunk]:
+        # heavy: pyarrow loads only for a Parquet file, not with every command
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]  # heavy: as above
+
         while tap.read(1 << 20):  # the digest of the bytes, in one sequential read
             pass
         self.fh.seek(0)
