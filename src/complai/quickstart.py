@@ -144,6 +144,11 @@ def train(q: Quickstart) -> str:
         batch_size=512,
         learning_rate=0.05,
         name="credit-scoring-dp",
+        intended_use="Demonstration of DP-SGD credit scoring on the UCI Adult sample (income above 50K or not)",
+        limitations=[
+            "Not for decisions about real people: trained on 1994 US census data, 3 epochs, a linear model",
+            "The fairness section covers only the attributes the schema marks sensitive",
+        ],
     )
     p, u = card["privacy"], card["utility"]
     card_file = str(q.path / "models" / card["model_id"] / "card.md")  # the workspace's model store
