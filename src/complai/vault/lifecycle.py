@@ -27,14 +27,14 @@ from complai.errors import IntegrityError, InvalidInput, NotFound
 from complai.events import DatasetAltered, DatasetDropped
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import consents, dataset_versions, datasets, objections, records, subjects
+from complai.store.tables import dataset_versions, datasets, records, subjects
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog, SchemaVersion, stored_schema
 from complai.vault.notices import Notices, RecordsExpired, SubjectsErased
 from complai.vault.records import RecordSet, check_value, open_record, value_fields
+from complai.vault.retention import shred_emptied
 from complai.vault.schema import DatasetSchema, FieldSpec, load_schema
-from complai.vault.subjects import CHUNK, chunks, set_digest
-from complai.vault.tallies import consent_sets
+from complai.vault.subjects import CHUNK, set_digest
 
 Progress = Callable[[int, int], None]
 """Called with (records checked, records in the dataset) while a schema change is checked."""
@@ -392,25 +392,9 @@ class Lifecycle:
             # the models these records trained are flagged, as when records are deleted at their retention
             self.notices.publish(RecordsExpired(conn, now, name, tuple(affected), "was deleted with its dataset"))
         conn.execute(delete(records).where(r.dataset == name))
-        empty: list[int] = []
-        for part in chunks(affected):
-            has = set(conn.execute(select(r.subject_id).where(r.subject_id.in_(part)).distinct()).scalars())
-            empty += [sid for sid in part if sid not in has]
-        pseudos: list[str] = []
-        given, withdrawn = RecordSet(), RecordSet()
-        n_con = 0
-        for part in chunks(empty):
-            pseudos += [str(p) for p in conn.execute(select(s.pseudonym).where(s.id.in_(part))).scalars()]
-            g, w = consent_sets(conn, part)
-            given, withdrawn = given + g, withdrawn + w
-            n_con += conn.execute(delete(consents).where(consents.c.subject_id.in_(part))).rowcount
-            conn.execute(delete(objections).where(objections.c.subject_id.in_(part)))
-            conn.execute(
-                update(subjects)
-                .where(s.id.in_(part))
-                .values(erased_at=now, external_enc=None, restricted_at=None, restriction_reason=None)
-            )
-        n_keys = self.keyring.destroy(conn, empty)
+        gone = shred_emptied(conn, self.keyring, affected, now, restricted_at=None, restriction_reason=None)
+        empty, pseudos, n_keys, n_con = gone.subject_ids, gone.pseudonyms, gone.keys_destroyed, gone.consents
+        given, withdrawn = gone.given, gone.withdrawn
         conn.execute(update(datasets).where(datasets.c.name == name).values(dropped_at=now))
         seq = self.ledger.emit(
             conn,

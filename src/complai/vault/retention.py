@@ -3,6 +3,9 @@ and the upgrade step that re-seals records sealed before their versions and time
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
@@ -53,20 +56,8 @@ class Retention:
                 self.notices.publish(RecordsExpired(conn, now, ds, expired_here))
             deleted = deleted_sets(conn, select(r.dataset, s.pseudonym, r.rid).where(r.expires_us <= to_us(now)))
             n = conn.execute(delete(records).where(r.expires_us <= to_us(now))).rowcount
-            empty: list[int] = []
-            for part in chunks(affected):
-                has = set(conn.execute(select(r.subject_id).where(r.subject_id.in_(part)).distinct()).scalars())
-                empty += [sid for sid in part if sid not in has]
-            pseudos: list[str] = []
-            given, withdrawn = RecordSet(), RecordSet()
-            for part in chunks(empty):
-                pseudos += [str(p) for p in conn.execute(select(s.pseudonym).where(s.id.in_(part))).scalars()]
-                g, w = consent_sets(conn, part)
-                given, withdrawn = given + g, withdrawn + w
-                conn.execute(delete(consents).where(consents.c.subject_id.in_(part)))
-                conn.execute(delete(objections).where(objections.c.subject_id.in_(part)))
-                conn.execute(update(subjects).where(s.id.in_(part)).values(erased_at=now, external_enc=None))
-            self.keyring.destroy(conn, empty)
+            gone = shred_emptied(conn, self.keyring, affected, now)
+            empty, pseudos, given, withdrawn = gone.subject_ids, gone.pseudonyms, gone.given, gone.withdrawn
             seq = self.ledger.emit(
                 conn,
                 RetentionSwept,
@@ -122,3 +113,39 @@ class Retention:
                 resealed,
             )
             done += len(rows)
+
+
+@dataclass(frozen=True)
+class Shredded:
+    """Subjects erased because no record of theirs is left: what the ledger event accounts for."""
+
+    subject_ids: list[int]
+    pseudonyms: list[str]
+    given: RecordSet
+    withdrawn: RecordSet
+    consents: int
+    keys_destroyed: int
+
+
+def shred_emptied(
+    conn: Connection, keyring: Keyring, candidates: Sequence[int], now: datetime, **also: object
+) -> Shredded:
+    """Erase, as a subject erasure does, those of `candidates` left with no record in any dataset (after
+    a retention sweep or a dataset drop deleted theirs): consents and objections deleted, the external
+    id dropped, the data key destroyed (crypto-shredding). `also` sets further subject columns."""
+    r, s = records.c, subjects.c
+    empty: list[int] = []
+    for part in chunks(candidates):
+        has = set(conn.execute(select(r.subject_id).where(r.subject_id.in_(part)).distinct()).scalars())
+        empty += [sid for sid in part if sid not in has]
+    pseudos: list[str] = []
+    given, withdrawn = RecordSet(), RecordSet()
+    n_con = 0
+    for part in chunks(empty):
+        pseudos += [str(p) for p in conn.execute(select(s.pseudonym).where(s.id.in_(part))).scalars()]
+        g, w = consent_sets(conn, part)
+        given, withdrawn = given + g, withdrawn + w
+        n_con += conn.execute(delete(consents).where(consents.c.subject_id.in_(part))).rowcount
+        conn.execute(delete(objections).where(objections.c.subject_id.in_(part)))
+        conn.execute(update(subjects).where(s.id.in_(part)).values(erased_at=now, external_enc=None, **also))
+    return Shredded(empty, pseudos, given, withdrawn, n_con, keyring.destroy(conn, empty))
