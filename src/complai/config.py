@@ -13,6 +13,7 @@ A database password is never written to `complai.toml`: a URL that holds one is 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -183,3 +184,34 @@ def load_settings(path: Path) -> Settings:
         key_provider=provider,
         ledger_origin=ledger.get("origin", f"complai/{ws['id']}"),
     )
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """How `complai serve` runs: where, with which limits. The serve command passes them to each worker
+    process in COMPLAI_SERVICE (JSON) beside COMPLAI_WORKSPACE; `service_settings()` reads them back."""
+
+    workspace: Path
+    tls: bool = False
+    max_body_bytes: int = 1 << 20  # a JSON request body
+    max_upload_bytes: int = 1 << 30  # an ingested file
+    login_token_lifetime: str = "PT1H"  # noqa: S105 - a duration, not a secret
+    login_failures_per_principal: int = 5
+    login_failures_per_address: int = 20
+    login_window_s: int = 900
+    job_threads: int = 2
+    public_base_url: str | None = None
+
+    def to_env(self) -> dict[str, str]:
+        data = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+        return {"COMPLAI_WORKSPACE": str(self.workspace), "COMPLAI_SERVICE": json.dumps(data)}
+
+
+def service_settings() -> ServiceSettings:
+    """The settings `complai serve` gave this worker process (defaults for the workspace otherwise)."""
+    raw = os.environ.get("COMPLAI_SERVICE")
+    if not raw:
+        return ServiceSettings(workspace=default_workspace())
+    data = json.loads(raw)
+    data["workspace"] = Path(data["workspace"])
+    return ServiceSettings(**data)

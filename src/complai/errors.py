@@ -88,3 +88,17 @@ class ConcurrencyError(ComplaiError):
 
     http_status = 503
     title = "busy"
+
+
+class RateLimited(ComplaiError):
+    """Too many attempts (failed logins, portal submissions) in a window; try again later."""
+
+    http_status = 429
+    title = "too many requests"
+
+
+class Cancelled(ComplaiError):
+    """A job was cancelled by its owner before it finished; what it had done was rolled back."""
+
+    http_status = 409
+    title = "cancelled"

@@ -1,4 +1,4 @@
-"""The interfaces (cli/, the quickstart) reach services only through the session: none of them names a
+"""The interfaces (cli/, service/, the quickstart) reach services only through the session: none of them names a
 service of the workspace (`ws.vault...`, `ws.ledger.head()`, `x.identity.add(...)`) or imports a
 service class. A tripwire on the source, beside the typed Session the interfaces are written against."""
 
@@ -13,7 +13,7 @@ import pytest
 from complai.app.services import Services
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "complai"
-INTERFACES = sorted([*(SRC / "cli").glob("*.py"), SRC / "quickstart.py"])
+INTERFACES = sorted([*(SRC / "cli").glob("*.py"), *(SRC / "service").rglob("*.py"), SRC / "quickstart.py"])
 SERVICES = {f.name for f in dataclasses.fields(Services)} | {"services", "_svc"}
 # what an interface may ask of the workspace object itself: a session, its location, closing it
 WORKSPACE_DOOR = {"session", "authenticate", "close", "path", "init", "open", "restore_backup"}

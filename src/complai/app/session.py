@@ -15,6 +15,7 @@ from complai.app.ops.admin import AdminOps
 from complai.app.ops.compliance import ComplianceOps
 from complai.app.ops.data import DataOps
 from complai.app.ops.federated import FederatedOps
+from complai.app.ops.jobs import JobOps
 from complai.app.ops.ledger import LedgerOps
 from complai.app.ops.privacy import PrivacyOps
 from complai.app.ops.rights import RightsOps
@@ -22,5 +23,7 @@ from complai.app.ops.rights import RightsOps
 __all__ = ["ALL", "Session"]
 
 
-class Session(DataOps, RightsOps, PrivacyOps, ComplianceOps, AdminOps, AccessOps, FederatedOps, LedgerOps, SessionCore):
+class Session(
+    DataOps, RightsOps, PrivacyOps, ComplianceOps, AdminOps, AccessOps, FederatedOps, LedgerOps, JobOps, SessionCore
+):
     """A principal acting for one purpose; every operation is checked against the policy."""

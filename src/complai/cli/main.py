@@ -69,6 +69,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "complai.cli.taxonomy:app",
         "The vocabulary of schemas: data categories, purposes, lawful bases, jurisdictions, subject types.",
     ),
+    "serve": (
+        "complai.cli.serve:serve",
+        "Serve the API (/api/v1), the web console (/console) and the data-subject portal (/portal).",
+    ),
     "ropa": (
         "complai.cli.ropa:ropa",
         "Generate the records of processing from the datasets' declarations and the sharing agreements.",

@@ -392,3 +392,37 @@ dpias = Table(
     Column("signed_by", String(200)),
     Column("signed_at", DateTime(timezone=True)),
 )
+
+# --- service jobs and login throttling (0016) ------------------------------------------------------
+# A long operation submitted over HTTP: who asked, for which purpose, how far it got and how it ended.
+# Operational state, not evidence: what the operation did is in the ledger (result carries its entry).
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("principal", String(128), nullable=False, index=True),
+    Column("purpose", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # queued, running, succeeded, failed, cancelled
+    Column("done", BigInteger, nullable=False),
+    Column("total", BigInteger),
+    Column("unit", String(32)),
+    Column("result_json", Text),
+    Column("problem_json", Text),
+    Column("cancel_requested", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+# A refused password login, kept for the rate limit per principal and per address (the refusal itself
+# is in the ledger as auth.refused); rows older than the window are deleted as new ones arrive.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("principal", String(128), nullable=False, index=True),
+    Column("address", String(64), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+)

@@ -1,0 +1,89 @@
+"""`complai serve`: the HTTP service (API, console, portal) on uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from complai.cli.common import err_console, has_workspace, workspace_path
+from complai.config import ServiceSettings, load_settings
+from complai.errors import InvalidInput, WorkspaceError
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except ValueError:
+        raise InvalidInput(f"--max-upload: {text!r} is not a size (e.g. 512M, 2G)") from None
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback unless --insecure or TLS).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes (more than one needs a PostgreSQL store).")
+    ] = 1,
+    cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM); serve HTTPS with --key.")] = None,
+    key: Annotated[Path | None, typer.Option(help="TLS private key (PEM) for --cert.")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow plain HTTP on an address other than loopback.")
+    ] = False,
+    max_upload: Annotated[str, typer.Option(help="Largest file an ingest or restore accepts (e.g. 2G).")] = "1G",
+    log_requests: Annotated[bool, typer.Option("--access-log", help="Log each request line (no bodies).")] = False,
+) -> None:
+    """Serve the API (/api/v1), the web console (/console) and the data-subject portal (/portal).
+
+    Plain HTTP only on loopback unless --insecure; give --cert and --key for HTTPS. Several workers need
+    the workspace on PostgreSQL (SQLite serialises writers: use one worker)."""
+    path = workspace_path()
+    if not has_workspace(path):
+        raise WorkspaceError(f"no workspace at {path} (run `complai init` first)")
+    if (cert is None) != (key is None):
+        raise InvalidInput("give both --cert and --key for TLS, or neither")
+    for f in (cert, key):
+        if f is not None and not f.is_file():
+            raise InvalidInput(f"no such file: {f}")
+    tls = cert is not None
+    if not tls and not _loopback(host) and not insecure:
+        raise InvalidInput(f"plain HTTP on {host} would send tokens in clear: give --cert/--key, or --insecure")
+    ws_settings = load_settings(path)
+    if workers > 1 and ws_settings.resolved_database_url().startswith("sqlite"):
+        raise InvalidInput("several workers need a PostgreSQL store; this workspace uses SQLite (use --workers 1)")
+    settings = ServiceSettings(workspace=path.resolve(), tls=tls, max_upload_bytes=_size(max_upload))
+    os.environ.update(settings.to_env())
+    # heavy: uvicorn and the FastAPI app load only for this command
+    import uvicorn
+
+    scheme = "https" if tls else "http"
+    err_console.print(f"complai: serving {path} at {scheme}://{host}:{port}/ (console: /console, API: /api/docs)")
+    uvicorn.run(
+        "complai.service.app:factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        ssl_certfile=str(cert) if cert else None,
+        ssl_keyfile=str(key) if key else None,
+        access_log=log_requests,
+        proxy_headers=False,
+        server_header=False,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=30,
+        h11_max_incomplete_event_size=64 * 1024,
+        log_level="warning",
+    )

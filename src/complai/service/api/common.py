@@ -1,0 +1,48 @@
+"""What the API's routes share: the problem-details responses each documents, and small models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (application/problem+json)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(default="about:blank")
+    title: str
+    status: int
+    detail: str | None = None
+
+
+def _doc(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": description, "content": {"application/problem+json": {}}}
+
+
+# Every authenticated route may answer these; routes add 404/409/422/429 where they can happen.
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: _doc("Invalid input (one line saying which field and why)"),
+    401: _doc("No valid bearer token"),
+    403: _doc("The policy refuses this principal this action for this purpose (recorded)"),
+    413: _doc("The request body is over the limit"),
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _doc("No such thing (or not visible to this principal)")}
+CONFLICT: dict[int | str, dict[str, Any]] = {409: _doc("It exists already, or the budget would be overspent")}
+INTEGRITY: dict[int | str, dict[str, Any]] = {422: _doc("An integrity check failed")}
+TOO_MANY: dict[int | str, dict[str, Any]] = {429: _doc("Too many attempts; try again later")}
+
+
+def problems(*extra: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    out = dict(PROBLEMS)
+    for e in extra:
+        out.update(e)
+    return out
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields and wrong types are refused, not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)

@@ -1,0 +1,88 @@
+"""Who am I, is the service up, and the caller's jobs (long operations started by other routes)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from complai import __version__
+from complai.app.session import Session
+from complai.service.api.common import NOT_FOUND, problems
+from complai.service.deps import CallerDep, session_for
+
+router = APIRouter()
+
+JobSession = Annotated[Session, Depends(session_for("administration"))]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class Me(BaseModel):
+    principal: str
+    acting: str
+    roles: list[str]
+    token_expires: str | None
+
+
+class Progress(BaseModel):
+    done: int
+    total: int | None
+    unit: str | None
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    principal: str
+    purpose: str
+    state: str
+    progress: Progress
+    result: dict[str, Any] | None
+    problem: dict[str, Any] | None
+    cancel_requested: bool
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+
+
+@router.get("/health", tags=["system"], summary="Whether the service is up (no authentication)")
+def health() -> Health:
+    return Health(status="ok", version=__version__)
+
+
+@router.get("/me", tags=["system"], summary="The authenticated caller", responses=problems())
+def me(who: CallerDep) -> Me:
+    expires = who.token_expires
+    return Me(
+        principal=who.principal.name,
+        acting=who.acting,
+        roles=sorted(who.principal.roles),
+        token_expires=expires.isoformat().replace("+00:00", "Z") if expires else None,
+    )
+
+
+@router.get("/jobs", tags=["jobs"], summary="The caller's jobs, newest first", responses=problems())
+def list_jobs(session: JobSession, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobOut]:
+    return [JobOut.model_validate(j.as_dict()) for j in session.jobs(limit=limit)]
+
+
+@router.get(
+    "/jobs/{job_id}",
+    tags=["jobs"],
+    summary="One job: state, progress, result or problem",
+    responses=problems(NOT_FOUND),
+)
+def get_job(job_id: str, session: JobSession) -> JobOut:
+    return JobOut.model_validate(session.job(job_id).as_dict())
+
+
+@router.delete(
+    "/jobs/{job_id}", tags=["jobs"], summary="Cancel a job (what it did is rolled back)", responses=problems(NOT_FOUND)
+)
+def cancel_job(job_id: str, session: JobSession) -> JobOut:
+    return JobOut.model_validate(session.job_cancel(job_id).as_dict())

@@ -1,0 +1,78 @@
+"""The HTTP service: one FastAPI application with three surfaces, each built on the session.
+
+- `/api/v1`: every session operation, as JSON (the OpenAPI schema at /api/v1/openapi.json);
+- `/console`: the web console, server-rendered pages for officers and auditors;
+- `/portal`: the data-subject portal, public, where a person exercises their rights;
+- `/tlog`: the ledger as a C2SP tlog-tiles log, for outside auditors and witnesses.
+
+Each worker process opens the workspace once, at start-up, and closes it at shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from complai import __version__
+from complai.app.workspace import Workspace
+from complai.config import ServiceSettings, service_settings
+from complai.service import problems
+from complai.service.api import router as api_router
+from complai.service.console import router as console_router
+from complai.service.jobs import JobRunner
+from complai.service.middleware import BodyLimit, SecurityHeaders
+from complai.service.portal import router as portal_router
+from complai.service.tlog import router as tlog_router
+
+# routes that take a file upload get the upload limit, not the small body limit
+UPLOAD_PATHS = ("/ingest", "/backups/restore")
+
+
+def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None) -> FastAPI:
+    """The service for `settings.workspace`. Tests may hand in an open workspace (closed by its owner)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ws = workspace if workspace is not None else Workspace.open(settings.workspace)
+        runner = JobRunner(ws, settings.job_threads)
+        app.state.ws, app.state.jobs = ws, runner
+        try:
+            yield
+        finally:
+            runner.shutdown()
+            if workspace is None:
+                ws.close()
+
+    app = FastAPI(
+        title="complai",
+        version=__version__,
+        summary="Governed personal data: vault, privacy engines, verifiable ledger, audits.",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+    )
+    app.state.settings = settings
+    problems.install(app)
+    app.include_router(api_router, prefix="/api/v1")
+    app.include_router(console_router, prefix="/console")
+    app.include_router(portal_router, prefix="/portal")
+    app.include_router(tlog_router, prefix="/tlog")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/console/", status_code=303)
+
+    app.add_middleware(
+        BodyLimit, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes, upload_paths=UPLOAD_PATHS
+    )
+    app.add_middleware(SecurityHeaders, tls=settings.tls)
+    return app
+
+
+def factory() -> FastAPI:
+    """What each uvicorn worker imports (`complai serve` passes the settings in the environment)."""
+    return create_app(service_settings())

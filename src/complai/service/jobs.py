@@ -1,0 +1,114 @@
+"""Long operations run as jobs: the request that starts one gets `202 Accepted` and the job; a pool
+of threads in the worker process runs it through a session of its own, reporting progress (which is
+also where a cancellation is noticed: the operation stops and rolls back) and its result or problem.
+
+The job's state is in the workspace's store (app/ops/jobs.py), so any worker answers for it; a job
+whose process dies is reported failed once its heartbeat is stale, and its operation's transaction
+died with it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from complai.app.ops.jobs import Job
+from complai.app.session import Session
+from complai.app.workspace import Workspace
+from complai.errors import Cancelled, ComplaiError
+
+log = logging.getLogger("complai.service")
+
+HEARTBEAT_S = 20.0
+REPORT_EVERY_S = 0.5
+
+
+class JobProgress:
+    """Told (done, total) by the operation; writes at most every REPORT_EVERY_S, and raises Cancelled
+    when the job's principal has asked it to stop."""
+
+    def __init__(self, session: Session, job_id: str, unit: str | None = None) -> None:
+        self.session, self.job_id, self.unit = session, job_id, unit
+        self.done: int = 0
+        self.total: int | None = None
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        self.done, self.total = int(done), total if total is not None else self.total
+        now = time.monotonic()
+        if now - self._last < REPORT_EVERY_S and (self.total is None or self.done < self.total):
+            return
+        self.report()
+
+    def report(self) -> None:
+        with self._lock:
+            self._last = time.monotonic()
+            cancel = self.session.job_progress(self.job_id, self.done, self.total, self.unit)
+        if cancel:
+            raise Cancelled("the job was cancelled; nothing it did was kept")
+
+
+Work = Callable[[Session, JobProgress], dict[str, Any]]
+
+
+class JobRunner:
+    """The worker process's job threads."""
+
+    def __init__(self, ws: Workspace, threads: int = 2) -> None:
+        self.ws = ws
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="complai-job")
+        self._live: dict[str, JobProgress] = {}
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name="complai-job-heartbeat", daemon=True)
+        self._beat.start()
+
+    def submit(
+        self, session: Session, kind: str, work: Work, *, total: int | None = None, unit: str | None = None
+    ) -> Job:
+        """Queue `work(session, progress) -> result` as a job of the session's principal and purpose."""
+        job = session.job_create(kind, total=total, unit=unit)
+        principal, purpose = session.principal, session.purpose
+
+        def run() -> None:
+            own = self.ws.session(principal, purpose)
+            progress = JobProgress(own, job.id, unit)
+            self._live[job.id] = progress
+            try:
+                progress.report()  # running (or cancelled while queued)
+                result = work(own, progress)
+                own.job_finish(job.id, result=result)
+            except ComplaiError as exc:
+                own.job_finish(job.id, problem=exc.problem())
+            except Exception as exc:
+                log.error("job failed", extra={"complai": {"job": job.id, "kind": kind, "error": type(exc).__name__}})
+                own.job_finish(
+                    job.id,
+                    problem={
+                        "type": "about:blank",
+                        "title": "internal error",
+                        "status": 500,
+                        "detail": "the job failed; nothing it did was kept",
+                    },
+                )
+            finally:
+                self._live.pop(job.id, None)
+
+        self.pool.submit(run)
+        return job
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            for job_id, progress in list(self._live.items()):
+                try:  # a session of its own: the job's session belongs to the job's thread
+                    beat = self.ws.session(progress.session.principal, progress.session.purpose)
+                    beat.job_progress(job_id, progress.done, progress.total, progress.unit)
+                except Exception:  # noqa: S112 - a failed beat is retried; the job's thread acts on cancels
+                    continue
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)

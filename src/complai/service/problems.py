@@ -1,0 +1,70 @@
+"""Errors as RFC 9457 problem details (application/problem+json): the library's typed errors map to
+their 4xx status; request validation to 400; anything unexpected to a bare 500 with no trace, no
+value and no secret (the exception's type is logged, never its message)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from complai.errors import AuthenticationFailed, ComplaiError, RateLimited
+
+PROBLEM = "application/problem+json"
+log = logging.getLogger("complai.service")
+
+
+def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    headers = {"WWW-Authenticate": 'Bearer realm="complai"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def validation_detail(exc: RequestValidationError) -> str:
+    """One line naming each invalid field and what is wrong with it, never the value given."""
+    items = [f"{_where(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:5]]
+    more = len(exc.errors()) - len(items)
+    return "; ".join(items) + (f" (and {more} more)" if more > 0 else "")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem document."""
+
+    @app.exception_handler(ComplaiError)
+    async def complai_error(request: Request, exc: ComplaiError) -> JSONResponse:
+        response = problem(exc.http_status, exc.title, exc.message)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = "60"
+        if isinstance(exc, AuthenticationFailed):
+            response.headers["WWW-Authenticate"] = 'Bearer realm="complai", error="invalid_token"'
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem(400, "invalid input", validation_detail(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "not found", 405: "method not allowed", 413: "request too large", 415: "unsupported media type"}
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        response = problem(exc.status_code, titles.get(exc.status_code, "error"), detail)
+        for k, v in (exc.headers or {}).items():
+            response.headers[k] = v
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error", extra={"complai": {"error": type(exc).__name__, "path": request.url.path}})
+        return problem(500, "internal error", "the server could not complete the request; nothing was changed")
