@@ -10,13 +10,34 @@ import pytest
 from fastapi.testclient import TestClient
 
 from complai.app.workspace import Workspace
+from complai.clock import ManualClock
 from complai.config import ServiceSettings
 from complai.service.app import create_app
 
 
 @pytest.fixture
+def ws(sqlite_ws: Workspace) -> Workspace:
+    """The service's tests run on SQLite; those that depend on the store take `any_ws`/`any_client`
+    (both backends when COMPLAI_TEST_DATABASE_URL is set)."""
+    return sqlite_ws
+
+
+@pytest.fixture
+def any_ws(tmp_path: Path, database_url: str | None, clock: ManualClock) -> Iterator[Workspace]:
+    w = Workspace.init(tmp_path / "any", database_url=database_url, clock=clock)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def settings_for(w: Workspace) -> ServiceSettings:
+    return ServiceSettings(workspace=Path(w.path), max_body_bytes=64 * 1024, max_upload_bytes=8 << 20)
+
+
+@pytest.fixture
 def service_settings(ws: Workspace) -> ServiceSettings:
-    return ServiceSettings(workspace=Path(ws.path), max_body_bytes=64 * 1024, max_upload_bytes=8 << 20)
+    return settings_for(ws)
 
 
 @pytest.fixture
@@ -25,6 +46,13 @@ def client(ws: Workspace, service_settings: ServiceSettings) -> Iterator[TestCli
     client would see them."""
     app = create_app(service_settings, workspace=ws)
     with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def any_client(any_ws: Workspace) -> Iterator[TestClient]:
+    """As `client`, on each backend the run has."""
+    with TestClient(create_app(settings_for(any_ws), workspace=any_ws), raise_server_exceptions=False) as c:
         yield c
 
 
