@@ -19,11 +19,12 @@ casbin's matching is linear in the number of rules (0.3 ms at 1,100 rules, 3.5 m
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 import casbin
@@ -150,8 +151,19 @@ def new_enforcer(rules: list[RuleTuple], grants: list[tuple[str, str]]) -> casbi
     return enforcer
 
 
+_TIME_DURATION = re.compile(r"^PT(?:(\d{1,6})H)?(?:(\d{1,6})M)?(?:(\d{1,9})S)?$")
+
+
 def deadline(now: datetime, duration: str) -> datetime:
-    """`now` plus an ISO 8601 duration; InvalidInput when it is out of range."""
+    """`now` plus an ISO 8601 duration: a date duration (P90D, P1Y) or, for short-lived credentials,
+    a time one (PT1H, PT15M); InvalidInput when it is malformed or out of range."""
+    m = _TIME_DURATION.fullmatch(duration) if isinstance(duration, str) else None
+    if m and duration != "PT" and any(m.groups()):
+        hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
+        span = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+        if not timedelta(0) < span <= timedelta(days=366):
+            raise InvalidInput(f"duration {duration!r} must be more than zero and at most a year")
+        return now + span
     try:
         return retention_deadline(now, duration)
     except (OverflowError, ValueError):

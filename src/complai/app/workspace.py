@@ -23,9 +23,10 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 
 from complai.access.agreements import Agreements
 from complai.access.authz import Authz
-from complai.access.identity import OWNER, Credential, Identity, Principal, is_principal_name
+from complai.access.identity import OWNER, Credential, Identity, IssuedToken, Principal, is_principal_name
 from complai.access.policy import Policy
 from complai.app.backup import RestoreResult, restore_backup
+from complai.app.login import LoginLimits, password_login
 from complai.app.services import Services, Status, status
 from complai.app.session import Session
 from complai.clock import Clock, SystemClock, utc_iso
@@ -187,6 +188,15 @@ class Workspace:
                 raise InvalidInput(f"--as: principal {act_as!r} is disabled")
             acting = target.name
         return Caller(principal, credential, acting)
+
+    def login(
+        self, name: str, password: str, *, address: str, lifetime: str = "PT1H", limits: LoginLimits | None = None
+    ) -> IssuedToken:
+        """A person's password login (console, API password flow): a token of `lifetime` for `name`.
+        Refused attempts are recorded and rate-limited per principal and address (app/login.py)."""
+        return password_login(
+            self.services, name, password, address=address, lifetime=lifetime, limits=limits or LoginLimits()
+        )
 
     # --- lifecycle -----------------------------------------------------------------------------
 

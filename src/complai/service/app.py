@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from complai import __version__
 from complai.app.workspace import Workspace
@@ -22,11 +24,13 @@ from complai.config import ServiceSettings, service_settings
 from complai.service import problems
 from complai.service.api import router as api_router
 from complai.service.console import router as console_router
+from complai.service.console import web as console_web
 from complai.service.jobs import JobRunner
 from complai.service.middleware import BodyLimit, SecurityHeaders
 from complai.service.portal import router as portal_router
 from complai.service.tlog import router as tlog_router
 
+STATIC = Path(__file__).resolve().parent / "static"
 # routes that take a file upload get the upload limit, not the small body limit
 UPLOAD_PATHS = ("/ingest", "/backups/restore")
 
@@ -57,6 +61,8 @@ def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None)
     )
     app.state.settings = settings
     problems.install(app)
+    console_web.install(app)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.include_router(api_router, prefix="/api/v1")
     app.include_router(console_router, prefix="/console")
     app.include_router(portal_router, prefix="/portal")

@@ -24,7 +24,7 @@ CSP_API = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 
 
 def security_headers(path: str, tls: bool) -> list[tuple[bytes, bytes]]:
-    page = path.startswith(("/console", "/portal")) or path == "/"
+    page = path.startswith(("/console", "/portal", "/static")) or path == "/"
     docs = path in ("/api/docs", "/api/redoc")
     headers = [
         (b"x-content-type-options", b"nosniff"),

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from complai.errors import AuthenticationFailed, ComplaiError, RateLimited
@@ -40,10 +40,17 @@ def validation_detail(exc: RequestValidationError) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Register the handlers that turn every error into a problem document."""
+    """Register the handlers that turn every error into a problem document (or, under a prefix in
+    `app.state.html_errors`, a page: [(prefix, render(request, exc) -> Response)])."""
+    app.state.html_errors = []
 
     @app.exception_handler(ComplaiError)
-    async def complai_error(request: Request, exc: ComplaiError) -> JSONResponse:
+    async def complai_error(request: Request, exc: ComplaiError) -> Response:
+        # the console and the portal show errors as pages (each registers its renderer by path prefix)
+        for prefix, render in getattr(app.state, "html_errors", ()):
+            if request.url.path.startswith(prefix):
+                page: Response = render(request, exc)
+                return page
         response = problem(exc.http_status, exc.title, exc.message)
         if isinstance(exc, RateLimited):
             response.headers["Retry-After"] = "60"
