@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from complai.app.backup import BackupResult, create_backup
-from complai.app.core import SessionCore
+from complai.app.core import ALL, SessionCore
 from complai.app.services import Status, status
 from complai.errors import InvalidInput
 from complai.taxonomy import Term
@@ -17,6 +17,12 @@ BACKUP_KEY = "backup.key"
 
 
 class AdminOps(SessionCore):
+    def authorise(self, action: str, dataset: str = ALL) -> None:
+        """Refuse now (recorded) what an operation of this session would be refused: the service
+        authorises an operation before queueing it as a job, so a refusal is an answer, not a failed job
+        (the job's own session checks again when it runs)."""
+        self._check(action, dataset)
+
     def status(self) -> Status:
         """The workspace's status (ledger head, schema revision, counts of datasets and checkpoints):
         for principals who oversee it (audit or admin)."""

@@ -24,6 +24,8 @@ class _FulfillingSession(SubjectRights, Protocol):
     _svc: Services
     last_seq: int | None
 
+    def _check(self, action: str, dataset: str = ...) -> None: ...
+
 
 def compliance_services(svc: Services) -> ComplianceServices:
     """The services compliance reads and records through (never the whole workspace)."""
@@ -82,7 +84,10 @@ class ComplianceOps(SessionCore):
         changes: Sequence[tuple[str, str, Any]] = (),
     ) -> tuple[Recorded[dict[str, Any]], dict[str, Any] | None]:
         """Carry the request out through this session's own rights operations (each authorised and
-        recorded); returns the request and, for access or portability, the export."""
+        recorded); returns the request and, for access or portability, the export. Authorised first as
+        the register's other changes are (`admin`): a principal who may not act on the register learns
+        nothing of the request and records no attempt on it."""
+        self._check("admin")
         result, output = self._svc.requests.fulfil(self, rid, subject, purpose=purpose, changes=changes)
         self.last_seq = result.seq
         return result, output
