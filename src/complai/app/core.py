@@ -21,6 +21,7 @@ from complai.logs import log_operation
 from complai.vault.schema import DeidSpec
 
 ALL = "*"
+_ROW_SUBJECT = "\x00subject"  # each fetched row's pseudonym, kept beside the frame (not a field name)
 
 
 @dataclass(frozen=True)
@@ -119,16 +120,28 @@ class SessionCore:
         columns: list[str] | None,
         deidentify: DeidSpec | dict[str, Any] | None = None,
         pseudonym_column: str | None = None,
+        window: tuple[int, int] | None = None,
     ) -> GovernedRead:
-        """Fetch, de-identify as the purpose requires, record the read (the policy is checked by callers)."""
+        """Fetch, de-identify as the purpose requires, record the read (the policy is checked by callers).
+        With `window` (offset, limit), only that slice of the de-identified rows is returned and recorded
+        (rows and subjects of the slice): de-identification still runs over every row the purpose may see."""
         vault = self._svc.vault
         schema = self._svc.catalog.get(dataset).schema
         extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify
         spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra)
-        frame, pseudos, total, _ = vault.fetch(dataset, self.purpose, columns, pseudonym_column)
+        paged = window is not None and pseudonym_column is None
+        frame, pseudos, total, _ = vault.fetch(
+            dataset, self.purpose, columns, _ROW_SUBJECT if paged else pseudonym_column
+        )
+        row_subject = frame.pop(_ROW_SUBJECT) if paged else frame[pseudonym_column] if pseudonym_column else None
         done = None
         if not spec.is_empty():
             frame, done = apply(frame, schema, spec, Anonymizer(self._svc.deid_keys))
+        if window is not None and row_subject is not None:
+            offset, limit = window
+            frame = frame.iloc[offset : offset + limit]
+            pseudos = {str(p): pseudos[str(p)] for p in row_subject.loc[frame.index]}
+            frame = frame.reset_index(drop=True)
         shown = [c for c in frame.columns if c != pseudonym_column]
         seq = vault.record_read(dataset, self.purpose, self.principal, shown, len(frame), pseudos, total, done)
         self.last_seq = seq

@@ -10,15 +10,20 @@ from typing import Any
 import pandas as pd
 
 from complai.app.core import GovernedRead, SessionCore
+from complai.clock import as_utc, utc_iso
 from complai.crypto.digest import digest, digest_text
 from complai.deid.analyzer import TextAnalyzer
 from complai.deid.operators import Anonymizer, Change
 from complai.deid.tabular import Report, anonymize
+from complai.errors import InvalidInput
 from complai.events import TableDeidentified, TextDeidentified, TextDetokenized
 from complai.vault.lifecycle import AlterResult, DropResult
 from complai.vault.lifecycle import Progress as CheckProgress
 from complai.vault.schema import DatasetSchema, DeidSpec, load_schema
 from complai.vault.service import IngestProgress, IngestResult, SourceOptions
+
+MAX_PAGE = 10_000
+"""The most rows one page of a governed read holds."""
 
 DeliverTable = Callable[[pd.DataFrame, Report], None]
 """Writes a de-identified table and its report (the CLI's output files) before the run is recorded."""
@@ -41,6 +46,17 @@ class DataOps(SessionCore):
         the ledger entry that records the read."""
         self._check("read", dataset)
         return self._governed(dataset, columns, deidentify)
+
+    def read_page(
+        self, dataset: str, columns: list[str] | None = None, *, offset: int = 0, limit: int = 1000
+    ) -> GovernedRead:
+        """One page of `read`: rows offset..offset+limit of what the purpose may see, in the order `read`
+        gives them, after the de-identification the dataset requires for the purpose (computed over every
+        row, so a k holds over the whole read). The page is one recorded read of its own rows and subjects."""
+        self._check("read", dataset)
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"a page starts at offset 0 or more and holds 1 to {MAX_PAGE:,} rows")
+        return self._governed(dataset, columns, window=(offset, limit))
 
     def ingest(
         self,
@@ -103,6 +119,26 @@ class DataOps(SessionCore):
         else:
             self._check(action, name)
         return self._svc.catalog.get(name).schema
+
+    def dataset_versions(self, name: str) -> list[dict[str, Any]]:
+        """Every schema version a dataset has had, oldest first (version, digest, time, fields, purposes,
+        retention), for those who may describe it (describe_datasets); authorised before the catalogue
+        is asked. Each version's text is checked against its stored digest (IntegrityError if edited)."""
+        self._check_may_describe(name)
+        self._svc.catalog.get(name)
+        with self._svc.store.read() as conn:
+            versions = self._svc.catalog.versions(conn, name)
+        return [
+            {
+                "version": v.version,
+                "schema_digest": v.digest,
+                "created_at": utc_iso(as_utc(v.created_at)),
+                "fields": [f.name for f in v.schema.fields],
+                "purposes": dict(v.schema.purposes),
+                "retention": v.schema.retention,
+            }
+            for v in versions.values()
+        ]
 
     def describe_datasets(self, name: str | None = None) -> list[dict[str, Any]]:
         """Dataset declarations the principal may act on, for any purpose the dataset declares; exact

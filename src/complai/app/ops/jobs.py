@@ -150,6 +150,17 @@ class JobOps(SessionCore):
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
         return bool(row.cancel_requested)
 
+    def job_cancel_requested(self, job_id: str) -> bool:
+        """Whether this principal's job was asked to stop, read without writing: an operation that holds
+        the store's write transaction (an ingest on SQLite) asks this, where reporting would wait on itself."""
+        with self._svc.store.read() as conn:
+            row = conn.execute(
+                select(jobs.c.cancel_requested).where(jobs.c.id == job_id, jobs.c.principal == self.principal)
+            ).first()
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return bool(row.cancel_requested)
+
     def job_finish(
         self, job_id: str, *, result: dict[str, Any] | None = None, problem: dict[str, Any] | None = None
     ) -> Job:

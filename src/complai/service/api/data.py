@@ -1,7 +1,536 @@
-"""API routes: data."""
+"""API routes: datasets (list, describe, create, alter, drop), ingest by upload (a job), governed reads of
+records (paged, purpose-bound, de-identified as declared; JSON, CSV or Parquet), and de-identification
+of texts and tables the caller holds.
+
+Purposes are the CLI's: describing and changing datasets is `administration`; an ingest is for the
+purpose of the collection (`administration` unless the request names another); a read is for the
+purpose the request declares.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pandas as pd
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from complai.app.ops.data import MAX_PAGE
+from complai.app.session import Session
+from complai.errors import Cancelled, InvalidInput
+from complai.inputs import csv_delimiter, text_encoding
+from complai.service.api.common import CONFLICT, INTEGRITY, NOT_FOUND, Strict, problems
+from complai.service.api.system import JobOut
+from complai.service.deps import AdminSession, CallerDep, PurposeSession, WorkspaceDep
+from complai.vault.ingest import MODES
+from complai.vault.sources import FORMATS, SourceOptions, parse_mapping
 
 router = APIRouter()
+
+UPLOAD_CHUNK = 1 << 20
+CANCEL_CHECK_S = 0.5
+CSV = "text/csv"
+PARQUET = "application/vnd.apache.parquet"
+JOB_HEADERS = {"Location": {"description": "The job: /api/v1/jobs/{id}", "schema": {"type": "string"}}}
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+class FieldOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    type: str
+    category: str
+
+
+class DatasetOut(BaseModel):
+    """A dataset's declaration (its schema as declared), its schema version, and, for those who may see
+    exact data, its record and subject counts."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    subject_column: str
+    jurisdiction: str
+    retention: str
+    purposes: dict[str, str | None]
+    fields: list[FieldOut]
+    schema_version: int
+    created_at: str | None = None
+    records: int | None = None
+    subjects: int | None = None
+
+
+class SchemaBody(Strict):
+    """A dataset schema (docs/schema.md): as a JSON object (`definition`) or as YAML text (`yaml`)."""
+
+    definition: dict[str, Any] | None = Field(default=None, description="The schema as a JSON object")
+    yaml: str | None = Field(default=None, max_length=256 * 1024, description="The schema as YAML text")
+
+    @model_validator(mode="after")
+    def _one(self) -> SchemaBody:
+        if (self.definition is None) == (self.yaml is None):
+            raise ValueError("give the schema either as `definition` (JSON) or as `yaml` (text), not both")
+        return self
+
+    def source(self) -> str | dict[str, object]:
+        return self.yaml if self.yaml is not None else dict(self.definition or {})
+
+
+class AlterBody(SchemaBody):
+    dry_run: bool = Field(default=False, description="Check the change against every stored record; change nothing")
+
+
+class AlterOut(BaseModel):
+    dataset: str
+    dry_run: bool
+    from_version: int
+    version: int
+    from_schema_digest: str
+    schema_digest: str
+    changes: dict[str, list[str]]
+    records_checked: int
+    notes: list[str]
+    ledger_seq: int | None
+
+
+class DropOut(BaseModel):
+    dataset: str
+    records_deleted: int
+    subjects: int
+    subjects_shredded: int
+    subjects_kept: int
+    keys_destroyed: int
+    ledger_seq: int
+
+
+class RecordsPage(BaseModel):
+    """One page of a governed read: the rows, what de-identification was applied, and the ledger entry
+    recording this page as a read."""
+
+    dataset: str
+    purpose: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    offset: int
+    limit: int
+    returned: int
+    next_offset: int | None = Field(description="The next page's offset; null on the last page")
+    deidentification: dict[str, Any] | None
+    ledger_seq: int
+
+
+class TextIn(Strict):
+    texts: list[Annotated[str, Field(max_length=100_000)]] = Field(min_length=1, max_length=1000)
+    default: str = Field(default="replace", description="Operator for every entity: replace, mask, hash, ...")
+    operators: dict[str, str] | None = Field(default=None, description="Operator per entity type")
+    regex_only: bool = Field(default=False, description="Pattern recognizers only (no NLP model)")
+    subject: str = Field(default="", max_length=256, description="The subject whose reversible tokens these are")
+
+
+class ChangeOut(BaseModel):
+    start: int
+    end: int
+    entity: str
+    operator: str
+    replacement: str
+
+
+class TextResult(BaseModel):
+    text: str
+    changes: list[ChangeOut]
+
+
+class TextOut(BaseModel):
+    results: list[TextResult]
+    ledger_seq: int | None
+
+
+class TableIn(Strict):
+    rows: list[dict[str, Any]] = Field(min_length=1, max_length=100_000, description="The table, one object a row")
+    quasi: list[str] = Field(min_length=1, description="Quasi-identifier columns")
+    k: int = Field(ge=2, le=1_000_000)
+    sensitive: str | None = None
+    l: int | None = Field(default=None, ge=2)  # noqa: E741
+    l_kind: Literal["distinct", "entropy"] = "distinct"
+    t: float | None = Field(default=None, gt=0, le=1)
+    numeric: list[str] | None = None
+    suppress: float = Field(default=0.0, ge=0, le=1)
+    keep: list[str] = Field(default_factory=list, description="Direct identifiers to keep, by name")
+    direct_identifiers: Literal["drop", "pseudonymize"] = "drop"
+    dataset: str | None = Field(default=None, description="A dataset whose schema declares the columns")
+
+
+class TableOut(BaseModel):
+    rows: list[dict[str, Any]]
+    report: dict[str, Any]
+    ledger_seq: int | None
+
+
+# --- datasets ------------------------------------------------------------------------------------
+
+
+def _dataset(doc: dict[str, Any]) -> DatasetOut:
+    doc = dict(doc)
+    created = doc.get("created_at")
+    if created is not None and not isinstance(created, str):
+        doc["created_at"] = created.isoformat().replace("+00:00", "Z")
+    return DatasetOut.model_validate(doc)
+
+
+@router.get(
+    "/datasets",
+    tags=["datasets"],
+    summary="The datasets the caller may act on (exact counts only for those who may see exact data)",
+    responses=problems(),
+)
+def list_datasets(
+    session: AdminSession,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[DatasetOut]:
+    docs = sorted(session.describe_datasets(), key=lambda d: str(d["name"]))
+    return [_dataset(d) for d in docs[offset : offset + limit]]
+
+
+@router.get(
+    "/datasets/{name}",
+    tags=["datasets"],
+    summary="A dataset's schema, purposes, retention and schema version",
+    responses=problems(NOT_FOUND),
+)
+def get_dataset(name: str, session: AdminSession) -> DatasetOut:
+    (doc,) = session.describe_datasets(name)
+    return _dataset(doc)
+
+
+@router.post(
+    "/datasets",
+    tags=["datasets"],
+    status_code=201,
+    summary="Register a dataset from its schema (JSON or YAML)",
+    responses=problems(CONFLICT),
+)
+def create_dataset(body: SchemaBody, session: AdminSession, response: Response) -> DatasetOut:
+    spec = session.parse_schema(body.source())
+    session.create_dataset(spec)
+    (doc,) = session.describe_datasets(spec.name)
+    response.headers["Location"] = f"/api/v1/datasets/{spec.name}"
+    return _dataset(doc)
+
+
+@router.put(
+    "/datasets/{name}/schema",
+    tags=["datasets"],
+    summary="Change a dataset's schema to a new version (dry_run: the diff and the check, nothing written)",
+    description="A narrowing change is checked against every stored record and refused with the number of "
+    "records that do not fit; a change no migration makes safe (a field removed, its type changed, the "
+    "name or subject column changed) is refused.",
+    responses=problems(NOT_FOUND, CONFLICT, INTEGRITY),
+)
+def alter_dataset(name: str, body: AlterBody, session: AdminSession) -> AlterOut:
+    result = session.alter_dataset(name, body.source(), dry_run=body.dry_run)
+    return AlterOut(
+        dataset=result.dataset,
+        dry_run=result.dry_run,
+        from_version=result.from_version,
+        version=result.version,
+        from_schema_digest=result.from_schema_digest,
+        schema_digest=result.schema_digest,
+        changes=result.changes,
+        records_checked=result.records_checked,
+        notes=result.notes,
+        ledger_seq=result.seq,
+    )
+
+
+@router.delete(
+    "/datasets/{name}",
+    tags=["datasets"],
+    summary="Drop a dataset: every record deleted, subjects left without records crypto-shredded",
+    description="Erases for good: `confirm` must repeat the dataset's name. The name stays taken.",
+    responses=problems(NOT_FOUND),
+)
+def drop_dataset(
+    name: str,
+    session: AdminSession,
+    confirm: Annotated[str, Query(description="The dataset's name again: dropping erases its records for good")],
+) -> DropOut:
+    if confirm != name:
+        raise InvalidInput("confirm must repeat the dataset's name; nothing was dropped")
+    result = session.drop_dataset(name)
+    return DropOut(
+        dataset=result.dataset,
+        records_deleted=result.records,
+        subjects=result.subjects,
+        subjects_shredded=result.subjects_shredded,
+        subjects_kept=result.subjects_kept,
+        keys_destroyed=result.keys_destroyed,
+        ledger_seq=result.seq,
+    )
+
+
+# --- ingest --------------------------------------------------------------------------------------
+
+
+def _spool(upload: UploadFile, folder: Path, name: str) -> Path:
+    """The upload copied, in chunks, to a new 0600 file in `folder` (never following a link)."""
+    target = folder / name
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "wb") as out:
+        upload.file.seek(0)
+        shutil.copyfileobj(upload.file, out, UPLOAD_CHUNK)
+    return target
+
+
+_SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
+
+
+@router.post(
+    "/datasets/{name}/ingest",
+    tags=["datasets"],
+    status_code=202,
+    summary="Encrypt and store an uploaded file's rows, as a job (all or nothing; a cancel rolls back)",
+    description="A CSV with a header row, JSON Lines or Parquet file, with optional consent records (a CSV: "
+    "subject, purpose, ...). `mode`: insert refuses rows whose record is stored already, append skips them, "
+    "upsert replaces them (needs the schema's record_key), replace replaces the dataset's records.",
+    responses={**problems(NOT_FOUND), 202: {"description": "The ingest job", "headers": JOB_HEADERS}},
+)
+def ingest(
+    name: str,
+    who: CallerDep,
+    ws: WorkspaceDep,
+    request: Request,
+    response: Response,
+    file: Annotated[UploadFile, File(description="The data file")],
+    consents: Annotated[UploadFile | None, File(description="Consent records (CSV: subject, purpose, ...)")] = None,
+    mode: Annotated[str, Form(description=f"One of {', '.join(MODES)}")] = "insert",
+    data_format: Annotated[
+        str | None, Form(alias="format", description="csv, jsonl or parquet (default: by the file's name)")
+    ] = None,
+    delimiter: Annotated[str, Form(description="CSV field delimiter (one character; \\t for tab)")] = ",",
+    encoding: Annotated[str, Form(description="Text encoding of a CSV or JSON Lines file")] = "utf-8",
+    mapping: Annotated[
+        list[str] | None, Form(alias="map", description="Rename a column of the file to a field: source=field")
+    ] = None,
+    subject_column: Annotated[str | None, Form(description="Column holding the subject id")] = None,
+    purpose: Annotated[str, Query(description="Purpose of the collection")] = "administration",
+) -> JobOut:
+    session = ws.session(who.acting, purpose)
+    spec = session.dataset_schema(name, "ingest")  # authorised (and the dataset known) before the file is kept
+    if mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if data_format is not None and data_format not in FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {data_format!r}")
+    csv_delimiter(delimiter)
+    text_encoding(encoding)
+    renames = parse_mapping(mapping or [])
+    if subject_column and subject_column != spec.subject_column:
+        if subject_column in renames:
+            raise InvalidInput(f"subject_column {subject_column!r} is also given to map")
+        renames[subject_column] = spec.subject_column
+    fmt = data_format or _format_of(file.filename)
+    options = SourceOptions(format=fmt, delimiter=delimiter, encoding=encoding, mapping=renames)  # type: ignore[arg-type]
+    folder = Path(tempfile.mkdtemp(prefix="complai-ingest-"))  # 0700, the server's own
+    try:
+        data_path = _spool(file, folder, "data" + _SUFFIX[fmt])
+        consents_path = _spool(consents, folder, "consents.csv") if consents is not None else None
+        work = _ingest_work(name, data_path, consents_path, mode, options)
+        # the folder goes with the work: after it ran, or when a job cancelled before it started drops it
+        weakref.finalize(work, shutil.rmtree, folder, True)
+        job = request.app.state.jobs.submit(session, "dataset.ingest", work, unit="rows")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
+    return JobOut.model_validate(job.as_dict())
+
+
+def _format_of(filename: str | None) -> str:
+    suffix = Path(filename or "").suffix.lower()
+    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "csv")
+
+
+def _ingest_work(
+    dataset: str, data: Path, consents: Path | None, mode: str, options: SourceOptions
+) -> Any:  # a Work (service/jobs.py)
+    """The ingest as a job. The ingest holds the store's write transaction from its first pass to its
+    commit, so a cancel is looked for without writing (a report would wait on the transaction); the
+    rows stored so far are kept in the job's progress, written once the transaction is over."""
+
+    def work(session: Session, progress: Any) -> dict[str, Any]:
+        last = 0.0
+
+        def told(stage: str, done: int, total: int) -> None:
+            nonlocal last
+            if stage == "storing":  # rows (the checking pass counts bytes of the file)
+                progress.done, progress.total = done, total
+            now = time.monotonic()
+            final = stage == "storing" and done >= total
+            if final or now - last >= CANCEL_CHECK_S:
+                last = now
+                if session.job_cancel_requested(progress.job_id):
+                    raise Cancelled("the ingest was cancelled; nothing was stored")
+
+        try:
+            if session.job_cancel_requested(progress.job_id):
+                raise Cancelled("the ingest was cancelled before it started; nothing was stored")
+            result = session.ingest(dataset, data, consents, mode=mode, options=options, progress=told)
+        finally:
+            shutil.rmtree(data.parent, ignore_errors=True)
+        session.job_progress(progress.job_id, result.rows, result.rows, "rows")
+        out = dict(result.__dict__)
+        out["ledger_seq"] = out.pop("seq")
+        return out
+
+    return work
+
+
+# --- governed reads ------------------------------------------------------------------------------
+
+_RECORDS_CONTENT = {
+    "application/json": {},
+    CSV: {"schema": {"type": "string"}},
+    PARQUET: {"schema": {"type": "string", "format": "binary"}},
+}
+
+
+def _wanted(fmt: str | None, accept: str) -> str:
+    if fmt is not None:
+        return fmt
+    accept = accept.lower()
+    if CSV in accept:
+        return "csv"
+    if PARQUET in accept:
+        return "parquet"
+    return "json"
+
+
+@router.get(
+    "/datasets/{name}/records",
+    tags=["datasets"],
+    summary="A page of the records this purpose may see, de-identified as the dataset declares (recorded)",
+    description="Each request is one governed read, recorded in the ledger with the rows and subjects of its "
+    "page. JSON by default; CSV with `Accept: text/csv` or `format=csv`; Parquet with `format=parquet`. "
+    "Pages follow the store's order of the records; `next_offset` is the next page's start.",
+    responses={
+        **problems(NOT_FOUND, INTEGRITY),
+        200: {
+            "description": "The page (CSV and Parquet carry the ledger entry and paging in headers)",
+            "content": _RECORDS_CONTENT,
+            "headers": {
+                "X-Complai-Ledger-Seq": {"description": "The read's ledger entry", "schema": {"type": "integer"}},
+                "X-Complai-Next-Offset": {"description": "The next page's offset", "schema": {"type": "integer"}},
+            },
+        },
+    },
+)
+def read_records(
+    name: str,
+    session: PurposeSession,
+    request: Request,
+    columns: Annotated[
+        list[str] | None, Query(description="Columns to read (repeat, or comma-separated); default all")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    fmt: Annotated[Literal["json", "csv", "parquet"] | None, Query(alias="format")] = None,
+) -> Any:
+    wanted = [c.strip() for part in columns or [] for c in part.split(",") if c.strip()] or None
+    page = session.read_page(name, wanted, offset=offset, limit=limit)
+    frame = page.frame
+    returned = len(frame)
+    next_offset = offset + returned if returned == limit else None
+    kind = _wanted(fmt, request.headers.get("accept", ""))
+    if kind == "json":
+        rows = json.loads(frame.to_json(orient="records", date_format="iso")) if returned else []
+        return RecordsPage(
+            dataset=name,
+            purpose=session.purpose,
+            columns=[str(c) for c in frame.columns],
+            rows=rows,
+            offset=offset,
+            limit=limit,
+            returned=returned,
+            next_offset=next_offset,
+            deidentification=page.deidentification,
+            ledger_seq=page.ledger_seq,
+        )
+    headers = {"X-Complai-Ledger-Seq": str(page.ledger_seq)}
+    if next_offset is not None:
+        headers["X-Complai-Next-Offset"] = str(next_offset)
+    if kind == "csv":
+        return Response(frame.to_csv(index=False), media_type=CSV + "; charset=utf-8", headers=headers)
+    buffer = io.BytesIO()
+    _for_parquet(frame).to_parquet(buffer, index=False)
+    return Response(buffer.getvalue(), media_type=PARQUET, headers=headers)
+
+
+def _for_parquet(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns of mixed values (a generalised quasi-identifier) as text, which Parquet can type."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = [None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v) for v in out[col]]
+    return out
+
+
+# --- de-identification of what the caller holds -------------------------------------------------
+
+
+@router.post(
+    "/deid/text",
+    tags=["deid"],
+    summary="Find and transform personal data in texts the caller holds (one recorded run)",
+    responses=problems(),
+)
+def deid_text(body: TextIn, session: PurposeSession) -> TextOut:
+    results = session.deidentify_text(body.texts, body.default, body.operators, body.regex_only, body.subject)
+    return TextOut(
+        results=[
+            TextResult(text=text, changes=[ChangeOut.model_validate(c.__dict__) for c in changes])
+            for text, changes in results
+        ],
+        ledger_seq=session.last_seq,
+    )
+
+
+@router.post(
+    "/deid/table",
+    tags=["deid"],
+    summary="k-anonymise a table the caller holds (direct identifiers dropped or pseudonymised; recorded)",
+    responses=problems(NOT_FOUND),
+)
+def deid_table(body: TableIn, session: PurposeSession) -> TableOut:
+    frame = pd.DataFrame(body.rows)
+    missing = [c for c in [*body.quasi, *([body.sensitive] if body.sensitive else [])] if c not in frame.columns]
+    if missing:
+        raise InvalidInput(f"column(s) {missing} are not in the table")
+    out, report = session.deidentify_table(
+        frame,
+        body.dataset,
+        quasi=body.quasi,
+        k=body.k,
+        sensitive=body.sensitive,
+        l=body.l,
+        l_kind=body.l_kind,
+        t=body.t,
+        numeric=body.numeric,
+        suppress=body.suppress,
+        keep=body.keep,
+        direct_identifiers=body.direct_identifiers,
+    )
+    rows = json.loads(out.to_json(orient="records", date_format="iso")) if len(out) else []
+    return TableOut(
+        rows=rows, report=json.loads(json.dumps(report.as_dict(), default=str)), ledger_seq=session.last_seq
+    )
