@@ -201,6 +201,7 @@ class ServiceSettings:
     login_window_s: int = 900
     job_threads: int = 2
     public_base_url: str | None = None
+    public_ledger: bool = False  # /tlog entry bundles without a token (tiles and checkpoint are always public)
 
     def to_env(self) -> dict[str, str]:
         data = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}

@@ -16,7 +16,17 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "complai"
 INTERFACES = sorted([*(SRC / "cli").glob("*.py"), *(SRC / "service").rglob("*.py"), SRC / "quickstart.py"])
 SERVICES = {f.name for f in dataclasses.fields(Services)} | {"services", "_svc"}
 # what an interface may ask of the workspace object itself: a session, its location, closing it
-WORKSPACE_DOOR = {"session", "authenticate", "login", "close", "path", "init", "open", "restore_backup"}
+WORKSPACE_DOOR = {
+    "session",
+    "authenticate",
+    "login",
+    "close",
+    "path",
+    "init",
+    "open",
+    "restore_backup",
+    "transparency_log",  # the ledger's checkpoint and hash tiles: public, no personal data (app/tlog.py)
+}
 # modules whose classes are services (an interface importing them could build or reach one)
 SERVICE_MODULES = (
     "complai.vault.service",

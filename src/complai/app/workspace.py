@@ -29,6 +29,7 @@ from complai.app.backup import RestoreResult, restore_backup
 from complai.app.login import LoginLimits, password_login
 from complai.app.services import Services, Status, status
 from complai.app.session import Session
+from complai.app.tlog import TransparencyLog
 from complai.clock import Clock, SystemClock, utc_iso
 from complai.compliance.incidents import Incidents
 from complai.compliance.requests import Requests
@@ -188,6 +189,11 @@ class Workspace:
                 raise InvalidInput(f"--as: principal {act_as!r} is disabled")
             acting = target.name
         return Caller(principal, credential, acting)
+
+    def transparency_log(self) -> TransparencyLog:
+        """The ledger's public face (c2sp.org/tlog-tiles): its latest checkpoint and hash tiles, which
+        hold no personal data and need no principal; entry bundles only for an authorised caller."""
+        return TransparencyLog(self.ledger)
 
     def login(
         self, name: str, password: str, *, address: str, lifetime: str = "PT1H", limits: LoginLimits | None = None

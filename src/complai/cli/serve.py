@@ -45,6 +45,10 @@ def serve(
     ] = False,
     max_upload: Annotated[str, typer.Option(help="Largest file an ingest or restore accepts (e.g. 2G).")] = "1G",
     log_requests: Annotated[bool, typer.Option("--access-log", help="Log each request line (no bodies).")] = False,
+    public_ledger: Annotated[
+        bool,
+        typer.Option("--public-ledger", help="Serve the ledger's entry bundles (/tlog) without a token."),
+    ] = False,
 ) -> None:
     """Serve the API (/api/v1), the web console (/console) and the data-subject portal (/portal).
 
@@ -64,7 +68,9 @@ def serve(
     ws_settings = load_settings(path)
     if workers > 1 and ws_settings.resolved_database_url().startswith("sqlite"):
         raise InvalidInput("several workers need a PostgreSQL store; this workspace uses SQLite (use --workers 1)")
-    settings = ServiceSettings(workspace=path.resolve(), tls=tls, max_upload_bytes=_size(max_upload))
+    settings = ServiceSettings(
+        workspace=path.resolve(), tls=tls, max_upload_bytes=_size(max_upload), public_ledger=public_ledger
+    )
     os.environ.update(settings.to_env())
     # heavy: uvicorn and the FastAPI app load only for this command
     import uvicorn

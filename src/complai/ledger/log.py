@@ -250,6 +250,18 @@ class Ledger:
             out[key] = merkle.subtree_root(key[0] - base, children)
         return out
 
+    def subtree_hashes(self, level: int, start: int, end: int, conn: Connection | None = None) -> list[bytes]:
+        """Hashes of the perfect subtrees at `level` with indexes [start, end) (level 0: the leaf hashes),
+        from stored strata: what a C2SP tlog-tiles tile holds. The caller keeps to completed subtrees."""
+        if conn is None:
+            with self.store.read() as c:
+                return self.subtree_hashes(level, start, end, c)
+        if level < 0 or not 0 <= start <= end or (end << level) > self.head(conn).size:
+            raise InvalidInput(f"no complete subtrees [{start}, {end}) at level {level} in this log")
+        wanted = [(level, i) for i in range(start, end)]
+        hashes = self._subtree_hashes(conn, wanted) if wanted else {}
+        return [hashes[n] for n in wanted]
+
     def _range_hashes(self, conn: Connection, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         parts = [merkle.range_nodes(a, b) for a, b in ranges]
         hashes = self._subtree_hashes(conn, [n for p in parts for n in p])

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from complai.app.core import SessionCore
+from complai.app.tlog import Tile, TransparencyLog
 from complai.crypto.signing import VerifierKey
-from complai.errors import InvalidInput
-from complai.ledger.checkpoint import SignedNote
+from complai.errors import IntegrityError, InvalidInput
+from complai.ledger.checkpoint import SignedNote, parse_note
 from complai.ledger.log import Entry, Head
 from complai.ledger.verify import VerifyReport, export_ledger, verify_ledger
 from complai.ledger.witness import Witness, cosign_latest
@@ -187,6 +188,34 @@ class LedgerOps(SessionCore):
         trusted = {k.name: k for k in ledger.witnesses()}
         stored = witness.name in trusted and trusted[witness.name] == witness.verifier
         return Cosigned(witness.name, size, line, stored)
+
+    def ledger_entry_bundle(self, index: int, width: int = 256) -> Tile:
+        """Entry bundle `index` of the ledger as a C2SP tlog-tiles log (app/tlog.py): the entries' exact
+        leaf bytes, only as far as the latest checkpoint commits to them."""
+        self._check("audit")
+        return TransparencyLog(self._svc.ledger).entry_bundle(index, width)
+
+    def ledger_add_cosignature(self, size: int, line: str) -> Cosigned:
+        """Keep a trusted witness's cosignature line on the stored checkpoint at `size` (what a C2SP
+        tlog-witness answers to add-checkpoint). Refused unless the line verifies under that witness's key."""
+        self._check("audit")
+        ledger = self._svc.ledger
+        note = next((n for n in ledger.checkpoints() if n.checkpoint.size == size), None)
+        if note is None:
+            raise InvalidInput(f"no stored checkpoint at size {size}")
+        text = line if line.endswith("\n") else line + "\n"
+        if len(text) > 1024 or text.count("\n") != 1:
+            raise InvalidInput("a cosignature is one note signature line")
+        try:
+            sig = parse_note(note.checkpoint.body().decode() + "\n" + text).signatures[0]
+        except IntegrityError:
+            raise InvalidInput("not a note signature line") from None
+        trusted = {k.name: k for k in ledger.witnesses()}
+        key = trusted.get(sig.name)
+        if key is None:
+            raise InvalidInput(f"{sig.name!r} is not a trusted witness of this ledger")
+        ledger.store_cosignature(size, key, text, self._svc.clock.now())
+        return Cosigned(key.name, size, text, True)
 
 
 def _told(progress: Progress | None, total: int) -> Callable[[int], None] | None:
