@@ -6,6 +6,7 @@ COMPLAI_PIPL_REQUEST_DAYS   days to answer a subject request under PIPL (default
 COMPLAI_DEBUG               show tracebacks on errors (any non-empty value; the CLI's --debug)
 COMPLAI_LOG                 log format on stderr: `text` (default) or `json` (one JSON object a line)
 COMPLAI_LOG_LEVEL           log level: WARNING (default), INFO, DEBUG (the CLI's -v, -vv)
+COMPLAI_SMTP_PASSWORD       the password of the portal's SMTP relay user (never written anywhere)
 
 A database password is never written to `complai.toml`: a URL that holds one is refused there.
 """
@@ -202,10 +203,23 @@ class ServiceSettings:
     job_threads: int = 2
     public_base_url: str | None = None
     public_ledger: bool = False  # /tlog entry bundles without a token (tiles and checkpoint are always public)
+    portal_principal: str | None = None  # the service principal the portal acts as; None: no portal
+    portal_channel: str = "outbox"  # how one-time codes go out: outbox (<workspace>/portal-outbox) or smtp
+    portal_jurisdiction: str = "EU"  # the register's jurisdiction for a person who holds no data here
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_sender: str = "privacy@localhost"
+    smtp_user: str | None = None
+    smtp_security: str = "starttls"  # starttls, tls (implicit, port 465) or plain (a local relay only)
 
     def to_env(self) -> dict[str, str]:
         data = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
         return {"COMPLAI_WORKSPACE": str(self.workspace), "COMPLAI_SERVICE": json.dumps(data)}
+
+
+def smtp_password() -> str | None:
+    """COMPLAI_SMTP_PASSWORD: the portal's SMTP relay password (kept out of the service's settings)."""
+    return os.environ.get("COMPLAI_SMTP_PASSWORD") or None
 
 
 def service_settings() -> ServiceSettings:

@@ -730,3 +730,14 @@ class DpiaRecorded(Event):
     digest: Digest
     triggers: list[str]
     signed_by: str | None = None
+
+
+class PortalSubmitted(Event):
+    """A request or consent withdrawal submitted at the subject portal, awaiting the one-time code sent
+    to the address given. The subject by pseudonym only, recorded alike whether or not they hold data."""
+
+    kind: ClassVar[str] = "portal.submitted"
+    submission: str
+    request_kind: str
+    subject: Pseudonym
+    channel: str

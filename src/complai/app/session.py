@@ -17,6 +17,7 @@ from complai.app.ops.data import DataOps
 from complai.app.ops.federated import FederatedOps
 from complai.app.ops.jobs import JobOps
 from complai.app.ops.ledger import LedgerOps
+from complai.app.ops.portal import PortalOps
 from complai.app.ops.privacy import PrivacyOps
 from complai.app.ops.rights import RightsOps
 
@@ -24,6 +25,16 @@ __all__ = ["ALL", "Session"]
 
 
 class Session(
-    DataOps, RightsOps, PrivacyOps, ComplianceOps, AdminOps, AccessOps, FederatedOps, LedgerOps, JobOps, SessionCore
+    PortalOps,
+    DataOps,
+    RightsOps,
+    PrivacyOps,
+    ComplianceOps,
+    AdminOps,
+    AccessOps,
+    FederatedOps,
+    LedgerOps,
+    JobOps,
+    SessionCore,
 ):
     """A principal acting for one purpose; every operation is checked against the policy."""

@@ -28,6 +28,7 @@ from complai.service.console import web as console_web
 from complai.service.jobs import JobRunner
 from complai.service.middleware import BodyLimit, SecurityHeaders
 from complai.service.portal import router as portal_router
+from complai.service.portal import web as portal_web
 from complai.service.tlog import router as tlog_router
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -62,6 +63,7 @@ def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None)
     app.state.settings = settings
     problems.install(app)
     console_web.install(app)
+    portal_web.install(app)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.include_router(api_router, prefix="/api/v1")
     app.include_router(console_router, prefix="/console")

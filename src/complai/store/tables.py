@@ -426,3 +426,43 @@ login_failures = Table(
     Column("address", String(64), nullable=False, index=True),
     Column("at", DateTime(timezone=True), nullable=False, index=True),
 )
+
+# --- the data-subject portal (0017) ----------------------------------------------------------------
+# A request or consent withdrawal submitted at /portal: pending until the one-time code sent to the
+# address given is entered, then linked to the register (request_id). The reference, the follow-up code
+# and the one-time code are kept as keyed digests; the identifier and an export only sealed under a key
+# derived from the workspace key and `key_salt` (deleting the row destroys them). The subject is named
+# by pseudonym, whether or not they hold data here.
+portal_requests = Table(
+    "portal_requests",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("reference_hash", String(80), nullable=False, unique=True),
+    Column("follow_hash", String(80)),
+    Column("kind", String(32), nullable=False),
+    Column("purpose", String(128)),
+    Column("subject", String(80), nullable=False),
+    Column("key_salt", LargeBinary, nullable=False),
+    Column("identifier_enc", LargeBinary),
+    Column("code_hash", String(80)),
+    Column("code_expires_at", DateTime(timezone=True)),
+    Column("code_attempts", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # pending, verified, done, locked
+    Column("request_id", String(32), index=True),
+    Column("outcome", String(200)),
+    Column("export_enc", LargeBinary),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("verified_at", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+)
+
+# A submission or a refused code or follow-up, kept for the portal's limits per address and per
+# subject (`what`: submit, code, follow; `key`: an address or a pseudonym); older rows are deleted.
+portal_attempts = Table(
+    "portal_attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("what", String(16), nullable=False),
+    Column("key", String(80), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+)
