@@ -189,6 +189,23 @@ class LedgerOps(SessionCore):
         stored = witness.name in trusted and trusted[witness.name] == witness.verifier
         return Cosigned(witness.name, size, line, stored)
 
+    def ledger_consistency(self, size1: int, size2: int | None = None) -> tuple[tuple[bytes, ...], bytes, bytes]:
+        """RFC 9162 consistency proof from the tree of `size1` entries to that of `size2` (default: the
+        head), with both roots: (proof, root1, root2)."""
+        self._check("audit")
+        ledger = self._svc.ledger
+        head = ledger.head().size
+        size2 = head if size2 is None else size2
+        if not 0 < size1 <= size2 <= head:
+            raise InvalidInput(f"no consistency proof from size {size1} to {size2} in a log of {head} entries")
+        proof = ledger.consistency_proof(size1, size2)
+        return tuple(proof), ledger.root_at(size1), ledger.root_at(size2)
+
+    def ledger_checkpoints(self) -> list[SignedNote]:
+        """Every signed checkpoint, by size, with the cosignatures stored for it."""
+        self._check("audit")
+        return self._svc.ledger.checkpoints()
+
     def ledger_entry_bundle(self, index: int, width: int = 256) -> Tile:
         """Entry bundle `index` of the ledger as a C2SP tlog-tiles log (app/tlog.py): the entries' exact
         leaf bytes, only as far as the latest checkpoint commits to them."""
