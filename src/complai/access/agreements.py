@@ -90,6 +90,8 @@ class Agreement:
     max_uses: int
     uses: int
     revoked: bool
+    recipient_jurisdiction: str | None = None
+    transfer_mechanism: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -134,6 +136,8 @@ class Agreements:
             max_uses=int(row.max_uses),
             uses=int(row.uses),
             revoked=row.revoked_at is not None,
+            recipient_jurisdiction=row.recipient_jurisdiction,
+            transfer_mechanism=row.transfer_mechanism,
         )
 
     def create(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -213,13 +214,19 @@ def _refused(ctx: AuditContext) -> list[dict[str, Any]]:
 
 
 def _consent_coverage(ctx: AuditContext) -> list[dict[str, Any]]:
-    """Per declared purpose: subjects (not erased) with records in the datasets declaring it, and how many
-    of them hold live consent for it now; whether the purpose's lawful basis needs consent at all."""
-    tax = ctx.svc.taxonomy
-    now = ctx.now
+    return consent_coverage(ctx.svc, ctx.now)
+
+
+def consent_coverage(svc: ComplianceServices, now: datetime, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Per declared purpose: subjects (not erased) with records in the datasets declaring it (or only in
+    `dataset`), and how many of them hold live consent for it at `now`; whether the purpose's lawful
+    basis needs consent at all."""
+    tax = svc.taxonomy
     declared: dict[str, dict[str, str]] = {}
-    with ctx.svc.store.read() as conn:
+    with svc.store.read() as conn:
         for name, text in conn.execute(select(datasets.c.name, datasets.c.schema_json)):
+            if dataset is not None and name != dataset:
+                continue
             try:
                 purposes = json.loads(text).get("purposes") or {}
             except (ValueError, AttributeError):

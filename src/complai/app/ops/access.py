@@ -19,6 +19,7 @@ from complai.access.authz import BUILTIN, RuleTuple
 from complai.access.identity import IssuedToken, Principal, TokenInfo
 from complai.access.policy import Rule
 from complai.app.core import SessionCore
+from complai.clock import parse_utc
 from complai.errors import InvalidInput
 
 
@@ -90,6 +91,25 @@ class AccessOps(SessionCore):
         if everyone and principal:
             raise InvalidInput("give a principal or ask for every token, not both")
         return self._svc.identity.list_tokens(self.principal, holder)
+
+    def token_counts(self) -> dict[str, dict[str, int]]:
+        """Per principal, how many of its tokens are live, expired and revoked (never an id or a secret):
+        the auditor's view of principals (`audit`), as the ledger's token events show it."""
+        self._check("audit")
+        now = self._svc.clock.now()
+        out: dict[str, dict[str, int]] = {}
+        for p in self._svc.identity.list():
+            counts = {"live": 0, "expired": 0, "revoked": 0}
+            for t in self._svc.identity.tokens_of(p.name):
+                expires = t["expires_at"]
+                if t["revoked"]:
+                    counts["revoked"] += 1
+                elif expires is not None and parse_utc(str(expires)) <= now:
+                    counts["expired"] += 1
+                else:
+                    counts["live"] += 1
+            out[p.name] = counts
+        return out
 
     def token_max_lifetime(self) -> str:
         """The longest lifetime of a token minted without the owner role (ISO 8601 duration)."""

@@ -175,3 +175,13 @@ class ComplianceOps(SessionCore):
         """A report file against the ledger: unchanged (canonical), recorded, and the ledger sound."""
         self._check("audit")
         return report.verify(self._compliance(), path)
+
+    def consent_coverage(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Per declared purpose, the subjects with records (in `dataset`, or in every dataset declaring the
+        purpose) and how many hold live consent for it now, as an audit reports it: exact counts, for
+        those who oversee the workspace (audit or admin); anyone else is refused (recorded) before the
+        dataset is looked up."""
+        self._check_oversight()
+        if dataset is not None:
+            self._svc.catalog.get(dataset)
+        return report.consent_coverage(self._compliance(), self._svc.clock.now(), dataset)
