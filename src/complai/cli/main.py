@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("complai.cli.workspace:status", "Show the workspace, its schema version and counts."),
     "quickstart": ("complai.cli.workspace:quickstart", "Show the whole product on the bundled Adult data."),
     "ledger": ("complai.cli.ledger:app", "The verifiable ledger (Merkle transparency log)."),
+    "witness": ("complai.cli.witness:app", "Run a witness over HTTP and ask one to cosign (C2SP tlog-witness)."),
     "dataset": ("complai.cli.vault:dataset_app", "Datasets: schemas, ingest, listing."),
     "subject": ("complai.cli.vault:subject_app", "Data subjects: export, erase, rectify, restrict, object."),
     "consent": ("complai.cli.vault:consent_app", "Consent records per subject and purpose."),
