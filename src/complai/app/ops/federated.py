@@ -3,6 +3,9 @@ through their own workspaces; federated/engine.py's Organisation and Coordinator
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 
 from complai.app.core import ALL, SessionCore
@@ -117,3 +120,66 @@ class FederatedOps(SessionCore):
             aggregate_digest=aggregate_digest,
         )
         return self.last_seq
+
+    def federated_runs(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The federated runs the ledger recorded, newest first: per run, its rounds as the coordinating
+        server recorded them (sampled, survivors, dropped, secure aggregation, DP and its parameters, the
+        privacy spent after the last round) and the updates organisations recorded sending. Only counts,
+        public parameters and digests: the events hold nothing else. For those who oversee the workspace
+        (audit or admin); anyone else is refused (recorded)."""
+        self._check_oversight()
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be between 1 and 1000")
+        runs: dict[str, dict[str, Any]] = {}
+        ledger = self._svc.ledger
+        for entry in ledger.entries(kind=FederatedRound.kind):
+            ev = json.loads(entry.data)
+            run = runs.setdefault(ev["run_id"], _new_run(ev["run_id"]))
+            run["rounds"] += 1
+            run["last_round"] = max(run["last_round"] or 0, int(ev["round"]))
+            for key in ("secure_aggregation", "dp", "noise_multiplier", "clip_norm", "sample_rate"):
+                run[key] = ev[key]
+            run["epsilon"], run["delta"] = ev["epsilon"], ev["delta"]
+            run["clients_sampled"] += int(ev["sampled"])
+            run["clients_dropped"] += int(ev["dropped"])
+            run["coordinator"] = ev["actor"]
+            _span(run, entry.seq, ev["time"])
+        for entry in ledger.entries(kind=FederatedUpdateSent.kind):
+            ev = json.loads(entry.data)
+            run = runs.setdefault(ev["run_id"], _new_run(ev["run_id"]))
+            run["updates_sent"] += 1
+            run["datasets"] = sorted({*run["datasets"], ev["dataset"]})
+            _span(run, entry.seq, ev["time"])
+        ordered = sorted(runs.values(), key=lambda r: r["last_seq"], reverse=True)
+        return ordered[:limit]
+
+
+def _new_run(run_id: str) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "rounds": 0,
+        "last_round": None,
+        "coordinator": None,
+        "secure_aggregation": None,
+        "dp": None,
+        "noise_multiplier": None,
+        "clip_norm": None,
+        "sample_rate": None,
+        "epsilon": None,
+        "delta": None,
+        "clients_sampled": 0,
+        "clients_dropped": 0,
+        "updates_sent": 0,
+        "datasets": [],
+        "first_seq": None,
+        "last_seq": None,
+        "started_at": None,
+        "last_at": None,
+    }
+
+
+def _span(run: dict[str, Any], seq: int, at: str) -> None:
+    if run["first_seq"] is None or seq < run["first_seq"]:
+        run["first_seq"], run["started_at"] = seq, at
+    if run["last_seq"] is None or seq > run["last_seq"]:
+        run["last_seq"], run["last_at"] = seq, at

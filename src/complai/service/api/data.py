@@ -157,7 +157,9 @@ class TextOut(BaseModel):
 
 
 class TableIn(Strict):
-    rows: list[dict[str, Any]] = Field(min_length=1, max_length=100_000, description="The table, one object a row")
+    rows: list[dict[str, str | int | float | bool | None]] = Field(
+        min_length=1, max_length=100_000, description="The table, one object of plain values a row"
+    )
     quasi: list[str] = Field(min_length=1, description="Quasi-identifier columns")
     k: int = Field(ge=2, le=1_000_000)
     sensitive: str | None = None
