@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -142,7 +144,7 @@ def test_access_request_from_submission_to_download(
     [req] = ws.session(OWNER, "audit").requests()
     assert req["type"] == "access" and req["verified"] and req["verification"] == "email"
     assert req["subject"] == ws.pseudonyms.subject(subject)
-    assert f'id="due">{req["due_at"]}' in page
+    assert f'data-due="{req["due_at"]}"' in page
     # the code worked once
     assert verify(client, reference, code)[0] == 400
 
@@ -279,3 +281,94 @@ def test_unverified_submissions_and_closed_requests_are_purged(
     submit(client, "access", "later@example.org")
     with ws.store.read() as conn:
         assert len(conn.execute(select(portal_requests)).all()) == 1
+
+
+class Relay(threading.Thread):
+    """A minimal SMTP relay on loopback (enough of RFC 5321 for smtplib): it keeps what it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port: int = self.sock.getsockname()[1]
+        self.received: list[tuple[list[str], str]] = []
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as rf:
+                conn.sendall(b"220 relay\r\n")
+                rcpt: list[str] = []
+                while line := rf.readline():
+                    verb = line[:4].upper()
+                    if verb in (b"EHLO", b"HELO"):
+                        conn.sendall(b"250 relay\r\n")
+                    elif verb == b"RCPT":
+                        rcpt.append(line.decode().strip())
+                        conn.sendall(b"250 ok\r\n")
+                    elif verb == b"DATA":
+                        conn.sendall(b"354 go on\r\n")
+                        body = b""
+                        while (chunk := rf.readline()) not in (b".\r\n", b""):
+                            body += chunk
+                        self.received.append((rcpt, body.decode()))
+                        conn.sendall(b"250 queued\r\n")
+                    elif verb == b"QUIT":
+                        conn.sendall(b"221 bye\r\n")
+                        break
+                    else:
+                        conn.sendall(b"250 ok\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_codes_go_out_by_smtp_when_configured(ws: Workspace, portal_settings: ServiceSettings) -> None:
+    relay = Relay()
+    relay.start()
+    cfg = replace(
+        portal_settings, portal_channel="smtp", smtp_host="127.0.0.1", smtp_port=relay.port, smtp_security="plain"
+    )
+    try:
+        with TestClient(create_app(cfg, workspace=ws), raise_server_exceptions=False) as c:
+            status, page = submit(c, "portability", "someone@example.org")
+        assert status == 200
+        [(rcpt, body)] = relay.received
+        assert [r.upper() for r in rcpt] == ["RCPT TO:<SOMEONE@EXAMPLE.ORG>"]
+        assert reference_in(page) in body and re.search(r"one-time code: \d{8}", body)
+        assert not outbox(ws)
+    finally:
+        relay.close()
+
+
+def test_a_code_that_cannot_be_sent_leaves_nothing_behind(ws: Workspace, portal_settings: ServiceSettings) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = replace(portal_settings, portal_channel="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_security="plain")
+    before = kinds(ws)
+    with TestClient(create_app(cfg, workspace=ws), raise_server_exceptions=False) as c:
+        status, page = submit(c, "access", "someone@example.org")
+    assert status == 503 and "Nothing was recorded" in page
+    assert kinds(ws) == before
+    with ws.store.read() as conn:
+        assert conn.execute(select(portal_requests)).all() == []
+
+
+def test_serve_refuses_a_portal_that_could_not_act(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.cli.test_authn import cli
+
+    monkeypatch.setenv("COMPLAI_WORKSPACE", str(ws.path))
+    unknown = cli("serve", "--portal", "frontdesk")
+    assert unknown.returncode == 2 and "no enabled principal 'frontdesk'" in unknown.stderr
+    ws.session(OWNER, "security").add_principal("frontdesk", "service")
+    unruled = cli("serve", "--portal", "frontdesk")
+    assert unruled.returncode == 2 and "may not act for the portal" in unruled.stderr
+    nowhere = cli("serve", "--portal", "portal", "--portal-channel", "smtp")
+    assert nowhere.returncode == 2 and "--smtp-host" in nowhere.stderr
+    bad = cli("serve", "--portal", "portal", "--portal-jurisdiction", "Atlantis")
+    assert bad.returncode == 2

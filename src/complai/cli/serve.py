@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 
+from complai.app.workspace import Workspace
 from complai.cli.common import err_console, has_workspace, workspace_path
 from complai.config import ServiceSettings, load_settings
-from complai.errors import InvalidInput, WorkspaceError
+from complai.errors import AuthenticationFailed, InvalidInput, PolicyDenied, WorkspaceError
 
 
 def _loopback(host: str) -> bool:
@@ -32,6 +33,38 @@ def _size(text: str) -> int:
         raise InvalidInput(f"--max-upload: {text!r} is not a size (e.g. 512M, 2G)") from None
 
 
+def _check_portal(
+    path: Path, principal: str, channel: str, jurisdiction: str, smtp_host: str | None, security: str
+) -> None:
+    """Refuse to start a portal that could not act: an unknown or disabled principal, one without its
+    rule, a channel that cannot send, or a jurisdiction without a request regime."""
+    if channel not in ("outbox", "smtp"):
+        raise InvalidInput(f"--portal-channel: {channel!r} is not outbox or smtp")
+    if channel == "smtp" and not smtp_host:
+        raise InvalidInput("--portal-channel smtp needs --smtp-host")
+    if security not in ("starttls", "tls", "plain"):
+        raise InvalidInput(f"--smtp-security: {security!r} is not starttls, tls or plain")
+    if security == "plain" and smtp_host and not _loopback(smtp_host):
+        raise InvalidInput("--smtp-security plain sends codes in clear: only to a relay on this machine")
+    with Workspace.open(path) as ws:
+        try:
+            session = ws.session(principal, "subject_request")
+        except AuthenticationFailed:
+            raise InvalidInput(
+                f"--portal: no enabled principal {principal!r}; add it (complai principal add {principal} "
+                f"--kind service) and allow it (complai policy allow {principal} --dataset '*' --action admin "
+                "--purpose subject_request)"
+            ) from None
+        try:
+            session.portal_ready()
+        except PolicyDenied:
+            raise InvalidInput(
+                f"--portal: {principal} may not act for the portal; allow it (complai policy allow {principal} "
+                "--dataset '*' --action admin --purpose subject_request)"
+            ) from None
+        session.portal_check_jurisdiction(jurisdiction)
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback unless --insecure or TLS).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
@@ -49,6 +82,29 @@ def serve(
         bool,
         typer.Option("--public-ledger", help="Serve the ledger's entry bundles (/tlog) without a token."),
     ] = False,
+    portal: Annotated[
+        str | None,
+        typer.Option(
+            "--portal",
+            help="Open the data-subject portal (/portal), acting as this service principal (it needs a rule "
+            "allowing admin on * for subject_request). Without it the portal is closed.",
+        ),
+    ] = None,
+    portal_channel: Annotated[
+        str, typer.Option(help="How the portal sends one-time codes: outbox (files in the workspace) or smtp.")
+    ] = "outbox",
+    portal_jurisdiction: Annotated[
+        str, typer.Option(help="The jurisdiction of a portal request from someone who holds no data here.")
+    ] = "EU",
+    smtp_host: Annotated[str | None, typer.Option(help="SMTP relay for --portal-channel smtp.")] = None,
+    smtp_port: Annotated[int, typer.Option(min=1, max=65535, help="SMTP relay port.")] = 587,
+    smtp_from: Annotated[str, typer.Option(help="Sender address of the portal's messages.")] = "privacy@localhost",
+    smtp_user: Annotated[
+        str | None, typer.Option(help="SMTP user (its password in COMPLAI_SMTP_PASSWORD, never an option).")
+    ] = None,
+    smtp_security: Annotated[
+        str, typer.Option(help="starttls, tls (implicit TLS) or plain (a relay on this machine only).")
+    ] = "starttls",
 ) -> None:
     """Serve the API (/api/v1), the web console (/console) and the data-subject portal (/portal).
 
@@ -68,8 +124,21 @@ def serve(
     ws_settings = load_settings(path)
     if workers > 1 and ws_settings.resolved_database_url().startswith("sqlite"):
         raise InvalidInput("several workers need a PostgreSQL store; this workspace uses SQLite (use --workers 1)")
+    if portal is not None:
+        _check_portal(path, portal, portal_channel, portal_jurisdiction, smtp_host, smtp_security)
     settings = ServiceSettings(
-        workspace=path.resolve(), tls=tls, max_upload_bytes=_size(max_upload), public_ledger=public_ledger
+        workspace=path.resolve(),
+        tls=tls,
+        max_upload_bytes=_size(max_upload),
+        public_ledger=public_ledger,
+        portal_principal=portal,
+        portal_channel=portal_channel,
+        portal_jurisdiction=portal_jurisdiction,
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        smtp_sender=smtp_from,
+        smtp_user=smtp_user,
+        smtp_security=smtp_security,
     )
     os.environ.update(settings.to_env())
     # heavy: uvicorn and the FastAPI app load only for this command
@@ -77,6 +146,10 @@ def serve(
 
     scheme = "https" if tls else "http"
     err_console.print(f"complai: serving {path} at {scheme}://{host}:{port}/ (console: /console, API: /api/docs)")
+    if portal is None:
+        err_console.print("complai: the data-subject portal is closed (open it with --portal PRINCIPAL)")
+    else:
+        err_console.print(f"complai: portal at /portal as {portal}, codes by {portal_channel}")
     uvicorn.run(
         "complai.service.app:factory",
         factory=True,

@@ -41,6 +41,7 @@ from complai.app.portal import (
 )
 from complai.clock import as_utc, utc_iso
 from complai.compliance.recorded import Recorded
+from complai.compliance.requests import deadlines
 from complai.errors import AuthenticationFailed, InvalidInput, NotFound, RateLimited
 from complai.events import AuthenticationRefused, PortalSubmitted
 from complai.store.tables import portal_attempts, portal_requests, subject_requests
@@ -85,6 +86,11 @@ class PortalOps(RightsOps, ComplianceOps):
     def portal_ready(self) -> None:
         """Refuse (recorded) unless this principal may act for the portal."""
         self._check("admin")
+
+    def portal_check_jurisdiction(self, jurisdiction: str) -> None:
+        """InvalidInput unless `jurisdiction` has a subject-request regime (the portal's default one)."""
+        self._check("admin")
+        deadlines(self._svc.taxonomy, jurisdiction, self._svc.clock.now())
 
     def portal_purposes(self) -> list[str]:
         """The purposes the datasets declare (those a consent can be withdrawn from), sorted."""

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from complai.errors import AuthenticationFailed, InvalidInput
+from complai.errors import AuthenticationFailed, InvalidInput, WorkspaceError
 from complai.service.deps import WorkspaceDep, client_address
 from complai.service.portal.web import Csrf, LimitsDep, PortalSession, SettingsDep, channel_for, render
 
@@ -63,6 +63,9 @@ def submit(
     except InvalidInput as exc:
         values = {"kind": kind, "purpose": purpose}
         return _form(request, session, 400, error=exc.message, values=values)
+    except WorkspaceError:  # the channel could not deliver: nothing was recorded
+        message = "We could not send your code just now. Nothing was recorded; please try again later."
+        return render(request, "error.html", 503, title="Not sent", message=message)
     return render(
         request,
         "code.html",

@@ -23,12 +23,24 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from complai.app.portal import OUTBOX, Channel, OutboxChannel, PortalLimits, SmtpChannel, SmtpSettings
 from complai.app.session import Session
 from complai.app.workspace import Workspace
+from complai.clock import parse_utc
 from complai.config import ServiceSettings, smtp_password
 from complai.errors import AuthenticationFailed, ComplaiError, RateLimited
 from complai.service.deps import settings, workspace
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "portal"
 env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True))
+
+
+def when(iso: str | None) -> str:
+    """A time as people read it: 30 November 2026, 17:52 UTC."""
+    if not iso:
+        return ""
+    t = parse_utc(iso)
+    return f"{t.day} {t:%B %Y}, {t:%H:%M} UTC"
+
+
+env.filters["when"] = when
 
 COOKIE = "complai_portal_csrf"
 COOKIE_PATH = "/portal"
@@ -116,7 +128,9 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     html = env.get_template(template).render(**context)
     response = HTMLResponse(html, status_code=status_code)
     response.headers["Cache-Control"] = "no-store"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # not the service's no-referrer: under it a browser sends `Origin: null`, which the CSRF check
+    # refuses; same-origin still sends nothing to another site
+    response.headers["Referrer-Policy"] = "same-origin"
     if fresh:
         tls = bool(getattr(request.app.state.settings, "tls", False))
         response.set_cookie(COOKIE, token, path=COOKIE_PATH, httponly=True, secure=tls, samesite="strict")
