@@ -117,6 +117,9 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     context.setdefault("csrf", csrf_token(token) if token else "")
     context.setdefault("principal", getattr(request.state, "console_principal", None))
     response: HTMLResponse = templates.TemplateResponse(request, template, context, status_code=status_code)
+    # not the service's no-referrer: under it a browser sends `Origin: null` with the page's forms, which
+    # the CSRF check refuses; same-origin still sends nothing to another site
+    response.headers["Referrer-Policy"] = "same-origin"
     return response
 
 
