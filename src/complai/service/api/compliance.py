@@ -44,9 +44,19 @@ Seq = Annotated[int, Path(ge=0, le=2**62, description="The ledger entry that rec
 # --- audits ------------------------------------------------------------------------------------------
 
 
+Format = Literal["json", "md", "html"]
+
+
+def _every_format() -> list[Format]:
+    return ["json", "md", "html"]
+
+
 class AuditIn(Strict):
     epsilon_cap: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 10.0
     since_last: bool = Field(default=False, description="Ledger evidence since the last audit only")
+    formats: Annotated[list[Format], Field(min_length=1, max_length=3)] = Field(
+        default_factory=_every_format, description="Report formats to keep (JSON is always kept)"
+    )
 
 
 class AuditOut(BaseModel):
@@ -116,11 +126,12 @@ def run_audit(request: Request, body: AuditIn, session: AuditSession, ws: Worksp
     session.authorise("audit")
     root = audits_dir(ws)
     cap, since_last = body.epsilon_cap, body.since_last
+    formats = tuple(f for f in FORMATS if f == "json" or f in body.formats)  # JSON: what verification reads
 
     def work(own: Session, progress: JobProgress) -> dict[str, Any]:
         staging = root / f".run-{secrets.token_hex(8)}"
         try:
-            result = own.compliance_audit(staging, FORMATS, cap, since_last=since_last)
+            result = own.compliance_audit(staging, formats, cap, since_last=since_last)
             seq = int(result["ledger_seq"])
             staging.rename(root / str(seq))
         except BaseException:
@@ -130,7 +141,7 @@ def run_audit(request: Request, body: AuditIn, session: AuditSession, ws: Worksp
             "audit": seq,
             "digest": result["digest"],
             "summary": result["summary"],
-            "reports": {f: f"/api/v1/audits/{seq}/report?format={f}" for f in FORMATS},
+            "reports": {f: f"/api/v1/audits/{seq}/report?format={f}" for f in formats},
         }
 
     return accepted(request, request.app.state.jobs.submit(session, "compliance.audit", work))
@@ -169,7 +180,11 @@ def _report_file(session: Session, ws: Any, seq: int, fmt: str) -> FilePath:
     responses={
         **problems(NOT_FOUND),
         200: {
-            "content": {m.split(";")[0]: {"schema": {"type": "string"}} for m in MEDIA.values()},
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/markdown": {"schema": {"type": "string"}},
+                "text/html": {"schema": {"type": "string"}},
+            },
             "description": "The report",
         },
     },
