@@ -8,14 +8,15 @@ serialised (the ledger) lock a row with SELECT ... FOR UPDATE.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, DateTime, Engine, Table, create_engine, event, text
@@ -26,6 +27,22 @@ from complai.errors import InvalidInput, WorkspaceError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "complai_write"
+_SCRIPTS_LOCK = threading.Lock()
+_scripts: ScriptDirectory | None = None
+
+
+def _migration_scripts() -> ScriptDirectory:
+    """complai's migrations, read once per process: Alembic parses every revision file each time it builds
+    a ScriptDirectory, which cost more than the rest of opening a workspace."""
+    global _scripts
+    with _SCRIPTS_LOCK:
+        if _scripts is None:
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            scripts = ScriptDirectory.from_config(cfg)
+            scripts.get_current_head()  # builds the revision map here, under the lock
+            _scripts = scripts
+        return _scripts
 
 
 def normalise_url(url: str) -> str:
@@ -158,9 +175,7 @@ class Store:
 
     @staticmethod
     def head_revision() -> str:
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        head = ScriptDirectory.from_config(cfg).get_current_head()
+        head = _migration_scripts().get_current_head()
         assert head is not None
         return head
 
@@ -175,15 +190,20 @@ class Store:
         if self.dialect == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(72786510)"))
         before = self.current_revision(conn)
-        cfg = self._alembic(conn)
-        known = {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+        scripts = _migration_scripts()
+        known = {s.revision for s in scripts.walk_revisions()}
         if before is not None and before not in known:
             raise WorkspaceError(
                 f"database schema revision {before} is unknown to this complai (written by a newer version?)"
             )
         wanted = self.head_revision() if target == "head" else target
         if before != wanted:
-            command.upgrade(cfg, target)
+            # alembic.command.upgrade, on the scripts already read
+            def upgrade(rev: Any, _context: Any) -> Any:
+                return scripts._upgrade_revs(target, rev)
+
+            with EnvironmentContext(self._alembic(conn), scripts, fn=upgrade, destination_rev=target):
+                scripts.run_env()
         after = self.current_revision(conn)
         assert after is not None
         return before, after
