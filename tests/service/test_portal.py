@@ -181,6 +181,7 @@ def test_access_request_from_submission_to_download(
         row = conn.execute(select(portal_requests)).one()
     for secret in (subject, code, reference.replace("-", ""), follow_code.replace("-", "")):
         assert secret.encode() not in repr(tuple(row)).encode()
+    assert row.identifier_enc is None  # destroyed once the request was fulfilled
 
 
 def _normalised(page: str, reference: str) -> str:
@@ -210,6 +211,12 @@ def test_known_and_unknown_identifiers_are_indistinguishable_before_verification
     assert shape(ma, known, reference_in(a.text)) == shape(mb, unknown, reference_in(b.text))
     # the ledger records both alike (by pseudonym), and nothing else
     assert kinds(ws)[-2:] == ["portal.submitted", "portal.submitted"]
+    # once verified, each enters the register: the unknown one under the portal's jurisdiction
+    assert verify(client, reference_in(a.text), code_in(ma))[0] == 200
+    assert verify(client, reference_in(b.text), code_in(mb))[0] == 200
+    by_subject = {r["subject"]: r for r in ws.session(OWNER, "audit").requests()}
+    assert by_subject[ws.pseudonyms.subject(unknown)]["jurisdiction"] == "EU"
+    assert by_subject[ws.pseudonyms.subject(known)]["verification"] == "email"
 
 
 def test_wrong_codes_are_limited_recorded_and_lock_the_submission(client: TestClient, ws: Workspace) -> None:
@@ -276,11 +283,22 @@ def test_a_consent_is_withdrawn_once_the_code_is_entered(client: TestClient, ws:
 def test_unverified_submissions_and_closed_requests_are_purged(
     client: TestClient, ws: Workspace, clock: ManualClock
 ) -> None:
+    def rows() -> set[str]:
+        with ws.store.read() as conn:
+            return {r.kind for r in conn.execute(select(portal_requests))}
+
+    _, page = submit(client, "erasure", subject_of(ws))
+    assert verify(client, reference_in(page), code_in(outbox(ws)[0]))[0] == 200
+    [req] = ws.session(OWNER, "audit").requests()
+    ws.session(OWNER, "subject_request").portal_fulfil(req["id"])
     submit(client, "access", UNKNOWN)
     clock.advance(timedelta(days=2))
-    submit(client, "access", "later@example.org")
-    with ws.store.read() as conn:
-        assert len(conn.execute(select(portal_requests)).all()) == 1
+    submit(client, "portability", "later@example.org")
+    assert rows() == {"erasure", "portability"}  # the unverified access is gone
+    clock.advance(timedelta(days=PortalLimits().retention_days))
+    submit(client, "restriction", "later@example.org")
+    assert rows() == {"restriction"}  # so are the closed erasure and the unverified portability
+    assert ws.session(OWNER, "audit").request(req["id"])["status"] == "fulfilled"  # the register keeps it
 
 
 class Relay(threading.Thread):
@@ -372,3 +390,15 @@ def test_serve_refuses_a_portal_that_could_not_act(ws: Workspace, monkeypatch: p
     assert nowhere.returncode == 2 and "--smtp-host" in nowhere.stderr
     bad = cli("serve", "--portal", "portal", "--portal-jurisdiction", "Atlantis")
     assert bad.returncode == 2
+
+
+def test_wrong_follow_ups_from_one_address_are_limited(client: TestClient, ws: Workspace) -> None:
+    token = csrf(client)
+    data = {"csrf": token, "reference": "AAAA-BBBB-CCCC-DDDD", "follow_code": "EEEE-FFFF-GGGG-HHHH"}
+    for _ in range(PortalLimits().refusals_per_address):
+        refused = client.post("/portal/follow", data=data)
+        assert refused.status_code == 400 and "no request has this reference" in refused.text
+    limited = client.post("/portal/follow", data=data)
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "60"
+    # the limit covers one-time codes from that address too
+    assert verify(client, "AAAA-BBBB-CCCC-DDDD", "12345678")[0] == 429

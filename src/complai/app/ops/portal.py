@@ -358,8 +358,8 @@ class PortalOps(RightsOps, ComplianceOps):
         values: dict[str, Any] = {}
         if output is not None:
             values["export_enc"] = seal(key, row.id, "export", json.dumps(output, indent=2, default=str).encode())
-        if result.value["status"] == "fulfilled":
-            values["closed_at"] = self._svc.clock.now()
+        if result.value["status"] == "fulfilled":  # the identifier is no longer needed: destroyed
+            values.update(closed_at=self._svc.clock.now(), identifier_enc=None)
         if values:
             with self._svc.store.write() as conn:
                 conn.execute(update(portal_requests).where(portal_requests.c.id == row.id).values(**values))
