@@ -112,3 +112,18 @@ def test_pipl_deadline_follows_the_setting(ws: Workspace, monkeypatch: pytest.Mo
     monkeypatch.setenv("COMPLAI_PIPL_REQUEST_DAYS", "30")
     due = s.request_open("access", _subject(ws), jurisdiction="CN").value["due_at"]
     assert due.startswith((now + timedelta(days=30)).date().isoformat())
+
+
+def test_dpia_document_is_for_review_and_records_nothing(ws: Workspace) -> None:
+    s = ws.session(OWNER, "audit")
+    made = s.dpia_generate("adult").value
+    head = ws.ledger.head().size
+    doc = s.dpia_document("adult")
+    assert (doc["version"], doc["digest"], doc["signed_by"]) == (1, made["digest"], None)
+    assert doc["document"]["triggers"] == made["document"]["triggers"] and ws.ledger.head().size == head
+    s.dpia_sign("adult", "DPO")
+    assert s.dpia_document("adult", 1)["signed_by"] == "DPO"
+    ws.identity.add(OWNER, "nobody", "service")
+    with pytest.raises(PolicyDenied):
+        ws.session("nobody", "audit").dpia_document("adult")
+    assert _event(ws, ws.ledger.head().size - 1)["type"] == "access.denied"

@@ -179,6 +179,26 @@ def sign(
     return Recorded(status(svc, dataset), seq)
 
 
+def document(svc: ComplianceServices, dataset: str, version: int | None = None) -> dict[str, Any]:
+    """A DPIA as written (its latest version, or `version`): the document for review, its digest and
+    sign-off; NotFound when the dataset has none."""
+    with svc.store.read() as conn:
+        q = select(dpias).where(dpias.c.dataset == dataset)
+        q = q.where(dpias.c.version == version) if version else q.order_by(dpias.c.version.desc()).limit(1)
+        row = conn.execute(q).first()
+    if row is None:
+        raise NotFound(f"no DPIA for {dataset}" + (f" version {version}" if version else ""))
+    return {
+        "dataset": dataset,
+        "version": row.version,
+        "digest": row.digest,
+        "created_at": utc_iso(as_utc(row.created_at)),
+        "signed_by": row.signed_by,
+        "signed_at": utc_iso(as_utc(row.signed_at)) if row.signed_at else None,
+        "document": json.loads(row.document),
+    }
+
+
 def status(svc: ComplianceServices, dataset: str) -> dict[str, Any]:
     """The dataset's latest DPIA and whether it is current (signed, schema unchanged, under a year old)."""
     current_schema = registered_digest(svc, dataset)

@@ -6,6 +6,7 @@ Each operation that records an event returns its result with the ledger entry's 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +51,11 @@ class ComplianceOps(SessionCore):
     def _recorded(self, result: Recorded[dict[str, Any]]) -> Recorded[dict[str, Any]]:
         self.last_seq = result.seq
         return result
+
+    @property
+    def now(self) -> datetime:
+        """The workspace clock's time: what request and incident deadlines are measured against."""
+        return self._svc.clock.now()
 
     # --- subject requests --------------------------------------------------------------------------
 
@@ -132,6 +138,12 @@ class ComplianceOps(SessionCore):
         self._check("admin", dataset)
         self._svc.catalog.get(dataset)
         return self._recorded(dpia.sign(self._compliance(), dataset, by, self.principal, version))
+
+    def dpia_document(self, dataset: str, version: int | None = None) -> dict[str, Any]:
+        """A dataset's DPIA document (latest, or `version`) for review before it is signed off."""
+        self._check("audit", dataset)
+        self._svc.catalog.get(dataset)
+        return dpia.document(self._compliance(), dataset, version)
 
     def dpia_status(self, dataset: str) -> dict[str, Any]:
         self._check("audit", dataset)
