@@ -4,6 +4,7 @@ a cancelled ingest leaving nothing, and a 1,000-row read over HTTP equal to the 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -23,7 +24,8 @@ from fastapi.testclient import TestClient
 import complai.service.api.data as data_api
 from complai.app.session import Session
 from complai.app.workspace import Workspace
-from tests.service.conftest import bearer
+from complai.service.app import create_app
+from tests.service.conftest import bearer, settings_for
 
 API = "/api/v1"
 READ = "fraud_detection"  # a purpose on legitimate interests: readable without consent records
@@ -360,6 +362,35 @@ def test_a_cancelled_ingest_stores_nothing(
     assert done["state"] == "cancelled", done
     assert records(ws) == 0 and len(events(ws, "vault.ingested")) == before
     assert ingest_dirs() == dirs
+
+
+def test_an_ingest_cancelled_while_queued_leaves_no_file(ws: Workspace, owner_token: str) -> None:
+    """One job thread, held by another job: the ingest waits queued, is cancelled, never runs, and the
+    upload's private copy goes with it."""
+    with_people(ws, 0)
+    settings = dataclasses.replace(settings_for(ws), job_threads=1)
+    release = threading.Event()
+    dirs = ingest_dirs()
+    with TestClient(create_app(settings, workspace=ws), raise_server_exceptions=False) as client:
+        blocker = client.app.state.jobs.submit(
+            ws.session("owner", "administration"), "test.hold", lambda s, p: {"held": release.wait(30)}
+        )
+        r = client.post(
+            f"{API}/datasets/people/ingest",
+            headers=bearer(owner_token),
+            files={"file": ("people.csv", csv_bytes(people(5)), "text/csv")},
+        )
+        job_id = r.json()["id"]
+        assert len(ingest_dirs() - dirs) == 1
+        cancelled = client.delete(f"{API}/jobs/{job_id}", headers=bearer(owner_token)).json()
+        assert cancelled["state"] == "cancelled"
+        release.set()
+        assert wait_job(client, owner_token, blocker.id)["state"] == "succeeded"
+        assert wait_job(client, owner_token, job_id)["state"] == "cancelled"
+        deadline = time.monotonic() + 10
+        while ingest_dirs() != dirs and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert ingest_dirs() == dirs and records(ws) == 0
 
 
 # --- governed reads ------------------------------------------------------------------------------

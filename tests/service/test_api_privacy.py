@@ -119,6 +119,7 @@ def test_budgets_set_list_and_get(
         {"epsilon": -1.0, "delta": 1e-6},
         {"epsilon": 1.0},
         {"epsilon": 1.0, "delta": 0.0},
+        {"epsilon": 1.0, "delta": 5e-324},  # 1/delta overflows: no rho is defined
         {"epsilon": 1.0, "delta": 1e-6, "x": 1},
         {"epsilon": "1", "delta": 1e-6},
     ):

@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from complai.app.session import Session
-from complai.dp.training import TrainingSpec, card_markdown
+from complai.dp.training import TrainingSpec
 from complai.errors import InvalidInput
 from complai.service.api.common import CONFLICT, INTEGRITY, NOT_FOUND, TOO_MANY, Strict, problems
 from complai.service.api.system import JobOut
@@ -70,7 +70,8 @@ class AnswerOut(BaseModel):
 
 class BudgetIn(Strict):
     epsilon: float = Field(gt=0, description="The total epsilon")
-    delta: float = Field(gt=0, lt=1, description="The total delta")
+    # the least delta the DP query path takes too: below it 1/delta overflows and no rho is defined
+    delta: float = Field(ge=1e-100, lt=1, description="The total delta")
     principal: str = Field(default="*", max_length=128, description="A principal's own budget ('*': the dataset's)")
 
 
@@ -251,11 +252,11 @@ def model_card(
     request: Request,
     fmt: Annotated[Literal["json", "md"] | None, Query(alias="format")] = None,
 ) -> Any:
-    card = dict(session.model(model_id)["card"])
+    card = session.model(model_id)["card"]  # a ModelCard
     markdown = fmt == "md" or (fmt is None and MARKDOWN in request.headers.get("accept", "").lower())
     if markdown:
-        return PlainTextResponse(card_markdown(card), media_type=MARKDOWN + "; charset=utf-8")
-    return card
+        return PlainTextResponse(card.markdown(), media_type=MARKDOWN + "; charset=utf-8")
+    return dict(card)
 
 
 @router.post(
