@@ -69,6 +69,9 @@ def test_owner_adds_a_human_with_a_password_never_echoed_grants_and_disables(
     assert r.status_code == 200 and isinstance(r.json()["ledger_seq"], int)
     listed = {p["name"]: p for p in client.get(f"{API}/principals", headers=h).json()}
     assert listed["hana"]["roles"] == ["admin"] and listed["owner"]["roles"] == ["owner"]
+    full = client.get(f"{API}/principals", headers=h).json()
+    assert client.get(f"{API}/principals?limit=1&offset=1", headers=h).json() == full[1:2]
+    assert client.get(f"{API}/principals?limit=1001", headers=h).status_code == 400
     r = client.delete(f"{API}/principals/hana/roles/admin", headers=h)
     assert r.status_code == 200
     r = client.post(f"{API}/principals/hana/disable", headers=h)

@@ -1,5 +1,6 @@
 """Who may call which route: each built-in role (owner, admin, auditor, analyst, steward) against every
-route of access governance, subject rights and compliance. The expected answer is derived from the
+route of access governance, subject rights and compliance. No response carries a token's secret (a
+minted token is a new one). The expected answer is derived from the
 documented rules, not from what the service does: the built-in policy (access/authz.py: the owner
 role may do everything, the auditor role `audit`, the admin role `admin`; analyst and steward hold no
 rule of their own until one names them), the owner role for changes to principals, roles, rules and
@@ -286,6 +287,8 @@ def test_each_role_gets_exactly_what_the_rules_allow(env: Env, role: str) -> Non
                 assert r.headers["content-type"] == "application/problem+json"
         if r.status_code == 202:
             jobs.append(r.json()["id"])
+        if any(t in r.text or t.split("_")[-1] in r.text for t in env.tokens.values()):
+            wrong.append(f"{name}: a token's secret in the response")
     # the upload route, with the report as a file
     r = env.client.post(
         f"{API}/audits/verify", headers=headers, files={"report": ("report.json", env.report, "application/json")}

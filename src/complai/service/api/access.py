@@ -20,12 +20,14 @@ from pydantic import BaseModel, Field
 
 from complai.clock import utc_iso
 from complai.crypto.sealing import load_public
-from complai.service.api.common import CONFLICT, NOT_FOUND, Strict, problems
+from complai.service.api.common import CONFLICT, INTEGRITY, NOT_FOUND, Strict, problems
 from complai.service.deps import AuditSession, CallerDep, SecuritySession, WorkspaceDep
 
 router = APIRouter(tags=["access"])
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many")]
+Offset = Annotated[int, Query(ge=0, le=10**9, description="After skipping this many")]
 Short = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -168,8 +170,8 @@ def _iso(t: datetime | None) -> str | None:
 
 
 @router.get("/principals", summary="Principals with their kinds, roles and state (auditors)", responses=problems())
-def list_principals(session: SecuritySession) -> list[PrincipalOut]:
-    return [_principal(p) for p in session.list_principals()]
+def list_principals(session: SecuritySession, limit: Limit = 100, offset: Offset = 0) -> list[PrincipalOut]:
+    return [_principal(p) for p in session.list_principals()[offset : offset + limit]]
 
 
 @router.post(
@@ -222,8 +224,8 @@ def _builtin(session_rules: list[tuple[str, str, str, str, str]]) -> list[Builti
 @router.get(
     "/policy/rules", summary="The built-in rules and the workspace's own, in order (auditors)", responses=problems()
 )
-def list_rules(session: SecuritySession) -> Rules:
-    rules = session.rules()
+def list_rules(session: SecuritySession, limit: Limit = 100, offset: Offset = 0) -> Rules:
+    rules = session.rules()[offset : offset + limit]
     return Rules(builtin=_builtin(session.builtin_rules()), rules=[_rule(r) for r in rules])
 
 
@@ -260,8 +262,10 @@ def list_tokens(
     session: SecuritySession,
     principal: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     everyone: Annotated[bool, Query(alias="all")] = False,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> list[TokenOut]:
-    return [_token(t) for t in session.tokens(principal, everyone=everyone)]
+    return [_token(t) for t in session.tokens(principal, everyone=everyone)[offset : offset + limit]]
 
 
 @router.post(
@@ -334,14 +338,14 @@ def create_agreement(body: AgreementIn, who: CallerDep, ws: WorkspaceDep) -> Agr
 
 
 @router.get("/agreements", summary="Every agreement, in order of creation (auditors)", responses=problems())
-def list_agreements(session: AuditSession) -> list[AgreementOut]:
-    return [AgreementOut.model_validate(a.as_dict()) for a in session.agreements()]
+def list_agreements(session: AuditSession, limit: Limit = 100, offset: Offset = 0) -> list[AgreementOut]:
+    return [AgreementOut.model_validate(a.as_dict()) for a in session.agreements()[offset : offset + limit]]
 
 
 @router.post(
     "/agreements/{agreement_id}/revoke",
     summary="Revoke an agreement: no further package is sealed under it",
-    responses=problems(NOT_FOUND),
+    responses=problems(NOT_FOUND, INTEGRITY),
 )
 def revoke_agreement(agreement_id: str, session: SecuritySession) -> Changed:
     session.revoke_agreement(agreement_id)
@@ -356,7 +360,7 @@ SHARE_MEDIA = "application/octet-stream"
     summary="Seal one use of an agreement to its recipient: the package, as a download",
     response_class=Response,
     responses={
-        **problems(NOT_FOUND),
+        **problems(NOT_FOUND, INTEGRITY),
         200: {
             "content": {SHARE_MEDIA: {"schema": {"type": "string", "format": "binary"}}},
             "description": "The package",
