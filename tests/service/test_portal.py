@@ -270,7 +270,8 @@ def test_submissions_are_rate_limited_per_identifier_and_per_address(client: Tes
 
 def test_a_consent_is_withdrawn_once_the_code_is_entered(client: TestClient, ws: Workspace) -> None:
     subject = subject_of(ws, 1)
-    purpose = ws.session("portal", "subject_request").portal_purposes()[0]
+    purpose, name = ws.session("portal", "subject_request").portal_purposes()[0]
+    assert f'<option value="{purpose}" >{name}</option>' in client.get("/portal/").text
     ws.session(OWNER, "administration").grant_consent(subject, purpose)
     status, page = submit(client, "withdrawal", subject, purpose=purpose)
     assert status == 200

@@ -92,11 +92,12 @@ class PortalOps(RightsOps, ComplianceOps):
         self._check("admin")
         deadlines(self._svc.taxonomy, jurisdiction, self._svc.clock.now())
 
-    def portal_purposes(self) -> list[str]:
-        """The purposes the datasets declare (those a consent can be withdrawn from), sorted."""
+    def portal_purposes(self) -> list[tuple[str, str]]:
+        """The purposes the datasets declare (those a consent can be withdrawn from), as (key, name)."""
         self._check("admin")
-        catalog = self._svc.catalog
-        return sorted({p for name in catalog.names() for p in catalog.get(name).schema.purposes})
+        catalog, taxonomy = self._svc.catalog, self._svc.taxonomy
+        keys = {p for name in catalog.names() for p in catalog.get(name).schema.purposes}
+        return sorted(((k, taxonomy.purpose(k).name) for k in keys), key=lambda kn: kn[1])
 
     def portal_submit(
         self,
