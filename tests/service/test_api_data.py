@@ -9,7 +9,6 @@ import io
 import json
 import os
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -119,8 +118,13 @@ def problem_line(r: Any) -> str:
     return detail
 
 
-def ingest_dirs() -> set[str]:
-    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("complai-ingest-")}
+def uploads(ws: Workspace) -> Path:
+    return Path(ws.path) / "uploads"
+
+
+def ingest_dirs(ws: Workspace) -> set[str]:
+    """The private folders of uploads not yet ingested (or dropped)."""
+    return set(os.listdir(uploads(ws))) if uploads(ws).exists() else set()
 
 
 # --- datasets ------------------------------------------------------------------------------------
@@ -250,7 +254,7 @@ def test_drop_needs_the_name_confirmed(client: TestClient, ws: Workspace, owner_
 def test_ingest_an_upload_as_a_job(client: TestClient, ws: Workspace, owner_token: str) -> None:
     with_people(ws, 0)
     h = bearer(owner_token)
-    dirs = ingest_dirs()
+    dirs = ingest_dirs(ws)
     consents = pd.DataFrame({"subject": ["C-00000", "C-00001"], "purpose": ["credit_scoring"] * 2})
     r = client.post(
         f"{API}/datasets/people/ingest",
@@ -292,7 +296,7 @@ def test_ingest_an_upload_as_a_job(client: TestClient, ws: Workspace, owner_toke
     done = wait_job(client, owner_token, r.json()["id"])
     assert done["state"] == "succeeded" and done["result"]["updated"] == 2, done
     assert records(ws) == 41
-    assert ingest_dirs() == dirs  # every upload's private copy is gone
+    assert ingest_dirs(ws) == dirs  # every upload's private copy is gone
 
 
 def test_a_bad_ingest_is_refused_and_stores_nothing(
@@ -300,7 +304,7 @@ def test_a_bad_ingest_is_refused_and_stores_nothing(
 ) -> None:
     with_people(ws, 3)
     h = bearer(owner_token)
-    dirs = ingest_dirs()
+    dirs = ingest_dirs(ws)
     upload = {"file": ("people.csv", csv_bytes(people(3, start=10)), "text/csv")}
     before = ledger_size(ws)
     for data in ({"mode": "merge"}, {"format": "xlsx"}, {"delimiter": ";;"}, {"encoding": "klingon"}, {"map": "x"}):
@@ -320,7 +324,7 @@ def test_a_bad_ingest_is_refused_and_stores_nothing(
     done = wait_job(client, owner_token, r.json()["id"])
     assert done["state"] == "failed" and done["problem"]["status"] == 400, done
     assert records(ws) == 3
-    assert ingest_dirs() == dirs
+    assert ingest_dirs(ws) == dirs
 
 
 def test_a_cancelled_ingest_stores_nothing(
@@ -335,8 +339,9 @@ def test_a_cancelled_ingest_stores_nothing(
 
     def paused(self: Session, job_id: str) -> bool:
         if not reached.is_set():
-            for d in ingest_dirs():
-                folder = Path(tempfile.gettempdir()) / d
+            for d in ingest_dirs(ws):
+                folder = uploads(ws) / d
+                seen["root"] = stat.S_IMODE(uploads(ws).stat().st_mode)
                 seen["folder"] = stat.S_IMODE(folder.stat().st_mode)
                 seen["file"] = stat.S_IMODE((folder / "data.csv").stat().st_mode)
             reached.set()
@@ -344,7 +349,7 @@ def test_a_cancelled_ingest_stores_nothing(
         return original(self, job_id)
 
     monkeypatch.setattr(Session, "job_cancel_requested", paused)
-    dirs = ingest_dirs()
+    dirs = ingest_dirs(ws)
     before = len(events(ws, "vault.ingested"))
     r = client.post(
         f"{API}/datasets/people/ingest",
@@ -354,14 +359,14 @@ def test_a_cancelled_ingest_stores_nothing(
     assert r.status_code == 202
     job_id = r.json()["id"]
     assert reached.wait(30)
-    assert seen == {"folder": 0o700, "file": 0o600}
+    assert seen == {"root": 0o700, "folder": 0o700, "file": 0o600}
     cancel = client.delete(f"{API}/jobs/{job_id}", headers=bearer(owner_token))
     assert cancel.status_code == 200 and cancel.json()["cancel_requested"] is True
     go.set()
     done = wait_job(client, owner_token, job_id)
     assert done["state"] == "cancelled", done
     assert records(ws) == 0 and len(events(ws, "vault.ingested")) == before
-    assert ingest_dirs() == dirs
+    assert ingest_dirs(ws) == dirs
 
 
 def test_an_ingest_cancelled_while_queued_leaves_no_file(ws: Workspace, owner_token: str) -> None:
@@ -370,7 +375,7 @@ def test_an_ingest_cancelled_while_queued_leaves_no_file(ws: Workspace, owner_to
     with_people(ws, 0)
     settings = dataclasses.replace(settings_for(ws), job_threads=1)
     release = threading.Event()
-    dirs = ingest_dirs()
+    dirs = ingest_dirs(ws)
     with TestClient(create_app(settings, workspace=ws), raise_server_exceptions=False) as client:
         blocker = client.app.state.jobs.submit(
             ws.session("owner", "administration"), "test.hold", lambda s, p: {"held": release.wait(30)}
@@ -381,16 +386,16 @@ def test_an_ingest_cancelled_while_queued_leaves_no_file(ws: Workspace, owner_to
             files={"file": ("people.csv", csv_bytes(people(5)), "text/csv")},
         )
         job_id = r.json()["id"]
-        assert len(ingest_dirs() - dirs) == 1
+        assert len(ingest_dirs(ws) - dirs) == 1
         cancelled = client.delete(f"{API}/jobs/{job_id}", headers=bearer(owner_token)).json()
         assert cancelled["state"] == "cancelled"
         release.set()
         assert wait_job(client, owner_token, blocker.id)["state"] == "succeeded"
         assert wait_job(client, owner_token, job_id)["state"] == "cancelled"
         deadline = time.monotonic() + 10
-        while ingest_dirs() != dirs and time.monotonic() < deadline:
+        while ingest_dirs(ws) != dirs and time.monotonic() < deadline:
             time.sleep(0.02)
-    assert ingest_dirs() == dirs and records(ws) == 0
+    assert ingest_dirs(ws) == dirs and records(ws) == 0
 
 
 # --- governed reads ------------------------------------------------------------------------------

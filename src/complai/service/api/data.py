@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from complai.app.ops.data import MAX_PAGE
 from complai.app.session import Session
-from complai.errors import Cancelled, InvalidInput
+from complai.app.workspace import Workspace
+from complai.errors import Cancelled, InvalidInput, WorkspaceError
 from complai.inputs import csv_delimiter, text_encoding
 from complai.service.api.common import CONFLICT, INTEGRITY, NOT_FOUND, Strict, problems
 from complai.service.api.system import JobOut
@@ -295,6 +296,20 @@ def _spool(upload: UploadFile, folder: Path, name: str) -> Path:
     return target
 
 
+UPLOADS = "uploads"
+
+
+def _upload_folder(ws: Workspace) -> Path:
+    """A new private folder (0700) for one upload, under the workspace's `uploads/` (0700): beside the
+    data it becomes, on the disk sized for it (a system temp folder may be a small tmpfs)."""
+    root = Path(ws.path) / UPLOADS
+    if root.is_symlink():
+        raise WorkspaceError(f"{UPLOADS}/ in the workspace is a symbolic link; remove it")
+    root.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(root, 0o700)
+    return Path(tempfile.mkdtemp(prefix="ingest-", dir=root))
+
+
 _SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 
 
@@ -343,7 +358,7 @@ def ingest(
         renames[subject_column] = spec.subject_column
     fmt = data_format or _format_of(file.filename)
     options = SourceOptions(format=fmt, delimiter=delimiter, encoding=encoding, mapping=renames)  # type: ignore[arg-type]
-    folder = Path(tempfile.mkdtemp(prefix="complai-ingest-"))  # 0700, the server's own
+    folder = _upload_folder(ws)
     try:
         data_path = _spool(file, folder, "data" + _SUFFIX[fmt])
         consents_path = _spool(consents, folder, "consents.csv") if consents is not None else None
