@@ -74,6 +74,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "complai.cli.serve:serve",
         "Serve the API (/api/v1), the web console (/console) and the data-subject portal (/portal).",
     ),
+    "job": ("complai.cli.jobs:app", "Jobs: the long operations the service runs in the background."),
     "ropa": (
         "complai.cli.ropa:ropa",
         "Generate the records of processing from the datasets' declarations and the sharing agreements.",
@@ -114,6 +115,13 @@ def _restore_argument_help(command: click.Command) -> None:
             param.help = getattr(info.default, "help", None)
 
 
+def remote_command(name: str) -> click.Command:
+    """The remote form of `name` (cli/remote.py), or a stand-in that says it has none."""
+    remote = importlib.import_module("complai.cli.remote")
+    spec: str | None = remote.REMOTE.get(name)
+    return load_command(name, spec) if spec else remote.no_remote_form(name)
+
+
 class LazyGroup(TyperGroup):
     """The root group: COMMANDS are imported when run (or completed into); listing them for `--help`
     or for shell completion of their names uses the help recorded in COMMANDS instead."""
@@ -136,6 +144,8 @@ class LazyGroup(TyperGroup):
         return [*self.lazy, *(n for n in self.commands if n not in self.lazy)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if ctx.params.get("server") and cmd_name in self.lazy and not self._listing:
+            return remote_command(cmd_name)  # never cached: the same name runs locally without --server
         if cmd_name in self.commands or cmd_name not in self.lazy:
             return self.commands.get(cmd_name)
         spec, help_text = self.lazy[cmd_name]
@@ -217,6 +227,15 @@ def _global(
             show_default=False,
         ),
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            envvar="COMPLAI_SERVER",
+            help="Send the command to a complai service at this URL (with --token) instead of opening a workspace.",
+            show_default=False,
+        ),
+    ] = None,
     as_principal: Annotated[
         str | None,
         typer.Option(
@@ -229,9 +248,9 @@ def _global(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
-    state.reset(workspace, state.debug or debug, token, as_principal)
+    state.reset(workspace, state.debug or debug, token, as_principal, server)
     configure_logging(log_settings(verbose))
-    if ctx.invoked_subcommand not in _NO_WORKSPACE_COMMANDS and not ctx.resilient_parsing:
+    if server is None and ctx.invoked_subcommand not in _NO_WORKSPACE_COMMANDS and not ctx.resilient_parsing:
         # heavy: opening a workspace loads the front door (pandas, SQLAlchemy), which --help must not
         from complai.cli.common import authenticate_at_startup
 

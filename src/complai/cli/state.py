@@ -27,10 +27,19 @@ class State:
     caller: Caller | None = None  # the authenticated caller (and what its token proved), once checked
     authenticated_in: Path | None = None  # the workspace the caller was checked against
     opened: Workspace | None = None  # opened at start-up to authenticate; the command's first use takes it
+    server: str | None = None  # --server / COMPLAI_SERVER: send the command to this service (cli/remote.py)
 
-    def reset(self, workspace: Path | None, debug: bool, token: str | None, as_principal: str | None) -> None:
+    def reset(
+        self,
+        workspace: Path | None,
+        debug: bool,
+        token: str | None,
+        as_principal: str | None,
+        server: str | None = None,
+    ) -> None:
         self.release_startup_workspace()
         self.workspace, self.debug, self.token, self.as_principal = workspace, debug, token, as_principal
+        self.server = server
         self.caller = self.authenticated_in = None
 
     def release_startup_workspace(self) -> None:
