@@ -106,6 +106,7 @@ def test_audit_refusals_unknown_audits_and_bad_bodies(
     for path in ("/audits", "/ropa"):
         before = size(ws)
         refused(ws, client.get(f"{API}{path}", headers=analyst), before)
+    assert not (Path(ws.path) / "audits").exists()  # a refusal leaves no folder behind
     h = bearer(token_for("aud", "auditor"))
     assert client.get(f"{API}/audits/4242", headers=h).status_code == 404
     assert client.get(f"{API}/audits/1/report", headers=h).status_code == 404  # an entry that is no audit

@@ -83,10 +83,9 @@ class Verified(BaseModel):
 
 
 def audits_dir(ws: Any) -> FilePath:
-    """The server's folder of audit reports, inside the workspace directory (0700)."""
-    root = FilePath(ws.path) / "audits"
-    root.mkdir(mode=0o700, exist_ok=True)
-    return root
+    """The server's folder of audit reports, inside the workspace directory (made, 0700, by the first
+    audit run here: reading never creates it)."""
+    return FilePath(ws.path) / "audits"
 
 
 def _audit(session: Session, root: FilePath, seq: int) -> AuditOut:
@@ -125,6 +124,7 @@ def _audit_out(seq: int, data: bytes, root: FilePath) -> AuditOut:
 def run_audit(request: Request, body: AuditIn, session: AuditSession, ws: WorkspaceDep) -> JSONResponse:
     session.authorise("audit")
     root = audits_dir(ws)
+    root.mkdir(mode=0o700, exist_ok=True)
     cap, since_last = body.epsilon_cap, body.since_last
     formats = tuple(f for f in FORMATS if f == "json" or f in body.formats)  # JSON: what verification reads
 
