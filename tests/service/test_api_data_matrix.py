@@ -19,6 +19,7 @@ Every 403 is recorded as access.denied naming the caller.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +27,7 @@ from fastapi.testclient import TestClient
 
 from complai.app.workspace import Workspace
 from tests.service.conftest import bearer
-from tests.service.test_api_data import API, READ, SCHEMA, csv_bytes, denied, people, schema, wait_job, with_people
+from tests.service.test_api_data import API, READ, SCHEMA, csv_bytes, ledger_size, people, schema, wait_job, with_people
 
 ROLES = ("owner", "admin", "analyst", "auditor", "steward")
 EVERYONE = set(ROLES)
@@ -125,17 +126,18 @@ def test_authorisation_matrix(client: TestClient, ws: Workspace, token_for: Call
     for role in ROLES:
         owner.create_dataset(owner.parse_schema(schema(f"drop_{role}")))
     tokens = {role: token_for(f"p-{role}", role) for role in ROLES}
+    auditor = ws.session("owner", "audit")
     got: dict[tuple[str, str], int] = {}
     expected: dict[tuple[str, str], int] = {}
     for route, (allowed, status, call) in ROUTES.items():
         for role in ROLES:
-            before = len(denied(ws))
+            before = ledger_size(ws)
             r = call(client, bearer(tokens[role]), role)
             got[route, role] = r.status_code
             expected[route, role] = status if role in allowed else 403
             if r.status_code == 403:
-                after = denied(ws)
-                assert len(after) > before and after[-1]["actor"] == f"p-{role}", (route, role)
+                refusals = auditor.ledger_entries(start=before, kind="access.denied")
+                assert [json.loads(e.data)["actor"] for e in refusals] == [f"p-{role}"], (route, role)
                 assert r.headers["content-type"] == "application/problem+json"
     assert got == expected
     # the analyst and steward see no dataset; the others see what they may act on
