@@ -55,7 +55,8 @@ def test_cosigns_a_consistent_history_and_the_log_keeps_it(
     ws: Workspace, witness: Witness, wclient: TestClient
 ) -> None:
     note1 = checkpoint(ws)
-    r = wclient.post("/add-checkpoint", content=body(0, [], note1))
+    # whatever the Content-Type, the body is read as the protocol's text
+    r = wclient.post("/add-checkpoint", content=body(0, [], note1), headers={"Content-Type": "application/json"})
     assert r.status_code == 200, r.text
     line = r.text
     cp1 = parse_note(note1).checkpoint
@@ -119,6 +120,7 @@ def test_refuses_unknown_logs_bad_signatures_and_malformed_requests(ws: Workspac
         wclient.post("/add-checkpoint", content=b"old 0\n" + note.encode().replace(b"\n\n", b"\n")).status_code == 400
     )
     assert wclient.post("/add-checkpoint", content=b"\xff\xfe").status_code == 400
+    assert wclient.post("/add-checkpoint", content=b"old 0\n" * 20000).status_code == 413
     assert wclient.post("/add-checkpoint", content=body(0, [bytes(32)], note)).status_code == 422
 
 

@@ -24,9 +24,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import Body, FastAPI
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
 from complai import __version__
@@ -177,8 +177,15 @@ def create_witness_app(directory: Path, logs: dict[str, VerifierKey]) -> FastAPI
         return PlainTextResponse(text, status_code=exc.status, media_type=exc.media_type)
 
     @app.post("/add-checkpoint", response_class=PlainTextResponse)
-    def add_checkpoint(body: Annotated[bytes, Body(media_type="text/plain", max_length=MAX_BODY)]) -> Response:
-        return PlainTextResponse(svc.add_checkpoint(body), media_type="text/plain; charset=utf-8")
+    async def add_checkpoint(request: Request) -> Response:
+        # the body is read as it is, whatever Content-Type the log sends, and never beyond MAX_BODY
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise Refused(413, "the request is too large")
+        line = await run_in_threadpool(svc.add_checkpoint, bytes(body))
+        return PlainTextResponse(line, media_type="text/plain; charset=utf-8")
 
     @app.get("/", response_class=PlainTextResponse)
     def about() -> Response:
