@@ -333,6 +333,11 @@ def _request_view(r: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
+def _laws(session: Session) -> dict[str, str]:
+    """Jurisdictions by name ('California (CCPA/CPRA)', not US-CA): public vocabulary."""
+    return {t.key: t.name for t in session.vocabulary("jurisdictions")}
+
+
 @router.get("/requests", response_class=HTMLResponse)
 def requests_page(request: Request, who: ConsoleCaller, audit: AuditView, show: str = "open") -> HTMLResponse:
     now = audit.now
@@ -341,7 +346,13 @@ def requests_page(request: Request, who: ConsoleCaller, audit: AuditView, show: 
     shown = rows if everything else [r for r in rows if r["is_open"]]
     shown.sort(key=lambda r: (not r["is_open"], r["due_at"]))
     return render(
-        request, "console/requests.html", title="Subject requests", rows=shown, everything=everything, total=len(rows)
+        request,
+        "console/requests.html",
+        title="Subject requests",
+        rows=shown,
+        everything=everything,
+        total=len(rows),
+        laws=_laws(audit),
     )
 
 
@@ -350,7 +361,7 @@ def request_page(
     request: Request, rid: str, who: ConsoleCaller, audit: AuditView, done: str | None = None
 ) -> HTMLResponse:
     r = _request_view(audit.request(rid), audit.now)
-    return render(request, "console/request.html", title=f"Request {rid}", r=r, done=_done(done))
+    return render(request, "console/request.html", title=f"Request {rid}", r=r, done=_done(done), laws=_laws(audit))
 
 
 @router.post("/requests/{rid}/verify", dependencies=[Csrf])
