@@ -25,12 +25,13 @@ from complai.datasets.adult import adult_schema_path, load_adult
 from complai.datasets.consents import adult_consents
 from complai.service.app import create_app
 from complai.service.console.web import COOKIE, csrf_token
+from complai.store.tables import model_subjects, principals, subjects
 from complai.vault.schema import load_schema
 from tests.service.conftest import settings_for
 
 PASSWORD = "correct horse battery"
 ROWS = 160
-ERASED = ["A00000001", "A00000002", "A00000003", "A00000004"]
+ERASED = 3  # training subjects of the model, erased to flag it
 DATASET_EPSILON, DATASET_DELTA = 4.0, 1e-3
 ANA_EPSILON, ANA_DELTA, ANA_QUERY = 2.0, 1e-4, 0.5
 SPEC = {
@@ -51,6 +52,7 @@ class Setup:
     ws: Workspace
     app: object
     subjects: list[str]
+    erased: list[str]
     consents: pd.DataFrame
     model_id: str
     agreement_id: str
@@ -58,9 +60,10 @@ class Setup:
     secrets: list[str]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    tmp = tmp_path_factory.mktemp("console-registry")
+def build(tmp: Path) -> Setup:
+    """A small workspace with something on every registry page: principals, a rule, tokens, the first
+    rows of Adult with consents, budgets, a DP query, a trained and audited model flagged by erasures,
+    and an agreement with one share."""
     ws = Workspace.init(tmp / "ws", clock=ManualClock())
     try:
         owner = ws.session(OWNER, "security")
@@ -84,8 +87,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         trainer = ws.session(OWNER, "train_ai_system")
         model_id = str(trainer.train("adult", **SPEC)["model_id"])
         trainer.audit_model(model_id, shadows=2)
+        # the split is keyed by the workspace's pseudonyms: ask the registry which subjects trained it
+        by_pseudonym = {ws.services.pseudonyms.subject(str(x)): str(x) for x in df["subject_id"]}
+        with ws.services.store.read() as conn:
+            trained = conn.execute(
+                select(subjects.c.pseudonym)
+                .join(model_subjects, model_subjects.c.subject_id == subjects.c.id)
+                .where(model_subjects.c.model_id == model_id)
+            ).scalars()
+            erased = sorted(by_pseudonym[p] for p in trained)[:ERASED]
         rights = ws.session(OWNER, "subject_request")
-        for subject in ERASED:
+        for subject in erased:
             rights.erase_subject(subject)
 
         sharer = ws.session(OWNER, "research")
@@ -101,14 +113,23 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         )
         sharer.export_share(agreement.id, tmp / "share.cpkg")
 
-        from complai.store.tables import principals  # the stored password hash, to prove no page shows it
-
-        with ws.services.store.read() as conn:
+        with ws.services.store.read() as conn:  # the stored password hashes, to prove no page shows them
             hashes = [str(h) for h in conn.execute(select(principals.c.password_hash)).scalars() if h]
         app = create_app(settings_for(ws), workspace=ws)
-        yield Setup(ws, app, list(df["subject_id"]), consents, model_id, agreement.id, ana_token, [ana_token, *hashes])
-    finally:
+        everyone = list(df["subject_id"])
+        return Setup(ws, app, everyone, erased, consents, model_id, agreement.id, ana_token, [ana_token, *hashes])
+    except BaseException:
         ws.close()
+        raise
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    built = build(tmp_path_factory.mktemp("console-registry"))
+    try:
+        yield built
+    finally:
+        built.ws.close()
 
 
 @pytest.fixture(scope="module")
@@ -145,18 +166,21 @@ def test_datasets_list_and_detail(dana: TestClient, setup: Setup) -> None:
     html = page(dana, setup, "/console/datasets")
     assert 'href="/console/datasets/adult"' in html
     (row,) = [r for r in cells(html, "reg-dataset") if r[0].startswith("adult")]
-    assert row[1] == f"{ROWS - len(ERASED):,}" and row[2] == f"{ROWS - len(ERASED):,}"
+    assert row[1] == f"{ROWS - ERASED:,}" and row[2] == f"{ROWS - ERASED:,}"
 
     html = page(dana, setup, "/console/datasets/adult")
-    for text in ("credit_scoring", "gdpr.art9.explicit_consent", "Version history", "<code>age</code>", "P"):
+    for text in ("credit_scoring", "gdpr.art9.explicit_consent", "Version history", "<code>age</code>", "P3650D"):
         assert text in html
+    fields = {r[0]: r for r in cells(html, "reg-field")}
+    assert fields["age"][1:5] == ["integer", "user.demographic.age", "quasi", ""] and fields["age"][6] == "17 to 90"
+    assert fields["fnlwgt"][6] == "0 to 1,500,000" and fields["race"][4] == "yes"
     # consent coverage per purpose, derived from the consents the setup ingested
-    live = setup.consents[setup.consents["withdrawn_at"].isna() & ~setup.consents["subject"].isin(ERASED)]
-    subjects = ROWS - len(ERASED)
+    live = setup.consents[setup.consents["withdrawn_at"].isna() & ~setup.consents["subject"].isin(setup.erased)]
+    people = ROWS - ERASED
     coverage = {r[0]: r for r in cells(html, "reg-coverage")}
     for purpose in ("credit_scoring", "train_ai_system", "federated_training"):
         consented = live[live["purpose"] == purpose]["subject"].nunique()
-        assert coverage[purpose][3:5] == [f"{subjects:,}", f"{consented:,}"], purpose
+        assert coverage[purpose][3:5] == [f"{people:,}", f"{consented:,}"], purpose
         assert coverage[purpose][2] == "yes"
     assert coverage["analytics"][2] == "no"
 
@@ -208,11 +232,13 @@ def test_agreements_and_shares(dana: TestClient, setup: Setup) -> None:
     for text in ("age, education", "research", "US", "scc", "1 of 2"):
         assert text in html
     (share,) = cells(html, "reg-share")
-    assert share[0] == "1" and share[4] == f"{ROWS - len(ERASED):,}"
+    assert share[0] == "1" and share[4] == f"{ROWS - ERASED:,}"
 
 
 def test_an_audit_runs_as_a_job_is_listed_read_and_verified(dana: TestClient, setup: Setup) -> None:
     token = dana.cookies[COOKIE]
+    # under no-referrer a browser would send its forms with `Origin: null`, which the CSRF check refuses
+    assert dana.get("/console/audits").headers["referrer-policy"] == "same-origin"
     r = dana.post("/console/audits", data={"csrf": csrf_token(token)}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/console/audits"
     seq = None

@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -40,8 +40,15 @@ Name = Annotated[str, PathParam(min_length=1, max_length=200)]
 ModelId = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Seq = Annotated[int, PathParam(ge=0, le=2**62)]
 
-MAX_EVENTS = 2000
-"""The most ledger events of one kind a page reads (budget spends, shares, audits)."""
+MAX_EVENTS = 20_000
+"""The most ledger events of one kind a page reads (budget spends, model audits, shares); a page says
+when it stopped there."""
+AUDITS_PAGE = 200
+"""Recorded audits per page of the audit list."""
+MAX_DOTS = 200
+"""A burn-down marks each spend with a dot up to this many spends (the line is drawn through all)."""
+SPENDS_SHOWN = 100
+"""The latest spends a budget lists."""
 
 AUDIT_JOB = "compliance.audit"
 
@@ -118,11 +125,12 @@ def burn_down(total: float, points: list[tuple[str, float]], width: int = 480, h
     def y(v: float) -> float:
         return round(pad + (height - 2 * pad) * (1 - v / top), 1)
 
+    dots = [{"x": x(i + 1), "y": y(v), "time": t, "left": v} for i, (t, v) in enumerate(points)]
     return {
         "width": width,
         "height": height,
         "line": " ".join(f"{x(i)},{y(v)}" for i, v in enumerate(values)),
-        "dots": [{"x": x(i + 1), "y": y(v), "time": t, "left": v} for i, (t, v) in enumerate(points)],
+        "dots": dots if len(dots) <= MAX_DOTS else [],
         "axis": {"x0": pad, "x1": width - pad, "y0": y(0.0), "ytop": y(top)},
         "top": top,
     }
@@ -132,14 +140,17 @@ def burn_down(total: float, points: list[tuple[str, float]], width: int = 480, h
 def budgets(request: Request, session: AdminPage) -> HTMLResponse:
     names = [d["name"] for d in session.describe_datasets()]
     spends: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    truncated = False
     for kind in ("dp.spent", "dp.query"):
-        for seq, e in _events(session, kind):
+        events = _events(session, kind)
+        truncated = truncated or len(events) >= MAX_EVENTS
+        for seq, e in events:
             spends[str(e.get("dataset"))].append((seq, e))
     out = []
     for name in names:
         states = [s.as_dict() for s in session.audited_budgets(name)]
         if not states:
-            out.append({"dataset": name, "own": None, "principals": [], "chart": None, "spends": []})
+            out.append({"dataset": name, "own": None, "principals": [], "chart": None, "count": 0, "spends": []})
             continue
         own = next((s for s in states if s["principal"] == "*"), None)
         for s in states:
@@ -152,10 +163,11 @@ def budgets(request: Request, session: AdminPage) -> HTMLResponse:
                 "own": own,
                 "principals": [s for s in states if s["principal"] != "*"],
                 "chart": burn_down(own["epsilon"], points) if own else None,
-                "spends": history,
+                "count": len(history),
+                "spends": history[-SPENDS_SHOWN:],
             }
         )
-    return render(request, "console/budgets.html", title="Privacy budgets", budgets=out)
+    return render(request, "console/budgets.html", title="Privacy budgets", budgets=out, truncated=truncated)
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -205,14 +217,34 @@ def _audit_entry(session: Session, seq: int) -> dict[str, Any]:
 
 
 @router.get("/audits", response_class=HTMLResponse)
-def audits(request: Request, session: AuditPage, ws: WorkspaceDep) -> HTMLResponse:
+def audits(
+    request: Request,
+    session: AuditPage,
+    ws: WorkspaceDep,
+    start: Annotated[int, Query(ge=0, le=2**62, description="Audits recorded from this ledger entry on")] = 0,
+) -> HTMLResponse:
+    """The recorded audits, a page at a time (oldest first across pages, newest first within one), and
+    this principal's audit runs (every principal's for those who oversee jobs)."""
     root = audits_dir(ws)
+    entries = session.ledger_entries(start=start, kind=AUDITED, limit=AUDITS_PAGE + 1)
+    found = [(e.seq, json.loads(e.data)) for e in entries]
+    more = found[AUDITS_PAGE][0] if len(found) > AUDITS_PAGE else None
     recorded = [
         {"seq": seq, "e": e, "stored": (root / str(seq) / "report.html").is_file()}
-        for seq, e in reversed(_events(session, AUDITED))
+        for seq, e in reversed(found[:AUDITS_PAGE])
     ]
     jobs = [j for j in session.jobs(limit=50) if j.kind == AUDIT_JOB]
-    return render(request, "console/audits.html", title="Audits", audits=recorded, jobs=jobs)
+    running = any(not j.finished for j in jobs)
+    return render(
+        request,
+        "console/audits.html",
+        title="Audits",
+        audits=recorded,
+        jobs=jobs,
+        more=more,
+        start=start,
+        running=running,
+    )
 
 
 @router.post("/audits", dependencies=[Csrf])
