@@ -31,8 +31,8 @@ from complai.inputs import csv_delimiter, text_encoding
 from complai.service.api.common import CONFLICT, INTEGRITY, NOT_FOUND, Strict, problems
 from complai.service.api.system import JobOut
 from complai.service.deps import AdminSession, CallerDep, PurposeSession, WorkspaceDep
-from complai.vault.ingest import MODES
-from complai.vault.sources import FORMATS, SourceOptions, parse_mapping
+from complai.vault.ingest import IngestMode
+from complai.vault.sources import Format, SourceOptions, parse_mapping
 
 router = APIRouter()
 
@@ -331,9 +331,13 @@ def ingest(
     response: Response,
     file: Annotated[UploadFile, File(description="The data file")],
     consents: Annotated[UploadFile | None, File(description="Consent records (CSV: subject, purpose, ...)")] = None,
-    mode: Annotated[str, Form(description=f"One of {', '.join(MODES)}")] = "insert",
+    mode: Annotated[
+        IngestMode,
+        Form(description="What becomes of rows whose record is stored"),
+    ] = "insert",
     data_format: Annotated[
-        str | None, Form(alias="format", description="csv, jsonl or parquet (default: by the file's name)")
+        Format | None,
+        Form(alias="format", description="The file's format (default: by the file's name)"),
     ] = None,
     delimiter: Annotated[str, Form(description="CSV field delimiter (one character; \\t for tab)")] = ",",
     encoding: Annotated[str, Form(description="Text encoding of a CSV or JSON Lines file")] = "utf-8",
@@ -345,10 +349,6 @@ def ingest(
 ) -> JobOut:
     session = ws.session(who.acting, purpose)
     spec = session.dataset_schema(name, "ingest")  # authorised (and the dataset known) before the file is kept
-    if mode not in MODES:
-        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if data_format is not None and data_format not in FORMATS:
-        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {data_format!r}")
     csv_delimiter(delimiter)
     text_encoding(encoding)
     renames = parse_mapping(mapping or [])
@@ -357,7 +357,7 @@ def ingest(
             raise InvalidInput(f"subject_column {subject_column!r} is also given to map")
         renames[subject_column] = spec.subject_column
     fmt = data_format or _format_of(file.filename)
-    options = SourceOptions(format=fmt, delimiter=delimiter, encoding=encoding, mapping=renames)  # type: ignore[arg-type]
+    options = SourceOptions(format=fmt, delimiter=delimiter, encoding=encoding, mapping=renames)
     folder = _upload_folder(ws)
     try:
         data_path = _spool(file, folder, "data" + _SUFFIX[fmt])
@@ -373,9 +373,10 @@ def ingest(
     return JobOut.model_validate(job.as_dict())
 
 
-def _format_of(filename: str | None) -> str:
+def _format_of(filename: str | None) -> Format:
     suffix = Path(filename or "").suffix.lower()
-    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "csv")
+    formats: dict[str, Format] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+    return formats.get(suffix, "csv")
 
 
 def _ingest_work(
