@@ -180,6 +180,7 @@ def test_a_failing_control_opens_with_its_items_and_fix(client: TestClient, csrf
     assert page.status_code == 200
     words = text_of(page.text)
     assert "failing" in words and "How to fix it" in words and "adult" in words
+    assert 'href="/console/dpias"' in page.text  # where the fix is done
     assert client.get("/console/controls/NOPE-9").status_code == 404
 
 

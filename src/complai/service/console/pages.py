@@ -44,6 +44,19 @@ MAX_REPORT_BYTES = 64 << 20
 SOON_DAYS = 7  # a request due within this many days is "near its deadline"
 LOW_BUDGET = 0.25  # a budget with less than this share of its epsilon left is "running low"
 NOT_AVAILABLE = "not available to you"
+CONTROL_PAGES = {  # where in the console a control's fix is done
+    "DPIA-1": ("/console/dpias", "Impact assessments"),
+    "REQ-1": ("/console/requests", "Subject requests"),
+    "INC-1": ("/console/incidents", "Incidents"),
+    "LEDGER-1": ("/console/ledger", "Ledger"),
+    "DP-1": ("/console/models", "Models"),
+    "SHARE-1": ("/console/agreements", "Agreements"),
+    "XFER-1": ("/console/agreements", "Agreements"),
+    "ACCESS-1": ("/console/principals", "Principals"),
+    "DATA-1": ("/console/datasets", "Datasets"),
+    "BASIS-1": ("/console/datasets", "Datasets"),
+    "RET-1": ("/console/datasets", "Datasets"),
+}
 STATUS_WORDS = {"fail": "failing", "warning": "needs attention", "pass": "passing"}
 REQUEST_TYPES = {
     "access": "Access to their data",
@@ -305,6 +318,8 @@ def control(request: Request, cid: str, who: ConsoleCaller, audit: AuditView, ws
         "console/overview_control.html",
         title=f"{found['id']}: {found['title']}",
         c=found,
+        go=CONTROL_PAGES.get(cid),
+        advice=any(i.get("advice") for i in found.get("items", [])),
         latest=latest,
         latest_ago=ago(latest["time"], audit.now),
     )
