@@ -105,6 +105,14 @@ def serve(
     smtp_security: Annotated[
         str, typer.Option(help="starttls, tls (implicit TLS) or plain (a relay on this machine only).")
     ] = "starttls",
+    job_stale_after: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            max=86400,
+            help="Seconds a running job may go unreported before it is reported failed (its worker died).",
+        ),
+    ] = 120,
 ) -> None:
     """Serve the API (/api/v1), the web console (/console) and the data-subject portal (/portal).
 
@@ -139,6 +147,7 @@ def serve(
         smtp_sender=smtp_from,
         smtp_user=smtp_user,
         smtp_security=smtp_security,
+        job_stale_after_s=job_stale_after,
     )
     os.environ.update(settings.to_env())
     # heavy: uvicorn and the FastAPI app load only for this command

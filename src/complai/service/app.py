@@ -25,7 +25,7 @@ from complai.service import problems
 from complai.service.api import router as api_router
 from complai.service.console import router as console_router
 from complai.service.console import web as console_web
-from complai.service.jobs import JobRunner
+from complai.service.jobs import HEARTBEAT_S, JobRunner
 from complai.service.middleware import BodyLimit, SecurityHeaders
 from complai.service.portal import router as portal_router
 from complai.service.portal import web as portal_web
@@ -42,7 +42,8 @@ def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ws = workspace if workspace is not None else Workspace.open(settings.workspace)
-        runner = JobRunner(ws, settings.job_threads)
+        # a live job beats several times within the time after which a silent one is reported failed
+        runner = JobRunner(ws, settings.job_threads, heartbeat_s=min(HEARTBEAT_S, settings.job_stale_after_s / 4))
         app.state.ws, app.state.jobs = ws, runner
         try:
             yield

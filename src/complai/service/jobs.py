@@ -58,8 +58,8 @@ Work = Callable[[Session, JobProgress], dict[str, Any]]
 class JobRunner:
     """The worker process's job threads."""
 
-    def __init__(self, ws: Workspace, threads: int = 2) -> None:
-        self.ws = ws
+    def __init__(self, ws: Workspace, threads: int = 2, heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.ws, self.heartbeat_s = ws, heartbeat_s
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="complai-job")
         self._live: dict[str, JobProgress] = {}
         self._stop = threading.Event()
@@ -101,7 +101,7 @@ class JobRunner:
         return job
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        while not self._stop.wait(self.heartbeat_s):
             for job_id, progress in list(self._live.items()):
                 try:  # a session of its own: the job's session belongs to the job's thread
                     beat = self.ws.session(progress.session.principal, progress.session.purpose)

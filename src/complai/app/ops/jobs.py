@@ -182,21 +182,21 @@ class JobOps(SessionCore):
             )
         return self._own(job_id)
 
-    def job(self, job_id: str) -> Job:
+    def job(self, job_id: str, *, stale_after: timedelta = STALE_AFTER) -> Job:
         """One job, if it is this principal's (or the caller oversees the workspace). A running job
-        whose worker stopped reporting is shown as failed: its process died, and its operation rolled
-        back with it."""
+        whose worker has not reported for `stale_after` is shown as failed: its process died, and its
+        operation rolled back with it."""
         job = self._own(job_id)
         if job.state in ("running", "queued"):
-            self._reap()
+            self._reap(stale_after)
             job = self._own(job_id)
         return job
 
-    def jobs(self, *, limit: int = 100) -> list[Job]:
+    def jobs(self, *, limit: int = 100, stale_after: timedelta = STALE_AFTER) -> list[Job]:
         """This principal's jobs (every principal's for an owner or admin), newest first."""
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000")
-        self._reap()
+        self._reap(stale_after)
         q = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
         if not self._oversees():
             q = q.where(jobs.c.principal == self.principal)
@@ -220,10 +220,18 @@ class JobOps(SessionCore):
             )
         return self._own(job_id)
 
-    def _reap(self) -> None:
-        """Fail unfinished jobs whose worker has not reported within STALE_AFTER (a killed process)."""
+    def _reap(self, stale_after: timedelta = STALE_AFTER) -> None:
+        """Fail unfinished jobs whose worker has not reported within `stale_after` (a killed process).
+        Looked for with a read first: reading jobs must not wait for a write transaction (an ingest's, on
+        SQLite) when there is nothing to reap."""
+        if stale_after <= timedelta(0):
+            raise InvalidInput("a job's staleness limit must be positive")
         now = self._svc.clock.now()
-        cutoff = now - STALE_AFTER
+        cutoff = now - stale_after
+        unfinished = jobs.c.state.in_(("queued", "running"))
+        with self._svc.store.read() as conn:
+            if conn.execute(select(jobs.c.id).where(unfinished, jobs.c.heartbeat_at < cutoff).limit(1)).first() is None:
+                return
         problem = {
             "type": "about:blank",
             "title": "interrupted",
@@ -233,6 +241,6 @@ class JobOps(SessionCore):
         with self._svc.store.write() as conn:
             conn.execute(
                 update(jobs)
-                .where(jobs.c.state.in_(("queued", "running")), jobs.c.heartbeat_at < cutoff)
+                .where(unfinished, jobs.c.heartbeat_at < cutoff)
                 .values(state="failed", problem_json=json.dumps(problem), finished_at=now)
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -9,12 +10,19 @@ from pydantic import BaseModel
 
 from complai import __version__
 from complai.app.session import Session
+from complai.config import ServiceSettings
 from complai.service.api.common import NOT_FOUND, problems
-from complai.service.deps import CallerDep, session_for
+from complai.service.deps import CallerDep, session_for, settings
 
 router = APIRouter()
 
 JobSession = Annotated[Session, Depends(session_for("administration"))]
+Settings = Annotated[ServiceSettings, Depends(settings)]
+
+
+def stale_after(cfg: ServiceSettings) -> timedelta:
+    """How long a running job may go unreported before it is taken to have died with its worker."""
+    return timedelta(seconds=cfg.job_stale_after_s)
 
 
 class Health(BaseModel):
@@ -67,8 +75,8 @@ def me(who: CallerDep) -> Me:
 
 
 @router.get("/jobs", tags=["jobs"], summary="The caller's jobs, newest first", responses=problems())
-def list_jobs(session: JobSession, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobOut]:
-    return [JobOut.model_validate(j.as_dict()) for j in session.jobs(limit=limit)]
+def list_jobs(session: JobSession, cfg: Settings, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobOut]:
+    return [JobOut.model_validate(j.as_dict()) for j in session.jobs(limit=limit, stale_after=stale_after(cfg))]
 
 
 @router.get(
@@ -77,8 +85,8 @@ def list_jobs(session: JobSession, limit: Annotated[int, Query(ge=1, le=1000)] =
     summary="One job: state, progress, result or problem",
     responses=problems(NOT_FOUND),
 )
-def get_job(job_id: str, session: JobSession) -> JobOut:
-    return JobOut.model_validate(session.job(job_id).as_dict())
+def get_job(job_id: str, session: JobSession, cfg: Settings) -> JobOut:
+    return JobOut.model_validate(session.job(job_id, stale_after=stale_after(cfg)).as_dict())
 
 
 @router.delete(
