@@ -127,7 +127,10 @@ def test_audit_refusals_unknown_audits_and_bad_bodies(
 # --- records of processing and DPIAs -----------------------------------------------------------------
 
 
-def test_records_of_processing_as_json(client: TestClient, customers: Workspace, token_for: Callable[..., str]):
+def test_records_of_processing_and_a_dpia_generated_signed_and_current(
+    client: TestClient, customers: Workspace, token_for: Callable[..., str]
+) -> None:
+    # records of processing as json
     h = bearer(token_for("aud", "auditor"))
     r = client.get(f"{API}/ropa", headers=h)
     assert r.status_code == 200
@@ -135,13 +138,10 @@ def test_records_of_processing_as_json(client: TestClient, customers: Workspace,
     assert set(records) == {("customers", p) for p in SCHEMA["purposes"]}
     assert records[("customers", "fraud_detection")]["lawful_basis"] == "gdpr.legitimate_interests"
 
-
-def test_dpia_generated_signed_and_current(
-    client: TestClient, customers: Workspace, token_for: Callable[..., str]
-) -> None:
+    # dpia generated signed and current
     ws = customers
     admin = bearer(token_for("adam", "admin"))
-    auditor = bearer(token_for("aud", "auditor"))
+    auditor = h
     r = client.post(f"{API}/dpias/customers", headers=admin)
     assert r.status_code == 201, r.text
     assert r.json()["version"] == 1 and r.json()["document"]["risks"]
@@ -165,9 +165,8 @@ def test_dpia_generated_signed_and_current(
 # --- incidents ---------------------------------------------------------------------------------------
 
 
-def test_incident_opened_listed_notified_and_closed(
-    client: TestClient, ws: Workspace, token_for: Callable[..., str]
-) -> None:
+def test_incidents_status_and_vocabulary(client: TestClient, ws: Workspace, token_for: Callable[..., str]) -> None:
+    # incident opened listed notified and closed
     admin = bearer(token_for("adam", "admin"))
     auditor = bearer(token_for("aud", "auditor"))
     r = client.post(f"{API}/incidents", headers=admin, json={"description": "a laptop was stolen"})
@@ -189,14 +188,7 @@ def test_incident_opened_listed_notified_and_closed(
     bad(ws, client.get(f"{API}/incidents?limit=0", headers=auditor), before)
     assert len(client.get(f"{API}/incidents", headers=auditor).json()) == 1
 
-
-# --- status and vocabulary ---------------------------------------------------------------------------
-
-
-def test_status_for_overseers_and_vocabulary_for_all(
-    client: TestClient, ws: Workspace, token_for: Callable[..., str]
-) -> None:
-    auditor = bearer(token_for("aud", "auditor"))
+    # status for overseers and vocabulary for all
     st = client.get(f"{API}/status", headers=auditor).json()
     assert st["ledger_size"] == size(ws) and st["datasets"] == 0
     analyst = bearer(token_for("ana", "analyst"))
@@ -208,3 +200,6 @@ def test_status_for_overseers_and_vocabulary_for_all(
     assert "gdpr.consent" in [t["key"] for t in bases] and bases == every["bases"]
     assert "credit_scoring" in [t["key"] for t in every["purposes"]]
     assert client.get(f"{API}/vocabulary/spells", headers=analyst).status_code == 400
+
+
+# --- status and vocabulary ---------------------------------------------------------------------------

@@ -71,9 +71,8 @@ def export(ws: Workspace, subject: str) -> dict:
 # --- subjects ----------------------------------------------------------------------------------------
 
 
-def test_export_is_a_json_download_of_the_subjects_data(
-    client: TestClient, customers: Workspace, owner_token: str
-) -> None:
+def test_export_rectify_restrict_object_and_erase(client: TestClient, customers: Workspace, owner_token: str) -> None:
+    # export is a json download of the subjects data
     r = client.post(f"{API}/subjects/export", headers=bearer(owner_token), json={"subject": "C-1001"})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/json")
@@ -83,8 +82,7 @@ def test_export_is_a_json_download_of_the_subjects_data(
     assert {c["purpose"] for c in doc["consents"]} == {"credit_scoring", "marketing"}
     assert "C-1001" not in str(r.url)
 
-
-def test_rectify_restrict_object_and_erase(client: TestClient, customers: Workspace, owner_token: str) -> None:
+    # rectify restrict object and erase
     ws, h = customers, bearer(owner_token)
     before = size(ws)
     body = {"subject": "C-1003", "dataset": "customers", "field": "segment", "value": "premium"}
@@ -205,9 +203,10 @@ def test_a_requests_lifecycle_on_every_backend(any_client: TestClient, any_ws: W
     assert r.status_code == 400  # a closed request stays closed
 
 
-def test_request_refusals_unknown_ids_and_bad_bodies(
+def test_request_refusals_unknown_ids_bad_bodies_and_an_admins_fulfilment(
     client: TestClient, customers: Workspace, owner_token: str, token_for: Callable[..., str]
 ) -> None:
+    # request refusals unknown ids and bad bodies
     ws, h = customers, bearer(owner_token)
     rid = client.post(f"{API}/requests", headers=h, json={"type": "erasure", "subject": "C-1004"}).json()["id"]
     client.post(f"{API}/requests/{rid}/verify", headers=h, json={"method": "account"})
@@ -239,10 +238,7 @@ def test_request_refusals_unknown_ids_and_bad_bodies(
     r = client.post(f"{API}/requests/{rid}/reject", headers=h, json={"reason": "a legal hold applies"})
     assert r.status_code == 200 and r.json()["status"] == "rejected"
 
-
-def test_an_admin_fulfils_only_what_its_own_rights_allow(
-    client: TestClient, customers: Workspace, token_for: Callable[..., str]
-) -> None:
+    # an admin fulfils only what its own rights allow
     ws = customers
     admin = bearer(token_for("adam", "admin"))
     rid = client.post(f"{API}/requests", headers=admin, json={"type": "erasure", "subject": "C-1004"}).json()["id"]
@@ -269,9 +265,10 @@ def test_retention_sweep_runs_as_a_job(client: TestClient, customers: Workspace,
     assert job["result"]["records_deleted"] == 4 and job["result"]["subjects_shredded"] == 4
 
 
-def test_a_refused_job_is_a_403_and_never_queued(
-    client: TestClient, customers: Workspace, token_for: Callable[..., str]
+def test_a_refused_job_is_never_queued_and_keys_rotate_as_a_job(
+    client: TestClient, customers: Workspace, owner_token: str, token_for: Callable[..., str]
 ) -> None:
+    # a refused job is a 403 and never queued
     ws = customers
     auditor = bearer(token_for("aud", "auditor"))
     for path, body in (("/retention/sweep", None), ("/keys/rotate", {})):
@@ -283,8 +280,7 @@ def test_a_refused_job_is_a_403_and_never_queued(
     bad(ws, client.post(f"{API}/keys/rotate", headers=owner, json={"batch_size": 0}), before)
     assert ws.session("owner", "administration").jobs() == []
 
-
-def test_keys_status_and_rotation(client: TestClient, customers: Workspace, owner_token: str) -> None:
+    # keys status and rotation
     h = bearer(owner_token)
     st = client.get(f"{API}/keys", headers=h).json()
     assert st["kek_current"] == 1 and st["deks"] == 4
@@ -296,10 +292,24 @@ def test_keys_status_and_rotation(client: TestClient, customers: Workspace, owne
     assert export(customers, "C-1001")["records"]["customers"]  # still readable
 
 
-def test_a_backup_is_streamed_and_restores_with_the_cli_key(
-    client: TestClient, customers: Workspace, owner_token: str, tmp_path: Path, clock: ManualClock
+def test_a_backup_is_refused_streamed_restored_with_the_cli_key_and_never_restored_over_http(
+    client: TestClient,
+    customers: Workspace,
+    owner_token: str,
+    token_for: Callable[..., str],
+    tmp_path: Path,
+    clock: ManualClock,
 ) -> None:
+    # backup refusal and restore refused over http
     ws = customers
+    analyst = bearer(token_for("ana", "analyst"))
+    before = size(ws)
+    refused(ws, client.post(f"{API}/backups", headers=analyst), before)
+    assert not (Path(ws.path) / "keys" / "backup.key").exists()  # nothing written for a refusal
+    r = client.post(f"{API}/backups/restore", headers=bearer(owner_token), files={"file": ("b", b"x" * 10)})
+    assert r.status_code == 405 and "complai backup restore" in r.json()["detail"]
+    assert client.post(f"{API}/backups/restore").status_code == 401
+    # a backup is streamed and restores with the cli key
     r = client.post(f"{API}/backups", headers=bearer(owner_token))
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/octet-stream"
@@ -311,19 +321,6 @@ def test_a_backup_is_streamed_and_restores_with_the_cli_key(
     assert result["tables"]["records"] == 4
     with Workspace.open(tmp_path / "restored", clock=clock) as restored:
         assert restored.session("owner", "subject_request").export_subject("C-1002")["records"]["customers"]
-
-
-def test_backup_refusal_and_restore_refused_over_http(
-    client: TestClient, customers: Workspace, owner_token: str, token_for: Callable[..., str]
-) -> None:
-    ws = customers
-    analyst = bearer(token_for("ana", "analyst"))
-    before = size(ws)
-    refused(ws, client.post(f"{API}/backups", headers=analyst), before)
-    assert not (Path(ws.path) / "keys" / "backup.key").exists()  # nothing written for a refusal
-    r = client.post(f"{API}/backups/restore", headers=bearer(owner_token), files={"file": ("b", b"x" * 10)})
-    assert r.status_code == 405 and "complai backup restore" in r.json()["detail"]
-    assert client.post(f"{API}/backups/restore").status_code == 401
 
 
 def test_no_subject_id_in_any_route_of_the_api() -> None:
