@@ -165,3 +165,12 @@ def test_export_verifies_offline(filled: Workspace, client: TestClient, auditor:
     zipfile.ZipFile(io.BytesIO(r.content)).extractall(tmp_path / "x")
     report = verify_export(tmp_path / "x" / "ledger")
     assert report.ok and report.size >= 40
+
+
+def test_an_entry_that_is_no_longer_an_event(filled: Workspace, client: TestClient, auditor: dict[str, str]) -> None:
+    with filled.store.write() as conn:
+        conn.execute(text("UPDATE ledger_entries SET data = :d WHERE seq = 3"), {"d": b"\xffnot json"})
+    r = client.get(f"{API}/entries/3", headers=auditor)
+    assert r.status_code == 422 and "altered" in r.json()["detail"]
+    assert client.get(f"{API}/entries", params={"start": 0, "limit": 10}, headers=auditor).status_code == 422
+    assert client.get(f"{API}/entries/4", headers=auditor).status_code == 200

@@ -8,6 +8,7 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from complai.app.workspace import Workspace
 from complai.ledger import merkle
@@ -68,3 +69,12 @@ def test_an_analyst_is_refused(filled: Workspace, client: TestClient) -> None:
     login(client, filled, "ann", "analyst")
     assert client.get("/console/ledger").status_code == 403
     assert client.get("/console/ledger/3/proof").status_code == 403
+
+
+def test_an_entry_altered_at_rest_is_shown_as_such(filled: Workspace, client: TestClient) -> None:
+    with filled.store.write() as conn:
+        conn.execute(text("UPDATE ledger_entries SET data = :d WHERE seq = 3"), {"d": b"not json <b>"})
+    login(client, filled, "alice", "auditor")
+    assert "not an event" in client.get("/console/ledger").text
+    page = client.get("/console/ledger/3")
+    assert page.status_code == 200 and "not json &lt;b&gt;" in page.text

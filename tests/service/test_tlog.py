@@ -174,6 +174,10 @@ def test_headers_and_limits(log_ws: Workspace, client: TestClient, owner_token: 
     full = client.get("/tlog/tile/0/000")
     assert full.headers["content-type"] == "application/octet-stream" and len(full.content) == 8192
     assert "immutable" in full.headers["cache-control"] and "31536000" in full.headers["cache-control"]
+    assert full.headers["content-encoding"] == "gzip" and full.headers["access-control-allow-origin"] == "*"
+    assert r.headers["access-control-allow-origin"] == "*"
+    plain = client.get("/tlog/tile/0/000", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == full.content
     partial = client.get(f"/tlog/tile/0/002.p/{size - 512}")
     assert partial.status_code == 200 and len(partial.content) == 32 * (size - 512)
     assert "immutable" not in partial.headers["cache-control"]
@@ -197,6 +201,7 @@ def test_entries_need_the_audit_action(log_ws: Workspace, client: TestClient, to
     auditor = token_for("aud", "auditor")
     r = client.get("/tlog/tile/entries/000", headers=bearer(auditor))
     assert r.status_code == 200 and "private" in r.headers["cache-control"]
+    assert "access-control-allow-origin" not in r.headers
 
 
 def test_public_ledger_serves_entries_without_a_token(log_ws: Workspace) -> None:

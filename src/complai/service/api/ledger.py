@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from complai.app.session import Session
 from complai.crypto.signing import VerifierKey
-from complai.errors import NotFound
+from complai.errors import IntegrityError, NotFound
 from complai.ledger.checkpoint import SignedNote
 from complai.service.api.common import CONFLICT, INTEGRITY, NOT_FOUND, Strict, problems
 from complai.service.api.system import JobOut
@@ -111,7 +111,13 @@ class VerifyIn(Strict):
 
 
 def _entry(seq: int, kind: str, leaf: bytes, data: bytes) -> EntryOut:
-    return EntryOut(seq=seq, type=kind, leaf_hash=leaf.hex(), event=json.loads(data))
+    try:
+        event = json.loads(data)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise IntegrityError(f"ledger entry {seq} is not an event: the ledger was altered (run a verification)")
+    return EntryOut(seq=seq, type=kind, leaf_hash=leaf.hex(), event=event)
 
 
 def _checkpoint(note: SignedNote) -> CheckpointOut:
@@ -136,7 +142,7 @@ def status(session: AuditSession) -> Status:
     )
 
 
-@router.get("/entries", summary="Entries in sequence order, a page at a time", responses=problems())
+@router.get("/entries", summary="Entries in sequence order, a page at a time", responses=problems(INTEGRITY))
 def entries(
     session: AuditSession,
     start: Annotated[int, Query(ge=0, le=2**62, description="First sequence number")] = 0,
@@ -160,7 +166,7 @@ def _one(session: Session, seq: int) -> EntryOut:
     return _entry(e.seq, e.kind, e.leaf_hash, e.data)
 
 
-@router.get("/entries/{seq}", summary="One entry", responses=problems(NOT_FOUND))
+@router.get("/entries/{seq}", summary="One entry", responses=problems(NOT_FOUND, INTEGRITY))
 def entry(seq: Seq, session: AuditSession) -> EntryOut:
     return _one(session, seq)
 

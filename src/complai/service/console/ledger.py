@@ -24,8 +24,19 @@ PAGE = 50
 _SHOWN = ("type", "v", "time", "actor", "purpose")
 
 
+def _event(data: bytes) -> dict[str, Any] | None:
+    """The entry's event, or None when its bytes are not one (altered at rest: the row says so)."""
+    try:
+        ev = json.loads(data)
+    except ValueError:
+        return None
+    return ev if isinstance(ev, dict) else None
+
+
 def _row(seq: int, kind: str, data: bytes) -> dict[str, Any]:
-    ev = json.loads(data)
+    ev = _event(data)
+    if ev is None:
+        return {"seq": seq, "type": kind, "time": "", "actor": "", "purpose": "", "details": "not an event"}
     details = {k: v for k, v in ev.items() if k not in _SHOWN}
     summary = json.dumps(details, sort_keys=True)
     return {
@@ -80,6 +91,8 @@ def _entry(session: Session, seq: int) -> tuple[int, str, bytes, bytes]:
 @router.get("/ledger/{seq}", response_class=HTMLResponse)
 def entry_page(request: Request, session: AuditPage, seq: Annotated[int, Path(ge=0, le=2**62)]) -> HTMLResponse:
     seq, kind, leaf, data = _entry(session, seq)
+    ev = _event(data)
+    shown = json.dumps(ev, indent=2, sort_keys=True) if ev is not None else data.decode("utf-8", "replace")
     st = session.ledger_status()
     return render(
         request,
@@ -88,7 +101,7 @@ def entry_page(request: Request, session: AuditPage, seq: Annotated[int, Path(ge
         seq=seq,
         kind=kind,
         leaf_hash=leaf.hex(),
-        event=json.dumps(json.loads(data), indent=2, sort_keys=True),
+        event=shown,
         log_key=st.log_key.encode(),
         covered=bool(st.latest_checkpoint and st.latest_checkpoint.checkpoint.size > seq),
     )
