@@ -221,6 +221,20 @@ def test_requests_are_listed_by_deadline_with_pseudonyms_only(client: TestClient
     assert pseudonym in one.text and "Erase their data" in one.text
 
 
+def test_long_lists_come_a_page_at_a_time(
+    client: TestClient, csrf: str, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from complai.service.console import pages
+
+    monkeypatch.setattr(pages, "PAGE", 2)
+    rids, _ = _open_requests(ws)
+    first, second = client.get("/console/requests"), client.get("/console/requests?page=2")
+    assert "Page 1 of 2" in first.text and 'href="/console/requests?page=2"' in first.text
+    shown = [[r for r in rids if f"/console/requests/{r}" in p.text] for p in (first, second)]
+    assert shown == [[rids[0], rids[2]], [rids[1]]]
+    assert client.get("/console/requests?page=0").status_code in (400, 422)
+
+
 def test_each_request_form_changes_the_register(client: TestClient, csrf: str, ws: Workspace) -> None:
     rids, subjects = _open_requests(ws)
     audit = ws.session(OWNER, "audit")

@@ -21,13 +21,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from complai.app.session import Session
 from complai.clock import parse_utc
 from complai.compliance import humanize
 from complai.errors import InvalidInput, NotFound, PolicyDenied
+from complai.service.api.compliance import audits_dir
 from complai.service.console.web import ConsoleCaller, Csrf, console_session, render, templates
 from complai.service.deps import WorkspaceDep
 
@@ -42,7 +43,8 @@ SecurityWork = Annotated[Session, Depends(console_session("security"))]
 AUDITED = "compliance.audited"
 MAX_REPORT_BYTES = 64 << 20
 SOON_DAYS = 7  # a request due within this many days is "near its deadline"
-LOW_BUDGET = 0.25  # a budget with less than this share of its epsilon left is "running low"
+LOW_BUDGET = 0.25
+PAGE = 100  # rows per page of a list  # a budget with less than this share of its epsilon left is "running low"
 NOT_AVAILABLE = "not available to you"
 CONTROL_PAGES = {  # where in the console a control's fix is done
     "DPIA-1": ("/console/dpias", "Impact assessments"),
@@ -144,6 +146,17 @@ def _available(fn: Callable[[], T]) -> tuple[T | None, bool]:
         return None, False
 
 
+def _pager(total: int, page: int, base: str) -> dict[str, Any]:
+    """Links to the previous and next pages of a list of `total` rows shown PAGE at a time."""
+    last = max(1, -(-total // PAGE))
+    return {
+        "page": page,
+        "last": last,
+        "previous": f"{base}page={page - 1}" if page > 1 else None,
+        "next": f"{base}page={page + 1}" if page < last else None,
+    }
+
+
 def _done(done: str | None) -> str | None:
     return DONE.get(done) if done else None
 
@@ -157,7 +170,7 @@ def _back(path: str, done: str) -> RedirectResponse:
 
 def audits_root(ws: Any) -> Path:
     """Where the service keeps the reports of the audits it ran: `<workspace>/audits/<ledger entry>/`."""
-    return Path(ws.path) / "audits"
+    return audits_dir(ws)
 
 
 def _stored(root: Path) -> list[int]:
@@ -354,7 +367,13 @@ def _laws(session: Session) -> dict[str, str]:
 
 
 @router.get("/requests", response_class=HTMLResponse)
-def requests_page(request: Request, who: ConsoleCaller, audit: AuditView, show: str = "open") -> HTMLResponse:
+def requests_page(
+    request: Request,
+    who: ConsoleCaller,
+    audit: AuditView,
+    show: Annotated[str, Query(max_length=8)] = "open",
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+) -> HTMLResponse:
     now = audit.now
     rows = [_request_view(r, now) for r in audit.requests()]
     everything = show == "all"
@@ -364,7 +383,8 @@ def requests_page(request: Request, who: ConsoleCaller, audit: AuditView, show: 
         request,
         "console/requests.html",
         title="Subject requests",
-        rows=shown,
+        rows=shown[(page - 1) * PAGE : page * PAGE],
+        pager=_pager(len(shown), page, "/console/requests?" + ("show=all&" if everything else "")),
         everything=everything,
         total=len(rows),
         laws=_laws(audit),
@@ -502,10 +522,21 @@ def dpia_sign(
 
 @router.get("/incidents", response_class=HTMLResponse)
 def incidents_page(
-    request: Request, who: ConsoleCaller, security: SecurityWork, done: str | None = None
+    request: Request,
+    who: ConsoleCaller,
+    security: SecurityWork,
+    done: str | None = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
 ) -> HTMLResponse:
     rows = _incident_rows(security.incidents(), security.now)
-    return render(request, "console/incidents.html", title="Incidents", rows=rows, done=_done(done))
+    return render(
+        request,
+        "console/incidents.html",
+        title="Incidents",
+        rows=rows[(page - 1) * PAGE : page * PAGE],
+        pager=_pager(len(rows), page, "/console/incidents?"),
+        done=_done(done),
+    )
 
 
 @router.get("/incidents/{iid}", response_class=HTMLResponse)
