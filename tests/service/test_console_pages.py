@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from complai.access.identity import OWNER
 from complai.app.workspace import Workspace
 from complai.clock import ManualClock
+from complai.ledger.witness import Witness
 from complai.service.app import create_app
 from complai.service.console.web import COOKIE, csrf_token
 from tests.dp.conftest import adult_workspace
@@ -167,11 +168,19 @@ def test_overview_budgets_running_low(client: TestClient, csrf: str, ws: Workspa
     assert re.search(r"adult ?, the whole dataset: 10(\.0)?% left", words), words
 
 
-def test_overview_checkpoint_and_its_witnesses(client: TestClient, csrf: str, ws: Workspace) -> None:
+def test_overview_checkpoint_and_its_witnesses(client: TestClient, csrf: str, ws: Workspace, tmp_path: Path) -> None:
     ws.session(OWNER, "audit").ledger_checkpoint()
     words = text_of(client.get("/console/").text)
     assert re.search(r"The last checkpoint covers \d+ of \d+ entries", words)
     assert "No witness is trusted" in words
+    witness = Witness.init(tmp_path / "witness", "w.example")
+    ws.session(OWNER, "administration").trust_witness(witness.verifier)
+    ws.session(OWNER, "audit").ledger_checkpoint()
+    words = text_of(client.get("/console/").text)
+    assert "Not yet cosigned by a witness (w.example trusted)" in words
+    assert ws.session(OWNER, "audit").witness_cosign(witness) is not None
+    words = text_of(client.get("/console/").text)
+    assert "Cosigned by w.example." in words
 
 
 def test_a_failing_control_opens_with_its_items_and_fix(client: TestClient, csrf: str, ws: Workspace) -> None:
