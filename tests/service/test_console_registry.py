@@ -201,8 +201,19 @@ def test_budgets_with_burn_down(dana: TestClient, setup: Setup) -> None:
     assert rows["the dataset"][1:3] == [f"{DATASET_EPSILON:g}", f"{DATASET_DELTA:g}"]
     assert rows["ana"][1:5] == [f"{ANA_EPSILON:g}", f"{ANA_DELTA:g}", f"{ANA_QUERY:g}", f"{ANA_EPSILON - ANA_QUERY:g}"]
     assert rows["ana"][5] == f"{round(100 * ANA_QUERY / ANA_EPSILON)}%"
-    # the burn-down: one point per spend (the query and the training run), drawn without inline style
-    assert html.count('class="reg-dot"') == 2 and "<polyline" in html
+    # burn-downs, drawn without inline style: the dataset's has a point per spend (the query and the
+    # training run), ana's one, where her query left her what her budget less its cost is
+    dataset_chart = html.split('<div class="reg-burn">', 1)[1].split("</figure>", 1)[0]
+    assert dataset_chart.count('class="reg-dot"') == 2 and "<polyline" in dataset_chart
+    ana_chart = html.split('id="burn-adult-ana"', 1)[1].split("</figure>", 1)[0]
+    assert ana_chart.count('class="reg-dot"') == 1
+    assert f"ε left {ANA_EPSILON - ANA_QUERY:g}</title>" in ana_chart
+    spends = cells(html, "reg-spend")
+    assert [(r[2], r[3], r[4]) for r in spends] == [
+        ("ana", "analytics", "query"),
+        ("owner", "train_ai_system", "training or release"),
+    ]
+    assert spends[0][6] == f"{ANA_QUERY:g}" and spends[0][7] == f"{DATASET_EPSILON - ANA_QUERY:g}"
     assert "style=" not in html and "<script" not in html
 
 

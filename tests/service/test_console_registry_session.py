@@ -101,3 +101,17 @@ def test_dataset_versions_oldest_first(customers: Workspace) -> None:
         with pytest.raises(PolicyDenied):
             ws.session("nobody", "audit").dataset_versions(name)
         assert denied(ws, "nobody") == before + 1
+
+
+def test_budget_history_is_the_auditors(customers: Workspace) -> None:
+    ws = customers
+    ws.session(OWNER, "administration").set_budget("customers", 1.0, 1e-5)
+    assert ws.session("aud", "administration").budget_history("customers") == {}  # no spend yet
+    with pytest.raises(NotFound):
+        ws.session("aud", "audit").budget_history("nothing")
+    for who in ("nobody", "adm"):  # an admin changes budgets; showing their history is the auditor's
+        for name in ("customers", "nothing"):
+            before = denied(ws, who)
+            with pytest.raises(PolicyDenied):
+                ws.session(who, "administration").budget_history(name)
+            assert denied(ws, who) == before + 1

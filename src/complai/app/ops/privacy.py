@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from complai.app.core import ALL, SessionCore
 from complai.crypto.digest import digest_text
-from complai.dp.budget import BudgetState
+from complai.dp.budget import BUDGET_KINDS, BudgetState, Derived, charged, replay
 from complai.dp.training import SUBJECT, ModelCard, TrainingSpec, fairness_attributes, fairness_exclusions
 from complai.errors import InvalidInput, NotFound, PolicyDenied
 from complai.events import AccessDenied, DPQueryAnswered
@@ -60,6 +61,45 @@ class PrivacyOps(SessionCore):
         self._check("audit")
         self._svc.catalog.get(dataset)
         return self._svc.budgets.all(dataset)
+
+    def budget_history(self, dataset: str) -> dict[str, list[dict[str, Any]]]:
+        """Every budget on a dataset (its own, "*", and its principals') after each spend the ledger
+        records on it, oldest first: {principal: [{seq, time, actor, purpose, kind, mechanism,
+        epsilon_spent, epsilon_left}]},
+        epsilon at each budget's delta, replayed from the ledger as the store applies spends
+        (dp/budget.py). The auditor's view, as `audited_budgets`: refused (recorded) before the dataset
+        is looked up."""
+        self._check("audit")
+        self._svc.catalog.get(dataset)
+        with self._svc.store.read() as conn:
+            entries = [(seq, kind, json.loads(data)) for seq, kind, data in self._svc.ledger.scan(conn, BUDGET_KINDS)]
+        state: dict[tuple[str, str], Derived] = {}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for seq, kind, e in entries:
+            if e.get("dataset") != dataset:
+                continue
+            replay(state, [(seq, kind, e)])
+            spent = charged(kind, e)
+            if spent is None:
+                continue
+            for principal in dict.fromkeys((ALL, spent[1])):
+                row = state.get((dataset, principal))
+                if row is None:
+                    continue
+                now = BudgetState(dataset, principal, row.epsilon, row.delta, row.rho_total, *row.spent)
+                out.setdefault(principal, []).append(
+                    {
+                        "seq": seq,
+                        "time": e.get("time"),
+                        "actor": spent[1],
+                        "purpose": e.get("purpose"),
+                        "kind": kind,
+                        "mechanism": e.get("mechanism"),
+                        "epsilon_spent": now.epsilon_spent,
+                        "epsilon_left": now.epsilon_remaining,
+                    }
+                )
+        return out
 
     def budget(self, dataset: str) -> BudgetState:
         """The dataset's own budget and what remains of it: for those who may spend it (query_dp) or
