@@ -8,7 +8,7 @@ import hashlib
 import io
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,9 @@ from complai.app.workspace import Workspace
 from complai.ledger import merkle
 from complai.ledger.verify import verify_export
 from complai.ledger.witness import Witness
+from complai.service.app import create_app
 from tests.ledger.helpers import fill
-from tests.service.conftest import bearer
+from tests.service.conftest import bearer, settings_for
 
 API = "/api/v1/ledger"
 
@@ -36,7 +37,30 @@ def filled(ws: Workspace) -> Workspace:
     return ws
 
 
-def test_status_and_pages(filled: Workspace, client: TestClient, auditor: dict[str, str]) -> None:
+Shared = tuple[Workspace, TestClient, dict[str, str], dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    """One workspace with 40 probes for the tests that only read (and sign checkpoints): the service
+    over it, an auditor's and an analyst's token."""
+    ws = Workspace.init(tmp_path_factory.mktemp("ledger-api") / "ws")
+    try:
+        fill(ws.ledger, 40)
+        owner = ws.session("owner", "security")
+        tokens = []
+        for name, role in (("aud", "auditor"), ("ann", "analyst")):
+            owner.add_principal(name, "service")
+            owner.grant_role(name, role)
+            tokens.append(bearer(owner.create_token(name, "P1D").token))
+        with TestClient(create_app(settings_for(ws), workspace=ws), raise_server_exceptions=False) as c:
+            yield ws, c, tokens[0], tokens[1]
+    finally:
+        ws.close()
+
+
+def test_status_and_pages(shared: Shared) -> None:
+    _, client, auditor, _ = shared
     st = client.get(API, headers=auditor).json()
     assert st["size"] >= 40 and st["entries_by_type"]["test.probe"] == 40 and st["log_key"].startswith(st["origin"])
     seen, start = [], 0
@@ -60,17 +84,18 @@ def test_status_and_pages(filled: Workspace, client: TestClient, auditor: dict[s
     assert client.get(f"{API}/entries", params={"start": "x"}, headers=auditor).status_code == 400
 
 
-def test_reading_the_ledger_is_the_auditors(filled: Workspace, client: TestClient, token_for) -> None:
+def test_reading_the_ledger_is_the_auditors(shared: Shared) -> None:
+    _, client, _, analyst = shared
     assert client.get(API).status_code == 401
-    analyst = bearer(token_for("ann", "analyst"))
     for path in ("", "/entries", "/entries/0", "/entries/0/proof", "/checkpoints", "/witnesses"):
         assert client.get(API + path, headers=analyst).status_code == 403, path
     assert client.post(f"{API}/checkpoints", headers=analyst).status_code == 403
 
 
-def test_inclusion_proof_verifies(filled: Workspace, client: TestClient, auditor: dict[str, str]) -> None:
+def test_inclusion_proof_verifies(shared: Shared) -> None:
+    _, client, auditor, _ = shared
     p = client.get(f"{API}/entries/5/proof", headers=auditor).json()
-    assert p["checkpoint"] is not None  # signed on demand: none covered entry 5 yet
+    assert p["checkpoint"] is not None  # signed on demand when none covers the entry yet
     leaf = hashlib.sha256(b"\x00" + p["entry"].encode()).digest()
     assert leaf.hex() == p["leaf_hash"]
     merkle.verify_inclusion(5, p["tree_size"], leaf, [bytes.fromhex(h) for h in p["proof"]], bytes.fromhex(p["root"]))
@@ -82,7 +107,8 @@ def test_inclusion_proof_verifies(filled: Workspace, client: TestClient, auditor
     assert client.get(f"{API}/entries/5/proof", params={"size": 5}, headers=auditor).status_code == 400
 
 
-def test_consistency_proof_verifies(filled: Workspace, client: TestClient, auditor: dict[str, str]) -> None:
+def test_consistency_proof_verifies(shared: Shared) -> None:
+    filled, client, auditor, _ = shared
     c = client.get(f"{API}/consistency", params={"from": 13, "to": 37}, headers=auditor).json()
     merkle.verify_consistency(
         13, 37, bytes.fromhex(c["root1"]), bytes.fromhex(c["root2"]), [bytes.fromhex(h) for h in c["proof"]]
@@ -159,7 +185,8 @@ def test_verify_as_a_job(filled: Workspace, client: TestClient, owner_token: str
     assert client.post(f"{API}/verify", json={"witnesses": "1"}, headers=owner).status_code == 400
 
 
-def test_export_verifies_offline(filled: Workspace, client: TestClient, auditor: dict[str, str], tmp_path: Path):
+def test_export_verifies_offline(shared: Shared, tmp_path: Path) -> None:
+    _, client, auditor, _ = shared
     r = client.post(f"{API}/export", headers=auditor)
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     zipfile.ZipFile(io.BytesIO(r.content)).extractall(tmp_path / "x")

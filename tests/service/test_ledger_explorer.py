@@ -32,7 +32,7 @@ def filled(ws: Workspace) -> Workspace:
     return ws
 
 
-def test_pages_of_entries(filled: Workspace, client: TestClient) -> None:
+def test_pages_of_entries_and_one_entry_with_its_proof(filled: Workspace, client: TestClient) -> None:
     assert client.get("/console/ledger", follow_redirects=False).status_code == 303
     login(client, filled, "alice", "auditor")
     page = client.get("/console/ledger").text
@@ -42,10 +42,7 @@ def test_pages_of_entries(filled: Workspace, client: TestClient) -> None:
     assert 'href="/console/ledger/100"' in later and 'rel="prev" href="/console/ledger?start=50"' in later
     probes = client.get("/console/ledger", params={"type": "test.probe", "start": 0}).text
     assert set(re.findall(r"<td>([a-z.]+)</td>", probes)) <= {"test.probe", "audit", "tester"}
-
-
-def test_one_entry_and_its_proof(filled: Workspace, client: TestClient) -> None:
-    login(client, filled, "alice", "auditor")
+    # one entry, and the data its script checks
     page = client.get("/console/ledger/42").text
     assert "Entry 42" in page and 'src="/static/ledger.js"' in page and "<script>" not in page
     assert "checking it signs one" in page  # no checkpoint covers it yet

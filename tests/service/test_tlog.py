@@ -166,7 +166,9 @@ def test_an_outside_verifier_recomputes_the_signed_root(any_ws: Workspace, any_c
     assert json.loads(entries[size - 1])["type"] == "test.probe"
 
 
-def test_headers_and_limits(log_ws: Workspace, client: TestClient, owner_token: str) -> None:
+def test_headers_limits_and_who_reads_entries(
+    log_ws: Workspace, client: TestClient, owner_token: str, token_for: Callable[..., str]
+) -> None:
     size = log_ws.ledger.latest_checkpoint().checkpoint.size
     r = client.get("/tlog/checkpoint")
     assert r.status_code == 200 and r.headers["content-type"] == "text/plain; charset=utf-8"
@@ -193,9 +195,6 @@ def test_headers_and_limits(log_ws: Workspace, client: TestClient, owner_token: 
     # the entries need an auditor's token; the hashes do not
     assert client.get("/tlog/tile/entries/000").status_code == 401
     assert client.get("/tlog/tile/entries/000", headers=bearer(owner_token)).status_code == 200
-
-
-def test_entries_need_the_audit_action(log_ws: Workspace, client: TestClient, token_for) -> None:
     analyst = token_for("ann", "analyst")
     assert client.get("/tlog/tile/entries/000", headers=bearer(analyst)).status_code == 403
     auditor = token_for("aud", "auditor")
