@@ -21,7 +21,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -142,6 +142,20 @@ class TokenInfo:
 
 
 _LAST_USED = "token_last_used:"  # meta key prefix: one row per token used, the time of its last use
+# a token's last use is noted to this resolution: a service authenticating every request writes at most
+# once a minute per token instead of once per request
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _stale_use(recorded: str | None, now: datetime) -> bool:
+    """Whether the recorded last use (an ISO time, or None) should be moved to `now`."""
+    if recorded is None:
+        return True
+    try:
+        then = parse_utc(str(recorded))
+    except ValueError:
+        return True
+    return not (now - LAST_USED_RESOLUTION < then <= now)
 
 
 def is_principal_name(text: str) -> bool:
@@ -407,6 +421,7 @@ class Identity:
         token_id = m.group(1) if m else None
         reason = "malformed"
         credential: Credential | None = None
+        last_used: str | None = None
         if m:
             now = self.clock.now()
             with self.store.read() as conn:
@@ -426,10 +441,14 @@ class Identity:
                     if not p.disabled:
                         expires_at = as_utc(row.expires_at) if row.expires_at is not None else None
                         credential = Credential(p, str(token_id), expires_at)
+                        last_used = conn.execute(
+                            select(meta.c.value).where(meta.c.key == _LAST_USED + str(token_id))
+                        ).scalar()
                     else:
                         reason = "principal disabled"
             if credential is not None:
-                self._record_use(credential.token_id, now)
+                if _stale_use(last_used, now):
+                    self._record_use(credential.token_id, now)
                 return credential
         self.ledger.emit(
             None, AuthenticationRefused, actor="anonymous", purpose="security", token_id=token_id, reason=reason
@@ -437,9 +456,9 @@ class Identity:
         raise AuthenticationFailed("invalid, expired or revoked token")
 
     def _record_use(self, token_id: str, now: datetime) -> None:
-        """Note when a token last authenticated: a time in the workspace's `meta` table, not a ledger
-        event per use. It proves nothing and grants nothing (RECON-1 does not reconcile it); it tells
-        an owner which tokens are idle."""
+        """Note when a token last authenticated (to LAST_USED_RESOLUTION): a time in the workspace's
+        `meta` table, not a ledger event per use. It proves nothing and grants nothing (RECON-1 does not
+        reconcile it); it tells an owner which tokens are idle."""
         key, stamp = _LAST_USED + token_id, utc_iso(now)
         try:
             with self.store.write() as conn:
