@@ -99,7 +99,7 @@ def span(seconds: float) -> str:
     s = abs(seconds)
     if s < 3600:
         return humanize.plural(max(1, int(s // 60)), "minute")
-    if s < 48 * 3600:
+    if s < 96 * 3600:  # hours up to four days: a 72-hour clock reads in hours
         return humanize.plural(int(s // 3600), "hour")
     return humanize.plural(int(s // 86400), "day")
 
