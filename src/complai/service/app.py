@@ -33,7 +33,7 @@ from complai.service.tlog import router as tlog_router
 
 STATIC = Path(__file__).resolve().parent / "static"
 # routes that take a file upload get the upload limit, not the small body limit
-UPLOAD_PATHS = ("/ingest", "/backups/restore")
+UPLOAD_PATHS = ("/ingest",)
 
 
 def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None) -> FastAPI:
