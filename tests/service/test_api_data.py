@@ -11,7 +11,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +327,61 @@ def test_a_bad_ingest_is_refused_and_stores_nothing(
     assert ingest_dirs(ws) == dirs
 
 
+def test_an_upload_is_multipart_bounded_and_leaves_nothing_when_refused(
+    client: TestClient, ws: Workspace, owner_token: str
+) -> None:
+    with_people(ws, 0)
+    h = bearer(owner_token)
+    url = f"{API}/datasets/people/ingest"
+    data = csv_bytes(people(3))
+    before = ledger_size(ws)
+    refused = [
+        client.post(url, headers=h, json={"file": "x"}),  # not multipart
+        client.post(url, headers={**h, "Content-Type": "multipart/form-data; boundary=zz"}, content=b"--zz\r\nbroken"),
+        client.post(url, headers=h, data={"colour": "red"}, files={"file": ("p.csv", data, "text/csv")}),
+        client.post(url, headers=h, data={"mode": ["append", "upsert"]}, files={"file": ("p.csv", data, "text/csv")}),
+        client.post(
+            url, headers=h, files=[("file", ("a.csv", data, "text/csv")), ("file", ("b.csv", data, "text/csv"))]
+        ),
+        client.post(url, headers=h, data={"delimiter": "x" * 20_000}, files={"file": ("p.csv", data, "text/csv")}),
+    ]
+    for r in refused:
+        assert r.status_code == 400, r.text
+        problem_line(r)
+    # over the upload limit (8 MiB in these tests): 413, before or while it is read
+    big = client.post(url, headers=h, files={"file": ("big.csv", b"x" * (9 << 20), "text/csv")})
+    assert big.status_code == 413
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: refused once the streamed body passes the limit
+        yield b'--zz\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
+        for _ in range(10):
+            yield b"x" * (1 << 20)
+        yield b"\r\n--zz--\r\n"
+
+    multipart = {**h, "Content-Type": "multipart/form-data; boundary=zz"}
+    assert client.post(url, headers=multipart, content=chunked()).status_code == 413
+    assert ingest_dirs(ws) == set() and ledger_size(ws) == before and records(ws) == 0
+
+
+def test_an_upload_left_by_a_stopped_server_is_removed_by_the_next(
+    client: TestClient, ws: Workspace, owner_token: str
+) -> None:
+    with_people(ws, 0)
+    uploads(ws).mkdir(mode=0o700)
+    left, recent = uploads(ws) / "ingest-left", uploads(ws) / "ingest-recent"
+    for folder in (left, recent):
+        folder.mkdir(mode=0o700)
+        (folder / "file").write_bytes(csv_bytes(people(2)))
+    os.utime(left, (time.time() - 2 * data_api.UPLOAD_STALE_S,) * 2)
+    r = client.post(
+        f"{API}/datasets/people/ingest",
+        headers=bearer(owner_token),
+        files={"file": ("p.csv", csv_bytes(people(3)), "text/csv")},
+    )
+    assert wait_job(client, owner_token, r.json()["id"])["state"] == "succeeded"
+    assert ingest_dirs(ws) == {"ingest-recent"}
+
+
 def test_a_cancelled_ingest_stores_nothing(
     client: TestClient, ws: Workspace, owner_token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -343,7 +398,7 @@ def test_a_cancelled_ingest_stores_nothing(
                 folder = uploads(ws) / d
                 seen["root"] = stat.S_IMODE(uploads(ws).stat().st_mode)
                 seen["folder"] = stat.S_IMODE(folder.stat().st_mode)
-                seen["file"] = stat.S_IMODE((folder / "data.csv").stat().st_mode)
+                seen["file"] = stat.S_IMODE((folder / "file").stat().st_mode)
             reached.set()
             go.wait(30)
         return original(self, job_id)

@@ -17,11 +17,16 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 import pandas as pd
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from complai.app.ops.data import MAX_PAGE
 from complai.app.session import Session
@@ -32,11 +37,10 @@ from complai.service.api.common import CONFLICT, INTEGRITY, NOT_FOUND, Strict, p
 from complai.service.api.system import JobOut
 from complai.service.deps import AdminSession, CallerDep, PurposeSession, WorkspaceDep
 from complai.vault.ingest import IngestMode
-from complai.vault.sources import Format, SourceOptions, parse_mapping
+from complai.vault.sources import FORMATS, Format, SourceOptions, parse_mapping
 
 router = APIRouter()
 
-UPLOAD_CHUNK = 1 << 20
 CANCEL_CHECK_S = 0.5
 CSV = "text/csv"
 PARQUET = "application/vnd.apache.parquet"
@@ -285,18 +289,41 @@ def drop_dataset(
 
 # --- ingest --------------------------------------------------------------------------------------
 
-
-def _spool(upload: UploadFile, folder: Path, name: str) -> Path:
-    """The upload copied, in chunks, to a new 0600 file in `folder` (never following a link)."""
-    target = folder / name
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    with os.fdopen(fd, "wb") as out:
-        upload.file.seek(0)
-        shutil.copyfileobj(upload.file, out, UPLOAD_CHUNK)
-    return target
-
-
 UPLOADS = "uploads"
+UPLOAD_STALE_S = 24 * 3600  # far longer than any ingest runs
+UPLOAD_FILES = ("file", "consents")
+MAX_FORM_FIELDS = 64
+MAX_FIELD_BYTES = 16 * 1024
+
+
+class IngestForm(Strict):
+    """The text fields of an ingest upload: the CLI's options."""
+
+    mode: IngestMode = "insert"
+    data_format: Format | None = Field(default=None, alias="format")
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    mapping: list[str] = Field(default_factory=list, alias="map")
+    subject_column: str | None = None
+
+
+def _upload_schema() -> dict[str, Any]:
+    fields = IngestForm.model_json_schema(by_alias=True)["properties"]
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "type": "object",
+        "required": ["file"],
+        "properties": {
+            "file": {**binary, "description": "The data file: CSV with a header row, JSON Lines or Parquet"},
+            "consents": {**binary, "description": "Consent records (CSV: subject, purpose, ...)"},
+            "mode": {**fields["mode"], "description": "What becomes of rows whose record is stored already"},
+            "format": {"type": "string", "enum": list(FORMATS), "description": "Default: by the file's name"},
+            "delimiter": {"type": "string", "default": ",", "description": "CSV field delimiter (\\t for tab)"},
+            "encoding": {"type": "string", "default": "utf-8", "description": "Text encoding of a CSV or JSONL file"},
+            "map": {"type": "array", "items": {"type": "string"}, "description": "Rename a column: source=field"},
+            "subject_column": {"type": "string", "description": "Column holding the subject id"},
+        },
+    }
 
 
 def _upload_folder(ws: Workspace) -> Path:
@@ -307,10 +334,137 @@ def _upload_folder(ws: Workspace) -> Path:
         raise WorkspaceError(f"{UPLOADS}/ in the workspace is a symbolic link; remove it")
     root.mkdir(mode=0o700, exist_ok=True)
     os.chmod(root, 0o700)
+    _sweep(root)
     return Path(tempfile.mkdtemp(prefix="ingest-", dir=root))
 
 
-_SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
+def _sweep(root: Path) -> None:
+    """Remove the folders of uploads a server stopped before their job ended (a job removes its own):
+    personal data must not outlive its ingest, where no erasure or retention sweep would reach it."""
+    cutoff = time.time() - UPLOAD_STALE_S
+    for folder in root.glob("ingest-*"):
+        try:
+            if folder.is_dir() and not folder.is_symlink() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
+
+
+class _Upload:
+    """A multipart/form-data body read as it arrives: each file part written straight to its own 0600
+    file in the upload's folder (never held in memory, never spooled elsewhere), the few text fields
+    kept, counted and bounded."""
+
+    def __init__(self, folder: Path, boundary: bytes) -> None:
+        self.folder = folder
+        self.files: dict[str, Path] = {}
+        self.filenames: dict[str, str] = {}
+        self.fields: dict[str, list[str]] = {}
+        self._count = 0
+        self._header, self._value, self._disposition = b"", b"", b""
+        self._name: str | None = None
+        self._out: BinaryIO | None = None
+        self._text = bytearray()
+        self._pending: list[bytes] = []
+        callbacks: Any = {
+            "on_part_begin": self._begin,
+            "on_header_field": lambda d, a, b: self._add_header(d[a:b], None),
+            "on_header_value": lambda d, a, b: self._add_header(None, d[a:b]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_done,
+            "on_part_data": self._data,
+            "on_part_end": self._end,
+        }
+        self.parser = MultipartParser(boundary, callbacks)
+
+    def _begin(self) -> None:
+        self._disposition, self._name, self._out, self._text = b"", None, None, bytearray()
+
+    def _add_header(self, name: bytes | None, value: bytes | None) -> None:
+        self._header += name or b""
+        self._value += value or b""
+
+    def _header_end(self) -> None:
+        if self._header.lower() == b"content-disposition":
+            self._disposition = self._value
+        self._header, self._value = b"", b""
+
+    def _headers_done(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        raw = options.get(b"name")
+        if raw is None:
+            raise InvalidInput("every part of the upload needs a name (Content-Disposition: form-data; name=...)")
+        name = raw.decode("utf-8", "replace")
+        self._count += 1
+        if self._count > MAX_FORM_FIELDS:
+            raise InvalidInput(f"an upload has at most {MAX_FORM_FIELDS} parts")
+        if name in UPLOAD_FILES:
+            if name in self.files:
+                raise InvalidInput(f"one {name!r} part per upload")
+            target = self.folder / name
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            self._out = os.fdopen(os.open(target, flags, 0o600), "wb")
+            self.files[name] = target
+            self.filenames[name] = options.get(b"filename", b"").decode("utf-8", "replace")
+        elif name not in {"mode", "format", "delimiter", "encoding", "map", "subject_column"}:
+            raise InvalidInput(f"unknown upload field {name[:64]!r}")
+        self._name = name
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if self._out is not None:
+            self._pending.append(data[start:end])
+        else:
+            self._text += data[start:end]
+            if len(self._text) > MAX_FIELD_BYTES:
+                raise InvalidInput(f"upload field {self._name!r} is over {MAX_FIELD_BYTES} bytes")
+
+    def _end(self) -> None:
+        if self._out is not None:
+            self._flush()
+            self._out.close()
+            self._out = None
+        elif self._name is not None:
+            try:
+                value = self._text.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput(f"upload field {self._name!r} is not UTF-8 text") from None
+            self.fields.setdefault(self._name, []).append(value)
+
+    def _flush(self) -> None:
+        if self._out is not None and self._pending:
+            self._out.write(b"".join(self._pending))
+        self._pending.clear()
+
+    async def feed(self, chunk: bytes) -> None:
+        try:
+            self.parser.write(chunk)
+        except MultipartParseError:
+            raise InvalidInput("the upload is not a well-formed multipart/form-data body") from None
+        if self._pending:
+            await run_in_threadpool(self._flush)
+
+    def finish(self) -> IngestForm:
+        try:
+            self.parser.finalize()
+        except MultipartParseError:
+            raise InvalidInput("the upload is not a well-formed multipart/form-data body") from None
+        if self._out is not None:  # a part the body never ended
+            self._out.close()
+            raise InvalidInput("the upload ended inside a part")
+        if "file" not in self.files:
+            raise InvalidInput("the upload needs a 'file' part: the data file")
+        values: dict[str, Any] = {}
+        for name, got in self.fields.items():
+            if name == "map":
+                values[name] = got
+            elif len(got) > 1:
+                raise InvalidInput(f"upload field {name!r} is given {len(got)} times")
+            else:
+                values[name] = got[0]
+        try:
+            return IngestForm.model_validate(values)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
 
 
 @router.post(
@@ -319,53 +473,50 @@ _SUFFIX = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
     status_code=202,
     summary="Encrypt and store an uploaded file's rows, as a job (all or nothing; a cancel rolls back)",
     description="A CSV with a header row, JSON Lines or Parquet file, with optional consent records (a CSV: "
-    "subject, purpose, ...). `mode`: insert refuses rows whose record is stored already, append skips them, "
-    "upsert replaces them (needs the schema's record_key), replace replaces the dataset's records.",
+    "subject, purpose, ...), as multipart/form-data. `mode`: insert refuses rows whose record is stored "
+    "already, append skips them, upsert replaces them (needs the schema's record_key), replace replaces the "
+    "dataset's records. The caller is authorised before the body is read; the file is written as it arrives "
+    "to a private file under the workspace, removed once the job is over.",
     responses={**problems(NOT_FOUND), 202: {"description": "The ingest job", "headers": JOB_HEADERS}},
+    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _upload_schema()}}}},
 )
-def ingest(
+async def ingest(
     name: str,
     who: CallerDep,
     ws: WorkspaceDep,
     request: Request,
     response: Response,
-    file: Annotated[UploadFile, File(description="The data file")],
-    consents: Annotated[UploadFile | None, File(description="Consent records (CSV: subject, purpose, ...)")] = None,
-    mode: Annotated[
-        IngestMode,
-        Form(description="What becomes of rows whose record is stored"),
-    ] = "insert",
-    data_format: Annotated[
-        Format | None,
-        Form(alias="format", description="The file's format (default: by the file's name)"),
-    ] = None,
-    delimiter: Annotated[str, Form(description="CSV field delimiter (one character; \\t for tab)")] = ",",
-    encoding: Annotated[str, Form(description="Text encoding of a CSV or JSON Lines file")] = "utf-8",
-    mapping: Annotated[
-        list[str] | None, Form(alias="map", description="Rename a column of the file to a field: source=field")
-    ] = None,
-    subject_column: Annotated[str | None, Form(description="Column holding the subject id")] = None,
     purpose: Annotated[str, Query(description="Purpose of the collection")] = "administration",
 ) -> JobOut:
-    session = ws.session(who.acting, purpose)
-    spec = session.dataset_schema(name, "ingest")  # authorised (and the dataset known) before the file is kept
-    csv_delimiter(delimiter)
-    text_encoding(encoding)
-    renames = parse_mapping(mapping or [])
-    if subject_column and subject_column != spec.subject_column:
-        if subject_column in renames:
-            raise InvalidInput(f"subject_column {subject_column!r} is also given to map")
-        renames[subject_column] = spec.subject_column
-    fmt = data_format or _format_of(file.filename)
-    options = SourceOptions(format=fmt, delimiter=delimiter, encoding=encoding, mapping=renames)
-    folder = _upload_folder(ws)
+    # an async route, so that the body is read only once the caller is authorised, and streamed to disk;
+    # every session call runs in the thread pool, as a sync route's would
+    session = await run_in_threadpool(ws.session, who.acting, purpose)
+    spec = await run_in_threadpool(session.dataset_schema, name, "ingest")  # before a byte is kept
+    kind, params = parse_options_header(request.headers.get("content-type", ""))
+    if kind != b"multipart/form-data" or not params.get(b"boundary"):
+        raise InvalidInput("send the file as multipart/form-data (a 'file' part, and the options as fields)")
+    folder = await run_in_threadpool(_upload_folder, ws)
     try:
-        data_path = _spool(file, folder, "data" + _SUFFIX[fmt])
-        consents_path = _spool(consents, folder, "consents.csv") if consents is not None else None
-        work = _ingest_work(name, data_path, consents_path, mode, options)
+        upload = _Upload(folder, params[b"boundary"])
+        try:
+            async for chunk in request.stream():
+                await upload.feed(chunk)
+        except ClientDisconnect:
+            raise InvalidInput("the upload ended before its last part") from None
+        form = upload.finish()
+        csv_delimiter(form.delimiter)
+        text_encoding(form.encoding)
+        renames = parse_mapping(form.mapping)
+        if form.subject_column and form.subject_column != spec.subject_column:
+            if form.subject_column in renames:
+                raise InvalidInput(f"subject_column {form.subject_column!r} is also given to map")
+            renames[form.subject_column] = spec.subject_column
+        fmt = form.data_format or _format_of(upload.filenames["file"])
+        options = SourceOptions(format=fmt, delimiter=form.delimiter, encoding=form.encoding, mapping=renames)
+        work = _ingest_work(name, upload.files["file"], upload.files.get("consents"), form.mode, options)
         # the folder goes with the work: after it ran, or when a job cancelled before it started drops it
         weakref.finalize(work, shutil.rmtree, folder, True)
-        job = request.app.state.jobs.submit(session, "dataset.ingest", work, unit="rows")
+        job = await run_in_threadpool(request.app.state.jobs.submit, session, "dataset.ingest", work, unit="rows")
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
