@@ -558,3 +558,21 @@ def test_deid_text_and_table(client: TestClient, ws: Workspace, owner_token: str
         assert r.status_code == 400, (bad, r.text)
     r = client.post(f"{API}/deid/table?purpose=research", headers=h, json={"rows": table, "quasi": ["nope"], "k": 5})
     assert r.status_code == 400 and ledger_size(ws) == before
+
+
+def test_a_page_of_a_k_anonymised_read_is_a_slice_of_the_whole(
+    client: TestClient, ws: Workspace, owner_token: str
+) -> None:
+    """k holds over every row the purpose may see; a page is a slice of that, recorded as its own rows."""
+    fields = [dict(f) for f in SCHEMA["fields"]]
+    fields[2]["identifier"] = fields[3]["identifier"] = "quasi"
+    owner = ws.session("owner", "administration")
+    owner.create_dataset(owner.parse_schema(schema(fields=fields, deidentify={READ: {"k": 5}})))
+    owner.ingest("people", people(40))
+    page = client.get(f"{API}/datasets/people/records?purpose={READ}&offset=10&limit=10", headers=bearer(owner_token))
+    assert page.status_code == 200, page.text
+    body = page.json()
+    assert body["columns"] == ["income", "segment"] and body["deidentification"]["k_anonymity"]["achieved_k"] >= 5
+    whole = ws.session("owner", READ).read("people")
+    assert body["rows"] == json.loads(whole.iloc[10:20].to_json(orient="records"))
+    assert [(e["rows"], e["subjects"]) for e in events(ws, "vault.read")] == [(10, 10), (40, 40)]
