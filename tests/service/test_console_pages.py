@@ -426,6 +426,21 @@ def test_a_person_without_the_role_is_not_allowed_and_it_is_recorded(client: Tes
     assert "Not allowed" in words and words.count("not available to you") == 5
 
 
+def test_the_overview_shows_what_a_person_may_see_and_says_the_rest_is_not_available(
+    client: TestClient, ws: Workspace
+) -> None:
+    ws.session(OWNER, "administration").add_rule("eve", "*", "audit", "security")  # incidents only
+    ws.session(OWNER, "security").incident_open("a door left open in the server room")
+    logged_in(client, ws, "eve")
+    before = denied(ws, "eve")
+    page = client.get("/console/")
+    assert page.status_code == 200
+    words = text_of(page.text)
+    assert "a door left open in the server room" in words and words.count("not available to you") == 4
+    assert "Not allowed" not in words
+    assert denied(ws, "eve") == before + 4  # each refused section recorded once
+
+
 def test_a_person_without_the_role_cannot_act_even_with_a_valid_form(client: TestClient, ws: Workspace) -> None:
     rids, subjects = _open_requests(ws)
     iid = ws.session(OWNER, "security").incident_open("a lost badge").value["id"]
