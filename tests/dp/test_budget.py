@@ -25,6 +25,14 @@ def test_conversions_match_the_formulas() -> None:
     assert epsilon_of(0.0, 1e-6) == 0.0
 
 
+def test_subnormal_delta_gives_a_finite_rho_and_epsilon() -> None:
+    # ln(1/delta) overflows at delta = 5e-324 (1/delta is inf); -ln(delta) = 744.44 does not
+    rho = rho_for(1.0, 5e-324)
+    assert math.isfinite(rho) and 0 < rho
+    assert rho == pytest.approx((math.sqrt(744.4400719213812 + 1.0) - math.sqrt(744.4400719213812)) ** 2, rel=1e-12)
+    assert epsilon_of(rho, 5e-324) == pytest.approx(1.0, rel=1e-9)
+
+
 @given(st.floats(0.01, 50), st.floats(1e-12, 0.1))
 def test_rho_for_inverts_epsilon_of(epsilon: float, delta: float) -> None:
     rho = rho_for(epsilon, delta)

@@ -42,13 +42,13 @@ def epsilon_of(rho: float, delta: float) -> float:
         raise InvalidInput("rho must be non-negative")
     if not 0 < delta < 1:
         raise InvalidInput("delta must be in (0, 1)")
-    return rho + 2 * math.sqrt(rho * math.log(1 / delta))
+    return rho + 2 * math.sqrt(rho * -math.log(delta))
 
 
 def rho_for(epsilon: float, delta: float) -> float:
     """The largest rho with epsilon_of(rho, delta) <= epsilon (the inverse of epsilon_of)."""
     check_epsilon_delta(epsilon, delta)
-    log_term = math.log(1 / delta)
+    log_term = -math.log(delta)
     root = math.sqrt(log_term + epsilon) - math.sqrt(log_term)
     return root * root
 
