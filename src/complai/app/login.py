@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
 
 from complai.access.identity import IssuedToken
 from complai.app.services import Services
@@ -23,6 +23,8 @@ from complai.events import AuthenticationRefused
 from complai.store.tables import login_failures
 
 log = logging.getLogger("complai.security")
+# serialises the counting of refused logins on PostgreSQL (SQLite writers are serialised already)
+_LOGIN_LOCK = 72786511
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,12 @@ def password_login(
     address = (address or "unknown")[:64]
     now = svc.clock.now()
     since = now - timedelta(seconds=limits.window_s)
+    # The limit is counted and this attempt reserved (as a failure, until the password proves right) in
+    # one write transaction: guesses sent in parallel each see the ones before them, so no more than the
+    # limit are ever checked.
     with svc.store.write() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOGIN_LOCK})
         conn.execute(delete(login_failures).where(login_failures.c.at < since))
         by_principal = conn.execute(
             select(func.count()).select_from(login_failures).where(login_failures.c.principal == name)
@@ -52,7 +59,13 @@ def password_login(
         by_address = conn.execute(
             select(func.count()).select_from(login_failures).where(login_failures.c.address == address)
         ).scalar_one()
-    if by_principal >= limits.per_principal or by_address >= limits.per_address:
+        limited = by_principal >= limits.per_principal or by_address >= limits.per_address
+        attempt = None
+        if not limited:
+            attempt = conn.execute(
+                insert(login_failures).values(principal=name, address=address, at=now).returning(login_failures.c.id)
+            ).scalar_one()
+    if limited:
         log.warning("login refused: rate limit", extra={"complai": {"operation": "login", "outcome": "refused"}})
         raise RateLimited("too many failed logins for this account or address; try again later")
     try:
@@ -63,7 +76,6 @@ def password_login(
         except NotFound:
             known = False
         with svc.store.write() as conn:
-            conn.execute(insert(login_failures).values(principal=name, address=address, at=now))
             svc.ledger.emit(
                 conn,
                 AuthenticationRefused,
@@ -74,4 +86,6 @@ def password_login(
                 reason="password login refused",
             )
         raise
+    with svc.store.write() as conn:
+        conn.execute(delete(login_failures).where(login_failures.c.id == attempt))
     return svc.identity.mint(principal.name, principal.name, lifetime)
