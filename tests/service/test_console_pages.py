@@ -280,6 +280,29 @@ def test_each_request_form_changes_the_register(client: TestClient, csrf: str, w
     assert audit.request(rids[1])["status"] == "rejected"
 
 
+def test_a_rectification_takes_its_corrections_from_the_form(client: TestClient, csrf: str, ws: Workspace) -> None:
+    subject = subject_ids(ws, 1)[0]
+    ws.session(OWNER, "administration").add_rule("dana", "adult", "ingest", "subject_request")
+    rid = ws.session(OWNER, "subject_request").request_open("rectification", subject).value["id"]
+    client.post(f"/console/requests/{rid}/verify", data={"csrf": csrf, "method": "email"})
+    page = client.get(f"/console/requests/{rid}")
+    assert 'name="changes"' in page.text and "Correct their data" in page.text
+    r = client.post(f"/console/requests/{rid}/fulfil", data={"csrf": csrf, "subject": subject, "changes": "age 44"})
+    assert r.status_code == 400 and "DATASET.FIELD=VALUE" in r.text
+    assert ws.session(OWNER, "audit").request(rid)["steps"] == []
+    r = client.post(
+        f"/console/requests/{rid}/fulfil",
+        data={"csrf": csrf, "subject": subject, "changes": "adult.age=44\n"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    steps = ws.session(OWNER, "audit").request(rid)["steps"]
+    assert [s["step"] for s in steps] == ["rectify adult.age"]
+    ages = ws.vault.fetch("adult", "analytics", ["subject_id", "age"])[0]
+    assert steps[0]["status"] == "done" and ws.session(OWNER, "audit").request(rid)["status"] == "fulfilled"
+    assert ages.loc[ages["subject_id"] == subject, "age"].tolist() == [44]
+
+
 def test_a_refused_request_action_is_the_error_page_and_changes_nothing(
     client: TestClient, csrf: str, ws: Workspace
 ) -> None:
