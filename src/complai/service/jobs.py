@@ -36,6 +36,13 @@ class JobProgress:
         self.total: int | None = None
         self._last = 0.0
         self._lock = threading.Lock()
+        self.cancelled = threading.Event()  # set by a cancel answered in this process (JobRunner.cancel_here)
+
+    def cancel_requested(self) -> bool:
+        """Whether the job was asked to stop: in this process (no store access), else in the store, read
+        without writing (an operation holding SQLite's write transaction must not wait on itself)."""
+        stored = self.session.job_cancel_requested(self.job_id)
+        return stored or self.cancelled.is_set()
 
     def __call__(self, done: int, total: int | None = None) -> None:
         self.done, self.total = int(done), total if total is not None else self.total
@@ -45,6 +52,8 @@ class JobProgress:
         self.report()
 
     def report(self) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled("the job was cancelled; nothing it did was kept")
         with self._lock:
             self._last = time.monotonic()
             cancel = self.session.job_progress(self.job_id, self.done, self.total, self.unit)
@@ -99,6 +108,36 @@ class JobRunner:
 
         self.pool.submit(run)
         return job
+
+    def live(self) -> frozenset[str]:
+        """The jobs running in this process: alive whatever their stored heartbeat says (on SQLite an
+        ingest holds the write transaction, so its heartbeat cannot be stored until it commits)."""
+        return frozenset(self._live)
+
+    def cancel_here(self, job_id: str) -> bool:
+        """Ask a job running in this process to stop, without writing to the store; False when it does
+        not run here (the caller then records the cancel in the store for whichever worker runs it)."""
+        progress = self._live.get(job_id)
+        if progress is None:
+            return False
+        progress.cancelled.set()
+        return True
+
+    def as_seen_here(self, job: Job) -> dict[str, Any]:
+        """The job as stored, with the progress and cancel request its thread in this process knows of
+        (newer than the store's while an operation holds SQLite's write transaction)."""
+        out = job.as_dict()
+        progress = self._live.get(job.id)
+        if progress is not None and not job.finished:
+            out["progress"] = {
+                "done": max(progress.done, job.done),
+                "total": progress.total if progress.total is not None else job.total,
+                "unit": progress.unit or job.unit,
+            }
+            out["cancel_requested"] = job.cancel_requested or progress.cancelled.is_set()
+            if out["state"] == "queued":
+                out["state"] = "running"
+        return out
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, and_, select, update
 
 from complai.app.core import ALL, SessionCore
 from complai.clock import as_utc, utc_iso
@@ -182,21 +182,23 @@ class JobOps(SessionCore):
             )
         return self._own(job_id)
 
-    def job(self, job_id: str, *, stale_after: timedelta = STALE_AFTER) -> Job:
+    def job(self, job_id: str, *, stale_after: timedelta = STALE_AFTER, spare: frozenset[str] = frozenset()) -> Job:
         """One job, if it is this principal's (or the caller oversees the workspace). A running job
         whose worker has not reported for `stale_after` is shown as failed: its process died, and its
-        operation rolled back with it."""
+        operation rolled back with it. Jobs in `spare` are known to be running (in the caller's process)."""
         job = self._own(job_id)
-        if job.state in ("running", "queued"):
-            self._reap(stale_after)
+        if job.state in ("running", "queued") and job.id not in spare:
+            self._reap(stale_after, spare)
             job = self._own(job_id)
         return job
 
-    def jobs(self, *, limit: int = 100, stale_after: timedelta = STALE_AFTER) -> list[Job]:
+    def jobs(
+        self, *, limit: int = 100, stale_after: timedelta = STALE_AFTER, spare: frozenset[str] = frozenset()
+    ) -> list[Job]:
         """This principal's jobs (every principal's for an owner or admin), newest first."""
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000")
-        self._reap(stale_after)
+        self._reap(stale_after, spare)
         q = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
         if not self._oversees():
             q = q.where(jobs.c.principal == self.principal)
@@ -220,7 +222,7 @@ class JobOps(SessionCore):
             )
         return self._own(job_id)
 
-    def _reap(self, stale_after: timedelta = STALE_AFTER) -> None:
+    def _reap(self, stale_after: timedelta = STALE_AFTER, spare: frozenset[str] = frozenset()) -> None:
         """Fail unfinished jobs whose worker has not reported within `stale_after` (a killed process).
         Looked for with a read first: reading jobs must not wait for a write transaction (an ingest's, on
         SQLite) when there is nothing to reap."""
@@ -228,7 +230,7 @@ class JobOps(SessionCore):
             raise InvalidInput("a job's staleness limit must be positive")
         now = self._svc.clock.now()
         cutoff = now - stale_after
-        unfinished = jobs.c.state.in_(("queued", "running"))
+        unfinished = and_(jobs.c.state.in_(("queued", "running")), jobs.c.id.not_in(sorted(spare)))
         with self._svc.store.read() as conn:
             if conn.execute(select(jobs.c.id).where(unfinished, jobs.c.heartbeat_at < cutoff).limit(1)).first() is None:
                 return

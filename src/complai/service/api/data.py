@@ -534,7 +534,8 @@ def _ingest_work(
     dataset: str, data: Path, consents: Path | None, mode: str, options: SourceOptions
 ) -> Any:  # a Work (service/jobs.py)
     """The ingest as a job. The ingest holds the store's write transaction from its first pass to its
-    commit, so a cancel is looked for without writing (a report would wait on the transaction); the
+    commit, so a cancel is looked for without writing (in this process first, then read from the store:
+    a report would wait on the transaction); the
     rows stored so far are kept in the job's progress, written once the transaction is over."""
 
     def work(session: Session, progress: Any) -> dict[str, Any]:
@@ -548,11 +549,11 @@ def _ingest_work(
             final = stage == "storing" and done >= total
             if final or now - last >= CANCEL_CHECK_S:
                 last = now
-                if session.job_cancel_requested(progress.job_id):
+                if progress.cancel_requested():
                     raise Cancelled("the ingest was cancelled; nothing was stored")
 
         try:
-            if session.job_cancel_requested(progress.job_id):
+            if progress.cancel_requested():
                 raise Cancelled("the ingest was cancelled before it started; nothing was stored")
             result = session.ingest(dataset, data, consents, mode=mode, options=options, progress=told)
         finally:

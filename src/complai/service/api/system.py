@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from complai import __version__
@@ -13,11 +13,17 @@ from complai.app.session import Session
 from complai.config import ServiceSettings
 from complai.service.api.common import NOT_FOUND, problems
 from complai.service.deps import CallerDep, session_for, settings
+from complai.service.jobs import JobRunner
 
 router = APIRouter()
 
 JobSession = Annotated[Session, Depends(session_for("administration"))]
 Settings = Annotated[ServiceSettings, Depends(settings)]
+
+
+def runner_of(request: Request) -> JobRunner:
+    jobs: JobRunner = request.app.state.jobs
+    return jobs
 
 
 def stale_after(cfg: ServiceSettings) -> timedelta:
@@ -75,8 +81,12 @@ def me(who: CallerDep) -> Me:
 
 
 @router.get("/jobs", tags=["jobs"], summary="The caller's jobs, newest first", responses=problems())
-def list_jobs(session: JobSession, cfg: Settings, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[JobOut]:
-    return [JobOut.model_validate(j.as_dict()) for j in session.jobs(limit=limit, stale_after=stale_after(cfg))]
+def list_jobs(
+    request: Request, session: JobSession, cfg: Settings, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[JobOut]:
+    runner = runner_of(request)
+    found = session.jobs(limit=limit, stale_after=stale_after(cfg), spare=runner.live())
+    return [JobOut.model_validate(runner.as_seen_here(j)) for j in found]
 
 
 @router.get(
@@ -85,12 +95,21 @@ def list_jobs(session: JobSession, cfg: Settings, limit: Annotated[int, Query(ge
     summary="One job: state, progress, result or problem",
     responses=problems(NOT_FOUND),
 )
-def get_job(job_id: str, session: JobSession, cfg: Settings) -> JobOut:
-    return JobOut.model_validate(session.job(job_id, stale_after=stale_after(cfg)).as_dict())
+def get_job(request: Request, job_id: str, session: JobSession, cfg: Settings) -> JobOut:
+    runner = runner_of(request)
+    return JobOut.model_validate(
+        runner.as_seen_here(session.job(job_id, stale_after=stale_after(cfg), spare=runner.live()))
+    )
 
 
 @router.delete(
     "/jobs/{job_id}", tags=["jobs"], summary="Cancel a job (what it did is rolled back)", responses=problems(NOT_FOUND)
 )
-def cancel_job(job_id: str, session: JobSession) -> JobOut:
+def cancel_job(request: Request, job_id: str, session: JobSession, cfg: Settings) -> JobOut:
+    """A job running in this process is told directly (an ingest on SQLite holds the write transaction
+    the stored request would wait for); any other is cancelled in the store, for whichever worker runs it."""
+    runner = runner_of(request)
+    job = session.job(job_id, stale_after=stale_after(cfg), spare=runner.live())  # the caller's, or refused
+    if not job.finished and runner.cancel_here(job.id):
+        return JobOut.model_validate(runner.as_seen_here(job))
     return JobOut.model_validate(session.job_cancel(job_id).as_dict())
