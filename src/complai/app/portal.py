@@ -14,7 +14,7 @@ import ssl
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, getaddresses, make_msgid
 from pathlib import Path
 from typing import Protocol
 
@@ -64,10 +64,19 @@ class Channel(Protocol):
     def send(self, message: PortalMessage) -> None: ...
 
 
+def one_recipient(to: str) -> str:
+    """`to` if a mail system reads it as exactly that one recipient; InvalidInput otherwise. An identifier
+    such as `me@example.org, other@example.net` or `"me@example.org" <other@example.net>` would send the
+    code elsewhere too (and make the portal relay mail past its limit per identifier)."""
+    if getaddresses([to]) != [("", to)]:
+        raise InvalidInput("give one address only (no list, no name, no angle brackets)")
+    return to
+
+
 def _email(message: PortalMessage, sender: str) -> EmailMessage:
     mail = EmailMessage()
     mail["From"] = sender
-    mail["To"] = message.to
+    mail["To"] = one_recipient(message.to)
     mail["Subject"] = message.subject
     mail["Date"] = format_datetime(message.at)
     mail["Message-ID"] = make_msgid(domain="complai.invalid")
@@ -85,6 +94,7 @@ class OutboxChannel:
         self.directory, self.sender = Path(directory), sender
 
     def send(self, message: PortalMessage) -> None:
+        data = bytes(_email(message, self.sender))  # refused before any file is made
         try:
             self.directory.mkdir(mode=0o700, exist_ok=True)
             if self.directory.is_symlink() or not self.directory.is_dir():
@@ -96,7 +106,7 @@ class OutboxChannel:
             raise WorkspaceError(f"cannot write to the portal outbox ({exc.strerror})") from None
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(bytes(_email(message, self.sender)))
+            fh.write(data)
 
 
 @dataclass(frozen=True)
@@ -192,6 +202,12 @@ def seal(key: DataKey, row: str, what: str, data: bytes) -> bytes:
 
 def unseal(key: DataKey, row: str, what: str, blob: bytes) -> bytes:
     return key.open(blob, f"complai/portal/v1|{row}|{what}".encode())
+
+
+def recipient_key(identifier: str) -> str:
+    """What the limit per identifier counts: the identifier in one case, since `Me@Example.org` and
+    `me@example.org` reach the same mailbox."""
+    return identifier.strip().casefold()
 
 
 def check_identifier(identifier: str) -> str:

@@ -21,7 +21,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import text as sql
 
+from complai.app.core import ALL
 from complai.app.ops.compliance import ComplianceOps
 from complai.app.ops.rights import RightsOps
 from complai.app.portal import (
@@ -35,6 +37,7 @@ from complai.app.portal import (
     new_follow_code,
     new_reference,
     normalise,
+    recipient_key,
     row_key,
     seal,
     unseal,
@@ -57,6 +60,8 @@ _KIND_WORDS = {
 }
 _WRONG = "the reference or the code is wrong, or the code has expired; check them, or submit again"
 _UNKNOWN = "no request has this reference and follow-up code"
+# serialises counting portal submissions on PostgreSQL
+_SUBMIT_LOCK = 72786512
 
 
 @dataclass(frozen=True)
@@ -130,12 +135,8 @@ class PortalOps(RightsOps, ComplianceOps):
         svc, now = self._svc, self._svc.clock.now()
         subject = svc.pseudonyms.subject(ident)
         by_address = digest(svc.pseudonyms, "address", address or "unknown")
+        by_recipient = digest(svc.pseudonyms, "recipient", recipient_key(ident))
         self._purge(limits)
-        with svc.store.read() as conn:
-            from_address = _count(conn, "submit", by_address, now - timedelta(seconds=limits.window_s))
-            for_subject = _count(conn, "submit", subject, now - timedelta(seconds=limits.window_s))
-        if from_address >= limits.submissions_per_address or for_subject >= limits.submissions_per_subject:
-            raise RateLimited("too many requests from here or for this identifier; try again later")
         reference, code = new_reference(), new_code()
         rid = "ptl-" + secrets.token_hex(8)
         salt = secrets.token_bytes(32)
@@ -144,9 +145,18 @@ class PortalOps(RightsOps, ComplianceOps):
         ref = normalise(reference, 16)
         assert ref is not None
         sealed = {"identifier": ident, "details": text}
+        since = now - timedelta(seconds=limits.window_s)
         with svc.store.write() as conn:
+            # counted in the transaction that records this submission, so submissions sent in parallel
+            # each see the ones before them (SQLite serialises writers; PostgreSQL takes a lock)
+            if conn.dialect.name == "postgresql":
+                conn.execute(sql("SELECT pg_advisory_xact_lock(:key)"), {"key": _SUBMIT_LOCK})
+            from_address = _count(conn, "submit", by_address, since)
+            for_subject = _count(conn, "submit", by_recipient, since)
+            if from_address >= limits.submissions_per_address or for_subject >= limits.submissions_per_subject:
+                raise RateLimited("too many requests from here or for this identifier; try again later")
             conn.execute(
-                insert(portal_attempts), [{"what": "submit", "key": k, "at": now} for k in (by_address, subject)]
+                insert(portal_attempts), [{"what": "submit", "key": k, "at": now} for k in (by_address, by_recipient)]
             )
             conn.execute(
                 insert(portal_requests).values(
@@ -366,6 +376,40 @@ class PortalOps(RightsOps, ComplianceOps):
                 conn.execute(update(portal_requests).where(portal_requests.c.id == row.id).values(**values))
         return result
 
+    def portal_summary(self, rid: str) -> dict[str, Any] | None:
+        """None unless register request `rid` came through the portal; else how it did: the type, the
+        purpose, that the identity was verified by email there, whether the portal still holds the
+        verified identifier (it is destroyed once the request is fulfilled), and a rectification's
+        description for a caller who may act on requests (admin for `subject_request`; None otherwise,
+        and once the identifier is gone). Never the identifier. For those who oversee the register
+        (audit or admin)."""
+        self._check_oversight()
+        with self._svc.store.read() as conn:
+            row = conn.execute(select(portal_requests).where(portal_requests.c.request_id == rid)).first()
+        if row is None:
+            return None
+        details = None
+        if row.identifier_enc is not None and self._may(ALL, ("admin",), ["subject_request"]):
+            key = row_key(self._svc.pseudonyms, row.key_salt)
+            details = json.loads(unseal(key, row.id, "identifier", row.identifier_enc)).get("details") or None
+        return {
+            "kind": row.kind,
+            "purpose": row.purpose,
+            "verified_by": "email",
+            "identifier_held": row.identifier_enc is not None,
+            "details": details,
+        }
+
+    def portal_request_ids(self) -> frozenset[str]:
+        """The register requests that came through the portal (while the portal keeps their record), for
+        marking them in a list. For those who oversee the register (audit or admin)."""
+        self._check_oversight()
+        with self._svc.store.read() as conn:
+            ids = conn.execute(
+                select(portal_requests.c.request_id).where(portal_requests.c.request_id.is_not(None))
+            ).scalars()
+            return frozenset(str(i) for i in ids)
+
     # --- retention -----------------------------------------------------------------------------------
 
     def _purge(self, limits: PortalLimits) -> None:
@@ -399,8 +443,10 @@ def _count(conn: Connection, what: str, key: str, since: datetime) -> int:
 def _by_request(session: PortalOps, rid: str) -> Any:
     with session._svc.store.read() as conn:
         row = conn.execute(select(portal_requests).where(portal_requests.c.request_id == rid)).first()
-    if row is None or row.identifier_enc is None:
+    if row is None:
         raise NotFound(f"request {rid!r} was not made through the portal")
+    if row.identifier_enc is None:
+        raise InvalidInput(f"request {rid!r} is closed: the portal no longer holds the identifier it verified")
     return row
 
 
