@@ -25,6 +25,7 @@ from complai.service import problems
 from complai.service.api import router as api_router
 from complai.service.console import router as console_router
 from complai.service.console import web as console_web
+from complai.service.deps import TokenRefusals
 from complai.service.jobs import HEARTBEAT_S, JobRunner
 from complai.service.middleware import BodyLimit, SecurityHeaders
 from complai.service.portal import router as portal_router
@@ -62,6 +63,7 @@ def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None)
         openapi_url="/api/v1/openapi.json",
     )
     app.state.settings = settings
+    app.state.token_refusals = TokenRefusals(settings.login_failures_per_address, settings.login_window_s)
     problems.install(app)
     console_web.install(app)
     portal_web.install(app)

@@ -4,10 +4,18 @@ A request proves its caller with an API token as a bearer token (`Authorization:
 the same tokens the CLI takes; a human gets one from their password at /api/v1/auth/token. The
 `X-Complai-Act-As` header delegates as `--as` does on the command line (owner role only, recorded).
 Every operation then runs through `ws.session(caller, purpose)`: the service adds no rule of its own.
+
+Each refused token is recorded in the ledger (`auth.refused`). So that a flood of forged tokens cannot
+grow the ledger without bound, an address whose tokens were refused as often as the per-address login
+limit within the login window is answered 429 (logged, not recorded) until the window has passed.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Annotated
 
@@ -17,11 +25,64 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from complai.app.session import Session
 from complai.app.workspace import Caller, Workspace
 from complai.config import ServiceSettings
-from complai.errors import AuthenticationFailed
+from complai.errors import AuthenticationFailed, RateLimited
 
 bearer_scheme = HTTPBearer(auto_error=False, description="An API token (cpl_...), or one from /api/v1/auth/token")
 
 ACT_AS = "x-complai-act-as"
+log = logging.getLogger("complai.security")
+
+
+class TokenRefusals:
+    """Refused bearer tokens per client address within a window, in this worker process (bounded: the
+    addresses seen longest ago are forgotten first)."""
+
+    def __init__(self, limit: int, window_s: float, max_addresses: int = 10_000) -> None:
+        self.limit, self.window_s, self.max_addresses = limit, window_s, max_addresses
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        times = self._seen.get(address) or deque()
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        return times
+
+    def limited(self, address: str) -> bool:
+        with self._lock:
+            return len(self._recent(address, time.monotonic())) >= self.limit
+
+    def refused(self, address: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(address, now)
+            times.append(now)
+            self._seen[address] = times
+            self._seen.move_to_end(address)
+            while len(self._seen) > self.max_addresses:
+                self._seen.popitem(last=False)
+
+
+def token_refusals(request: Request) -> TokenRefusals:
+    """The worker's count of refused tokens (made with the app, from its login limits)."""
+    refusals: TokenRefusals | None = getattr(request.app.state, "token_refusals", None)
+    if refusals is None:
+        cfg: ServiceSettings = request.app.state.settings
+        refusals = request.app.state.token_refusals = TokenRefusals(cfg.login_failures_per_address, cfg.login_window_s)
+    return refusals
+
+
+def authenticate(request: Request, ws: Workspace, token: str, act_as: str | None = None) -> Caller:
+    """`ws.authenticate`, refused (429, not recorded) for an address past its limit of refused tokens."""
+    refusals, address = token_refusals(request), client_address(request)
+    if refusals.limited(address):
+        log.warning("token refused: rate limit", extra={"complai": {"operation": "authenticate", "outcome": "refused"}})
+        raise RateLimited("too many refused tokens from this address; try again later")
+    try:
+        return ws.authenticate(token, act_as=act_as)
+    except AuthenticationFailed:
+        refusals.refused(address)
+        raise
 
 
 def workspace(request: Request) -> Workspace:
@@ -50,7 +111,7 @@ def caller(
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise AuthenticationFailed("this request needs a bearer token (Authorization: Bearer cpl_...)")
     act_as = request.headers.get(ACT_AS) or None
-    return ws.authenticate(credentials.credentials, act_as=act_as)
+    return authenticate(request, ws, credentials.credentials, act_as)
 
 
 CallerDep = Annotated[Caller, Depends(caller)]

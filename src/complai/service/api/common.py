@@ -28,6 +28,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: _doc("No valid bearer token"),
     403: _doc("The policy refuses this principal this action for this purpose (recorded)"),
     413: _doc("The request body is over the limit"),
+    429: _doc("Too many refused tokens from this address; try again later"),
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _doc("No such thing (or not visible to this principal)")}
 CONFLICT: dict[int | str, dict[str, Any]] = {409: _doc("It exists already, or the budget would be overspent")}

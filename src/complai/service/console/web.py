@@ -26,7 +26,7 @@ from complai.app.session import Session
 from complai.app.workspace import Caller, Workspace
 from complai.config import ServiceSettings
 from complai.errors import AuthenticationFailed, ComplaiError, PolicyDenied
-from complai.service.deps import settings, workspace
+from complai.service.deps import authenticate, settings, workspace
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True))
@@ -72,7 +72,7 @@ def console_caller(request: Request, ws: Annotated[Workspace, Depends(workspace)
     if not token:
         raise LoginRequired(_next(request))
     try:
-        who = ws.authenticate(token)
+        who = authenticate(request, ws, token)
     except AuthenticationFailed:
         raise LoginRequired(_next(request)) from None
     request.state.console_principal = who.acting
