@@ -4,13 +4,15 @@ millions of rows, training, an audit, a federated run) and reports on while they
 A job is operational state, not evidence: the operation it runs records its own ledger event, and the
 job's result names that entry. A job is its principal's; only its principal, or an owner or admin of
 the workspace, may see or cancel it. Anyone else is told it does not exist (its id reveals nothing).
+An owner or admin sees another principal's job without its result: the result (an audit's findings, a
+model's card) is what the job's principal may see, and the overseer may not (an admin may not audit).
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -98,12 +100,17 @@ class JobOps(SessionCore):
     def _oversees(self) -> bool:
         return self._may(ALL, ("admin",), [])
 
+    def _seen(self, row: Row[Any]) -> Job:
+        """A job as this principal sees it: another principal's without its result."""
+        job = _job(row)
+        return job if job.principal == self.principal else replace(job, result=None)
+
     def _own(self, job_id: str) -> Job:
         with self._svc.store.read() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
         if row is None or (row.principal != self.principal and not self._oversees()):
             raise NotFound(f"no job {job_id!r}")
-        return _job(row)
+        return self._seen(row)
 
     def job_create(self, kind: str, *, total: int | None = None, unit: str | None = None) -> Job:
         """A queued job of `kind` for this principal and purpose (the operation it will run is
@@ -203,7 +210,7 @@ class JobOps(SessionCore):
         if not self._oversees():
             q = q.where(jobs.c.principal == self.principal)
         with self._svc.store.read() as conn:
-            return [_job(r) for r in conn.execute(q)]
+            return [self._seen(r) for r in conn.execute(q)]
 
     def job_cancel(self, job_id: str) -> Job:
         """Ask a job to stop: a queued job is cancelled at once; a running one stops at its next
