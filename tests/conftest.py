@@ -7,6 +7,7 @@ gets its own schema in that database (search_path), dropped afterwards, so tests
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,9 +90,30 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new SQLite workspace as Workspace.init leaves it at the test clock's start, made once and never
+    opened again. Each test's SQLite workspace is a copy of its files: init writes the keys and applies
+    every migration with a disk sync per step, and the copy is the same state, in a folder of its own."""
+    path = tmp_path_factory.mktemp("template") / "ws"
+    Workspace.init(path, clock=ManualClock()).close()
+    return path
+
+
+def _fresh_workspace(
+    path: Path, database_url: str | None, clock: ManualClock, request: pytest.FixtureRequest
+) -> Workspace:
+    if database_url is not None or clock.now() != ManualClock().now():  # the template was made at the start
+        return Workspace.init(path, database_url=database_url, clock=clock)
+    shutil.copytree(request.getfixturevalue("sqlite_template"), path)
+    return Workspace.open(path, clock=clock)
+
+
 @pytest.fixture
-def ws(tmp_path: Path, database_url: str | None, clock: ManualClock) -> Iterator[Workspace]:
-    w = Workspace.init(tmp_path / "ws", database_url=database_url, clock=clock)
+def ws(
+    tmp_path: Path, database_url: str | None, clock: ManualClock, request: pytest.FixtureRequest
+) -> Iterator[Workspace]:
+    w = _fresh_workspace(tmp_path / "ws", database_url, clock, request)
     try:
         yield w
     finally:
@@ -99,8 +121,8 @@ def ws(tmp_path: Path, database_url: str | None, clock: ManualClock) -> Iterator
 
 
 @pytest.fixture
-def sqlite_ws(tmp_path: Path, clock: ManualClock) -> Iterator[Workspace]:
-    w = Workspace.init(tmp_path / "ws", clock=clock)
+def sqlite_ws(tmp_path: Path, clock: ManualClock, request: pytest.FixtureRequest) -> Iterator[Workspace]:
+    w = _fresh_workspace(tmp_path / "ws", None, clock, request)
     try:
         yield w
     finally:
