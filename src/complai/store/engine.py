@@ -133,8 +133,13 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read-only snapshot transaction (rolled back at the end)."""
+        """A read-only snapshot transaction (rolled back at the end): every statement in it sees the
+        same committed state. On PostgreSQL that takes REPEATABLE READ (READ COMMITTED would let a check
+        that reads two tables, such as a budget against the ledger's spends, see a concurrent commit in
+        one and not the other); SQLite's read transactions are snapshots already (WAL)."""
         with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
             trans = conn.begin()
             try:
                 yield conn
