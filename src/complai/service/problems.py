@@ -1,6 +1,7 @@
 """Errors as RFC 9457 problem details (application/problem+json): the library's typed errors map to
 their 4xx status; request validation to 400; anything unexpected to a bare 500 with no trace, no
-value and no secret (the exception's type is logged, never its message)."""
+value and no secret (the exception's type is logged, never its message). A database that stayed locked
+past its busy timeout (SQLite, while a long ingest holds the write lock) is a 503 to retry, not an error."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from complai.errors import AuthenticationFailed, ComplaiError, RateLimited
@@ -71,7 +73,21 @@ def install(app: FastAPI) -> None:
             response.headers[k] = v
         return response
 
+    @app.exception_handler(OperationalError)
+    async def database_error(request: Request, exc: OperationalError) -> JSONResponse:
+        if _locked(exc):
+            log.warning("database busy", extra={"complai": {"error": "locked", "path": request.url.path}})
+            response = problem(503, "busy", "the workspace is busy with a long write; nothing was changed, try again")
+            response.headers["Retry-After"] = "30"
+            return response
+        return await unexpected(request, exc)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error", extra={"complai": {"error": type(exc).__name__, "path": request.url.path}})
         return problem(500, "internal error", "the server could not complete the request; nothing was changed")
+
+
+def _locked(exc: OperationalError) -> bool:
+    """SQLite's `database is locked` / `database table is locked` (its busy timeout ran out)."""
+    return "locked" in str(exc.orig).lower() and type(exc.orig).__module__.startswith(("sqlite3", "pysqlite"))

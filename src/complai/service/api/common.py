@@ -29,6 +29,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     403: _doc("The policy refuses this principal this action for this purpose (recorded)"),
     413: _doc("The request body is over the limit"),
     429: _doc("Too many refused tokens from this address; try again later"),
+    503: _doc("The workspace is busy with a long write (SQLite); nothing was changed, try again"),
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _doc("No such thing (or not visible to this principal)")}
 CONFLICT: dict[int | str, dict[str, Any]] = {409: _doc("It exists already, or the budget would be overspent")}
