@@ -20,6 +20,7 @@ import hmac
 import json
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -179,11 +180,48 @@ def token_secret_digest(secret_hash: bytes) -> str:
     return digest(bytes(secret_hash))
 
 
+class TokenFacts:
+    """What the ledger recorded about tokens (creations, revocations, disabled principals), read
+    incrementally: each authentication reads only the entries appended since the last one, not the
+    whole history (which grows with every password login). Appends are serialised on the ledger's head
+    row and commit in sequence order, so no entry below the last one read can appear later. Facts once
+    read are kept: a ledger entry altered at rest afterwards cannot revive a token in this process."""
+
+    KINDS = (TokenCreated.kind, TokenRevoked.kind, PrincipalDisabled.kind)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.next_seq = 0
+        self.created: dict[str, dict[str, Any]] = {}
+        self.revoked: set[str] = set()
+        self.disabled: set[str] = set()
+
+    def refreshed(self, conn: Connection, ledger: Ledger) -> TokenFacts:
+        """These facts, brought up to what `conn` sees of the ledger."""
+        with self._lock:
+            if ledger.head(conn).size < self.next_seq:  # a ledger shorter than what was read: start again
+                self._reset()
+            for seq, _, data in ledger.scan(conn, self.KINDS, start=self.next_seq):
+                ev = json.loads(data)
+                if ev.get("type") == TokenCreated.kind:
+                    self.created[str(ev.get("token_id"))] = ev
+                elif ev.get("type") == TokenRevoked.kind:
+                    self.revoked.add(str(ev.get("token_id")))
+                elif ev.get("type") == PrincipalDisabled.kind:
+                    self.disabled.add(str(ev.get("principal")))
+                self.next_seq = seq + 1
+        return self
+
+
 class Identity:
     """Principals, roles, tokens and passwords; every permission decision is the Authz's."""
 
     def __init__(self, store: Store, ledger: Ledger, clock: Clock, authz: Authz) -> None:
         self.store, self.ledger, self.clock, self.authz = store, ledger, clock, authz
+        self._token_facts = TokenFacts()
 
     # --- principals ----------------------------------------------------------------------------
 
@@ -395,17 +433,11 @@ class Identity:
         """Whether a token row is what the ledger recorded: created for its principal with its expiry
         (and secret hash, where recorded), not revoked, its principal not disabled. A row revived or
         extended at rest must not authenticate (RECON-1 names it too)."""
-        created, live = None, True
-        for _, _, data in self.ledger.scan(conn, (TokenCreated.kind, TokenRevoked.kind, PrincipalDisabled.kind)):
-            ev = json.loads(data)
-            if ev.get("token_id") == row.id:
-                if ev.get("type") == TokenCreated.kind:
-                    created = ev
-                else:
-                    live = False
-            elif ev.get("type") == PrincipalDisabled.kind and ev.get("principal") == row.principal:
-                live = False
-        if created is None or not live or created.get("principal") != row.principal:
+        facts = self._token_facts.refreshed(conn, self.ledger)
+        created = facts.created.get(row.id)
+        if created is None or row.id in facts.revoked or row.principal in facts.disabled:
+            return False
+        if created.get("principal") != row.principal:
             return False
         expires = utc_iso(as_utc(row.expires_at)) if row.expires_at is not None else None
         if created.get("expires") != expires:
