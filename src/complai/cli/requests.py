@@ -25,6 +25,18 @@ def _show(r: dict[str, Any], json_out: bool) -> None:
         + (f", acknowledge by {r['acknowledgement_due']}" if r["acknowledgement_due"] else "")
         + ("; identity verified" if r["verified"] else "; identity not verified")
     )
+    portal = r.get("portal")
+    if portal:
+        console.print(
+            "  came through the portal: identity verified by email there"
+            + ("" if portal["identifier_held"] else "; the verified identifier is no longer held")
+        )
+        if portal["purpose"]:
+            console.print(f"  purpose: {portal['purpose']}")
+        if portal["details"]:
+            # typed by a member of the public: no markup, no control characters reach the terminal
+            asked = "".join(c if c.isprintable() else " " for c in portal["details"])
+            console.print(f"  asked: {asked}", markup=False, highlight=False)
     for s in r["steps"]:
         console.print(f"  step {s['step']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
 
@@ -78,9 +90,11 @@ def list_(
 def show(
     rid: RidArg, json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
 ) -> None:
-    """Show a request: its status, deadlines, verification and fulfilment steps."""
+    """Show a request: its status, deadlines, verification and fulfilment steps, and whether it came
+    through the portal (with what was asked there)."""
     with open_session("audit") as (_, session):
-        _show(session.request(rid), json_out)
+        found = session.request(rid)
+        _show({**found, "portal": session.portal_summary(rid)}, json_out)
 
 
 @app.command("verify")
@@ -128,7 +142,14 @@ def reject(
 @app.command("fulfil")
 def fulfil(
     rid: RidArg,
-    subject: Annotated[str, typer.Option("--subject", help="The subject's id (checked against the request).")],
+    subject: Annotated[
+        str | None,
+        typer.Option(
+            "--subject",
+            help="The subject's id (checked against the request). Left out for a portal request: the "
+            "identifier verified there is used.",
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where to write an access/portability export.")] = None,
     purpose: Annotated[str | None, typer.Option("--purpose", help="Objection / opt-out purpose.")] = None,
     change: Annotated[
@@ -137,7 +158,11 @@ def fulfil(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     force: ForceOpt = False,
 ) -> None:
-    """Carry the request out through the vault; each step's status is kept, failed steps can be retried."""
+    """Carry the request out through the vault; each step's status is kept, failed steps can be retried.
+
+    A request that came through the portal is carried out with the identifier verified there (never
+    shown): give no --subject, --purpose or --out; its access or portability export is kept for the person
+    to download from the portal."""
     protected = protected_paths()
     if out is not None:
         check_output(out, force=force, forbidden=protected)
@@ -150,9 +175,19 @@ def fulfil(
         changes.append((dataset, field, value))
     with open_session("subject_request") as (_, session):
         req = session.request(rid)
-        if req["type"] in ("access", "portability") and out is None:
-            raise InvalidInput("an access or portability request needs --out FILE for the export")
-        result, output = session.request_fulfil(rid, subject, purpose=purpose, changes=changes)
+        if session.portal_summary(rid) is not None:
+            if subject is not None or purpose is not None or out is not None:
+                raise InvalidInput(
+                    f"request {rid} came through the portal: the identifier and purpose verified there are used "
+                    "and the export is kept for the person there; give no --subject, --purpose or --out"
+                )
+            result, output = session.portal_fulfil(rid, changes=changes), None
+        else:
+            if subject is None:
+                raise InvalidInput("--subject is required for a request that did not come through the portal")
+            if req["type"] in ("access", "portability") and out is None:
+                raise InvalidInput("an access or portability request needs --out FILE for the export")
+            result, output = session.request_fulfil(rid, subject, purpose=purpose, changes=changes)
     if output is not None and out is not None:
         write_private(out, json.dumps(output, indent=1, default=str), force=force, forbidden=protected)
     _show(result.value, json_out)

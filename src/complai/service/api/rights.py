@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from complai.app.session import Session
+from complai.errors import InvalidInput
 from complai.service.api.common import NOT_FOUND, Strict, _doc, problems
 from complai.service.api.system import JobOut
 from complai.service.deps import AdminSession, AuditSession, CallerDep, RequestSession, SecuritySession, session_for
@@ -112,14 +113,25 @@ class Change(Strict):
 
 
 class FulfilIn(Strict):
-    subject: SubjectId = Field(description="The subject's id, checked against the request's")
-    purpose: Purpose | None = Field(default=None, description="An objection's or opt-out's purpose")
+    subject: SubjectId | None = Field(
+        default=None,
+        description="The subject's id, checked against the request's. Required, unless the request came "
+        "through the portal: then it must be left out (the identifier verified there is used)",
+    )
+    purpose: Purpose | None = Field(
+        default=None,
+        description="An objection's or opt-out's purpose (left out for a portal request: the person's is used)",
+    )
     changes: Annotated[list[Change], Field(max_length=1000)] = Field(default_factory=list)
 
 
 class Fulfilled(BaseModel):
     request: dict[str, Any]
-    export: dict[str, Any] | None = Field(description="For access and portability: the subject's data")
+    export: dict[str, Any] | None = Field(
+        description="For access and portability: the subject's data (null for a portal request: the export "
+        "is kept sealed for the person to download from the portal)"
+    )
+    portal: bool = Field(default=False, description="The request came through the portal")
 
 
 class RotateIn(Strict):
@@ -246,9 +258,18 @@ def list_requests(
     return session.requests(overdue)[offset : offset + limit]
 
 
-@router.get("/requests/{rid}", tags=["requests"], summary="One request", responses=problems(NOT_FOUND))
+@router.get(
+    "/requests/{rid}",
+    tags=["requests"],
+    summary="One request; `portal` says how it came through the portal (null if it did not)",
+    responses=problems(NOT_FOUND),
+)
 def get_request(rid: str, session: AuditSession) -> dict[str, Any]:
-    return session.request(rid)
+    """`portal`: null, or the type and purpose asked there, `verified_by` ("email"), `identifier_held`
+    (false once fulfilled: the verified identifier is destroyed) and a rectification's `details` for a
+    caller who may act on requests. Never the identifier."""
+    found = session.request(rid)
+    return {**found, "portal": session.portal_summary(rid)}
 
 
 @router.post(
@@ -298,7 +319,20 @@ def reject_request(rid: str, body: ReasonIn, session: RequestSession) -> dict[st
     responses=problems(NOT_FOUND),
 )
 def fulfil_request(rid: str, body: FulfilIn, session: RequestSession) -> Fulfilled:
+    """A request that came through the portal is carried out with the identifier verified there, which
+    is authoritative: a body naming a subject or a purpose for it is refused (400). Its access or
+    portability export is kept sealed for the person, not returned. Any other request needs `subject`."""
+    session.authorise("admin")
     changes = [(c.dataset, c.field, c.value) for c in body.changes]
+    if session.portal_summary(rid) is not None:
+        if body.subject is not None or body.purpose is not None:
+            raise InvalidInput(
+                f"request {rid} came through the portal: the identifier and purpose verified there are used; "
+                "send no subject or purpose"
+            )
+        return Fulfilled(request=session.portal_fulfil(rid, changes=changes).value, export=None, portal=True)
+    if body.subject is None:
+        raise InvalidInput("subject: required for a request that did not come through the portal")
     result, output = session.request_fulfil(rid, body.subject, purpose=body.purpose, changes=changes)
     return Fulfilled(request=result.value, export=output)
 

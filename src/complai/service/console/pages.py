@@ -81,6 +81,8 @@ DONE = {  # what the page says after a form succeeded (?done=...)
     "acknowledged": "Acknowledgement recorded.",
     "extended": "Deadline extended; tell the subject why.",
     "fulfilled": "Request carried out.",
+    "fulfilled-portal": "Request carried out. The person sees it on the portal, with their data to download for "
+    "an access or portability request.",
     "partial": "Part of the request failed; the failed steps can be retried.",
     "rejected": "Request rejected; tell the subject why.",
     "generated": "A new version was written. Review it, then sign it off.",
@@ -376,6 +378,9 @@ def requests_page(
 ) -> HTMLResponse:
     now = audit.now
     rows = [_request_view(r, now) for r in audit.requests()]
+    through_portal = audit.portal_request_ids()
+    for row in rows:
+        row["portal"] = row["id"] in through_portal
     everything = show == "all"
     shown = rows if everything else [r for r in rows if r["is_open"]]
     shown.sort(key=lambda r: (not r["is_open"], r["due_at"]))
@@ -396,6 +401,7 @@ def request_page(
     request: Request, rid: str, who: ConsoleCaller, audit: AuditView, done: str | None = None
 ) -> HTMLResponse:
     r = _request_view(audit.request(rid), audit.now)
+    r["portal"] = audit.portal_summary(rid)  # what the person asked there, never their identifier
     return render(request, "console/request.html", title=f"Request {rid}", r=r, done=_done(done), laws=_laws(audit))
 
 
@@ -453,7 +459,16 @@ def request_fulfil(
 ) -> Response:
     """Carry the request out. The subject's id is typed by the person fulfilling it (checked against the
     request's pseudonym, never shown); an access or portability request answers with the export, as a
-    file to hand to the subject."""
+    file to hand to the subject. A request that came through the portal is carried out with the
+    identifier verified there (the form asks for none, and a subject or purpose sent is refused); its
+    export is kept for the person to download from the portal."""
+    session.authorise("admin")
+    if session.portal_summary(rid) is not None:
+        if subject.strip() or purpose.strip():
+            raise InvalidInput("this request came through the portal: the identifier and purpose verified there apply")
+        result = session.portal_fulfil(rid, changes=_changes(changes))
+        status = result.value["status"]
+        return _back(f"/console/requests/{rid}", "fulfilled-portal" if status == "fulfilled" else "partial")
     result, output = session.request_fulfil(rid, subject, purpose=purpose.strip() or None, changes=_changes(changes))
     if output is not None:
         return Response(
