@@ -222,6 +222,12 @@ def test_session_marks_portal_requests_and_keeps_the_identifier_from_the_officer
     assert subject not in json.dumps(summary)
     with pytest.raises(NotFound):
         ws.session("dana", "subject_request").portal_fulfil(plain)
+    with TestClient(create_app(settings_for(ws), workspace=ws), raise_server_exceptions=False) as client:
+        console_as(client, ws, "dana")
+        page = client.get(f"/console/requests/{rid}")
+        assert page.status_code == 200 and "Use concerned" in page.text
+        assert ws.taxonomy.purpose("marketing").name in page.text and 'name="purpose"' not in page.text
+        assert 'name="subject"' not in page.text and subject not in page.text
     ws.session("dana", "subject_request").portal_fulfil(rid)
     with pytest.raises(InvalidInput, match="closed"):
         ws.session("dana", "subject_request").portal_fulfil(rid)

@@ -402,6 +402,9 @@ def request_page(
 ) -> HTMLResponse:
     r = _request_view(audit.request(rid), audit.now)
     r["portal"] = audit.portal_summary(rid)  # what the person asked there, never their identifier
+    if r["portal"] and r["portal"]["purpose"]:
+        uses = {t.key: t.name for t in audit.vocabulary("data_uses")}
+        r["portal"]["purpose_words"] = uses.get(r["portal"]["purpose"], r["portal"]["purpose"])
     return render(request, "console/request.html", title=f"Request {rid}", r=r, done=_done(done), laws=_laws(audit))
 
 
