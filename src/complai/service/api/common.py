@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Problem(BaseModel):
@@ -45,6 +46,28 @@ def problems(*extra: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[st
 
 
 class Strict(BaseModel):
-    """A request body: unknown fields and wrong types are refused, not coerced."""
+    """A request body: unknown fields and wrong types are refused, not coerced. NaN and Infinity (which
+    Python's JSON reader takes and the JSON standard does not) and text with lone surrogates (which no
+    store can keep as UTF-8) are refused anywhere in it, free-form objects included."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_json(cls, data: Any) -> Any:
+        stack = [data]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("text must be valid Unicode (a lone surrogate is not)") from None
+            elif isinstance(item, float) and not math.isfinite(item):
+                raise ValueError("numbers must be finite (not NaN or Infinity)")
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+        return data
