@@ -1,9 +1,11 @@
-"""ASGI middleware of the service: security headers on every response, and request size limits
-(a JSON body or form is small; an upload to an ingest route may be large, and is streamed)."""
+"""ASGI middleware of the service: security headers on every response, request size limits (a JSON
+body or form is small; an upload to an ingest route may be large, and is streamed), and the last word on
+an unexpected error (a bare 500; its type logged, never its message or traceback)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -14,6 +16,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("complai.service")
 
 # the console's pages run only their own scripts, from this origin; API responses run nothing
 CSP_PAGES = (
@@ -85,10 +89,10 @@ class BodyLimit:
                 try:
                     declared = int(v)
                 except ValueError:
-                    await _too_large(send, 400, "invalid input", "Content-Length is not a number")
+                    await _send_problem(send, 400, "invalid input", "Content-Length is not a number")
                     return
                 if declared > limit:
-                    await _too_large(send, 413, "request too large", f"the body is over the limit of {limit} bytes")
+                    await _send_problem(send, 413, "request too large", f"the body is over the limit of {limit} bytes")
                     return
         seen = 0
 
@@ -105,7 +109,7 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-async def _too_large(send: Send, status: int, title: str, detail: str) -> None:
+async def _send_problem(send: Send, status: int, title: str, detail: str) -> None:
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
     await send(
         {
@@ -115,3 +119,36 @@ async def _too_large(send: Send, status: int, title: str, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class Unexpected:
+    """Answers an exception that no handler took with a bare 500 problem and logs only its type and path.
+    Starlette's own last handler answers too, but then hands the exception on to the server, which logs
+    its traceback: the message, and SQL with its values, on stderr. Installed innermost of the
+    middleware, so the 500 still gets the security headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            log.error(
+                "unexpected error", extra={"complai": {"error": type(exc).__name__, "path": scope.get("path", "")}}
+            )
+            if not started:  # else the response is cut short: nothing more can be said
+                await _send_problem(
+                    send, 500, "internal error", "the server could not complete the request; nothing was changed"
+                )
