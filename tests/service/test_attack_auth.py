@@ -1,6 +1,7 @@
 """Attacks on bearer-token authentication from outside: a flood of forged tokens must not grow the
-ledger without bound (each refusal is recorded, up to the limit per address; past it the address is
-refused with 429, logged and not recorded), and tokens are taken only from the Authorization header."""
+ledger without bound (each refusal is recorded, up to the limit per address; past it the address's
+refused tokens are answered 429, logged and not recorded, while its valid tokens still work), and
+tokens are taken only from the Authorization header."""
 
 from __future__ import annotations
 
@@ -37,6 +38,17 @@ def test_a_flood_of_forged_tokens_is_recorded_only_up_to_the_limit(client: TestC
     assert r.headers["content-type"] == "application/problem+json"
     assert "another" not in r.text
     assert refused(ws) - before == 5
+
+
+def test_a_valid_token_still_works_from_an_address_past_its_limit(
+    client: TestClient, ws: Workspace, owner_token: str
+) -> None:
+    """Clients behind one proxy share its address: forged tokens from one of them lock no one else out."""
+    for i in range(8):
+        client.get("/api/v1/me", headers=bearer(f"cpl_{i:016x}_forged-secret"))
+    assert client.get("/api/v1/me", headers=bearer("cpl_00000000000000ff_forged")).status_code == 429
+    r = client.get("/api/v1/me", headers=bearer(owner_token))
+    assert r.status_code == 200 and r.json()["principal"] == "owner"
 
 
 def test_requests_without_a_token_do_not_count(client: TestClient, ws: Workspace, owner_token: str) -> None:

@@ -445,10 +445,11 @@ class Identity:
         recorded_digest = created.get("secret_digest")
         return recorded_digest is None or recorded_digest == token_secret_digest(row.secret_hash)
 
-    def authenticate_credential(self, token: str) -> Credential:
-        """What a token proves (principal, id, expiry); AuthenticationFailed for anything else. The
-        message never repeats the token: a malformed one may still hold a secret (padded, prefixed
-        with `Bearer`, re-cased)."""
+    def authenticate_credential(self, token: str, *, record_refusal: bool = True) -> Credential:
+        """What a token proves (principal, id, expiry); AuthenticationFailed for anything else, recorded
+        unless `record_refusal` is false (a caller past its limit of refusals: a flood must not grow
+        the ledger). The message never repeats the token: a malformed one may still hold a secret
+        (padded, prefixed with `Bearer`, re-cased)."""
         m = _TOKEN.fullmatch(token or "")
         token_id = m.group(1) if m else None
         reason = "malformed"
@@ -482,9 +483,10 @@ class Identity:
                 if _stale_use(last_used, now):
                     self._record_use(credential.token_id, now)
                 return credential
-        self.ledger.emit(
-            None, AuthenticationRefused, actor="anonymous", purpose="security", token_id=token_id, reason=reason
-        )
+        if record_refusal:
+            self.ledger.emit(
+                None, AuthenticationRefused, actor="anonymous", purpose="security", token_id=token_id, reason=reason
+            )
         raise AuthenticationFailed("invalid, expired or revoked token")
 
     def _record_use(self, token_id: str, now: datetime) -> None:

@@ -162,14 +162,17 @@ class Workspace:
                 raise AuthenticationFailed(f"principal {credential!r} is disabled")
         return Session(self.services, principal, purpose)
 
-    def authenticate(self, token: str | None = None, *, act_as: str | None = None) -> Caller:
+    def authenticate(
+        self, token: str | None = None, *, act_as: str | None = None, record_refusal: bool = True
+    ) -> Caller:
         """Who is calling, for the command line: the principal of `token` (a real API token; a principal
         name is refused), else the owner. With `act_as` NAME the caller must hold the owner role (a
         refusal is recorded) and NAME must be an enabled principal. AuthenticationFailed for a bad
-        token or no usable owner, PolicyDenied for a forbidden delegation, InvalidInput for a bad NAME."""
+        token or no usable owner (a refused token is recorded unless `record_refusal` is false), PolicyDenied
+        for a forbidden delegation, InvalidInput for a bad NAME."""
         credential: Credential | None = None
         if token is not None:
-            credential = self.identity.authenticate_credential(token)
+            credential = self.identity.authenticate_credential(token, record_refusal=record_refusal)
             principal = credential.principal
         else:
             try:

@@ -6,8 +6,9 @@ the same tokens the CLI takes; a human gets one from their password at /api/v1/a
 Every operation then runs through `ws.session(caller, purpose)`: the service adds no rule of its own.
 
 Each refused token is recorded in the ledger (`auth.refused`). So that a flood of forged tokens cannot
-grow the ledger without bound, an address whose tokens were refused as often as the per-address login
-limit within the login window is answered 429 (logged, not recorded) until the window has passed.
+grow the ledger without bound, once an address's tokens were refused as often as the per-address login
+limit within the login window, its further refused tokens are answered 429, logged and not recorded,
+until the window has passed; its valid tokens still work (a proxy's clients share its address).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class TokenRefusals:
         self._lock = threading.Lock()
 
     def _recent(self, address: str, now: float) -> deque[float]:
-        times = self._seen.get(address) or deque()
+        times = self._seen.get(address) or deque(maxlen=max(self.limit, 1))  # the latest `limit` are enough
         while times and times[0] <= now - self.window_s:
             times.popleft()
         return times
@@ -73,15 +74,19 @@ def token_refusals(request: Request) -> TokenRefusals:
 
 
 def authenticate(request: Request, ws: Workspace, token: str, act_as: str | None = None) -> Caller:
-    """`ws.authenticate`, refused (429, not recorded) for an address past its limit of refused tokens."""
+    """`ws.authenticate`, each refused token recorded; past the address's limit of refusals a valid token
+    still works, and a refused one is answered 429 (logged, not recorded)."""
     refusals, address = token_refusals(request), client_address(request)
-    if refusals.limited(address):
-        log.warning("token refused: rate limit", extra={"complai": {"operation": "authenticate", "outcome": "refused"}})
-        raise RateLimited("too many refused tokens from this address; try again later")
+    limited = refusals.limited(address)
     try:
-        return ws.authenticate(token, act_as=act_as)
+        return ws.authenticate(token, act_as=act_as, record_refusal=not limited)
     except AuthenticationFailed:
         refusals.refused(address)
+        if limited:
+            log.warning(
+                "token refused: rate limit", extra={"complai": {"operation": "authenticate", "outcome": "refused"}}
+            )
+            raise RateLimited("too many refused tokens from this address; try again later") from None
         raise
 
 
