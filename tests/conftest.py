@@ -11,6 +11,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -127,3 +128,64 @@ def sqlite_ws(tmp_path: Path, clock: ManualClock, request: pytest.FixtureRequest
         yield w
     finally:
         w.close()
+
+
+# --- order and distribution over xdist workers (make test: -n 2 --dist loadscope --no-loadscope-reorder) ---
+# Each module runs on one worker (its module fixtures are built once), except the documentation pages,
+# which are independent and the longest tests of all. The longest units start first, so that the run does
+# not end with one worker busy on a long test while the other waits: each worker takes the next unit when
+# it is free. Longest first, as measured; each entry is a node id prefix.
+LONGEST_FIRST = (
+    "tests/docs/test_docs_commands.py::test_page_commands_run[docs/byod.md]",
+    "tests/docs/test_docs_commands.py::test_page_commands_run[docs/compliance.md]",
+    "tests/docs/test_docs_commands.py::test_page_commands_run[docs/access.md]",
+    "tests/docs/test_docs_commands.py::test_page_commands_run[docs/vault.md]",
+    "tests/docs/test_docs_commands.py::test_page_commands_run[docs/dp.md]",
+    "tests/docs/test_docs_commands.py::test_page_commands_run[docs/federated.md]",
+    "tests/cli/test_cli.py",
+    "tests/federated/test_simulation.py",
+    "tests/federated/test_deployment.py",
+    "tests/federated/test_own_dataset.py",
+    "tests/cli/test_models_cli.py",
+    "tests/docs/test_docs_commands.py::test_page_commands_run",
+    "tests/dp/test_audit.py",
+    "tests/dp/test_training.py",
+    "tests/dp/test_text_training.py",
+    "tests/dp/test_model_integrity.py",
+    "tests/dp/test_card_content.py",
+    "tests/dp/test_release_cli.py",
+    "tests/dp/test_release.py",
+    "tests/cli/test_deid_cli.py",
+    "tests/cli/test_vault_cli.py",
+    "tests/cli/test_ingest_cli.py",
+    "tests/cli/test_exact_output.py",
+    "tests/deid/test_table_cli.py",
+    "tests/deid/test_schema_draft.py",
+    "tests/deid/test_tabular.py",
+    "tests/compliance/test_report_browser.py",
+    "tests/cli/test_access_cli.py",
+    "tests/cli/test_refusals_no_side_effects.py",
+    "tests/cli/test_lazy_start.py",
+)
+INDEPENDENT = ("tests/docs/test_docs_commands.py::test_page_commands_run[",)
+
+
+def _rank(nodeid: str) -> int:
+    return next((i for i, prefix in enumerate(LONGEST_FIRST) if nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: _rank(item.nodeid))  # stable: the rest keep pytest's order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """--dist loadscope, with each documentation page a unit of its own."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndPages(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid if nodeid.startswith(INDEPENDENT) else super()._split_scope(nodeid)
+
+    return ModulesAndPages(config, log)
