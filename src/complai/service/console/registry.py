@@ -251,6 +251,7 @@ def run_audit(request: Request, session: AuditPage, ws: WorkspaceDep) -> Redirec
     its reports go to the server's folder of audits, as the API's do. The list page shows its state."""
     session.authorise("audit")
     root = audits_dir(ws)
+    root.mkdir(mode=0o700, exist_ok=True)  # as the API makes it: private, whoever runs the first audit
 
     def work(own: Session, progress: JobProgress) -> dict[str, Any]:
         staging = root / f".run-{secrets.token_hex(8)}"
