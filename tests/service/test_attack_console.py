@@ -32,3 +32,14 @@ def test_the_first_console_audit_makes_a_private_folder(client: TestClient, ws: 
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     for report in folder.iterdir():
         assert stat.S_IMODE(report.stat().st_mode) == 0o700
+
+
+def test_a_login_posted_from_another_site_is_refused(client: TestClient, ws: Workspace) -> None:
+    """Login CSRF: another site's page must not log the visitor's browser into the attacker's account."""
+    ws.session("owner", "security").add_principal("mallory", "human", "correct horse battery")
+    form = {"username": "mallory", "password": "correct horse battery"}
+    r = client.post("/console/login", data=form, headers={"Origin": "https://evil.example"}, follow_redirects=False)
+    assert r.status_code == 403
+    assert COOKIE not in r.headers.get("set-cookie", "")
+    same = client.post("/console/login", data=form, headers={"Origin": "http://testserver"}, follow_redirects=False)
+    assert same.status_code == 303 and COOKIE in same.headers["set-cookie"]

@@ -16,6 +16,7 @@ from complai.service.console.web import (
     ConsoleCaller,
     Csrf,
     ServiceSettingsDep,
+    _same_origin,
     clear_login_cookie,
     render,
     set_login_cookie,
@@ -47,6 +48,9 @@ def login(
     next: Annotated[str, Form(max_length=512)] = "/console/",
 ) -> Response:
     target = _safe_next(next)
+    if not _same_origin(request):  # login CSRF: another site logging this browser into its own account
+        message = "This form came from another site. Open the login page and try again."
+        return render(request, "console/error.html", 403, title="Refused", message=message)
     try:
         issued = ws.login(
             username,
