@@ -154,7 +154,10 @@ def serve(
     import uvicorn
 
     scheme = "https" if tls else "http"
-    err_console.print(f"complai: serving {path} at {scheme}://{host}:{port}/ (console: /console, API: /api/docs)")
+    err_console.print(
+        f"complai: serving {path} at {scheme}://{host}:{port}/ "
+        "(console: /console, API: /api/v1, schema: /api/v1/openapi.json)"
+    )
     if portal is None:
         err_console.print("complai: the data-subject portal is closed (open it with --portal PRINCIPAL)")
     else:

@@ -58,7 +58,8 @@ def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None)
         version=__version__,
         summary="Governed personal data: vault, privacy engines, verifiable ledger, audits.",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        # no interactive docs page: FastAPI's loads its scripts from a CDN, beside a bearer token
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
     )

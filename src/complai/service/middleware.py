@@ -29,7 +29,6 @@ CSP_API = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 
 def security_headers(path: str, tls: bool) -> list[tuple[bytes, bytes]]:
     page = path.startswith(("/console", "/portal", "/static")) or path == "/"
-    docs = path in ("/api/docs", "/api/redoc")
     headers = [
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
@@ -38,9 +37,8 @@ def security_headers(path: str, tls: bool) -> list[tuple[bytes, bytes]]:
         (b"cross-origin-resource-policy", b"same-origin"),
         (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), interest-cohort=()"),
         (b"cache-control", b"no-store"),
+        (b"content-security-policy", (CSP_PAGES if page else CSP_API).encode()),
     ]
-    if not docs:
-        headers.append((b"content-security-policy", (CSP_PAGES if page else CSP_API).encode()))
     if tls:
         headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
     return headers
