@@ -37,6 +37,7 @@ test: lint typecheck browser
 
 bench: install
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps "anonypy>=0.2"
+	$(BIN)/python -m pip install --quiet -c constraints.txt "locust>=2.20"
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/vault.py
 	$(BIN)/python benchmarks/ingest.py
@@ -47,6 +48,7 @@ bench: install
 	$(BIN)/python benchmarks/dp_training.py
 	$(BIN)/python benchmarks/federated.py
 	$(BIN)/python benchmarks/audit.py
+	$(BIN)/python benchmarks/service.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .hypothesis
