@@ -33,7 +33,7 @@ browser:
 	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))
 
 test: lint typecheck browser
-	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps "anonypy>=0.2"

@@ -130,7 +130,7 @@ def sqlite_ws(tmp_path: Path, clock: ManualClock, request: pytest.FixtureRequest
         w.close()
 
 
-# --- order and distribution over xdist workers (make test: -n 2 --dist loadscope --no-loadscope-reorder) ---
+# --- order and distribution over xdist workers (make test: -n 2 --dist loadscope) ---
 # Each module runs on one worker (its module fixtures are built once), except the documentation pages,
 # which are independent and the longest tests of all. The longest units start first, so that the run does
 # not end with one worker busy on a long test while the other waits: each worker takes the next unit when
@@ -180,10 +180,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """--dist loadscope, with each documentation page a unit of its own."""
-    if config.getvalue("dist") != "loadscope":
+    """For -n N (--dist load, xdist's default) and --dist loadscope: modules whole, each documentation page
+    a unit of its own, in the order above."""
+    if config.getvalue("dist") not in ("load", "loadscope"):
         return None
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # keep the longest-first order
 
     class ModulesAndPages(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
