@@ -123,12 +123,24 @@ class SessionCore:
         window: tuple[int, int] | None = None,
     ) -> GovernedRead:
         """Fetch, de-identify as the purpose requires, record the read (the policy is checked by callers).
-        With `window` (offset, limit), only that slice of the de-identified rows is returned and recorded
-        (rows and subjects of the slice): de-identification still runs over every row the purpose may see."""
+        With `window` (offset, limit), only that slice of the de-identified rows, in a stable order, is
+        returned and recorded (rows and subjects of the slice). A de-identification that works row by row
+        (dropping, pseudonymising, text operators) is applied to the slice alone, so a page decrypts only
+        its own records; a k-anonymisation still runs over every row the purpose may see."""
         vault = self._svc.vault
         schema = self._svc.catalog.get(dataset).schema
         extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify
         spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra)
+        if window is not None and pseudonym_column is None and spec.k is None:
+            frame, pseudos, total, _ = vault.fetch(dataset, self.purpose, columns, window=window)
+            done = None
+            if not spec.is_empty():
+                frame, done = apply(frame, schema, spec, Anonymizer(self._svc.deid_keys))
+            seq = vault.record_read(
+                dataset, self.purpose, self.principal, list(frame.columns), len(frame), pseudos, total, done
+            )
+            self.last_seq = seq
+            return GovernedRead(frame, done, seq)
         paged = window is not None and pseudonym_column is None
         frame, pseudos, total, _ = vault.fetch(
             dataset, self.purpose, columns, _ROW_SUBJECT if paged else pseudonym_column

@@ -125,10 +125,12 @@ class Vault:
         columns: list[str] | None = None,
         pseudonym_column: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        *,
+        window: tuple[int, int] | None = None,
     ) -> Fetched:
         """Decrypt what this purpose may see, without recording (callers record their own event);
-        `progress(done, total)` is told the records decrypted."""
-        return self._reads.fetch(dataset, purpose, columns, pseudonym_column, progress)
+        `progress(done, total)` is told the records decrypted; `window` as Reads.fetch."""
+        return self._reads.fetch(dataset, purpose, columns, pseudonym_column, progress, window=window)
 
     def read(
         self, dataset: str, purpose: str, actor: str, columns: list[str] | None = None
