@@ -9,6 +9,7 @@ purpose the request declares.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -24,7 +25,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
@@ -375,7 +376,10 @@ class _Upload:
             "on_part_data": self._data,
             "on_part_end": self._end,
         }
-        self.parser = MultipartParser(boundary, callbacks)
+        try:
+            self.parser = MultipartParser(boundary, callbacks)
+        except FormParserError:  # a boundary it will not take (over RFC 2046's 70 characters)
+            raise InvalidInput("the upload's multipart boundary is not a valid one") from None
 
     def _begin(self) -> None:
         self._disposition, self._name, self._out, self._text = b"", None, None, bytearray()
@@ -640,10 +644,26 @@ def read_records(
     if next_offset is not None:
         headers["X-Complai-Next-Offset"] = str(next_offset)
     if kind == "csv":
-        return Response(frame.to_csv(index=False), media_type=CSV + "; charset=utf-8", headers=headers)
+        text = _for_spreadsheets(frame).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC)
+        return Response(text, media_type=CSV + "; charset=utf-8", headers=headers)
     buffer = io.BytesIO()
     _for_parquet(frame).to_parquet(buffer, index=False)
     return Response(buffer.getvalue(), media_type=PARQUET, headers=headers)
+
+
+# a text cell a spreadsheet would run as a formula (OWASP: CSV injection)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _for_spreadsheets(frame: pd.DataFrame) -> pd.DataFrame:
+    """A CSV download opened in a spreadsheet: a text that would be read as a formula is prefixed with an
+    apostrophe (the JSON and Parquet of the same read stay exact); every text is quoted by the writer,
+    so a carriage return inside one never starts a row."""
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            out[col] = [("'" + v) if isinstance(v, str) and v.startswith(_FORMULA_START) else v for v in out[col]]
+    return out
 
 
 def _for_parquet(frame: pd.DataFrame) -> pd.DataFrame:
