@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,6 +32,18 @@ def _size(text: str) -> int:
         return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
     except ValueError:
         raise InvalidInput(f"--max-upload: {text!r} is not a size (e.g. 512M, 2G)") from None
+
+
+def _log_config(access: bool) -> dict[str, Any]:
+    """uvicorn's logging: its own messages from warnings up; with --access-log, a line per request."""
+    # heavy: uvicorn loads only for this command
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["uvicorn"]["level"] = "WARNING"
+    config["loggers"]["uvicorn.error"] = {"level": "WARNING"}
+    config["loggers"]["uvicorn.access"]["level"] = "INFO" if access else "WARNING"
+    return config
 
 
 def _check_portal(
@@ -171,10 +184,11 @@ def serve(
         ssl_certfile=str(cert) if cert else None,
         ssl_keyfile=str(key) if key else None,
         access_log=log_requests,
+        log_config=_log_config(log_requests),
+        log_level=None,  # the levels are the config's: a level here would silence the access log too
         proxy_headers=False,
         server_header=False,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=30,
         h11_max_incomplete_event_size=64 * 1024,
-        log_level="warning",
     )
