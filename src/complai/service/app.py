@@ -23,6 +23,7 @@ from complai.app.workspace import Workspace
 from complai.config import ServiceSettings, service_settings
 from complai.service import problems
 from complai.service.api import router as api_router
+from complai.service.api.data import sweep_uploads
 from complai.service.console import router as console_router
 from complai.service.console import web as console_web
 from complai.service.deps import TokenRefusals
@@ -43,6 +44,7 @@ def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ws = workspace if workspace is not None else Workspace.open(settings.workspace)
+        sweep_uploads(settings.workspace)  # a killed server's uploads, with the personal data in them
         # a live job beats several times within the time after which a silent one is reported failed
         runner = JobRunner(ws, settings.job_threads, heartbeat_s=min(HEARTBEAT_S, settings.job_stale_after_s / 4))
         app.state.ws, app.state.jobs = ws, runner

@@ -336,18 +336,54 @@ def _upload_folder(ws: Workspace) -> Path:
     root.mkdir(mode=0o700, exist_ok=True)
     os.chmod(root, 0o700)
     _sweep(root)
-    return Path(tempfile.mkdtemp(prefix="ingest-", dir=root))
+    folder = Path(tempfile.mkdtemp(prefix="ingest-", dir=root))
+    owner = folder / OWNER_FILE
+    owner.write_text(_process_id(os.getpid()) or "")
+    owner.chmod(0o600)
+    return folder
+
+
+OWNER_FILE = ".owner"  # the process that took the upload: "<pid> <start time in clock ticks>"
+
+
+def _process_id(pid: int) -> str | None:
+    """A process named so that a later process with the same pid is not taken for it (Linux: its start
+    time from /proc); None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return f"{pid} {fields[19]}" if len(fields) > 19 else None
+
+
+def _owner_gone(folder: Path) -> bool:
+    """Whether the process that took this upload has ended (it removes its own folders while it lives)."""
+    try:
+        recorded = (folder / OWNER_FILE).read_text().strip()
+    except OSError:
+        return False
+    if not recorded:
+        return False
+    return _process_id(int(recorded.split()[0])) != recorded
+
+
+def sweep_uploads(workspace: Path) -> None:
+    """Remove the upload folders of servers that stopped before their jobs ended (a job removes its own):
+    personal data must not outlive its ingest, where no erasure or retention sweep would reach it. Run
+    as a worker starts and before each upload."""
+    root = Path(workspace) / UPLOADS
+    if root.is_dir() and not root.is_symlink():
+        _sweep(root)
 
 
 def _sweep(root: Path) -> None:
-    """Remove the folders of uploads a server stopped before their job ended (a job removes its own):
-    personal data must not outlive its ingest, where no erasure or retention sweep would reach it."""
     cutoff = time.time() - UPLOAD_STALE_S
     for folder in root.glob("ingest-*"):
         try:
-            if folder.is_dir() and not folder.is_symlink() and folder.stat().st_mtime < cutoff:
+            if folder.is_dir() and not folder.is_symlink() and (_owner_gone(folder) or folder.stat().st_mtime < cutoff):
                 shutil.rmtree(folder, ignore_errors=True)
-        except OSError:
+        except (OSError, ValueError):
             continue
 
 
