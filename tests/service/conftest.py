@@ -13,6 +13,7 @@ from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.config import ServiceSettings
 from complai.service.app import create_app
+from tests.service.api_helpers import with_customers
 
 
 @pytest.fixture
@@ -77,3 +78,9 @@ def token_for(ws: Workspace) -> Callable[..., str]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def customers(ws: Workspace) -> Workspace:
+    """The vault tests' customers dataset in `ws`, registered and ingested by the owner."""
+    return with_customers(ws)

@@ -9,43 +9,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from complai.app.workspace import Workspace
+from tests.service.api_helpers import bad, refused, size
 from tests.service.conftest import bearer
-from tests.vault.conftest import SCHEMA, consents_frame, people_frame
+from tests.vault.conftest import SCHEMA
 
 API = "/api/v1"
-
-
-def size(ws: Workspace) -> int:
-    return ws.session("owner", "audit").ledger_head().size
-
-
-def kinds_since(ws: Workspace, start: int) -> list[str]:
-    return [e.kind for e in ws.session("owner", "audit").ledger_entries(start=start, limit=1000)]
-
-
-def refused(ws: Workspace, r, before: int) -> None:
-    assert r.status_code == 403, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    assert kinds_since(ws, before) == ["access.denied"]
-
-
-def bad(ws: Workspace, r, before: int) -> None:
-    assert r.status_code == 400, r.text
-    detail = r.json()["detail"]
-    assert detail and "\n" not in detail
-    assert size(ws) == before
-
-
-@pytest.fixture
-def customers(ws: Workspace) -> Workspace:
-    admin = ws.session("owner", "administration")
-    admin.create_dataset(admin.parse_schema(SCHEMA))
-    ws.session("owner", "credit_scoring").ingest("customers", people_frame(), consents_frame())
-    return ws
 
 
 def finished(client: TestClient, headers: dict[str, str], job: dict) -> dict:

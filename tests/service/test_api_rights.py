@@ -9,50 +9,16 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.service.api import rights as rights_api
 from complai.vault.backup import load_backup_key
+from tests.service.api_helpers import bad, kinds_since, refused, size, with_customers
 from tests.service.conftest import bearer
-from tests.vault.conftest import SCHEMA, consents_frame, people_frame
 
 API = "/api/v1"
-
-
-def size(ws: Workspace) -> int:
-    return ws.session("owner", "audit").ledger_head().size
-
-
-def kinds_since(ws: Workspace, start: int) -> list[str]:
-    return [e.kind for e in ws.session("owner", "audit").ledger_entries(start=start, limit=1000)]
-
-
-def refused(ws: Workspace, r, before: int) -> None:
-    assert r.status_code == 403, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    assert kinds_since(ws, before) == ["access.denied"]
-
-
-def bad(ws: Workspace, r, before: int) -> None:
-    assert r.status_code == 400, r.text
-    detail = r.json()["detail"]
-    assert detail and "\n" not in detail
-    assert size(ws) == before
-
-
-def with_customers(ws: Workspace) -> Workspace:
-    admin = ws.session("owner", "administration")
-    admin.create_dataset(admin.parse_schema(SCHEMA))
-    ws.session("owner", "credit_scoring").ingest("customers", people_frame(), consents_frame())
-    return ws
-
-
-@pytest.fixture
-def customers(ws: Workspace) -> Workspace:
-    return with_customers(ws)
 
 
 def finished(client: TestClient, headers: dict[str, str], job: dict) -> dict:
