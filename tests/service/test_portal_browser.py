@@ -4,13 +4,7 @@ officer has fulfilled the request, sees it fulfilled. Screenshots land in the te
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,15 +15,9 @@ from complai.app.portal import OUTBOX
 from complai.app.workspace import Workspace
 from complai.errors import NotFound
 from tests.dp.conftest import adult_workspace
+from tests.service.live import start_server
 
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -39,37 +27,11 @@ def served(tmp_path: Path) -> Iterator[tuple[Workspace, str]]:
     owner = ws.session(OWNER, "security")
     owner.add_principal("portal", "service")
     owner.add_rule("portal", "*", "admin", "subject_request")
-    port = _free_port()
-    env = {**os.environ, "COMPLAI_WORKSPACE": str(ws.path)}
-    log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "complai.cli.main", "serve", "--portal", "portal", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server = start_server(Path(ws.path), "--portal", "portal", log=tmp_path / "serve.log")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/portal/", timeout=2) as r:  # noqa: S310 - http on loopback
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the server did not start: " + (tmp_path / "serve.log").read_text())
-            time.sleep(0.2)
-        yield ws, base
+        yield ws, server.url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        server.stop()
         ws.close()
 
 
@@ -84,6 +46,7 @@ def test_a_person_asks_for_erasure_and_sees_it_fulfilled(served: tuple[Workspace
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page()
+            page.set_default_timeout(30_000)
             page.goto(base + "/portal/")
             assert page.locator("a[href^='/console'], link[href*='console']").count() == 0
             page.check("input[name=kind][value=erasure]")

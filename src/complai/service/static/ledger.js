@@ -56,9 +56,10 @@
 
   // A C2SP note verifier key: NAME+HEXID+BASE64(0x01 || Ed25519 public key).
   async function parseVkey(text) {
-    const parts = text.trim().split("+");
-    if (parts.length !== 3) throw new Error("the log key is not NAME+KEYID+KEY");
-    const [name, id, blob] = parts;
+    // the name holds no "+", the id is hex; the base64 key may hold "+" itself: split at the first two only
+    const m = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/]+=*)$/.exec(text.trim());
+    if (!m) throw new Error("the log key is not NAME+KEYID+KEY");
+    const [, name, id, blob] = m;
     const raw = unbase64(blob);
     if (raw.length !== 33 || raw[0] !== 1) throw new Error("the log key is not an Ed25519 note key");
     const keyId = (await sha256(concat(enc.encode(name + "\n"), raw))).slice(0, 4);
