@@ -143,7 +143,7 @@ class SessionCore:
             return GovernedRead(frame, done, seq)
         paged = window is not None and pseudonym_column is None
         frame, pseudos, total, _ = vault.fetch(
-            dataset, self.purpose, columns, _ROW_SUBJECT if paged else pseudonym_column
+            dataset, self.purpose, columns, _ROW_SUBJECT if paged else pseudonym_column, ordered=paged
         )
         row_subject = frame.pop(_ROW_SUBJECT) if paged else frame[pseudonym_column] if pseudonym_column else None
         done = None

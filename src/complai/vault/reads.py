@@ -88,14 +88,17 @@ class Reads:
         pseudonym_column: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         *,
+        ordered: bool = False,
         window: tuple[int, int] | None = None,
     ) -> Fetched:
         """Decrypt what this purpose may see, without recording (callers record their own event). With
         `pseudonym_column` the frame also carries each row's subject pseudonym under that name;
-        `progress(done, total)` is told the records decrypted as it goes. Rows come in a stable order (by
-        when each record was stored, then its id: the same on every backend and every call, so pages
-        cut from it neither overlap nor skip); `window` (offset, limit) fetches and decrypts only that
-        slice of it."""
+        `progress(done, total)` is told the records decrypted as it goes. `ordered` gives the rows in a
+        stable order (by when each record was stored, then its id: the same on every backend and every
+        call, so pages cut from it neither overlap nor skip); `window` (offset, limit) fetches and
+        decrypts only that slice of it. Without either, rows come as the store returns them (in the
+        order they were stored, on SQLite), which training and federated partitions rely on for
+        reproducible runs across workspaces."""
         schema = self.catalog.get(dataset).schema
         schema.basis(purpose)
         names = [f.name for f in schema.fields]
@@ -122,7 +125,8 @@ class Reads:
                 .select_from(records.join(subjects, subjects.c.id == records.c.subject_id))
                 .where(self.eligible_condition(schema, purpose, now))
             )
-            q = q.order_by(r.created_us, r.rid)
+            if ordered or window is not None:
+                q = q.order_by(r.created_us, r.rid)
             if window is not None:
                 q = q.offset(window[0]).limit(window[1])
             rows = conn.execute(q).all()

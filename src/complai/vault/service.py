@@ -126,11 +126,12 @@ class Vault:
         pseudonym_column: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         *,
+        ordered: bool = False,
         window: tuple[int, int] | None = None,
     ) -> Fetched:
         """Decrypt what this purpose may see, without recording (callers record their own event);
-        `progress(done, total)` is told the records decrypted; `window` as Reads.fetch."""
-        return self._reads.fetch(dataset, purpose, columns, pseudonym_column, progress, window=window)
+        `progress(done, total)` is told the records decrypted; `ordered` and `window` as Reads.fetch."""
+        return self._reads.fetch(dataset, purpose, columns, pseudonym_column, progress, ordered=ordered, window=window)
 
     def read(
         self, dataset: str, purpose: str, actor: str, columns: list[str] | None = None
