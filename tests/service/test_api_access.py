@@ -299,6 +299,7 @@ def test_agreements_created_listed_shared_revoked_and_refused(
     assert r.status_code == 201, r.text
     agreement = r.json()
     assert agreement["fields"] == ["income", "segment"] and agreement["uses"] == 0
+    assert agreement["recipient_jurisdiction"] == "EU"  # what was agreed comes back, transfer terms included
     auditor = bearer(token_for("aud", "auditor"))
     assert [a["id"] for a in client.get(f"{API}/agreements", headers=auditor).json()] == [agreement["id"]]
     r = client.post(f"{API}/agreements/{agreement['id']}/shares", headers=h)

@@ -133,6 +133,8 @@ class AgreementOut(BaseModel):
     max_uses: int
     uses: int
     revoked: bool
+    recipient_jurisdiction: str | None = None
+    transfer_mechanism: str | None = None
 
 
 class AgreementIn(Strict):
