@@ -3,7 +3,6 @@ workspace and authenticating the caller."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,10 +17,11 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
 from complai.app.session import Session
 from complai.app.workspace import Workspace
+from complai.cli.output import print_json as print_json
+from complai.cli.output import table as table
 from complai.cli.state import console as console  # the commands' consoles and global options, from here
 from complai.cli.state import err_console as err_console
 from complai.cli.state import state as state
@@ -110,21 +110,6 @@ def open_session(purpose: str, override: Path | None = None) -> Iterator[tuple[W
     (or, with --as NAME, NAME on the owner's authority)."""
     with open_workspace(override) as ws:
         yield ws, session_for(ws, purpose)
-
-
-def print_json(obj: Any) -> None:
-    console.file.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def table(*headers: str, **options: Any) -> Table:
-    """A Rich table whose cells fold a long value (an id, a digest, a root) onto further lines instead of
-    cutting it with an ellipsis, at any terminal width. Without headers, give the column count as
-    `columns=N` (key/value tables)."""
-    columns = options.pop("columns", 0)
-    t = Table(**options)
-    for header in headers or ("",) * columns:
-        t.add_column(header, overflow="fold")
-    return t
 
 
 def print_exact(text: str) -> None:

@@ -20,9 +20,9 @@ from urllib.parse import quote, urlsplit
 import click
 import httpx
 import typer
-from rich.table import Table
 from typer.core import TyperGroup
 
+from complai.cli.output import print_datasets, print_json, table
 from complai.cli.state import console, state
 from complai.errors import ComplaiError, InvalidInput
 
@@ -122,17 +122,6 @@ def remote() -> Remote:
     return Remote(state.server, state.token, state.as_principal)
 
 
-def print_json(obj: Any) -> None:
-    console.file.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def table(*headers: str, columns: int = 0, **options: Any) -> Table:
-    t = Table(**options)
-    for header in headers or ("",) * columns:
-        t.add_column(header, overflow="fold")
-    return t
-
-
 def key_values(doc: dict[str, Any], keys: list[str] | None = None) -> None:
     t = table(show_header=False, box=None, columns=2)
     for k in keys or list(doc):
@@ -228,20 +217,7 @@ def dataset_list(json_out: JsonOpt = False) -> None:
         }
         for d in docs
     ]
-    if json_out:
-        print_json(rows)
-        return
-    t = table("dataset", "records", "subjects", "purposes", "retention", "jurisdiction")
-    for row in rows:
-        t.add_row(
-            row["dataset"],
-            "-" if row["records"] is None else f"{row['records']:,}",
-            "-" if row["subjects"] is None else f"{row['subjects']:,}",
-            ", ".join(row["purposes"]),
-            str(row["retention"]),
-            str(row["jurisdiction"]),
-        )
-    console.print(t)
+    print_datasets(rows, json_out)
 
 
 # --- differential privacy --------------------------------------------------------------------------

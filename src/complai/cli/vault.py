@@ -32,6 +32,7 @@ from complai.cli.common import (
     protected_paths,
     table,
 )
+from complai.cli.output import print_datasets
 from complai.errors import InvalidInput
 from complai.files import check_output, write_private
 from complai.inputs import bounded_int
@@ -194,20 +195,7 @@ def dataset_list(json_out: JsonOpt = False) -> None:
             }
             for d in session.describe_datasets()
         ]
-    if json_out:
-        print_json(rows)
-        return
-    t = table("dataset", "records", "subjects", "purposes", "retention", "jurisdiction")
-    for r in rows:
-        t.add_row(
-            r["dataset"],
-            "-" if r["records"] is None else f"{r['records']:,}",
-            "-" if r["subjects"] is None else f"{r['subjects']:,}",
-            ", ".join(r["purposes"]),
-            r["retention"],
-            r["jurisdiction"],
-        )
-    console.print(t)
+    print_datasets(rows, json_out)
 
 
 @dataset_app.command("show")
