@@ -392,7 +392,18 @@ class Workspace:
         with cls.open(path, clock=clock) as ws:
             yield ws.services
 
+    def keep_opened_records(self, max_records: int, idle_s: float = 300.0) -> None:
+        """Keep up to `max_records` opened records in this process between governed reads, so that a DP
+        count or a page costs a look at the ledger rather than a decryption of the dataset (`complai
+        serve` does; vault/readcache.py says what empties it). 0 keeps none, the default."""
+        self.vault.keep_opened(max_records, idle_s)
+
+    def look_for_changes(self) -> None:
+        """Empty the kept records if the ledger holds a change since the last look (see above)."""
+        self.vault.look_for_changes()
+
     def close(self) -> None:
+        self.vault.keep_opened(0)
         self.store.dispose()
 
     def __enter__(self) -> Workspace:

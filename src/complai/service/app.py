@@ -10,6 +10,9 @@ Each worker process opens the workspace once, at start-up, and closes it at shut
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,6 +37,24 @@ from complai.service.portal import web as portal_web
 from complai.service.tlog import router as tlog_router
 
 STATIC = Path(__file__).resolve().parent / "static"
+LOOK_EVERY_S = 5.0  # how often an idle worker looks at the ledger for changes to the records it keeps
+log = logging.getLogger(__name__)
+
+
+async def _look_for_changes(ws: Workspace) -> None:
+    """Every few seconds, even with no request coming: an erasure (or any change) empties the opened
+    records this worker keeps, so that an erased subject's values leave its memory within that time."""
+    while True:
+        await asyncio.sleep(LOOK_EVERY_S)
+        try:
+            await asyncio.to_thread(ws.look_for_changes)
+        except Exception as exc:  # the store unreachable, say: hold nothing that was not looked at
+            cache = ws.vault.read_cache
+            if cache is not None:
+                cache.clear()
+            log.warning("looking at the ledger failed (%s); the kept records were dropped", type(exc).__name__)
+
+
 # routes that take a file upload get the upload limit, not the small body limit
 UPLOAD_PATHS = ("/ingest",)
 
@@ -48,9 +69,16 @@ def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None)
         # a live job beats several times within the time after which a silent one is reported failed
         runner = JobRunner(ws, settings.job_threads, heartbeat_s=min(HEARTBEAT_S, settings.job_stale_after_s / 4))
         app.state.ws, app.state.jobs = ws, runner
+        ws.keep_opened_records(settings.read_cache_records)
+        watch = asyncio.create_task(_look_for_changes(ws)) if settings.read_cache_records > 0 else None
         try:
             yield
         finally:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+            ws.keep_opened_records(0)
             runner.shutdown()
             if workspace is None:
                 ws.close()

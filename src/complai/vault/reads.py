@@ -3,22 +3,25 @@ entry and the access log of the subjects it reached)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import pandas as pd
-from sqlalchemy import ColumnElement, and_, exists, func, insert, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, insert, or_, select
 
 from complai.clock import Clock, to_us
+from complai.crypto.aead import DataKey
 from complai.crypto.keyring import Keyring
 from complai.errors import IntegrityError, InvalidInput
 from complai.events import DataRead
+from complai.inputs import INT64_MAX
 from complai.ledger.log import Ledger
 from complai.store import Store
 from complai.store.tables import access_log, consents, objections, records, subject_keys, subjects
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog, layout, present
+from complai.vault.readcache import Entry, Look, Opened, ReadCache
 from complai.vault.records import open_record, to_frame
 from complai.vault.schema import DatasetSchema
 from complai.vault.subjects import Subjects, open_external, pack_ids, set_digest
@@ -48,6 +51,7 @@ class Reads:
     ) -> None:
         self.store, self.ledger, self.catalog, self.keyring = store, ledger, catalog, keyring
         self.subjects, self.taxonomy, self.clock = subjects, taxonomy, clock
+        self.cache: ReadCache | None = None  # opened records kept between reads (a long-running service)
 
     def eligible_condition(self, schema: DatasetSchema, purpose: str, at: datetime) -> ColumnElement[bool]:
         """SQL condition on records for: live subject, unexpired, lawful basis live for the purpose."""
@@ -107,34 +111,70 @@ class Reads:
         if unknown:
             raise InvalidInput(f"unknown column(s) {unknown} in dataset {dataset}")
         now = self.clock.now()
+        cache = self.cache
+        start = cache.before_read() if cache is not None else None
+        entry: Entry | None = None
+        fill: Look | None = None
+        look: Look | None = None
+        bound = INT64_MAX
         r, s = records.c, subjects.c
         with self.store.read() as conn:
-            q = (
-                select(
-                    r.rid,
-                    r.subject_id,
-                    r.dek_version,
-                    r.data,
-                    r.version,
-                    r.created_us,
-                    r.expires_us,
-                    r.schema_version,
-                    s.pseudonym,
-                    s.external_enc,
+            if cache is not None and start is not None:
+                look = cache.look(conn, start)
+                entry = cache.get(dataset, purpose, to_us(now), look)
+            if entry is None:
+                total = conn.execute(select(func.count()).select_from(records).where(r.dataset == dataset)).scalar_one()
+                if look is not None and look.may_fill and cache is not None and total <= cache.max_records:
+                    fill = look  # open every eligible record once; later reads are served from them
+                q = (
+                    select(
+                        r.rid,
+                        r.subject_id,
+                        r.dek_version,
+                        r.data,
+                        r.version,
+                        r.created_us,
+                        r.expires_us,
+                        r.schema_version,
+                        s.pseudonym,
+                        s.external_enc,
+                    )
+                    .select_from(records.join(subjects, subjects.c.id == records.c.subject_id))
+                    .where(self.eligible_condition(schema, purpose, now))
                 )
-                .select_from(records.join(subjects, subjects.c.id == records.c.subject_id))
-                .where(self.eligible_condition(schema, purpose, now))
-            )
-            if ordered or window is not None:
-                q = q.order_by(r.created_us, r.rid)
-            if window is not None:
-                q = q.offset(window[0]).limit(window[1])
-            rows = conn.execute(q).all()
-            total = conn.execute(select(func.count()).select_from(records).where(r.dataset == dataset)).scalar_one()
-            keys = self.keyring.load(conn, {int(row.subject_id) for row in rows})
-            versions = self.catalog.versions(conn, dataset)
+                if fill is None and (ordered or window is not None):
+                    q = q.order_by(r.created_us, r.rid)
+                if fill is None and window is not None:
+                    q = q.offset(window[0]).limit(window[1])
+                rows = conn.execute(q).all()
+                keys = self.keyring.load(conn, {int(row.subject_id) for row in rows})
+                versions = self.catalog.versions(conn, dataset)
+                if fill is not None:
+                    bound = self._next_change(conn, schema, purpose, now)
+        if entry is None:
+            if fill is not None and cache is not None:
+                entry = self._open_all(schema, rows, keys, versions, int(total), now, bound, fill, progress)
+                cache.put(dataset, purpose, entry, fill)
+            else:
+                return self._open(schema, cols, rows, keys, versions, int(total), pseudonym_column, progress)
+        elif progress is not None:
+            progress(len(entry.rows), len(entry.rows))
+        return self._from_entry(schema, cols, entry, pseudonym_column, ordered, window)
+
+    def _open(
+        self,
+        schema: DatasetSchema,
+        cols: list[str],
+        rows: Sequence[Any],
+        keys: Mapping[int, Mapping[int, DataKey]],
+        versions: Mapping[int, Any],
+        total: int,
+        pseudonym_column: str | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> Fetched:
         # each record opens under the digest of the schema version it was sealed with, and is presented
         # in the current schema (fields added since are null)
+        dataset = schema.name
         layouts = {v: (sv.digest, layout(sv.schema, schema)) for v, sv in versions.items()}
         ext_cache: dict[int, str] = {}
         subject_col: list[str] = []
@@ -144,24 +184,97 @@ class Reads:
             if progress is not None and i % 10_000 == 0:
                 progress(i, len(rows))
             sid = int(row.subject_id)
-            subject_keys_ = keys.get(sid)
-            if subject_keys_ is None or int(row.dek_version) not in subject_keys_:
-                raise IntegrityError("a record's data key is missing")
-            key = subject_keys_[int(row.dek_version)]
-            sealed = layouts.get(int(row.schema_version))
-            if sealed is None:
-                raise IntegrityError(f"a record of {dataset} names a schema version {dataset} never had")
-            values.append(present(open_record(key, dataset, sealed[0], row), sealed[1]))
+            values.append(self._open_one(dataset, layouts, keys, row))
             if want_subject:
                 if sid not in ext_cache:
-                    ext_cache[sid] = open_external(keys[sid], row.pseudonym, row.external_enc)
+                    ext_cache[sid] = open_external(dict(keys[sid]), row.pseudonym, row.external_enc)
                 subject_col.append(ext_cache[sid])
         if progress is not None:
             progress(len(rows), len(rows))
         frame = to_frame(schema, cols, subject_col, values)
         if pseudonym_column:
             frame[pseudonym_column] = [row.pseudonym for row in rows]
-        return Fetched(frame, {str(row.pseudonym): int(row.subject_id) for row in rows}, int(total), cols)
+        return Fetched(frame, {str(row.pseudonym): int(row.subject_id) for row in rows}, total, cols)
+
+    @staticmethod
+    def _open_one(
+        dataset: str,
+        layouts: Mapping[int, tuple[str, list[int | None] | None]],
+        keys: Mapping[int, Mapping[int, DataKey]],
+        row: Any,
+    ) -> list[Any]:
+        subject_keys_ = keys.get(int(row.subject_id))
+        if subject_keys_ is None or int(row.dek_version) not in subject_keys_:
+            raise IntegrityError("a record's data key is missing")
+        sealed = layouts.get(int(row.schema_version))
+        if sealed is None:
+            raise IntegrityError(f"a record of {dataset} names a schema version {dataset} never had")
+        return present(open_record(subject_keys_[int(row.dek_version)], dataset, sealed[0], row), sealed[1])
+
+    def _open_all(
+        self,
+        schema: DatasetSchema,
+        rows: Sequence[Any],
+        keys: Mapping[int, Mapping[int, DataKey]],
+        versions: Mapping[int, Any],
+        total: int,
+        now: datetime,
+        bound: int,
+        look: Look,
+        progress: Callable[[int, int], None] | None,
+    ) -> Entry:
+        """Every eligible record opened, for the read cache, kept until the first moment (after `now`) at
+        which one of them expires or a consent or objection stored for later starts or ends."""
+        dataset = schema.name
+        layouts = {v: (sv.digest, layout(sv.schema, schema)) for v, sv in versions.items()}
+        opened: list[Opened] = []
+        externals: dict[int, str] = {}
+        until = bound
+        for i, row in enumerate(rows):
+            if progress is not None and i % 10_000 == 0:
+                progress(i, len(rows))
+            sid = int(row.subject_id)
+            values = self._open_one(dataset, layouts, keys, row)
+            # the expiry is authenticated by the record's associated data: an edit at rest failed above
+            until = min(until, int(row.expires_us))
+            opened.append(Opened(bytes(row.rid), sid, str(row.pseudonym), int(row.created_us), values))
+            if sid not in externals:
+                externals[sid] = open_external(dict(keys[sid]), row.pseudonym, row.external_enc)
+        if progress is not None:
+            progress(len(rows), len(rows))
+        return Entry(opened, externals, total, to_us(now), until, look.generation)
+
+    @staticmethod
+    def _from_entry(
+        schema: DatasetSchema,
+        cols: list[str],
+        entry: Entry,
+        pseudonym_column: str | None,
+        ordered: bool,
+        window: tuple[int, int] | None,
+    ) -> Fetched:
+        """A read served from opened records: the same frame, in the same order, as from the store."""
+        rows = entry.ordered() if ordered or window is not None else entry.rows
+        if window is not None:
+            rows = rows[window[0] : window[0] + window[1]] if window[1] > 0 else []
+        subject_col = [entry.externals[r.subject_id] for r in rows] if schema.subject_column in cols else []
+        frame = to_frame(schema, cols, subject_col, [r.values for r in rows])
+        if pseudonym_column:
+            frame[pseudonym_column] = [r.pseudonym for r in rows]
+        return Fetched(frame, {r.pseudonym: r.subject_id for r in rows}, entry.total, cols)
+
+    def _next_change(self, conn: Connection, schema: DatasetSchema, purpose: str, now: datetime) -> int:
+        """The first moment after `now`, in epoch microseconds, at which a consent to `purpose` or an
+        objection to it already stored starts or ends (records' own expiry is bounded by the caller)."""
+        c, o = consents.c, objections.c
+        stored = [
+            select(func.min(c.granted_at)).where(c.purpose == purpose, c.granted_at > now),
+            select(func.min(c.withdrawn_at)).where(c.purpose == purpose, c.withdrawn_at > now),
+            select(func.min(o.at)).where(o.purpose.in_([purpose, "*"]), o.at > now),
+            select(func.min(o.lifted_at)).where(o.purpose.in_([purpose, "*"]), o.lifted_at > now),
+        ]
+        found = [conn.execute(q).scalar() for q in stored]
+        return min([to_us(t) for t in found if t is not None], default=INT64_MAX)
 
     def record_read(
         self,

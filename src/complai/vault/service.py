@@ -38,6 +38,7 @@ from complai.vault.ingest import (
 from complai.vault.lifecycle import AlterResult, DropResult, Lifecycle
 from complai.vault.lifecycle import Progress as CheckProgress
 from complai.vault.notices import Notices
+from complai.vault.readcache import ReadCache
 from complai.vault.reads import Fetched, Reads
 from complai.vault.retention import Retention
 from complai.vault.rights import Rights
@@ -113,6 +114,28 @@ class Vault:
         )
 
     # --- governed reads --------------------------------------------------------------------------
+
+    def keep_opened(self, max_records: int, idle_s: float = 300.0) -> None:
+        """Keep opened records between governed reads (vault/readcache.py: what is kept, for how long,
+        and what empties it); for a long-running process. 0 keeps none (the default)."""
+        self._reads.cache = ReadCache(max_records, idle_s) if max_records > 0 else None
+
+    @property
+    def read_cache(self) -> ReadCache | None:
+        return self._reads.cache
+
+    def look_for_changes(self) -> None:
+        """Look at the ledger for changes now, as every read does first, and drop idle entries: a
+        long-running process calls this every few seconds, so that an erasure empties its cache even
+        when no read comes."""
+        cache = self._reads.cache
+        if cache is None:
+            return
+        start = cache.before_read()
+        with self.store.read() as conn:
+            cache.look(conn, start)
+        cache.sweep()
+
 
     def eligible_condition(self, schema: DatasetSchema, purpose: str, at: datetime) -> ColumnElement[bool]:
         """SQL condition on records for: live subject, unexpired, lawful basis live for the purpose."""
