@@ -14,17 +14,22 @@ import ipaddress
 import json
 import os
 import ssl
+import time
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 import click
 import httpx
 import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from typer.core import TyperGroup
 
 from complai.cli.output import print_datasets, print_json, table
-from complai.cli.state import console, state
+from complai.cli.state import console, err_console, state
+from complai.config import default_workspace
 from complai.errors import ComplaiError, InvalidInput
+from complai.files import check_output, workspace_protected, write_private
 
 API = "/api/v1"
 TIMEOUT_S = 300.0
@@ -33,6 +38,9 @@ ACT_AS = "X-Complai-Act-As"
 CA_BUNDLE = "COMPLAI_CA_BUNDLE"  # a PEM file of CAs to trust for an https server (a self-signed one)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+POLL_S = 0.25
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class RemoteError(ComplaiError):
@@ -80,14 +88,44 @@ class Remote:
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=bundle) if bundle else True
         self._client = httpx.Client(base_url=self.base + API, headers=headers, timeout=TIMEOUT_S, verify=verify)
 
+    def pages(self, path: str, params: dict[str, Any] | None = None, page: int = PAGE) -> list[Any]:
+        """Every item of a listing the server answers a page at a time (limit/offset)."""
+        items: list[Any] = []
+        while True:
+            got = self.call("GET", path, params={**(params or {}), "limit": page, "offset": len(items)})
+            items.extend(got)
+            if len(got) < page:
+                return items
+
+    def follow(self, job: dict[str, Any], label: str, quiet: bool = False) -> dict[str, Any]:
+        """Wait for a job, showing its progress (with its total once the server knows it) on stderr; the
+        finished job, or RemoteError with its problem (exit 2 for a refusal, 1 otherwise). Interrupted,
+        the job goes on on the server: `job cancel ID` stops it."""
+        with job_progress(disable=quiet) as bar:
+            task = bar.add_task(label, total=None, count="")
+            while job.get("state") not in FINISHED:
+                p = job.get("progress") or {}
+                bar.update(task, completed=p.get("done") or 0, total=p.get("total"), count=progress_text(job))
+                time.sleep(POLL_S)
+                job = self.call("GET", f"/jobs/{segment(job['id'])}")
+        problem = job.get("problem")
+        if job["state"] != "succeeded":
+            if isinstance(problem, dict):
+                line = problem.get("detail") or problem.get("title") or job["state"]
+                status = problem.get("status")
+                code = status if isinstance(status, int) else None
+                raise RemoteError(f"job {job['id']}: {' '.join(str(line).split())}", code)
+            raise RemoteError(f"job {job['id']} {job['state']}", 409 if job["state"] == "cancelled" else None)
+        return job
+
     def __enter__(self) -> Remote:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._client.close()
 
-    def call(self, method: str, path: str, **kw: Any) -> Any:
-        """The JSON the server answered, or RemoteError with its problem's one line."""
+    def response(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The server's answer (any content type), or RemoteError with its problem's one line."""
         try:
             r = self._client.request(method, path, **kw)
         except httpx.TransportError as exc:
@@ -95,6 +133,11 @@ class Remote:
             raise RemoteError(f"no answer from {self.base}: {reason}") from None
         if r.status_code >= 400:
             raise RemoteError(problem_line(r.status_code, r.headers.get("content-type", ""), r.text), r.status_code)
+        return r
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        """The JSON the server answered, or RemoteError with its problem's one line."""
+        r = self.response(method, path, **kw)
         if r.status_code == 204 or not r.content:
             return None
         try:
@@ -120,6 +163,38 @@ def problem_line(status: int, content_type: str, text: str) -> str:
 def remote() -> Remote:
     assert state.server is not None
     return Remote(state.server, state.token, state.as_principal)
+
+
+def output_path(path: Path, force: bool) -> Path:
+    """Refuse, before anything is asked of the server, an output file that may not be written (an existing
+    file without --force, a link, a folder, the local workspace's keys or database), as the local forms do."""
+    return check_output(path, force=force, forbidden=protected())
+
+
+def protected() -> list[Path]:
+    """What no output path may replace or enter: a local workspace's keys, settings and database."""
+    return workspace_protected(state.workspace or default_workspace())
+
+
+def write_file(path: Path, data: bytes | str, force: bool, say: bool = False) -> None:
+    """A new file (0600, written whole or not at all, never through a link), as the local forms write."""
+    write_private(path, data, force=force, forbidden=protected())
+    if say:
+        err_console.print(f"wrote {path}")
+
+
+def job_progress(disable: bool = False) -> Progress:
+    """A progress bar for a job the server runs: done of total (once known) in the job's unit, on stderr."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[count]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=disable or not err_console.is_terminal,
+    )
 
 
 def key_values(doc: dict[str, Any], keys: list[str] | None = None) -> None:
@@ -323,7 +398,7 @@ def job_list(limit: LimitOpt = 100, json_out: JsonOpt = False) -> None:
 def job_show(job_id: JobId, json_out: JsonOpt = False) -> None:
     """One job: state, progress, result or problem."""
     with remote() as r:
-        job = r.call("GET", f"/jobs/{_segment(job_id)}")
+        job = r.call("GET", f"/jobs/{segment(job_id)}")
     print_job(job, json_out)
 
 
@@ -331,11 +406,11 @@ def job_show(job_id: JobId, json_out: JsonOpt = False) -> None:
 def job_cancel(job_id: JobId, json_out: JsonOpt = False) -> None:
     """Ask a job to stop: what it did is rolled back."""
     with remote() as r:
-        job = r.call("DELETE", f"/jobs/{_segment(job_id)}")
+        job = r.call("DELETE", f"/jobs/{segment(job_id)}")
     print_job(job, json_out)
 
 
-def _segment(value: str) -> str:
+def segment(value: str) -> str:
     """A path segment as given, never a way out of it."""
     return quote(value, safe="")
 
@@ -343,10 +418,21 @@ def _segment(value: str) -> str:
 # --- dispatch --------------------------------------------------------------------------------------
 
 # the top-level commands with a remote form: name -> "module:attribute", as cli/main.py's COMMANDS
+# (the groups of remote_data and remote_records add their commands to the groups here when imported)
+_DATA = "complai.cli.remote_data"
+_RECORDS = "complai.cli.remote_records"
 REMOTE: dict[str, str] = {
     "status": f"{__name__}:status",
-    "ledger": f"{__name__}:ledger_app",
-    "dataset": f"{__name__}:dataset_app",
-    "dp": f"{__name__}:dp_app",
+    "ledger": f"{_RECORDS}:ledger_app",
+    "dataset": f"{_DATA}:dataset_app",
+    "dp": f"{_DATA}:dp_app",
+    "model": f"{_DATA}:model_app",
     "job": f"{__name__}:job_app",
+    "audit": f"{_RECORDS}:audit_app",
+    "request": f"{_RECORDS}:request_app",
+    "incident": f"{_RECORDS}:incident_app",
+    "dpia": f"{_RECORDS}:dpia_app",
+    "ropa": f"{_RECORDS}:ropa",
+    "principal": f"{_RECORDS}:principal_app",
+    "token": f"{_RECORDS}:token_app",
 }

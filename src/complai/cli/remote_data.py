@@ -1,0 +1,351 @@
+"""Remote forms (`complai --server URL`) of the data commands: datasets (show, governed read, ingest by
+upload), privacy budgets and models. Each answers as its local form does, from what the API answers;
+nothing here opens a workspace (see cli/remote.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from complai.cli.output import print_json, table
+from complai.cli.remote import (
+    ForceOpt,
+    JsonOpt,
+    RemoteGroup,
+    dataset_app,
+    dp_app,
+    output_path,
+    remote,
+    segment,
+    write_file,
+)
+from complai.cli.state import console
+from complai.errors import InvalidInput
+
+__all__ = ["dataset_app", "dp_app", "model_app"]
+
+MODES = ("insert", "append", "upsert", "replace")
+FORMATS = ("csv", "jsonl", "parquet")
+READ_PAGE = 5000  # rows a page of a governed read (the API takes 1 to 10,000); each page is one recorded read
+
+
+# --- datasets --------------------------------------------------------------------------------------
+
+
+@dataset_app.command("show")
+def dataset_show(name: Annotated[str, typer.Argument(help="The dataset's name.")], json_out: JsonOpt = False) -> None:
+    """A dataset's schema (and, for those who may see exact data, its record and subject counts)."""
+    with remote() as r:
+        doc = r.call("GET", f"/datasets/{segment(name)}")
+    if doc.get("records") is None:
+        doc = {k: v for k, v in doc.items() if k not in ("records", "subjects")}  # as the local form omits them
+    if json_out:
+        print_json(doc)
+        return
+    counts = f": {doc['records']:,} records, {doc['subjects']:,} subjects" if "records" in doc else ""
+    console.print(f"[bold]{escape(name)}[/]{counts}")
+    console.print(
+        f"jurisdiction {doc['jurisdiction']}, retention {doc['retention']}, schema version {doc['schema_version']}"
+    )
+    p = table("purpose", "lawful basis")
+    for purpose, basis in doc["purposes"].items():
+        p.add_row(purpose, str(basis))
+    console.print(p)
+    t = table("field", "type", "category", "identifier", "sensitive")
+    for f in doc["fields"]:
+        t.add_row(f["name"], f["type"], f["category"], f.get("identifier") or "", "yes" if f.get("sensitive") else "")
+    console.print(t)
+
+
+@dataset_app.command("read")
+def dataset_read(
+    name: Annotated[str, typer.Argument(help="The dataset to read.")],
+    purpose: Annotated[str, typer.Option("--purpose", help="Why the records are read (a purpose of the dataset).")],
+    columns: Annotated[
+        str | None, typer.Option("--columns", help="Comma-separated columns to read (default: all the purpose sees).")
+    ] = None,
+    out_format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most this many rows.")] = None,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many rows first.")] = 0,
+    page_size: Annotated[
+        int, typer.Option("--page-size", min=1, max=10_000, help="Rows a request (each page is one recorded read).")
+    ] = READ_PAGE,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the records here, mode 0600 (default: stdout).")
+    ] = None,
+    force: ForceOpt = False,
+) -> None:
+    """The records this purpose may see, de-identified as the dataset declares; every page read is one
+    governed read, recorded on the server. CSV (text a spreadsheet would run as a formula is prefixed with
+    an apostrophe) or JSON: the dataset, purpose, columns, rows, de-identification and the ledger entries."""
+    if out_format not in ("csv", "json"):
+        raise InvalidInput(f"--format must be csv or json, not {out_format!r}")
+    if out is not None:
+        output_path(out, force)
+    params: dict[str, Any] = {"purpose": purpose, "format": out_format}
+    if columns:
+        params["columns"] = columns
+    at, wanted = offset, limit
+    csv_parts: list[str] = []
+    header: str | None = None
+    rows: list[dict[str, Any]] = []
+    doc: dict[str, Any] = {}
+    seqs: list[int] = []
+    with remote() as r:
+        while wanted is None or wanted > 0:
+            size = page_size if wanted is None else min(page_size, wanted)
+            page_params = {**params, "limit": size, "offset": at}
+            resp = r.response("GET", f"/datasets/{segment(name)}/records", params=page_params)
+            if out_format == "json":
+                page = resp.json()
+                doc = page
+                rows.extend(page["rows"])
+                seqs.append(int(page["ledger_seq"]))
+                returned, more = int(page["returned"]), page.get("next_offset") is not None
+            else:
+                text = resp.text
+                first, sep, body = text.partition("\n")
+                if header is None:
+                    header = first + sep
+                elif first + sep != header:
+                    raise InvalidInput("the server's pages of this read do not have the same columns")
+                csv_parts.append(body)
+                seqs.append(int(resp.headers.get("X-Complai-Ledger-Seq", "-1")))
+                more = "X-Complai-Next-Offset" in resp.headers
+                returned = int(resp.headers["X-Complai-Next-Offset"]) - at if more else -1
+            if not more:
+                break
+            at += returned
+            if wanted is not None:
+                wanted -= returned
+    if out_format == "json":
+        result: str = (
+            json.dumps(
+                {
+                    "dataset": name,
+                    "purpose": purpose,
+                    "columns": doc.get("columns", []),
+                    "rows": rows,
+                    "returned": len(rows),
+                    "deidentification": doc.get("deidentification"),
+                    "ledger_seqs": seqs,
+                },
+                indent=2,
+                sort_keys=True,
+                default=str,
+            )
+            + "\n"
+        )
+    else:
+        result = (header or "") + "".join(csv_parts)
+    if out is not None:
+        write_file(out, result, force, say=True)
+    else:
+        console.file.write(result)
+
+
+@dataset_app.command("ingest")
+def dataset_ingest(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    data: Annotated[Path, typer.Argument(help="Data file: CSV with a header row, JSON Lines or Parquet.")],
+    subject_column: Annotated[
+        str | None, typer.Option("--subject-column", help="Column holding the subject id (default: the schema's).")
+    ] = None,
+    consents: Annotated[Path | None, typer.Option("--consents", help="Consents CSV (subject, purpose, ...).")] = None,
+    purpose: Annotated[str, typer.Option("--purpose", help="Purpose of the collection.")] = "administration",
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="What becomes of rows whose record is stored already (by the schema's record_key, or subject and "
+            "values): insert refuses them (nothing is stored), append skips them, upsert replaces those records "
+            "(needs a record_key), replace deletes the dataset's records and stores the file's.",
+        ),
+    ] = "insert",
+    data_format: Annotated[
+        str | None, typer.Option("--format", help="csv, jsonl or parquet (default: by the file's extension).")
+    ] = None,
+    delimiter: Annotated[
+        str, typer.Option("--delimiter", help="CSV field delimiter (one character; \\t for tab).")
+    ] = ",",
+    encoding: Annotated[
+        str, typer.Option("--encoding", help="Text encoding of a CSV or JSON Lines file (e.g. latin-1).")
+    ] = "utf-8",
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Rename a column of the file to a schema field: source=field (repeatable)."),
+    ] = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Print the ingest job's id and return (follow it with `job show`).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upload a file's rows to be encrypted and stored by the server, as a job (all or nothing; every bad
+    row is reported); waits for it with its progress unless --no-wait."""
+    if mode not in MODES:
+        raise InvalidInput(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if data_format is not None and data_format not in FORMATS:
+        raise InvalidInput(f"--format must be one of {', '.join(FORMATS)}, not {data_format!r}")
+    for path in (data, consents):
+        if path is not None and not path.is_file():
+            raise InvalidInput(f"{path} is not a file")
+    fields: dict[str, str | list[str]] = {"mode": mode, "delimiter": delimiter, "encoding": encoding}
+    if data_format is not None:
+        fields["format"] = data_format
+    if subject_column:
+        fields["subject_column"] = subject_column
+    if mapping:
+        fields["map"] = list(mapping)
+    with remote() as r, data.open("rb") as fh:
+        files: list[tuple[str, Any]] = [("file", (data.name, fh, "application/octet-stream"))]
+        extra = consents.open("rb") if consents is not None else None
+        try:
+            if extra is not None and consents is not None:
+                files.append(("consents", (consents.name, extra, "text/csv")))
+            job = r.call(
+                "POST", f"/datasets/{segment(name)}/ingest", params={"purpose": purpose}, data=fields, files=files
+            )
+        finally:
+            if extra is not None:
+                extra.close()
+        if no_wait:
+            if json_out:
+                print_json(job)
+            else:
+                console.file.write(job["id"] + "\n")
+            return
+        job = r.follow(job, f"ingesting {data.name}", quiet=json_out)
+    result = dict(job["result"] or {})
+    if "ledger_seq" in result:  # the local form's name for the ledger entry
+        result["seq"] = result.pop("ledger_seq")
+    if json_out:
+        print_json(result)
+        return
+    changes = []
+    if result.get("updated"):
+        changes.append(f"{result['updated']:,} replaced stored records")
+    if result.get("deleted"):
+        changes.append(f"{result['deleted']:,} stored records deleted")
+    if result.get("skipped_existing_rows"):
+        changes.append(f"skipped {result['skipped_existing_rows']:,} rows whose record is stored already")
+    if result.get("skipped_erased_rows"):
+        changes.append(f"skipped {result['skipped_erased_rows']} rows of erased subjects")
+    console.print(
+        f"ingested {result['rows']:,} rows for {result['subjects']:,} subjects ({result['new_subjects']:,} new) "
+        f"and {result['consents']:,} consent records into [bold]{escape(name)}[/] (mode {mode})"
+        + ("; " + "; ".join(changes) if changes else "")
+    )
+
+
+# --- privacy budgets -------------------------------------------------------------------------------
+
+
+@dp_app.command("budget")
+def dp_budget(
+    dataset: Annotated[str, typer.Argument(help="The dataset whose budgets to show or set.")],
+    set_: Annotated[
+        tuple[float, float] | None, typer.Option("--set", help="EPSILON DELTA: the total budget.", show_default=False)
+    ] = None,
+    principal: Annotated[str, typer.Option("--principal", help="A principal's own budget on the dataset.")] = "*",
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a dataset's privacy budgets, or set one (admin)."""
+    path = f"/datasets/{segment(dataset)}/budgets"
+    with remote() as r:
+        if set_ is not None:
+            r.call("PUT", path, json={"epsilon": set_[0], "delta": set_[1], "principal": principal})
+        rows = r.call("GET", path)
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"no privacy budget set for {dataset} (queries are refused until one is)")
+        return
+    t = table("principal", "epsilon", "delta", "rho spent", "(eps, delta) spent", "epsilon left at delta")
+    for b in rows:
+        t.add_row(
+            b["principal"],
+            f"{b['epsilon']:g}",
+            f"{b['delta']:g}",
+            f"{b['rho_spent']:.6g}",
+            f"{b['eps_spent_approx']:.4g}, {b['delta_spent_approx']:.3g}",
+            f"{b['epsilon_remaining_at_delta']:.4g}",
+        )
+    console.print(t)
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+model_app = typer.Typer(
+    cls=RemoteGroup, help="Trained models: list, cards, membership-inference audits.", no_args_is_help=True
+)
+ModelArg = Annotated[str, typer.Argument(help="The model's id (see `model list`).")]
+
+
+@model_app.command("list")
+def model_list(json_out: JsonOpt = False) -> None:
+    """Every stored model, with its privacy parameters and whether an erasure flagged it."""
+    with remote() as r:
+        rows = r.pages("/models")
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no models")
+        return
+    t = table("model", "dataset", "architecture", "epsilon", "delta", "subjects", "created", "flag")
+    for m in rows:
+        t.add_row(
+            m["model_id"],
+            m["dataset"],
+            m["architecture"],
+            "not private" if not m["private"] else f"{m['epsilon']:.3g}",
+            "" if m["delta"] is None else f"{m['delta']:.1e}",
+            f"{m['subjects']:,}",
+            m["created_at"],
+            m["flag_reason"] or "",
+        )
+    console.print(t)
+
+
+@model_app.command("show")
+def model_show(model_id: ModelArg, json_out: JsonOpt = False) -> None:
+    """A model's registry entry (digests, flag) and card summary."""
+    with remote() as r:
+        info = r.call("GET", f"/models/{segment(model_id)}")
+    if json_out:
+        print_json(info)
+        return
+    card = info.pop("card")
+    for k, v in info.items():
+        console.print(f"{k}: {v}")
+    p, u = card["privacy"], card["utility"]
+    privacy = (
+        f"epsilon {p['epsilon']:.3g} at delta {p['delta']:.1e} ({p['accountant']}; noise {p['noise_multiplier']:.3g}, "
+        f"q {p['sample_rate']:.3g}, {p['steps']} steps, clip {p['max_grad_norm']:g})"
+        if p["private"]
+        else "not private"
+    )
+    console.print(f"model {card['model_id']} ({card['name']}): {privacy}")
+    console.print(
+        f"  held-out accuracy {u['accuracy']:.4f} (majority class {u['majority_accuracy']:.4f})"
+        + (f", AUC {u['auc']:.4f}" if u.get("auc") is not None else "")
+        + f"; {card['data']['training_subjects']:,} training subjects"
+    )
+
+
+@model_app.command("card")
+def model_card(model_id: ModelArg, format_: Annotated[str, typer.Option("--format", help="md or json")] = "md") -> None:
+    """Print a model's card (Markdown or canonical JSON)."""
+    if format_ not in ("md", "json"):
+        raise InvalidInput("--format is md or json")
+    with remote() as r:
+        resp = r.response("GET", f"/models/{segment(model_id)}/card", params={"format": format_})
+    if format_ == "json":
+        print_json(resp.json())
+    else:
+        console.file.write(resp.text)

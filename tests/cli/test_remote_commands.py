@@ -1,0 +1,242 @@
+"""`complai --server URL` for the everyday commands: governed reads, ingest by upload (a job followed to
+its end), budgets, models, the ledger, audits, requests, incidents, DPIAs, RoPA, principals and tokens,
+against a real `complai serve` process. Outputs are checked against what the test set up."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cli.test_remote import cli, one_line_error
+from tests.service.live import Server, add_token, bearer, prepare_workspace, serving
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    root = tmp_path_factory.mktemp("remote-commands")
+    token = prepare_workspace(root / "ws", rows=120)
+    with serving(root / "ws") as server:
+        yield server, token
+
+
+def counts(server: Server, token: str) -> dict[str, int]:
+    doc = httpx.get(f"{server.url}/api/v1/ledger", headers=bearer(token)).json()
+    by_type: dict[str, int] = doc["entries_by_type"]
+    return by_type
+
+
+def ok(done: object) -> None:
+    assert getattr(done, "returncode", None) == 0, getattr(done, "stderr", done)
+
+
+def test_read_pages_to_a_private_file_never_overwritten(live: tuple[Server, str], tmp_path: Path) -> None:
+    server, token = live
+    before = counts(server, token).get("vault.read", 0)
+    out = tmp_path / "adult.csv"
+    done = cli("dataset", "read", "adult", "--purpose", "analytics", "--page-size", "50", "--out", str(out),
+               server=server.url, token=token)  # fmt: skip
+    ok(done)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == 120  # three pages of 50, 50 and 20, one header
+    assert counts(server, token)["vault.read"] == before + 3
+    again = cli("dataset", "read", "adult", "--purpose", "analytics", "--out", str(out),
+                server=server.url, token=token)  # fmt: skip
+    assert again.returncode == 2 and "already exists" in one_line_error(again)
+    assert counts(server, token)["vault.read"] == before + 3  # refused before anything was read
+    assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == 120
+
+
+def test_read_as_json_with_a_limit(live: tuple[Server, str]) -> None:
+    server, token = live
+    done = cli("dataset", "read", "adult", "--purpose", "analytics", "--format", "json", "--limit", "7",
+               "--columns", "age", server=server.url, token=token)  # fmt: skip
+    ok(done)
+    doc = json.loads(done.stdout)
+    assert doc["dataset"] == "adult" and doc["purpose"] == "analytics"
+    assert doc["returned"] == 7 and len(doc["rows"]) == 7 and len(doc["ledger_seqs"]) == 1
+    assert all(set(row) <= {"age", "subject_id"} and "age" in row for row in doc["rows"])
+
+
+def test_a_read_refused_by_the_server_is_exit_2_and_recorded(live: tuple[Server, str]) -> None:
+    server, token = live
+    stranger = add_token(server.workspace, "remote-stranger")  # no role: may read nothing
+    before = counts(server, token).get("access.denied", 0)
+    done = cli("dataset", "read", "adult", "--purpose", "analytics", server=server.url, token=stranger)
+    assert done.returncode == 2
+    one_line_error(done)
+    assert done.stdout == ""
+    assert counts(server, token)["access.denied"] == before + 1
+    assert stranger.split("_")[-1] not in done.stderr
+
+
+def test_ingest_uploads_follows_the_job_and_prints_the_result(live: tuple[Server, str], tmp_path: Path) -> None:
+    server, token = live
+    data = tmp_path / "more.csv"
+    data.write_text("subject_id,age\nR1,41\nR2,42\nR3,43\n")
+    done = cli("dataset", "ingest", "adult", str(data), "--mode", "append", "--json", server=server.url, token=token)
+    ok(done)
+    result = json.loads(done.stdout)
+    assert result["rows"] == 3 and result["new_subjects"] == 3 and result["dataset"] == "adult"
+    assert isinstance(result["seq"], int)
+    text = cli("dataset", "ingest", "adult", str(data), "--mode", "append", server=server.url, token=token)
+    ok(text)
+    assert "ingested 0 rows" in text.stdout and "skipped 3 rows whose record is stored already" in text.stdout
+    queued = cli("dataset", "ingest", "adult", str(data), "--mode", "append", "--no-wait",
+                 server=server.url, token=token)  # fmt: skip
+    ok(queued)
+    job_id = queued.stdout.strip()
+    shown = cli("job", "show", job_id, "--json", server=server.url, token=token)
+    ok(shown)
+    assert json.loads(shown.stdout)["kind"] == "dataset.ingest"
+    bad = cli("dataset", "ingest", "adult", str(data), "--mode", "sideways", server=server.url, token=token)
+    assert bad.returncode == 2 and "--mode" in one_line_error(bad)
+
+
+def test_a_failed_ingest_job_is_one_line(live: tuple[Server, str], tmp_path: Path) -> None:
+    server, token = live
+    data = tmp_path / "bad.csv"
+    data.write_text("subject_id,age\nB1,not-a-number\n")
+    done = cli("dataset", "ingest", "adult", str(data), server=server.url, token=token)
+    assert done.returncode == 2, done.stderr
+    assert "job " in one_line_error(done)
+
+
+def test_dp_budget_shows_and_sets(live: tuple[Server, str]) -> None:
+    server, token = live
+    done = cli("dp", "budget", "adult", "--set", "77", "0.0001", "--json", server=server.url, token=token)
+    ok(done)
+    rows = json.loads(done.stdout)
+    mine = [b for b in rows if b["principal"] == "*"]
+    assert mine and mine[0]["epsilon"] == 77 and mine[0]["delta"] == 0.0001
+    text = cli("dp", "budget", "adult", server=server.url, token=token)
+    ok(text)
+    assert "77" in text.stdout
+
+
+def test_models_none_yet(live: tuple[Server, str]) -> None:
+    server, token = live
+    done = cli("model", "list", "--json", server=server.url, token=token)
+    ok(done)
+    assert json.loads(done.stdout) == []
+    missing = cli("model", "card", "nosuchmodel", server=server.url, token=token)
+    assert missing.returncode == 2
+    one_line_error(missing)
+
+
+def test_ledger_show_prove_verify(live: tuple[Server, str]) -> None:
+    server, token = live
+    done = cli("ledger", "show", "--type", "vault.ingested", "--json", server=server.url, token=token)
+    ok(done)
+    entries = json.loads(done.stdout)
+    assert entries and all(e["type"] == "vault.ingested" for e in entries)
+    seq = entries[0]["seq"]
+    proof = cli("ledger", "prove", str(seq), server=server.url, token=token)
+    ok(proof)
+    doc = json.loads(proof.stdout)
+    assert doc["seq"] == seq and doc["tree_size"] > seq and doc["checkpoint"]
+    verified = cli("ledger", "verify", "--json", server=server.url, token=token)
+    ok(verified)
+    report = json.loads(verified.stdout)
+    assert report["ok"] is True and report["size"] >= seq + 1
+
+
+def test_audit_runs_on_the_server_and_writes_reports_here(live: tuple[Server, str], tmp_path: Path) -> None:
+    server, token = live
+    out = tmp_path / "audit"
+    done = cli("audit", "--out", str(out), "--format", "json,md", "--json", server=server.url, token=token)
+    assert done.returncode in (0, 1), done.stderr
+    doc = json.loads(done.stdout)
+    assert set(doc["files"]) == {"json", "md"}
+    report = json.loads((out / "report.json").read_text())
+    assert [c["id"] for c in report["controls"]] == [c["id"] for c in doc["controls"]]
+    assert stat.S_IMODE((out / "report.md").stat().st_mode) == 0o600
+    assert done.returncode == (1 if doc["summary"]["fail"] else 0)
+    listed = cli("audit", "list", "--json", server=server.url, token=token)
+    ok(listed)
+    assert doc["ledger_seq"] in [a["seq"] for a in json.loads(listed.stdout)]
+    again = cli("audit", "--out", str(out), "--format", "json", server=server.url, token=token)
+    assert again.returncode == 2 and "exists" in one_line_error(again)
+    verified = cli("audit", "verify", str(out / "report.json"), "--json", server=server.url, token=token)
+    ok(verified)
+    assert json.loads(verified.stdout)["ledger_seq"] == doc["ledger_seq"]
+
+
+def test_requests_incidents_dpia_ropa(live: tuple[Server, str]) -> None:
+    server, token = live
+    opened = cli("request", "open", "--type", "access", "--subject", "R1", "--jurisdiction", "EU", "--json",
+                 server=server.url, token=token)  # fmt: skip
+    ok(opened)
+    rid = json.loads(opened.stdout)["id"]
+    listed = cli("request", "list", "--json", server=server.url, token=token)
+    ok(listed)
+    assert rid in [r["id"] for r in json.loads(listed.stdout)]
+    verified = cli("request", "verify", rid, "--method", "document", "--json", server=server.url, token=token)
+    ok(verified)
+    assert json.loads(verified.stdout)["verified"]
+    no_out = cli("request", "fulfil", rid, "--subject", "R1", server=server.url, token=token)
+    assert no_out.returncode == 2 and "--out" in one_line_error(no_out)
+    shown = cli("request", "show", rid, server=server.url, token=token)
+    ok(shown)
+    assert rid in shown.stdout and "identity verified" in " ".join(shown.stdout.split())
+
+    inc = cli("incident", "open", "--description", "laptop lost", "--json", server=server.url, token=token)
+    ok(inc)
+    iid = json.loads(inc.stdout)["id"]
+    incidents = cli("incident", "list", "--json", server=server.url, token=token)
+    ok(incidents)
+    assert [i["description"] for i in json.loads(incidents.stdout) if i["id"] == iid] == ["laptop lost"]
+
+    dpia = cli("dpia", "generate", "adult", "--json", server=server.url, token=token)
+    ok(dpia)
+    assert json.loads(dpia.stdout)["version"] == 1
+    st = cli("dpia", "status", "adult", "--json", server=server.url, token=token)
+    ok(st)
+    assert json.loads(st.stdout)["current"] is False
+
+    ropa = cli("ropa", "--json", server=server.url, token=token)
+    ok(ropa)
+    assert "analytics" in [r["purpose"] for r in json.loads(ropa.stdout) if r["dataset"] == "adult"]
+
+
+def test_principals_and_tokens_never_print_another_secret(live: tuple[Server, str]) -> None:
+    server, token = live
+    add_token(server.workspace, "remote-auditor", "auditor")
+    principals = cli("principal", "list", "--json", server=server.url, token=token)
+    ok(principals)
+    by_name = {p["name"]: p for p in json.loads(principals.stdout)}
+    assert by_name["remote-auditor"]["roles"] == ["auditor"]
+    made = cli("token", "create", "--principal", "remote-auditor", "--expires", "PT1H", "--json",
+               server=server.url, token=token)  # fmt: skip
+    ok(made)
+    issued = json.loads(made.stdout)
+    assert issued["token"].startswith("cpl_") and token not in made.stdout + made.stderr
+    listed = cli("token", "list", "--principal", "remote-auditor", "--json", server=server.url, token=token)
+    ok(listed)
+    assert issued["id"] in [t["id"] for t in json.loads(listed.stdout)]
+    assert issued["token"] not in listed.stdout and token not in listed.stdout
+    me = httpx.get(f"{server.url}/api/v1/me", headers=bearer(issued["token"]))
+    assert me.status_code == 200 and me.json()["principal"] == "remote-auditor"
+    revoked = cli("token", "revoke", issued["id"], server=server.url, token=token)
+    ok(revoked)
+    assert f"revoked token {issued['id']}" in revoked.stdout
+    assert httpx.get(f"{server.url}/api/v1/me", headers=bearer(issued["token"])).status_code == 401
+    refused = cli("token", "create", "--principal", "owner", server=server.url, token=add_token(
+        server.workspace, "remote-analyst2", "analyst"))  # fmt: skip
+    assert refused.returncode == 2
+    assert "cpl_" not in one_line_error(refused)
+
+
+def test_commands_that_run_only_on_the_workspace_still_refuse(live: tuple[Server, str]) -> None:
+    server, token = live
+    for args in (["witness", "init", "w", "--name", "w.example/1"], ["quickstart"], ["backup", "restore", "x.bak"]):
+        done = cli(*args, server=server.url, token=token)
+        assert done.returncode == 2, done
+        assert "no remote form" in one_line_error(done)
