@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from complai.app.workspace import Workspace
@@ -106,3 +108,24 @@ def test_no_interactive_docs_page_loads_scripts_from_elsewhere(client: TestClien
     assert client.get("/api/docs").status_code == 404
     assert client.get("/api/redoc").status_code == 404
     assert client.get("/api/v1/openapi.json").status_code == 200
+
+
+def test_the_served_app_has_the_request_deadline_inside_the_security_headers(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`complai serve` hands each worker its deadlines in the environment; the deadline's answers pass
+    through the security headers, and a streamed body through it before its size limit."""
+    from complai.cli.serve import REQUEST_TIMEOUT_ENV, UPLOAD_TIMEOUT_ENV, factory
+    from complai.config import ServiceSettings
+    from complai.service.app import UPLOAD_PATHS
+    from complai.service.middleware import BodyLimit, RequestDeadline, SecurityHeaders, Unexpected
+
+    for k, v in ServiceSettings(workspace=Path(ws.path)).to_env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv(REQUEST_TIMEOUT_ENV, "7.5")
+    monkeypatch.setenv(UPLOAD_TIMEOUT_ENV, "900")
+    app = factory()
+    assert [m.cls for m in app.user_middleware] == [SecurityHeaders, RequestDeadline, BodyLimit, Unexpected]
+    deadline = app.user_middleware[1]
+    assert deadline.kwargs["seconds"] == 7.5 and deadline.kwargs["upload_seconds"] == 900.0
+    assert deadline.kwargs["upload_paths"] == UPLOAD_PATHS

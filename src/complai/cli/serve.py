@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +33,41 @@ def _size(text: str) -> int:
         return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
     except ValueError:
         raise InvalidInput(f"--max-upload: {text!r} is not a size (e.g. 512M, 2G)") from None
+
+
+# the request deadlines, for each worker process (beside COMPLAI_SERVICE, whose settings do not hold them)
+REQUEST_TIMEOUT_ENV = "COMPLAI_REQUEST_TIMEOUT"
+UPLOAD_TIMEOUT_ENV = "COMPLAI_UPLOAD_TIMEOUT"
+MAX_REQUEST_TIMEOUT_S = 3600.0
+MAX_UPLOAD_TIMEOUT_S = 86400.0
+
+
+def _seconds(option: str, text: str, most: float) -> float:
+    """A positive number of seconds, at most `most` (one line naming the option otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput(f"{option}: {text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0 or value > most:
+        raise InvalidInput(f"{option}: {text!r} is not a number of seconds above 0 and at most {most:g}")
+    return value
+
+
+def factory() -> Any:
+    """What each uvicorn worker imports: the service (`complai.service.app:factory`) with the request
+    deadlines `complai serve` passed in the environment."""
+    from complai.service.app import UPLOAD_PATHS
+    from complai.service.app import factory as service
+    from complai.service.middleware import REQUEST_TIMEOUT_S, UPLOAD_TIMEOUT_S, with_deadline
+
+    app = service()
+    with_deadline(
+        app,
+        seconds=float(os.environ.get(REQUEST_TIMEOUT_ENV) or REQUEST_TIMEOUT_S),
+        upload_seconds=float(os.environ.get(UPLOAD_TIMEOUT_ENV) or UPLOAD_TIMEOUT_S),
+        upload_paths=UPLOAD_PATHS,
+    )
+    return app
 
 
 def _log_config(access: bool) -> dict[str, Any]:
@@ -126,6 +162,19 @@ def serve(
             help="Seconds a running job may go unreported before it is reported failed (its worker died).",
         ),
     ] = 120,
+    request_timeout: Annotated[
+        str,
+        typer.Option(
+            help="Seconds a request may take before it is answered 503 with its outcome unknown (its work is "
+            "not stopped); longer operations run as jobs. At most 3600.",
+        ),
+    ] = "60",
+    upload_timeout: Annotated[
+        str,
+        typer.Option(
+            help="Seconds an ingest upload may take, its body included, in place of --request-timeout. At most 86400.",
+        ),
+    ] = "3600",
 ) -> None:
     """Serve the API (/api/v1), the web console (/console) and the data-subject portal (/portal).
 
@@ -139,6 +188,8 @@ def serve(
     for f in (cert, key):
         if f is not None and not f.is_file():
             raise InvalidInput(f"no such file: {f}")
+    deadline = _seconds("--request-timeout", request_timeout, MAX_REQUEST_TIMEOUT_S)
+    upload_deadline = _seconds("--upload-timeout", upload_timeout, MAX_UPLOAD_TIMEOUT_S)
     tls = cert is not None
     if not tls and not _loopback(host) and not insecure:
         raise InvalidInput(f"plain HTTP on {host} would send tokens in clear: give --cert/--key, or --insecure")
@@ -163,6 +214,7 @@ def serve(
         job_stale_after_s=job_stale_after,
     )
     os.environ.update(settings.to_env())
+    os.environ[REQUEST_TIMEOUT_ENV], os.environ[UPLOAD_TIMEOUT_ENV] = repr(deadline), repr(upload_deadline)
     # heavy: uvicorn and the FastAPI app load only for this command
     import uvicorn
 
@@ -176,7 +228,7 @@ def serve(
     else:
         err_console.print(f"complai: portal at /portal as {portal}, codes by {portal_channel}")
     uvicorn.run(
-        "complai.service.app:factory",
+        "complai.cli.serve:factory",
         factory=True,
         host=host,
         port=port,
@@ -190,5 +242,8 @@ def serve(
         server_header=False,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=30,
+        # h11, not httptools (uvicorn's pick when installed): httptools takes a request head of any size,
+        # h11 refuses one over this limit
+        http="h11",
         h11_max_incomplete_event_size=64 * 1024,
     )

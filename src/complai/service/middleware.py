@@ -1,15 +1,19 @@
 """ASGI middleware of the service: security headers on every response, request size limits (a JSON
-body or form is small; an upload to an ingest route may be large, and is streamed), and the last word on
-an unexpected error (a bare 500; its type logged, never its message or traceback)."""
+body or form is small; an upload to an ingest route may be large, and is streamed), a deadline on each
+request (and on each part of its body), and the last word on an unexpected error (a bare 500; its type
+logged, never its message or traceback)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -150,3 +154,136 @@ class Unexpected:
                 await _send_problem(
                     send, 500, "internal error", "the server could not complete the request; nothing was changed"
                 )
+
+
+REQUEST_TIMEOUT_S = 60.0  # a request's answer; anything longer is a job (202 Accepted)
+UPLOAD_TIMEOUT_S = 3600.0  # an upload's body and answer: 1 GiB over a slow link
+BODY_IDLE_S = 30.0  # the longest wait for the next part of a request body
+DEADLINE_GRACE_S = 2.0  # for a handler refused its body at the deadline to answer that itself
+
+
+class RequestDeadline:
+    """Gives up waiting for a handler that has not begun its answer within `seconds` (`upload_seconds`
+    on a path ending in one of `upload_paths`, where the body streams in) and answers 503 instead: a
+    problem document, or a page under the console or the portal. The handler is not stopped (a route in
+    the thread pool cannot be; its transaction commits or rolls back on its own), so the answer says the
+    outcome is unknown and how to find it, and whatever the handler answers later is dropped. An answer
+    that has begun (a streamed download) is not cut.
+
+    A request body must keep coming: a wait of more than `body_idle_seconds` for its next part, or for
+    any part past the deadline, is refused with 408 where the handler reads it (nothing was carried out
+    on a body that never arrived), so a slow sender holds a worker no longer than that."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        seconds: float = REQUEST_TIMEOUT_S,
+        upload_seconds: float = UPLOAD_TIMEOUT_S,
+        body_idle_seconds: float = BODY_IDLE_S,
+        upload_paths: tuple[str, ...] = (),
+    ) -> None:
+        self.app, self.seconds, self.upload_seconds = app, seconds, upload_seconds
+        self.body_idle_seconds, self.upload_paths = body_idle_seconds, upload_paths
+
+    def limit_for(self, path: str) -> float:
+        return self.upload_seconds if any(path.endswith(p) for p in self.upload_paths) else self.seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # imported here: problems.py loads FastAPI's handlers, which the middleware otherwise does not need
+        from complai.service.problems import deadline_passed
+
+        loop = asyncio.get_running_loop()
+        limit = self.limit_for(scope.get("path", ""))
+        deadline = loop.time() + limit
+        answered = asyncio.Event()  # the handler began its answer
+        late = False  # the deadline's answer went out in its place
+        body_done = reading = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done, reading
+            if body_done:  # after the body only a disconnect can come, whenever it does
+                return await receive()
+            wait = max(0.0, min(self.body_idle_seconds, deadline - loop.time()))
+            reading = True
+            try:
+                async with asyncio.timeout(wait):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408, "the request body stopped arriving, or came too slowly; the request was not carried out"
+                ) from None
+            finally:
+                reading = False
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if late:
+                return
+            if message["type"] == "http.response.start":
+                answered.set()
+            await send(message)
+
+        async def watch() -> None:
+            nonlocal late
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    await answered.wait()
+                return
+            except TimeoutError:
+                pass
+            if reading:  # held up by its body: the handler's own 408 is due now
+                try:
+                    async with asyncio.timeout(DEADLINE_GRACE_S):
+                        await answered.wait()
+                    return
+                except TimeoutError:
+                    pass
+            if answered.is_set():  # it began in the same instant
+                return
+            late = True
+            log.warning(
+                "request past its deadline", extra={"complai": {"path": scope.get("path", ""), "limit_s": limit}}
+            )
+            await deadline_passed(scope, limit)(scope, receive, send)
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            # the handler runs to its end here, answered or not: nothing is left running unowned
+            await self.app(scope, timed_receive, guarded_send)
+        finally:
+            if not watcher.done():
+                watcher.cancel()
+            try:
+                await watcher
+            except asyncio.CancelledError:
+                pass
+
+
+def with_deadline(
+    app: Starlette,
+    *,
+    seconds: float = REQUEST_TIMEOUT_S,
+    upload_seconds: float = UPLOAD_TIMEOUT_S,
+    body_idle_seconds: float = BODY_IDLE_S,
+    upload_paths: tuple[str, ...] = (),
+) -> None:
+    """Install `RequestDeadline` in `app` just inside `SecurityHeaders`, so that its answers carry the
+    same headers as every other (before the app has served a request)."""
+    kinds: list[object] = [m.cls for m in app.user_middleware]
+    at = kinds.index(SecurityHeaders) + 1 if SecurityHeaders in kinds else 0
+    app.user_middleware.insert(
+        at,
+        Middleware(
+            RequestDeadline,
+            seconds=seconds,
+            upload_seconds=upload_seconds,
+            body_idle_seconds=body_idle_seconds,
+            upload_paths=upload_paths,
+        ),
+    )

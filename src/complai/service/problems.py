@@ -1,7 +1,8 @@
 """Errors as RFC 9457 problem details (application/problem+json): the library's typed errors map to
 their 4xx status; request validation to 400; anything unexpected to a bare 500 with no trace, no
 value and no secret (the exception's type is logged, never its message). A database that stayed locked
-past its busy timeout (SQLite, while a long ingest holds the write lock) is a 503 to retry, not an error."""
+past its busy timeout (SQLite, while a long ingest holds the write lock) is a 503 to retry, not an error.
+A request that ran past the service's deadline is a 503 whose outcome is unknown (`deadline_passed`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from complai.errors import AuthenticationFailed, ComplaiError, RateLimited
 
@@ -66,7 +68,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "not found", 405: "method not allowed", 413: "request too large", 415: "unsupported media type"}
+        titles = {
+            404: "not found",
+            405: "method not allowed",
+            408: "request timeout",
+            413: "request too large",
+            415: "unsupported media type",
+        }
         detail = exc.detail if isinstance(exc.detail, str) else None
         response = problem(exc.status_code, titles.get(exc.status_code, "error"), detail)
         for k, v in (exc.headers or {}).items():
@@ -86,6 +94,34 @@ def install(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unexpected error", extra={"complai": {"error": type(exc).__name__, "path": request.url.path}})
         return problem(500, "internal error", "the server could not complete the request; nothing was changed")
+
+
+class OutcomeUnknown(ComplaiError):
+    """A request ran past the service's deadline: its answer was given up, not its work (a handler in the
+    thread pool cannot be stopped; its transaction commits or rolls back on its own)."""
+
+    http_status = 503
+    title = "timed out"
+
+
+def deadline_detail(seconds: float) -> str:
+    return (
+        f"the request ran past the service's limit of {seconds:g} s and may still be carried out: its outcome "
+        "is unknown. Check before trying again: each change is recorded in the ledger (GET "
+        "/api/v1/ledger/entries) and long operations run as jobs (GET /api/v1/jobs)"
+    )
+
+
+def deadline_passed(scope: Scope, seconds: float) -> Response:
+    """The answer to a request that ran past its deadline: a page under the console or the portal (as
+    their errors are), else a problem document; it never says the work was not done."""
+    exc = OutcomeUnknown(deadline_detail(seconds))
+    app = scope.get("app")
+    for prefix, render in getattr(getattr(app, "state", None), "html_errors", ()):
+        if str(scope.get("path", "")).startswith(prefix):
+            page: Response = render(Request(scope), exc)
+            return page
+    return problem(exc.http_status, exc.title, exc.message)
 
 
 def _locked(exc: OperationalError) -> bool:
