@@ -5,6 +5,7 @@ this workspace or another process on the same store; and an erasure empties them
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,13 +13,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 import complai.vault.reads as reads
 from complai.app.workspace import Workspace
 from complai.clock import ManualClock
+from complai.errors import IntegrityError
 from complai.events import _REGISTRY
-from complai.store.tables import ledger_entries
+from complai.store.tables import ledger_entries, records
 from complai.vault.readcache import UNCHANGING
 from tests.service.test_api_data import READ, SCHEMA, people, schema, with_people
 
@@ -101,7 +103,7 @@ def test_every_change_is_seen_at_the_next_read(
 
     rights.rectify("C-00004", "people", "income", 123)
     got = same(ws, other)
-    income = [r for r in got if r[0] == "C-00004"][0][2]
+    income = next(r for r in got if r[0] == "C-00004")[2]
     assert income == 123
 
     rights.restrict("C-00005", reason="accuracy disputed")
@@ -223,3 +225,18 @@ def test_the_cache_holds_no_more_than_its_size(ws: Workspace, tmp_path: Path) ->
     with_people(ws, 0, name="large").ingest("large", people(11))
     ws.session(OWNER, READ).read("large")
     assert cache.held == 0  # emptied by the ingest; too large to keep
+
+
+def test_a_record_edited_at_rest_is_found_once_the_kept_copy_is_old(ws: Workspace) -> None:
+    ws.vault.keep_opened(100, max_age_s=0.3)
+    with_people(ws, 5)
+    rows(ws)
+    with ws.store.write() as conn:
+        rid = conn.execute(select(records.c.rid).limit(1)).scalar_one()
+        data = bytearray(conn.execute(select(records.c.data).where(records.c.rid == rid)).scalar_one())
+        data[-1] ^= 1
+        conn.execute(update(records).where(records.c.rid == rid).values(data=bytes(data)))
+    assert len(rows(ws)) == 5  # the copy opened before the edit
+    time.sleep(0.4)
+    with pytest.raises(IntegrityError, match="fails authentication"):
+        rows(ws)

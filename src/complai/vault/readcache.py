@@ -15,7 +15,9 @@ What a purpose may see of a dataset changes in two ways only, and the cache foll
   for a clock set back).
 
 Plaintext is held in this process's memory only: at most `max_records` records in all (the least
-recently used entry goes first), and an entry unused for `idle_s` seconds is dropped at the next look.
+recently used entry goes first); an entry unused for `idle_s` seconds is dropped at the next look, and
+one older than `max_age_s` is filled again at its next use (every fill authenticates each record, so a
+ciphertext edited at rest is found by the reads within that time, as it would be without the cache).
 An erasure anywhere drops every entry at the next look of every process (`complai serve` looks every
 few seconds even when idle), so an erased subject's values leave memory within that time as well.
 """
@@ -95,6 +97,7 @@ class Entry:
     valid_until_us: int
     generation: int
     used: float = field(default_factory=time.monotonic)
+    born: float = field(default_factory=time.monotonic)
     _ordered: list[Opened] | None = None
 
     def ordered(self) -> list[Opened]:
@@ -113,10 +116,10 @@ class Look(NamedTuple):
 
 
 class ReadCache:
-    def __init__(self, max_records: int, idle_s: float = 300.0) -> None:
+    def __init__(self, max_records: int, idle_s: float = 300.0, max_age_s: float = 600.0) -> None:
         if max_records < 1:
             raise ValueError("a read cache holds at least one record")
-        self.max_records, self.idle_s = max_records, idle_s
+        self.max_records, self.idle_s, self.max_age_s = max_records, idle_s, max_age_s
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
         self._held = 0
@@ -170,7 +173,9 @@ class ReadCache:
             entry = self._entries.get((dataset, purpose))
             if entry is None or entry.generation != self._generation or look.generation != self._generation:
                 return None
-            if not entry.filled_us <= now_us < entry.valid_until_us:
+            # refilled every max_age_s even in constant use: each fill authenticates every record again,
+            # so an edit at rest is found by the reads within that time, as without the cache
+            if not entry.filled_us <= now_us < entry.valid_until_us or time.monotonic() - entry.born > self.max_age_s:
                 self._drop((dataset, purpose))
                 return None
             entry.used = time.monotonic()

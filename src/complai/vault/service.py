@@ -115,10 +115,10 @@ class Vault:
 
     # --- governed reads --------------------------------------------------------------------------
 
-    def keep_opened(self, max_records: int, idle_s: float = 300.0) -> None:
+    def keep_opened(self, max_records: int, idle_s: float = 300.0, max_age_s: float = 600.0) -> None:
         """Keep opened records between governed reads (vault/readcache.py: what is kept, for how long,
         and what empties it); for a long-running process. 0 keeps none (the default)."""
-        self._reads.cache = ReadCache(max_records, idle_s) if max_records > 0 else None
+        self._reads.cache = ReadCache(max_records, idle_s, max_age_s) if max_records > 0 else None
 
     @property
     def read_cache(self) -> ReadCache | None:
