@@ -113,17 +113,15 @@ def test_no_interactive_docs_page_loads_scripts_from_elsewhere(client: TestClien
 def test_the_served_app_has_the_request_deadline_inside_the_security_headers(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`complai serve` hands each worker its deadlines in the environment; the deadline's answers pass
-    through the security headers, and a streamed body through it before its size limit."""
-    from complai.cli.serve import REQUEST_TIMEOUT_ENV, UPLOAD_TIMEOUT_ENV, factory
+    """`complai serve` hands each worker its deadlines with its other settings; the deadline's answers
+    pass through the security headers, and a streamed body through it before its size limit."""
     from complai.config import ServiceSettings
-    from complai.service.app import UPLOAD_PATHS
+    from complai.service.app import UPLOAD_PATHS, factory
     from complai.service.middleware import BodyLimit, RequestDeadline, SecurityHeaders, Unexpected
 
-    for k, v in ServiceSettings(workspace=Path(ws.path)).to_env().items():
+    settings = ServiceSettings(workspace=Path(ws.path), request_timeout_s=7.5, upload_timeout_s=900)
+    for k, v in settings.to_env().items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setenv(REQUEST_TIMEOUT_ENV, "7.5")
-    monkeypatch.setenv(UPLOAD_TIMEOUT_ENV, "900")
     app = factory()
     assert [m.cls for m in app.user_middleware] == [SecurityHeaders, RequestDeadline, BodyLimit, Unexpected]
     deadline = app.user_middleware[1]

@@ -7,6 +7,7 @@ its longer limit are untouched; a request body that stops arriving is refused 40
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 import time
@@ -22,8 +23,7 @@ from fastapi.testclient import TestClient
 
 from complai.app.workspace import Workspace
 from complai.config import ServiceSettings
-from complai.service.app import UPLOAD_PATHS, create_app
-from complai.service.middleware import with_deadline
+from complai.service.app import create_app
 from tests.service.live import free_port, run_serve, serving
 
 DEADLINE_S = 0.5
@@ -62,8 +62,8 @@ def slow() -> Slow:
 @pytest.fixture
 def app(ws: Workspace, service_settings: ServiceSettings, slow: Slow) -> FastAPI:
     """The service with a short deadline, and routes of this test's own that outlast it."""
-    app = create_app(service_settings, workspace=ws)
-    with_deadline(app, seconds=DEADLINE_S, upload_seconds=SLOW_S * 5, upload_paths=UPLOAD_PATHS)
+    settings = dataclasses.replace(service_settings, request_timeout_s=DEADLINE_S, upload_timeout_s=SLOW_S * 5)
+    app = create_app(settings, workspace=ws)
 
     @app.post("/api/v1/test-slow")
     def slow_api() -> dict[str, str]:  # a sync route: in the thread pool, as the service's are

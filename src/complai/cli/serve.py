@@ -35,9 +35,6 @@ def _size(text: str) -> int:
         raise InvalidInput(f"--max-upload: {text!r} is not a size (e.g. 512M, 2G)") from None
 
 
-# the request deadlines, for each worker process (beside COMPLAI_SERVICE, whose settings do not hold them)
-REQUEST_TIMEOUT_ENV = "COMPLAI_REQUEST_TIMEOUT"
-UPLOAD_TIMEOUT_ENV = "COMPLAI_UPLOAD_TIMEOUT"
 MAX_REQUEST_TIMEOUT_S = 3600.0
 MAX_UPLOAD_TIMEOUT_S = 86400.0
 
@@ -51,23 +48,6 @@ def _seconds(option: str, text: str, most: float) -> float:
     if not math.isfinite(value) or value <= 0 or value > most:
         raise InvalidInput(f"{option}: {text!r} is not a number of seconds above 0 and at most {most:g}")
     return value
-
-
-def factory() -> Any:
-    """What each uvicorn worker imports: the service (`complai.service.app:factory`) with the request
-    deadlines `complai serve` passed in the environment."""
-    from complai.service.app import UPLOAD_PATHS
-    from complai.service.app import factory as service
-    from complai.service.middleware import REQUEST_TIMEOUT_S, UPLOAD_TIMEOUT_S, with_deadline
-
-    app = service()
-    with_deadline(
-        app,
-        seconds=float(os.environ.get(REQUEST_TIMEOUT_ENV) or REQUEST_TIMEOUT_S),
-        upload_seconds=float(os.environ.get(UPLOAD_TIMEOUT_ENV) or UPLOAD_TIMEOUT_S),
-        upload_paths=UPLOAD_PATHS,
-    )
-    return app
 
 
 def _log_config(access: bool) -> dict[str, Any]:
@@ -212,9 +192,10 @@ def serve(
         smtp_user=smtp_user,
         smtp_security=smtp_security,
         job_stale_after_s=job_stale_after,
+        request_timeout_s=deadline,
+        upload_timeout_s=upload_deadline,
     )
     os.environ.update(settings.to_env())
-    os.environ[REQUEST_TIMEOUT_ENV], os.environ[UPLOAD_TIMEOUT_ENV] = repr(deadline), repr(upload_deadline)
     # heavy: uvicorn and the FastAPI app load only for this command
     import uvicorn
 
@@ -228,7 +209,7 @@ def serve(
     else:
         err_console.print(f"complai: portal at /portal as {portal}, codes by {portal_channel}")
     uvicorn.run(
-        "complai.cli.serve:factory",
+        "complai.service.app:factory",
         factory=True,
         host=host,
         port=port,

@@ -31,7 +31,7 @@ from complai.service.console import router as console_router
 from complai.service.console import web as console_web
 from complai.service.deps import TokenRefusals
 from complai.service.jobs import HEARTBEAT_S, JobRunner
-from complai.service.middleware import BodyLimit, SecurityHeaders, Unexpected
+from complai.service.middleware import BodyLimit, RequestDeadline, SecurityHeaders, Unexpected
 from complai.service.portal import router as portal_router
 from complai.service.portal import web as portal_web
 from complai.service.tlog import router as tlog_router
@@ -111,6 +111,13 @@ def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None)
     app.add_middleware(Unexpected)  # innermost: an unexpected error's 500 still gets the headers
     app.add_middleware(
         BodyLimit, max_body=settings.max_body_bytes, max_upload=settings.max_upload_bytes, upload_paths=UPLOAD_PATHS
+    )
+    # inside SecurityHeaders: its 503 (and a body's 408) carry the same headers as every other answer
+    app.add_middleware(
+        RequestDeadline,
+        seconds=settings.request_timeout_s,
+        upload_seconds=settings.upload_timeout_s,
+        upload_paths=UPLOAD_PATHS,
     )
     app.add_middleware(SecurityHeaders, tls=settings.tls)
     return app

@@ -11,9 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -263,27 +261,3 @@ class RequestDeadline:
                 await watcher
             except asyncio.CancelledError:
                 pass
-
-
-def with_deadline(
-    app: Starlette,
-    *,
-    seconds: float = REQUEST_TIMEOUT_S,
-    upload_seconds: float = UPLOAD_TIMEOUT_S,
-    body_idle_seconds: float = BODY_IDLE_S,
-    upload_paths: tuple[str, ...] = (),
-) -> None:
-    """Install `RequestDeadline` in `app` just inside `SecurityHeaders`, so that its answers carry the
-    same headers as every other (before the app has served a request)."""
-    kinds: list[object] = [m.cls for m in app.user_middleware]
-    at = kinds.index(SecurityHeaders) + 1 if SecurityHeaders in kinds else 0
-    app.user_middleware.insert(
-        at,
-        Middleware(
-            RequestDeadline,
-            seconds=seconds,
-            upload_seconds=upload_seconds,
-            body_idle_seconds=body_idle_seconds,
-            upload_paths=upload_paths,
-        ),
-    )
