@@ -9,11 +9,11 @@ the purpose the model was trained for.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from complai.app.session import Session
 from complai.dp.training import TrainingSpec
@@ -21,6 +21,9 @@ from complai.errors import InvalidInput
 from complai.service.api.common import CONFLICT, INTEGRITY, NOT_FOUND, TOO_MANY, Strict, problems
 from complai.service.api.system import JobOut
 from complai.service.deps import AdminSession, AuditSession, CallerDep, PurposeSession, WorkspaceDep
+
+if TYPE_CHECKING:
+    from complai.dp.sql import QueryBuilder
 
 router = APIRouter()
 
@@ -32,15 +35,124 @@ MARKDOWN = "text/markdown"
 # --- models --------------------------------------------------------------------------------------
 
 
+NAME = r"^[a-z][a-z0-9_]{0,62}$"  # a dataset's or a field's name, as schemas declare them
+Name = Annotated[str, Field(pattern=NAME, description="A dataset's or a field's name")]
+
+
+class CountStat(Strict):
+    statistic: Literal["count"]
+    column: Name | None = Field(default=None, description="Count the column's non-null values (default: rows)")
+
+
+class ColumnStat(Strict):
+    statistic: Literal["sum", "mean", "variance", "median"]
+    column: Name
+
+
+class QuantileStat(Strict):
+    statistic: Literal["quantile"]
+    column: Name
+    q: float = Field(gt=0, lt=1, description="The quantile's level (0.5: the median)")
+
+
+Statistic = Annotated[CountStat | ColumnStat | QuantileStat, Field(discriminator="statistic")]
+
+
+class BuiltQuery(Strict):
+    """A query in parts, as `complai.dp.sql.QueryBuilder` builds it: its statistics in order, row
+    predicates ANDed together, and at most one grouping column."""
+
+    dataset: Name
+    statistics: list[Statistic] = Field(min_length=1, max_length=64, description="The aggregates, in order")
+    where: list[Annotated[str, Field(min_length=1, max_length=10_000)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Row predicates in the SQL subset, ANDed together, e.g. \"age > 30\", \"sex IN ('F', 'M')\"",
+    )
+    group_by: Name | None = Field(default=None, description="One column to group by (its values are released)")
+
+    def builder(self) -> QueryBuilder:
+        """The same query as a QueryBuilder, once its parts are checked to be what they say: each predicate
+        one condition on its own (none closes the parentheses it is put in, or comments out what follows)."""
+        # heavy: OpenDP and sqlglot (the query loads both anyway)
+        from complai.dp.queries import Aggregate
+        from complai.dp.sql import QueryBuilder, parse  # heavy: sqlglot
+
+        q = QueryBuilder(self.dataset)
+        wanted = []
+        for s in self.statistics:
+            if isinstance(s, CountStat):
+                q.count(s.column)
+                wanted.append(Aggregate("count", s.column))
+            elif isinstance(s, QuantileStat):
+                q.quantile(s.column, s.q)
+                wanted.append(Aggregate("quantile", s.column, s.q))
+            elif s.statistic == "median":
+                q.median(s.column)
+                wanted.append(Aggregate("quantile", s.column, 0.5))
+            else:
+                getattr(q, s.statistic)(s.column)
+                wanted.append(Aggregate(s.statistic, s.column))
+        for i, condition in enumerate(self.where):
+            try:
+                alone = parse(f"SELECT COUNT(*) FROM {self.dataset} WHERE {condition}")
+            except InvalidInput as exc:
+                raise InvalidInput(f"query.where[{i}]: {exc.message}") from None
+            if alone.group_by is not None or len(alone.aggregates) != 1:
+                raise InvalidInput(f"query.where[{i}] must be one row predicate")
+            q.where(condition)
+        if self.group_by is not None:
+            q.group_by(self.group_by)
+        try:
+            parsed = parse(q.sql())
+        except InvalidInput as exc:
+            raise InvalidInput(f"query: {exc.message}") from None
+        if (parsed.dataset, parsed.aggregates, parsed.group_by) != (self.dataset, wanted, self.group_by):
+            raise InvalidInput("query: its parts do not make the query they name (where holds row predicates only)")
+        return q
+
+
+def _one_of_sql_or_query(schema: dict[str, Any]) -> None:
+    """The schema says what the model takes: exactly one of sql and query, neither of them null."""
+    for key in ("sql", "query"):
+        prop = schema["properties"][key]
+        (given,) = [s for s in prop.pop("anyOf") if s.get("type") != "null"]
+        prop.pop("default", None)
+        prop.update(given)
+    schema["oneOf"] = [{"required": ["sql"]}, {"required": ["query"]}]
+
+
 class QueryIn(Strict):
-    sql: str = Field(
+    """A DP query: SQL text (`sql`) or the same query in parts (`query`), exactly one of them."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_sql_or_query)
+
+    # neither is nullable: given, each is the query; absent, the other one is
+    sql: str | None = Field(
+        default=None,
         min_length=1,
         max_length=20_000,
         description='An aggregate in the SQL subset, e.g. "SELECT COUNT(*), AVG(age) FROM adult WHERE age > 30"',
     )
+    query: BuiltQuery | None = Field(default=None, description="The query in parts (instead of sql)")
     epsilon: float = Field(gt=0, description="Privacy cost of the whole query")
     delta: float | None = Field(default=None, gt=0, lt=1, description="With a delta: Gaussian noise (zCDP)")
     max_rows: int = Field(default=1, ge=1, le=1_000_000, description="Rows each subject may contribute")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_null(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("sql", "query"):
+                if key in data and data[key] is None:
+                    raise ValueError(f"{key} may not be null: give exactly one of sql or query")
+        return data
+
+    @model_validator(mode="after")
+    def _one_form(self) -> QueryIn:
+        if (self.sql is None) == (self.query is None):
+            raise ValueError("give exactly one of sql (SQL text) or query (the query in parts)")
+        return self
 
 
 class BudgetOut(BaseModel):
@@ -127,17 +239,21 @@ class FederatedRunOut(BaseModel):
     "/dp/query",
     tags=["dp"],
     summary="Answer an aggregate with differential privacy, spending the dataset's budget (recorded)",
-    description="The SQL subset of `complai dp query`. The answer holds only noisy values, their error "
-    "bounds and public parameters; 409 when the budget would be overspent.",
+    description="The query of `complai dp query`: as SQL text (`sql`) in its subset, or in parts (`query`: "
+    "dataset, statistics, row predicates, a grouping column) as the library's QueryBuilder builds it; exactly "
+    "one of the two. Both are authorised, answered and recorded alike. The answer holds only noisy values, "
+    "their error bounds and public parameters; 409 when the budget would be overspent.",
     responses=problems(NOT_FOUND, CONFLICT),
 )
 def dp_query(body: QueryIn, session: PurposeSession) -> AnswerOut:
-    answer = session.dp_query(body.sql, body.epsilon, body.delta, body.max_rows)
+    query: str | QueryBuilder | None = body.query.builder() if body.query is not None else body.sql
+    assert query is not None
+    answer = session.dp_query(query, body.epsilon, body.delta, body.max_rows)
     seq = session.last_seq
     assert seq is not None
     from complai.dp.sql import parse  # heavy: sqlglot (loaded by the query already)
 
-    left = session.budget(parse(body.sql).dataset)
+    left = session.budget(body.query.dataset if body.query is not None else parse(str(query)).dataset)
     return AnswerOut.model_validate({**answer.as_dict(), "ledger_seq": seq, "budget_remaining": left.as_dict()})
 
 
