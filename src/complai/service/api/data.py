@@ -162,6 +162,13 @@ class TextOut(BaseModel):
     ledger_seq: int | None
 
 
+# a hierarchy: each value of a column mapped to its ancestors, most specific first
+Hierarchy = Annotated[
+    dict[str, Annotated[list[Annotated[str, Field(max_length=1000)]], Field(max_length=64)]],
+    Field(min_length=1, max_length=100_000),
+]
+
+
 class TableIn(Strict):
     rows: list[dict[str, str | int | float | bool | None]] = Field(
         min_length=1, max_length=100_000, description="The table, one object of plain values a row"
@@ -177,6 +184,14 @@ class TableIn(Strict):
     keep: list[str] = Field(default_factory=list, description="Direct identifiers to keep, by name")
     direct_identifiers: Literal["drop", "pseudonymize"] = "drop"
     dataset: str | None = Field(default=None, description="A dataset whose schema declares the columns")
+    hierarchies: dict[str, Hierarchy] | None = Field(
+        default=None,
+        max_length=64,
+        description="Generalisation hierarchies of categorical quasi-identifiers, by column: each value of the "
+        'column mapped to its ancestors, most specific first (e.g. {"education": {"Bachelors": ["Undergraduate", '
+        '"Higher education", "*"], ...}}), as the CLI\'s --hierarchy files. A class of several values is labelled '
+        "by their lowest common ancestor.",
+    )
 
 
 class TableOut(BaseModel):
@@ -735,6 +750,9 @@ def deid_text(body: TextIn, session: PurposeSession) -> TextOut:
     "/deid/table",
     tags=["deid"],
     summary="k-anonymise a table the caller holds (direct identifiers dropped or pseudonymised; recorded)",
+    description="Categorical quasi-identifiers generalise to sets of their values, or, given a hierarchy, to "
+    "their values' lowest common ancestor; a hierarchy that does not cover every value of its column, or is "
+    "given for a column that is not a categorical quasi-identifier, is refused with nothing recorded.",
     responses=problems(NOT_FOUND),
 )
 def deid_table(body: TableIn, session: PurposeSession) -> TableOut:
@@ -742,6 +760,14 @@ def deid_table(body: TableIn, session: PurposeSession) -> TableOut:
     missing = [c for c in [*body.quasi, *([body.sensitive] if body.sensitive else [])] if c not in frame.columns]
     if missing:
         raise InvalidInput(f"column(s) {missing} are not in the table")
+    for col in body.hierarchies or {}:
+        # the engine generalises a numeric column to ranges unless `numeric` leaves it out: a hierarchy
+        # for it would be ignored
+        if body.numeric is None and col in body.quasi and pd.api.types.is_numeric_dtype(frame[col]):
+            raise InvalidInput(
+                f"column {col!r} is numeric, generalised to ranges: to generalise it by its hierarchy, name the "
+                "numeric quasi-identifiers (numeric) without it"
+            )
     out, report = session.deidentify_table(
         frame,
         body.dataset,
@@ -752,6 +778,7 @@ def deid_table(body: TableIn, session: PurposeSession) -> TableOut:
         l_kind=body.l_kind,
         t=body.t,
         numeric=body.numeric,
+        hierarchies=body.hierarchies,
         suppress=body.suppress,
         keep=body.keep,
         direct_identifiers=body.direct_identifiers,
