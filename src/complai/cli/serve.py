@@ -142,6 +142,15 @@ def serve(
             help="Seconds a running job may go unreported before it is reported failed (its worker died).",
         ),
     ] = 120,
+    read_cache: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=100_000_000,
+            help="Opened records each worker keeps between governed reads (0: none): a DP count or a page "
+            "of a dataset this size or smaller then decrypts nothing. Emptied by any change in the ledger.",
+        ),
+    ] = 200_000,
     request_timeout: Annotated[
         str,
         typer.Option(
@@ -193,6 +202,7 @@ def serve(
         smtp_security=smtp_security,
         job_stale_after_s=job_stale_after,
         request_timeout_s=deadline,
+        read_cache_records=read_cache,
         upload_timeout_s=upload_deadline,
     )
     os.environ.update(settings.to_env())
