@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import httpx
 import pytest
 
 from tests.cli.test_remote import cli, one_line_error
-from tests.service.live import Server, add_token, bearer, prepare_workspace, serving
+from tests.service.live import COMPLAI, Server, add_token, bearer, child_env, prepare_workspace, serving
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +242,45 @@ def test_commands_that_run_only_on_the_workspace_still_refuse(live: tuple[Server
         done = cli(*args, server=server.url, token=token)
         assert done.returncode == 2, done
         assert "no remote form" in one_line_error(done)
+
+
+def local(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same command's local form, on the server's workspace."""
+    return subprocess.run(
+        [COMPLAI, "--workspace", str(server.workspace), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(),
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("ledger", "show", "--from", "1", "--limit", "4", "--json"),
+        ("principal", "list", "--json"),
+        ("dataset", "show", "adult", "--json"),
+        ("ropa", "--json"),
+        ("model", "list", "--json"),
+    ],
+)
+def test_remote_json_is_the_local_json(live: tuple[Server, str], args: tuple[str, ...]) -> None:
+    server, token = live
+    there = cli(*args, server=server.url, token=token)
+    ok(there)
+    here = local(server, *args)
+    ok(here)
+    assert json.loads(there.stdout) == json.loads(here.stdout)
+
+
+def test_ledger_verify_as_text(live: tuple[Server, str]) -> None:
+    server, token = live
+    before = httpx.get(f"{server.url}/api/v1/ledger", headers=bearer(token)).json()["size"]
+    done = cli("ledger", "verify", server=server.url, token=token)
+    ok(done)
+    m = re.search(r"ledger intact: (\d+) entries", " ".join(done.stdout.split()))
+    assert m is not None, done.stdout
+    after = httpx.get(f"{server.url}/api/v1/ledger", headers=bearer(token)).json()["size"]
+    assert before <= int(m.group(1)) <= after

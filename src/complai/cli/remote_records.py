@@ -119,7 +119,7 @@ def ledger_verify(quorum: QuorumOpt = 0, json_out: JsonOpt = False) -> None:
     elif report["ok"]:
         console.print(
             f"[green]ledger intact[/]: {report['size']} entries, root {report['root'][:16]}..., "
-            f"{report['checkpoints']} checkpoint(s) checked, {report['witnessed']} witnessed"
+            f"{report['checkpoints_checked']} checkpoint(s) checked, {report['checkpoints_witnessed']} witnessed"
         )
         for n in report.get("notes") or []:
             console.print(f"note: {n}")
