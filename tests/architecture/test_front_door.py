@@ -26,6 +26,10 @@ WORKSPACE_DOOR = {
     "open",
     "restore_backup",
     "transparency_log",  # the ledger's checkpoint and hash tiles: public, no personal data (app/tlog.py)
+    # the opened records a long-running process keeps (vault/readcache.py): how many, when to look
+    "keep_opened_records",
+    "look_for_changes",
+    "forget_opened_records",
 }
 # modules whose classes are services (an interface importing them could build or reach one)
 SERVICE_MODULES = (

@@ -402,6 +402,12 @@ class Workspace:
         """Empty the kept records if the ledger holds a change since the last look (see above)."""
         self.vault.look_for_changes()
 
+    def forget_opened_records(self) -> None:
+        """Drop every kept record now, keeping on afterwards."""
+        cache = self.vault.read_cache
+        if cache is not None:
+            cache.clear()
+
     def close(self) -> None:
         self.vault.keep_opened(0)
         self.store.dispose()

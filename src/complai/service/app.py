@@ -49,9 +49,7 @@ async def _look_for_changes(ws: Workspace) -> None:
         try:
             await asyncio.to_thread(ws.look_for_changes)
         except Exception as exc:  # the store unreachable, say: hold nothing that was not looked at
-            cache = ws.vault.read_cache
-            if cache is not None:
-                cache.clear()
+            ws.forget_opened_records()
             log.warning("looking at the ledger failed (%s); the kept records were dropped", type(exc).__name__)
 
 

@@ -191,7 +191,7 @@ class RequestDeadline:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # imported here: problems.py loads FastAPI's handlers, which the middleware otherwise does not need
+        # heavy: problems.py loads FastAPI's handlers, which the middleware otherwise does not need
         from complai.service.problems import deadline_passed
 
         loop = asyncio.get_running_loop()
