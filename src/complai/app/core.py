@@ -16,6 +16,7 @@ from complai.access.identity import Principal
 from complai.app.services import Services
 from complai.deid.governed import apply
 from complai.deid.operators import Anonymizer
+from complai.dp.budget import BudgetState
 from complai.errors import ComplaiError
 from complai.logs import log_operation
 from complai.vault.schema import DeidSpec
@@ -74,6 +75,7 @@ class SessionCore:
         self.roles = principal.roles
         self.purpose = purpose
         self.last_seq: int | None = None
+        self.last_budget: BudgetState | None = None  # a DP answer's dataset budget, after its spend
         self._depth = 0  # operations in progress (one operation may use another)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -457,8 +457,12 @@ class Budgets:
 
     def remaining(self, conn: Connection, dataset: str) -> float:
         """Epsilon (at the budget's delta) the dataset has left."""
+        return self.state(conn, dataset).epsilon_remaining
+
+    def state(self, conn: Connection, dataset: str) -> BudgetState:
+        """The dataset's own budget as `conn` sees it (after a reservation in the same transaction)."""
         r = conn.execute(select(dp_budgets).where(dp_budgets.c.dataset == dataset, dp_budgets.c.principal == ALL)).one()
-        return BudgetState.of(r).epsilon_remaining
+        return BudgetState.of(r)
 
     def spend(
         self,

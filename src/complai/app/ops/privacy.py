@@ -141,6 +141,8 @@ class PrivacyOps(SessionCore):
                 conn, query.dataset, self.principal, "dp.query", cost.kind, eps=cost.pure_epsilon, rho=cost.zcdp_rho
             )
             answer = plan.release(frame)
+            # the dataset's budget after this answer, for the caller (one who may query may see it)
+            self.last_budget = budgets.state(conn, query.dataset)
             self.last_seq = self._svc.ledger.emit(
                 conn,
                 DPQueryAnswered,
@@ -152,7 +154,7 @@ class PrivacyOps(SessionCore):
                 group_by=plan.group_by,
                 schema_digest=schema.digest(),
                 **answer.public(),
-                epsilon_remaining=budgets.remaining(conn, query.dataset),
+                epsilon_remaining=self.last_budget.epsilon_remaining,
             )
         return answer
 

@@ -249,11 +249,8 @@ def dp_query(body: QueryIn, session: PurposeSession) -> AnswerOut:
     query: str | QueryBuilder | None = body.query.builder() if body.query is not None else body.sql
     assert query is not None
     answer = session.dp_query(query, body.epsilon, body.delta, body.max_rows)
-    seq = session.last_seq
-    assert seq is not None
-    from complai.dp.sql import parse  # heavy: sqlglot (loaded by the query already)
-
-    left = session.budget(body.query.dataset if body.query is not None else parse(str(query)).dataset)
+    seq, left = session.last_seq, session.last_budget
+    assert seq is not None and left is not None
     return AnswerOut.model_validate({**answer.as_dict(), "ledger_seq": seq, "budget_remaining": left.as_dict()})
 
 
