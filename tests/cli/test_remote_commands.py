@@ -41,19 +41,21 @@ def ok(done: object) -> None:
 def test_read_pages_to_a_private_file_never_overwritten(live: tuple[Server, str], tmp_path: Path) -> None:
     server, token = live
     before = counts(server, token).get("vault.read", 0)
+    held = httpx.get(f"{server.url}/api/v1/datasets/adult", headers=bearer(token)).json()["records"]
+    assert held >= 101  # set up with 120 rows (other tests may add or erase a few): three pages of 50
     out = tmp_path / "adult.csv"
     done = cli("dataset", "read", "adult", "--purpose", "analytics", "--page-size", "50", "--out", str(out),
                server=server.url, token=token)  # fmt: skip
     ok(done)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert len(rows) == 120  # three pages of 50, 50 and 20, one header
+    assert len(rows) == held and len({r["subject_id"] for r in rows}) == held  # one header, no row twice
     assert counts(server, token)["vault.read"] == before + 3
     again = cli("dataset", "read", "adult", "--purpose", "analytics", "--out", str(out),
                 server=server.url, token=token)  # fmt: skip
     assert again.returncode == 2 and "already exists" in one_line_error(again)
     assert counts(server, token)["vault.read"] == before + 3  # refused before anything was read
-    assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == 120
+    assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == held
 
 
 def test_read_as_json_with_a_limit(live: tuple[Server, str]) -> None:
@@ -284,3 +286,50 @@ def test_ledger_verify_as_text(live: tuple[Server, str]) -> None:
     assert m is not None, done.stdout
     after = httpx.get(f"{server.url}/api/v1/ledger", headers=bearer(token)).json()["size"]
     assert before <= int(m.group(1)) <= after
+
+
+def test_subject_rights_consents_keys_retention(live: tuple[Server, str], tmp_path: Path) -> None:
+    server, token = live
+    read = cli("dataset", "read", "adult", "--purpose", "credit_scoring", "--format", "json",
+               server=server.url, token=token)  # fmt: skip
+    ok(read)
+    subject = json.loads(read.stdout)["rows"][0]["subject_id"]
+    out = tmp_path / "export.json"
+    exported = cli("subject", "export", subject, "--out", str(out), server=server.url, token=token)
+    ok(exported)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert subject in out.read_text()
+    withdrawn = cli("consent", "withdraw", subject, "--purpose", "credit_scoring", server=server.url, token=token)
+    ok(withdrawn)
+    assert "consent for credit_scoring withdrawn (ledger entry" in withdrawn.stdout
+    after = cli("dataset", "read", "adult", "--purpose", "credit_scoring", "--format", "json",
+                server=server.url, token=token)  # fmt: skip
+    ok(after)
+    assert subject not in [row["subject_id"] for row in json.loads(after.stdout)["rows"]]
+    erased = cli("subject", "erase", subject, "--json", server=server.url, token=token)
+    ok(erased)
+    assert json.loads(erased.stdout)["erased"] is True
+    keys = cli("keys", "status", "--json", server=server.url, token=token)
+    ok(keys)
+    assert json.loads(keys.stdout) == json.loads(local(server, "keys", "status", "--json").stdout)
+    swept = cli("retention", "sweep", "--json", server=server.url, token=token)
+    ok(swept)
+    assert json.loads(swept.stdout)["records_deleted"] == 0  # nothing here is past its ten years
+
+
+def test_roles_granted_remotely_and_refused_to_a_non_owner(live: tuple[Server, str]) -> None:
+    server, token = live
+    added = cli("principal", "add", "remote-steward", "--kind", "service", server=server.url, token=token)
+    ok(added)
+    granted = cli("role", "grant", "steward", "--principal", "remote-steward", server=server.url, token=token)
+    ok(granted)
+    principals = json.loads(local(server, "principal", "list", "--json").stdout)
+    assert [p["roles"] for p in principals if p["name"] == "remote-steward"] == [["steward"]]
+    analyst = add_token(server.workspace, "remote-analyst3", "analyst")
+    before = counts(server, token).get("access.denied", 0)
+    refused = cli("role", "grant", "owner", "--principal", "remote-analyst3", server=server.url, token=analyst)
+    assert refused.returncode == 2
+    one_line_error(refused)
+    assert counts(server, token)["access.denied"] == before + 1
+    principals = json.loads(local(server, "principal", "list", "--json").stdout)
+    assert [p["roles"] for p in principals if p["name"] == "remote-analyst3"] == [["analyst"]]

@@ -418,9 +418,10 @@ def segment(value: str) -> str:
 # --- dispatch --------------------------------------------------------------------------------------
 
 # the top-level commands with a remote form: name -> "module:attribute", as cli/main.py's COMMANDS
-# (the groups of remote_data and remote_records add their commands to the groups here when imported)
+# (remote_data, remote_records and remote_admin add their commands to the groups here when imported)
 _DATA = "complai.cli.remote_data"
 _RECORDS = "complai.cli.remote_records"
+_ADMIN = "complai.cli.remote_admin"  # adds `principal add` to remote_records' group
 REMOTE: dict[str, str] = {
     "status": f"{__name__}:status",
     "ledger": f"{_RECORDS}:ledger_app",
@@ -433,6 +434,11 @@ REMOTE: dict[str, str] = {
     "incident": f"{_RECORDS}:incident_app",
     "dpia": f"{_RECORDS}:dpia_app",
     "ropa": f"{_RECORDS}:ropa",
-    "principal": f"{_RECORDS}:principal_app",
+    "principal": f"{_ADMIN}:principal_app",
+    "role": f"{_ADMIN}:role_app",
+    "subject": f"{_ADMIN}:subject_app",
+    "consent": f"{_ADMIN}:consent_app",
+    "keys": f"{_ADMIN}:keys_app",
+    "retention": f"{_ADMIN}:retention_app",
     "token": f"{_RECORDS}:token_app",
 }

@@ -1,0 +1,225 @@
+"""Remote forms (`complai --server URL`) of the stewards' and security officers' commands: a subject's
+rights carried out (export, erase, rectify, restrict, object), consents, keys, retention and roles. Each
+answers as its local form does, from what the API answers; nothing here opens a workspace (see
+cli/remote.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from complai.cli.output import print_json, table
+from complai.cli.remote import ForceOpt, JsonOpt, RemoteGroup, output_path, remote, segment, write_file
+from complai.cli.remote_records import principal_app
+from complai.cli.state import console
+from complai.errors import InvalidInput
+
+__all__ = ["consent_app", "keys_app", "principal_app", "retention_app", "role_app", "subject_app"]
+
+subject_app = typer.Typer(
+    cls=RemoteGroup, help="Data subjects: export, erase, rectify, restrict, object.", no_args_is_help=True
+)
+consent_app = typer.Typer(cls=RemoteGroup, help="Consent records per subject and purpose.", no_args_is_help=True)
+keys_app = typer.Typer(cls=RemoteGroup, help="Encryption keys: status and rotation.", no_args_is_help=True)
+retention_app = typer.Typer(
+    cls=RemoteGroup, help="Retention: delete what is past its dataset's retention.", no_args_is_help=True
+)
+role_app = typer.Typer(cls=RemoteGroup, help="Roles: owner, admin, auditor, analyst, steward.", no_args_is_help=True)
+
+SubjectArg = Annotated[str, typer.Argument(help="The subject's external id.")]
+
+
+# --- subjects --------------------------------------------------------------------------------------
+
+
+@subject_app.command("export")
+def subject_export(
+    subject: SubjectArg,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here (default: stdout).")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Everything held about a subject, as JSON (access / portability); the file is mode 0600."""
+    if out:
+        output_path(out, force)
+    with remote() as r:
+        doc = r.response("POST", "/subjects/export", json={"subject": subject}).json()
+    text = json.dumps(doc, indent=2, sort_keys=True)
+    if out:
+        write_file(out, text + "\n", force, say=True)
+    else:
+        console.file.write(text + "\n")
+
+
+@subject_app.command("erase")
+def subject_erase(subject: SubjectArg, json_out: JsonOpt = False) -> None:
+    """Erase a subject: records and consents deleted, data keys destroyed, tombstone in the ledger."""
+    with remote() as r:
+        seq = r.call("POST", "/subjects/erase", json={"subject": subject})["ledger_seq"]
+    if json_out:
+        print_json({"erased": True, "ledger_seq": seq})
+    else:
+        console.print(f"subject erased (ledger entry {seq})")
+
+
+@subject_app.command("rectify")
+def subject_rectify(
+    subject: SubjectArg,
+    dataset: Annotated[str, typer.Option("--dataset", help="The dataset holding the field.")],
+    field: Annotated[str, typer.Option("--field", help="The field to correct.")],
+    value: Annotated[str, typer.Option("--value", help="Its correct value (checked against the schema).")],
+) -> None:
+    """Correct one field in a subject's records."""
+    body = {"subject": subject, "dataset": dataset, "field": field, "value": value}
+    with remote() as r:
+        seq = r.call("POST", "/subjects/rectify", json=body)["ledger_seq"]
+    console.print(f"rectified {field} in {dataset} (ledger entry {seq})")
+
+
+@subject_app.command("restrict")
+def subject_restrict(
+    subject: SubjectArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why processing is restricted (recorded).")] = "",
+    lift: Annotated[bool, typer.Option("--lift", help="Lift an existing restriction.")] = False,
+) -> None:
+    """Restrict processing of a subject (or lift the restriction)."""
+    with remote() as r:
+        seq = r.call("POST", "/subjects/restrict", json={"subject": subject, "reason": reason, "lift": lift})
+    console.print(f"restriction {'lifted' if lift else 'recorded'} (ledger entry {seq['ledger_seq']})")
+
+
+@subject_app.command("object")
+def subject_object(
+    subject: SubjectArg,
+    purpose: Annotated[str, typer.Option("--purpose", help="Purpose objected to, or '*' for all.")],
+    opt_out: Annotated[bool, typer.Option("--opt-out", help="A CCPA opt-out rather than a GDPR objection.")] = False,
+) -> None:
+    """Record a subject's objection (or opt-out) to processing for a purpose."""
+    body = {"subject": subject, "purpose": purpose, "opt_out": opt_out}
+    with remote() as r:
+        seq = r.call("POST", "/subjects/object", json=body)["ledger_seq"]
+    console.print(f"{'opt-out' if opt_out else 'objection'} recorded (ledger entry {seq})")
+
+
+# --- consent ---------------------------------------------------------------------------------------
+
+
+@consent_app.command("grant")
+def consent_grant(
+    subject: SubjectArg,
+    purpose: Annotated[str, typer.Option("--purpose", help="The purpose consented to.")],
+    basis: Annotated[str, typer.Option("--basis", help="Lawful basis key.")] = "gdpr.consent",
+    notice_version: Annotated[
+        str, typer.Option("--notice-version", help="The privacy notice the subject was shown.")
+    ] = "unspecified",
+    source: Annotated[str, typer.Option("--source", help="Where the consent was collected.")] = "cli",
+) -> None:
+    """Record a subject's consent for a purpose."""
+    body = {"subject": subject, "purpose": purpose, "basis": basis, "notice_version": notice_version, "source": source}
+    with remote() as r:
+        seq = r.call("POST", "/consents", json=body)["ledger_seq"]
+    console.print(f"consent for {purpose} recorded (ledger entry {seq})")
+
+
+@consent_app.command("withdraw")
+def consent_withdraw(
+    subject: SubjectArg,
+    purpose: Annotated[str, typer.Option("--purpose", help="The purpose consent is withdrawn for.")],
+) -> None:
+    """Withdraw a subject's consent for a purpose; reads for it stop including the subject."""
+    with remote() as r:
+        seq = r.call("POST", "/consents/withdraw", json={"subject": subject, "purpose": purpose})["ledger_seq"]
+    console.print(f"consent for {purpose} withdrawn (ledger entry {seq})")
+
+
+# --- keys and retention ----------------------------------------------------------------------------
+
+
+@keys_app.command("status")
+def keys_status(json_out: JsonOpt = False) -> None:
+    """Show the key-encryption key versions and the state of any rotation."""
+    with remote() as r:
+        st = r.call("GET", "/keys")
+    if json_out:
+        print_json(st)
+        return
+    t = table(show_header=False, box=None, columns=2)
+    for k, v in st.items():
+        t.add_row(k.replace("_", " "), json.dumps(v) if isinstance(v, dict) else str(v))
+    console.print(t)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Data keys re-wrapped per transaction (1 to 1,000,000).")
+    ] = 2000,
+    json_out: JsonOpt = False,
+) -> None:
+    """New key-encryption key; re-wrap every data key (a job on the server; resumes an interrupted rotation)."""
+    if not 1 <= batch_size <= 1_000_000:
+        raise InvalidInput(f"--batch-size must be between 1 and 1000000, not {batch_size}")
+    with remote() as r:
+        job = r.call("POST", "/keys/rotate", json={"batch_size": batch_size})
+        result: dict[str, Any] = r.follow(job, "re-wrapping data keys", quiet=json_out)["result"]
+    if json_out:
+        print_json(result)
+    else:
+        console.print(
+            f"{'resumed rotation to' if result['resumed'] else 'rotated to'} KEK version {result['to_version']}: "
+            f"{result['deks_rewrapped']:,} data keys re-wrapped, retired versions {result['retired'] or 'none'}"
+        )
+
+
+@retention_app.command("sweep")
+def retention_sweep(json_out: JsonOpt = False) -> None:
+    """Delete records past retention; crypto-shred subjects left with nothing (a job on the server)."""
+    with remote() as r:
+        job = r.call("POST", "/retention/sweep")
+        result: dict[str, Any] = r.follow(job, "sweeping", quiet=json_out)["result"]
+    if json_out:
+        print_json(result)
+    else:
+        console.print(
+            f"deleted {result['records_deleted']:,} expired records; {result['subjects_shredded']:,} subjects shredded"
+        )
+
+
+# --- principals and roles --------------------------------------------------------------------------
+
+RoleArg = Annotated[str, typer.Argument(help="owner, admin, auditor, analyst or steward.")]
+RolePrincipalOpt = Annotated[str, typer.Option("--principal", help="The principal whose roles change.")]
+
+
+@principal_app.command("add")
+def principal_add(
+    name: Annotated[str, typer.Argument(help="The principal's name (lower case, digits, . _ @ -).")],
+    kind: Annotated[str, typer.Option("--kind", help="human or service")] = "human",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read a password from stdin.")] = False,
+) -> None:
+    """Add a person or a service (owner only); it has no rights until granted a role or a rule."""
+    body: dict[str, Any] = {"name": name, "kind": kind}
+    if password_stdin:
+        body["password"] = sys.stdin.readline().rstrip("\n")
+    with remote() as r:
+        p = r.call("POST", "/principals", json=body)
+    console.print(f"added {p['kind']} principal {p['name']}")
+
+
+@role_app.command("grant")
+def role_grant(role: RoleArg, principal: RolePrincipalOpt) -> None:
+    """Grant a role to a principal (owner only; never to yourself)."""
+    with remote() as r:
+        r.call("PUT", f"/principals/{segment(principal)}/roles/{segment(role)}")
+    console.print(f"granted {role} to {principal}")
+
+
+@role_app.command("revoke")
+def role_revoke(role: RoleArg, principal: RolePrincipalOpt) -> None:
+    """Revoke a role from a principal (owner only; never your own)."""
+    with remote() as r:
+        r.call("DELETE", f"/principals/{segment(principal)}/roles/{segment(role)}")
+    console.print(f"revoked {role} from {principal}")
