@@ -18,6 +18,12 @@ its values. The mode says what happens to a row whose key is already stored:
 In every mode a key repeated inside the file is refused. Subjects keep their identity, keys and
 consents when their records are superseded or replaced, even if left without records (a later file
 may bring them back; an erasure would bar them for good).
+
+Consents given as `IngestConsents(..., any_subject=False)` (a principal who may not record consents)
+may name only subjects the ingest itself creates: a consent covers all of its subject's records, in
+every dataset, so one naming a subject already known would make records the ingest never brought
+processable on a basis nobody with that right recorded. Any other subject refuses the whole ingest
+(PolicyDenied, recorded as access.denied once the transaction is rolled back).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypedDict, get_args
+from typing import Any, Literal, NoReturn, TypeAlias, TypedDict, get_args
 
 import pandas as pd
 from sqlalchemy import Column, Connection, LargeBinary, MetaData, String, Table, delete, exists, func, select
@@ -40,8 +46,8 @@ from complai.clock import Clock, to_us
 from complai.crypto.aead import DataKey
 from complai.crypto.keyring import Keyring, new_raw_key
 from complai.crypto.pseudonym import Pseudonymizer
-from complai.errors import InvalidInput
-from complai.events import RecordsIngested
+from complai.errors import InvalidInput, PolicyDenied
+from complai.events import AccessDenied, RecordsIngested
 from complai.inputs import MAX_REPORTED, TABLE_MAX_BYTES, parse_csv, read_input, summarise
 from complai.ledger.log import Ledger
 from complai.store import Store, bulk_insert, placeholder
@@ -70,8 +76,21 @@ _RECORD_COLUMNS = (
     "record_key",
 )
 
+ConsentSource: TypeAlias = pd.DataFrame | Path | str
+
+
+@dataclass(frozen=True)
+class IngestConsents:
+    """Consent records given with an ingest, and whether their giver may record consents for any
+    subject (the right `consent grant` needs); without it, only for subjects this ingest creates.
+    Plain consent records (a frame, a file) are taken as given with that right."""
+
+    data: ConsentSource
+    any_subject: bool = False
+
+
 DataInput: TypeAlias = pd.DataFrame | Path | str | list[dict[str, Any]]
-ConsentInput: TypeAlias = pd.DataFrame | Path | str
+ConsentInput: TypeAlias = pd.DataFrame | Path | str | IngestConsents
 IngestMode = Literal["insert", "append", "upsert", "replace"]
 MODES: tuple[str, ...] = get_args(IngestMode)
 IngestProgress = Callable[[str, int, int], None]
@@ -223,13 +242,25 @@ def _converted(
 
 
 class _Run:
-    """What one ingest works under: the schema (its version and digest), the keys, the time, the mode."""
+    """What one ingest works under: the schema (its version and digest), the keys, the time, the mode;
+    with `new_only`, the pseudonyms of the consents' subjects, which this ingest must create (`created`:
+    those it did)."""
 
-    def __init__(self, schema: DatasetSchema, schema_version: int, keyer: RecordKeys, now: datetime, mode: str) -> None:
+    def __init__(
+        self,
+        schema: DatasetSchema,
+        schema_version: int,
+        keyer: RecordKeys,
+        now: datetime,
+        mode: str,
+        new_only: frozenset[str] | None = None,
+    ) -> None:
         self.schema, self.schema_version, self.keyer, self.now, self.mode = schema, schema_version, keyer, now, mode
         self.sdig = schema.digest()
         self.now_us = to_us(now)
         self.expires_us = to_us(retention_deadline(now, schema.retention))
+        self.new_only = new_only
+        self.created: set[str] = set()
 
 
 class Ingest:
@@ -259,7 +290,12 @@ class Ingest:
         progress: IngestProgress | None = None,
     ) -> IngestResult:
         """Encrypt and store rows (a file, a frame or a list of mappings), with optional consent records,
-        in one transaction (all or nothing); `mode` says what becomes of rows whose record is stored."""
+        in one transaction (all or nothing); `mode` says what becomes of rows whose record is stored.
+        Consents given as IngestConsents without `any_subject` may name only subjects this ingest creates
+        (PolicyDenied, recorded, otherwise)."""
+        new_only = isinstance(consents_data, IngestConsents) and not consents_data.any_subject
+        if isinstance(consents_data, IngestConsents):
+            consents_data = consents_data.data
         if mode not in MODES:
             raise InvalidInput(f"unknown ingest mode {mode!r} (one of {', '.join(MODES)})")
         info = self.catalog.get(dataset)
@@ -277,10 +313,17 @@ class Ingest:
                 consents_frame = consents_data
                 consent_source = _frame_bytes(consents_frame)
             consent_rows = self.prepare_consents(schema, consents_frame)
+        pseudonyms = self.subjects.pseudonyms
+        named = frozenset(pseudonyms.subject(c["subject"]) for c in consent_rows) if new_only else None
         source = _open_source(data, options, [f.name for f in schema.fields])
         try:
-            run = _Run(schema, info.version, RecordKeys(schema, self.subjects.pseudonyms), self.clock.now(), mode)
+            run = _Run(schema, info.version, RecordKeys(schema, pseudonyms), self.clock.now(), mode, named)
             return self._ingest(run, source, actor, consent_rows, consent_source, purpose, progress)
+        except PolicyDenied as exc:  # the transaction is rolled back: the refusal is all that is written
+            self.ledger.emit(
+                None, AccessDenied, actor=actor, purpose=purpose, action="admin", dataset="*", reason=exc.message
+            )
+            raise
         finally:
             source.close()
 
@@ -299,6 +342,10 @@ class Ingest:
         r, s = records.c, subjects.c
         with self.store.write() as conn:
             self.catalog.check_version(conn, dataset, run.schema_version)  # sealed and stamped under this version
+            if run.new_only:  # authorised before a row is read: no consent may name a subject already known
+                known = self.subjects.by_pseudonym(conn, run.new_only)
+                if known:
+                    self._refuse_consents(actor, dataset, len(known))
             _temp_tables(conn)
             total, checked = self._check(conn, schema, source, keyer, progress)
             distinct = int(conn.execute(select(func.count()).select_from(_keys)).scalar_one())
@@ -332,7 +379,7 @@ class Ingest:
             stored, counts = self._write(conn, run, source, stored_before, total, progress)
             if source.digest != checked:
                 raise InvalidInput(f"data file {source.name} changed while it was being ingested; nothing was stored")
-            n_consents, given, withdrawn = self._store_consents(conn, consent_rows, now)
+            n_consents, given, withdrawn = self._store_consents(conn, run, actor, consent_rows)
             n_subjects = int(conn.execute(select(func.count()).select_from(_subjects)).scalar_one())
             h = hashlib.sha256()
             for (p,) in conn.execute(select(_subjects.c.p).order_by(_subjects.c.p).execution_options(**_STREAM)):
@@ -490,6 +537,8 @@ class Ingest:
             # a concurrent ingest that committed them first made them existing subjects (with their keys)
             new_ext = [e for e in new_ext if pseud[e] in mine]
             fresh = {e: fresh[e] for e in new_ext}
+            if run.new_only:
+                run.created.update(pseud[e] for e in new_ext if pseud[e] in run.new_only)
         counts["new_subjects"] += len(new_ext)
         erased = {p for p, subj in known.items() if subj.erased}
         per_subject = Counter(external[i] for i in keep if pseud[external[i]] not in erased)
@@ -529,11 +578,20 @@ class Ingest:
         counts["rows"] += len(out)
         _insert_temp(conn, "ingest_subjects", "p", sorted(pseud[e] for e in per_subject))
 
+    @staticmethod
+    def _refuse_consents(actor: str, dataset: str, n: int) -> NoReturn:
+        raise PolicyDenied(
+            f"{actor} may not record consents for {n} subject(s) this ingest into {dataset} does not create: "
+            "consents given with an ingest name only its new subjects, unless the principal may record "
+            "consents (admin, as consent grant needs)"
+        )
+
     def _store_consents(
-        self, conn: Connection, consent_rows: list[ConsentRow], now: datetime
+        self, conn: Connection, run: _Run, actor: str, consent_rows: list[ConsentRow]
     ) -> tuple[int, RecordSet, RecordSet]:
         """Consent rows for subjects of the data or already known (InvalidInput naming how many are
-        neither); those of erased subjects are not stored."""
+        neither), or with `run.new_only` for subjects this ingest created (PolicyDenied otherwise: a
+        concurrent ingest created them first); those of erased subjects are not stored."""
         given, withdrawn = RecordSet(), RecordSet()
         if not consent_rows:
             return 0, given, withdrawn
@@ -543,6 +601,10 @@ class Ingest:
         absent = [e for e in pseud if pseud[e] not in known]
         if absent:
             raise InvalidInput(f"consents name {len(absent)} subject(s) that are neither in the data nor known")
+        if run.new_only is not None:
+            others = [p for p in pseud.values() if p not in run.created]
+            if others:
+                self._refuse_consents(actor, run.schema.name, len(others))
         crow = []
         for c in consent_rows:
             subj = known[pseud[c["subject"]]]
@@ -563,7 +625,7 @@ class Ingest:
         bulk_insert(conn, consents, crow, columns=("subject_id", *_CONSENT_FIELDS))
         return len(crow), given, withdrawn
 
-    def prepare_consents(self, schema: DatasetSchema, data: ConsentInput) -> list[ConsentRow]:
+    def prepare_consents(self, schema: DatasetSchema, data: ConsentSource) -> list[ConsentRow]:
         """Checked consent rows; every bad row (unknown or undeclared purpose, bad basis or time) is
         reported at once, by file line when the consents came from a CSV."""
         frame = read_csv(Path(data), "consents") if isinstance(data, str | Path) else data.astype("object")

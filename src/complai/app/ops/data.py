@@ -9,14 +9,15 @@ from typing import Any
 
 import pandas as pd
 
-from complai.app.core import GovernedRead, SessionCore
+from complai.app.core import ALL, GovernedRead, SessionCore
 from complai.clock import as_utc, utc_iso
 from complai.crypto.digest import digest, digest_text
 from complai.deid.analyzer import TextAnalyzer
 from complai.deid.operators import Anonymizer, Change
 from complai.deid.tabular import Report, anonymize
-from complai.errors import InvalidInput
+from complai.errors import InvalidInput, PolicyDenied
 from complai.events import TableDeidentified, TextDeidentified, TextDetokenized
+from complai.vault.ingest import IngestConsents
 from complai.vault.lifecycle import AlterResult, DropResult
 from complai.vault.lifecycle import Progress as CheckProgress
 from complai.vault.schema import DatasetSchema, DeidSpec, load_schema
@@ -71,10 +72,24 @@ class DataOps(SessionCore):
         """Encrypt and store rows (a CSV, JSON Lines or Parquet file read in chunks, a frame, or a list
         of mappings), with optional consents, all or nothing. `mode`: insert (refuse records already
         stored), append (skip them), upsert (supersede them; needs the dataset's record_key) or replace
-        (the dataset's records replaced by the file's). `progress(stage, done, total)` is told as it goes."""
+        (the dataset's records replaced by the file's). `progress(stage, done, total)` is told as it goes.
+        Needs `ingest` on the dataset; replace, which deletes every record the file does not bring back,
+        also `admin` on it (as dropping it does). Consents may name only subjects the ingest creates
+        unless the principal may record consents (`admin`, as grant_consent); refusals are recorded."""
         self._check("ingest", dataset)
+        if mode == "replace":
+            try:
+                self._check("admin", dataset)
+            except PolicyDenied:
+                raise PolicyDenied(
+                    f"{self.principal} may not ingest into {dataset!r} with mode replace for {self.purpose}: it "
+                    "deletes the dataset's other records, which needs admin on the dataset (as dropping it does)"
+                ) from None
+        given = None
+        if consents is not None:  # the right to record consents for any subject: what grant_consent checks
+            given = IngestConsents(consents, any_subject=self._may(ALL, ("admin",), []))
         return self._svc.vault.ingest(
-            dataset, data, self.principal, consents, purpose=self.purpose, mode=mode, options=options, progress=progress
+            dataset, data, self.principal, given, purpose=self.purpose, mode=mode, options=options, progress=progress
         )
 
     def create_dataset(self, schema: DatasetSchema) -> DatasetSchema:
