@@ -73,9 +73,12 @@ def test_owner_changes_name_their_ledger_entries(team: Workspace) -> None:
 
 def test_tokens_through_the_session(team: Workspace) -> None:
     adm = team.session("adm", "security")
-    issued = adm.create_token("ana", "P1D")
+    with pytest.raises(PolicyDenied, match="may not mint tokens for others"):  # the owner's, not an admin's
+        adm.create_token("ana", "P1D")
+    owner = team.session(OWNER, "security")
+    issued = owner.create_token("ana", "P1D")
     assert issued.principal == "ana" and issued.token.startswith(f"cpl_{issued.id}_")
-    assert adm.last_seq == issued.ledger_seq and _kind(team, issued.ledger_seq) == "token.created"
+    assert owner.last_seq == issued.ledger_seq and _kind(team, issued.ledger_seq) == "token.created"
     assert team.session(issued.token, "security").principal == "ana"
     own = team.session("ana", "security").create_token(expires="P1D")
     assert own.principal == "ana"

@@ -30,8 +30,10 @@ def test_minting_for_others_is_refused_before_the_principal_is_looked_up(team: W
             team.identity.create_token("ana", target, expires="P1D")
         messages.add(str(exc.value))
     assert len(messages) == 1
-    with pytest.raises(NotFound):  # those who may mint for others learn that it does not exist
+    with pytest.raises(PolicyDenied, match="may not mint tokens for others"):  # an admin is refused alike
         team.identity.create_token("adm", "nobody-by-that-name", expires="P1D")
+    with pytest.raises(NotFound):  # those who may mint for others (owners) learn that it does not exist
+        team.identity.create_token("boss", "nobody-by-that-name", expires="P1D")
 
 
 def test_revoking_is_refused_alike_for_unknown_and_others_tokens(team: Workspace) -> None:
@@ -52,6 +54,7 @@ def test_identity_refusals_are_recorded(team: Workspace) -> None:
         lambda: team.identity.create_token("ana", "ana", expires=None),  # never expires: owners only
         lambda: team.identity.create_token("ana", "adm", expires="P1D"),
         lambda: team.identity.create_token("adm", "boss", expires="P1D"),
+        lambda: team.identity.create_token("adm", "ana", expires="P1D"),  # an admin for a non-owner too
         lambda: team.identity.set_token_max_lifetime("ana", "P10Y"),
         lambda: team.identity.add("adm", "mallory", "service"),
         lambda: team.identity.grant_role("adm", "ana", "owner"),
@@ -62,7 +65,7 @@ def test_identity_refusals_are_recorded(team: Workspace) -> None:
         with pytest.raises(PolicyDenied):
             attempt()
     assert team.ledger.head().size == size + len(attempts)
-    assert [actor for actor, _ in _denied(team)] == ["ana", "ana", "adm", "ana", "adm", "adm", "ana", "ana"]
+    assert [actor for actor, _ in _denied(team)] == ["ana", "ana", "adm", "adm", "ana", "adm", "adm", "ana", "ana"]
     assert team.identity.tokens_of("ana") == [] and "mallory" not in [p.name for p in team.identity.list()]
 
 

@@ -257,7 +257,7 @@ def test_token_create_rules_on_the_command_line(ws: Path) -> None:
     r = cli(*w, "--token", ana, "token", "create", "--expires", "never")
     assert r.returncode == 2 and "expire within P90D" in r.stderr
     r = cli(*w, "--token", ana, "token", "create", "--principal", "aud", "--expires", "P1D")
-    assert r.returncode == 2 and "owner or admin role" in r.stderr
+    assert r.returncode == 2 and "may not mint tokens for others (the owner role is required)" in r.stderr
     r = cli(*w, "--token", ana, "token", "create", "--expires", "P30D")  # longer than the token in use
     assert r.returncode == 2 and "cannot outlive" in r.stderr
     r = cli(*w, "--token", ana, "token", "create", "--expires", "P5D", "--json")

@@ -224,16 +224,22 @@ def test_a_minted_token_never_outlives_the_callers(
     r = client.post(f"{API}/tokens", headers=h, json={"expires": "P1D"})
     assert r.status_code == 201, r.text
     assert parse_utc(r.json()["expires"]) <= owner_short.expires_at
-    # an admin mints for a non-owner, within the caller's expiry; an analyst not for another
-    admin = bearer(token_for("adam", "admin"))
+    # an owner mints for another, within the caller's expiry; neither an admin nor an analyst does
     ws.session("owner", "security").add_principal("svc", "service")
-    r = client.post(f"{API}/tokens", headers=admin, json={"principal": "svc", "expires": "P1D"})
-    assert r.status_code == 201
+    r = client.post(f"{API}/tokens", headers=h, json={"principal": "svc", "expires": "P2D"})
+    assert r.status_code == 403 and "outlive" in r.json()["detail"]
+    r = client.post(f"{API}/tokens", headers=h, json={"principal": "svc", "expires": "P1D"})
+    assert r.status_code == 201, r.text
+    assert r.json()["principal"] == "svc" and parse_utc(r.json()["expires"]) <= owner_short.expires_at
+    admin = bearer(token_for("adam", "admin"))
     analyst = bearer(token_for("ana", "analyst"))
-    before = size(ws)
-    refused(ws, client.post(f"{API}/tokens", headers=analyst, json={"principal": "svc", "expires": "P1D"}), before)
-    before = size(ws)
-    refused(ws, client.post(f"{API}/tokens", headers=admin, json={"principal": "owner", "expires": "P1D"}), before)
+    for minter in (admin, analyst):
+        for target in ("svc", "owner"):
+            before = size(ws)
+            r = client.post(f"{API}/tokens", headers=minter, json={"principal": target, "expires": "P1D"})
+            refused(ws, r, before)
+            assert "may not mint tokens for others" in r.json()["detail"]
+    assert [t["principal"] for t in client.get(f"{API}/tokens?principal=svc", headers=h).json()] == ["svc"]
 
 
 def test_token_listing_revoking_others_and_max_lifetime(

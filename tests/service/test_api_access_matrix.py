@@ -40,13 +40,13 @@ ROLE_ACTIONS: dict[str, set[str]] = {
 
 def allowed(role: str, need: str) -> bool:
     """Whether `role` may: `anyone` (authenticated), `owner` (changes to principals, roles, rules and
-    the token lifetime), `minter` (tokens of others: owner, or admin for non-owners), `oversight`
-    (audit or admin), or an action of the purpose-based rules."""
+    the token lifetime; tokens minted for others), `token_overseer` (others' tokens listed: owner, or
+    admin for non-owners), `oversight` (audit or admin), or an action of the purpose-based rules."""
     if need == "anyone":
         return True
     if need == "owner":
         return role == "owner"
-    if need == "minter":
+    if need == "token_overseer":
         return role in ("owner", "admin")
     actions = ROLE_ACTIONS[role]
     if "*" in actions:
@@ -205,8 +205,8 @@ ROUTES: list[Call] = [
     # tokens
     ("get", "own tokens", _p("/tokens"), _none, "anyone"),
     ("post", "mint own token", _p("/tokens"), _b({"expires": "P1D"}), "anyone"),
-    ("post", "mint another's", _p("/tokens"), _b({"principal": "svc-target", "expires": "P1D"}), "minter"),
-    ("get", "another's tokens", _p("/tokens?principal=svc-target"), _none, "minter"),
+    ("post", "mint another's", _p("/tokens"), _b({"principal": "svc-target", "expires": "P1D"}), "owner"),
+    ("get", "another's tokens", _p("/tokens?principal=svc-target"), _none, "token_overseer"),
     ("get", "every token", _p("/tokens?all=true"), _none, "owner"),
     ("delete", "revoke own token", _p("/tokens/{spare}"), _none, "anyone"),
     ("get", "max lifetime", _p("/tokens/max-lifetime"), _none, "anyone"),

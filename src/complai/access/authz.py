@@ -301,19 +301,19 @@ class Authz:
         expires_at: datetime | None,
         credential_expires: datetime | None,
     ) -> None:
-        """Minting a token for `principal` expiring at `expires_at`: for oneself, or (owner, or admin
-        for non-owners) for another; without the owner role within the workspace's maximum token
-        lifetime; never beyond the expiry of the token the actor authenticated with."""
+        """Minting a token for `principal` expiring at `expires_at`: for oneself, or (owner only) for
+        another, since a token carries every right of its principal and no one may gain through it a
+        right they do not hold (an admin may not read or audit, so may not mint for a principal who
+        may); without the owner role within the workspace's maximum token lifetime; never beyond the
+        expiry of the token the actor authenticated with."""
         minter = read_principal(self.ledger, conn, actor)
         if minter.disabled:
             raise PolicyDenied(f"{actor} is disabled")
         owner = OWNER in minter.roles
         # authorise before looking the target up: a refusal does not say which principals exist
-        if principal != actor and not owner and "admin" not in minter.roles:
-            raise PolicyDenied(f"{actor} may not mint tokens for others (the owner or admin role is required)")
+        if principal != actor and not owner:
+            raise PolicyDenied(f"{actor} may not mint tokens for others (the owner role is required)")
         target = read_principal(self.ledger, conn, principal) if principal != actor else minter
-        if principal != actor and not owner and OWNER in target.roles:
-            raise PolicyDenied(f"{actor} may not mint tokens for an owner (the owner role is required)")
         if target.disabled:
             raise InvalidInput(f"principal {principal!r} is disabled")
         if not owner:

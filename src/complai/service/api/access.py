@@ -273,7 +273,7 @@ def list_tokens(
 @router.post(
     "/tokens",
     status_code=201,
-    summary="Mint a token, shown once; never outliving the caller's own token",
+    summary="Mint a token, shown once: one's own, or (owners) another's; never outliving the caller's own token",
     responses=problems(NOT_FOUND),
 )
 def create_token(body: TokenIn, who: CallerDep, ws: WorkspaceDep) -> IssuedTokenOut:
