@@ -2,8 +2,10 @@
 
 A request proves its caller with an API token as a bearer token (`Authorization: Bearer cpl_...`),
 the same tokens the CLI takes; a human gets one from their password at /api/v1/auth/token. The
-`X-Complai-Act-As` header delegates as `--as` does on the command line (owner role only, recorded).
-Every operation then runs through `ws.session(caller, purpose)`: the service adds no rule of its own.
+`X-Complai-Act-As` header delegates as `--as` does on the command line (owner role only, recorded):
+every event the request records as the delegate, refusals and the jobs it starts included, carries
+the authenticated owner as `delegated_by`. Every operation then runs through `ws.session(caller,
+purpose)`: the service adds no rule of its own.
 
 Each refused token is recorded in the ledger (`auth.refused`). So that a flood of forged tokens cannot
 grow the ledger without bound, once an address's tokens were refused as often as the per-address login
@@ -17,16 +19,18 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from complai.app.session import Session
 from complai.app.workspace import Caller, Workspace
 from complai.config import ServiceSettings
 from complai.errors import AuthenticationFailed, RateLimited
+from complai.events import delegation
 
 bearer_scheme = HTTPBearer(auto_error=False, description="An API token (cpl_...), or one from /api/v1/auth/token")
 
@@ -119,7 +123,26 @@ def caller(
     return authenticate(request, ws, credentials.credentials, act_as)
 
 
-CallerDep = Annotated[Caller, Depends(caller)]
+async def delegating_caller(
+    request: Request,
+    ws: Annotated[Workspace, Depends(workspace)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> AsyncIterator[Caller]:
+    """The caller, and for the rest of the request (its other dependencies, the operation, the jobs it
+    submits) the delegation of an act-as request, as `complai --as` enters it: events whose actor is
+    the delegate record the authenticated owner as `delegated_by`.
+
+    Asynchronous so that the delegation is entered in the request's own context, which every later
+    step (a synchronous one runs in a thread with a copy of that context) inherits."""
+    who = await run_in_threadpool(caller, request, ws, credentials)
+    if not who.delegating:
+        yield who
+        return
+    with delegation(who.acting, who.principal.name):
+        yield who
+
+
+CallerDep = Annotated[Caller, Depends(delegating_caller)]
 WorkspaceDep = Annotated[Workspace, Depends(workspace)]
 
 

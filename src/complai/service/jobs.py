@@ -8,6 +8,7 @@ died with it."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -78,7 +79,10 @@ class JobRunner:
     def submit(
         self, session: Session, kind: str, work: Work, *, total: int | None = None, unit: str | None = None
     ) -> Job:
-        """Queue `work(session, progress) -> result` as a job of the session's principal and purpose."""
+        """Queue `work(session, progress) -> result` as a job of the session's principal and purpose.
+
+        The job runs in a copy of the submitting request's context, so an act-as request's delegation
+        holds for it too: the events the job records carry the owner who delegated as `delegated_by`."""
         job = session.job_create(kind, total=total, unit=unit)
         principal, purpose = session.principal, session.purpose
 
@@ -106,7 +110,7 @@ class JobRunner:
             finally:
                 self._live.pop(job.id, None)
 
-        self.pool.submit(run)
+        self.pool.submit(contextvars.copy_context().run, run)
         return job
 
     def live(self) -> frozenset[str]:
