@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Path, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.engine import make_url
 
 from complai.app.session import Session
 from complai.errors import InvalidInput, NotFound
@@ -324,9 +325,8 @@ def close_incident(iid: str, session: SecuritySession) -> dict[str, Any]:
 
 
 class StatusOut(BaseModel):
-    path: str
     workspace_id: str
-    database: str
+    database: str = Field(description="The store's backend (sqlite, postgresql), not where it is")
     schema_revision: str
     ledger_size: int
     ledger_root: str
@@ -341,7 +341,12 @@ class StatusOut(BaseModel):
     responses=problems(),
 )
 def workspace_status(session: AdminSession) -> StatusOut:
-    return StatusOut.model_validate(session.status().as_dict())
+    # where the workspace lives on the server is of no use to a remote caller and helps an attacker: no
+    # folder, and of the database only its backend (a SQLite URL is a path, a PostgreSQL one names hosts)
+    status = session.status().as_dict()
+    status.pop("path", None)
+    status["database"] = make_url(status["database"]).get_backend_name()
+    return StatusOut.model_validate(status)
 
 
 # the name in the API -> the taxonomy's kind (as `complai taxonomy list` names them)
