@@ -60,8 +60,9 @@ _KIND_WORDS = {
 }
 _WRONG = "the reference or the code is wrong, or the code has expired; check them, or submit again"
 _UNKNOWN = "no request has this reference and follow-up code"
-# serialises counting portal submissions on PostgreSQL
+# serialise counting portal submissions, and refused codes, on PostgreSQL (SQLite writers are serialised already)
 _SUBMIT_LOCK = 72786512
+_REFUSAL_LOCK = 72786513
 
 
 @dataclass(frozen=True)
@@ -200,10 +201,10 @@ class PortalOps(RightsOps, ComplianceOps):
         self._check("admin")
         svc, now = self._svc, self._svc.clock.now()
         by_address = digest(svc.pseudonyms, "address", address or "unknown")
-        self._refuse_if_limited(by_address, limits, now)
         ref, typed = normalise(reference, 16), normalise(code, 8)
         claimed = None
         with svc.store.write() as conn:
+            _refuse_if_limited(conn, by_address, limits, now)
             row = None
             if ref is not None:
                 row = conn.execute(
@@ -296,28 +297,23 @@ class PortalOps(RightsOps, ComplianceOps):
     def _followed(self, reference: str, follow_code: str, address: str, limits: PortalLimits) -> Any:
         svc, now = self._svc, self._svc.clock.now()
         by_address = digest(svc.pseudonyms, "address", address or "unknown")
-        self._refuse_if_limited(by_address, limits, now)
         ref, code = normalise(reference, 16), normalise(follow_code, 16)
-        row = None
-        if ref is not None and code is not None:
-            with svc.store.read() as conn:
+        with svc.store.write() as conn:
+            _refuse_if_limited(conn, by_address, limits, now)
+            row = None
+            if ref is not None and code is not None:
                 row = conn.execute(
                     select(portal_requests).where(
                         portal_requests.c.reference_hash == digest(svc.pseudonyms, "reference", ref)
                     )
                 ).first()
-        expected = digest(svc.pseudonyms, "follow", row.id, code or "") if row is not None else ""
-        if row is None or row.follow_hash is None or not hmac.compare_digest(row.follow_hash, expected):
-            with svc.store.write() as conn:
+            expected = digest(svc.pseudonyms, "follow", row.id, code or "") if row is not None else ""
+            refused = row is None or row.follow_hash is None or not hmac.compare_digest(row.follow_hash, expected)
+            if refused:
                 conn.execute(insert(portal_attempts).values(what="refused", key=by_address, at=now))
+        if refused:
             raise AuthenticationFailed(_UNKNOWN)
         return row
-
-    def _refuse_if_limited(self, by_address: str, limits: PortalLimits, now: datetime) -> None:
-        with self._svc.store.read() as conn:
-            refused = _count(conn, "refused", by_address, now - timedelta(seconds=limits.window_s))
-        if refused >= limits.refusals_per_address:
-            raise RateLimited("too many wrong codes from here; try again later")
 
     def _view(self, row: Any) -> dict[str, Any]:
         view: dict[str, Any] = {
@@ -429,6 +425,17 @@ class PortalOps(RightsOps, ComplianceOps):
             conn.execute(delete(portal_requests).where(portal_requests.c.closed_at < stale))
             closed = select(subject_requests.c.id).where(subject_requests.c.closed_at < stale)
             conn.execute(delete(portal_requests).where(portal_requests.c.request_id.in_(closed)))
+
+
+def _refuse_if_limited(conn: Connection, by_address: str, limits: PortalLimits, now: datetime) -> None:
+    """RateLimited once `by_address` has made its limit of wrong codes and unknown follow-ups within the
+    window. Counted in the write transaction that records this attempt's refusal: attempts sent in
+    parallel each see the ones before them (SQLite serialises writers; PostgreSQL takes a lock held to
+    the commit), so no more than the limit are ever checked."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sql("SELECT pg_advisory_xact_lock(:key)"), {"key": _REFUSAL_LOCK})
+    if _count(conn, "refused", by_address, now - timedelta(seconds=limits.window_s)) >= limits.refusals_per_address:
+        raise RateLimited("too many wrong codes from here; try again later")
 
 
 def _count(conn: Connection, what: str, key: str, since: datetime) -> int:
