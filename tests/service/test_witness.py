@@ -124,6 +124,38 @@ def test_refuses_unknown_logs_bad_signatures_and_malformed_requests(ws: Workspac
     assert wclient.post("/add-checkpoint", content=body(0, [bytes(32)], note)).status_code == 422
 
 
+def test_every_answer_carries_the_security_headers(
+    ws: Workspace, witness: Witness, wclient: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wanted = {
+        "x-content-type-options": "nosniff",
+        "x-frame-options": "DENY",
+        "referrer-policy": "no-referrer",
+        "cache-control": "no-store",
+    }
+    note = checkpoint(ws)
+    answers = [
+        wclient.get("/"),
+        wclient.post("/add-checkpoint", content=body(0, [], note)),  # cosigned
+        wclient.post("/add-checkpoint", content=body(0, [], note)),  # 409: it knows the size now
+        wclient.post("/add-checkpoint", content=b"not a request"),  # 400
+        wclient.get("/no-such-page"),  # 404
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 409, 400, 404]
+
+    def boom(*_: object) -> str:
+        raise RuntimeError("a message that must not be shown")
+
+    monkeypatch.setattr(wclient.app.state.witness, "add_checkpoint", boom)  # type: ignore[attr-defined]
+    failed = wclient.post("/add-checkpoint", content=body(0, [], note))
+    assert failed.status_code == 500 and "must not be shown" not in failed.text
+    for r in [*answers, failed]:
+        for header, value in wanted.items():
+            assert r.headers.get(header) == value, (r.request.url, header)
+        assert "default-src" in r.headers["content-security-policy"]
+        assert "strict-transport-security" not in r.headers  # plain HTTP
+
+
 def test_arguments() -> None:
     with pytest.raises(InvalidInput, match="ORIGIN=VKEY"):
         parse_logs(["no-equals-sign"])
@@ -157,6 +189,9 @@ def test_a_real_witness_process_and_the_log_collecting_its_cosignature(ws: Works
             try:
                 with urllib.request.urlopen(url + "/", timeout=1) as r:  # noqa: S310 - our own http URL
                     assert NAME in r.read().decode()
+                    # no server banner; the service's security headers
+                    assert r.headers.get("server") is None
+                    assert r.headers.get("x-content-type-options") == "nosniff"
                 break
             except OSError:
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""

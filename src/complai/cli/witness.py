@@ -41,7 +41,7 @@ def serve(
     app_ = create_witness_app(witness_dir(key), parse_logs(log))
 
     err_console.print(f"complai witness {app_.state.witness.name}: listening on http://{host}:{port}/add-checkpoint")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", server_header=False)
 
 
 def _post(url: str, body: bytes) -> tuple[int, str, str]:

@@ -10,7 +10,8 @@ then it records the new checkpoint and answers its cosignature (cosignature/v1, 
 tlog-cosignature, Ed25519) as a note signature line. Check and update run under one lock (a thread
 lock and an advisory lock on the folder), so two requests can never roll its state back.
 
-It needs no workspace and holds no personal data: what it signs is hashes.
+It needs no workspace and holds no personal data: what it signs is hashes. Its answers carry the
+service's security headers (middleware.py), an unexpected error included.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from complai.errors import IntegrityError, InvalidInput
 from complai.ledger import merkle
 from complai.ledger.checkpoint import parse_note, verify_note
 from complai.ledger.witness import KEY_FILE, Witness
+from complai.service.middleware import SecurityHeaders, Unexpected
 
 SIZE_TYPE = "text/x.tlog.size"
 MAX_BODY = 64 * 1024
@@ -170,6 +172,9 @@ def create_witness_app(directory: Path, logs: dict[str, VerifierKey]) -> FastAPI
     svc = WitnessService(directory, logs)
     app = FastAPI(title="complai witness", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.witness = svc
+    # as the service's: Unexpected innermost, so a bare 500 still gets the headers
+    app.add_middleware(Unexpected)
+    app.add_middleware(SecurityHeaders, tls=False)  # `complai witness serve` serves plain HTTP
 
     @app.exception_handler(Refused)
     async def refused(_: object, exc: Refused) -> Response:
