@@ -156,3 +156,16 @@ def test_a_request_after_an_act_as_request_is_not_delegated(
         assert client.get(url, headers=support).status_code == 200
         (own,) = events_since(customers, before)
         assert own.actor == "support" and own.delegated_by is None
+
+
+def test_an_entry_bundle_refused_as_another_principal_names_the_owner_who_delegated(
+    client: TestClient, customers: Workspace, team: dict[str, str]
+) -> None:
+    """/tlog's entry bundles need a principal who may audit (the service runs without --public-ledger)."""
+    boss = bearer(team["boss"])
+    before = size(customers)
+    r = client.get("/tlog/tile/entries/000", headers={**boss, ACT_AS: "adam"})
+    assert r.status_code == 403, r.text
+    (denied,) = events_since(customers, before)
+    assert denied.kind == "access.denied" and denied.actor == "adam" and denied.delegated_by == "boss"
+    assert client.get("/tlog/tile/entries/000.p/1", headers=boss).status_code == 200  # the owner may audit

@@ -77,7 +77,7 @@ def token_create(
 ) -> None:
     """Create a token; it is printed once and cannot be shown again.
 
-    For yourself, or (owner or admin role) for another principal. Without the owner role a token lives
+    For yourself, or (owner role) for another principal. Without the owner role a token lives
     at most the workspace's maximum token lifetime (`token max-lifetime`); no token outlives the token
     you are using."""
     with open_session("security") as (_, session):

@@ -14,6 +14,7 @@ which purpose) and need a bearer token whose principal may audit, unless the ser
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from complai.app.tlog import MAX_LEVEL, TILE_WIDTH, Tile
 from complai.config import ServiceSettings
 from complai.errors import InvalidInput
+from complai.events import delegation
 from complai.service.api.common import NOT_FOUND, PROBLEMS, _doc
 from complai.service.deps import WorkspaceDep, bearer_scheme, caller, settings
 
@@ -128,9 +130,13 @@ def entry_bundle(
     if cfg.public_ledger:
         n, width = parse_index(index)
         return _tile_response(request, ws.transparency_log().entry_bundle(n, width))
-    session = ws.session(caller(request, ws, credentials).acting, "audit")  # authorise first
-    n, width = parse_index(index)
-    return _tile_response(request, session.ledger_entry_bundle(n, width), private=True)
+    who = caller(request, ws, credentials)
+    # an act-as request is recorded as delegation, refusals included, as every other route's is
+    with delegation(who.acting, who.principal.name) if who.delegating else contextlib.nullcontext():
+        session = ws.session(who.acting, "audit")  # authorise first
+        n, width = parse_index(index)
+        bundle = session.ledger_entry_bundle(n, width)
+    return _tile_response(request, bundle, private=True)
 
 
 @router.get(
