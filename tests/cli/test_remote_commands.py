@@ -333,3 +333,54 @@ def test_roles_granted_remotely_and_refused_to_a_non_owner(live: tuple[Server, s
     assert counts(server, token)["access.denied"] == before + 1
     principals = json.loads(local(server, "principal", "list", "--json").stdout)
     assert [p["roles"] for p in principals if p["name"] == "remote-analyst3"] == [["analyst"]]
+
+
+def test_train_on_the_server_then_cards_and_an_audit(live: tuple[Server, str], tmp_path: Path) -> None:
+    server, token = live
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "dataset: adult\nlabel: income\nfeatures: [age, hours_per_week]\nmodel: logreg\ntarget_epsilon: 2.0\n"
+        "epochs: 1\nbatch_size: 32\npurpose: credit_scoring\nintended_use: A test of the remote command line.\n"
+    )
+    trained = cli("train", str(spec), "--json", server=server.url, token=token)
+    ok(trained)
+    card = json.loads(trained.stdout)
+    model_id = card["model_id"]
+    assert card["privacy"]["private"] is True and card["privacy"]["epsilon"] <= 2.0 + 1e-9
+    listed = cli("model", "list", "--json", server=server.url, token=token)
+    ok(listed)
+    assert model_id in [m["model_id"] for m in json.loads(listed.stdout)]
+    md = cli("model", "card", model_id, server=server.url, token=token)
+    ok(md)
+    assert model_id in md.stdout
+    as_json = cli("model", "card", model_id, "--format", "json", server=server.url, token=token)
+    ok(as_json)
+    assert json.loads(as_json.stdout) == json.loads(local(server, "model", "card", model_id, "--format", "json").stdout)
+    shown = cli("model", "show", model_id, server=server.url, token=token)
+    ok(shown)
+    assert f"model {model_id}" in shown.stdout
+    audited = cli("model", "audit", model_id, "--shadows", "0", "--json", server=server.url, token=token)
+    ok(audited)
+    report = json.loads(audited.stdout)
+    audits = cli("ledger", "show", "--type", "model.audited", "--json", server=server.url, token=token)
+    ok(audits)
+    assert report["shadow_models"] == 0 and report["ledger_seq"] in [e["seq"] for e in json.loads(audits.stdout)]
+
+
+def test_policy_and_taxonomy(live: tuple[Server, str]) -> None:
+    server, token = live
+    made = cli("policy", "allow", "role:analyst", "--dataset", "adult", "--action", "read", "--purpose", "research",
+               "--json", server=server.url, token=token)  # fmt: skip
+    ok(made)
+    rule = json.loads(made.stdout)
+    assert rule["domain"] == "adult" and rule["effect"] == "allow"
+    shown = cli("policy", "show", "--json", server=server.url, token=token)
+    ok(shown)
+    assert json.loads(shown.stdout) == json.loads(local(server, "policy", "show", "--json").stdout)
+    removed = cli("policy", "remove", str(rule["id"]), server=server.url, token=token)
+    ok(removed)
+    assert rule["id"] not in [r["id"] for r in json.loads(local(server, "policy", "show", "--json").stdout)["rules"]]
+    for args in (("taxonomy", "list", "--json"), ("taxonomy", "list", "bases", "--json")):
+        there = cli(*args, server=server.url, token=token)
+        ok(there)
+        assert json.loads(there.stdout) == json.loads(local(server, *args).stdout)

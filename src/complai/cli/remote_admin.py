@@ -18,7 +18,16 @@ from complai.cli.remote_records import principal_app
 from complai.cli.state import console
 from complai.errors import InvalidInput
 
-__all__ = ["consent_app", "keys_app", "principal_app", "retention_app", "role_app", "subject_app"]
+__all__ = [
+    "consent_app",
+    "keys_app",
+    "policy_app",
+    "principal_app",
+    "retention_app",
+    "role_app",
+    "subject_app",
+    "taxonomy_app",
+]
 
 subject_app = typer.Typer(
     cls=RemoteGroup, help="Data subjects: export, erase, rectify, restrict, object.", no_args_is_help=True
@@ -223,3 +232,143 @@ def role_revoke(role: RoleArg, principal: RolePrincipalOpt) -> None:
     with remote() as r:
         r.call("DELETE", f"/principals/{segment(principal)}/roles/{segment(role)}")
     console.print(f"revoked {role} from {principal}")
+
+
+# --- policy rules ----------------------------------------------------------------------------------
+
+policy_app = typer.Typer(
+    cls=RemoteGroup, help="Policy rules: who may do what, on which datasets, for which purposes.", no_args_is_help=True
+)
+RULE_PAGE = 1000
+
+PolicySubject = Annotated[str, typer.Argument(help="A principal, or role:NAME.")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset or pattern (credit_*, *).")]
+ActionOpt = Annotated[
+    str, typer.Option("--action", help="read, ingest, query_dp, train, export, erase, share, audit, admin, *")
+]
+PurposeOpt = Annotated[str, typer.Option("--purpose", help="A purpose from the taxonomy, or *.")]
+
+
+def _local_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A rule as the local form prints it: the API's `dataset` is the policy's `domain`."""
+    out = dict(rule)
+    out["domain"] = out.pop("dataset")
+    return out
+
+
+def _rule(effect: str, subject: str, dataset: str, action: str, purpose: str, json_out: bool) -> None:
+    body = {"subject": subject, "dataset": dataset, "action": action, "purpose": purpose, "effect": effect}
+    with remote() as r:
+        rule = r.call("POST", "/policy/rules", json=body)
+    if json_out:
+        print_json(_local_rule(rule))
+    else:
+        console.print(f"rule {rule['id']}: {effect} {subject} {action} on {dataset} for {purpose}")
+
+
+@policy_app.command("allow")
+def policy_allow(
+    subject: PolicySubject, dataset: DatasetOpt, action: ActionOpt, purpose: PurposeOpt, json_out: JsonOpt = False
+) -> None:
+    """Allow SUBJECT to perform ACTION on DATASET for PURPOSE (owner only; never yourself)."""
+    _rule("allow", subject, dataset, action, purpose, json_out)
+
+
+@policy_app.command("deny")
+def policy_deny(
+    subject: PolicySubject, dataset: DatasetOpt, action: ActionOpt, purpose: PurposeOpt, json_out: JsonOpt = False
+) -> None:
+    """An explicit deny: wins over any allow."""
+    _rule("deny", subject, dataset, action, purpose, json_out)
+
+
+@policy_app.command("remove")
+def policy_remove(rule_id: Annotated[int, typer.Argument(help="The rule's id, as `policy show` lists it.")]) -> None:
+    """Remove a rule (owner only)."""
+    if not 1 <= rule_id <= 2**62:
+        raise InvalidInput(f"the rule id must be between 1 and {2**62}, not {rule_id}")
+    with remote() as r:
+        r.call("DELETE", f"/policy/rules/{rule_id}")
+    console.print(f"removed rule {rule_id}")
+
+
+@policy_app.command("show")
+def policy_show(json_out: JsonOpt = False) -> None:
+    """Show the built-in rules and the workspace's own, in order of creation."""
+    rules: list[dict[str, Any]] = []
+    with remote() as r:
+        while True:
+            page = r.call("GET", "/policy/rules", params={"limit": RULE_PAGE, "offset": len(rules)})
+            rules.extend(page["rules"])
+            builtin = page["builtin"]
+            if len(page["rules"]) < RULE_PAGE:
+                break
+    order = ("subject", "dataset", "action", "purpose", "effect")
+    if json_out:
+        print_json({"builtin": [[b[k] for k in order] for b in builtin], "rules": [_local_rule(x) for x in rules]})
+        return
+    t = table("id", "effect", "subject", "action", "dataset", "purpose")
+    for b in builtin:
+        t.add_row("built-in", b["effect"], b["subject"], b["action"], b["dataset"], b["purpose"])
+    for x in rules:
+        t.add_row(str(x["id"]), x["effect"], x["subject"], x["action"], x["dataset"], x["purpose"])
+    console.print(t)
+
+
+# --- the vocabulary of schemas ---------------------------------------------------------------------
+
+taxonomy_app = typer.Typer(
+    cls=RemoteGroup,
+    help="The vocabulary of schemas: data categories, purposes, lawful bases, jurisdictions, subject types.",
+    no_args_is_help=True,
+)
+# the name on the command line (and in the API) -> the schema key its terms are written under
+SCHEMA_KEYS: dict[str, str] = {
+    "categories": "fields[].category",
+    "purposes": "purposes (keys)",
+    "bases": "purposes (values)",
+    "jurisdictions": "jurisdiction",
+    "subjects": "subject_type",
+}
+
+
+def _detail(attrs: dict[str, Any]) -> str:
+    parts = []
+    for k, v in attrs.items():
+        if k == "description":
+            continue
+        shown = ", ".join(map(str, v)) if isinstance(v, list) else ("yes" if v is True else str(v))
+        parts.append(f"{k.replace('_', ' ')}: {shown}")
+    return "; ".join(parts)
+
+
+@taxonomy_app.command("list")
+def taxonomy_list(
+    kind: Annotated[
+        str | None,
+        typer.Argument(help="categories, purposes, bases, jurisdictions or subjects (default: all of them)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the terms a schema may use, with the schema key each kind is written under."""
+    if kind is not None and kind not in SCHEMA_KEYS:
+        raise InvalidInput(f"unknown kind {kind!r}: give one of {', '.join(SCHEMA_KEYS)}")
+    with remote() as r:
+        if kind is not None:
+            terms = {kind: r.call("GET", f"/vocabulary/{kind}")}
+        else:
+            every = r.call("GET", "/vocabulary")
+            terms = {name: every[name] for name in SCHEMA_KEYS}
+    if json_out:
+        flat = {name: [{"key": t["key"], "name": t["name"], **t["attrs"]} for t in ts] for name, ts in terms.items()}
+        print_json(flat)
+        return
+    for name, ts in terms.items():
+        t = table("key", "name", "details", title=f"{name} (schema: {SCHEMA_KEYS[name]})")
+        t.columns[0].no_wrap = True
+        for term in ts:
+            attrs = term["attrs"]
+            about = [str(attrs["description"])] if attrs.get("description") else []
+            detail = _detail(attrs)
+            t.add_row(term["key"], term["name"], "; ".join([*about, detail] if detail else about))
+        console.print(t)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from complai.cli.output import print_json, table
 from complai.cli.remote import (
@@ -26,7 +27,7 @@ from complai.cli.remote import (
 from complai.cli.state import console
 from complai.errors import InvalidInput
 
-__all__ = ["dataset_app", "dp_app", "model_app"]
+__all__ = ["dataset_app", "dp_app", "model_app", "train"]
 
 MODES = ("insert", "append", "upsert", "replace")
 FORMATS = ("csv", "jsonl", "parquet")
@@ -312,17 +313,13 @@ def model_list(json_out: JsonOpt = False) -> None:
     console.print(t)
 
 
-@model_app.command("show")
-def model_show(model_id: ModelArg, json_out: JsonOpt = False) -> None:
-    """A model's registry entry (digests, flag) and card summary."""
-    with remote() as r:
-        info = r.call("GET", f"/models/{segment(model_id)}")
-    if json_out:
-        print_json(info)
-        return
-    card = info.pop("card")
-    for k, v in info.items():
-        console.print(f"{k}: {v}")
+def _warnings(card: dict[str, Any]) -> list[str]:
+    from complai.dp.training import card_warnings  # heavy: pandas; what the local forms warn of
+
+    return card_warnings(card)
+
+
+def _print_card_summary(card: dict[str, Any]) -> None:
     p, u = card["privacy"], card["utility"]
     privacy = (
         f"epsilon {p['epsilon']:.3g} at delta {p['delta']:.1e} ({p['accountant']}; noise {p['noise_multiplier']:.3g}, "
@@ -334,8 +331,92 @@ def model_show(model_id: ModelArg, json_out: JsonOpt = False) -> None:
     console.print(
         f"  held-out accuracy {u['accuracy']:.4f} (majority class {u['majority_accuracy']:.4f})"
         + (f", AUC {u['auc']:.4f}" if u.get("auc") is not None else "")
-        + f"; {card['data']['training_subjects']:,} training subjects"
+        # a private run's card states no count of subjects (its privacy.size_bound is the public bound)
+        + (f"; {d['training_subjects']:,} training subjects" if "training_subjects" in (d := card["data"]) else "")
     )
+    for w in _warnings(card):
+        console.print(Text(f"WARNING: {w}", style="bold red"))
+
+
+def train(
+    spec_file: Annotated[Path, typer.Argument(help="Training spec (YAML): dataset, label, model, target_epsilon...")],
+    purpose: Annotated[str | None, typer.Option("--purpose", help="Overrides the spec's purpose.")] = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Print the training job's id and return (follow it with `job show`).")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
+) -> None:
+    """Train a model on the server with DP-SGD (or non-privately if the spec says private: false), as a
+    job, and store its card there."""
+    from complai.inputs import parse_yaml, read_text_input  # heavy: pandas; the spec read as the local form reads it
+
+    spec = parse_yaml(read_text_input(spec_file, "training spec"), f"training spec {spec_file}")
+    if not isinstance(spec, dict):
+        raise InvalidInput(f"training spec {spec_file} must be a mapping")
+    body: dict[str, Any] = {"spec": spec}
+    if purpose is not None:
+        body["purpose"] = purpose
+    with remote() as r:
+        job = r.call("POST", "/models/train", json=body)
+        if no_wait:
+            console.file.write(job["id"] + "\n")
+            return
+        card = r.follow(job, f"training on {spec.get('dataset')}", quiet=json_out)["result"]["card"]
+    if json_out:
+        print_json(card)
+        return
+    _print_card_summary(card)
+
+
+@model_app.command("audit")
+def model_audit(
+    model_id: ModelArg,
+    shadows: Annotated[int, typer.Option("--shadows", min=0, max=256, help="LiRA shadow models (0: loss only).")] = 8,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the shadow models' sampling and training.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Membership-inference audit (loss threshold and LiRA) on the server, as a job: AUC, TPR at low FPR,
+    empirical epsilon."""
+    with remote() as r:
+        job = r.call("POST", f"/models/{segment(model_id)}/audit", json={"shadows": shadows, "seed": seed})
+        report = r.follow(job, "shadow models", quiet=json_out)["result"]
+    if json_out:
+        print_json(report)
+        return
+    claimed = report["claimed_epsilon"]
+    console.print(
+        f"model {model_id}: {report['members']:,} members, {report['non_members']:,} non-members, "
+        f"{report['shadow_models']} shadow models; claimed epsilon "
+        + ("none (not private)" if claimed is None else f"{claimed:.3g}")
+    )
+    t = table("attack", "AUC", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "empirical epsilon (95%)")
+    for name, a in report["attacks"].items():
+        t.add_row(
+            name,
+            f"{a['auc']:.4f}",
+            f"{a['tpr_at_1pct_fpr']:.4f}",
+            f"{a['tpr_at_0.1pct_fpr']:.4f}",
+            f"{a['empirical_epsilon']:.3f}",
+        )
+    console.print(t)
+    console.print(
+        f"largest AUC the claim allows: {report['max_auc_allowed']:.4f}; verdict: {report['verdict']} "
+        f"(ledger entry {report['ledger_seq']}; the report is kept on the server)"
+    )
+
+
+@model_app.command("show")
+def model_show(model_id: ModelArg, json_out: JsonOpt = False) -> None:
+    """A model's registry entry (digests, flag) and card summary."""
+    with remote() as r:
+        info = r.call("GET", f"/models/{segment(model_id)}")
+    if json_out:
+        print_json(info)
+        return
+    card = info.pop("card")
+    for k, v in info.items():
+        console.print(f"{k}: {v}")
+    _print_card_summary(card)
 
 
 @model_app.command("card")
