@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -110,8 +111,21 @@ def test_replace_by_an_ingest_only_principal_is_refused_and_deletes_nothing(
     r = client.delete(f"{API}/datasets/customers", params={"confirm": "customers"}, headers=bearer(token))
     assert r.status_code == 403, r.text
     tables, before = _tables(ws), size(ws)
-    _refused(ws, _ingest(client, token, _rows("N-1"), mode="replace"), before, "admin", "customers")
+    # refused by the route itself, once it has read the mode and before any job: a 403 at once
+    r = client.post(
+        f"{API}/datasets/customers/ingest",
+        params={"purpose": PURPOSE},
+        headers=bearer(token),
+        data={"mode": "replace"},
+        files={"file": ("rows.csv", _rows("N-1"), "text/csv")},
+    )
+    assert r.status_code == 403 and "\n" not in r.json()["detail"], r.text
+    assert kinds_since(ws, before) == ["access.denied"]
+    (entry,) = ws.session("owner", "audit").ledger_entries(start=before, limit=10)
+    denied = json.loads(entry.data)
+    assert (denied["actor"], denied["action"], denied["dataset"]) == ("collector", "admin", "customers")
     assert _tables(ws) == tables and tables[0] == 4
+    assert not any((Path(ws.path) / "uploads").glob("*/*"))  # nothing of the upload left behind
     # with admin on the dataset (what dropping it needs), the same upload replaces its records
     ws.session("owner", "security").add_rule("collector", "customers", "admin", PURPOSE)
     done = _ingest(client, token, _rows("N-1"), mode="replace")

@@ -530,7 +530,9 @@ class _Upload:
     description="A CSV with a header row, JSON Lines or Parquet file, with optional consent records (a CSV: "
     "subject, purpose, ...), as multipart/form-data. `mode`: insert refuses rows whose record is stored "
     "already, append skips them, upsert replaces them (needs the schema's record_key), replace replaces the "
-    "dataset's records. The caller is authorised before the body is read; the file is written as it arrives "
+    "dataset's records (and needs admin on the dataset, as dropping it does). Consents may only name subjects "
+    "the upload creates, unless the caller may record consents. The caller is authorised before the body is "
+    "read; the file is written as it arrives "
     "to a private file under the workspace, removed once the job is over.",
     responses={**problems(NOT_FOUND), 202: {"description": "The ingest job", "headers": JOB_HEADERS}},
     openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _upload_schema()}}}},
@@ -559,6 +561,8 @@ async def ingest(
         except ClientDisconnect:
             raise InvalidInput("the upload ended before its last part") from None
         form = upload.finish()
+        if form.mode == "replace":  # it deletes stored records: what dropping the dataset needs, before a job
+            await run_in_threadpool(session.dataset_schema, name, "admin")
         csv_delimiter(form.delimiter)
         text_encoding(form.encoding)
         renames = parse_mapping(form.mapping)
