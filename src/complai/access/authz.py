@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,6 +80,74 @@ class Principal:
 # --- principals and the policy as recorded -------------------------------------------------------
 
 
+class RoleFacts:
+    """Roles granted and revoked and principals disabled, as the ledger recorded them, read
+    incrementally: each look reads only the entries of these kinds appended since the last one it read,
+    not every role change ever made (an organisation's history grows with each grant). Before reading
+    on, the entry last read must still be there with the same hash: a ledger rewound (restored) below
+    it is read again from the start; a snapshot older than it is answered from its own full read,
+    keeping nothing. A fact once read is kept, as TokenFacts keeps its own."""
+
+    KINDS = (RoleChanged.kind, PrincipalDisabled.kind)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.last: tuple[int, bytes] | None = None
+        self.roles: dict[str, set[str]] = {OWNER: {OWNER}}  # the owner and its role come with the workspace
+        self.disabled: set[str] = set()
+
+    @staticmethod
+    def _apply(ev: dict[str, object], roles: dict[str, set[str]], disabled: set[str]) -> None:
+        name = str(ev.get("principal"))
+        if ev.get("type") == PrincipalDisabled.kind:
+            disabled.add(name)
+        elif ev.get("granted"):
+            roles.setdefault(name, set()).add(str(ev.get("role")))
+        else:
+            roles.setdefault(name, set()).discard(str(ev.get("role")))
+
+    def of(self, ledger: Ledger, conn: Connection, name: str) -> tuple[set[str], bool]:
+        """(recorded roles, disabled) of `name` as `conn` sees the ledger."""
+        e = ledger_entries.c
+        with self._lock:
+            start = 0
+            if self.last is not None:
+                seq, leaf = self.last
+                found = conn.execute(select(e.leaf_hash).where(e.seq == seq)).scalar()
+                if found is None:  # an older snapshot (or a rewound ledger): read it all, keep nothing
+                    roles: dict[str, set[str]] = {OWNER: {OWNER}}
+                    disabled: set[str] = set()
+                    for _, _, data in ledger.scan(conn, self.KINDS):
+                        self._apply(json.loads(data), roles, disabled)
+                    return set(roles.get(name, ())), name in disabled
+                if bytes(found) != leaf:
+                    self._reset()
+                else:
+                    start = seq + 1
+            for seq, _, data in ledger.scan(conn, self.KINDS, start=start):
+                self._apply(json.loads(data), self.roles, self.disabled)
+                self.last = (seq, b"")
+            if self.last is not None and self.last[1] == b"":
+                leaf_hash = conn.execute(select(e.leaf_hash).where(e.seq == self.last[0])).scalar_one()
+                self.last = (self.last[0], bytes(leaf_hash))
+            return set(self.roles.get(name, ())), name in self.disabled
+
+
+_ROLE_FACTS: weakref.WeakKeyDictionary[Ledger, RoleFacts] = weakref.WeakKeyDictionary()
+_ROLE_FACTS_LOCK = threading.Lock()
+
+
+def role_facts(ledger: Ledger) -> RoleFacts:
+    with _ROLE_FACTS_LOCK:
+        facts = _ROLE_FACTS.get(ledger)
+        if facts is None:
+            facts = _ROLE_FACTS[ledger] = RoleFacts()
+        return facts
+
+
 def read_principal(ledger: Ledger, conn: Connection, name: str) -> Principal:
     """A principal with its roles and disabling as the ledger recorded them (NotFound if none)."""
     row = conn.execute(select(principals).where(principals.c.name == name)).first()
@@ -87,18 +156,8 @@ def read_principal(ledger: Ledger, conn: Connection, name: str) -> Principal:
     stored = set(conn.execute(select(role_grants.c.role).where(role_grants.c.principal == name)).scalars())
     # roles and disabling as the ledger recorded them: a role granted or a principal re-enabled at
     # rest counts for nothing (RECON-1 names the edit)
-    recorded = {OWNER} if name == OWNER else set()
-    disabled = row.disabled_at is not None
-    for _, _, data in ledger.scan(conn, (RoleChanged.kind, PrincipalDisabled.kind)):
-        ev = json.loads(data)
-        if ev.get("principal") != name:
-            continue
-        if ev.get("type") == PrincipalDisabled.kind:
-            disabled = True
-        elif ev.get("granted"):
-            recorded.add(str(ev.get("role")))
-        else:
-            recorded.discard(str(ev.get("role")))
+    recorded, disabled_recorded = role_facts(ledger).of(ledger, conn, name)
+    disabled = row.disabled_at is not None or disabled_recorded
     return Principal(row.name, row.kind, tuple(sorted(stored & recorded)), disabled)
 
 

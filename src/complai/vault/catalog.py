@@ -3,6 +3,7 @@ version a dataset has had (a record opens under the digest of the version it was
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -59,6 +60,13 @@ def layout(sealed: DatasetSchema, current: DatasetSchema) -> list[int | None] | 
         return None
     where = {n: i for i, n in enumerate(old)}
     return [where.get(n) for n in new]
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(schema_json: str) -> DatasetSchema:
+    """A stored schema's text, parsed once per process (a DatasetSchema is frozen): every governed read
+    and DP answer reads the current schema, and parsing it cost more than reading its row."""
+    return DatasetSchema.model_validate_json(schema_json)
 
 
 def present(values: list[Any], where: list[int | None] | None) -> list[Any]:
@@ -132,8 +140,7 @@ class Catalog:
         row = conn.execute(query).first()
         if row is None or row.dropped_at is not None:
             raise NotFound(f"no dataset named {name!r}")
-        schema = DatasetSchema.model_validate_json(row.schema_json)
-        return DatasetInfo(schema, row.created_at.isoformat(), int(row.version))
+        return DatasetInfo(_parsed(row.schema_json), row.created_at.isoformat(), int(row.version))
 
     def check_version(self, conn: Connection, name: str, version: int) -> None:
         """Inside a write transaction: the dataset still has schema `version` (held until commit), or
