@@ -15,7 +15,7 @@ from complai.access.identity import OWNER
 from complai.app.workspace import Workspace
 from complai.dp.budget import BudgetState
 from complai.dp.features import TabularFeatures
-from complai.dp.training import MODEL_FILE, recompute_epsilon
+from complai.dp.training import MODEL_FILE, recompute_epsilon, split_subjects
 from complai.errors import BudgetExhausted, IntegrityError, InvalidInput, PolicyDenied
 from complai.events import decode_event
 from complai.store.tables import dp_spends, model_subjects, models
@@ -153,14 +153,18 @@ def test_training_reads_only_consented_subjects_and_erasure_flags_models(sqlite_
     s = ws.session(OWNER, "train_ai_system")
     eligible = s.read("adult", columns=["subject_id", "income"])
     card = s.train("adult", model="logreg", target_epsilon=1.0, delta=1e-4, **SMALL)
-    assert card["data"]["training_subjects"] + card["data"]["test_subjects"] == len(eligible) < 500
+    # a private card states no count of subjects, only the public bound (500 subjects ingested -> 512)
+    assert "training_subjects" not in card["data"] and card["privacy"]["size_bound"] == 512
     read = _events(ws, "vault.read")[-1]
-    assert read.purpose == "train_ai_system" and read.rows == len(eligible)
+    assert read.purpose == "train_ai_system" and read.rows == len(eligible) < 500
+    frame, _, _, _ = ws.vault.fetch("adult", "train_ai_system", ["subject_id"], pseudonym_column="p")
+    consenting = set(frame["p"])
+    assert len(consenting) == len(eligible)
     members = ws.models.training_subjects(card["model_id"])
-    assert len(members) == card["data"]["training_subjects"]
+    # exactly the consenting subjects the keyed split did not hold out
+    assert members == consenting - split_subjects(sorted(consenting), 0.2, 0)
     # erase one training subject: the model is flagged, the link forgotten, the next run excludes them
     subject = ws.session(OWNER, "subject_request")
-    frame, _, _, _ = ws.vault.fetch("adult", "train_ai_system", ["subject_id"], pseudonym_column="p")
     victim = frame[frame["p"].isin(members)].iloc[0]
     subject.erase_subject(victim["subject_id"])
     info = ws.models.get(card["model_id"])
@@ -168,11 +172,11 @@ def test_training_reads_only_consented_subjects_and_erasure_flags_models(sqlite_
     assert victim["p"] not in ws.models.training_subjects(card["model_id"])
     again = s.train("adult", model="logreg", target_epsilon=1.0, delta=1e-4, **SMALL)
     assert victim["p"] not in ws.models.training_subjects(again["model_id"])
-    assert again["data"]["training_subjects"] + again["data"]["test_subjects"] == len(eligible) - 1
+    assert ws.models.training_subjects(again["model_id"]) == members - {victim["p"]}
     assert not ws.models.get(again["model_id"])["flagged"]
     with ws.store.read() as conn:
         n = conn.execute(select(func.count()).select_from(model_subjects)).scalar_one()
-    assert n == card["data"]["training_subjects"] - 1 + again["data"]["training_subjects"]
+    assert n == 2 * (len(members) - 1)
 
 
 def test_stored_model_reloads_and_tampering_is_detected(sqlite_ws: Workspace) -> None:

@@ -31,6 +31,7 @@ from complai.dp.training import (
     SUBJECT,
     FitResult,
     Prepared,
+    PrivatePlan,
     TrainingSpec,
     canonical_card,
     card_markdown,
@@ -44,9 +45,10 @@ from complai.dp.training import (
     majority_warning,
     new_model_id,
     one_per_subject,
-    planned_epsilon,
     predict,
     prepare,
+    private_plan,
+    size_bound,
     utility_of,
     write_model,
 )
@@ -101,51 +103,69 @@ class Models:
         deidentification: dict[str, Any] | None,
         progress: Callable[[int, int], None] | None = None,
         fairness_excluded: dict[str, str] | None = None,
+        population: int | None = None,
     ) -> tuple[dict[str, Any], int]:
         """Train on a governed frame (with the SUBJECT column), store the model; (card, ledger seq).
         `fairness_excluded`: sensitive attributes the purpose's de-identification removed or rewrote
-        (attribute -> why), which the card's fairness section names instead of measuring."""
+        (attribute -> why), which the card's fairness section names instead of measuring.
+        `population`: for a private run, the public bound on the number of subjects (size_bound of the
+        dataset's subjects) its delta, sampling rate and steps come from; without it, the bound of the
+        frame's own subjects (a caller who may read the data).
+
+        A private run reserves its budget before anything is computed from the data, so a run that
+        then fails (a split with nothing held out, say) keeps it spent, and its card, its ledger entry
+        and its progress carry no count of subjects: only the bound and parameters derived from it."""
         from complai.dp.nets import build, count  # heavy: imports torch
 
         frame = one_per_subject(frame, spec.seed)
-        prepared = prepare(schema, frame, spec)
-        n = len(prepared.train)
-        if spec.private:
-            delta = spec.delta if spec.delta is not None else min(1e-5, 0.1 / n)
-            if delta >= 1 / n:
-                raise InvalidInput(f"delta {delta:g} must be below 1/N, N the number of training subjects")
-            spec = spec.model_copy(update={"delta": delta})
         model_id = new_model_id()
-        module = build(prepared.arch)
-
-        def reserve(sigma: float, q: float, steps: int) -> None:
-            if not spec.private:
-                return
-            assert spec.delta is not None
-            eps = planned_epsilon(spec.accountant, sigma, q, steps, spec.delta)
-            with self.store.write() as conn:
-                self.budgets.reserve(conn, spec.dataset, actor, f"train {model_id}", "dp-sgd", approx=(eps, spec.delta))
-                self.ledger.emit(
-                    conn,
-                    BudgetSpent,
-                    actor=actor,
-                    purpose=purpose,
-                    dataset=spec.dataset,
-                    rho=0.0,
-                    epsilon=eps,
-                    delta=spec.delta,
-                    mechanism="dp-sgd",
-                    epsilon_remaining=self.budgets.remaining(conn, spec.dataset),
+        plan = None
+        if spec.private:
+            bound = population if population is not None else size_bound(len(frame))
+            if bound <= 0:
+                raise InvalidInput(f"dataset {spec.dataset} has no subjects to train on")
+            delta = spec.delta if spec.delta is not None else min(1e-5, 0.1 / bound)
+            if delta >= 1 / bound:
+                raise InvalidInput(
+                    f"delta {delta:g} must be below 1/N, N the number of training subjects: below 1/{bound} "
+                    "(the dataset's size rounded up to a power of two)"
                 )
-
-        result = fit(module, prepared.train, spec, before_first_step=reserve, progress=progress)
+            spec = spec.model_copy(update={"delta": delta})
+            plan = private_plan(spec, bound)
+            self._reserve(spec, plan, model_id, actor, purpose)
+        prepared = prepare(schema, frame, spec)
+        module = build(prepared.arch)
+        result = fit(module, prepared.train, spec, progress=progress, plan=plan)
         total, trainable = count(result.module)
         card = self._card(
             spec, schema, prepared, result, model_id, actor, purpose, lawful_basis, deidentification, total, trainable
         )
+        if plan is not None:
+            # the expected batch the gradients are scaled by: bound * q = bound / ceil(bound / batch_size)
+            card["privacy"].update(size_bound=plan.population, expected_batch_size=plan.expected_batch_size)
         card.update(_evaluation(spec, schema, prepared, predict(result.module, prepared.test), fairness_excluded or {}))
         seq = self._store(model_id, spec, card, result.module, prepared, actor, purpose)
         return card, seq
+
+    def _reserve(self, spec: TrainingSpec, plan: PrivatePlan, model_id: str, actor: str, purpose: str) -> None:
+        """Reserve a private run's planned (epsilon, delta) with its dp.spent event (atomic; refuses overspend)."""
+        assert spec.delta is not None
+        with self.store.write() as conn:
+            self.budgets.reserve(
+                conn, spec.dataset, actor, f"train {model_id}", "dp-sgd", approx=(plan.epsilon, spec.delta)
+            )
+            self.ledger.emit(
+                conn,
+                BudgetSpent,
+                actor=actor,
+                purpose=purpose,
+                dataset=spec.dataset,
+                rho=0.0,
+                epsilon=plan.epsilon,
+                delta=spec.delta,
+                mechanism="dp-sgd",
+                epsilon_remaining=self.budgets.remaining(conn, spec.dataset),
+            )
 
     def _card(
         self,
@@ -197,8 +217,15 @@ class Models:
                 "schema_digest": schema.digest(),
                 "purpose": purpose,
                 "lawful_basis": lawful_basis,
-                "training_subjects": len(prepared.train_subjects),
-                "test_subjects": len(prepared.test_subjects),
+                # a private run's card states no count of subjects (privacy.size_bound is the public bound)
+                **(
+                    {}
+                    if spec.private
+                    else {
+                        "training_subjects": len(prepared.train_subjects),
+                        "test_subjects": len(prepared.test_subjects),
+                    }
+                ),
                 "manifest_digest": manifest_digest(schema.digest(), prepared.train_subjects),
                 "split": {"test_fraction": spec.test_fraction, "seed": spec.seed, "rule": "keyed BLAKE2b of pseudonym"},
                 "deidentification": deidentification or {},
@@ -232,6 +259,9 @@ class Models:
         try:
             with self.store.write() as conn:
                 ids = _subject_ids(conn, prepared.train_subjects)
+                # the registry row and the model.trained entry of a private run give its public size bound,
+                # not the number of subjects that trained it (an exact count no DP guarantee covers)
+                subjects_recorded = int(p["size_bound"]) if spec.private else len(ids)
                 now = self.clock.now()
                 conn.execute(
                     insert(models).values(
@@ -245,7 +275,7 @@ class Models:
                         private=spec.private,
                         epsilon=p.get("epsilon"),
                         delta=p.get("delta"),
-                        subjects=len(ids),
+                        subjects=subjects_recorded,
                         model_digest=model_digest,
                         card_digest=card_digest,
                         card=canonical_card(card).decode(),
@@ -270,7 +300,7 @@ class Models:
                     sample_rate=p["sample_rate"],
                     steps=p["steps"],
                     max_grad_norm=p.get("max_grad_norm"),
-                    subjects=len(ids),
+                    subjects=subjects_recorded,
                     manifest_digest=card["data"]["manifest_digest"],
                     model_digest=model_digest,
                     card_digest=card_digest,
@@ -447,7 +477,9 @@ def _evaluation(
     """The card's held-out evaluation: utility, fairness per sensitive attribute, intended use and
     limitations as declared, and the warnings a reader must see first."""
     y = labels_of(prepared.test)
-    u = utility_of(logits, y)
+    u: dict[str, Any] = utility_of(logits, y)
+    if spec.private:
+        u.pop("test_records")  # a count; the card of a private run states none
     warnings = [w for w in (majority_warning(u["accuracy"], y),) if w]
     if spec.intended_use is None:
         warnings.append(NO_INTENDED_USE)

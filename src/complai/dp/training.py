@@ -6,9 +6,10 @@
 2. the governed read (purpose-bound, consent-filtered, de-identified as the dataset requires for the
    purpose) is recorded; each subject contributes at most one record, so the guarantee is per subject;
 3. features come from the declared schema (features.py), never fitted on the data;
-4. Opacus's `make_private_with_epsilon` picks the noise multiplier for Poisson sampling at rate
-   q = 1 / (batches per epoch) over `epochs`; the budget is reserved (atomically, with a dp.spent event)
-   before the first step: a run that would overspend is refused there;
+4. a private run's plan (private_plan) comes from public inputs only: Poisson sampling at
+   q = 1 / ceil(B / batch_size), B the dataset's size bound (its subjects rounded up to a power of two),
+   its steps and the noise multiplier that reaches the target; the budget is reserved (atomically, with a
+   dp.spent event) before anything is computed from the data: a run that would overspend is refused there;
 5. training (ghost clipping where the model allows it), evaluation on the held-out subjects, and the
    model's weights (safetensors), card (JSON + Markdown) and training-subject list are stored with a
    model.trained event whose digests bind them.
@@ -32,7 +33,7 @@ import os
 import secrets
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -200,7 +201,11 @@ def prepare(
         held_out = split_subjects(subjects, spec.test_fraction, spec.seed)
     is_test = np.array([s in held_out for s in subjects], dtype=bool)
     if is_test.all() or not is_test.any():
-        raise InvalidInput(f"too few labelled subjects ({len(frame)}) to hold some out for evaluation")
+        # no count here: on a private run this message reaches principals who may not learn the size
+        raise InvalidInput(
+            f"the split at test_fraction {spec.test_fraction:g} left the training or the held-out set empty: "
+            "too few labelled subjects; use a test_fraction nearer 0.5 or a larger dataset"
+        )
     y = torch.from_numpy(labels.transform(frame))
     classes = len(labels.classes)
     if spec.model == "bert":
@@ -289,6 +294,75 @@ def trim_collate(batch: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
 # --- training --------------------------------------------------------------------------------------
 
 
+def size_bound(n: int) -> int:
+    """The least power of two at or above n (0 for none): the public stand-in for a dataset's size that
+    a private run uses wherever it needs one (delta's check, the sampling rate, the steps)."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
+
+
+@dataclass(frozen=True)
+class PrivatePlan:
+    """A private run's DP-SGD parameters, every one a function of public inputs only (the spec and the
+    size bound): Poisson sampling at rate 1 / ceil(bound / batch_size) for `steps` steps at
+    `noise_multiplier`, costing `epsilon` at the spec's delta. Nothing in it (nor in the progress a run
+    reports, nor in the card's privacy block) depends on how many subjects the read returned."""
+
+    population: int
+    batches: int
+    sample_rate: float
+    steps: int
+    noise_multiplier: float
+    epsilon: float
+
+    @property
+    def expected_batch_size(self) -> float:
+        return self.population * self.sample_rate
+
+
+def private_plan(spec: TrainingSpec, population: int) -> PrivatePlan:
+    """The plan of a private run over at most `population` subjects (a public bound, see size_bound);
+    InvalidInput when no noise level reaches the spec's target epsilon."""
+    from opacus.accountants.utils import get_noise_multiplier  # heavy: opacus
+
+    assert spec.private and spec.target_epsilon is not None and spec.delta is not None
+    if population <= 0:
+        raise InvalidInput(f"dataset {spec.dataset} has no subjects to train on")
+    batches = max(1, math.ceil(population / spec.batch_size))
+    q = 1 / batches
+    steps = spec.epochs * int(1 / q)  # per epoch as Opacus's Poisson sampler draws them: int(1 / q)
+    try:
+        sigma = float(
+            get_noise_multiplier(
+                target_epsilon=spec.target_epsilon,
+                target_delta=spec.delta,
+                sample_rate=q,
+                steps=steps,
+                accountant=spec.accountant,
+            )
+        )
+    except ValueError as exc:  # Opacus: no noise multiplier reaches the target
+        raise InvalidInput(
+            f"target_epsilon {spec.target_epsilon:g} cannot be reached with {spec.epochs} epochs of "
+            f"batch_size {spec.batch_size}: {str(exc).splitlines()[0] if str(exc) else 'no noise level fits'}"
+        ) from None
+    eps = planned_epsilon(spec.accountant, sigma, q, steps, spec.delta)
+    return PrivatePlan(population, batches, q, steps, sigma, eps)
+
+
+class _Batches:
+    """A batch sampler of a fixed (public) length: Opacus derives its Poisson rate from the length of
+    the loader it wraps (1 / len), and it never iterates this one."""
+
+    def __init__(self, batches: int) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter([[0]] * self.batches)
+
+
 @dataclass
 class FitResult:
     module: nn.Module  # the trained module (unwrapped)
@@ -314,12 +388,15 @@ def fit(
     noise_multiplier: float | None = None,
     before_first_step: Callable[[float, float, int], None] | None = None,
     progress: Progress | None = None,
+    plan: PrivatePlan | None = None,
 ) -> FitResult:
     """Train `module` on `train` as `spec` says: DP-SGD (Poisson sampling, per-sample clipping,
     Gaussian noise) when spec.private, plain minibatch training otherwise, with the same optimizer,
     learning rate, epochs and expected batch size. A private run takes its noise multiplier from
     `make_private_with_epsilon` unless one is given (shadow models in audits);
-    `before_first_step(noise_multiplier, sample_rate, steps)` runs before any step and may refuse."""
+    `before_first_step(noise_multiplier, sample_rate, steps)` runs before any step and may refuse.
+    With a `plan` (private_plan), a private run samples, steps, noises and scales its gradients by the
+    plan's public parameters only, so neither they nor `progress(step, steps)` depend on len(train)."""
 
     with warnings.catch_warnings():
         # Opacus's notices (insecure RNG, RDP order range) and torch's full-backward-hook notice under
@@ -327,7 +404,7 @@ def fit(
         warnings.filterwarnings("ignore", module="opacus")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        return _fit(module, train, spec, noise_multiplier, before_first_step, progress)
+        return _fit(module, train, spec, noise_multiplier, before_first_step, progress, plan)
 
 
 def _fit(
@@ -337,6 +414,7 @@ def _fit(
     noise_multiplier: float | None,
     before_first_step: Callable[[float, float, int], None] | None,
     progress: Progress | None,
+    plan: PrivatePlan | None = None,
 ) -> FitResult:
     import torch  # heavy: torch
     from torch import nn  # heavy: torch
@@ -349,7 +427,11 @@ def _fit(
         raise InvalidInput("no training records")
     batch = min(spec.batch_size, n)
     gen = torch.Generator().manual_seed(spec.seed)
-    loader = DataLoader(train, batch_size=batch, shuffle=True, generator=gen, collate_fn=trim_collate)
+    loader: Any
+    if plan is not None and spec.private:
+        loader = DataLoader(train, batch_sampler=_Batches(plan.batches), generator=gen, collate_fn=trim_collate)
+    else:
+        loader = DataLoader(train, batch_size=batch, shuffle=True, generator=gen, collate_fn=trim_collate)
     params = [p for p in module.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if spec.optimizer == "adam" else torch.optim.SGD
     optimizer = opt_cls(params, lr=spec.learning_rate)
@@ -370,7 +452,9 @@ def _fit(
             "poisson_sampling": True,
             "grad_sample_mode": spec.clipping,
         }
-        if noise_multiplier is None:
+        if plan is not None:
+            out = engine.make_private(**common, noise_multiplier=plan.noise_multiplier)
+        elif noise_multiplier is None:
             assert spec.target_epsilon is not None and spec.delta is not None
             try:
                 out = engine.make_private_with_epsilon(
@@ -389,9 +473,23 @@ def _fit(
             model, optimizer, loader = out
         sigma = float(optimizer.noise_multiplier)
         sample_rate = float(loader.sample_rate)
+        if plan is not None:
+            # Opacus scales the noisy gradient sum by the expected batch n * q: from the public bound instead
+            optimizer.expected_batch_size = plan.expected_batch_size
     else:
         sample_rate = batch / n
     total = spec.epochs * len(loader)
+    if (
+        plan is not None
+        and spec.private
+        and (sigma, sample_rate, total)
+        != (
+            plan.noise_multiplier,
+            plan.sample_rate,
+            plan.steps,
+        )
+    ):
+        raise AssertionError("the private run's sampling differs from its plan")
     if before_first_step is not None:
         before_first_step(sigma or 0.0, sample_rate, total)
     started = time.perf_counter()
@@ -681,7 +779,12 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Data",
         f"- dataset `{d['dataset']}` (schema {d['schema_digest']})",
-        f"- {d['training_subjects']:,} training subjects (one record each), {d['test_subjects']:,} held out",
+        (
+            f"- {d['training_subjects']:,} training subjects (one record each), {d['test_subjects']:,} held out"
+            if "training_subjects" in d
+            else f"- one record per subject; no count of subjects is stated (a private run's card gives only the "
+            f"public size bound, {p.get('size_bound', 'n/a')})"
+        ),
         f"- training manifest digest {d['manifest_digest']}",
         f"- de-identification before training: {json.dumps(d['deidentification'])}",
         "- preprocessing: fixed by the declared schema / public tokenizer (nothing fitted on the data)",
@@ -787,6 +890,29 @@ def card_html(card: dict[str, Any]) -> str:
             parts.append("</table>")
     parts.append("</div>")
     return "".join(parts)
+
+
+WITHHELD = (
+    "withheld: exact figures about the held-out subjects are given only to principals who may read "
+    "the dataset for this purpose"
+)
+
+
+def without_evaluation(card: dict[str, Any]) -> dict[str, Any]:
+    """A private run's card as a principal who may train on the dataset but not read it receives it:
+    the held-out evaluation (utility, fairness, the warnings drawn from them), the final training loss
+    and the training manifest digest are exact functions of the data that no DP guarantee covers, so
+    they are withheld; everything else (the model, its privacy parameters, all public) is as stored."""
+    out: dict[str, Any] = json.loads(json.dumps(card))
+    out["utility"] = {"withheld": WITHHELD}
+    if "fairness" in out:
+        out["fairness"] = None
+    if "warnings" in out:
+        out["warnings"] = [w for w in out["warnings"] if w == NO_INTENDED_USE]
+    out["training"]["final_loss"] = None
+    out["data"]["manifest_digest"] = "withheld"
+    out["withheld"] = ["utility", "fairness", "warnings about utility", "training.final_loss", "data.manifest_digest"]
+    return out
 
 
 class ModelCard(dict[str, Any]):

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 from complai.app.core import ALL, SessionCore
 from complai.crypto.digest import digest_text
 from complai.dp.budget import BUDGET_KINDS, BudgetState, Derived, charged, replay
-from complai.dp.training import SUBJECT, ModelCard, TrainingSpec, fairness_attributes, fairness_exclusions
+from complai.dp.training import (
+    SUBJECT,
+    ModelCard,
+    TrainingSpec,
+    fairness_attributes,
+    fairness_exclusions,
+    without_evaluation,
+)
 from complai.errors import InvalidInput, NotFound, PolicyDenied
 from complai.events import AccessDenied, DPQueryAnswered
 
@@ -170,12 +177,18 @@ class PrivacyOps(SessionCore):
         `session.train("adult", label="income", model="mlp", target_epsilon=1, ...)` or
         `session.train(spec=TrainingSpec(...))`. Refused before any data is read if the spec is invalid or
         the budget cannot cover target_epsilon, and before any training step if the reservation fails.
-        The run's ledger entry is `last_seq` (the card is the model's, unchanged)."""
+        The run's ledger entry is `last_seq`. A private run's card states no count of subjects and, for a
+        principal who may not read the dataset for this purpose, withholds the held-out evaluation
+        (training.without_evaluation); otherwise it is the model's card as stored."""
         if spec is None:
             spec = TrainingSpec.parse({"dataset": dataset, **kw})
         elif dataset is not None or kw:
             raise TypeError("give either a spec or keyword arguments")
         self._check("train", spec.dataset)
+        if not spec.private:
+            # a run without DP releases exact functions of the data (its weights, counts and metrics): only
+            # for a principal who may read the dataset for this purpose
+            self._check("read", spec.dataset)
         schema = self._svc.catalog.get(spec.dataset).schema
         basis = schema.basis(self.purpose)
         models = self._svc.models
@@ -214,7 +227,12 @@ class PrivacyOps(SessionCore):
             deidentification=done,
             progress=progress,
             fairness_excluded=excluded,
+            population=size or None,
         )
+        # the sampling rate, steps, progress and counts of a private run come from `size` (public) only; its
+        # held-out evaluation is exact, so it goes only to those who may read the dataset for this purpose
+        if spec.private and not self._may(spec.dataset, ("read",), []):
+            card = without_evaluation(card)
         return ModelCard(card)
 
     def models(self) -> list[dict[str, Any]]:
