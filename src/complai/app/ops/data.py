@@ -205,15 +205,17 @@ class DataOps(SessionCore):
         """k-anonymise a table the caller holds (not vault data: no dataset policy applies) and record
         the run: parameters, achieved guarantees, digests of input and output. Direct identifiers (by
         `schema`, a schema or a dataset's name, for the columns it declares; by the scanner for the
-        rest) are dropped, or pseudonymised with the workspace's keyed pseudonyms, unless kept by name.
-        The parameters are deid.tabular.anonymize's. `deliver(table, report)` (writing the output) runs
-        before the run is recorded: a failed delivery records nothing."""
+        rest) are dropped, or pseudonymised with keyed pseudonyms of this principal and purpose (never
+        the ones governed reads show: Keys.adhoc), unless kept by name. The parameters are
+        deid.tabular.anonymize's. `deliver(table, report)` (writing the output) runs before the run is
+        recorded: a failed delivery records nothing. Asks the policy nothing but, with a dataset's name,
+        whether the principal may see that declaration (see deidentify_text)."""
         if isinstance(schema, str):
             self._check_may_describe(schema)
             schema = self._svc.catalog.get(schema).schema
         declared = {f.name: f.identifier for f in schema.fields} if schema is not None else None
         if pseudonymize is None:
-            anonymizer = Anonymizer(self._svc.deid_keys)
+            anonymizer = Anonymizer.adhoc(self._svc.deid_keys, self.principal, self.purpose)
             pseudonymize = lambda value: anonymizer.pseudonym("ID", value)  # noqa: E731
         out, report = anonymize(
             frame,
@@ -264,8 +266,12 @@ class DataOps(SessionCore):
     ) -> list[tuple[str, list[Change]]]:
         """Find and transform personal data in texts the caller holds; one event for the whole call.
         `deliver(results)` (writing the output) runs before the event is recorded: a failed delivery
-        records nothing."""
-        anonymizer = Anonymizer(self._svc.deid_keys)
+        records nothing. The keyed operators use this principal's and purpose's ad-hoc keys (Keys.adhoc):
+        hashes and date offsets stable across its calls, tokens alike within one call, none of them
+        matching what a governed read shows. So the call asks the policy nothing: it reads no vault data,
+        and its output links only to what the same principal made for the same purpose from what it
+        held (tokens, only to what `detokenize`, an action of its own, reverses)."""
+        anonymizer = Anonymizer.adhoc(self._svc.deid_keys, self.principal, self.purpose)
         found = TextAnalyzer(regex_only=regex_only).analyze_batch(texts)
         out = [anonymizer.anonymize(t, f, operators, default, subject) for t, f in zip(texts, found, strict=True)]
         counts = Counter(f.entity for fs in found for f in fs)
@@ -285,9 +291,12 @@ class DataOps(SessionCore):
         return out
 
     def detokenize(self, text: str) -> str:
-        """Reverse tokenisation: an action the policy must allow; every use is recorded."""
+        """Reverse tokenisation: an action the policy must allow; every use is recorded. A token opens
+        only under the key of the domain it was made in (ad-hoc de-identification, with the nonce of
+        the call that made it, or governed reads); anything else stays as it is."""
         self._check("detokenize")
-        restored, n = Anonymizer(self._svc.deid_keys).detokenize(text)
+        keys = self._svc.deid_keys
+        restored, n = Anonymizer.adhoc(keys, self.principal, self.purpose).detokenize(text, Anonymizer(keys))
         self.last_seq = self._svc.ledger.emit(
             None,
             TextDetokenized,
