@@ -240,3 +240,15 @@ def test_a_record_edited_at_rest_is_found_once_the_kept_copy_is_old(ws: Workspac
     time.sleep(0.4)
     with pytest.raises(IntegrityError, match="fails authentication"):
         rows(ws)
+
+
+def test_a_frame_changed_by_its_reader_leaves_the_kept_records_alone(cached: tuple[Workspace, Workspace]) -> None:
+    ws, other = cached
+    with_people(ws, 6)
+    session = ws.session(OWNER, READ)
+    frame = session.read("people")
+    frame.loc[:, "income"] = -1
+    frame.loc[:, "customer_id"] = "changed"
+    page = session.read_page("people", offset=0, limit=3).frame
+    page.loc[:, "segment"] = None
+    assert same(ws, other) == rows(other) and -1 not in {r[2] for r in rows(ws)}

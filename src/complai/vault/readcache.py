@@ -99,6 +99,8 @@ class Entry:
     used: float = field(default_factory=time.monotonic)
     born: float = field(default_factory=time.monotonic)
     _ordered: list[Opened] | None = None
+    arrays: dict[tuple[bool, str], Any] = field(default_factory=dict)
+    """(ordered, column) -> the column's typed array over all rows in that order, built at first use"""
 
     def ordered(self) -> list[Opened]:
         """The rows by when each record was stored, then its id (as a paged read orders them)."""

@@ -22,7 +22,7 @@ from complai.store.tables import access_log, consents, objections, records, subj
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog, layout, present
 from complai.vault.readcache import Entry, Look, Opened, ReadCache
-from complai.vault.records import open_record, to_frame
+from complai.vault.records import column_array, open_record, to_frame, value_fields
 from complai.vault.schema import DatasetSchema
 from complai.vault.subjects import Subjects, open_external, pack_ids, set_digest
 
@@ -253,12 +253,27 @@ class Reads:
         ordered: bool,
         window: tuple[int, int] | None,
     ) -> Fetched:
-        """A read served from opened records: the same frame, in the same order, as from the store."""
-        rows = entry.ordered() if ordered or window is not None else entry.rows
-        if window is not None:
-            rows = rows[window[0] : window[0] + window[1]] if window[1] > 0 else []
-        subject_col = [entry.externals[r.subject_id] for r in rows] if schema.subject_column in cols else []
-        frame = to_frame(schema, cols, subject_col, [r.values for r in rows])
+        """A read served from opened records: the same frame, in the same order, as from the store. Each
+        column's typed array is built once per entry and order; the frame gets copies of (a slice of) them."""
+        in_order = ordered or window is not None
+        everything = entry.ordered() if in_order else entry.rows
+        part = slice(window[0], window[0] + max(window[1], 0)) if window is not None else slice(None)
+        rows = everything[part]
+        specs = {f.name: f for f in schema.fields}
+        where = {f.name: i for i, f in enumerate(value_fields(schema))}
+        data: dict[str, Any] = {}
+        for name in cols:
+            key = (in_order, name)
+            array = entry.arrays.get(key)
+            if array is None:
+                if name == schema.subject_column:
+                    array = pd.array([entry.externals[r.subject_id] for r in everything], dtype="string")
+                else:
+                    i = where[name]
+                    array = column_array(specs[name], [r.values[i] for r in everything])
+                entry.arrays[key] = array
+            data[name] = array[part]
+        frame = pd.DataFrame(data, columns=cols, copy=True)  # never a view of what the cache keeps
         if pseudonym_column:
             frame[pseudonym_column] = [r.pseudonym for r in rows]
         return Fetched(frame, {r.pseudonym: r.subject_id for r in rows}, entry.total, cols)

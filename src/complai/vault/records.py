@@ -419,29 +419,31 @@ def check_value(spec: FieldSpec, value: Any) -> Any:
     return converted
 
 
+def column_array(spec: FieldSpec, vals: list[Any]) -> Any:
+    """One column's decoded values as the typed array a frame holds for the field's type."""
+    if spec.type == "integer":
+        return pd.array(vals, dtype="Int64") if None in vals else np.array(vals, dtype="int64")
+    if spec.type == "float":
+        return np.array([np.nan if v is None else v for v in vals], dtype="float64")
+    if spec.type == "boolean":
+        return pd.array(vals, dtype="boolean")
+    if spec.type == "category":
+        cats = spec.values
+        return pd.Categorical(vals, categories=cats) if cats else pd.Categorical(vals)
+    if spec.type in ("date", "datetime"):
+        return pd.to_datetime(pd.Series(vals, dtype="object"), utc=True, format="ISO8601").array
+    return pd.array(vals, dtype="string")
+
+
 def to_frame(schema: DatasetSchema, columns: list[str], subjects: list[str], rows: list[list[Any]]) -> pd.DataFrame:
     """Decoded rows back to a typed DataFrame with the requested columns."""
     specs = {f.name: f for f in schema.fields}
     index = {f.name: i for i, f in enumerate(value_fields(schema))}
     data: dict[str, Any] = {}
     for name in columns:
-        spec = specs[name]
         if name == schema.subject_column:
             data[name] = pd.array(subjects, dtype="string")
             continue
         i = index[name]
-        vals = [r[i] for r in rows]
-        if spec.type == "integer":
-            data[name] = pd.array(vals, dtype="Int64") if None in vals else np.array(vals, dtype="int64")
-        elif spec.type == "float":
-            data[name] = np.array([np.nan if v is None else v for v in vals], dtype="float64")
-        elif spec.type == "boolean":
-            data[name] = pd.array(vals, dtype="boolean")
-        elif spec.type == "category":
-            cats = spec.values
-            data[name] = pd.Categorical(vals, categories=cats) if cats else pd.Categorical(vals)
-        elif spec.type in ("date", "datetime"):
-            data[name] = pd.to_datetime(pd.Series(vals, dtype="object"), utc=True, format="ISO8601")
-        else:
-            data[name] = pd.array(vals, dtype="string")
+        data[name] = column_array(specs[name], [r[i] for r in rows])
     return pd.DataFrame(data, columns=columns)
