@@ -141,7 +141,7 @@ class TextIn(Strict):
     default: str = Field(default="replace", description="Operator for every entity: replace, mask, hash, ...")
     operators: dict[str, str] | None = Field(default=None, description="Operator per entity type")
     regex_only: bool = Field(default=False, description="Pattern recognizers only (no NLP model)")
-    subject: str = Field(default="", max_length=256, description="The subject whose reversible tokens these are")
+    subject: str = Field(default="", max_length=256, description="The subject whose date offset date_shift uses")
 
 
 class ChangeOut(BaseModel):
