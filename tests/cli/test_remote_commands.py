@@ -384,3 +384,74 @@ def test_policy_and_taxonomy(live: tuple[Server, str]) -> None:
         there = cli(*args, server=server.url, token=token)
         ok(there)
         assert json.loads(there.stdout) == json.loads(local(server, *args).stdout)
+
+
+PEOPLE = """\
+name: remote_people
+subject_column: customer_id
+jurisdiction: EU
+retention: P365D
+purposes:
+  fraud_detection: gdpr.legitimate_interests
+fields:
+  - {name: customer_id, type: string, category: user.unique_id, identifier: direct}
+  - {name: income, type: integer, category: user.financial.income, min: 0, max: 1000000}
+"""
+
+
+def test_dataset_create_alter_drop(live: tuple[Server, str], tmp_path: Path) -> None:
+    server, token = live
+    schema = tmp_path / "people.yaml"
+    schema.write_text(PEOPLE)
+    wrong = cli("dataset", "create", "other_name", "--schema", str(schema), server=server.url, token=token)
+    assert wrong.returncode == 2 and "not 'other_name'" in one_line_error(wrong)
+    made = cli("dataset", "create", "remote_people", "--schema", str(schema), "--json", server=server.url, token=token)
+    ok(made)
+    assert json.loads(made.stdout) == {
+        "dataset": "remote_people",
+        "fields": 2,
+        "purposes": {"fraud_detection": "gdpr.legitimate_interests"},
+    }
+    wider = tmp_path / "wider.yaml"
+    wider.write_text(PEOPLE.replace("max: 1000000", "max: 2000000"))
+    dry = cli("dataset", "alter", "remote_people", "--schema", str(wider), "--dry-run", "--json",
+              server=server.url, token=token)  # fmt: skip
+    ok(dry)
+    doc = json.loads(dry.stdout)
+    assert doc["dry_run"] is True and doc["from_version"] == 1 and doc["version"] == 2 and doc["ledger_seq"] is None
+    shown = json.loads(local(server, "dataset", "show", "remote_people", "--json").stdout)
+    assert shown["schema_version"] == 1  # a dry run changes nothing
+    unconfirmed = cli("dataset", "drop", "remote_people", server=server.url, token=token)
+    assert unconfirmed.returncode == 2 and "--yes" in one_line_error(unconfirmed)
+    dropped = cli("dataset", "drop", "remote_people", "--yes", "--json", server=server.url, token=token)
+    ok(dropped)
+    assert json.loads(dropped.stdout)["records_deleted"] == 0
+
+
+def test_witness_and_backup(live: tuple[Server, str], tmp_path: Path) -> None:
+    server, token = live
+    made = local(server, "ledger", "witness", "init", str(tmp_path / "w"), "--name", "witness.example/remote")
+    ok(made)
+    vkey = made.stdout.strip()
+    added = cli("ledger", "witness", "add", vkey, server=server.url, token=token)
+    ok(added)
+    assert "trusting witness witness.example/remote" in added.stdout
+    listed = cli("ledger", "witness", "list", "--json", server=server.url, token=token)
+    ok(listed)
+    assert vkey in json.loads(listed.stdout)
+    backup = tmp_path / "ws.backup"
+    done = cli("backup", "create", str(backup), "--json", server=server.url, token=token)
+    ok(done)
+    doc = json.loads(done.stdout)
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600 and backup.stat().st_size > 1000
+    recorded = cli("ledger", "show", "--type", "backup.created", "--json", server=server.url, token=token)
+    ok(recorded)
+    backups = {e["seq"]: e["event"]["backup_digest"] for e in json.loads(recorded.stdout)}
+    assert backups[doc["ledger_seq"]] == doc["digest"]
+    again = cli("backup", "create", str(backup), server=server.url, token=token)
+    assert again.returncode == 2 and "already exists" in one_line_error(again)
+    analyst = add_token(server.workspace, "remote-analyst4", "analyst")
+    refused = cli("backup", "create", str(tmp_path / "no.backup"), server=server.url, token=analyst)
+    assert refused.returncode == 2
+    one_line_error(refused)
+    assert not (tmp_path / "no.backup").exists()

@@ -29,7 +29,7 @@ from complai.cli.output import print_datasets, print_json, table
 from complai.cli.state import console, err_console, state
 from complai.config import default_workspace
 from complai.errors import ComplaiError, InvalidInput
-from complai.files import check_output, workspace_protected, write_private
+from complai.files import atomic_output, check_output, workspace_protected, write_private
 
 API = "/api/v1"
 TIMEOUT_S = 300.0
@@ -134,6 +134,23 @@ class Remote:
         if r.status_code >= 400:
             raise RemoteError(problem_line(r.status_code, r.headers.get("content-type", ""), r.text), r.status_code)
         return r
+
+    def download(self, method: str, path: str, target: Path, force: bool, **kw: Any) -> httpx.Response:
+        """Stream the server's answer into a new file (0600, whole or not at all, never through a link);
+        the response (its headers) once written, or RemoteError with its problem's one line."""
+        try:
+            with self._client.stream(method, path, **kw) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    ctype = r.headers.get("content-type", "")
+                    raise RemoteError(problem_line(r.status_code, ctype, r.text), r.status_code)
+                with atomic_output(target, force=force, forbidden=protected()) as fh:
+                    for block in r.iter_bytes(1 << 20):
+                        fh.write(block)
+                return r
+        except httpx.TransportError as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RemoteError(f"no answer from {self.base}: {reason}") from None
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         """The JSON the server answered, or RemoteError with its problem's one line."""
@@ -442,6 +459,7 @@ REMOTE: dict[str, str] = {
     "subject": f"{_ADMIN}:subject_app",
     "consent": f"{_ADMIN}:consent_app",
     "keys": f"{_ADMIN}:keys_app",
+    "backup": f"{_ADMIN}:backup_app",
     "retention": f"{_ADMIN}:retention_app",
     "token": f"{_RECORDS}:token_app",
 }

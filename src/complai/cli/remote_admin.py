@@ -19,6 +19,7 @@ from complai.cli.state import console
 from complai.errors import InvalidInput
 
 __all__ = [
+    "backup_app",
     "consent_app",
     "keys_app",
     "policy_app",
@@ -372,3 +373,28 @@ def taxonomy_list(
             detail = _detail(attrs)
             t.add_row(term["key"], term["name"], "; ".join([*about, detail] if detail else about))
         console.print(t)
+
+
+# --- backups ---------------------------------------------------------------------------------------
+
+backup_app = typer.Typer(cls=RemoteGroup, help="Encrypted backups and restores.", no_args_is_help=True)
+
+
+@backup_app.command("create")
+def backup_create(
+    file: Annotated[Path, typer.Argument(help="Backup file to write (here, mode 0600; never over an existing one).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Consistent, encrypted snapshot of the server's workspace, under the server's backup key
+    (keys/backup.key there), downloaded to FILE; restore it on a server with `complai backup restore`."""
+    output_path(file, False)
+    with remote() as r:
+        resp = r.download("POST", "/backups", file, False)
+    result = {"file": str(file), "digest": resp.headers.get("X-Complai-Digest"), "ledger_seq": None}
+    seq = resp.headers.get("X-Complai-Ledger-Seq")
+    result["ledger_seq"] = int(seq) if seq and seq.isdigit() else None
+    if json_out:
+        print_json(result)
+    else:
+        digest = str(result["digest"])[:23]
+        console.print(f"backup written to {file} ({digest}...), ledger entry {result['ledger_seq']}")

@@ -5,6 +5,7 @@ nothing here opens a workspace (see cli/remote.py)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,6 +61,100 @@ def dataset_show(name: Annotated[str, typer.Argument(help="The dataset's name.")
     for f in doc["fields"]:
         t.add_row(f["name"], f["type"], f["category"], f.get("identifier") or "", "yes" if f.get("sensitive") else "")
     console.print(t)
+
+
+def _schema_text(schema: Path) -> tuple[str, dict[str, Any]]:
+    """A schema file's text and what it declares, read as the local forms read it."""
+    from complai.inputs import parse_yaml, read_text_input  # heavy: pandas; the local forms' checks of a file
+
+    text = read_text_input(schema, "schema")
+    doc = parse_yaml(text, f"schema {schema}")
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"schema {schema} must be a mapping")
+    return text, doc
+
+
+@dataset_app.command("create")
+def dataset_create(
+    name: Annotated[str, typer.Argument(help="Dataset name (must match the schema's name).")],
+    schema: Annotated[Path, typer.Option("--schema", help="Schema YAML file.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Register a dataset from a schema file."""
+    text, declared = _schema_text(schema)
+    if declared.get("name") != name:
+        raise InvalidInput(f"the schema names dataset {declared.get('name')!r}, not {name!r}")
+    with remote() as r:
+        doc = r.call("POST", "/datasets", json={"yaml": text})
+    if json_out:
+        print_json({"dataset": name, "fields": len(doc["fields"]), "purposes": doc["purposes"]})
+    else:
+        console.print(
+            f"dataset [bold]{escape(name)}[/] registered: {len(doc['fields'])} fields, purposes {list(doc['purposes'])}"
+        )
+
+
+@dataset_app.command("alter")
+def dataset_alter(
+    name: Annotated[str, typer.Argument(help="Dataset name (must match the new schema's name).")],
+    schema: Annotated[Path, typer.Option("--schema", help="The dataset's full new schema (YAML).")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the change against every stored record; change nothing.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change a dataset's schema to a new version: prints what changed. A narrowing change is checked
+    against every stored record and refused with the number of records that do not fit."""
+    text, _ = _schema_text(schema)
+    with remote() as r:
+        out = r.call("PUT", f"/datasets/{segment(name)}/schema", json={"yaml": text, "dry_run": dry_run})
+    if json_out:
+        print_json(out)
+        return
+    t = table("change", "what")
+    for kind, items in out["changes"].items():
+        for item in items:
+            t.add_row(kind, item)
+    console.print(t)
+    for note in out["notes"]:
+        console.print(f"note: {note}")
+    if dry_run:
+        console.print(
+            f"dry run: [bold]{escape(name)}[/] would become schema version {out['version']} "
+            f"({out['records_checked']:,} stored records checked); nothing changed"
+        )
+    else:
+        console.print(
+            f"dataset [bold]{escape(name)}[/] is now at schema version {out['version']} "
+            f"({out['records_checked']:,} stored records checked; ledger entry {out['ledger_seq']})"
+        )
+
+
+@dataset_app.command("drop")
+def dataset_drop(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Drop without asking to type the dataset's name.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Drop a dataset on the server: delete every record, crypto-shred the subjects left without records in
+    any other dataset; its name stays taken. Asks to type the name unless --yes."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput(f"dropping {name} erases its records for good: pass --yes to confirm without a prompt")
+        typed = typer.prompt(f"This erases every record of {name} for good. Type the dataset's name to confirm")
+        if typed != name:
+            raise InvalidInput("the name typed does not match; nothing was dropped")
+    with remote() as r:
+        out = r.call("DELETE", f"/datasets/{segment(name)}", params={"confirm": name})
+    if json_out:
+        print_json(out)
+        return
+    console.print(
+        f"dataset [bold]{escape(name)}[/] dropped: {out['records_deleted']:,} records deleted; "
+        f"{out['subjects_shredded']:,} subjects crypto-shredded ({out['keys_destroyed']:,} data keys destroyed); "
+        f"{out['subjects_kept']:,} subjects keep their key for their records in other datasets "
+        f"(ledger entry {out['ledger_seq']})"
+    )
 
 
 @dataset_app.command("read")

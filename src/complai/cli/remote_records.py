@@ -29,7 +29,17 @@ from complai.cli.state import console, err_console
 from complai.errors import InvalidInput
 from complai.files import check_outputs, output_dir
 
-__all__ = ["audit_app", "dpia_app", "incident_app", "ledger_app", "principal_app", "request_app", "ropa", "token_app"]
+__all__ = [
+    "audit_app",
+    "dpia_app",
+    "incident_app",
+    "ledger_app",
+    "principal_app",
+    "request_app",
+    "ropa",
+    "token_app",
+    "witness_app",
+]
 
 QuorumOpt = Annotated[int, typer.Option("--witnesses", min=0, help="Cosignatures required on the latest checkpoint.")]
 MAX_SEQ = 2**62
@@ -748,3 +758,29 @@ def token_max_lifetime(
         else:
             doc = r.call("GET", "/tokens/max-lifetime")
     console.print(f"maximum token lifetime without the owner role: {doc['max_lifetime']}")
+
+
+# --- witnesses -------------------------------------------------------------------------------------
+
+witness_app = typer.Typer(cls=RemoteGroup, help="Witnesses that cosign checkpoints.", no_args_is_help=True)
+ledger_app.add_typer(witness_app, name="witness")
+
+
+@witness_app.command("list")
+def witness_list(json_out: JsonOpt = False) -> None:
+    """List the verifier keys of the witnesses trusted to cosign checkpoints."""
+    with remote() as r:
+        keys = r.call("GET", "/ledger/witnesses")
+    if json_out:
+        print_json([k["vkey"] for k in keys])
+    else:
+        for k in keys:
+            console.file.write(k["vkey"] + "\n")
+
+
+@witness_app.command("add")
+def witness_add(vkey: Annotated[str, typer.Argument(help="The witness's verifier key.")]) -> None:
+    """Trust a witness: its cosignatures count toward --witnesses."""
+    with remote() as r:
+        added = r.call("POST", "/ledger/witnesses", json={"vkey": vkey})
+    console.print(f"trusting witness {added['name']}")
