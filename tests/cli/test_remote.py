@@ -186,7 +186,7 @@ def test_jobs_list_show_and_cancel(live: tuple[Server, str]) -> None:
 
 def test_a_command_without_a_remote_form_says_so(live: tuple[Server, str]) -> None:
     server, token = live
-    for args in (["backup", "restore", "x.bak"], ["share", "list"], ["serve"]):
+    for args in (["backup", "restore", "x.bak"], ["share", "keygen", "--out", "k"], ["serve"]):
         done = cli(*args, server=server.url, token=token)
         assert done.returncode == 2, done
         assert "no remote form" in one_line_error(done)

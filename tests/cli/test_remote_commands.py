@@ -455,3 +455,33 @@ def test_witness_and_backup(live: tuple[Server, str], tmp_path: Path) -> None:
     assert refused.returncode == 2
     one_line_error(refused)
     assert not (tmp_path / "no.backup").exists()
+
+
+def test_share_agreement_created_exported_opened_and_revoked(live: tuple[Server, str], tmp_path: Path) -> None:
+    server, token = live
+    key = tmp_path / "recipient.key"
+    ok(local(server, "share", "keygen", "--out", str(key)))
+    made = cli("share", "create", "--recipient", "lab", "--recipient-key", f"{key}.pub", "--dataset", "adult",
+               "--purpose", "research", "--fields", "age,education", "--max-uses", "2",
+               "--recipient-jurisdiction", "EU", "--json", server=server.url, token=token)  # fmt: skip
+    ok(made)
+    agreement = json.loads(made.stdout)
+    assert agreement["fields"] == ["age", "education"] and agreement["max_uses"] == 2
+    listed = cli("share", "list", "--json", server=server.url, token=token)
+    ok(listed)
+    assert json.loads(listed.stdout) == json.loads(local(server, "share", "list", "--json").stdout)
+    package = tmp_path / "share.pkg"
+    sealed = cli("share", "export", agreement["id"], "--out", str(package), "--json", server=server.url, token=token)
+    ok(sealed)
+    result = json.loads(sealed.stdout)
+    assert result["use"] == 1 and result["max_uses"] == 2 and stat.S_IMODE(package.stat().st_mode) == 0o600
+    opened = local(server, "share", "open", str(package), "--key", str(key), "--out", str(tmp_path / "opened"),
+                   "--json")  # fmt: skip
+    ok(opened)
+    assert json.loads(opened.stdout)["rows"] == result["rows"] > 0
+    ok(cli("share", "revoke", agreement["id"], server=server.url, token=token))
+    refused = cli("share", "export", agreement["id"], "--out", str(tmp_path / "again.pkg"),
+                  server=server.url, token=token)  # fmt: skip
+    assert refused.returncode == 2
+    one_line_error(refused)
+    assert not (tmp_path / "again.pkg").exists()

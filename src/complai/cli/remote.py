@@ -460,6 +460,7 @@ REMOTE: dict[str, str] = {
     "consent": f"{_ADMIN}:consent_app",
     "keys": f"{_ADMIN}:keys_app",
     "backup": f"{_ADMIN}:backup_app",
+    "share": f"{_ADMIN}:share_app",
     "retention": f"{_ADMIN}:retention_app",
     "token": f"{_RECORDS}:token_app",
 }

@@ -26,6 +26,7 @@ __all__ = [
     "principal_app",
     "retention_app",
     "role_app",
+    "share_app",
     "subject_app",
     "taxonomy_app",
 ]
@@ -398,3 +399,122 @@ def backup_create(
     else:
         digest = str(result["digest"])[:23]
         console.print(f"backup written to {file} ({digest}...), ledger entry {result['ledger_seq']}")
+
+
+# --- data-sharing agreements -----------------------------------------------------------------------
+
+share_app = typer.Typer(
+    cls=RemoteGroup, help="Data-sharing agreements and sealed share packages.", no_args_is_help=True
+)
+AgreementArg = Annotated[str, typer.Argument(help="The agreement's id.")]
+
+
+@share_app.command("create")
+def share_create(
+    recipient: Annotated[str, typer.Option("--recipient", help="Who receives the data (a name for the agreement).")],
+    recipient_key: Annotated[Path, typer.Option("--recipient-key", help="The recipient's .pub file.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="The dataset to share from.")],
+    purpose: Annotated[str, typer.Option("--purpose", help="The purpose the recipient may use the data for.")],
+    fields: Annotated[str, typer.Option("--fields", help="Comma-separated field names.")],
+    expires: Annotated[str, typer.Option("--expires", help="ISO 8601 duration.")] = "P30D",
+    max_uses: Annotated[int, typer.Option("--max-uses", help="At least 1.")] = 1,
+    keep_subject_ids: Annotated[
+        bool, typer.Option("--keep-subject-ids", help="Do not pseudonymise subject ids.")
+    ] = False,
+    recipient_jurisdiction: Annotated[
+        str | None, typer.Option("--recipient-jurisdiction", help="Required: where the recipient is (EU, US-CA...).")
+    ] = None,
+    transfer_mechanism: Annotated[
+        str | None,
+        typer.Option("--transfer-mechanism", help="adequacy, scc, bcr, explicit-consent, derogation, pipl-..."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a data-sharing agreement on the server (direct identifiers are never shared)."""
+    from complai.inputs import read_text_input  # heavy: pandas; the key file read as the local form reads it
+
+    if not 1 <= max_uses <= 1_000_000:
+        raise InvalidInput(f"--max-uses must be between 1 and 1000000, not {max_uses}")
+    body: dict[str, Any] = {
+        "recipient": recipient,
+        "recipient_key": read_text_input(recipient_key, "recipient key", 64 * 1024),
+        "dataset": dataset,
+        "purpose": purpose,
+        "fields": [f.strip() for f in fields.split(",") if f.strip()],
+        "expires": expires,
+        "max_uses": max_uses,
+        "pseudonymize_subjects": not keep_subject_ids,
+    }
+    if recipient_jurisdiction is not None:
+        body["recipient_jurisdiction"] = recipient_jurisdiction
+    if transfer_mechanism is not None:
+        body["transfer_mechanism"] = transfer_mechanism
+    with remote() as r:
+        a = r.call("POST", "/agreements", json=body)
+    if json_out:
+        print_json(a)
+    else:
+        console.print(
+            f"agreement {a['id']}: {recipient} may receive {a['fields']} of {dataset} for {purpose} "
+            f"until {a['expires_at']}, {a['max_uses']} use(s)"
+        )
+
+
+@share_app.command("list")
+def share_list(json_out: JsonOpt = False) -> None:
+    """List agreements with their recipients, fields, expiry and uses (the auditor's view)."""
+    with remote() as r:
+        rows = r.pages("/agreements")
+    if json_out:
+        print_json(rows)
+        return
+    t = table("id", "recipient", "dataset", "purpose", "fields", "expires", "uses", "revoked")
+    for a in rows:
+        t.add_row(
+            a["id"],
+            a["recipient"],
+            a["dataset"],
+            a["purpose"],
+            ", ".join(a["fields"]),
+            a["expires_at"],
+            f"{a['uses']}/{a['max_uses']}",
+            "yes" if a["revoked"] else "",
+        )
+    console.print(t)
+
+
+@share_app.command("revoke")
+def share_revoke(agreement: AgreementArg) -> None:
+    """Revoke an agreement: no further package can be exported under it."""
+    with remote() as r:
+        r.call("POST", f"/agreements/{segment(agreement)}/revoke")
+    console.print(f"revoked agreement {agreement}")
+
+
+@share_app.command("export")
+def share_export(
+    agreement: AgreementArg,
+    out: Annotated[Path, typer.Option("--out", help="Package file to write.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Seal one use of an agreement to its recipient on the server, downloaded to a new 0600 file."""
+    output_path(out, False)
+    with remote() as r:
+        resp = r.download("POST", f"/agreements/{segment(agreement)}/shares", out, False)
+        terms = next((a for a in r.pages("/agreements") if a["id"] == agreement), None)
+    name = resp.headers.get("content-disposition", "")
+    use = name.rsplit("-", 1)[-1].split(".", 1)[0] if name else ""
+    result = {
+        "file": str(out),
+        "rows": int(resp.headers.get("X-Complai-Rows", "0")),
+        "use": int(use) if use.isdigit() else None,
+        "max_uses": terms["max_uses"] if terms else None,
+        "ledger_seq": int(resp.headers.get("X-Complai-Ledger-Seq", "0")),
+    }
+    if json_out:
+        print_json(result)
+    else:
+        recipient = terms["recipient"] if terms else "its recipient"
+        console.print(
+            f"sealed {result['rows']} rows to {recipient} in {out} (use {result['use']} of {result['max_uses']})"
+        )
