@@ -5,7 +5,9 @@ delegation header). The server authorises and records each call exactly as it do
 A command with a remote form here answers as its local form does (`--json` included); any other says
 in one line that it runs only where the workspace is. A problem the server answers prints as the CLI's
 one line: exit 2 for a refusal (4xx), 1 for a failure on the server's side. Only what the API answers
-is shown: nothing here reads a workspace, so this module loads no front door.
+is shown: nothing here reads a workspace, so this module loads no front door. The client, the job
+follower and output files are here; the remote forms of the data commands are in remote_data.py, the
+officers' and auditors' in remote_records.py, the stewards' and security officers' in remote_admin.py.
 """
 
 from __future__ import annotations
