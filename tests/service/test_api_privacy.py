@@ -152,6 +152,14 @@ def test_train_list_card_and_audit_a_model(
     ana = token_for("ana", "analyst")
     r = client.post(f"{API}/models/train", headers=bearer(ana), json={"spec": spec, "purpose": READ})
     assert r.status_code == 403 and denied(ws)[-1]["action"] == "train"
+    # one who may train but not read is refused a run without DP (its card holds exact values) at once
+    ws.session("owner", "security").add_rule("ana", "people", "train", READ)
+    r = client.post(
+        f"{API}/models/train",
+        headers=bearer(ana),
+        json={"spec": {**{k: v for k, v in spec.items() if k != "target_epsilon"}, "private": False}, "purpose": READ},
+    )
+    assert r.status_code == 403 and denied(ws)[-1]["action"] == "read", r.text
     for bad in (
         {**spec, "model": "forest"},
         {**spec, "target_epsilon": None},

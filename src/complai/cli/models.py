@@ -53,11 +53,21 @@ def _print_card_summary(card: dict[str, Any]) -> None:
         else "not private"
     )
     console.print(f"model {card['model_id']} ({card['name']}): {privacy}")
-    console.print(
-        f"  held-out accuracy {u['accuracy']:.4f} (majority class {u['majority_accuracy']:.4f})"
-        + (f", AUC {u['auc']:.4f}" if u.get("auc") is not None else "")
-        + f"; {card['data']['training_subjects']:,} training subjects"
+    d = card["data"]
+    subjects = (
+        f"{d['training_subjects']:,} training subjects"
+        if "training_subjects" in d
+        else f"subjects at most {p['size_bound']:,} (no exact count on a private card)"
+        if "size_bound" in p
+        else "no count of subjects"
     )
+    if "accuracy" in u:
+        held_out = f"held-out accuracy {u['accuracy']:.4f} (majority class {u['majority_accuracy']:.4f})" + (
+            f", AUC {u['auc']:.4f}" if u.get("auc") is not None else ""
+        )
+    else:
+        held_out = "held-out evaluation withheld (for principals who may read the dataset)"
+    console.print(f"  {held_out}; {subjects}")
     for w in card_warnings(card):
         console.print(Text(f"WARNING: {w}", style="bold red"))
 

@@ -318,6 +318,8 @@ def train(body: TrainIn, who: CallerDep, ws: WorkspaceDep, request: Request, res
     # itself and the purpose's lawful basis on the dataset
     schema = session.dataset_schema(dataset, "train")
     spec = TrainingSpec.parse(data)
+    if not spec.private:  # a run without DP releases exact values: only for one who may read the data
+        session.dataset_schema(dataset, "read")
     schema.basis(purpose)
 
     def work(s: Session, progress: Any) -> dict[str, Any]:
