@@ -159,6 +159,7 @@ def alternating(path: Path, url: str, token: str, n: int, rows: int) -> dict[str
     from complai.app.workspace import Workspace
 
     ws = Workspace.open(path)
+    ws.keep_opened_records(200_000)  # as the service keeps them: both sides serve the read from opened records
     times: dict[str, list[float]] = {"http": [], "local": [], "me_http": [], "auth_local": []}
     params: dict[str, Any] = {"purpose": "analytics", "limit": 1000}
     try:
