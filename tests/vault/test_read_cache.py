@@ -5,8 +5,10 @@ this workspace or another process on the same store; and an erasure empties them
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -252,3 +254,29 @@ def test_a_frame_changed_by_its_reader_leaves_the_kept_records_alone(cached: tup
     page = session.read_page("people", offset=0, limit=3).frame
     page.loc[:, "segment"] = None
     assert same(ws, other) == rows(other) and -1 not in {r[2] for r in rows(ws)}
+
+
+def test_concurrent_reads_after_a_change_open_the_records_once(
+    cached: tuple[Workspace, Workspace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws, _ = cached
+    with_people(ws, 40)
+    lock, opened = threading.Lock(), {"n": 0}
+    real = reads.open_record
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            opened["n"] += 1
+        time.sleep(0.001)  # slow enough that the reads overlap
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reads, "open_record", counted)
+    start = threading.Barrier(8)
+
+    def one() -> int:
+        start.wait()
+        return len(ws.session(OWNER, READ).read("people"))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda _: one(), range(8))) == [40] * 8
+    assert opened["n"] == 40  # one read opened them; the other seven waited for it

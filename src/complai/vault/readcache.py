@@ -127,6 +127,7 @@ class ReadCache:
         self._held = 0
         self._generation = 0
         self._seen: tuple[int, bytes] | None = None  # the last ledger entry looked at: (seq, leaf hash)
+        self._filling: dict[tuple[str, str], threading.Event] = {}  # entries being filled, by whom waited on
         self.hits = self.fills = self.drops = 0
 
     # --- looking at the ledger ---------------------------------------------------------------------
@@ -197,6 +198,21 @@ class ReadCache:
             self._entries[(dataset, purpose)] = entry
             self._held += len(entry.rows)
             self.fills += 1
+
+    def claim(self, dataset: str, purpose: str) -> threading.Event | None:
+        """None when the caller is now the one filling this entry (it must `release` it); otherwise the
+        event the caller may wait on, set when the read filling it is done (filled or failed)."""
+        with self._lock:
+            busy = self._filling.get((dataset, purpose))
+            if busy is None:
+                self._filling[(dataset, purpose)] = threading.Event()
+            return busy
+
+    def release(self, dataset: str, purpose: str) -> None:
+        with self._lock:
+            done = self._filling.pop((dataset, purpose), None)
+        if done is not None:
+            done.set()
 
     def clear(self) -> None:
         with self._lock:

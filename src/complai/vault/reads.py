@@ -3,6 +3,7 @@ entry and the access log of the subjects it reached)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -25,6 +26,8 @@ from complai.vault.readcache import Entry, Look, Opened, ReadCache
 from complai.vault.records import column_array, open_record, to_frame, value_fields
 from complai.vault.schema import DatasetSchema
 from complai.vault.subjects import Subjects, open_external, pack_ids, set_digest
+
+FILL_WAIT_S = 30.0  # the longest a read waits for another that is opening every record of its dataset
 
 
 class Fetched(NamedTuple):
@@ -110,6 +113,31 @@ class Reads:
         unknown = [c for c in cols if c not in names]
         if unknown:
             raise InvalidInput(f"unknown column(s) {unknown} in dataset {dataset}")
+        for attempt in range(3):
+            got = self._fetch_once(
+                dataset, purpose, schema, cols, pseudonym_column, progress, ordered, window, may_wait=attempt < 2
+            )
+            if isinstance(got, Fetched):
+                return got
+            got.wait(FILL_WAIT_S)  # another read is opening every record: its entry serves this one too
+        raise AssertionError("unreachable: the last attempt never waits")  # pragma: no cover
+
+    def _fetch_once(
+        self,
+        dataset: str,
+        purpose: str,
+        schema: DatasetSchema,
+        cols: list[str],
+        pseudonym_column: str | None,
+        progress: Callable[[int, int], None] | None,
+        ordered: bool,
+        window: tuple[int, int] | None,
+        may_wait: bool,
+    ) -> Fetched | threading.Event:
+        """One attempt of `fetch`: from the kept records, by opening them all for the cache, or from the
+        store alone; or, when another read is already opening them all for the cache (and `may_wait`),
+        the event to wait for before trying again, so that concurrent reads after a change open the
+        dataset once, not once each."""
         now = self.clock.now()
         cache = self.cache
         start = cache.before_read() if cache is not None else None
@@ -118,47 +146,57 @@ class Reads:
         look: Look | None = None
         bound = INT64_MAX
         r, s = records.c, subjects.c
-        with self.store.read() as conn:
-            if cache is not None and start is not None:
-                look = cache.look(conn, start)
-                entry = cache.get(dataset, purpose, to_us(now), look)
-            if entry is None:
-                total = conn.execute(select(func.count()).select_from(records).where(r.dataset == dataset)).scalar_one()
-                if look is not None and look.may_fill and cache is not None and total <= cache.max_records:
-                    fill = look  # open every eligible record once; later reads are served from them
-                q = (
-                    select(
-                        r.rid,
-                        r.subject_id,
-                        r.dek_version,
-                        r.data,
-                        r.version,
-                        r.created_us,
-                        r.expires_us,
-                        r.schema_version,
-                        s.pseudonym,
-                        s.external_enc,
+        try:
+            with self.store.read() as conn:
+                if cache is not None and start is not None:
+                    look = cache.look(conn, start)
+                    entry = cache.get(dataset, purpose, to_us(now), look)
+                if entry is None:
+                    total = conn.execute(
+                        select(func.count()).select_from(records).where(r.dataset == dataset)
+                    ).scalar_one()
+                    if look is not None and look.may_fill and cache is not None and total <= cache.max_records:
+                        busy = cache.claim(dataset, purpose)
+                        if busy is not None and may_wait:
+                            return busy
+                        if busy is None:
+                            fill = look  # open every eligible record once; later reads are served from them
+                    q = (
+                        select(
+                            r.rid,
+                            r.subject_id,
+                            r.dek_version,
+                            r.data,
+                            r.version,
+                            r.created_us,
+                            r.expires_us,
+                            r.schema_version,
+                            s.pseudonym,
+                            s.external_enc,
+                        )
+                        .select_from(records.join(subjects, subjects.c.id == records.c.subject_id))
+                        .where(self.eligible_condition(schema, purpose, now))
                     )
-                    .select_from(records.join(subjects, subjects.c.id == records.c.subject_id))
-                    .where(self.eligible_condition(schema, purpose, now))
-                )
-                if fill is None and (ordered or window is not None):
-                    q = q.order_by(r.created_us, r.rid)
-                if fill is None and window is not None:
-                    q = q.offset(window[0]).limit(window[1])
-                rows = conn.execute(q).all()
-                keys = self.keyring.load(conn, {int(row.subject_id) for row in rows})
-                versions = self.catalog.versions(conn, dataset)
-                if fill is not None:
-                    bound = self._next_change(conn, schema, purpose, now)
-        if entry is None:
+                    if fill is None and (ordered or window is not None):
+                        q = q.order_by(r.created_us, r.rid)
+                    if fill is None and window is not None:
+                        q = q.offset(window[0]).limit(window[1])
+                    rows = conn.execute(q).all()
+                    keys = self.keyring.load(conn, {int(row.subject_id) for row in rows})
+                    versions = self.catalog.versions(conn, dataset)
+                    if fill is not None:
+                        bound = self._next_change(conn, schema, purpose, now)
+            if entry is None:
+                if fill is not None and cache is not None:
+                    entry = self._open_all(schema, rows, keys, versions, int(total), now, bound, fill, progress)
+                    cache.put(dataset, purpose, entry, fill)
+                else:
+                    return self._open(schema, cols, rows, keys, versions, int(total), pseudonym_column, progress)
+            elif progress is not None:
+                progress(len(entry.rows), len(entry.rows))
+        finally:
             if fill is not None and cache is not None:
-                entry = self._open_all(schema, rows, keys, versions, int(total), now, bound, fill, progress)
-                cache.put(dataset, purpose, entry, fill)
-            else:
-                return self._open(schema, cols, rows, keys, versions, int(total), pseudonym_column, progress)
-        elif progress is not None:
-            progress(len(entry.rows), len(entry.rows))
+                cache.release(dataset, purpose)  # filled, or failed: the reads waiting for it go on
         return self._from_entry(schema, cols, entry, pseudonym_column, ordered, window)
 
     def _open(
