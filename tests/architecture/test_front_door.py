@@ -30,6 +30,7 @@ WORKSPACE_DOOR = {
     "keep_opened_records",
     "look_for_changes",
     "forget_opened_records",
+    "warm_up",  # loads the DP engine's modules before a service's first request
 }
 # modules whose classes are services (an interface importing them could build or reach one)
 SERVICE_MODULES = (

@@ -402,6 +402,14 @@ class Workspace:
         """Empty the kept records if the ledger holds a change since the last look (see above)."""
         self.vault.look_for_changes()
 
+    def warm_up(self) -> None:
+        """Load what the first DP answer would otherwise load while its callers wait (sqlglot, OpenDP:
+        over a second), and parse one statement: a long-running process calls this before serving."""
+        from complai.dp import queries  # noqa: F401 - heavy: OpenDP, loaded here on purpose
+        from complai.dp.sql import parse  # heavy: sqlglot
+
+        parse("SELECT COUNT(*) FROM warm_up")
+
     def forget_opened_records(self) -> None:
         """Drop every kept record now, keeping on afterwards."""
         cache = self.vault.read_cache

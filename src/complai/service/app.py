@@ -68,6 +68,7 @@ def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None)
         runner = JobRunner(ws, settings.job_threads, heartbeat_s=min(HEARTBEAT_S, settings.job_stale_after_s / 4))
         app.state.ws, app.state.jobs = ws, runner
         ws.keep_opened_records(settings.read_cache_records)
+        await asyncio.to_thread(ws.warm_up)  # before the first request, not during it
         watch = asyncio.create_task(_look_for_changes(ws)) if settings.read_cache_records > 0 else None
         try:
             yield
