@@ -127,3 +127,17 @@ def test_the_served_app_has_the_request_deadline_inside_the_security_headers(
     deadline = app.user_middleware[1]
     assert deadline.kwargs["seconds"] == 7.5 and deadline.kwargs["upload_seconds"] == 900.0
     assert deadline.kwargs["upload_paths"] == UPLOAD_PATHS
+
+
+def test_a_worker_runs_as_many_requests_at_once_as_its_settings_say(ws: Workspace) -> None:
+    import dataclasses
+
+    import anyio.to_thread
+
+    from complai.config import ServiceSettings
+    from complai.service.app import create_app
+
+    settings = dataclasses.replace(ServiceSettings(workspace=Path(ws.path)), request_threads=3)
+    with TestClient(create_app(settings, workspace=ws)) as c:
+        assert c.portal is not None
+        assert c.portal.call(lambda: anyio.to_thread.current_default_thread_limiter().total_tokens) == 3

@@ -151,6 +151,15 @@ def serve(
             "of a dataset this size or smaller then decrypts nothing. Emptied by any change in the ledger.",
         ),
     ] = 200_000,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Requests each worker runs at once (the rest wait their turn). A few per core: with dozens, "
+            "a request holding a lock waits for the interpreter while the others queue on the lock.",
+        ),
+    ] = 8,
     request_timeout: Annotated[
         str,
         typer.Option(
@@ -203,6 +212,7 @@ def serve(
         job_stale_after_s=job_stale_after,
         request_timeout_s=deadline,
         read_cache_records=read_cache,
+        request_threads=threads,
         upload_timeout_s=upload_deadline,
     )
     os.environ.update(settings.to_env())

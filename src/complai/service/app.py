@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -69,6 +70,9 @@ def create_app(settings: ServiceSettings, *, workspace: Workspace | None = None)
         app.state.ws, app.state.jobs = ws, runner
         ws.keep_opened_records(settings.read_cache_records)
         await asyncio.to_thread(ws.warm_up)  # before the first request, not during it
+        # a few threads per worker: with dozens, a request holding a row lock (a budget, the ledger's
+        # head) waits its turn for the interpreter while every other request queues on that lock
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         watch = asyncio.create_task(_look_for_changes(ws)) if settings.read_cache_records > 0 else None
         try:
             yield
