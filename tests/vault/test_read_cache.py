@@ -280,3 +280,43 @@ def test_concurrent_reads_after_a_change_open_the_records_once(
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(lambda _: one(), range(8))) == [40] * 8
     assert opened["n"] == 40  # one read opened them; the other seven waited for it
+
+
+def test_a_schema_changed_between_reading_it_and_the_read_is_read_again(
+    cached: tuple[Workspace, Workspace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process changes the purpose's lawful basis (to consent, which nobody gave) after the read
+    took the schema and before its snapshot: the read, and every later one, sees the new schema's rows
+    (none), never the old schema's kept or filled under it."""
+    ws, other = cached
+    with_people(ws, 6)
+    assert len(rows(ws)) == 6
+    catalog = ws.vault._reads.catalog
+    real_get = catalog.get
+    fired: list[bool] = []
+
+    def get(name: str) -> Any:
+        info = real_get(name)
+        if not fired:
+            fired.append(True)
+            admin = other.session(OWNER, "administration")
+            admin.alter_dataset("people", schema(purposes={**SCHEMA["purposes"], READ: "gdpr.consent"}))
+        return info
+
+    monkeypatch.setattr(catalog, "get", get)
+    assert rows(ws) == [] and fired
+    monkeypatch.setattr(catalog, "get", real_get)
+    assert rows(ws) == rows(other) == []
+
+
+def test_kept_records_past_their_expiry_leave_memory_at_the_next_look(
+    cached: tuple[Workspace, Workspace], clock: ManualClock
+) -> None:
+    ws, _ = cached
+    with_people(ws, 5)
+    rows(ws)
+    cache = ws.vault.read_cache
+    assert cache is not None and cache.held == 5
+    clock.advance(timedelta(days=366))  # past the records' retention: no event, only time
+    ws.look_for_changes()
+    assert cache.held == 0

@@ -96,6 +96,8 @@ class Entry:
     filled_us: int
     valid_until_us: int
     generation: int
+    schema_version: int = 0
+    """the dataset's schema version the entry was opened under (a read under another never uses it)"""
     used: float = field(default_factory=time.monotonic)
     born: float = field(default_factory=time.monotonic)
     _ordered: list[Opened] | None = None
@@ -138,7 +140,7 @@ class ReadCache:
         with self._lock:
             return self._generation, self._seen
 
-    def look(self, conn: Connection, start: tuple[int, tuple[int, bytes] | None]) -> Look:
+    def look(self, conn: Connection, start: tuple[int, tuple[int, bytes] | None], now_us: int | None = None) -> Look:
         """Read the ledger entries appended since `start` in `conn`'s snapshot; empty the cache if one of
         them may have changed what a purpose sees, or if the ledger was rewound. This read may fill an
         entry only if no other look emptied the cache since `start`: that look's snapshot may hold a
@@ -166,15 +168,18 @@ class ReadCache:
             end = (int(rows[-1].seq), bytes(rows[-1].leaf_hash))
             if self._seen is None or end[0] > self._seen[0]:
                 self._seen = end
-            self._sweep(time.monotonic())
+            self._sweep(time.monotonic(), now_us)
             return Look(self._generation, current)
 
     # --- entries -----------------------------------------------------------------------------------
 
-    def get(self, dataset: str, purpose: str, now_us: int, look: Look) -> Entry | None:
+    def get(self, dataset: str, purpose: str, now_us: int, look: Look, schema_version: int) -> Entry | None:
         with self._lock:
             entry = self._entries.get((dataset, purpose))
             if entry is None or entry.generation != self._generation or look.generation != self._generation:
+                return None
+            if entry.schema_version != schema_version:
+                self._drop((dataset, purpose))
                 return None
             # refilled every max_age_s even in constant use: each fill authenticates every record again,
             # so an edit at rest is found by the reads within that time, as without the cache
@@ -218,18 +223,22 @@ class ReadCache:
         with self._lock:
             self._clear()
 
-    def sweep(self) -> None:
-        """Drop the entries unused for `idle_s`."""
+    def sweep(self, now_us: int | None = None) -> None:
+        """Drop the entries unused for `idle_s`, and those no longer valid at `now_us`."""
         with self._lock:
-            self._sweep(time.monotonic())
+            self._sweep(time.monotonic(), now_us)
 
     @property
     def held(self) -> int:
         """Records held now, in all entries."""
         return self._held
 
-    def _sweep(self, now: float) -> None:
-        for key in [k for k, e in self._entries.items() if now - e.used > self.idle_s]:
+    def _sweep(self, now: float, now_us: int | None = None) -> None:
+        def stale(e: Entry) -> bool:
+            late = now_us is not None and not e.filled_us <= now_us < e.valid_until_us
+            return late or now - e.used > self.idle_s
+
+        for key in [k for k, e in self._entries.items() if stale(e)]:
             self._drop(key)
 
     def _drop(self, key: tuple[str, str]) -> None:

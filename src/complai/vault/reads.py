@@ -4,6 +4,7 @@ entry and the access log of the subjects it reached)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -21,7 +22,7 @@ from complai.ledger.log import Ledger
 from complai.store import Store
 from complai.store.tables import access_log, consents, objections, records, subject_keys, subjects
 from complai.taxonomy import Taxonomy
-from complai.vault.catalog import Catalog, layout, present
+from complai.vault.catalog import Catalog, DatasetInfo, layout, present
 from complai.vault.readcache import Entry, Look, Opened, ReadCache
 from complai.vault.records import column_array, open_record, to_frame, value_fields
 from complai.vault.schema import DatasetSchema
@@ -106,38 +107,46 @@ class Reads:
         decrypts only that slice of it. Without either, rows come as the store returns them (in the
         order they were stored, on SQLite), which training and federated partitions rely on for
         reproducible runs across workspaces."""
-        schema = self.catalog.get(dataset).schema
-        schema.basis(purpose)
-        names = [f.name for f in schema.fields]
-        cols = list(columns) if columns else names
-        unknown = [c for c in cols if c not in names]
-        if unknown:
-            raise InvalidInput(f"unknown column(s) {unknown} in dataset {dataset}")
-        for attempt in range(3):
+        deadline = time.monotonic() + FILL_WAIT_S
+        waits = 0
+        while True:
+            info = self.catalog.get(dataset)
+            schema = info.schema
+            schema.basis(purpose)
+            names = [f.name for f in schema.fields]
+            cols = list(columns) if columns else names
+            unknown = [c for c in cols if c not in names]
+            if unknown:
+                raise InvalidInput(f"unknown column(s) {unknown} in dataset {dataset}")
+            may_wait = waits < 2 and time.monotonic() < deadline
             got = self._fetch_once(
-                dataset, purpose, schema, cols, pseudonym_column, progress, ordered, window, may_wait=attempt < 2
+                dataset, purpose, info, cols, pseudonym_column, progress, ordered, window, may_wait=may_wait
             )
             if isinstance(got, Fetched):
                 return got
-            got.wait(FILL_WAIT_S)  # another read is opening every record: its entry serves this one too
-        raise AssertionError("unreachable: the last attempt never waits")  # pragma: no cover
+            if isinstance(got, threading.Event):  # another read is opening every record: its entry serves
+                waits += 1  # this one too (all waits of one read together last at most FILL_WAIT_S)
+                got.wait(max(0.0, deadline - time.monotonic()))
+            # else the schema changed between reading it and the read's snapshot: read it again
 
     def _fetch_once(
         self,
         dataset: str,
         purpose: str,
-        schema: DatasetSchema,
+        info: DatasetInfo,
         cols: list[str],
         pseudonym_column: str | None,
         progress: Callable[[int, int], None] | None,
         ordered: bool,
         window: tuple[int, int] | None,
         may_wait: bool,
-    ) -> Fetched | threading.Event:
+    ) -> Fetched | threading.Event | None:
         """One attempt of `fetch`: from the kept records, by opening them all for the cache, or from the
         store alone; or, when another read is already opening them all for the cache (and `may_wait`),
         the event to wait for before trying again, so that concurrent reads after a change open the
-        dataset once, not once each."""
+        dataset once, not once each; or None when the dataset's schema in this read's snapshot is not
+        `info`'s (changed meanwhile: its eligibility and layout would be the old schema's)."""
+        schema = info.schema
         now = self.clock.now()
         cache = self.cache
         start = cache.before_read() if cache is not None else None
@@ -148,9 +157,11 @@ class Reads:
         r, s = records.c, subjects.c
         try:
             with self.store.read() as conn:
+                if self.catalog.current(conn, dataset).version != info.version:
+                    return None  # read the schema again, then the records under it
                 if cache is not None and start is not None:
-                    look = cache.look(conn, start)
-                    entry = cache.get(dataset, purpose, to_us(now), look)
+                    look = cache.look(conn, start, to_us(now))
+                    entry = cache.get(dataset, purpose, to_us(now), look, info.version)
                 if entry is None:
                     total = conn.execute(
                         select(func.count()).select_from(records).where(r.dataset == dataset)
@@ -189,6 +200,7 @@ class Reads:
             if entry is None:
                 if fill is not None and cache is not None:
                     entry = self._open_all(schema, rows, keys, versions, int(total), now, bound, fill, progress)
+                    entry.schema_version = info.version
                     cache.put(dataset, purpose, entry, fill)
                 else:
                     return self._open(schema, cols, rows, keys, versions, int(total), pseudonym_column, progress)

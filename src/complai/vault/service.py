@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import ColumnElement, Connection
 
-from complai.clock import Clock
+from complai.clock import Clock, to_us
 from complai.crypto.keyring import Keyring
 from complai.crypto.pseudonym import Pseudonymizer
 from complai.ledger.log import Ledger
@@ -132,10 +132,10 @@ class Vault:
         if cache is None:
             return
         start = cache.before_read()
+        now_us = to_us(self.clock.now())
         with self.store.read() as conn:
-            cache.look(conn, start)
-        cache.sweep()
-
+            cache.look(conn, start, now_us)
+        cache.sweep(now_us)
 
     def eligible_condition(self, schema: DatasetSchema, purpose: str, at: datetime) -> ColumnElement[bool]:
         """SQL condition on records for: live subject, unexpired, lawful basis live for the purpose."""
