@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.text import Text
 
 from complai.cli.common import (
     console,
@@ -18,6 +17,7 @@ from complai.cli.common import (
     session_for,
     table,
 )
+from complai.cli.options import print_card_summary, print_models
 from complai.dp.training import TrainingSpec, card_markdown, card_warnings
 from complai.errors import InvalidInput
 
@@ -41,35 +41,7 @@ def train(
     if json_out:
         print_json(card)
         return
-    _print_card_summary(card)
-
-
-def _print_card_summary(card: dict[str, Any]) -> None:
-    p, u = card["privacy"], card["utility"]
-    privacy = (
-        f"epsilon {p['epsilon']:.3g} at delta {p['delta']:.1e} ({p['accountant']}; noise {p['noise_multiplier']:.3g}, "
-        f"q {p['sample_rate']:.3g}, {p['steps']} steps, clip {p['max_grad_norm']:g})"
-        if p["private"]
-        else "not private"
-    )
-    console.print(f"model {card['model_id']} ({card['name']}): {privacy}")
-    d = card["data"]
-    subjects = (
-        f"{d['training_subjects']:,} training subjects"
-        if "training_subjects" in d
-        else f"subjects at most {p['size_bound']:,} (no exact count on a private card)"
-        if "size_bound" in p
-        else "no count of subjects"
-    )
-    if "accuracy" in u:
-        held_out = f"held-out accuracy {u['accuracy']:.4f} (majority class {u['majority_accuracy']:.4f})" + (
-            f", AUC {u['auc']:.4f}" if u.get("auc") is not None else ""
-        )
-    else:
-        held_out = "held-out evaluation withheld (for principals who may read the dataset)"
-    console.print(f"  {held_out}; {subjects}")
-    for w in card_warnings(card):
-        console.print(Text(f"WARNING: {w}", style="bold red"))
+    print_card_summary(card, card_warnings(card))
 
 
 @app.command("list")
@@ -77,25 +49,7 @@ def list_(json_out: Annotated[bool, typer.Option("--json", help="Machine-readabl
     """Every stored model, with its privacy parameters and whether an erasure flagged it."""
     with open_session("audit") as (_, session):
         rows = session.models()
-    if json_out:
-        print_json(rows)
-        return
-    if not rows:
-        console.print("no models")
-        return
-    t = table("model", "dataset", "architecture", "epsilon", "delta", "subjects", "created", "flag")
-    for r in rows:
-        t.add_row(
-            r["model_id"],
-            r["dataset"],
-            r["architecture"],
-            "not private" if not r["private"] else f"{r['epsilon']:.3g}",
-            "" if r["delta"] is None else f"{r['delta']:.1e}",
-            f"{r['subjects']:,}",
-            r["created_at"],
-            r["flag_reason"] or "",
-        )
-    console.print(t)
+    print_models(rows, json_out)
 
 
 @app.command("show")
@@ -112,7 +66,7 @@ def show(
     card = info.pop("card")
     for k, v in info.items():
         console.print(f"{k}: {v}")
-    _print_card_summary(card)
+    print_card_summary(card, card_warnings(card))
 
 
 @app.command("card")

@@ -11,8 +11,21 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.text import Text
 
+from complai.cli.options import (
+    CollectionPurposeOpt,
+    ConsentsOpt,
+    DataFormatOpt,
+    DelimiterOpt,
+    EncodingOpt,
+    IngestDataArg,
+    IngestModeOpt,
+    IngestNameArg,
+    MapOpt,
+    SubjectColumnOpt,
+    print_card_summary,
+    print_models,
+)
 from complai.cli.output import print_json, table
 from complai.cli.remote import (
     ForceOpt,
@@ -246,35 +259,16 @@ def dataset_read(
 
 @dataset_app.command("ingest")
 def dataset_ingest(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
-    data: Annotated[Path, typer.Argument(help="Data file: CSV with a header row, JSON Lines or Parquet.")],
-    subject_column: Annotated[
-        str | None, typer.Option("--subject-column", help="Column holding the subject id (default: the schema's).")
-    ] = None,
-    consents: Annotated[Path | None, typer.Option("--consents", help="Consents CSV (subject, purpose, ...).")] = None,
-    purpose: Annotated[str, typer.Option("--purpose", help="Purpose of the collection.")] = "administration",
-    mode: Annotated[
-        str,
-        typer.Option(
-            "--mode",
-            help="What becomes of rows whose record is stored already (by the schema's record_key, or subject and "
-            "values): insert refuses them (nothing is stored), append skips them, upsert replaces those records "
-            "(needs a record_key), replace deletes the dataset's records and stores the file's.",
-        ),
-    ] = "insert",
-    data_format: Annotated[
-        str | None, typer.Option("--format", help="csv, jsonl or parquet (default: by the file's extension).")
-    ] = None,
-    delimiter: Annotated[
-        str, typer.Option("--delimiter", help="CSV field delimiter (one character; \\t for tab).")
-    ] = ",",
-    encoding: Annotated[
-        str, typer.Option("--encoding", help="Text encoding of a CSV or JSON Lines file (e.g. latin-1).")
-    ] = "utf-8",
-    mapping: Annotated[
-        list[str] | None,
-        typer.Option("--map", help="Rename a column of the file to a schema field: source=field (repeatable)."),
-    ] = None,
+    name: IngestNameArg,
+    data: IngestDataArg,
+    subject_column: SubjectColumnOpt = None,
+    consents: ConsentsOpt = None,
+    purpose: CollectionPurposeOpt = "administration",
+    mode: IngestModeOpt = "insert",
+    data_format: DataFormatOpt = None,
+    delimiter: DelimiterOpt = ",",
+    encoding: EncodingOpt = "utf-8",
+    mapping: MapOpt = None,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Print the ingest job's id and return (follow it with `job show`).")
     ] = False,
@@ -387,61 +381,13 @@ def model_list(json_out: JsonOpt = False) -> None:
     """Every stored model, with its privacy parameters and whether an erasure flagged it."""
     with remote() as r:
         rows = r.pages("/models")
-    if json_out:
-        print_json(rows)
-        return
-    if not rows:
-        console.print("no models")
-        return
-    t = table("model", "dataset", "architecture", "epsilon", "delta", "subjects", "created", "flag")
-    for m in rows:
-        t.add_row(
-            m["model_id"],
-            m["dataset"],
-            m["architecture"],
-            "not private" if not m["private"] else f"{m['epsilon']:.3g}",
-            "" if m["delta"] is None else f"{m['delta']:.1e}",
-            f"{m['subjects']:,}",
-            m["created_at"],
-            m["flag_reason"] or "",
-        )
-    console.print(t)
+    print_models(rows, json_out)
 
 
 def _warnings(card: dict[str, Any]) -> list[str]:
     from complai.dp.training import card_warnings  # heavy: pandas; what the local forms warn of
 
     return card_warnings(card)
-
-
-def _print_card_summary(card: dict[str, Any]) -> None:
-    p, u = card["privacy"], card["utility"]
-    privacy = (
-        f"epsilon {p['epsilon']:.3g} at delta {p['delta']:.1e} ({p['accountant']}; noise {p['noise_multiplier']:.3g}, "
-        f"q {p['sample_rate']:.3g}, {p['steps']} steps, clip {p['max_grad_norm']:g})"
-        if p["private"]
-        else "not private"
-    )
-    console.print(f"model {card['model_id']} ({card['name']}): {privacy}")
-    d = card["data"]
-    # a private run's card states no count of subjects (its privacy.size_bound is the public bound), and
-    # its held-out evaluation only to principals who may read the dataset
-    subjects = (
-        f"{d['training_subjects']:,} training subjects"
-        if "training_subjects" in d
-        else f"subjects at most {p['size_bound']:,} (no exact count on a private card)"
-        if "size_bound" in p
-        else "no count of subjects"
-    )
-    if "accuracy" in u:
-        held_out = f"held-out accuracy {u['accuracy']:.4f} (majority class {u['majority_accuracy']:.4f})" + (
-            f", AUC {u['auc']:.4f}" if u.get("auc") is not None else ""
-        )
-    else:
-        held_out = "held-out evaluation withheld (for principals who may read the dataset)"
-    console.print(f"  {held_out}; {subjects}")
-    for w in _warnings(card):
-        console.print(Text(f"WARNING: {w}", style="bold red"))
 
 
 def train(
@@ -471,7 +417,7 @@ def train(
     if json_out:
         print_json(card)
         return
-    _print_card_summary(card)
+    print_card_summary(card, _warnings(card))
 
 
 @model_app.command("audit")
@@ -522,7 +468,7 @@ def model_show(model_id: ModelArg, json_out: JsonOpt = False) -> None:
     card = info.pop("card")
     for k, v in info.items():
         console.print(f"{k}: {v}")
-    _print_card_summary(card)
+    print_card_summary(card, _warnings(card))
 
 
 @model_app.command("card")

@@ -32,6 +32,18 @@ from complai.cli.common import (
     protected_paths,
     table,
 )
+from complai.cli.options import (
+    CollectionPurposeOpt,
+    ConsentsOpt,
+    DataFormatOpt,
+    DelimiterOpt,
+    EncodingOpt,
+    IngestDataArg,
+    IngestModeOpt,
+    IngestNameArg,
+    MapOpt,
+    SubjectColumnOpt,
+)
 from complai.cli.output import print_datasets
 from complai.errors import InvalidInput
 from complai.files import check_output, write_private
@@ -100,35 +112,16 @@ def counted_progress(disable: bool = False) -> Progress:
 
 @dataset_app.command("ingest")
 def dataset_ingest(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
-    data: Annotated[Path, typer.Argument(help="Data file: CSV with a header row, JSON Lines or Parquet.")],
-    subject_column: Annotated[
-        str | None, typer.Option("--subject-column", help="Column holding the subject id (default: the schema's).")
-    ] = None,
-    consents: Annotated[Path | None, typer.Option("--consents", help="Consents CSV (subject, purpose, ...).")] = None,
-    purpose: Annotated[str, typer.Option("--purpose", help="Purpose of the collection.")] = "administration",
-    mode: Annotated[
-        str,
-        typer.Option(
-            "--mode",
-            help="What becomes of rows whose record is stored already (by the schema's record_key, or subject and "
-            "values): insert refuses them (nothing is stored), append skips them, upsert replaces those records "
-            "(needs a record_key), replace deletes the dataset's records and stores the file's.",
-        ),
-    ] = "insert",
-    data_format: Annotated[
-        str | None, typer.Option("--format", help="csv, jsonl or parquet (default: by the file's extension).")
-    ] = None,
-    delimiter: Annotated[
-        str, typer.Option("--delimiter", help="CSV field delimiter (one character; \\t for tab).")
-    ] = ",",
-    encoding: Annotated[
-        str, typer.Option("--encoding", help="Text encoding of a CSV or JSON Lines file (e.g. latin-1).")
-    ] = "utf-8",
-    mapping: Annotated[
-        list[str] | None,
-        typer.Option("--map", help="Rename a column of the file to a schema field: source=field (repeatable)."),
-    ] = None,
+    name: IngestNameArg,
+    data: IngestDataArg,
+    subject_column: SubjectColumnOpt = None,
+    consents: ConsentsOpt = None,
+    purpose: CollectionPurposeOpt = "administration",
+    mode: IngestModeOpt = "insert",
+    data_format: DataFormatOpt = None,
+    delimiter: DelimiterOpt = ",",
+    encoding: EncodingOpt = "utf-8",
+    mapping: MapOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Encrypt and store a file's rows, read in chunks (all or nothing; every bad row is reported)."""
