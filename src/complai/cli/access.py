@@ -20,10 +20,39 @@ from complai.cli.common import (
     state,
     table,
 )
+from complai.cli.options import (
+    DurationArg,
+    EveryoneOpt,
+    FieldsOpt,
+    JsonOpt,
+    KeepSubjectIdsOpt,
+    MaxUsesOpt,
+    PasswordStdinOpt,
+    PrincipalAddNameArg,
+    PrincipalDisableNameArg,
+    PrincipalKindOpt,
+    RecipientJurisdictionOpt,
+    RecipientKeyOpt,
+    RecipientOpt,
+    RoleArg,
+    RolePrincipalOpt,
+    RuleActionOpt,
+    RuleDatasetOpt,
+    RuleIdArg,
+    RulePurposeOpt,
+    RuleSubjectArg,
+    ShareCreateDatasetOpt,
+    ShareCreateExpiresOpt,
+    ShareCreatePurposeOpt,
+    ShareExportOutOpt,
+    TokenCreatePrincipalOpt,
+    TokenExpiresOpt,
+    TokenIdArg,
+    TokenListPrincipalOpt,
+    TransferMechanismOpt,
+)
 from complai.crypto.sealing import generate_keypair, key_id, load_public
 from complai.inputs import bounded_int, read_text_input
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 principal_app = typer.Typer(help="Principals: people and services that act in the workspace.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (shown once, stored as a hash).", no_args_is_help=True)
@@ -36,9 +65,9 @@ share_app = typer.Typer(help="Data-sharing agreements and sealed share packages.
 
 @principal_app.command("add")
 def principal_add(
-    name: Annotated[str, typer.Argument(help="The principal's name (lower case, digits, . _ @ -).")],
-    kind: Annotated[str, typer.Option("--kind", help="human or service")] = "human",
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read a password from stdin.")] = False,
+    name: PrincipalAddNameArg,
+    kind: PrincipalKindOpt = "human",
+    password_stdin: PasswordStdinOpt = False,
 ) -> None:
     """Add a person or a service (owner only); it has no rights until granted a role or a rule."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
@@ -62,7 +91,7 @@ def principal_list(json_out: JsonOpt = False) -> None:
 
 
 @principal_app.command("disable")
-def principal_disable(name: Annotated[str, typer.Argument(help="The principal to disable.")]) -> None:
+def principal_disable(name: PrincipalDisableNameArg) -> None:
     """Disable a principal and revoke its tokens (owner only; never yourself)."""
     with open_session("security") as (_, session):
         session.disable_principal(name)
@@ -71,8 +100,8 @@ def principal_disable(name: Annotated[str, typer.Argument(help="The principal to
 
 @token_app.command("create")
 def token_create(
-    principal: Annotated[str, typer.Option("--principal", help="Whose token (default: yourself).")] = "",
-    expires: Annotated[str, typer.Option("--expires", help="ISO 8601 duration, or 'never'.")] = "P90D",
+    principal: TokenCreatePrincipalOpt = "",
+    expires: TokenExpiresOpt = "P90D",
     json_out: JsonOpt = False,
 ) -> None:
     """Create a token; it is printed once and cannot be shown again.
@@ -100,13 +129,8 @@ def _minute(when: datetime | None) -> str:
 
 @token_app.command("list")
 def token_list(
-    principal: Annotated[
-        str | None,
-        typer.Option(
-            "--principal", help="Whose tokens (default: yours; another's needs owner, or admin for non-owners)."
-        ),
-    ] = None,
-    everyone: Annotated[bool, typer.Option("--all", help="Every principal's tokens (owner only).")] = False,
+    principal: TokenListPrincipalOpt = None,
+    everyone: EveryoneOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """List tokens: id, principal, created, expiry, last use, revoked. Never a token's secret."""
@@ -129,7 +153,7 @@ def token_list(
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (not the token).")]) -> None:
+def token_revoke(token_id: TokenIdArg) -> None:
     """Revoke a token: your own, or (owner, or admin for non-owners) another principal's."""
     with open_session("security") as (_, session):
         session.revoke_token(token_id)
@@ -138,9 +162,7 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (n
 
 @token_app.command("max-lifetime")
 def token_max_lifetime(
-    duration: Annotated[
-        str | None, typer.Argument(help="New maximum (ISO 8601 duration, owner only); omit to show it.")
-    ] = None,
+    duration: DurationArg = None,
 ) -> None:
     """Show or set the longest lifetime of a token minted without the owner role (default P90D)."""
     with open_session("security") as (_, session):
@@ -149,10 +171,6 @@ def token_max_lifetime(
         else:
             current = session.token_max_lifetime()
     console.print(f"maximum token lifetime without the owner role: {current}")
-
-
-RoleArg = Annotated[str, typer.Argument(help="owner, admin, auditor, analyst or steward.")]
-RolePrincipalOpt = Annotated[str, typer.Option("--principal", help="The principal whose roles change.")]
 
 
 @role_app.command("grant")
@@ -180,17 +198,13 @@ def _rule(effect: str, subject: str, dataset: str, action: str, purpose: str, js
         console.print(f"rule {rule.id}: {effect} {subject} {action} on {dataset} for {purpose}")
 
 
-SubjectOpt = Annotated[str, typer.Argument(help="A principal, or role:NAME.")]
-DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset or pattern (credit_*, *).")]
-ActionOpt = Annotated[
-    str, typer.Option("--action", help="read, ingest, query_dp, train, export, erase, share, audit, admin, *")
-]
-PurposeOpt = Annotated[str, typer.Option("--purpose", help="A purpose from the taxonomy, or *.")]
-
-
 @policy_app.command("allow")
 def policy_allow(
-    subject: SubjectOpt, dataset: DatasetOpt, action: ActionOpt, purpose: PurposeOpt, json_out: JsonOpt = False
+    subject: RuleSubjectArg,
+    dataset: RuleDatasetOpt,
+    action: RuleActionOpt,
+    purpose: RulePurposeOpt,
+    json_out: JsonOpt = False,
 ) -> None:
     """Allow SUBJECT to perform ACTION on DATASET for PURPOSE (owner only; never yourself)."""
     _rule("allow", subject, dataset, action, purpose, json_out)
@@ -198,14 +212,18 @@ def policy_allow(
 
 @policy_app.command("deny")
 def policy_deny(
-    subject: SubjectOpt, dataset: DatasetOpt, action: ActionOpt, purpose: PurposeOpt, json_out: JsonOpt = False
+    subject: RuleSubjectArg,
+    dataset: RuleDatasetOpt,
+    action: RuleActionOpt,
+    purpose: RulePurposeOpt,
+    json_out: JsonOpt = False,
 ) -> None:
     """An explicit deny: wins over any allow."""
     _rule("deny", subject, dataset, action, purpose, json_out)
 
 
 @policy_app.command("remove")
-def policy_remove(rule_id: Annotated[int, typer.Argument(help="The rule's id, as `policy show` lists it.")]) -> None:
+def policy_remove(rule_id: RuleIdArg) -> None:
     """Remove a rule (owner only)."""
     bounded_int(rule_id, "the rule id")
     with open_session("security") as (_, session):
@@ -241,23 +259,16 @@ def share_keygen(
 
 @share_app.command("create")
 def share_create(
-    recipient: Annotated[str, typer.Option("--recipient", help="Who receives the data (a name for the agreement).")],
-    recipient_key: Annotated[Path, typer.Option("--recipient-key", help="The recipient's .pub file.")],
-    dataset: Annotated[str, typer.Option("--dataset", help="The dataset to share from.")],
-    purpose: Annotated[str, typer.Option("--purpose", help="The purpose the recipient may use the data for.")],
-    fields: Annotated[str, typer.Option("--fields", help="Comma-separated field names.")],
-    expires: Annotated[str, typer.Option("--expires", help="ISO 8601 duration.")] = "P30D",
-    max_uses: Annotated[int, typer.Option("--max-uses", help="At least 1.")] = 1,
-    keep_subject_ids: Annotated[
-        bool, typer.Option("--keep-subject-ids", help="Do not pseudonymise subject ids.")
-    ] = False,
-    recipient_jurisdiction: Annotated[
-        str | None, typer.Option("--recipient-jurisdiction", help="Required: where the recipient is (EU, US-CA...).")
-    ] = None,
-    transfer_mechanism: Annotated[
-        str | None,
-        typer.Option("--transfer-mechanism", help="adequacy, scc, bcr, explicit-consent, derogation, pipl-..."),
-    ] = None,
+    recipient: RecipientOpt,
+    recipient_key: RecipientKeyOpt,
+    dataset: ShareCreateDatasetOpt,
+    purpose: ShareCreatePurposeOpt,
+    fields: FieldsOpt,
+    expires: ShareCreateExpiresOpt = "P30D",
+    max_uses: MaxUsesOpt = 1,
+    keep_subject_ids: KeepSubjectIdsOpt = False,
+    recipient_jurisdiction: RecipientJurisdictionOpt = None,
+    transfer_mechanism: TransferMechanismOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a data-sharing agreement (direct identifiers are never shared)."""
@@ -318,7 +329,7 @@ def share_revoke(agreement: Annotated[str, typer.Argument(help="The agreement's 
 @share_app.command("export")
 def share_export(
     agreement: Annotated[str, typer.Argument(help="The agreement's id.")],
-    out: Annotated[Path, typer.Option("--out", help="Package file to write.")],
+    out: ShareExportOutOpt,
     json_out: JsonOpt = False,
 ) -> None:
     """Seal one use of an agreement to its recipient."""

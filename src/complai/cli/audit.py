@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from complai.cli.common import ForceOpt, console, open_session, print_json, table
+from complai.cli.options import AuditFormatOpt, AuditOutOpt, EpsilonCapOpt, ReportArg, SinceLastOpt
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="Compliance audits against the workspace and its ledger.", invoke_without_command=True)
@@ -19,12 +20,10 @@ app = typer.Typer(help="Compliance audits against the workspace and its ledger."
 @app.callback()
 def audit(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the report files.")] = Path("audit-report"),
-    format_: Annotated[str, typer.Option("--format", help="Comma-separated: json, md, html.")] = "json,md,html",
-    epsilon_cap: Annotated[float, typer.Option("--epsilon-cap", help="Largest epsilon a model may have.")] = 10.0,
-    since_last: Annotated[
-        bool, typer.Option("--since-last", help="Ledger evidence since the last audit only.")
-    ] = False,
+    out: AuditOutOpt = Path("audit-report"),
+    format_: AuditFormatOpt = "json,md,html",
+    epsilon_cap: EpsilonCapOpt = 10.0,
+    since_last: SinceLastOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     force: ForceOpt = False,
 ) -> None:
@@ -71,7 +70,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="Folder; each audit writes a timestamped subfolder.")] = Path(
         "audit-reports"
     ),
-    format_: Annotated[str, typer.Option("--format", help="Comma-separated: json, md, html.")] = "json,md,html",
+    format_: AuditFormatOpt = "json,md,html",
     count: Annotated[
         int, typer.Option("--count", min=0, help="Stop after this many audits (0: run until stopped).")
     ] = 0,
@@ -108,7 +107,7 @@ def run(
 
 @app.command("verify")
 def verify(
-    report: Annotated[Path, typer.Argument(help="A report.json written by complai audit.")],
+    report: ReportArg,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Check a report against the ledger: unchanged, recorded, and the ledger sound (exit 1 if not)."""

@@ -7,6 +7,17 @@ from typing import Annotated
 import typer
 
 from complai.cli.common import console, open_session, print_json, progress, table
+from complai.cli.options import (
+    BudgetDatasetArg,
+    DeltaOpt,
+    EpsilonOpt,
+    MaxRowsOpt,
+    PrincipalOpt,
+    QueryDatasetArg,
+    QueryPurposeOpt,
+    SetOpt,
+    SqlArg,
+)
 from complai.errors import InvalidInput
 
 app = typer.Typer(help="Differential privacy: budgets.", no_args_is_help=True)
@@ -14,11 +25,9 @@ app = typer.Typer(help="Differential privacy: budgets.", no_args_is_help=True)
 
 @app.command("budget")
 def budget(
-    dataset: Annotated[str, typer.Argument(help="The dataset whose budgets to show or set.")],
-    set_: Annotated[
-        tuple[float, float] | None, typer.Option("--set", help="EPSILON DELTA: the total budget.", show_default=False)
-    ] = None,
-    principal: Annotated[str, typer.Option("--principal", help="A principal's own budget on the dataset.")] = "*",
+    dataset: BudgetDatasetArg,
+    set_: SetOpt = None,
+    principal: PrincipalOpt = "*",
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show a dataset's privacy budgets, or set one (admin)."""
@@ -50,12 +59,12 @@ def budget(
 
 @app.command("query")
 def query(
-    dataset: Annotated[str, typer.Argument(help="The dataset the query reads (its FROM).")],
-    sql: Annotated[str, typer.Argument(help='e.g. "SELECT COUNT(*), AVG(age) FROM adult WHERE age > 30"')],
-    epsilon: Annotated[float, typer.Option("--epsilon", help="Privacy cost of the whole query.")],
-    purpose: Annotated[str, typer.Option("--purpose", help="Why the data is queried (a purpose of the dataset).")],
-    delta: Annotated[float | None, typer.Option("--delta", help="With a delta: Gaussian noise (zCDP).")] = None,
-    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows each subject may contribute.")] = 1,
+    dataset: QueryDatasetArg,
+    sql: SqlArg,
+    epsilon: EpsilonOpt,
+    purpose: QueryPurposeOpt,
+    delta: DeltaOpt = None,
+    max_rows: MaxRowsOpt = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Answer an aggregate query with differential privacy, spending the dataset's budget."""

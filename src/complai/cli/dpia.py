@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths
+from complai.cli.options import ByOpt, DpiaDatasetArg, GenerateOutOpt, VersionOpt
 from complai.files import check_output, write_private
 from complai.inputs import bounded_int
 
 app = typer.Typer(help="Data protection impact assessments (GDPR Art. 35).", no_args_is_help=True)
 
 
-DatasetArg = Annotated[str, typer.Argument(help="The dataset the DPIA assesses.")]
-
-
 @app.command("generate")
 def generate(
-    dataset: DatasetArg,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the DPIA document (JSON) here.")] = None,
+    dataset: DpiaDatasetArg,
+    out: GenerateOutOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     force: ForceOpt = False,
 ) -> None:
@@ -45,9 +42,9 @@ def generate(
 
 @app.command("sign")
 def sign(
-    dataset: DatasetArg,
-    by: Annotated[str, typer.Option("--by", help="Who signs it off (the DPO).")],
-    version: Annotated[int | None, typer.Option("--version", help="Default: the latest.")] = None,
+    dataset: DpiaDatasetArg,
+    by: ByOpt,
+    version: VersionOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Sign off a dataset's DPIA (by default its latest version)."""
@@ -63,7 +60,7 @@ def sign(
 
 @app.command("status")
 def status(
-    dataset: DatasetArg, json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
+    dataset: DpiaDatasetArg, json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
 ) -> None:
     """Whether the dataset's DPIA is current: signed off, and still describing its processing."""
     with open_session("audit") as (_, session):

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from complai.cli.common import console, open_session, print_json, table
+from complai.cli.options import AuthorityOpt, DescriptionOpt, IncidentArg
 
 app = typer.Typer(help="Incidents (GDPR Art. 33): open, notify within 72 hours, close.", no_args_is_help=True)
 
@@ -18,9 +19,6 @@ def _show(i: dict[str, Any], json_out: bool) -> None:
         state = "closed" if i["closed_at"] else ("notified" if i["notified_at"] else "open")
         late = " [red]LATE[/]" if i["late"] else ""
         console.print(f"{i['id']} ({i['kind']}): {state}{late}; notify by {i['notify_by']}. {i['description']}")
-
-
-IncidentArg = Annotated[str, typer.Argument(help="The incident's id.")]
 
 
 @app.command("list")
@@ -47,7 +45,7 @@ def list_(json_out: Annotated[bool, typer.Option("--json", help="Machine-readabl
 
 @app.command("open")
 def open_(
-    description: Annotated[str, typer.Option("--description", help="What happened (no personal data).")],
+    description: DescriptionOpt,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Open an incident: the 72-hour notification deadline starts now."""
@@ -58,7 +56,7 @@ def open_(
 @app.command("notify")
 def notify(
     incident: IncidentArg,
-    authority: Annotated[str, typer.Option("--authority", help="The supervisory authority notified.")],
+    authority: AuthorityOpt,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Record that the supervisory authority was notified."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,7 +16,16 @@ from complai.cli.common import (
     session_for,
     table,
 )
-from complai.cli.options import print_card_summary, print_models
+from complai.cli.options import (
+    CardFormatOpt,
+    CardJsonOpt,
+    SeedOpt,
+    ShadowsOpt,
+    SpecFileArg,
+    TrainPurposeOpt,
+    print_card_summary,
+    print_models,
+)
 from complai.dp.training import TrainingSpec, card_markdown, card_warnings
 from complai.errors import InvalidInput
 
@@ -27,9 +35,9 @@ DEFAULT_PURPOSE = "train_ai_system"
 
 
 def train(
-    spec_file: Annotated[Path, typer.Argument(help="Training spec (YAML): dataset, label, model, target_epsilon...")],
-    purpose: Annotated[str | None, typer.Option("--purpose", help="Overrides the spec's purpose.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
+    spec_file: SpecFileArg,
+    purpose: TrainPurposeOpt = None,
+    json_out: CardJsonOpt = False,
 ) -> None:
     """Train a model with DP-SGD (or non-privately if the spec says private: false) and store its card."""
     data = load_mapping(spec_file, "training spec")
@@ -72,7 +80,7 @@ def show(
 @app.command("card")
 def card(
     model_id: Annotated[str, typer.Argument(help="The model's id (see `model list`).")],
-    format_: Annotated[str, typer.Option("--format", help="md or json")] = "md",
+    format_: CardFormatOpt = "md",
 ) -> None:
     """Print a model's card (Markdown or canonical JSON)."""
     if format_ not in ("md", "json"):
@@ -88,8 +96,8 @@ def card(
 @app.command("audit")
 def audit(
     model_id: Annotated[str, typer.Argument(help="The model's id (see `model list`).")],
-    shadows: Annotated[int, typer.Option("--shadows", min=0, max=256, help="LiRA shadow models (0: loss only).")] = 8,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the shadow models' sampling and training.")] = 0,
+    shadows: ShadowsOpt = 8,
+    seed: SeedOpt = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Membership-inference audit (loss threshold and LiRA): AUC, TPR at low FPR, empirical epsilon."""

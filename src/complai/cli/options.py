@@ -13,6 +13,20 @@ from rich.text import Text
 from complai.cli.output import print_json, table
 from complai.cli.state import console
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+SubjectArg = Annotated[str, typer.Argument(help="The subject's external id.")]
+RoleArg = Annotated[str, typer.Argument(help="owner, admin, auditor, analyst or steward.")]
+RolePrincipalOpt = Annotated[str, typer.Option("--principal", help="The principal whose roles change.")]
+RuleSubjectArg = Annotated[str, typer.Argument(help="A principal, or role:NAME.")]
+RuleDatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset or pattern (credit_*, *).")]
+RuleActionOpt = Annotated[
+    str, typer.Option("--action", help="read, ingest, query_dp, train, export, erase, share, audit, admin, *")
+]
+RulePurposeOpt = Annotated[str, typer.Option("--purpose", help="A purpose from the taxonomy, or *.")]
+RidArg = Annotated[str, typer.Argument(help="The request's id.")]
+IncidentArg = Annotated[str, typer.Argument(help="The incident's id.")]
+DpiaDatasetArg = Annotated[str, typer.Argument(help="The dataset the DPIA assesses.")]
+
 # --- dataset ingest ------------------------------------------------------------------------------
 
 IngestNameArg = Annotated[str, typer.Argument(help="Dataset name.")]
@@ -41,6 +55,163 @@ EncodingOpt = Annotated[
 MapOpt = Annotated[
     list[str] | None,
     typer.Option("--map", help="Rename a column of the file to a schema field: source=field (repeatable)."),
+]
+
+# --- vault / remote_data -----------------------------------------------------------------------
+
+DatasetCreateNameArg = Annotated[str, typer.Argument(help="Dataset name (must match the schema's name).")]
+SchemaOpt = Annotated[Path, typer.Option("--schema", help="Schema YAML file.")]
+DatasetShowNameArg = Annotated[str, typer.Argument(help="The dataset's name.")]
+DatasetAlterNameArg = Annotated[str, typer.Argument(help="Dataset name (must match the new schema's name).")]
+DatasetAlterSchemaOpt = Annotated[Path, typer.Option("--schema", help="The dataset's full new schema (YAML).")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Check the change against every stored record; change nothing.")
+]
+DatasetDropNameArg = Annotated[str, typer.Argument(help="Dataset name.")]
+YesOpt = Annotated[bool, typer.Option("--yes", help="Drop without asking to type the dataset's name.")]
+
+# --- vault / remote_admin ----------------------------------------------------------------------
+
+SubjectExportOutOpt = Annotated[Path | None, typer.Option("--out", help="Write the JSON here (default: stdout).")]
+SubjectRectifyDatasetOpt = Annotated[str, typer.Option("--dataset", help="The dataset holding the field.")]
+FieldOpt = Annotated[str, typer.Option("--field", help="The field to correct.")]
+ValueOpt = Annotated[str, typer.Option("--value", help="Its correct value (checked against the schema).")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why processing is restricted (recorded).")]
+LiftOpt = Annotated[bool, typer.Option("--lift", help="Lift an existing restriction.")]
+SubjectObjectPurposeOpt = Annotated[str, typer.Option("--purpose", help="Purpose objected to, or '*' for all.")]
+OptOutOpt = Annotated[bool, typer.Option("--opt-out", help="A CCPA opt-out rather than a GDPR objection.")]
+ConsentGrantPurposeOpt = Annotated[str, typer.Option("--purpose", help="The purpose consented to.")]
+BasisOpt = Annotated[str, typer.Option("--basis", help="Lawful basis key.")]
+NoticeVersionOpt = Annotated[str, typer.Option("--notice-version", help="The privacy notice the subject was shown.")]
+SourceOpt = Annotated[str, typer.Option("--source", help="Where the consent was collected.")]
+ConsentWithdrawPurposeOpt = Annotated[str, typer.Option("--purpose", help="The purpose consent is withdrawn for.")]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", help="Data keys re-wrapped per transaction (1 to 1,000,000).")
+]
+
+# --- models / remote_data ----------------------------------------------------------------------
+
+SpecFileArg = Annotated[Path, typer.Argument(help="Training spec (YAML): dataset, label, model, target_epsilon...")]
+TrainPurposeOpt = Annotated[str | None, typer.Option("--purpose", help="Overrides the spec's purpose.")]
+CardJsonOpt = Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")]
+CardFormatOpt = Annotated[str, typer.Option("--format", help="md or json")]
+ShadowsOpt = Annotated[int, typer.Option("--shadows", min=0, max=256, help="LiRA shadow models (0: loss only).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the shadow models' sampling and training.")]
+
+# --- dp / remote -------------------------------------------------------------------------------
+
+QueryDatasetArg = Annotated[str, typer.Argument(help="The dataset the query reads (its FROM).")]
+SqlArg = Annotated[str, typer.Argument(help='e.g. "SELECT COUNT(*), AVG(age) FROM adult WHERE age > 30"')]
+EpsilonOpt = Annotated[float, typer.Option("--epsilon", help="Privacy cost of the whole query.")]
+QueryPurposeOpt = Annotated[str, typer.Option("--purpose", help="Why the data is queried (a purpose of the dataset).")]
+DeltaOpt = Annotated[float | None, typer.Option("--delta", help="With a delta: Gaussian noise (zCDP).")]
+MaxRowsOpt = Annotated[int, typer.Option("--max-rows", min=1, help="Rows each subject may contribute.")]
+
+# --- dp / remote_data --------------------------------------------------------------------------
+
+BudgetDatasetArg = Annotated[str, typer.Argument(help="The dataset whose budgets to show or set.")]
+SetOpt = Annotated[
+    tuple[float, float] | None, typer.Option("--set", help="EPSILON DELTA: the total budget.", show_default=False)
+]
+PrincipalOpt = Annotated[str, typer.Option("--principal", help="A principal's own budget on the dataset.")]
+
+# --- access / remote_records -------------------------------------------------------------------
+
+PrincipalDisableNameArg = Annotated[str, typer.Argument(help="The principal to disable.")]
+TokenCreatePrincipalOpt = Annotated[str, typer.Option("--principal", help="Whose token (default: yourself).")]
+TokenExpiresOpt = Annotated[str, typer.Option("--expires", help="ISO 8601 duration, or 'never'.")]
+TokenListPrincipalOpt = Annotated[
+    str | None,
+    typer.Option("--principal", help="Whose tokens (default: yours; another's needs owner, or admin for non-owners)."),
+]
+EveryoneOpt = Annotated[bool, typer.Option("--all", help="Every principal's tokens (owner only).")]
+TokenIdArg = Annotated[str, typer.Argument(help="The token's id (not the token).")]
+DurationArg = Annotated[
+    str | None, typer.Argument(help="New maximum (ISO 8601 duration, owner only); omit to show it.")
+]
+
+# --- access / remote_admin ---------------------------------------------------------------------
+
+PrincipalAddNameArg = Annotated[str, typer.Argument(help="The principal's name (lower case, digits, . _ @ -).")]
+PrincipalKindOpt = Annotated[str, typer.Option("--kind", help="human or service")]
+PasswordStdinOpt = Annotated[bool, typer.Option("--password-stdin", help="Read a password from stdin.")]
+RuleIdArg = Annotated[int, typer.Argument(help="The rule's id, as `policy show` lists it.")]
+RecipientOpt = Annotated[str, typer.Option("--recipient", help="Who receives the data (a name for the agreement).")]
+RecipientKeyOpt = Annotated[Path, typer.Option("--recipient-key", help="The recipient's .pub file.")]
+ShareCreateDatasetOpt = Annotated[str, typer.Option("--dataset", help="The dataset to share from.")]
+ShareCreatePurposeOpt = Annotated[
+    str, typer.Option("--purpose", help="The purpose the recipient may use the data for.")
+]
+FieldsOpt = Annotated[str, typer.Option("--fields", help="Comma-separated field names.")]
+ShareCreateExpiresOpt = Annotated[str, typer.Option("--expires", help="ISO 8601 duration.")]
+MaxUsesOpt = Annotated[int, typer.Option("--max-uses", help="At least 1.")]
+KeepSubjectIdsOpt = Annotated[bool, typer.Option("--keep-subject-ids", help="Do not pseudonymise subject ids.")]
+RecipientJurisdictionOpt = Annotated[
+    str | None, typer.Option("--recipient-jurisdiction", help="Required: where the recipient is (EU, US-CA...).")
+]
+TransferMechanismOpt = Annotated[
+    str | None,
+    typer.Option("--transfer-mechanism", help="adequacy, scc, bcr, explicit-consent, derogation, pipl-..."),
+]
+ShareExportOutOpt = Annotated[Path, typer.Option("--out", help="Package file to write.")]
+
+# --- requests / remote_records -----------------------------------------------------------------
+
+RequestTypeOpt = Annotated[
+    str, typer.Option("--type", help="access|portability|erasure|rectification|restriction|objection|opt-out")
+]
+RequestSubjectOpt = Annotated[str, typer.Option("--subject", help="The subject's id.")]
+RequestJurisdictionOpt = Annotated[
+    str | None, typer.Option("--jurisdiction", help="Default: where the subject's data is.")
+]
+OverdueOpt = Annotated[bool, typer.Option("--overdue", help="Only the overdue ones.")]
+MethodOpt = Annotated[str, typer.Option("--method", help="account|document|email|in-person|authorised-agent")]
+ExtendReasonOpt = Annotated[str, typer.Option("--reason", help="Why (given to the subject with the notice).")]
+RejectReasonOpt = Annotated[str, typer.Option("--reason", help="Why the request is refused (given to the subject).")]
+FulfilSubjectOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--subject",
+        help="The subject's id (checked against the request). Left out for a portal request: the "
+        "identifier verified there is used.",
+    ),
+]
+FulfilOutOpt = Annotated[Path | None, typer.Option("--out", help="Where to write an access/portability export.")]
+FulfilPurposeOpt = Annotated[str | None, typer.Option("--purpose", help="Objection / opt-out purpose.")]
+ChangeOpt = Annotated[
+    list[str] | None, typer.Option("--change", help="Rectification: DATASET.FIELD=VALUE (repeatable).")
+]
+
+# --- incidents / remote_records ----------------------------------------------------------------
+
+DescriptionOpt = Annotated[str, typer.Option("--description", help="What happened (no personal data).")]
+AuthorityOpt = Annotated[str, typer.Option("--authority", help="The supervisory authority notified.")]
+
+# --- dpia / remote_records ---------------------------------------------------------------------
+
+GenerateOutOpt = Annotated[Path | None, typer.Option("--out", help="Write the DPIA document (JSON) here.")]
+ByOpt = Annotated[str, typer.Option("--by", help="Who signs it off (the DPO).")]
+VersionOpt = Annotated[int | None, typer.Option("--version", help="Default: the latest.")]
+
+# --- audit / remote_records --------------------------------------------------------------------
+
+AuditOutOpt = Annotated[Path, typer.Option("--out", help="Folder for the report files.")]
+AuditFormatOpt = Annotated[str, typer.Option("--format", help="Comma-separated: json, md, html.")]
+EpsilonCapOpt = Annotated[float, typer.Option("--epsilon-cap", help="Largest epsilon a model may have.")]
+SinceLastOpt = Annotated[bool, typer.Option("--since-last", help="Ledger evidence since the last audit only.")]
+ReportArg = Annotated[Path, typer.Argument(help="A report.json written by complai audit.")]
+
+# --- ropa / remote_records ---------------------------------------------------------------------
+
+RopaOutOpt = Annotated[Path | None, typer.Option("--out", help="Folder for ropa.json and ropa.csv.")]
+RopaFormatOpt = Annotated[str, typer.Option("--format", help="json, csv or both (comma-separated).")]
+RopaJsonOutOpt = Annotated[bool, typer.Option("--json", help="Print the records as JSON.")]
+
+# --- taxonomy / remote_admin -------------------------------------------------------------------
+
+KindArg = Annotated[
+    str | None,
+    typer.Argument(help="categories, purposes, bases, jurisdictions or subjects (default: all of them)."),
 ]
 
 # --- models --------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from typer.core import TyperGroup
 
+from complai.cli.options import DeltaOpt, EpsilonOpt, MaxRowsOpt, QueryDatasetArg, QueryPurposeOpt, SqlArg
+from complai.cli.options import JsonOpt as JsonOpt  # the remote modules and jobs.py take it from here
 from complai.cli.output import print_datasets, print_json, table
 from complai.cli.state import console, err_console, state
 from complai.config import default_workspace
@@ -39,7 +41,6 @@ PAGE = 1000
 ACT_AS = "X-Complai-Act-As"
 CA_BUNDLE = "COMPLAI_CA_BUNDLE"  # a PEM file of CAs to trust for an https server (a self-signed one)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 POLL_S = 0.25
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -321,12 +322,12 @@ dp_app = typer.Typer(cls=RemoteGroup, help="Differential privacy: budgets.", no_
 
 @dp_app.command("query")
 def dp_query(
-    dataset: Annotated[str, typer.Argument(help="The dataset the query reads (its FROM).")],
-    sql: Annotated[str, typer.Argument(help='e.g. "SELECT COUNT(*), AVG(age) FROM adult WHERE age > 30"')],
-    epsilon: Annotated[float, typer.Option("--epsilon", help="Privacy cost of the whole query.")],
-    purpose: Annotated[str, typer.Option("--purpose", help="Why the data is queried (a purpose of the dataset).")],
-    delta: Annotated[float | None, typer.Option("--delta", help="With a delta: Gaussian noise (zCDP).")] = None,
-    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows each subject may contribute.")] = 1,
+    dataset: QueryDatasetArg,
+    sql: SqlArg,
+    epsilon: EpsilonOpt,
+    purpose: QueryPurposeOpt,
+    delta: DeltaOpt = None,
+    max_rows: MaxRowsOpt = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Answer an aggregate query with differential privacy, spending the dataset's budget."""

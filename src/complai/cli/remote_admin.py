@@ -12,6 +12,45 @@ from typing import Annotated, Any
 
 import typer
 
+from complai.cli.options import (
+    BasisOpt,
+    BatchSizeOpt,
+    ConsentGrantPurposeOpt,
+    ConsentWithdrawPurposeOpt,
+    FieldOpt,
+    FieldsOpt,
+    KeepSubjectIdsOpt,
+    KindArg,
+    LiftOpt,
+    MaxUsesOpt,
+    NoticeVersionOpt,
+    OptOutOpt,
+    PasswordStdinOpt,
+    PrincipalAddNameArg,
+    PrincipalKindOpt,
+    ReasonOpt,
+    RecipientJurisdictionOpt,
+    RecipientKeyOpt,
+    RecipientOpt,
+    RoleArg,
+    RolePrincipalOpt,
+    RuleActionOpt,
+    RuleDatasetOpt,
+    RuleIdArg,
+    RulePurposeOpt,
+    RuleSubjectArg,
+    ShareCreateDatasetOpt,
+    ShareCreateExpiresOpt,
+    ShareCreatePurposeOpt,
+    ShareExportOutOpt,
+    SourceOpt,
+    SubjectArg,
+    SubjectExportOutOpt,
+    SubjectObjectPurposeOpt,
+    SubjectRectifyDatasetOpt,
+    TransferMechanismOpt,
+    ValueOpt,
+)
 from complai.cli.output import print_json, table
 from complai.cli.remote import ForceOpt, JsonOpt, RemoteGroup, output_path, remote, segment, write_file
 from complai.cli.remote_records import principal_app
@@ -41,8 +80,6 @@ retention_app = typer.Typer(
 )
 role_app = typer.Typer(cls=RemoteGroup, help="Roles: owner, admin, auditor, analyst, steward.", no_args_is_help=True)
 
-SubjectArg = Annotated[str, typer.Argument(help="The subject's external id.")]
-
 
 # --- subjects --------------------------------------------------------------------------------------
 
@@ -50,7 +87,7 @@ SubjectArg = Annotated[str, typer.Argument(help="The subject's external id.")]
 @subject_app.command("export")
 def subject_export(
     subject: SubjectArg,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here (default: stdout).")] = None,
+    out: SubjectExportOutOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Everything held about a subject, as JSON (access / portability); the file is mode 0600."""
@@ -79,9 +116,9 @@ def subject_erase(subject: SubjectArg, json_out: JsonOpt = False) -> None:
 @subject_app.command("rectify")
 def subject_rectify(
     subject: SubjectArg,
-    dataset: Annotated[str, typer.Option("--dataset", help="The dataset holding the field.")],
-    field: Annotated[str, typer.Option("--field", help="The field to correct.")],
-    value: Annotated[str, typer.Option("--value", help="Its correct value (checked against the schema).")],
+    dataset: SubjectRectifyDatasetOpt,
+    field: FieldOpt,
+    value: ValueOpt,
 ) -> None:
     """Correct one field in a subject's records."""
     body = {"subject": subject, "dataset": dataset, "field": field, "value": value}
@@ -93,8 +130,8 @@ def subject_rectify(
 @subject_app.command("restrict")
 def subject_restrict(
     subject: SubjectArg,
-    reason: Annotated[str, typer.Option("--reason", help="Why processing is restricted (recorded).")] = "",
-    lift: Annotated[bool, typer.Option("--lift", help="Lift an existing restriction.")] = False,
+    reason: ReasonOpt = "",
+    lift: LiftOpt = False,
 ) -> None:
     """Restrict processing of a subject (or lift the restriction)."""
     with remote() as r:
@@ -105,8 +142,8 @@ def subject_restrict(
 @subject_app.command("object")
 def subject_object(
     subject: SubjectArg,
-    purpose: Annotated[str, typer.Option("--purpose", help="Purpose objected to, or '*' for all.")],
-    opt_out: Annotated[bool, typer.Option("--opt-out", help="A CCPA opt-out rather than a GDPR objection.")] = False,
+    purpose: SubjectObjectPurposeOpt,
+    opt_out: OptOutOpt = False,
 ) -> None:
     """Record a subject's objection (or opt-out) to processing for a purpose."""
     body = {"subject": subject, "purpose": purpose, "opt_out": opt_out}
@@ -121,12 +158,10 @@ def subject_object(
 @consent_app.command("grant")
 def consent_grant(
     subject: SubjectArg,
-    purpose: Annotated[str, typer.Option("--purpose", help="The purpose consented to.")],
-    basis: Annotated[str, typer.Option("--basis", help="Lawful basis key.")] = "gdpr.consent",
-    notice_version: Annotated[
-        str, typer.Option("--notice-version", help="The privacy notice the subject was shown.")
-    ] = "unspecified",
-    source: Annotated[str, typer.Option("--source", help="Where the consent was collected.")] = "cli",
+    purpose: ConsentGrantPurposeOpt,
+    basis: BasisOpt = "gdpr.consent",
+    notice_version: NoticeVersionOpt = "unspecified",
+    source: SourceOpt = "cli",
 ) -> None:
     """Record a subject's consent for a purpose."""
     body = {"subject": subject, "purpose": purpose, "basis": basis, "notice_version": notice_version, "source": source}
@@ -138,7 +173,7 @@ def consent_grant(
 @consent_app.command("withdraw")
 def consent_withdraw(
     subject: SubjectArg,
-    purpose: Annotated[str, typer.Option("--purpose", help="The purpose consent is withdrawn for.")],
+    purpose: ConsentWithdrawPurposeOpt,
 ) -> None:
     """Withdraw a subject's consent for a purpose; reads for it stop including the subject."""
     with remote() as r:
@@ -165,9 +200,7 @@ def keys_status(json_out: JsonOpt = False) -> None:
 
 @keys_app.command("rotate")
 def keys_rotate(
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Data keys re-wrapped per transaction (1 to 1,000,000).")
-    ] = 2000,
+    batch_size: BatchSizeOpt = 2000,
     json_out: JsonOpt = False,
 ) -> None:
     """New key-encryption key; re-wrap every data key (a job on the server; resumes an interrupted rotation)."""
@@ -201,15 +234,12 @@ def retention_sweep(json_out: JsonOpt = False) -> None:
 
 # --- principals and roles --------------------------------------------------------------------------
 
-RoleArg = Annotated[str, typer.Argument(help="owner, admin, auditor, analyst or steward.")]
-RolePrincipalOpt = Annotated[str, typer.Option("--principal", help="The principal whose roles change.")]
-
 
 @principal_app.command("add")
 def principal_add(
-    name: Annotated[str, typer.Argument(help="The principal's name (lower case, digits, . _ @ -).")],
-    kind: Annotated[str, typer.Option("--kind", help="human or service")] = "human",
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read a password from stdin.")] = False,
+    name: PrincipalAddNameArg,
+    kind: PrincipalKindOpt = "human",
+    password_stdin: PasswordStdinOpt = False,
 ) -> None:
     """Add a person or a service (owner only); it has no rights until granted a role or a rule."""
     body: dict[str, Any] = {"name": name, "kind": kind}
@@ -243,13 +273,6 @@ policy_app = typer.Typer(
 )
 RULE_PAGE = 1000
 
-PolicySubject = Annotated[str, typer.Argument(help="A principal, or role:NAME.")]
-DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset or pattern (credit_*, *).")]
-ActionOpt = Annotated[
-    str, typer.Option("--action", help="read, ingest, query_dp, train, export, erase, share, audit, admin, *")
-]
-PurposeOpt = Annotated[str, typer.Option("--purpose", help="A purpose from the taxonomy, or *.")]
-
 
 def _local_rule(rule: dict[str, Any]) -> dict[str, Any]:
     """A rule as the local form prints it: the API's `dataset` is the policy's `domain`."""
@@ -270,7 +293,11 @@ def _rule(effect: str, subject: str, dataset: str, action: str, purpose: str, js
 
 @policy_app.command("allow")
 def policy_allow(
-    subject: PolicySubject, dataset: DatasetOpt, action: ActionOpt, purpose: PurposeOpt, json_out: JsonOpt = False
+    subject: RuleSubjectArg,
+    dataset: RuleDatasetOpt,
+    action: RuleActionOpt,
+    purpose: RulePurposeOpt,
+    json_out: JsonOpt = False,
 ) -> None:
     """Allow SUBJECT to perform ACTION on DATASET for PURPOSE (owner only; never yourself)."""
     _rule("allow", subject, dataset, action, purpose, json_out)
@@ -278,14 +305,18 @@ def policy_allow(
 
 @policy_app.command("deny")
 def policy_deny(
-    subject: PolicySubject, dataset: DatasetOpt, action: ActionOpt, purpose: PurposeOpt, json_out: JsonOpt = False
+    subject: RuleSubjectArg,
+    dataset: RuleDatasetOpt,
+    action: RuleActionOpt,
+    purpose: RulePurposeOpt,
+    json_out: JsonOpt = False,
 ) -> None:
     """An explicit deny: wins over any allow."""
     _rule("deny", subject, dataset, action, purpose, json_out)
 
 
 @policy_app.command("remove")
-def policy_remove(rule_id: Annotated[int, typer.Argument(help="The rule's id, as `policy show` lists it.")]) -> None:
+def policy_remove(rule_id: RuleIdArg) -> None:
     """Remove a rule (owner only)."""
     if not 1 <= rule_id <= 2**62:
         raise InvalidInput(f"the rule id must be between 1 and {2**62}, not {rule_id}")
@@ -346,10 +377,7 @@ def _detail(attrs: dict[str, Any]) -> str:
 
 @taxonomy_app.command("list")
 def taxonomy_list(
-    kind: Annotated[
-        str | None,
-        typer.Argument(help="categories, purposes, bases, jurisdictions or subjects (default: all of them)."),
-    ] = None,
+    kind: KindArg = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List the terms a schema may use, with the schema key each kind is written under."""
@@ -411,23 +439,16 @@ AgreementArg = Annotated[str, typer.Argument(help="The agreement's id.")]
 
 @share_app.command("create")
 def share_create(
-    recipient: Annotated[str, typer.Option("--recipient", help="Who receives the data (a name for the agreement).")],
-    recipient_key: Annotated[Path, typer.Option("--recipient-key", help="The recipient's .pub file.")],
-    dataset: Annotated[str, typer.Option("--dataset", help="The dataset to share from.")],
-    purpose: Annotated[str, typer.Option("--purpose", help="The purpose the recipient may use the data for.")],
-    fields: Annotated[str, typer.Option("--fields", help="Comma-separated field names.")],
-    expires: Annotated[str, typer.Option("--expires", help="ISO 8601 duration.")] = "P30D",
-    max_uses: Annotated[int, typer.Option("--max-uses", help="At least 1.")] = 1,
-    keep_subject_ids: Annotated[
-        bool, typer.Option("--keep-subject-ids", help="Do not pseudonymise subject ids.")
-    ] = False,
-    recipient_jurisdiction: Annotated[
-        str | None, typer.Option("--recipient-jurisdiction", help="Required: where the recipient is (EU, US-CA...).")
-    ] = None,
-    transfer_mechanism: Annotated[
-        str | None,
-        typer.Option("--transfer-mechanism", help="adequacy, scc, bcr, explicit-consent, derogation, pipl-..."),
-    ] = None,
+    recipient: RecipientOpt,
+    recipient_key: RecipientKeyOpt,
+    dataset: ShareCreateDatasetOpt,
+    purpose: ShareCreatePurposeOpt,
+    fields: FieldsOpt,
+    expires: ShareCreateExpiresOpt = "P30D",
+    max_uses: MaxUsesOpt = 1,
+    keep_subject_ids: KeepSubjectIdsOpt = False,
+    recipient_jurisdiction: RecipientJurisdictionOpt = None,
+    transfer_mechanism: TransferMechanismOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a data-sharing agreement on the server (direct identifiers are never shared)."""
@@ -494,7 +515,7 @@ def share_revoke(agreement: AgreementArg) -> None:
 @share_app.command("export")
 def share_export(
     agreement: AgreementArg,
-    out: Annotated[Path, typer.Option("--out", help="Package file to write.")],
+    out: ShareExportOutOpt,
     json_out: JsonOpt = False,
 ) -> None:
     """Seal one use of an agreement to its recipient on the server, downloaded to a new 0600 file."""

@@ -13,16 +13,33 @@ import typer
 from rich.markup import escape
 
 from complai.cli.options import (
+    BudgetDatasetArg,
+    CardFormatOpt,
+    CardJsonOpt,
     CollectionPurposeOpt,
     ConsentsOpt,
     DataFormatOpt,
+    DatasetAlterNameArg,
+    DatasetAlterSchemaOpt,
+    DatasetCreateNameArg,
+    DatasetDropNameArg,
+    DatasetShowNameArg,
     DelimiterOpt,
+    DryRunOpt,
     EncodingOpt,
     IngestDataArg,
     IngestModeOpt,
     IngestNameArg,
     MapOpt,
+    PrincipalOpt,
+    SchemaOpt,
+    SeedOpt,
+    SetOpt,
+    ShadowsOpt,
+    SpecFileArg,
     SubjectColumnOpt,
+    TrainPurposeOpt,
+    YesOpt,
     print_card_summary,
     print_models,
 )
@@ -52,7 +69,7 @@ READ_PAGE = 5000  # rows a page of a governed read (the API takes 1 to 10,000); 
 
 
 @dataset_app.command("show")
-def dataset_show(name: Annotated[str, typer.Argument(help="The dataset's name.")], json_out: JsonOpt = False) -> None:
+def dataset_show(name: DatasetShowNameArg, json_out: JsonOpt = False) -> None:
     """A dataset's schema (and, for those who may see exact data, its record and subject counts)."""
     with remote() as r:
         doc = r.call("GET", f"/datasets/{segment(name)}")
@@ -89,8 +106,8 @@ def _schema_text(schema: Path) -> tuple[str, dict[str, Any]]:
 
 @dataset_app.command("create")
 def dataset_create(
-    name: Annotated[str, typer.Argument(help="Dataset name (must match the schema's name).")],
-    schema: Annotated[Path, typer.Option("--schema", help="Schema YAML file.")],
+    name: DatasetCreateNameArg,
+    schema: SchemaOpt,
     json_out: JsonOpt = False,
 ) -> None:
     """Register a dataset from a schema file."""
@@ -109,11 +126,9 @@ def dataset_create(
 
 @dataset_app.command("alter")
 def dataset_alter(
-    name: Annotated[str, typer.Argument(help="Dataset name (must match the new schema's name).")],
-    schema: Annotated[Path, typer.Option("--schema", help="The dataset's full new schema (YAML).")],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Check the change against every stored record; change nothing.")
-    ] = False,
+    name: DatasetAlterNameArg,
+    schema: DatasetAlterSchemaOpt,
+    dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Change a dataset's schema to a new version: prints what changed. A narrowing change is checked
@@ -145,8 +160,8 @@ def dataset_alter(
 
 @dataset_app.command("drop")
 def dataset_drop(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Drop without asking to type the dataset's name.")] = False,
+    name: DatasetDropNameArg,
+    yes: YesOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Drop a dataset on the server: delete every record, crypto-shred the subjects left without records in
@@ -336,11 +351,9 @@ def dataset_ingest(
 
 @dp_app.command("budget")
 def dp_budget(
-    dataset: Annotated[str, typer.Argument(help="The dataset whose budgets to show or set.")],
-    set_: Annotated[
-        tuple[float, float] | None, typer.Option("--set", help="EPSILON DELTA: the total budget.", show_default=False)
-    ] = None,
-    principal: Annotated[str, typer.Option("--principal", help="A principal's own budget on the dataset.")] = "*",
+    dataset: BudgetDatasetArg,
+    set_: SetOpt = None,
+    principal: PrincipalOpt = "*",
     json_out: JsonOpt = False,
 ) -> None:
     """Show a dataset's privacy budgets, or set one (admin)."""
@@ -391,12 +404,12 @@ def _warnings(card: dict[str, Any]) -> list[str]:
 
 
 def train(
-    spec_file: Annotated[Path, typer.Argument(help="Training spec (YAML): dataset, label, model, target_epsilon...")],
-    purpose: Annotated[str | None, typer.Option("--purpose", help="Overrides the spec's purpose.")] = None,
+    spec_file: SpecFileArg,
+    purpose: TrainPurposeOpt = None,
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Print the training job's id and return (follow it with `job show`).")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the model card as JSON.")] = False,
+    json_out: CardJsonOpt = False,
 ) -> None:
     """Train a model on the server with DP-SGD (or non-privately if the spec says private: false), as a
     job, and store its card there."""
@@ -423,8 +436,8 @@ def train(
 @model_app.command("audit")
 def model_audit(
     model_id: ModelArg,
-    shadows: Annotated[int, typer.Option("--shadows", min=0, max=256, help="LiRA shadow models (0: loss only).")] = 8,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the shadow models' sampling and training.")] = 0,
+    shadows: ShadowsOpt = 8,
+    seed: SeedOpt = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """Membership-inference audit (loss threshold and LiRA) on the server, as a job: AUC, TPR at low FPR,
@@ -472,7 +485,7 @@ def model_show(model_id: ModelArg, json_out: JsonOpt = False) -> None:
 
 
 @model_app.command("card")
-def model_card(model_id: ModelArg, format_: Annotated[str, typer.Option("--format", help="md or json")] = "md") -> None:
+def model_card(model_id: ModelArg, format_: CardFormatOpt = "md") -> None:
     """Print a model's card (Markdown or canonical JSON)."""
     if format_ not in ("md", "json"):
         raise InvalidInput("--format is md or json")

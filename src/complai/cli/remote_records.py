@@ -12,6 +12,42 @@ from typing import Annotated, Any
 
 import typer
 
+from complai.cli.options import (
+    AuditFormatOpt,
+    AuditOutOpt,
+    AuthorityOpt,
+    ByOpt,
+    ChangeOpt,
+    DescriptionOpt,
+    DpiaDatasetArg,
+    DurationArg,
+    EpsilonCapOpt,
+    EveryoneOpt,
+    ExtendReasonOpt,
+    FulfilOutOpt,
+    FulfilPurposeOpt,
+    FulfilSubjectOpt,
+    GenerateOutOpt,
+    IncidentArg,
+    MethodOpt,
+    OverdueOpt,
+    PrincipalDisableNameArg,
+    RejectReasonOpt,
+    ReportArg,
+    RequestJurisdictionOpt,
+    RequestSubjectOpt,
+    RequestTypeOpt,
+    RidArg,
+    RopaFormatOpt,
+    RopaJsonOutOpt,
+    RopaOutOpt,
+    SinceLastOpt,
+    TokenCreatePrincipalOpt,
+    TokenExpiresOpt,
+    TokenIdArg,
+    TokenListPrincipalOpt,
+    VersionOpt,
+)
 from complai.cli.output import print_json, table
 from complai.cli.remote import (
     ForceOpt,
@@ -164,12 +200,10 @@ REPORT_FORMATS = ("json", "md", "html")
 @audit_app.callback()
 def audit(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the report files.")] = Path("audit-report"),
-    format_: Annotated[str, typer.Option("--format", help="Comma-separated: json, md, html.")] = "json,md,html",
-    epsilon_cap: Annotated[float, typer.Option("--epsilon-cap", help="Largest epsilon a model may have.")] = 10.0,
-    since_last: Annotated[
-        bool, typer.Option("--since-last", help="Ledger evidence since the last audit only.")
-    ] = False,
+    out: AuditOutOpt = Path("audit-report"),
+    format_: AuditFormatOpt = "json,md,html",
+    epsilon_cap: EpsilonCapOpt = 10.0,
+    since_last: SinceLastOpt = False,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
@@ -284,7 +318,7 @@ def audit_report(
 
 @audit_app.command("verify")
 def audit_verify(
-    report: Annotated[Path, typer.Argument(help="A report.json written by complai audit.")],
+    report: ReportArg,
     json_out: JsonOpt = False,
 ) -> None:
     """Check a report against the ledger: unchanged, recorded, and the ledger sound (exit 1 if not)."""
@@ -308,7 +342,6 @@ def audit_verify(
 request_app = typer.Typer(
     cls=RemoteGroup, help="Data subject requests: deadlines, verification, fulfilment.", no_args_is_help=True
 )
-RidArg = Annotated[str, typer.Argument(help="The request's id.")]
 
 
 def _show_request(r: dict[str, Any], json_out: bool) -> None:
@@ -338,13 +371,9 @@ def _show_request(r: dict[str, Any], json_out: bool) -> None:
 
 @request_app.command("open")
 def request_open(
-    type_: Annotated[
-        str, typer.Option("--type", help="access|portability|erasure|rectification|restriction|objection|opt-out")
-    ],
-    subject: Annotated[str, typer.Option("--subject", help="The subject's id.")],
-    jurisdiction: Annotated[
-        str | None, typer.Option("--jurisdiction", help="Default: where the subject's data is.")
-    ] = None,
+    type_: RequestTypeOpt,
+    subject: RequestSubjectOpt,
+    jurisdiction: RequestJurisdictionOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Register a request; its deadline follows from the jurisdiction."""
@@ -357,7 +386,7 @@ def request_open(
 
 @request_app.command("list")
 def request_list(
-    overdue: Annotated[bool, typer.Option("--overdue", help="Only the overdue ones.")] = False,
+    overdue: OverdueOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """List requests with their deadlines and days left."""
@@ -392,7 +421,7 @@ def request_show(rid: RidArg, json_out: JsonOpt = False) -> None:
 @request_app.command("verify")
 def request_verify(
     rid: RidArg,
-    method: Annotated[str, typer.Option("--method", help="account|document|email|in-person|authorised-agent")],
+    method: MethodOpt,
     json_out: JsonOpt = False,
 ) -> None:
     """Record that the requester's identity was verified, and how."""
@@ -410,7 +439,7 @@ def request_acknowledge(rid: RidArg, json_out: JsonOpt = False) -> None:
 @request_app.command("extend")
 def request_extend(
     rid: RidArg,
-    reason: Annotated[str, typer.Option("--reason", help="Why (given to the subject with the notice).")],
+    reason: ExtendReasonOpt,
     json_out: JsonOpt = False,
 ) -> None:
     """Extend the deadline where the law allows it, with the reason given to the subject."""
@@ -421,7 +450,7 @@ def request_extend(
 @request_app.command("reject")
 def request_reject(
     rid: RidArg,
-    reason: Annotated[str, typer.Option("--reason", help="Why the request is refused (given to the subject).")],
+    reason: RejectReasonOpt,
     json_out: JsonOpt = False,
 ) -> None:
     """Refuse a request, with the reason the subject is given."""
@@ -432,19 +461,10 @@ def request_reject(
 @request_app.command("fulfil")
 def request_fulfil(
     rid: RidArg,
-    subject: Annotated[
-        str | None,
-        typer.Option(
-            "--subject",
-            help="The subject's id (checked against the request). Left out for a portal request: the "
-            "identifier verified there is used.",
-        ),
-    ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Where to write an access/portability export.")] = None,
-    purpose: Annotated[str | None, typer.Option("--purpose", help="Objection / opt-out purpose.")] = None,
-    change: Annotated[
-        list[str] | None, typer.Option("--change", help="Rectification: DATASET.FIELD=VALUE (repeatable).")
-    ] = None,
+    subject: FulfilSubjectOpt = None,
+    out: FulfilOutOpt = None,
+    purpose: FulfilPurposeOpt = None,
+    change: ChangeOpt = None,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
@@ -490,7 +510,6 @@ def request_fulfil(
 incident_app = typer.Typer(
     cls=RemoteGroup, help="Incidents (GDPR Art. 33): open, notify within 72 hours, close.", no_args_is_help=True
 )
-IncidentArg = Annotated[str, typer.Argument(help="The incident's id.")]
 
 
 def _show_incident(i: dict[str, Any], json_out: bool) -> None:
@@ -526,7 +545,7 @@ def incident_list(json_out: JsonOpt = False) -> None:
 
 @incident_app.command("open")
 def incident_open(
-    description: Annotated[str, typer.Option("--description", help="What happened (no personal data).")],
+    description: DescriptionOpt,
     json_out: JsonOpt = False,
 ) -> None:
     """Open an incident: the 72-hour notification deadline starts now."""
@@ -537,7 +556,7 @@ def incident_open(
 @incident_app.command("notify")
 def incident_notify(
     incident: IncidentArg,
-    authority: Annotated[str, typer.Option("--authority", help="The supervisory authority notified.")],
+    authority: AuthorityOpt,
     json_out: JsonOpt = False,
 ) -> None:
     """Record that the supervisory authority was notified."""
@@ -556,13 +575,12 @@ def incident_close(incident: IncidentArg, json_out: JsonOpt = False) -> None:
 # --- DPIAs and records of processing ---------------------------------------------------------------
 
 dpia_app = typer.Typer(cls=RemoteGroup, help="Data protection impact assessments (GDPR Art. 35).", no_args_is_help=True)
-DatasetArg = Annotated[str, typer.Argument(help="The dataset the DPIA assesses.")]
 
 
 @dpia_app.command("generate")
 def dpia_generate(
-    dataset: DatasetArg,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the DPIA document (JSON) here.")] = None,
+    dataset: DpiaDatasetArg,
+    out: GenerateOutOpt = None,
     json_out: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
@@ -585,9 +603,9 @@ def dpia_generate(
 
 @dpia_app.command("sign")
 def dpia_sign(
-    dataset: DatasetArg,
-    by: Annotated[str, typer.Option("--by", help="Who signs it off (the DPO).")],
-    version: Annotated[int | None, typer.Option("--version", help="Default: the latest.")] = None,
+    dataset: DpiaDatasetArg,
+    by: ByOpt,
+    version: VersionOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Sign off a dataset's DPIA (by default its latest version)."""
@@ -603,7 +621,7 @@ def dpia_sign(
 
 
 @dpia_app.command("status")
-def dpia_status(dataset: DatasetArg, json_out: JsonOpt = False) -> None:
+def dpia_status(dataset: DpiaDatasetArg, json_out: JsonOpt = False) -> None:
     """Whether the dataset's DPIA is current: signed off, and still describing its processing."""
     with remote() as r:
         st = r.call("GET", f"/dpias/{segment(dataset)}")
@@ -614,9 +632,9 @@ def dpia_status(dataset: DatasetArg, json_out: JsonOpt = False) -> None:
 
 
 def ropa(
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for ropa.json and ropa.csv.")] = None,
-    format_: Annotated[str, typer.Option("--format", help="json, csv or both (comma-separated).")] = "json,csv",
-    json_out: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+    out: RopaOutOpt = None,
+    format_: RopaFormatOpt = "json,csv",
+    json_out: RopaJsonOutOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Generate the records of processing from the datasets' declarations and the sharing agreements."""
@@ -667,7 +685,7 @@ def principal_list(json_out: JsonOpt = False) -> None:
 
 
 @principal_app.command("disable")
-def principal_disable(name: Annotated[str, typer.Argument(help="The principal to disable.")]) -> None:
+def principal_disable(name: PrincipalDisableNameArg) -> None:
     """Disable a principal and revoke its tokens (owner only; never yourself)."""
     with remote() as r:
         r.call("POST", f"/principals/{segment(name)}/disable")
@@ -676,8 +694,8 @@ def principal_disable(name: Annotated[str, typer.Argument(help="The principal to
 
 @token_app.command("create")
 def token_create(
-    principal: Annotated[str, typer.Option("--principal", help="Whose token (default: yourself).")] = "",
-    expires: Annotated[str, typer.Option("--expires", help="ISO 8601 duration, or 'never'.")] = "P90D",
+    principal: TokenCreatePrincipalOpt = "",
+    expires: TokenExpiresOpt = "P90D",
     json_out: JsonOpt = False,
 ) -> None:
     """Create a token; it is printed once and cannot be shown again (never outliving the token in use)."""
@@ -706,13 +724,8 @@ def _minute(when: str | None) -> str:
 
 @token_app.command("list")
 def token_list(
-    principal: Annotated[
-        str | None,
-        typer.Option(
-            "--principal", help="Whose tokens (default: yours; another's needs owner, or admin for non-owners)."
-        ),
-    ] = None,
-    everyone: Annotated[bool, typer.Option("--all", help="Every principal's tokens (owner only).")] = False,
+    principal: TokenListPrincipalOpt = None,
+    everyone: EveryoneOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """List tokens: id, principal, created, expiry, last use, revoked. Never a token's secret."""
@@ -738,7 +751,7 @@ def token_list(
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (not the token).")]) -> None:
+def token_revoke(token_id: TokenIdArg) -> None:
     """Revoke a token: your own, or (owner, or admin for non-owners) another principal's."""
     with remote() as r:
         r.call("DELETE", f"/tokens/{segment(token_id)}")
@@ -747,9 +760,7 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id (n
 
 @token_app.command("max-lifetime")
 def token_max_lifetime(
-    duration: Annotated[
-        str | None, typer.Argument(help="New maximum (ISO 8601 duration, owner only); omit to show it.")
-    ] = None,
+    duration: DurationArg = None,
 ) -> None:
     """Show or set the longest lifetime of a token minted without the owner role (default P90D)."""
     with remote() as r:

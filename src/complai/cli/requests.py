@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths, table
+from complai.cli.options import (
+    ChangeOpt,
+    ExtendReasonOpt,
+    FulfilOutOpt,
+    FulfilPurposeOpt,
+    FulfilSubjectOpt,
+    MethodOpt,
+    OverdueOpt,
+    RejectReasonOpt,
+    RequestJurisdictionOpt,
+    RequestSubjectOpt,
+    RequestTypeOpt,
+    RidArg,
+)
 from complai.errors import InvalidInput
 from complai.files import check_output, write_private
 
@@ -41,18 +54,11 @@ def _show(r: dict[str, Any], json_out: bool) -> None:
         console.print(f"  step {s['step']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
 
 
-RidArg = Annotated[str, typer.Argument(help="The request's id.")]
-
-
 @app.command("open")
 def open_(
-    type_: Annotated[
-        str, typer.Option("--type", help="access|portability|erasure|rectification|restriction|objection|opt-out")
-    ],
-    subject: Annotated[str, typer.Option("--subject", help="The subject's id.")],
-    jurisdiction: Annotated[
-        str | None, typer.Option("--jurisdiction", help="Default: where the subject's data is.")
-    ] = None,
+    type_: RequestTypeOpt,
+    subject: RequestSubjectOpt,
+    jurisdiction: RequestJurisdictionOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Register a request; its deadline follows from the jurisdiction."""
@@ -62,7 +68,7 @@ def open_(
 
 @app.command("list")
 def list_(
-    overdue: Annotated[bool, typer.Option("--overdue", help="Only the overdue ones.")] = False,
+    overdue: OverdueOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List requests with their deadlines and days left."""
@@ -100,7 +106,7 @@ def show(
 @app.command("verify")
 def verify(
     rid: RidArg,
-    method: Annotated[str, typer.Option("--method", help="account|document|email|in-person|authorised-agent")],
+    method: MethodOpt,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Record that the requester's identity was verified, and how."""
@@ -120,7 +126,7 @@ def acknowledge(
 @app.command("extend")
 def extend(
     rid: RidArg,
-    reason: Annotated[str, typer.Option("--reason", help="Why (given to the subject with the notice).")],
+    reason: ExtendReasonOpt,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Extend the deadline where the law allows it, with the reason given to the subject."""
@@ -131,7 +137,7 @@ def extend(
 @app.command("reject")
 def reject(
     rid: RidArg,
-    reason: Annotated[str, typer.Option("--reason", help="Why the request is refused (given to the subject).")],
+    reason: RejectReasonOpt,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Refuse a request, with the reason the subject is given."""
@@ -142,19 +148,10 @@ def reject(
 @app.command("fulfil")
 def fulfil(
     rid: RidArg,
-    subject: Annotated[
-        str | None,
-        typer.Option(
-            "--subject",
-            help="The subject's id (checked against the request). Left out for a portal request: the "
-            "identifier verified there is used.",
-        ),
-    ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Where to write an access/portability export.")] = None,
-    purpose: Annotated[str | None, typer.Option("--purpose", help="Objection / opt-out purpose.")] = None,
-    change: Annotated[
-        list[str] | None, typer.Option("--change", help="Rectification: DATASET.FIELD=VALUE (repeatable).")
-    ] = None,
+    subject: FulfilSubjectOpt = None,
+    out: FulfilOutOpt = None,
+    purpose: FulfilPurposeOpt = None,
+    change: ChangeOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     force: ForceOpt = False,
 ) -> None:

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths
+from complai.cli.options import RopaFormatOpt, RopaJsonOutOpt, RopaOutOpt
 from complai.compliance.ropa import to_csv
 from complai.errors import InvalidInput
 from complai.files import check_outputs, output_dir, write_private
 
 
 def ropa(
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for ropa.json and ropa.csv.")] = None,
-    format_: Annotated[str, typer.Option("--format", help="json, csv or both (comma-separated).")] = "json,csv",
-    json_out: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+    out: RopaOutOpt = None,
+    format_: RopaFormatOpt = "json,csv",
+    json_out: RopaJsonOutOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Generate the records of processing from the datasets' declarations and the sharing agreements."""

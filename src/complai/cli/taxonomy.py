@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from complai.cli.common import console, open_session, print_json, table
+from complai.cli.options import KindArg
 from complai.errors import InvalidInput
 
 app = typer.Typer(
@@ -38,10 +39,7 @@ def _detail(attrs: dict[str, Any]) -> str:
 
 @app.command("list")
 def list_cmd(
-    kind: Annotated[
-        str | None,
-        typer.Argument(help="categories, purposes, bases, jurisdictions or subjects (default: all of them)."),
-    ] = None,
+    kind: KindArg = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List the terms a schema may use, with the schema key each kind is written under."""

@@ -33,16 +33,40 @@ from complai.cli.common import (
     table,
 )
 from complai.cli.options import (
+    BasisOpt,
+    BatchSizeOpt,
     CollectionPurposeOpt,
+    ConsentGrantPurposeOpt,
     ConsentsOpt,
+    ConsentWithdrawPurposeOpt,
     DataFormatOpt,
+    DatasetAlterNameArg,
+    DatasetAlterSchemaOpt,
+    DatasetCreateNameArg,
+    DatasetDropNameArg,
+    DatasetShowNameArg,
     DelimiterOpt,
+    DryRunOpt,
     EncodingOpt,
+    FieldOpt,
     IngestDataArg,
     IngestModeOpt,
     IngestNameArg,
+    JsonOpt,
+    LiftOpt,
     MapOpt,
+    NoticeVersionOpt,
+    OptOutOpt,
+    ReasonOpt,
+    SchemaOpt,
+    SourceOpt,
+    SubjectArg,
     SubjectColumnOpt,
+    SubjectExportOutOpt,
+    SubjectObjectPurposeOpt,
+    SubjectRectifyDatasetOpt,
+    ValueOpt,
+    YesOpt,
 )
 from complai.cli.output import print_datasets
 from complai.errors import InvalidInput
@@ -51,8 +75,6 @@ from complai.inputs import bounded_int
 from complai.vault.backup import load_backup_key
 from complai.vault.ingest import MODES
 from complai.vault.sources import FORMATS, SourceOptions, parse_mapping
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 dataset_app = typer.Typer(help="Datasets: schemas, ingest, listing.", no_args_is_help=True)
 subject_app = typer.Typer(help="Data subjects: export, erase, rectify, restrict, object.", no_args_is_help=True)
@@ -67,8 +89,8 @@ backup_app = typer.Typer(help="Encrypted backups and restores.", no_args_is_help
 
 @dataset_app.command("create")
 def dataset_create(
-    name: Annotated[str, typer.Argument(help="Dataset name (must match the schema's name).")],
-    schema: Annotated[Path, typer.Option("--schema", help="Schema YAML file.")],
+    name: DatasetCreateNameArg,
+    schema: SchemaOpt,
     json_out: JsonOpt = False,
 ) -> None:
     """Register a dataset from a schema file."""
@@ -192,7 +214,7 @@ def dataset_list(json_out: JsonOpt = False) -> None:
 
 
 @dataset_app.command("show")
-def dataset_show(name: Annotated[str, typer.Argument(help="The dataset's name.")], json_out: JsonOpt = False) -> None:
+def dataset_show(name: DatasetShowNameArg, json_out: JsonOpt = False) -> None:
     """A dataset's schema (and, for those who may see exact data, its record and subject counts)."""
     with open_session("administration") as (_, session):
         (doc,) = session.describe_datasets(name)
@@ -229,11 +251,9 @@ def _show_changes(changes: dict[str, list[str]]) -> None:
 
 @dataset_app.command("alter")
 def dataset_alter(
-    name: Annotated[str, typer.Argument(help="Dataset name (must match the new schema's name).")],
-    schema: Annotated[Path, typer.Option("--schema", help="The dataset's full new schema (YAML).")],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Check the change against every stored record; change nothing.")
-    ] = False,
+    name: DatasetAlterNameArg,
+    schema: DatasetAlterSchemaOpt,
+    dry_run: DryRunOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Change a dataset's schema to a new version: prints what changed (fields added, bounds widened or
@@ -278,8 +298,8 @@ def dataset_alter(
 
 @dataset_app.command("drop")
 def dataset_drop(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Drop without asking to type the dataset's name.")] = False,
+    name: DatasetDropNameArg,
+    yes: YesOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Drop a dataset: delete every record, crypto-shred the subjects left without records in any other
@@ -313,13 +333,11 @@ def dataset_drop(
 
 # --- subjects ------------------------------------------------------------------------------------
 
-SubjectArg = Annotated[str, typer.Argument(help="The subject's external id.")]
-
 
 @subject_app.command("export")
 def subject_export(
     subject: SubjectArg,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here (default: stdout).")] = None,
+    out: SubjectExportOutOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Everything held about a subject, as JSON (access / portability); the file is mode 0600."""
@@ -349,9 +367,9 @@ def subject_erase(subject: SubjectArg, json_out: JsonOpt = False) -> None:
 @subject_app.command("rectify")
 def subject_rectify(
     subject: SubjectArg,
-    dataset: Annotated[str, typer.Option("--dataset", help="The dataset holding the field.")],
-    field: Annotated[str, typer.Option("--field", help="The field to correct.")],
-    value: Annotated[str, typer.Option("--value", help="Its correct value (checked against the schema).")],
+    dataset: SubjectRectifyDatasetOpt,
+    field: FieldOpt,
+    value: ValueOpt,
 ) -> None:
     """Correct one field in a subject's records."""
     with open_session("subject_request") as (_, session):
@@ -362,8 +380,8 @@ def subject_rectify(
 @subject_app.command("restrict")
 def subject_restrict(
     subject: SubjectArg,
-    reason: Annotated[str, typer.Option("--reason", help="Why processing is restricted (recorded).")] = "",
-    lift: Annotated[bool, typer.Option("--lift", help="Lift an existing restriction.")] = False,
+    reason: ReasonOpt = "",
+    lift: LiftOpt = False,
 ) -> None:
     """Restrict processing of a subject (or lift the restriction)."""
     with open_session("subject_request") as (_, session):
@@ -374,8 +392,8 @@ def subject_restrict(
 @subject_app.command("object")
 def subject_object(
     subject: SubjectArg,
-    purpose: Annotated[str, typer.Option("--purpose", help="Purpose objected to, or '*' for all.")],
-    opt_out: Annotated[bool, typer.Option("--opt-out", help="A CCPA opt-out rather than a GDPR objection.")] = False,
+    purpose: SubjectObjectPurposeOpt,
+    opt_out: OptOutOpt = False,
 ) -> None:
     """Record a subject's objection (or opt-out) to processing for a purpose."""
     with open_session("subject_request") as (_, session):
@@ -389,12 +407,10 @@ def subject_object(
 @consent_app.command("grant")
 def consent_grant(
     subject: SubjectArg,
-    purpose: Annotated[str, typer.Option("--purpose", help="The purpose consented to.")],
-    basis: Annotated[str, typer.Option("--basis", help="Lawful basis key.")] = "gdpr.consent",
-    notice_version: Annotated[
-        str, typer.Option("--notice-version", help="The privacy notice the subject was shown.")
-    ] = "unspecified",
-    source: Annotated[str, typer.Option("--source", help="Where the consent was collected.")] = "cli",
+    purpose: ConsentGrantPurposeOpt,
+    basis: BasisOpt = "gdpr.consent",
+    notice_version: NoticeVersionOpt = "unspecified",
+    source: SourceOpt = "cli",
 ) -> None:
     """Record a subject's consent for a purpose."""
     with open_session("administration") as (_, session):
@@ -405,7 +421,7 @@ def consent_grant(
 @consent_app.command("withdraw")
 def consent_withdraw(
     subject: SubjectArg,
-    purpose: Annotated[str, typer.Option("--purpose", help="The purpose consent is withdrawn for.")],
+    purpose: ConsentWithdrawPurposeOpt,
 ) -> None:
     """Withdraw a subject's consent for a purpose; reads for it stop including the subject."""
     with open_session("administration") as (_, session):
@@ -432,9 +448,7 @@ def keys_status(json_out: JsonOpt = False) -> None:
 
 @keys_app.command("rotate")
 def keys_rotate(
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Data keys re-wrapped per transaction (1 to 1,000,000).")
-    ] = 2000,
+    batch_size: BatchSizeOpt = 2000,
     json_out: JsonOpt = False,
 ) -> None:
     """New key-encryption key; re-wrap every data key (resumes an interrupted rotation)."""
