@@ -29,6 +29,8 @@ from complai.vault.schema import DatasetSchema
 from complai.vault.subjects import Subjects, open_external, pack_ids, set_digest
 
 FILL_WAIT_S = 30.0  # the longest a read waits for another that is opening every record of its dataset
+_AGAIN = threading.Event()  # "begin the read again now": a wait that is over at once
+_AGAIN.set()
 
 
 class Fetched(NamedTuple):
@@ -162,6 +164,10 @@ class Reads:
                 if cache is not None and start is not None:
                     look = cache.look(conn, start, to_us(now))
                     entry = cache.get(dataset, purpose, to_us(now), look, info.version)
+                    if entry is None and not look.may_fill and may_wait:
+                        # another look emptied the cache after this read began (its snapshot may be
+                        # older than that change): begin again after it, to fill or be served the fill
+                        return _AGAIN
                 if entry is None:
                     total = conn.execute(
                         select(func.count()).select_from(records).where(r.dataset == dataset)
