@@ -4,10 +4,12 @@ rich and the CLI's output and state modules (the remote CLI imports it)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.text import Text
 
 from complai.cli.output import print_json, table
@@ -270,3 +272,113 @@ def print_card_summary(card: dict[str, Any], warnings: list[str]) -> None:
     console.print(f"  {held_out}; {subjects}")
     for w in warnings:
         console.print(Text(f"WARNING: {w}", style="bold red"))
+
+
+# --- printers ------------------------------------------------------------------------------------
+
+
+def print_dataset(name: str, doc: dict[str, Any], json_out: bool) -> None:
+    """`dataset show`: the schema, and the record and subject counts where the document has them."""
+    if json_out:
+        print_json(doc)
+        return
+    counts = f": {doc['records']:,} records, {doc['subjects']:,} subjects" if "records" in doc else ""
+    console.print(f"[bold]{escape(name)}[/]{counts}")
+    console.print(
+        f"jurisdiction {doc['jurisdiction']}, retention {doc['retention']}, schema version {doc['schema_version']}"
+    )
+    p = table("purpose", "lawful basis")
+    for purpose, basis in doc["purposes"].items():
+        p.add_row(purpose, str(basis))
+    console.print(p)
+    t = table("field", "type", "category", "identifier", "sensitive")
+    for f in doc["fields"]:
+        t.add_row(f["name"], f["type"], f["category"], f.get("identifier") or "", "yes" if f.get("sensitive") else "")
+    console.print(t)
+
+
+def print_key_status(st: dict[str, Any], json_out: bool) -> None:
+    """`keys status`: the key-encryption key versions and the state of any rotation."""
+    if json_out:
+        print_json(st)
+        return
+    t = table(show_header=False, box=None, columns=2)
+    for k, v in st.items():
+        t.add_row(k.replace("_", " "), json.dumps(v) if isinstance(v, dict) else str(v))
+    console.print(t)
+
+
+def print_request(r: dict[str, Any], json_out: bool) -> None:
+    """A subject request: status, deadlines, verification, whether it came through the portal, steps."""
+    if json_out:
+        print_json(r)
+        return
+    late = " [red]OVERDUE[/]" if r["overdue"] else ""
+    console.print(
+        f"{r['id']}: {r['type']} ({r['jurisdiction']}), {r['status']}{late}; due {r['due_at']}"
+        + (f", acknowledge by {r['acknowledgement_due']}" if r["acknowledgement_due"] else "")
+        + ("; identity verified" if r["verified"] else "; identity not verified")
+    )
+    portal = r.get("portal")
+    if portal:
+        console.print(
+            "  came through the portal: identity verified by email there"
+            + ("" if portal["identifier_held"] else "; the verified identifier is no longer held")
+        )
+        if portal.get("purpose"):
+            console.print(f"  purpose: {portal['purpose']}")
+        if portal.get("details"):
+            # typed by a member of the public: no markup, no control characters reach the terminal
+            asked = "".join(c if c.isprintable() else " " for c in portal["details"])
+            console.print(f"  asked: {asked}", markup=False, highlight=False)
+    for s in r["steps"]:
+        console.print(f"  step {s['step']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
+
+
+def print_requests(rows: list[dict[str, Any]], json_out: bool) -> None:
+    """`request list`: requests with their deadlines and days left."""
+    if json_out:
+        print_json(rows)
+        return
+    t = table("request", "type", "jurisdiction", "status", "due", "days left", "verified")
+    for q in rows:
+        left = "" if q["days_left"] is None else f"{q['days_left']:g}"
+        t.add_row(
+            q["id"],
+            q["type"],
+            q["jurisdiction"],
+            q["status"] + (" OVERDUE" if q["overdue"] else ""),
+            q["due_at"],
+            left,
+            "yes" if q["verified"] else "no",
+        )
+    console.print(t)
+
+
+def print_incident(i: dict[str, Any], json_out: bool) -> None:
+    """An incident: its state, whether it is late, its notification deadline and description."""
+    if json_out:
+        print_json(i)
+    else:
+        state = "closed" if i["closed_at"] else ("notified" if i["notified_at"] else "open")
+        late = " [red]LATE[/]" if i["late"] else ""
+        console.print(f"{i['id']} ({i['kind']}): {state}{late}; notify by {i['notify_by']}. {i['description']}")
+
+
+def print_incidents(rows: list[dict[str, Any]], json_out: bool) -> None:
+    """`incident list`: incidents with their notification deadlines."""
+    if json_out:
+        print_json(rows)
+        return
+    t = table("incident", "kind", "opened", "notify by", "notified", "closed", "description")
+    for i in rows:
+        t.add_row(
+            i["id"],
+            i["kind"],
+            i["opened_at"],
+            i["notify_by"] + (" LATE" if i["late"] else ""),
+            i["notified_at"] or "",
+            i["closed_at"] or "",
+            i["description"],
+        )
+    console.print(t)

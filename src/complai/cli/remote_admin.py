@@ -50,6 +50,7 @@ from complai.cli.options import (
     SubjectRectifyDatasetOpt,
     TransferMechanismOpt,
     ValueOpt,
+    print_key_status,
 )
 from complai.cli.output import print_json, table
 from complai.cli.remote import ForceOpt, JsonOpt, RemoteGroup, output_path, remote, segment, write_file
@@ -189,13 +190,7 @@ def keys_status(json_out: JsonOpt = False) -> None:
     """Show the key-encryption key versions and the state of any rotation."""
     with remote() as r:
         st = r.call("GET", "/keys")
-    if json_out:
-        print_json(st)
-        return
-    t = table(show_header=False, box=None, columns=2)
-    for k, v in st.items():
-        t.add_row(k.replace("_", " "), json.dumps(v) if isinstance(v, dict) else str(v))
-    console.print(t)
+    print_key_status(st, json_out)
 
 
 @keys_app.command("rotate")

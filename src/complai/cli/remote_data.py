@@ -41,6 +41,7 @@ from complai.cli.options import (
     TrainPurposeOpt,
     YesOpt,
     print_card_summary,
+    print_dataset,
     print_models,
 )
 from complai.cli.output import print_json, table
@@ -75,22 +76,7 @@ def dataset_show(name: DatasetShowNameArg, json_out: JsonOpt = False) -> None:
         doc = r.call("GET", f"/datasets/{segment(name)}")
     if doc.get("records") is None:
         doc = {k: v for k, v in doc.items() if k not in ("records", "subjects")}  # as the local form omits them
-    if json_out:
-        print_json(doc)
-        return
-    counts = f": {doc['records']:,} records, {doc['subjects']:,} subjects" if "records" in doc else ""
-    console.print(f"[bold]{escape(name)}[/]{counts}")
-    console.print(
-        f"jurisdiction {doc['jurisdiction']}, retention {doc['retention']}, schema version {doc['schema_version']}"
-    )
-    p = table("purpose", "lawful basis")
-    for purpose, basis in doc["purposes"].items():
-        p.add_row(purpose, str(basis))
-    console.print(p)
-    t = table("field", "type", "category", "identifier", "sensitive")
-    for f in doc["fields"]:
-        t.add_row(f["name"], f["type"], f["category"], f.get("identifier") or "", "yes" if f.get("sensitive") else "")
-    console.print(t)
+    print_dataset(name, doc, json_out)
 
 
 def _schema_text(schema: Path) -> tuple[str, dict[str, Any]]:

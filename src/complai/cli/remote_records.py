@@ -47,6 +47,10 @@ from complai.cli.options import (
     TokenIdArg,
     TokenListPrincipalOpt,
     VersionOpt,
+    print_incident,
+    print_incidents,
+    print_request,
+    print_requests,
 )
 from complai.cli.output import print_json, table
 from complai.cli.remote import (
@@ -344,31 +348,6 @@ request_app = typer.Typer(
 )
 
 
-def _show_request(r: dict[str, Any], json_out: bool) -> None:
-    if json_out:
-        print_json(r)
-        return
-    late = " [red]OVERDUE[/]" if r["overdue"] else ""
-    console.print(
-        f"{r['id']}: {r['type']} ({r['jurisdiction']}), {r['status']}{late}; due {r['due_at']}"
-        + (f", acknowledge by {r['acknowledgement_due']}" if r["acknowledgement_due"] else "")
-        + ("; identity verified" if r["verified"] else "; identity not verified")
-    )
-    portal = r.get("portal")
-    if portal:
-        console.print(
-            "  came through the portal: identity verified by email there"
-            + ("" if portal["identifier_held"] else "; the verified identifier is no longer held")
-        )
-        if portal.get("purpose"):
-            console.print(f"  purpose: {portal['purpose']}")
-        if portal.get("details"):
-            asked = "".join(c if c.isprintable() else " " for c in portal["details"])
-            console.print(f"  asked: {asked}", markup=False, highlight=False)
-    for s in r["steps"]:
-        console.print(f"  step {s['step']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
-
-
 @request_app.command("open")
 def request_open(
     type_: RequestTypeOpt,
@@ -381,7 +360,7 @@ def request_open(
     if jurisdiction is not None:
         body["jurisdiction"] = jurisdiction
     with remote() as r:
-        _show_request(r.call("POST", "/requests", json=body), json_out)
+        print_request(r.call("POST", "/requests", json=body), json_out)
 
 
 @request_app.command("list")
@@ -392,22 +371,7 @@ def request_list(
     """List requests with their deadlines and days left."""
     with remote() as r:
         rows = r.pages("/requests", {"overdue": overdue})
-    if json_out:
-        print_json(rows)
-        return
-    t = table("request", "type", "jurisdiction", "status", "due", "days left", "verified")
-    for q in rows:
-        left = "" if q["days_left"] is None else f"{q['days_left']:g}"
-        t.add_row(
-            q["id"],
-            q["type"],
-            q["jurisdiction"],
-            q["status"] + (" OVERDUE" if q["overdue"] else ""),
-            q["due_at"],
-            left,
-            "yes" if q["verified"] else "no",
-        )
-    console.print(t)
+    print_requests(rows, json_out)
 
 
 @request_app.command("show")
@@ -415,7 +379,7 @@ def request_show(rid: RidArg, json_out: JsonOpt = False) -> None:
     """Show a request: its status, deadlines, verification and fulfilment steps, and whether it came
     through the portal (with what was asked there)."""
     with remote() as r:
-        _show_request(r.call("GET", f"/requests/{segment(rid)}"), json_out)
+        print_request(r.call("GET", f"/requests/{segment(rid)}"), json_out)
 
 
 @request_app.command("verify")
@@ -426,14 +390,14 @@ def request_verify(
 ) -> None:
     """Record that the requester's identity was verified, and how."""
     with remote() as r:
-        _show_request(r.call("POST", f"/requests/{segment(rid)}/verify", json={"method": method}), json_out)
+        print_request(r.call("POST", f"/requests/{segment(rid)}/verify", json={"method": method}), json_out)
 
 
 @request_app.command("acknowledge")
 def request_acknowledge(rid: RidArg, json_out: JsonOpt = False) -> None:
     """Record that the subject was told the request was received."""
     with remote() as r:
-        _show_request(r.call("POST", f"/requests/{segment(rid)}/acknowledge"), json_out)
+        print_request(r.call("POST", f"/requests/{segment(rid)}/acknowledge"), json_out)
 
 
 @request_app.command("extend")
@@ -444,7 +408,7 @@ def request_extend(
 ) -> None:
     """Extend the deadline where the law allows it, with the reason given to the subject."""
     with remote() as r:
-        _show_request(r.call("POST", f"/requests/{segment(rid)}/extend", json={"reason": reason}), json_out)
+        print_request(r.call("POST", f"/requests/{segment(rid)}/extend", json={"reason": reason}), json_out)
 
 
 @request_app.command("reject")
@@ -455,7 +419,7 @@ def request_reject(
 ) -> None:
     """Refuse a request, with the reason the subject is given."""
     with remote() as r:
-        _show_request(r.call("POST", f"/requests/{segment(rid)}/reject", json={"reason": reason}), json_out)
+        print_request(r.call("POST", f"/requests/{segment(rid)}/reject", json={"reason": reason}), json_out)
 
 
 @request_app.command("fulfil")
@@ -502,7 +466,7 @@ def request_fulfil(
         done = r.call("POST", f"/requests/{segment(rid)}/fulfil", json=body)
     if done.get("export") is not None and out is not None:
         write_file(out, json.dumps(done["export"], indent=1, default=str), force)
-    _show_request(done["request"], json_out)
+    print_request(done["request"], json_out)
 
 
 # --- incidents -------------------------------------------------------------------------------------
@@ -512,35 +476,12 @@ incident_app = typer.Typer(
 )
 
 
-def _show_incident(i: dict[str, Any], json_out: bool) -> None:
-    if json_out:
-        print_json(i)
-    else:
-        state = "closed" if i["closed_at"] else ("notified" if i["notified_at"] else "open")
-        late = " [red]LATE[/]" if i["late"] else ""
-        console.print(f"{i['id']} ({i['kind']}): {state}{late}; notify by {i['notify_by']}. {i['description']}")
-
-
 @incident_app.command("list")
 def incident_list(json_out: JsonOpt = False) -> None:
     """List incidents with their notification deadlines (72 hours from opening)."""
     with remote() as r:
         rows = r.pages("/incidents")
-    if json_out:
-        print_json(rows)
-        return
-    t = table("incident", "kind", "opened", "notify by", "notified", "closed", "description")
-    for i in rows:
-        t.add_row(
-            i["id"],
-            i["kind"],
-            i["opened_at"],
-            i["notify_by"] + (" LATE" if i["late"] else ""),
-            i["notified_at"] or "",
-            i["closed_at"] or "",
-            i["description"],
-        )
-    console.print(t)
+    print_incidents(rows, json_out)
 
 
 @incident_app.command("open")
@@ -550,7 +491,7 @@ def incident_open(
 ) -> None:
     """Open an incident: the 72-hour notification deadline starts now."""
     with remote() as r:
-        _show_incident(r.call("POST", "/incidents", json={"description": description}), json_out)
+        print_incident(r.call("POST", "/incidents", json={"description": description}), json_out)
 
 
 @incident_app.command("notify")
@@ -562,14 +503,14 @@ def incident_notify(
     """Record that the supervisory authority was notified."""
     with remote() as r:
         doc = r.call("POST", f"/incidents/{segment(incident)}/notify", json={"authority": authority})
-    _show_incident(doc, json_out)
+    print_incident(doc, json_out)
 
 
 @incident_app.command("close")
 def incident_close(incident: IncidentArg, json_out: JsonOpt = False) -> None:
     """Close an incident."""
     with remote() as r:
-        _show_incident(r.call("POST", f"/incidents/{segment(incident)}/close"), json_out)
+        print_incident(r.call("POST", f"/incidents/{segment(incident)}/close"), json_out)
 
 
 # --- DPIAs and records of processing ---------------------------------------------------------------

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths, table
+from complai.cli.common import ForceOpt, open_session, protected_paths
 from complai.cli.options import (
     ChangeOpt,
     ExtendReasonOpt,
@@ -21,37 +21,13 @@ from complai.cli.options import (
     RequestSubjectOpt,
     RequestTypeOpt,
     RidArg,
+    print_request,
+    print_requests,
 )
 from complai.errors import InvalidInput
 from complai.files import check_output, write_private
 
 app = typer.Typer(help="Data subject requests: deadlines, verification, fulfilment.", no_args_is_help=True)
-
-
-def _show(r: dict[str, Any], json_out: bool) -> None:
-    if json_out:
-        print_json(r)
-        return
-    late = " [red]OVERDUE[/]" if r["overdue"] else ""
-    console.print(
-        f"{r['id']}: {r['type']} ({r['jurisdiction']}), {r['status']}{late}; due {r['due_at']}"
-        + (f", acknowledge by {r['acknowledgement_due']}" if r["acknowledgement_due"] else "")
-        + ("; identity verified" if r["verified"] else "; identity not verified")
-    )
-    portal = r.get("portal")
-    if portal:
-        console.print(
-            "  came through the portal: identity verified by email there"
-            + ("" if portal["identifier_held"] else "; the verified identifier is no longer held")
-        )
-        if portal["purpose"]:
-            console.print(f"  purpose: {portal['purpose']}")
-        if portal["details"]:
-            # typed by a member of the public: no markup, no control characters reach the terminal
-            asked = "".join(c if c.isprintable() else " " for c in portal["details"])
-            console.print(f"  asked: {asked}", markup=False, highlight=False)
-    for s in r["steps"]:
-        console.print(f"  step {s['step']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
 
 
 @app.command("open")
@@ -63,7 +39,7 @@ def open_(
 ) -> None:
     """Register a request; its deadline follows from the jurisdiction."""
     with open_session("subject_request") as (_, session):
-        _show(session.request_open(type_, subject, jurisdiction).value, json_out)
+        print_request(session.request_open(type_, subject, jurisdiction).value, json_out)
 
 
 @app.command("list")
@@ -74,22 +50,7 @@ def list_(
     """List requests with their deadlines and days left."""
     with open_session("audit") as (_, session):
         rows = session.requests(overdue)
-    if json_out:
-        print_json(rows)
-        return
-    t = table("request", "type", "jurisdiction", "status", "due", "days left", "verified")
-    for r in rows:
-        left = "" if r["days_left"] is None else f"{r['days_left']:g}"
-        t.add_row(
-            r["id"],
-            r["type"],
-            r["jurisdiction"],
-            r["status"] + (" OVERDUE" if r["overdue"] else ""),
-            r["due_at"],
-            left,
-            "yes" if r["verified"] else "no",
-        )
-    console.print(t)
+    print_requests(rows, json_out)
 
 
 @app.command("show")
@@ -100,7 +61,7 @@ def show(
     through the portal (with what was asked there)."""
     with open_session("audit") as (_, session):
         found = session.request(rid)
-        _show({**found, "portal": session.portal_summary(rid)}, json_out)
+        print_request({**found, "portal": session.portal_summary(rid)}, json_out)
 
 
 @app.command("verify")
@@ -111,7 +72,7 @@ def verify(
 ) -> None:
     """Record that the requester's identity was verified, and how."""
     with open_session("subject_request") as (_, session):
-        _show(session.request_verify(rid, method).value, json_out)
+        print_request(session.request_verify(rid, method).value, json_out)
 
 
 @app.command("acknowledge")
@@ -120,7 +81,7 @@ def acknowledge(
 ) -> None:
     """Record that the subject was told the request was received."""
     with open_session("subject_request") as (_, session):
-        _show(session.request_acknowledge(rid).value, json_out)
+        print_request(session.request_acknowledge(rid).value, json_out)
 
 
 @app.command("extend")
@@ -131,7 +92,7 @@ def extend(
 ) -> None:
     """Extend the deadline where the law allows it, with the reason given to the subject."""
     with open_session("subject_request") as (_, session):
-        _show(session.request_extend(rid, reason).value, json_out)
+        print_request(session.request_extend(rid, reason).value, json_out)
 
 
 @app.command("reject")
@@ -142,7 +103,7 @@ def reject(
 ) -> None:
     """Refuse a request, with the reason the subject is given."""
     with open_session("subject_request") as (_, session):
-        _show(session.request_reject(rid, reason).value, json_out)
+        print_request(session.request_reject(rid, reason).value, json_out)
 
 
 @app.command("fulfil")
@@ -187,4 +148,4 @@ def fulfil(
             result, output = session.request_fulfil(rid, subject, purpose=purpose, changes=changes)
     if output is not None and out is not None:
         write_private(out, json.dumps(output, indent=1, default=str), force=force, forbidden=protected)
-    _show(result.value, json_out)
+    print_request(result.value, json_out)

@@ -67,6 +67,8 @@ from complai.cli.options import (
     SubjectRectifyDatasetOpt,
     ValueOpt,
     YesOpt,
+    print_dataset,
+    print_key_status,
 )
 from complai.cli.output import print_datasets
 from complai.errors import InvalidInput
@@ -218,22 +220,7 @@ def dataset_show(name: DatasetShowNameArg, json_out: JsonOpt = False) -> None:
     """A dataset's schema (and, for those who may see exact data, its record and subject counts)."""
     with open_session("administration") as (_, session):
         (doc,) = session.describe_datasets(name)
-    if json_out:
-        print_json(doc)
-        return
-    counts = f": {doc['records']:,} records, {doc['subjects']:,} subjects" if "records" in doc else ""
-    console.print(f"[bold]{escape(name)}[/]{counts}")
-    console.print(
-        f"jurisdiction {doc['jurisdiction']}, retention {doc['retention']}, schema version {doc['schema_version']}"
-    )
-    p = table("purpose", "lawful basis")
-    for purpose, basis in doc["purposes"].items():
-        p.add_row(purpose, str(basis))
-    console.print(p)
-    t = table("field", "type", "category", "identifier", "sensitive")
-    for f in doc["fields"]:
-        t.add_row(f["name"], f["type"], f["category"], f.get("identifier") or "", "yes" if f.get("sensitive") else "")
-    console.print(t)
+    print_dataset(name, doc, json_out)
 
 
 def _interactive() -> bool:
@@ -437,13 +424,7 @@ def keys_status(json_out: JsonOpt = False) -> None:
     """Show the key-encryption key versions and the state of any rotation."""
     with open_session("security") as (_, session):
         st = session.key_status()
-    if json_out:
-        print_json(st)
-        return
-    t = table(show_header=False, box=None, columns=2)
-    for k, v in st.items():
-        t.add_row(k.replace("_", " "), json.dumps(v) if isinstance(v, dict) else str(v))
-    console.print(t)
+    print_key_status(st, json_out)
 
 
 @keys_app.command("rotate")
