@@ -17,6 +17,7 @@ from complai.cli.options import (
     QueryPurposeOpt,
     SetOpt,
     SqlArg,
+    print_budgets,
 )
 from complai.errors import InvalidInput
 
@@ -38,23 +39,7 @@ def budget(
         else:
             states = session.audited_budgets(dataset)  # showing budgets without changing one: the auditor's view
     rows = [s.as_dict() for s in states]
-    if json_out:
-        print_json(rows)
-        return
-    if not rows:
-        console.print(f"no privacy budget set for {dataset} (queries are refused until one is)")
-        return
-    t = table("principal", "epsilon", "delta", "rho spent", "(eps, delta) spent", "epsilon left at delta")
-    for r in rows:
-        t.add_row(
-            r["principal"],
-            f"{r['epsilon']:g}",
-            f"{r['delta']:g}",
-            f"{r['rho_spent']:.6g}",
-            f"{r['eps_spent_approx']:.4g}, {r['delta_spent_approx']:.3g}",
-            f"{r['epsilon_remaining_at_delta']:.4g}",
-        )
-    console.print(t)
+    print_budgets(dataset, rows, json_out)
 
 
 @app.command("query")

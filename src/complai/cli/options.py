@@ -382,3 +382,35 @@ def print_incidents(rows: list[dict[str, Any]], json_out: bool) -> None:
             i["description"],
         )
     console.print(t)
+
+
+def print_budgets(dataset: str, rows: list[dict[str, Any]], json_out: bool) -> None:
+    """`dp budget`: each principal's budget on a dataset, what is spent and what is left."""
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"no privacy budget set for {dataset} (queries are refused until one is)")
+        return
+    t = table("principal", "epsilon", "delta", "rho spent", "(eps, delta) spent", "epsilon left at delta")
+    for b in rows:
+        t.add_row(
+            b["principal"],
+            f"{b['epsilon']:g}",
+            f"{b['delta']:g}",
+            f"{b['rho_spent']:.6g}",
+            f"{b['eps_spent_approx']:.4g}, {b['delta_spent_approx']:.3g}",
+            f"{b['epsilon_remaining_at_delta']:.4g}",
+        )
+    console.print(t)
+
+
+def term_detail(attrs: dict[str, Any]) -> str:
+    """A taxonomy term's attributes other than its description, as `name: value` pairs."""
+    parts = []
+    for k, v in attrs.items():
+        if k == "description":
+            continue
+        shown = ", ".join(map(str, v)) if isinstance(v, list) else ("yes" if v is True else str(v))
+        parts.append(f"{k.replace('_', ' ')}: {shown}")
+    return "; ".join(parts)

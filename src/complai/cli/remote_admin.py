@@ -51,6 +51,7 @@ from complai.cli.options import (
     TransferMechanismOpt,
     ValueOpt,
     print_key_status,
+    term_detail,
 )
 from complai.cli.output import print_json, table
 from complai.cli.remote import ForceOpt, JsonOpt, RemoteGroup, output_path, remote, segment, write_file
@@ -360,16 +361,6 @@ SCHEMA_KEYS: dict[str, str] = {
 }
 
 
-def _detail(attrs: dict[str, Any]) -> str:
-    parts = []
-    for k, v in attrs.items():
-        if k == "description":
-            continue
-        shown = ", ".join(map(str, v)) if isinstance(v, list) else ("yes" if v is True else str(v))
-        parts.append(f"{k.replace('_', ' ')}: {shown}")
-    return "; ".join(parts)
-
-
 @taxonomy_app.command("list")
 def taxonomy_list(
     kind: KindArg = None,
@@ -394,7 +385,7 @@ def taxonomy_list(
         for term in ts:
             attrs = term["attrs"]
             about = [str(attrs["description"])] if attrs.get("description") else []
-            detail = _detail(attrs)
+            detail = term_detail(attrs)
             t.add_row(term["key"], term["name"], "; ".join([*about, detail] if detail else about))
         console.print(t)
 

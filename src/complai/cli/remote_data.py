@@ -40,6 +40,7 @@ from complai.cli.options import (
     SubjectColumnOpt,
     TrainPurposeOpt,
     YesOpt,
+    print_budgets,
     print_card_summary,
     print_dataset,
     print_models,
@@ -348,23 +349,7 @@ def dp_budget(
         if set_ is not None:
             r.call("PUT", path, json={"epsilon": set_[0], "delta": set_[1], "principal": principal})
         rows = r.call("GET", path)
-    if json_out:
-        print_json(rows)
-        return
-    if not rows:
-        console.print(f"no privacy budget set for {dataset} (queries are refused until one is)")
-        return
-    t = table("principal", "epsilon", "delta", "rho spent", "(eps, delta) spent", "epsilon left at delta")
-    for b in rows:
-        t.add_row(
-            b["principal"],
-            f"{b['epsilon']:g}",
-            f"{b['delta']:g}",
-            f"{b['rho_spent']:.6g}",
-            f"{b['eps_spent_approx']:.4g}, {b['delta_spent_approx']:.3g}",
-            f"{b['epsilon_remaining_at_delta']:.4g}",
-        )
-    console.print(t)
+    print_budgets(dataset, rows, json_out)
 
 
 # --- models ----------------------------------------------------------------------------------------

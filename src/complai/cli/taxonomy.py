@@ -3,12 +3,12 @@ bases, jurisdictions, subject types)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from complai.cli.common import console, open_session, print_json, table
-from complai.cli.options import KindArg
+from complai.cli.options import KindArg, term_detail
 from complai.errors import InvalidInput
 
 app = typer.Typer(
@@ -24,17 +24,6 @@ KINDS: dict[str, tuple[str, str]] = {
     "jurisdictions": ("jurisdictions", "jurisdiction"),
     "subjects": ("data_subjects", "subject_type"),
 }
-
-
-def _detail(attrs: dict[str, Any]) -> str:
-    """The term's attributes other than its description, as `name: value` pairs."""
-    parts = []
-    for k, v in attrs.items():
-        if k == "description":
-            continue
-        shown = ", ".join(map(str, v)) if isinstance(v, list) else ("yes" if v is True else str(v))
-        parts.append(f"{k.replace('_', ' ')}: {shown}")
-    return "; ".join(parts)
 
 
 @app.command("list")
@@ -56,5 +45,7 @@ def list_cmd(
         t.columns[0].no_wrap = True  # a key is copied into a schema: shown whole, on one line
         for term in ts:
             about = [str(term.attrs["description"])] if term.attrs.get("description") else []
-            t.add_row(term.key, term.name, "; ".join([*about, _detail(term.attrs)] if _detail(term.attrs) else about))
+            t.add_row(
+                term.key, term.name, "; ".join([*about, term_detail(term.attrs)] if term_detail(term.attrs) else about)
+            )
         console.print(t)
