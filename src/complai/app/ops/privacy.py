@@ -282,11 +282,14 @@ class PrivacyOps(SessionCore):
         """Membership-inference audit of a stored model (dp/audit.py), recorded in the ledger; the report
         carries its ledger entry (`ledger_seq`, also `last_seq`). Re-reads the model's dataset under the
         model's purpose (this session's purpose must be that one). Only for a principal who may train on
-        the model's dataset for that purpose (see model_purpose)."""
+        the model's dataset for that purpose (see model_purpose) and read it: the report is exact."""
         info = self._trainable_model(model_id)  # authorised (train, for the model's purpose) before it is named
         card = info["card"]
         if card["data"]["purpose"] != self.purpose:
             raise InvalidInput(f"audit {model_id} in a session for its training purpose {card['data']['purpose']!r}")
+        # the attacks score every subject and report exact counts and rates: not a DP release, so only for
+        # one who may read the dataset itself for this purpose (training on it is not enough)
+        self._check("read", info["dataset"])
         frame = self._governed(info["dataset"], None, pseudonym_column=SUBJECT).frame
         schema = self._svc.catalog.get(info["dataset"]).schema
         from complai.dp.audit import run_audit  # heavy: scipy.stats, and torch once it trains shadows
