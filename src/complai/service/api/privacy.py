@@ -379,8 +379,9 @@ def model_card(
     tags=["models"],
     status_code=202,
     summary="Membership-inference audit of a model (loss threshold and LiRA), as a job (recorded)",
-    description="Only for a principal who may train on the model's dataset for the purpose it was trained for; "
-    "the audit re-reads the dataset for that purpose.",
+    description="Only for a principal who may train on the model's dataset for the purpose it was trained for "
+    "(else 403 at once) and read it for that purpose (else the job fails with 403: the report is exact); the "
+    "audit re-reads the dataset for that purpose.",
     responses={**problems(NOT_FOUND, TOO_MANY), 202: {"description": "The audit job", "headers": JOB_HEADERS}},
 )
 def audit_model(
