@@ -14,7 +14,6 @@ from complai.cli.common import (
     print_json,
     progress,
     session_for,
-    table,
 )
 from complai.cli.options import (
     CardFormatOpt,
@@ -23,6 +22,7 @@ from complai.cli.options import (
     ShadowsOpt,
     SpecFileArg,
     TrainPurposeOpt,
+    print_audit_report,
     print_card_summary,
     print_models,
 )
@@ -111,23 +111,4 @@ def audit(
     if json_out:
         print_json(report)
         return
-    claimed = report["claimed_epsilon"]
-    console.print(
-        f"model {model_id}: {report['members']:,} members, {report['non_members']:,} non-members, "
-        f"{report['shadow_models']} shadow models; claimed epsilon "
-        + ("none (not private)" if claimed is None else f"{claimed:.3g}")
-    )
-    t = table("attack", "AUC", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "empirical epsilon (95%)")
-    for name, r in report["attacks"].items():
-        t.add_row(
-            name,
-            f"{r['auc']:.4f}",
-            f"{r['tpr_at_1pct_fpr']:.4f}",
-            f"{r['tpr_at_0.1pct_fpr']:.4f}",
-            f"{r['empirical_epsilon']:.3f}",
-        )
-    console.print(t)
-    console.print(
-        f"largest AUC the claim allows: {report['max_auc_allowed']:.4f}; verdict: {report['verdict']} "
-        f"(report {report['report_path']}, ledger entry {report['ledger_seq']})"
-    )
+    print_audit_report(model_id, report, f"report {report['report_path']}")

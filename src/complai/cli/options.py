@@ -414,3 +414,28 @@ def term_detail(attrs: dict[str, Any]) -> str:
         shown = ", ".join(map(str, v)) if isinstance(v, list) else ("yes" if v is True else str(v))
         parts.append(f"{k.replace('_', ' ')}: {shown}")
     return "; ".join(parts)
+
+
+def print_audit_report(model_id: str, report: dict[str, Any], kept: str) -> None:
+    """A membership-inference audit's report (`model audit`), local or remote; `kept` says where the
+    full report is."""
+    claimed = report["claimed_epsilon"]
+    console.print(
+        f"model {model_id}: {report['members']:,} members, {report['non_members']:,} non-members, "
+        f"{report['shadow_models']} shadow models; claimed epsilon "
+        + ("none (not private)" if claimed is None else f"{claimed:.3g}")
+    )
+    t = table("attack", "AUC", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "empirical epsilon (95%)")
+    for name, a in report["attacks"].items():
+        t.add_row(
+            name,
+            f"{a['auc']:.4f}",
+            f"{a['tpr_at_1pct_fpr']:.4f}",
+            f"{a['tpr_at_0.1pct_fpr']:.4f}",
+            f"{a['empirical_epsilon']:.3f}",
+        )
+    console.print(t)
+    console.print(
+        f"largest AUC the claim allows: {report['max_auc_allowed']:.4f}; verdict: {report['verdict']} "
+        f"({kept}, ledger entry {report['ledger_seq']})"
+    )

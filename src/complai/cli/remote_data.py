@@ -40,6 +40,7 @@ from complai.cli.options import (
     SubjectColumnOpt,
     TrainPurposeOpt,
     YesOpt,
+    print_audit_report,
     print_budgets,
     print_card_summary,
     print_dataset,
@@ -419,26 +420,7 @@ def model_audit(
     if json_out:
         print_json(report)
         return
-    claimed = report["claimed_epsilon"]
-    console.print(
-        f"model {model_id}: {report['members']:,} members, {report['non_members']:,} non-members, "
-        f"{report['shadow_models']} shadow models; claimed epsilon "
-        + ("none (not private)" if claimed is None else f"{claimed:.3g}")
-    )
-    t = table("attack", "AUC", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "empirical epsilon (95%)")
-    for name, a in report["attacks"].items():
-        t.add_row(
-            name,
-            f"{a['auc']:.4f}",
-            f"{a['tpr_at_1pct_fpr']:.4f}",
-            f"{a['tpr_at_0.1pct_fpr']:.4f}",
-            f"{a['empirical_epsilon']:.3f}",
-        )
-    console.print(t)
-    console.print(
-        f"largest AUC the claim allows: {report['max_auc_allowed']:.4f}; verdict: {report['verdict']} "
-        f"(ledger entry {report['ledger_seq']}; the report is kept on the server)"
-    )
+    print_audit_report(model_id, report, "the report is kept on the server")
 
 
 @model_app.command("show")
