@@ -22,7 +22,7 @@ import json
 import re
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -273,21 +273,31 @@ class Authz:
 
     def decide(self, principal: str, dataset: str, action: str, purpose: str, conn: Connection | None = None) -> bool:
         """Whether the rules allow this request (nothing is recorded)."""
+        return self.decide_any(principal, dataset, [(action, purpose)], conn)
+
+    def decide_any(
+        self, principal: str, dataset: str, requests: Iterable[tuple[str, str]], conn: Connection | None = None
+    ) -> bool:
+        """Whether the rules allow any of these (action, purpose) requests on `dataset` (nothing is
+        recorded): the policy's version is read once, in one snapshot, for all of them."""
         if conn is None:
             with self.store.read() as c:
-                return self.decide(principal, dataset, action, purpose, c)
+                return self.decide_any(principal, dataset, requests, c)
         version = policy_version(conn)
-        key = (principal, dataset, action, purpose)
         with self._lock:
             enforcer = self._enforcer if version == self._version else None
-            if enforcer is not None and self.cache and key in self._decisions:
-                return self._decisions[key]
             if enforcer is None:
                 enforcer = self._load(conn, version)
-            allowed = bool(enforcer.enforce(principal, dataset, action, purpose))
-            if self.cache:
-                self._decisions[key] = allowed
-            return allowed
+            for action, purpose in requests:
+                key = (principal, dataset, action, purpose)
+                allowed = self._decisions.get(key) if self.cache else None
+                if allowed is None:
+                    allowed = bool(enforcer.enforce(principal, dataset, action, purpose))
+                    if self.cache:
+                        self._decisions[key] = allowed
+                if allowed:
+                    return True
+            return False
 
     def check(self, principal: str, dataset: str, action: str, purpose: str) -> None:
         """Raise PolicyDenied (and record the refusal) unless the rules allow this request."""

@@ -97,8 +97,8 @@ class SessionCore:
     _ANY = ("read", "ingest", "query_dp", "train", "export", "erase", "share", "audit", "admin")
 
     def _may(self, dataset: str, actions: tuple[str, ...], purposes: list[str]) -> bool:
-        decide = self._svc.authz.decide
-        return any(decide(self.principal, dataset, a, p) for a in actions for p in [*purposes, self.purpose])
+        pairs = [(a, p) for a in actions for p in [*purposes, self.purpose]]
+        return self._svc.authz.decide_any(self.principal, dataset, pairs)
 
     def _check_oversight(self) -> None:
         """Audit or admin on the whole workspace; anyone else is refused (and recorded) as for audit."""
