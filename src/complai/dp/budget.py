@@ -299,12 +299,13 @@ class Budgets:
         eps: float = 0.0,
         rho: float = 0.0,
         approx: tuple[float, float] | None = None,
-    ) -> None:
+    ) -> BudgetState:
         """Reserve a pure-DP `eps`, a zCDP `rho` and/or an (epsilon, delta)-DP `approx` from the dataset's
         budget and the principal's (if it has one), in the caller's transaction; BudgetExhausted (naming
         what remains) if either would be overspent, and then nothing is written. IntegrityError if the
         rows differ from what the ledger's spend events say (state altered at rest). The caller records
-        the spend in the ledger (dp.query or dp.spent) in the same transaction."""
+        the spend in the ledger (dp.query or dp.spent) in the same transaction. Returns the dataset's own
+        budget after the spend (as `state` would read it back)."""
         a_eps, a_delta = approx or (0.0, 0.0)
         if eps < 0 or rho < 0 or a_eps < 0 or a_delta < 0 or not (eps > 0 or rho > 0 or a_eps > 0):
             raise InvalidInput("a privacy cost must be positive")
@@ -340,6 +341,8 @@ class Budgets:
                 created_at=self.clock.now(),
             )
         )
+        (own,) = [r for r in rows if r.principal == ALL]  # _check refused a dataset without its own budget
+        return BudgetState.of(own, rho, eps, (a_eps, a_delta))
 
     # --- binding to the ledger ----------------------------------------------------------------------
 

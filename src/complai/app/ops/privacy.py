@@ -128,8 +128,9 @@ class PrivacyOps(SessionCore):
         Order: the statement's syntax (it names the dataset), then authorisation, then the plan: the
         statement against the dataset's schema and the public parameters (dp.queries.plan), so a
         principal who may not query learns nothing about the dataset or its schema. Everything that can
-        be refused is refused before any data is read or budget spent; the budget is reserved for the
-        plan's cost (atomically), the plan released and the answer recorded in one transaction. The
+        be refused is refused before any data is read or budget spent; the plan is released, then the
+        budget reserved for its cost (atomically) and the answer recorded in one transaction (an answer
+        whose reservation is refused is never returned). The
         answer and its event hold only noisy values and public parameters (dp.queries.Answer).
         `progress(percent, 100)` follows the read in whole percents, never in records."""
         text = str(sql)
@@ -142,14 +143,15 @@ class PrivacyOps(SessionCore):
         plan = queries.plan(query, schema, epsilon=epsilon, delta=delta, max_rows=max_rows, purpose=self.purpose)
         frame = self._svc.vault.fetch(query.dataset, self.purpose, list(plan.reads), progress=_percent(progress)).frame
         cost = plan.cost
-        budgets = self._svc.budgets
+        # the noise is drawn before the budget's row is locked, so that concurrent queries on the dataset
+        # wait for each other only as long as a reservation takes; an answer whose reservation is refused
+        # is dropped unseen
+        answer = plan.release(frame)
         with self._svc.store.write() as conn:
-            budgets.reserve(
+            # the dataset's budget after this answer, for the caller (one who may query may see it)
+            self.last_budget = self._svc.budgets.reserve(
                 conn, query.dataset, self.principal, "dp.query", cost.kind, eps=cost.pure_epsilon, rho=cost.zcdp_rho
             )
-            answer = plan.release(frame)
-            # the dataset's budget after this answer, for the caller (one who may query may see it)
-            self.last_budget = budgets.state(conn, query.dataset)
             self.last_seq = self._svc.ledger.emit(
                 conn,
                 DPQueryAnswered,
