@@ -139,6 +139,22 @@ def test_authenticate_the_owner_a_token_and_delegation(team: Workspace) -> None:
         team.authenticate("ana")  # a principal name is not a token
 
 
+def test_a_session_from_an_authenticated_caller(team: Workspace) -> None:
+    """A caller acting as itself gets a session of the principal it proved, read no second time; a
+    delegating owner's session is the delegate's, looked up (and refused once disabled)."""
+    _, token = team.identity.create_token(OWNER, "ana", expires="P1D")
+    caller = team.authenticate(token)
+    s = team.session(caller, "analytics")
+    assert s.principal == "ana" and s.purpose == "analytics"
+    delegating = team.authenticate(act_as="aud")
+    assert team.session(delegating, "audit").principal == "aud"
+    team.identity.disable(OWNER, "aud")
+    with pytest.raises(AuthenticationFailed, match="disabled"):
+        team.session(delegating, "audit")
+    with pytest.raises(InvalidInput):
+        team.session(caller, "no such purpose")
+
+
 def test_one_place_decides(team: Workspace) -> None:
     """The session, the policy service and the agreements all ask the same Authz."""
     assert team.policy.authz is team.authz and team.identity.authz is team.authz

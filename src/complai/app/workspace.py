@@ -143,14 +143,21 @@ class Workspace:
             agreements=self.agreements,
         )
 
-    def session(self, credential: str, purpose: str) -> Session:
-        """A purpose-bound session: `credential` is an API token (cpl_...) or, for trusted in-process
-        callers, a principal name. Every operation through it is checked against the policy.
+    def session(self, credential: str | Caller, purpose: str) -> Session:
+        """A purpose-bound session: `credential` is an API token (cpl_...), a caller `authenticate`
+        returned or, for trusted in-process callers, a principal name. Every operation through it is
+        checked against the policy.
 
         Anything that is not a well-formed principal name is treated as a token, so a mangled token
         (padded, `Bearer ...`, re-cased) is refused without being repeated in the message. The CLI
-        never passes a name from its command line here unverified (cli/common.py)."""
+        never passes a name from its command line here unverified (cli/common.py). A caller acting as
+        itself is not looked up again (a service authenticates each request once); a delegating one's
+        delegate is."""
         self.taxonomy.purpose(purpose)
+        if isinstance(credential, Caller):
+            if not credential.delegating:
+                return Session(self.services, credential.principal, purpose)
+            credential = credential.acting
         if credential.startswith("cpl_") or not is_principal_name(credential):
             principal = self.identity.authenticate(credential)
         else:

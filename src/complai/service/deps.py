@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -94,13 +94,17 @@ def authenticate(request: Request, ws: Workspace, token: str, act_as: str | None
         raise
 
 
-def workspace(request: Request) -> Workspace:
+# Dependencies that do no I/O are asynchronous: FastAPI runs a synchronous one in the worker's thread
+# pool, a hop (and, under load, a wait for a free thread) for nothing.
+
+
+async def workspace(request: Request) -> Workspace:
     """The worker's open workspace (opened once per process, at start-up)."""
     ws: Workspace = request.app.state.ws
     return ws
 
 
-def settings(request: Request) -> ServiceSettings:
+async def settings(request: Request) -> ServiceSettings:
     s: ServiceSettings = request.app.state.settings
     return s
 
@@ -146,23 +150,31 @@ CallerDep = Annotated[Caller, Depends(delegating_caller)]
 WorkspaceDep = Annotated[Workspace, Depends(workspace)]
 
 
-def session_for(purpose: str) -> Callable[..., Session]:
+def session_for(purpose: str) -> Callable[..., Awaitable[Session]]:
     """A dependency giving a session for a fixed purpose (administration, security, audit, ...)."""
 
-    def dependency(who: CallerDep, ws: WorkspaceDep) -> Session:
-        return ws.session(who.acting, purpose)
+    async def dependency(who: CallerDep, ws: WorkspaceDep) -> Session:
+        return await session_of(ws, who, purpose)
 
     dependency.__name__ = f"session_{purpose}"
     return dependency
 
 
-def purpose_session(
+async def session_of(ws: Workspace, who: Caller, purpose: str) -> Session:
+    """`ws.session` for an authenticated caller: in the event loop when it reads nothing (the caller acts
+    as itself), in a thread when the delegate must be looked up."""
+    if who.delegating:
+        return await run_in_threadpool(ws.session, who, purpose)
+    return ws.session(who, purpose)
+
+
+async def purpose_session(
     who: CallerDep,
     ws: WorkspaceDep,
     purpose: Annotated[str, Query(description="The declared purpose of this processing (a taxonomy purpose)")],
 ) -> Session:
     """A session for the purpose the request declares (`?purpose=...`); an unknown purpose is refused."""
-    return ws.session(who.acting, purpose)
+    return await session_of(ws, who, purpose)
 
 
 PurposeSession = Annotated[Session, Depends(purpose_session)]

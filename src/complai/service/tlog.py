@@ -133,7 +133,7 @@ def entry_bundle(
     who = caller(request, ws, credentials)
     # an act-as request is recorded as delegation, refusals included, as every other route's is
     with delegation(who.acting, who.principal.name) if who.delegating else contextlib.nullcontext():
-        session = ws.session(who.acting, "audit")  # authorise first
+        session = ws.session(who, "audit")  # authorise first
         n, width = parse_index(index)
         bundle = session.ledger_entry_bundle(n, width)
     return _tile_response(request, bundle, private=True)

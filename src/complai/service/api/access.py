@@ -277,7 +277,7 @@ def list_tokens(
     responses=problems(NOT_FOUND),
 )
 def create_token(body: TokenIn, who: CallerDep, ws: WorkspaceDep) -> IssuedTokenOut:
-    session = ws.session(who.acting, "security")
+    session = ws.session(who, "security")
     expires = None if body.expires in (None, "never") else body.expires
     issued = session.create_token(body.principal, expires, credential_expires=who.token_expires)
     return IssuedTokenOut(
@@ -323,7 +323,7 @@ def set_max_lifetime(body: LifetimeIn, session: SecuritySession) -> Lifetime:
     responses=problems(NOT_FOUND, CONFLICT),
 )
 def create_agreement(body: AgreementIn, who: CallerDep, ws: WorkspaceDep) -> AgreementOut:
-    session = ws.session(who.acting, body.purpose)  # an unknown purpose is refused here
+    session = ws.session(who, body.purpose)  # an unknown purpose is refused here
     key = load_public(body.recipient_key)
     a = session.create_agreement(
         body.recipient,

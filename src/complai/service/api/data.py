@@ -547,7 +547,7 @@ async def ingest(
 ) -> JobOut:
     # an async route, so that the body is read only once the caller is authorised, and streamed to disk;
     # every session call runs in the thread pool, as a sync route's would
-    session = await run_in_threadpool(ws.session, who.acting, purpose)
+    session = await run_in_threadpool(ws.session, who, purpose)
     spec = await run_in_threadpool(session.dataset_schema, name, "ingest")  # before a byte is kept
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     if kind != b"multipart/form-data" or not params.get(b"boundary"):

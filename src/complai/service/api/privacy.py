@@ -310,7 +310,7 @@ def train(body: TrainIn, who: CallerDep, ws: WorkspaceDep, request: Request, res
     purpose = body.purpose or spec_purpose
     if not isinstance(purpose, str):
         raise InvalidInput("spec.purpose must be a purpose's name")
-    session = ws.session(who.acting, purpose)
+    session = ws.session(who, purpose)
     dataset = data.get("dataset")
     if not isinstance(dataset, str) or not dataset:
         raise InvalidInput("spec.dataset: a dataset's name is required")
@@ -387,8 +387,8 @@ def model_card(
 def audit_model(
     model_id: str, body: AuditIn, who: CallerDep, ws: WorkspaceDep, request: Request, response: Response
 ) -> JobOut:
-    purpose = ws.session(who.acting, "audit").model_purpose(model_id)
-    session = ws.session(who.acting, purpose)
+    purpose = ws.session(who, "audit").model_purpose(model_id)
+    session = ws.session(who, purpose)
 
     def work(s: Session, progress: Any) -> dict[str, Any]:
         report = s.audit_model(model_id, shadows=body.shadows, seed=body.seed, progress=progress)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -26,7 +26,7 @@ from complai.app.session import Session
 from complai.app.workspace import Caller, Workspace
 from complai.config import ServiceSettings
 from complai.errors import AuthenticationFailed, ComplaiError, PolicyDenied
-from complai.service.deps import authenticate, settings, workspace
+from complai.service.deps import authenticate, session_of, settings, workspace
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True))
@@ -82,11 +82,11 @@ def console_caller(request: Request, ws: Annotated[Workspace, Depends(workspace)
 ConsoleCaller = Annotated[Caller, Depends(console_caller)]
 
 
-def console_session(purpose: str) -> Callable[..., Session]:
+def console_session(purpose: str) -> Callable[..., Awaitable[Session]]:
     """A dependency: a session of the logged-in person for `purpose`."""
 
-    def dependency(who: ConsoleCaller, ws: Annotated[Workspace, Depends(workspace)]) -> Session:
-        return ws.session(who.acting, purpose)
+    async def dependency(who: ConsoleCaller, ws: Annotated[Workspace, Depends(workspace)]) -> Session:
+        return await session_of(ws, who, purpose)
 
     dependency.__name__ = f"console_session_{purpose}"
     return dependency
