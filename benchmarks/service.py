@@ -224,10 +224,13 @@ def run_locust(url: str, cfg: dict[str, Any], folder: Path, duration: int, think
         "--headless",
         "--users",
         str(users),
+        # users join over about five seconds and the statistics start once all have joined: what is
+        # measured is the steady state of 50 analysts, not 55 first requests arriving at one instant
         "--spawn-rate",
-        str(users),
+        str(max(1, users // 5)),
+        "--reset-stats",
         "--run-time",
-        f"{duration}s",
+        f"{duration + 5}s",
         "--host",
         url,
         "--csv",
