@@ -9,6 +9,7 @@ serialised (the ledger) lock a row with SELECT ... FOR UPDATE.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC
@@ -21,7 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, DateTime, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, DisconnectionError, OperationalError
 
 from complai.errors import InvalidInput, WorkspaceError
 
@@ -104,6 +105,30 @@ def redact_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+# A pooled connection idle this long is pinged before it is handed out (a server restarted or a
+# connection dropped while the pool was quiet is replaced, not failed on); one in steady use is not:
+# pinging at every checkout cost a round trip per transaction, several per request of a busy service.
+PING_AFTER_IDLE_S = 5.0
+
+
+def _ping_when_idle(store: Store) -> None:
+    engine = store.engine
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(dbapi_connection: Any, record: Any) -> None:
+        record.info["complai_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("complai_idle_since")
+        if since is None or time.monotonic() - since < store.ping_after_idle_s:
+            return  # new, or in steady use
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool replaces it with a new connection (and retries the checkout)
+            raise DisconnectionError("a pooled connection was lost while idle") from exc
+
+
 class Store:
     """A database with complai's schema; hands out read and write transactions."""
 
@@ -115,11 +140,12 @@ class Store:
         kwargs: dict[str, Any] = {"echo": echo, "future": True, "hide_parameters": True}
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
-        else:
-            kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(self.url, **kwargs)
+        self.ping_after_idle_s = PING_AFTER_IDLE_S
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        else:
+            _ping_when_idle(self)
 
     # --- transactions ------------------------------------------------------------------------
 
