@@ -188,13 +188,15 @@ def alternating(path: Path, url: str, token: str, n: int, rows: int) -> dict[str
     return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
-def start_server(path: Path, workers: int) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_server(path: Path, workers: int, threads: int | None = None) -> tuple[subprocess.Popen[bytes], str, Path]:
     import httpx
 
     port = _free_port()
     log = path.parent / "serve.log"
     exe = str(Path(sys.executable).with_name("complai"))
     cmd = [exe, "--workspace", str(path), "serve", "--port", str(port), "--workers", str(workers)]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -334,6 +336,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--duration", type=int, default=45, help="Seconds of each locust run.")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="Request threads per worker (the server's default).")
     ap.add_argument("--reads", type=int, default=20, help="1,000-row reads timed each way.")
     ap.add_argument("--database-url", default=None, help="PostgreSQL server to create the database on.")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/service.json"))
@@ -352,6 +355,7 @@ def main() -> None:
         "officers": args.officers,
         "rows": args.rows,
         "workers": args.workers,
+        "threads": args.threads,
         "duration_s": args.duration,
         "store": "postgresql",
         "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
@@ -363,7 +367,7 @@ def main() -> None:
             cfg = prepare(path, db, args.rows, args.analysts, args.officers)
             cfg.update(analysts=args.analysts, officers=args.officers)
             result["setup_s"] = round(time.perf_counter() - t0, 1)
-            proc, url, log = start_server(path, args.workers)
+            proc, url, log = start_server(path, args.workers, args.threads)
             try:
                 m = alternating(path, url, cfg["analyst_tokens"][0], args.reads, args.rows)
                 result["read_1000"] = {

@@ -213,7 +213,7 @@ class ServiceSettings:
     smtp_security: str = "starttls"  # starttls, tls (implicit, port 465) or plain (a local relay only)
     job_stale_after_s: int = 120  # a running job silent this long died with its worker: reported failed
     read_cache_records: int = 200_000  # opened records each worker keeps between reads (0: none)
-    request_threads: int = 8  # requests a worker runs at once; more wait their turn, holding no lock
+    request_threads: int = 4  # requests a worker runs at once; more wait their turn, holding no lock
     request_timeout_s: float = 60.0  # a request's answer; longer work is a job
     upload_timeout_s: float = 3600.0  # an ingest upload, its body included
 

@@ -159,7 +159,7 @@ def serve(
             help="Requests each worker runs at once (the rest wait their turn). A few per core: with dozens, "
             "a request holding a lock waits for the interpreter while the others queue on the lock.",
         ),
-    ] = 8,
+    ] = 4,
     request_timeout: Annotated[
         str,
         typer.Option(
