@@ -229,6 +229,10 @@ class DatasetRegistered(Event):
     purposes: dict[str, str]
     retention: str
     jurisdiction: str
+    # an external dataset (records kept by their owner's system, read through Spark): its kind, location
+    # and owner; absent for a dataset whose records the vault stores
+    source: dict[str, str] | None = None
+    absent_when_none: ClassVar[frozenset[str]] = Event.absent_when_none | {"source"}
 
 
 class DatasetAltered(Event):
@@ -374,6 +378,41 @@ class SubjectErased(Event):
     records_digests: dict[str, str] | None = None  # per dataset: multiset hash of the records deleted
     consents_digest: str | None = None  # multiset hashes of the consents deleted and of their withdrawals
     withdrawals_digest: str | None = None
+    # ids of the erasure requests opened for the external datasets the subject was enrolled in (their
+    # owners delete the rows); absent when the subject was enrolled in none
+    external_requests: list[str] | None = None
+    absent_when_none: ClassVar[frozenset[str]] = Event.absent_when_none | {"external_requests"}
+
+
+class SubjectsEnrolled(Event):
+    """Subjects of an external dataset enrolled: the vault holds their identity, keys and consents, the
+    owner's system their rows, joined by a keyed link (HMAC of the external id under the dataset's link
+    key). Counts and the digest of the links stored, never an id."""
+
+    kind: ClassVar[str] = "external.enrolled"
+    dataset: str
+    subjects: int
+    new_subjects: int
+    consents: int
+    links_digest: Digest
+
+
+class ErasureRequestsExported(Event):
+    """Erasure requests for an external dataset's rows sealed to its owner's key and written out."""
+
+    kind: ClassVar[str] = "external.requests_exported"
+    dataset: str
+    requests: int
+    recipient_key_id: str
+
+
+class ExternalErasureChecked(Event):
+    """External datasets scanned for the rows of erased subjects: per dataset, how many requests were
+    checked and how many rows were gone or still present (`{dataset: {"requests", "gone", "present"}}`)."""
+
+    kind: ClassVar[str] = "external.erasure_checked"
+    results: dict[str, dict[str, int]]
+    requests_digest: Digest
 
 
 class RetentionSwept(Event):
@@ -587,7 +626,10 @@ class DPQueryAnswered(Event):
     # the digest of the schema version the query was planned against (bounds calibrate the noise); absent
     # from answers recorded before schemas were versioned
     schema_digest: Digest | None = None
-    absent_when_none: ClassVar[frozenset[str]] = Event.absent_when_none | {"schema_digest"}
+    # partition selection (group keys not declared in the schema): its public parameters, {"threshold",
+    # "delta"} (the delta it spends); absent when the keys were declared
+    selection: dict[str, float] | None = None
+    absent_when_none: ClassVar[frozenset[str]] = Event.absent_when_none | {"schema_digest", "selection"}
 
 
 # --- model training (dp.training) and audits (dp.audit) -------------------------------------------
