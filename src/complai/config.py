@@ -7,6 +7,7 @@ COMPLAI_DEBUG               show tracebacks on errors (any non-empty value; the 
 COMPLAI_LOG                 log format on stderr: `text` (default) or `json` (one JSON object a line)
 COMPLAI_LOG_LEVEL           log level: WARNING (default), INFO, DEBUG (the CLI's -v, -vv)
 COMPLAI_SMTP_PASSWORD       the password of the portal's SMTP relay user (never written anywhere)
+COMPLAI_SPARK_MASTER        the Spark master external datasets are read with (overrides [spark] master)
 
 A database password is never written to `complai.toml`: a URL that holds one is refused there.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from complai.errors import InvalidInput, WorkspaceError
 CONFIG_FILE = "complai.toml"
 DEFAULT_DB_FILE = "complai.db"
 CONFIG_FORMAT = 1
-_KNOWN_SECTIONS = {"workspace", "store", "keys", "ledger"}
+_KNOWN_SECTIONS = {"workspace", "store", "keys", "ledger", "spark"}
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -99,6 +101,43 @@ def pipl_request_days() -> int | None:
 
 
 @dataclass(frozen=True)
+class SparkSettings:
+    """How complai reaches Spark (docs/spark.md): `master` a Spark master URL (`local[*]` runs Spark in
+    this process; `spark://host:7077`, `k8s://https://...`, `yarn` a cluster), `conf` Spark properties
+    passed to the session builder as they are (`[spark.conf]` in complai.toml)."""
+
+    master: str = "local[*]"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+def spark_settings(settings: Settings) -> SparkSettings:
+    """The workspace's Spark settings, COMPLAI_SPARK_MASTER (when set and not empty) overriding the master."""
+    master = os.environ.get("COMPLAI_SPARK_MASTER", "").strip()
+    if not master:
+        return settings.spark
+    return SparkSettings(master=master, conf=dict(settings.spark.conf))
+
+
+def is_local_master(master: str) -> bool:
+    """`local`, `local[N]`, `local[*]`, `local[N,F]`...: Spark runs inside this process."""
+    return master == "local" or master.startswith("local[")
+
+
+def spark_env(master: str) -> dict[str, str]:
+    """The environment an embedded (local) Spark needs, for the variables not already set: the driver
+    binds to the loopback address, and Python workers run this interpreter (so they import complai as
+    the driver does). Empty for a cluster master: its executors bring their own Python."""
+    if not is_local_master(master):
+        return {}
+    wanted = {
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
+    return {name: value for name, value in wanted.items() if not os.environ.get(name)}
+
+
+@dataclass(frozen=True)
 class Settings:
     """What `Workspace.open` needs to wire the workspace together."""
 
@@ -109,6 +148,7 @@ class Settings:
     key_provider: str = "file"
     ledger_origin: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    spark: SparkSettings = field(default_factory=SparkSettings)
 
     @property
     def keys_dir(self) -> Path:
@@ -134,6 +174,11 @@ class Settings:
         }
         if self.database_url:
             doc["store"] = {"url": self.database_url}
+        if self.spark != SparkSettings():
+            section: dict[str, Any] = {"master": self.spark.master}
+            if self.spark.conf:
+                section["conf"] = dict(self.spark.conf)
+            doc["spark"] = section
         return tomli_w.dumps(doc)
 
     def write(self) -> None:
@@ -184,7 +229,28 @@ def load_settings(path: Path) -> Settings:
         database_url=store.get("url"),
         key_provider=provider,
         ledger_origin=ledger.get("origin", f"complai/{ws['id']}"),
+        spark=_spark_section(path, doc.get("spark", {})),
     )
+
+
+def _spark_section(path: Path, section: Any) -> SparkSettings:
+    """`[spark]`: `master` a non-empty string, `[spark.conf]` a table of strings (Spark properties)."""
+    where = f"corrupt workspace at {path}: [spark]"
+    if not isinstance(section, dict):
+        raise WorkspaceError(f"{where} must be a table")
+    unknown = set(section) - {"master", "conf"}
+    if unknown:
+        raise WorkspaceError(f"{where} has unknown key(s) {sorted(unknown)} (known: master, conf)")
+    master = section.get("master", SparkSettings.master)
+    if not isinstance(master, str) or not master.strip():
+        raise WorkspaceError(f"{where} master must be a Spark master URL such as local[*] or spark://host:7077")
+    conf = section.get("conf", {})
+    if not isinstance(conf, dict):
+        raise WorkspaceError(f"{where} conf must be a table of Spark properties")
+    bad = sorted(k for k, v in conf.items() if not isinstance(v, str))
+    if bad:
+        raise WorkspaceError(f"{where} conf values must be strings (quote them): {bad}")
+    return SparkSettings(master=master.strip(), conf=dict(conf))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,9 @@ WORKSPACE_DOOR = {
     "look_for_changes",
     "forget_opened_records",
     "warm_up",  # loads the DP engine's modules before a service's first request
+    # a Spark session the caller owns (a notebook's, a cluster job's) for reading external datasets
+    # (spark.py); the workspace never stops it
+    "use_spark",
 }
 # modules whose classes are services (an interface importing them could build or reach one)
 SERVICE_MODULES = (

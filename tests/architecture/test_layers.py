@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     (
         "foundation",
         {"config", "errors", "events", "clock", "files", "inputs", "store", "crypto", "ledger", "taxonomy", "datasets"}
-        | {"logs"},
+        | {"logs", "spark"},
     ),
     ("governance", {"vault", "access"}),
     ("engines", {"deid", "dp", "federated"}),

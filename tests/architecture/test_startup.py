@@ -22,6 +22,8 @@ HEAVY = [
     "faker",
     "spacy",
     "presidio_analyzer",
+    "pyspark",
+    "py4j",
 ]
 # what a command that opens a workspace needs, and --version / --help / name completion must not load
 FRONT_DOOR = ["pandas", "numpy", "sqlalchemy", "alembic", "pydantic", "complai.app", "complai.app.workspace"]

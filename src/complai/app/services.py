@@ -23,6 +23,7 @@ from complai.deid.operators import Keys as DeidKeys
 from complai.dp.budget import Budgets
 from complai.dp.models import Models
 from complai.ledger.log import Ledger
+from complai.spark import SparkRuntime
 from complai.store import Store
 from complai.store.engine import redact_url
 from complai.store.tables import datasets, ledger_checkpoints
@@ -55,6 +56,7 @@ class Services:
     authz: Authz
     policy: Policy
     agreements: Agreements
+    spark: SparkRuntime  # started at first use (external datasets), never by opening the workspace
 
     @property
     def path(self) -> Path:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, delete, insert, inspect, select
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -33,7 +34,14 @@ from complai.app.tlog import TransparencyLog
 from complai.clock import Clock, SystemClock, utc_iso
 from complai.compliance.incidents import Incidents
 from complai.compliance.requests import Requests
-from complai.config import CONFIG_FILE, DEFAULT_DB_FILE, Settings, load_settings, refuse_stored_password
+from complai.config import (
+    CONFIG_FILE,
+    DEFAULT_DB_FILE,
+    Settings,
+    load_settings,
+    refuse_stored_password,
+    spark_settings,
+)
 from complai.crypto.keyfiles import read_secret, write_secret
 from complai.crypto.keyring import FileKeyProvider, KeyProvider, Keyring
 from complai.crypto.pseudonym import Pseudonymizer
@@ -52,6 +60,7 @@ from complai.errors import (
 )
 from complai.events import PseudonymKeyRecorded, SchemaMigrated, WorkspaceCreated
 from complai.ledger.log import Ledger
+from complai.spark import SparkRuntime
 from complai.store import Store
 from complai.store.tables import ledger_entries, meta
 from complai.taxonomy import Taxonomy, load_taxonomy
@@ -59,6 +68,9 @@ from complai.vault.catalog import Catalog
 from complai.vault.keys import KeyService
 from complai.vault.notices import Notices, RecordsExpired, SubjectsErased
 from complai.vault.service import Vault
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 LEDGER_KEY = "ledger.key"
 PSEUDONYM_KEY = "pseudonym.key"
@@ -121,6 +133,7 @@ class Workspace:
         self.agreements = Agreements(
             store, self.ledger, self.catalog, self.vault, self.authz, self.taxonomy, clock, pseudonym_key
         )
+        self.spark = SparkRuntime(spark_settings(settings))  # starts nothing until a session is asked for
         self.services = Services(
             settings=settings,
             store=store,
@@ -141,6 +154,7 @@ class Workspace:
             authz=self.authz,
             policy=self.policy,
             agreements=self.agreements,
+            spark=self.spark,
         )
 
     def session(self, credential: str | Caller, purpose: str) -> Session:
@@ -423,8 +437,14 @@ class Workspace:
         if cache is not None:
             cache.clear()
 
+    def use_spark(self, spark: SparkSession) -> None:
+        """Read external datasets with `spark`, a session the caller owns (a notebook's, a cluster job's),
+        instead of starting one from `[spark]`; closing the workspace leaves it running."""
+        self.spark.use(spark)
+
     def close(self) -> None:
         self.vault.keep_opened(0)
+        self.spark.stop()  # only a session the workspace started
         self.store.dispose()
 
     def __enter__(self) -> Workspace:
