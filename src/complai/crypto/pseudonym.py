@@ -22,5 +22,11 @@ class Pseudonymizer:
         hash of a low-entropy value (an age, a category) is reversed by trying the candidates."""
         return "hmac-sha256:" + hmac.new(self._key, b"value\x00" + data, hashlib.sha256).hexdigest()
 
+    def link_key(self, dataset: str) -> bytes:
+        """The key of an external dataset's links (HMAC of the lake's subject id): derived per dataset,
+        so the key the Spark executors see computes neither the ledger's pseudonyms nor another
+        dataset's links."""
+        return hmac.new(self._key, b"external-link\x00" + dataset.encode("utf-8"), hashlib.sha256).digest()
+
     def __repr__(self) -> str:
         return "Pseudonymizer(<key hidden>)"

@@ -466,3 +466,52 @@ portal_attempts = Table(
     Column("key", String(80), nullable=False, index=True),
     Column("at", DateTime(timezone=True), nullable=False, index=True),
 )
+
+# --- external datasets (0018) ----------------------------------------------------------------------
+# A dataset whose rows stay in the organisation's lake (Parquet, a catalogue table): where it is, which
+# system owns it (and the X25519 key its erasure requests are sealed to), and the physical types its
+# schema was checked against at registration.
+external_sources = Table(
+    "external_sources",
+    metadata,
+    Column("dataset", String(128), ForeignKey("datasets.name"), primary_key=True),
+    Column("kind", String(16), nullable=False),  # parquet, table
+    Column("location", Text, nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("owner_key", String(80), nullable=False),
+    Column("erasure_days", Integer, nullable=False),
+    Column("time_column", String(63), nullable=True),
+    Column("physical_json", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# A subject enrolled in an external dataset, and its link: HMAC-SHA256 under the dataset's link key of
+# the id the lake holds, which is all that the Spark executors compare against.
+external_subjects = Table(
+    "external_subjects",
+    metadata,
+    Column("dataset", String(128), ForeignKey("datasets.name"), primary_key=True),
+    Column("subject_id", Id, ForeignKey("subjects.id"), primary_key=True, autoincrement=False, index=True),
+    Column("link", LargeBinary(32), nullable=False),
+    Column("enrolled_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dataset", "link", name="uq_external_subjects_dataset_link"),
+)
+
+# An erased subject's rows that the owner system must delete: the link (to check it was done), the
+# pseudonym (the erasure event names), the request sealed to the owner's key (kept until verified gone).
+external_erasures = Table(
+    "external_erasures",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("dataset", String(128), ForeignKey("datasets.name"), nullable=False, index=True),
+    Column("link", LargeBinary(32), nullable=False),
+    Column("subject", String(80), nullable=False),
+    Column("erase_seq", BigInteger, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("request_sealed", LargeBinary, nullable=True),
+    Column("exported_at", DateTime(timezone=True), nullable=True),
+    Column("checked_at", DateTime(timezone=True), nullable=True),
+    Column("check_seq", BigInteger, nullable=True),
+    Column("state", String(16), nullable=False),  # pending, gone, present
+)

@@ -53,7 +53,7 @@ from complai.ledger.log import Ledger
 from complai.store import Store, bulk_insert, placeholder
 from complai.store.tables import consents, records, subjects
 from complai.taxonomy import Taxonomy
-from complai.vault.catalog import Catalog
+from complai.vault.catalog import Catalog, refuse_external
 from complai.vault.records import (
     Problems,
     RecordSet,
@@ -299,6 +299,7 @@ class Ingest:
         if mode not in MODES:
             raise InvalidInput(f"unknown ingest mode {mode!r} (one of {', '.join(MODES)})")
         info = self.catalog.get(dataset)
+        refuse_external(info, "ingested into (enrol its subjects instead)")
         schema = info.schema
         if mode == "upsert" and not schema.record_key:
             raise InvalidInput(f"mode upsert needs a record_key in the schema of {dataset} (which row replaces which)")

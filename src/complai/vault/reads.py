@@ -22,7 +22,7 @@ from complai.ledger.log import Ledger
 from complai.store import Store
 from complai.store.tables import access_log, consents, objections, records, subject_keys, subjects
 from complai.taxonomy import Taxonomy
-from complai.vault.catalog import Catalog, DatasetInfo, layout, present
+from complai.vault.catalog import Catalog, DatasetInfo, layout, present, refuse_external
 from complai.vault.readcache import Entry, Look, Opened, ReadCache
 from complai.vault.records import column_array, open_record, to_frame, value_fields
 from complai.vault.schema import DatasetSchema
@@ -61,19 +61,28 @@ class Reads:
 
     def eligible_condition(self, schema: DatasetSchema, purpose: str, at: datetime) -> ColumnElement[bool]:
         """SQL condition on records for: live subject, unexpired, lawful basis live for the purpose."""
-        basis = self.taxonomy.legal_basis(schema.basis(purpose))
-        r, s = records.c, subjects.c
-        cond: list[ColumnElement[bool]] = [
+        r = records.c
+        return and_(
             r.dataset == schema.name,
             r.expires_us > to_us(at),
-            s.erased_at.is_(None),
-            s.restricted_at.is_(None),
-        ]
+            self.subject_condition(schema, purpose, at, r.subject_id),
+        )
+
+    def subject_condition(
+        self, schema: DatasetSchema, purpose: str, at: datetime, subject_id: ColumnElement[Any]
+    ) -> ColumnElement[bool]:
+        """SQL condition on a subject (`subject_id`, with `subjects` joined) for: not erased or restricted,
+        consent live at `at` when the purpose's basis requires it, no live objection to the purpose or to
+        all ('*'). The one definition of who a purpose may reach: vault reads and external datasets'
+        links both use it."""
+        basis = self.taxonomy.legal_basis(schema.basis(purpose))
+        s = subjects.c
+        cond: list[ColumnElement[bool]] = [s.erased_at.is_(None), s.restricted_at.is_(None)]
         if basis.attrs.get("requires_consent"):
             c = consents.c
             cond.append(
                 exists().where(
-                    c.subject_id == r.subject_id,
+                    c.subject_id == subject_id,
                     c.purpose == purpose,
                     c.granted_at <= at,
                     or_(c.withdrawn_at.is_(None), c.withdrawn_at > at),
@@ -82,7 +91,7 @@ class Reads:
         o = objections.c
         cond.append(
             ~exists().where(
-                o.subject_id == r.subject_id,
+                o.subject_id == subject_id,
                 o.purpose.in_([purpose, "*"]),
                 o.at <= at,
                 or_(o.lifted_at.is_(None), o.lifted_at > at),
@@ -113,6 +122,7 @@ class Reads:
         waits = 0
         while True:
             info = self.catalog.get(dataset)
+            refuse_external(info, "read in process")
             schema = info.schema
             schema.basis(purpose)
             names = [f.name for f in schema.fields]

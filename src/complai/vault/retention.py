@@ -16,7 +16,7 @@ from complai.errors import IntegrityError
 from complai.events import RetentionSwept
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import consents, objections, records, subjects
+from complai.store.tables import consents, external_subjects, objections, records, subjects
 from complai.vault.catalog import Catalog
 from complai.vault.notices import Notices, RecordsExpired
 from complai.vault.records import RecordSet, legacy_record_ad, record_ad
@@ -137,6 +137,9 @@ def shred_emptied(
     empty: list[int] = []
     for part in chunks(candidates):
         has = set(conn.execute(select(r.subject_id).where(r.subject_id.in_(part)).distinct()).scalars())
+        # a subject enrolled in an external dataset is held there (its rows are in the lake)
+        x = external_subjects.c
+        has |= set(conn.execute(select(x.subject_id).where(x.subject_id.in_(part)).distinct()).scalars())
         empty += [sid for sid in part if sid not in has]
     pseudos: list[str] = []
     given, withdrawn = RecordSet(), RecordSet()

@@ -18,8 +18,9 @@ from complai.errors import IntegrityError, InvalidInput, NotFound
 from complai.events import DataRead, SubjectErased, SubjectExported, SubjectRectified, SubjectRestricted
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import consents, ledger_entries, objections, records, subjects
-from complai.vault.catalog import Catalog, SchemaVersion, layout, present
+from complai.store.tables import consents, external_erasures, ledger_entries, objections, records, subjects
+from complai.vault.catalog import Catalog, SchemaVersion, layout, present, refuse_external
+from complai.vault.external import External
 from complai.vault.notices import Notices, SubjectsErased
 from complai.vault.reads import Reads
 from complai.vault.records import check_value, encode, open_record, record_ad, value_fields
@@ -45,9 +46,11 @@ class Rights:
         reads: Reads,
         notices: Notices,
         clock: Clock,
+        external: External | None = None,
     ) -> None:
         self.store, self.ledger, self.catalog, self.keyring = store, ledger, catalog, keyring
         self.subjects, self.reads, self.notices, self.clock = subjects, reads, notices, clock
+        self.external = external
 
     def restrict(self, external_id: str, actor: str, reason: str = "", lift: bool = False) -> int:
         now = self.clock.now()
@@ -74,6 +77,7 @@ class Rights:
     def rectify(self, external_id: str, dataset: str, field: str, value: Any, actor: str) -> int:
         """Set one field in all of a subject's records of a dataset; re-encrypts them."""
         info = self.catalog.get(dataset)
+        refuse_external(info, "rectified by the vault (its owner system rectifies its rows)")
         schema = info.schema
         if field == schema.subject_column:
             raise InvalidInput("the subject column cannot be rectified; open a new subject instead")
@@ -273,7 +277,7 @@ class Rights:
         now = self.clock.now()
         with self.store.write() as conn:
             subj = self.subjects.get(conn, external_id)
-            seq = self._erase(conn, subj, actor, now, reapplied_from)
+            seq = self._erase(conn, subj, actor, now, reapplied_from, external_id.strip())
         self.store.purge_freed()
         return seq
 
@@ -285,7 +289,17 @@ class Rights:
         self._erase(conn, found, actor, self.clock.now(), reapplied_from)
         return True
 
-    def _erase(self, conn: Connection, subj: Subject, actor: str, now: datetime, reapplied_from: int | None) -> int:
+    def _erase(
+        self,
+        conn: Connection,
+        subj: Subject,
+        actor: str,
+        now: datetime,
+        reapplied_from: int | None,
+        external_id: str | None = None,
+    ) -> int:
+        """Erase in the caller's transaction. With the subject's `external_id` (not after a restore), an
+        erasure request is opened to the owner system of every external dataset it was enrolled in."""
         deleted = deleted_sets(
             conn, select(records.c.dataset, subjects.c.pseudonym, records.c.rid).where(records.c.subject_id == subj.id)
         )
@@ -299,6 +313,10 @@ class Rights:
             .where(subjects.c.id == subj.id)
             .values(erased_at=now, external_enc=None, restricted_at=None, restriction_reason=None)
         )
+        requests: list[str] = []
+        if self.external is not None:
+            # the request rows name the erasure's ledger entry: reserve their ids now, fill them after
+            requests = self.external.on_erased(conn, subj, external_id, now, seq=-1)
         seq = self.ledger.emit(
             conn,
             SubjectErased,
@@ -314,6 +332,9 @@ class Rights:
             records_digests={ds: rs.digest() for ds, (_, rs) in deleted.items()},
             consents_digest=given.digest(),
             withdrawals_digest=withdrawn.digest(),
+            external_requests=requests or None,
         )
+        if requests:
+            conn.execute(update(external_erasures).where(external_erasures.c.id.in_(requests)).values(erase_seq=seq))
         self.notices.publish(SubjectsErased(conn, now, (subj.id,), seq))
         return seq

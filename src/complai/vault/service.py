@@ -9,9 +9,10 @@ or records expire, they do in handlers of the vault's notices (notices.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from sqlalchemy import ColumnElement, Connection
@@ -24,6 +25,7 @@ from complai.store import Store
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.consent import Consents
+from complai.vault.external import EnrolResult, External, ExternalSource
 from complai.vault.ingest import (
     CONSENT_COLUMNS,
     MODES,
@@ -35,6 +37,7 @@ from complai.vault.ingest import (
     csv_frame,
     read_csv,
 )
+from complai.vault.lake import governed_frame
 from complai.vault.lifecycle import AlterResult, DropResult, Lifecycle
 from complai.vault.lifecycle import Progress as CheckProgress
 from complai.vault.notices import Notices
@@ -46,10 +49,15 @@ from complai.vault.schema import DatasetSchema
 from complai.vault.sources import SourceOptions
 from complai.vault.subjects import CHUNK, Subject, Subjects, pack_ids, set_digest, unpack_ids
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
 __all__ = [
     "CHUNK",
     "CONSENT_COLUMNS",
     "MODES",
+    "EnrolResult",
+    "ExternalSource",
     "Fetched",
     "IngestProgress",
     "IngestResult",
@@ -83,7 +91,21 @@ class Vault:
         self._ingest = Ingest(store, ledger, catalog, keyring, self.subjects, taxonomy, clock)
         self._reads = Reads(store, ledger, catalog, keyring, self.subjects, taxonomy, clock)
         self._consents = Consents(store, ledger, catalog, self.subjects, taxonomy, clock)
-        self._rights = Rights(store, ledger, catalog, keyring, self.subjects, self._reads, self.notices, clock)
+        self.external = External(
+            store,
+            ledger,
+            catalog,
+            self.subjects,
+            keyring,
+            pseudonyms,
+            taxonomy,
+            clock,
+            prepare_consents=self._ingest.prepare_consents,
+            subject_condition=self._reads.subject_condition,
+        )
+        self._rights = Rights(
+            store, ledger, catalog, keyring, self.subjects, self._reads, self.notices, clock, self.external
+        )
         self._retention = Retention(store, ledger, catalog, keyring, self.notices, clock)
         self._lifecycle = Lifecycle(store, ledger, catalog, keyring, self.notices, taxonomy, clock)
 
@@ -179,6 +201,53 @@ class Vault:
     ) -> int:
         """Record a governed read: its ledger entry and the access log of the subjects it reached."""
         return self._reads.record_read(dataset, purpose, actor, columns, rows, pseudos, total, deidentification)
+
+    # --- external datasets (rows in the lake, read through Spark) -------------------------------
+
+    def register_external(
+        self, schema: DatasetSchema, source: ExternalSource, physical: Mapping[str, str], actor: str
+    ) -> DatasetSchema:
+        """Register an external dataset, its schema checked against the source's physical types."""
+        return self.external.register(schema, source, physical, actor)
+
+    def enrol(
+        self,
+        dataset: str,
+        ids: Iterable[str],
+        actor: str,
+        consents_data: pd.DataFrame | Path | str | None = None,
+        *,
+        any_subject: bool = True,
+        purpose: str = "administration",
+    ) -> EnrolResult:
+        """Enrol the lake's subject ids in an external dataset (vault/external.py)."""
+        return self.external.enrol(dataset, ids, actor, consents_data, any_subject=any_subject, purpose=purpose)
+
+    def link_key(self, dataset: str) -> bytes:
+        """The key of an external dataset's links (only this derived key reaches the executors)."""
+        return self.pseudonyms.link_key(dataset)
+
+    def eligible_links(self, dataset: str, purpose: str, at: datetime) -> list[bytes]:
+        """The links of the subjects `purpose` may reach at `at`, by the vault reads' own definition."""
+        return self.external.eligible_links(dataset, purpose, at)
+
+    def lake_frame(
+        self,
+        dataset: str,
+        purpose: str,
+        columns: Sequence[str] | None,
+        spark: SparkSession,
+        *,
+        at: datetime | None = None,
+    ) -> DataFrame:
+        """The lazy Spark frame of what `purpose` may see of an external dataset at `at` (now by default):
+        `columns` (all when None) and the subject column, only the rows of eligible subjects, and with a
+        time column only rows within retention. Not recorded (as `fetch` is not)."""
+        info, source = self.external.info(dataset)
+        when = self.clock.now() if at is None else at
+        cols = list(columns) if columns else [f.name for f in info.schema.fields]
+        links = self.external.eligible_links(dataset, purpose, when)
+        return governed_frame(spark, source, info.schema, cols, links, self.link_key(dataset), when)
 
     # --- consent and objections ----------------------------------------------------------------
 

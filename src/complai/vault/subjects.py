@@ -4,7 +4,7 @@ digests and id lists by which events and the access log name them."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 
 from complai.crypto.aead import DataKey
 from complai.crypto.digest import digest
+from complai.crypto.keyring import Keyring, new_raw_key
 from complai.crypto.pseudonym import Pseudonymizer
 from complai.errors import IntegrityError, InvalidInput, NotFound
 from complai.store import placeholder
@@ -109,6 +110,40 @@ class Subjects:
         if found.erased:
             raise NotFound("the subject was erased")
         return found
+
+
+def create_subjects(
+    conn: Connection,
+    subjects: Subjects,
+    keyring: Keyring,
+    external_ids: Sequence[str],
+    now: datetime,
+    sealed: Mapping[str, int] | None = None,
+) -> tuple[dict[str, Subject], list[str]]:
+    """Insert-or-get the subjects of `external_ids`, as ingest creates them: a fresh data key first, the
+    external id sealed under it, the subject row inserted (skipped when a concurrent transaction created
+    it), then the key stored, counting the identity seal and `sealed[id]` more. Returns (pseudonym ->
+    Subject for every id, the ids this transaction created, sorted)."""
+    pseud = {e: subjects.pseudonyms.subject(e) for e in set(external_ids)}
+    known = subjects.by_pseudonym(conn, pseud.values())
+    new_ext = sorted(e for e in pseud if pseud[e] not in known)
+    if not new_ext:
+        return known, []
+    fresh = {e: new_raw_key() for e in new_ext}
+    fresh_keys = {e: DataKey(k) for e, k in fresh.items()}
+    mine = subjects.insert(
+        conn, [(pseud[e], fresh_keys[e].seal(e.encode(), subject_ad(pseud[e])), now) for e in new_ext]
+    )
+    known.update(subjects.by_pseudonym(conn, [pseud[e] for e in new_ext]))
+    created = [e for e in new_ext if pseud[e] in mine]
+    if created:
+        counts = sealed or {}
+        keyring.create_prepared(
+            conn,
+            {known[pseud[e]].id: (fresh[e], fresh_keys[e]) for e in created},
+            sealed={known[pseud[e]].id: counts.get(e, 0) + 1 for e in created},
+        )
+    return known, created
 
 
 def open_external(keys: dict[int, DataKey], pseudonym: str, blob: bytes | None) -> str:

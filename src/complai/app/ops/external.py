@@ -1,0 +1,98 @@
+"""Session operations: external datasets (rows in the organisation's lake, read through Spark, governed by
+the vault): registration, enrolment of their subjects, and the erasure requests to their owner systems."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from complai.app.core import ALL, SessionCore
+from complai.errors import InvalidInput
+from complai.vault.external import EnrolResult, ErasureRequest, ExternalSource
+from complai.vault.lake import erasure_scan, physical_schema, subject_ids
+from complai.vault.schema import DatasetSchema, load_schema
+
+
+def external_source(source: ExternalSource | dict[str, Any]) -> ExternalSource:
+    """A source as given (a mapping from a file or a form), checked; InvalidInput naming what is wrong."""
+    if isinstance(source, ExternalSource):
+        return source
+    try:
+        return ExternalSource.model_validate(source)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InvalidInput(f"invalid external source: {where + ': ' if where else ''}{err['msg']}") from None
+
+
+class ExternalOps(SessionCore):
+    def register_external(
+        self,
+        schema: DatasetSchema | Path | str | dict[str, object],
+        source: ExternalSource | dict[str, Any],
+        physical: dict[str, str] | None = None,
+    ) -> DatasetSchema:
+        """Register an external dataset: `admin` on it, as creating a dataset; then the source's physical
+        types (read from its metadata through Spark unless given) are checked against the schema, and
+        the catalogue entry, its source and one event are written together."""
+        spec = schema if isinstance(schema, DatasetSchema) else load_schema(schema, self._svc.taxonomy)
+        self._check("admin", spec.name)
+        src = external_source(source)
+        types = physical if physical is not None else physical_schema(self._svc.spark.session(), src)
+        return self._svc.vault.register_external(spec, src, types, self.principal)
+
+    def enrol(self, dataset: str, ids: Iterable[str], consents: pd.DataFrame | Path | str | None = None) -> EnrolResult:
+        """Enrol the lake's subject ids in an external dataset (needs `ingest` on it, as bringing records
+        does); consents as an ingest's: only for the subjects it creates unless the principal may record
+        consents (`admin`, as grant_consent). One event; refusals recorded."""
+        self._check("ingest", dataset)
+        any_subject = consents is None or self._may(ALL, ("admin",), [])
+        return self._svc.vault.enrol(
+            dataset, ids, self.principal, consents, any_subject=any_subject, purpose=self.purpose
+        )
+
+    def enrol_from_source(self, dataset: str, consents: pd.DataFrame | Path | str | None = None) -> EnrolResult:
+        """Enrol every distinct subject id the source holds now (read through Spark, streamed)."""
+        self._check("ingest", dataset)
+        info, source = self._svc.vault.external.info(dataset)
+        ids = subject_ids(self._svc.spark.session(), source, info.schema)
+        any_subject = consents is None or self._may(ALL, ("admin",), [])
+        return self._svc.vault.enrol(
+            dataset, ids, self.principal, consents, any_subject=any_subject, purpose=self.purpose
+        )
+
+    def erasure_requests(self, dataset: str | None = None) -> list[ErasureRequest]:
+        """The erasure requests to owner systems (pseudonyms, dates and states; no id): for oversight."""
+        self._check_oversight()
+        return self._svc.vault.external.pending(dataset)
+
+    def export_erasure_requests(self, dataset: str, out: Path | str, force: bool = False) -> int:
+        """Write a dataset's open erasure requests, each sealed to its owner system's key, to `out`
+        (JSON Lines, 0600, never overwritten unless `force`). `admin` on the dataset; one event."""
+        self._check("admin", dataset)
+        return self._svc.vault.external.export_requests(dataset, Path(out), self.principal, force=force)
+
+    def verify_external_erasures(self, dataset: str | None = None) -> dict[str, dict[str, int]]:
+        """Scan the external datasets with open erasure requests (or `dataset`) for the rows of erased
+        subjects: a request with no row left is verified gone, one with rows is present. Audit or admin
+        on the workspace; one event (none when no request is open)."""
+        self._check_oversight()
+        external = self._svc.vault.external
+        names = sorted({r.dataset for r in external.pending(dataset) if r.state != "gone"})
+        if dataset is not None and dataset not in names:
+            external.info(dataset)  # NotFound / not external: say so
+        if not names:
+            return {}
+        spark = self._svc.spark.session()
+        found: dict[str, dict[bytes, int]] = {}
+        for name in names:
+            info, source = external.info(name)
+            links = external.open_links(name)
+            found[name] = erasure_scan(spark, source, info.schema, links, external.link_key(name))
+        seq, results = external.record_check(found, self.principal)
+        self.last_seq = seq
+        return results
