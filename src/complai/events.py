@@ -395,6 +395,8 @@ class SubjectsEnrolled(Event):
     new_subjects: int
     consents: int
     links_digest: Digest
+    consents_digest: str | None = None  # multiset hashes of the consents stored and of their withdrawals (RECON-1)
+    withdrawals_digest: str | None = None
 
 
 class ErasureRequestsExported(Event):
