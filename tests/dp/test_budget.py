@@ -131,3 +131,39 @@ def test_concurrent_processes_and_threads_never_overspend(customers: Workspace) 
     assert sum(counts) == 40
     assert customers.budgets.get("customers").epsilon_spent <= 2.0
     assert customers.ledger.count_by_kind()["dp.spent"] == 40
+
+
+def test_a_query_the_budget_cannot_cover_reads_and_computes_nothing(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before the data is read or the answer computed (the answer is drawn before the reservation,
+    so without this a refused query would run on the data as often as one likes, free); nothing is spent
+    or recorded. A query that fits still reads, computes and spends."""
+    from complai.dp import queries
+    from complai.vault.service import Vault
+    from tests.dp.conftest import adult_workspace
+
+    ws = adult_workspace(ws, 200, epsilon=1.0, delta=1e-6)
+    calls = {"fetch": 0, "release": 0}
+    fetch, release = Vault.fetch, queries.Plan.release
+
+    def counted_fetch(self: Vault, *a: object, **k: object) -> object:
+        calls["fetch"] += 1
+        return fetch(self, *a, **k)  # type: ignore[arg-type]
+
+    def counted_release(self: queries.Plan, frame: object) -> object:
+        calls["release"] += 1
+        return release(self, frame)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Vault, "fetch", counted_fetch)
+    monkeypatch.setattr(queries.Plan, "release", counted_release)
+    session = ws.session("owner", "analytics")
+    size, before = ws.ledger.head().size, session.budget("adult").epsilon_remaining
+    for _ in range(3):
+        with pytest.raises(BudgetExhausted):
+            session.dp_query("SELECT AVG(age) FROM adult WHERE age > 40", epsilon=5.0)
+    assert calls == {"fetch": 0, "release": 0}
+    assert ws.ledger.head().size == size and session.budget("adult").epsilon_remaining == before
+    session.dp_query("SELECT COUNT(*) FROM adult", epsilon=0.5)
+    assert calls == {"fetch": 1, "release": 1}
+    assert math.isclose(session.budget("adult").epsilon_remaining, before - 0.5)

@@ -458,6 +458,15 @@ class Budgets:
             self._reconcile(conn, dataset, rows, write=False)
         self._check(rows, dataset, principal, 0.0, 0.0, approx)
 
+    def precheck(self, dataset: str, principal: str, eps: float = 0.0, rho: float = 0.0) -> None:
+        """BudgetExhausted now if a pure-DP `eps` or zCDP `rho` spend could not fit (nothing is reserved):
+        a query the budget cannot cover is refused before its data is read or its answer computed.
+        Only `reserve`, in the spend's own transaction, decides that a spend fits."""
+        c = dp_budgets.c
+        with self.store.read() as conn:
+            rows = conn.execute(select(dp_budgets).where(c.dataset == dataset, c.principal.in_([ALL, principal]))).all()
+        self._check(rows, dataset, principal, eps, rho, (0.0, 0.0))
+
     def remaining(self, conn: Connection, dataset: str) -> float:
         """Epsilon (at the budget's delta) the dataset has left."""
         return self.state(conn, dataset).epsilon_remaining

@@ -141,8 +141,12 @@ class PrivacyOps(SessionCore):
         self._check("query_dp", query.dataset)
         schema = self._svc.catalog.get(query.dataset).schema
         plan = queries.plan(query, schema, epsilon=epsilon, delta=delta, max_rows=max_rows, purpose=self.purpose)
-        frame = self._svc.vault.fetch(query.dataset, self.purpose, list(plan.reads), progress=_percent(progress)).frame
         cost = plan.cost
+        # a query the budget cannot cover is refused here, before its data is read or its answer computed
+        # (the answer is drawn before the reservation below: a refusal there must be a rare race, not a
+        # free way to run the computation on the data as often as one likes)
+        self._svc.budgets.precheck(query.dataset, self.principal, eps=cost.pure_epsilon, rho=cost.zcdp_rho)
+        frame = self._svc.vault.fetch(query.dataset, self.purpose, list(plan.reads), progress=_percent(progress)).frame
         # the noise is drawn before the budget's row is locked, so that concurrent queries on the dataset
         # wait for each other only as long as a reservation takes; an answer whose reservation is refused
         # is dropped unseen
