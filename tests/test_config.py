@@ -73,6 +73,9 @@ def test_spark_master_from_the_environment_overrides_the_file(tmp_path: Path, mo
     assert spark_settings(load_settings(tmp_path)).master == "local[2]"
     monkeypatch.setenv("COMPLAI_SPARK_MASTER", "k8s://https://api.example:6443")
     assert spark_settings(load_settings(tmp_path)) == SparkSettings("k8s://https://api.example:6443", conf)
+    monkeypatch.setenv("COMPLAI_SPARK_MASTER", "spark-master:7077")  # no scheme: Spark would refuse it
+    with pytest.raises(InvalidInput, match="COMPLAI_SPARK_MASTER must be a Spark master URL"):
+        spark_settings(load_settings(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -80,6 +83,8 @@ def test_spark_master_from_the_environment_overrides_the_file(tmp_path: Path, mo
     [
         ("[spark]\nmaster = 7\n", "master must be a Spark master URL"),
         ("[spark]\nmaster = ''\n", "master must be a Spark master URL"),
+        ("[spark]\nmaster = 'mesos://h:5050'\n", "master must be a Spark master URL"),
+        ("[spark]\nmaster = 'local[2] '\n[spark.conf]\nx = 'y'\nz = 1\n", "conf values must be strings"),
         ("[spark]\nmasters = 'local'\n", "unknown key"),
         ("[spark]\nconf = 'x'\n", "conf must be a table"),
         ("[spark.conf]\n'spark.executor.cores' = 2\n", "conf values must be strings"),

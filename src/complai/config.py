@@ -111,11 +111,24 @@ class SparkSettings:
 
 
 def spark_settings(settings: Settings) -> SparkSettings:
-    """The workspace's Spark settings, COMPLAI_SPARK_MASTER (when set and not empty) overriding the master."""
+    """The workspace's Spark settings, COMPLAI_SPARK_MASTER (when set and not empty) overriding the master;
+    InvalidInput for a value that is no Spark master URL."""
     master = os.environ.get("COMPLAI_SPARK_MASTER", "").strip()
     if not master:
         return settings.spark
+    if not is_spark_master(master):
+        raise InvalidInput(f"COMPLAI_SPARK_MASTER must be a Spark master URL ({SPARK_MASTERS}), not {master!r}")
     return SparkSettings(master=master, conf=dict(settings.spark.conf))
+
+
+SPARK_MASTERS = "local[*], local[N], spark://HOST:PORT, k8s://https://HOST:PORT or yarn"
+
+
+def is_spark_master(master: str) -> bool:
+    """A master URL Spark accepts: `yarn`, or one starting with `local`, `spark` or `k8s` (Spark's rule)."""
+    if any(c.isspace() for c in master):
+        return False
+    return master == "yarn" or master.startswith(("local", "spark://", "k8s://"))
 
 
 def is_local_master(master: str) -> bool:
@@ -242,8 +255,8 @@ def _spark_section(path: Path, section: Any) -> SparkSettings:
     if unknown:
         raise WorkspaceError(f"{where} has unknown key(s) {sorted(unknown)} (known: master, conf)")
     master = section.get("master", SparkSettings.master)
-    if not isinstance(master, str) or not master.strip():
-        raise WorkspaceError(f"{where} master must be a Spark master URL such as local[*] or spark://host:7077")
+    if not isinstance(master, str) or not is_spark_master(master.strip()):
+        raise WorkspaceError(f"{where} master must be a Spark master URL ({SPARK_MASTERS})")
     conf = section.get("conf", {})
     if not isinstance(conf, dict):
         raise WorkspaceError(f"{where} conf must be a table of Spark properties")

@@ -67,10 +67,11 @@ class SparkRuntime:
                 builder = builder.config(key, value)
             try:
                 spark = builder.getOrCreate()
-            except Exception as exc:  # a missing Java, an unreachable master: one line, no conf values
+            except Exception as exc:  # no Java, a master that refused or is unreachable: one line, no conf value
                 raise WorkspaceError(
-                    f"Spark could not start (master {self.settings.master}): {type(exc).__name__}; "
-                    "Spark needs Java 17 or later on this machine (docs/spark.md)"
+                    f"Spark could not start with master {self.settings.master} ({type(exc).__name__}): check "
+                    "[spark] in complai.toml, COMPLAI_SPARK_MASTER, and that Java 17 or later is installed "
+                    "(docs/spark.md)"
                 ) from None
             if not running:
                 spark.sparkContext.setLogLevel("ERROR")
