@@ -132,10 +132,12 @@ def sqlite_ws(tmp_path: Path, clock: ManualClock, request: pytest.FixtureRequest
 
 # --- order and distribution over xdist workers (make test: -n 2 --dist loadscope) ---
 # Each module runs on one worker (its module fixtures are built once), except the documentation pages,
-# which are independent and the longest tests of all. The longest units start first, so that the run does
-# not end with one worker busy on a long test while the other waits: each worker takes the next unit when
-# it is free. Longest first, as measured; each entry is a node id prefix.
+# which are independent and the longest tests of all, and tests/spark, which runs whole on one worker (one
+# JVM, its `spark` fixture started once). The longest units start first, so that the run does not end with
+# one worker busy on a long test while the other waits: each worker takes the next unit when it is free.
+# Longest first, as measured; each entry is a node id prefix.
 LONGEST_FIRST = (
+    "tests/spark/",
     "tests/docs/test_docs_commands.py::test_page_commands_run[docs/byod.md]",
     "tests/cli/test_cli.py",
     "tests/cli/test_models_cli.py",
@@ -181,6 +183,7 @@ LONGEST_FIRST = (
     "tests/compliance/test_report_browser.py",
 )
 INDEPENDENT = ("tests/docs/test_docs_commands.py::test_page_commands_run[",)
+ONE_SCOPE = ("tests/spark/",)  # directories whose tests share one worker
 
 
 def _rank(nodeid: str) -> int:
@@ -193,7 +196,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """For -n N (--dist load, xdist's default) and --dist loadscope: modules whole, each documentation page
-    a unit of its own, in the order above."""
+    a unit of its own, tests/spark one unit, in the order above."""
     if config.getvalue("dist") not in ("load", "loadscope"):
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -202,6 +205,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class ModulesAndPages(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return nodeid if nodeid.startswith(INDEPENDENT) else super()._split_scope(nodeid)
+            if nodeid.startswith(INDEPENDENT):
+                return nodeid
+            shared = next((prefix for prefix in ONE_SCOPE if nodeid.startswith(prefix)), None)
+            return shared if shared is not None else super()._split_scope(nodeid)
 
     return ModulesAndPages(config, log)

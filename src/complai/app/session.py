@@ -14,6 +14,7 @@ from complai.app.ops.access import AccessOps
 from complai.app.ops.admin import AdminOps
 from complai.app.ops.compliance import ComplianceOps
 from complai.app.ops.data import DataOps
+from complai.app.ops.external import ExternalOps
 from complai.app.ops.federated import FederatedOps
 from complai.app.ops.jobs import JobOps
 from complai.app.ops.ledger import LedgerOps
@@ -27,6 +28,7 @@ __all__ = ["ALL", "Session"]
 class Session(
     PortalOps,
     DataOps,
+    ExternalOps,
     RightsOps,
     PrivacyOps,
     ComplianceOps,
