@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.complai-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck bench clean browser
+.PHONY: install demo test lint typecheck bench clean browser java
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,spark]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,7 +32,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))
 
-test: lint typecheck browser
+# Spark (external datasets, tests/spark) runs on a JVM: Java 17 or later (Debian's headless runtime)
+java:
+	@command -v java >/dev/null 2>&1 || \
+	  (apt-get install -y -q openjdk-17-jre-headless >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q openjdk-17-jre-headless >/dev/null))
+
+test: lint typecheck browser java
 	$(BIN)/pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
 bench: install
