@@ -33,6 +33,7 @@ EVALUATED = {
     "RET-1",
     "ENC-1",
     "ERASE-1",
+    "ERASE-2",
     "DP-1",
     "FL-1",
     "ACCESS-1",
@@ -47,7 +48,7 @@ EVALUATED = {
     "XFER-1",
     "RECON-1",
 }
-NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "FL-1", "SHARE-1", "DEID-1", "REQ-1", "INC-1", "MIN-1", "XFER-1"}
+NOT_APPLICABLE_WHEN_CLEAN = {"ERASE-1", "ERASE-2", "FL-1", "SHARE-1", "DEID-1", "REQ-1", "INC-1", "MIN-1", "XFER-1"}
 
 
 def _audit(ws: Workspace, **kw: float) -> dict[str, dict]:

@@ -42,6 +42,7 @@ from complai.store.tables import (
     agreements,
     consents,
     datasets,
+    external_erasures,
     ledger_cosignatures,
     model_subjects,
     models,
@@ -300,6 +301,46 @@ def erasure(ctx: AuditContext) -> Finding:
     if items:
         return Finding(FAIL, f"{len(items)} erasure problem(s)", evidence, items)
     return Finding(PASS, f"{erased} erasures complete; no model awaits retraining", evidence)
+
+
+@check("external_erasure")
+def external_erasure(ctx: AuditContext) -> Finding:
+    """Erasure requests to the owner systems of external datasets are carried out: a request whose rows
+    were found still present, or not yet verified gone, after its deadline fails; one pending within it
+    warns; all verified gone pass; none is not applicable."""
+    e = external_erasures.c
+    with ctx.svc.store.read() as conn:
+        rows = conn.execute(
+            select(e.id, e.dataset, e.subject, e.state, e.due_at, e.checked_at, e.exported_at).order_by(e.due_at, e.id)
+        ).all()
+    if not rows:
+        return Finding(NA, "no erasure requests to owner systems", {"requests": 0})
+    counts = Counter(str(r.state) for r in rows)
+    evidence = {"requests": len(rows), **{k: int(counts.get(k, 0)) for k in ("pending", "gone", "present")}}
+    late, waiting = [], []
+    for r in rows:
+        if r.state == "gone":
+            continue
+        due = as_utc(r.due_at)
+        assert due is not None
+        what = f"request {r.id} ({r.dataset}, subject {r.subject})"
+        if r.state == "present":
+            state = "its rows were still in the source at the last check"
+        elif r.checked_at is None:
+            state = "not yet checked" + ("" if r.exported_at is not None else " and not yet sent to the owner system")
+        else:
+            state = "not yet verified gone"
+        if due <= ctx.now:
+            late.append({"item": what, "problem": f"{state}; due {utc_iso(due)}"})
+        else:
+            waiting.append({"item": what, "problem": f"{state}; due {utc_iso(due)}"})
+    if late:
+        return Finding(FAIL, f"{len(late)} erasure request(s) to owner systems overdue", evidence, late + waiting)
+    if waiting:
+        return Finding(
+            WARN, f"{len(waiting)} erasure request(s) to owner systems pending within their deadline", evidence, waiting
+        )
+    return Finding(PASS, f"all {len(rows)} erasure requests to owner systems verified carried out", evidence)
 
 
 @check("model_privacy")

@@ -38,6 +38,8 @@ from complai.store.tables import (
     datasets,
     dp_budgets,
     dp_spends,
+    external_erasures,
+    external_subjects,
     objections,
     policy_rules,
     principals,
@@ -248,7 +250,11 @@ def reconcile_records(ctx: AuditContext) -> list[str]:
         empty = list(
             conn.execute(
                 select(s.pseudonym)
-                .where(s.erased_at.is_(None), ~exists().where(r.subject_id == s.id))
+                .where(
+                    s.erased_at.is_(None),
+                    ~exists().where(r.subject_id == s.id),
+                    ~exists().where(external_subjects.c.subject_id == s.id),  # held in an external dataset
+                )
                 .order_by(s.pseudonym)
             ).scalars()
         )
@@ -288,9 +294,9 @@ def reconcile_subjects(ctx: AuditContext) -> list[str]:
     out: list[str] = []
     created, shredded = 0, 0
     erased_at: dict[str, int] = {}
-    for ev in ctx.events("vault.ingested", "subject.erased", "retention.swept", "dataset.dropped"):
+    for ev in ctx.events("vault.ingested", "external.enrolled", "subject.erased", "retention.swept", "dataset.dropped"):
         t = ev.get("type")
-        if t == "vault.ingested":
+        if t in ("vault.ingested", "external.enrolled"):
             created += int(ev.get("new_subjects") or 0)
         elif t == "subject.erased":
             erased_at.setdefault(str(ev.get("subject")), ev["_seq"])
@@ -365,7 +371,14 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
     record; a grant's consent is its event). Workspaces with events from before these hashes were
     recorded are not reconciled here."""
     given, withdrawn = RecordSet(), RecordSet()
-    kinds = ("vault.ingested", "consent.granted", "consent.withdrawn", "subject.erased", "retention.swept")
+    kinds = (
+        "vault.ingested",
+        "external.enrolled",
+        "consent.granted",
+        "consent.withdrawn",
+        "subject.erased",
+        "retention.swept",
+    )
     for ev in ctx.events(*kinds, "dataset.dropped"):
         t = ev.get("type")
         if t == "consent.granted":
@@ -393,7 +406,7 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
             ):
                 return []  # consents stored or deleted before they were hashed
             continue
-        if t == "vault.ingested":
+        if t in ("vault.ingested", "external.enrolled"):
             given, withdrawn = given + g, withdrawn + w
         else:
             given, withdrawn = given - g, withdrawn - w
@@ -410,6 +423,54 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
         out.append(f"consents: the {n} stored consents are not the ones the ledger's ingests and grants recorded")
     if stored_withdrawn != withdrawn:
         out.append("consents: the stored withdrawals are not the ones the ledger recorded")
+    return out
+
+
+def reconcile_external(ctx: AuditContext) -> list[str]:
+    """External datasets as their events left them: per dataset, as many enrolled subjects as its
+    enrolments linked less those erasures unlinked (one request each); every erasure request row is one
+    its erasure's event names, for the subject it names, and one that event names is not missing; a
+    request checked names the check's ledger entry."""
+    out: list[str] = []
+    linked: Counter[str] = Counter()
+    named: dict[str, tuple[int, str]] = {}
+    checks: set[int] = set()
+    for ev in ctx.events("external.enrolled", "subject.erased", "external.erasure_checked"):
+        t = ev.get("type")
+        if t == "external.enrolled":
+            linked[str(ev.get("dataset"))] += int(ev.get("subjects") or 0)
+        elif t == "subject.erased":
+            for rid in ev.get("external_requests") or []:
+                named[str(rid)] = (int(ev["_seq"]), str(ev.get("subject")))
+        else:
+            checks.add(int(ev["_seq"]))
+    if not linked and not named:
+        return out
+    x, e = external_subjects.c, external_erasures.c
+    with ctx.svc.store.read() as conn:
+        stored = Counter({str(d): int(n) for d, n in conn.execute(select(x.dataset, func.count()).group_by(x.dataset))})
+        rows = conn.execute(select(e.id, e.dataset, e.subject, e.erase_seq, e.state, e.check_seq)).all()
+    unlinked: Counter[str] = Counter(str(r.dataset) for r in rows)
+    for ds in sorted(set(linked) | set(stored)):
+        want = linked[ds] - unlinked[ds]
+        if stored[ds] != want:
+            out.append(
+                f"external dataset {ds}: {stored[ds]} subjects enrolled, the ledger's enrolments less erasures "
+                f"leave {want}"
+            )
+    lines = _Lines(out, "erasure requests to owner systems that disagree with the ledger")
+    for r in rows:
+        rid = str(r.id)
+        got = named.get(rid)
+        if got is None:
+            lines.add(f"request {rid} ({r.dataset}): no erasure in the ledger names it")
+        elif got != (int(r.erase_seq), str(r.subject)):
+            lines.add(f"request {rid} ({r.dataset}): its erasure or subject is not the one the ledger names")
+        if r.state in ("gone", "present") and (r.check_seq is None or int(r.check_seq) not in checks):
+            lines.add(f"request {rid} ({r.dataset}): marked {r.state} without a recorded check")
+    for rid in sorted(set(named) - {str(r.id) for r in rows}):
+        lines.add(f"request {rid}: named by the erasure at ledger entry {named[rid][0]}, but not stored")
+    lines.close()
     return out
 
 
@@ -884,6 +945,7 @@ RECONCILERS: list[Reconciler] = [
     reconcile_access_log,
     reconcile_consents,
     reconcile_objections,
+    reconcile_external,
     reconcile_record_binding,
     reconcile_key_versions,
     reconcile_budgets,

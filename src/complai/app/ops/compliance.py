@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from complai.access.identity import OWNER
 from complai.app.core import SessionCore
+from complai.app.ops.external import scan_external
 from complai.app.services import Services
 from complai.compliance import dpia, engine, report, ropa
 from complai.compliance.context import AuditContext, ComplianceServices
@@ -164,14 +165,19 @@ class ComplianceOps(SessionCore):
         epsilon_cap: float = 10.0,
         since_last: bool = False,
         force: bool = False,
+        verify_external: bool = True,
     ) -> report.AuditResult:
         """Run every control against the workspace and its ledger; write the report; record its digest
         (`ledger_seq` in the result; a notebook shows the result's summary). `since_last`: ledger evidence
         only from where the last recorded audit stopped (its root checked to be a prefix of today's),
-        state controls in full. `force` overwrites earlier report files."""
+        state controls in full. `force` overwrites earlier report files. With `verify_external` (the
+        default), open erasure requests to the owner systems of external datasets are first checked
+        against their sources through Spark (its own event), so ERASE-2 judges a fresh scan."""
         self._check("audit")
         svc = self._compliance()
         report.check_out(svc, Path(out), formats, force, epsilon_cap=epsilon_cap)
+        if verify_external:
+            scan_external(self._svc, self.principal)
         since, base = 0, None
         if since_last:
             last = report.last_audit(svc)

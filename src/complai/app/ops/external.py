@@ -11,6 +11,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from complai.app.core import ALL, SessionCore
+from complai.app.services import Services
 from complai.errors import InvalidInput
 from complai.vault.external import EnrolResult, ErasureRequest, ExternalSource
 from complai.vault.lake import erasure_scan, physical_schema, subject_ids
@@ -81,18 +82,27 @@ class ExternalOps(SessionCore):
         subjects: a request with no row left is verified gone, one with rows is present. Audit or admin
         on the workspace; one event (none when no request is open)."""
         self._check_oversight()
-        external = self._svc.vault.external
-        names = sorted({r.dataset for r in external.pending(dataset) if r.state != "gone"})
-        if dataset is not None and dataset not in names:
-            external.info(dataset)  # NotFound / not external: say so
-        if not names:
-            return {}
-        spark = self._svc.spark.session()
-        found: dict[str, dict[bytes, int]] = {}
-        for name in names:
-            info, source = external.info(name)
-            links = external.open_links(name)
-            found[name] = erasure_scan(spark, source, info.schema, links, external.link_key(name))
-        seq, results = external.record_check(found, self.principal)
-        self.last_seq = seq
+        seq, results = scan_external(self._svc, self.principal, dataset)
+        if seq is not None:
+            self.last_seq = seq
         return results
+
+
+def scan_external(
+    svc: Services, actor: str, dataset: str | None = None
+) -> tuple[int | None, dict[str, dict[str, int]]]:
+    """Scan the external datasets with open erasure requests (or `dataset`) for the rows of erased
+    subjects and record what was found (one event; none, and no Spark, when no request is open)."""
+    external = svc.vault.external
+    if dataset is not None:
+        external.info(dataset)  # NotFound, or not external: say so
+    names = sorted({r.dataset for r in external.pending(dataset) if r.state != "gone"})
+    if not names:
+        return None, {}
+    spark = svc.spark.session()
+    found: dict[str, dict[bytes, int]] = {}
+    for name in names:
+        info, source = external.info(name)
+        links = external.open_links(name)
+        found[name] = erasure_scan(spark, source, info.schema, links, external.link_key(name))
+    return external.record_check(found, actor)
