@@ -4,7 +4,7 @@ Each subject contributes at most `max_rows` rows (more are dropped at random bef
 computed), values are clamped to the bounds declared in the dataset schema, group keys must be
 declared values: nothing about the data's range or categories is read from the data. The aggregates
 are computed exactly (values on a fixed-point grid fine enough that float64 accumulation is exact; see
-_exact_sums), which is also why OpenDP's float-sum truncation above 2^20 rows cannot bite. OpenDP
+_grid_sums), which is also why OpenDP's float-sum truncation above 2^20 rows cannot bite. OpenDP
 supplies the noise (its Laplace, discrete Laplace and Gaussian measurements) and the privacy maps,
 applied to aggregates whose sensitivity we derive here:
 
@@ -105,7 +105,7 @@ class Aggregate:
 # The Answer's fields, each either noisy (released by a mechanism) or a public parameter. A new field
 # must be added to one of these sets, and the release discipline test fails until it is.
 NOISY_FIELDS = frozenset({"values", "accuracy"})
-PUBLIC_FIELDS = frozenset({"epsilon", "delta", "rho", "mechanism"})
+PUBLIC_FIELDS = frozenset({"epsilon", "delta", "rho", "mechanism", "selection"})
 
 
 def _leaves(tree: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
@@ -126,6 +126,8 @@ class Answer:
     delta: float
     rho: float
     mechanism: str
+    # partition selection (group keys not declared): its public parameters {"threshold", "delta"}
+    selection: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         names = {f.name for f in fields(self)}
@@ -142,12 +144,19 @@ class Answer:
                 raise AssertionError("a released error bound is noisy or public")
 
     def public(self) -> dict[str, Any]:
-        """The public parameters of the release (what the ledger may record)."""
-        return {name: getattr(self, name) for name in sorted(PUBLIC_FIELDS)}
+        """The public parameters of the release (what the ledger may record); `selection` only when keys
+        were selected (as the ledger's event has it)."""
+        out = {name: getattr(self, name) for name in sorted(PUBLIC_FIELDS)}
+        if self.selection is None:
+            del out["selection"]
+        return out
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields; with `dates`, the ISO 8601 date of each noisy mean and quantile of a date column."""
+        """The fields (`selection` only when keys were selected); with `dates`, the ISO 8601 date of each
+        noisy mean and quantile of a date column."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.selection is None:
+            del out["selection"]
         dates = {
             label: ({g: iso_date(v) for g, v in value.items()} if isinstance(value, dict) else iso_date(value))
             for label, value in self.values.items()
@@ -283,58 +292,89 @@ def _sum_sensitivity(magnitude: float, is_int: bool) -> float:
     return magnitude + (0.0 if is_int and scale == 1.0 else 0.5 / scale)
 
 
-def _exact_sums(
-    values: np.ndarray, codes: np.ndarray | None, n_groups: int, magnitude: float, is_int: bool
-) -> list[float]:
-    """Per-group sums computed exactly (see _grid): np.bincount accumulates chunks of at most
-    ROW_CAPACITY grid values in float64 without rounding error; chunks add up as Python integers."""
-    scale = _grid(magnitude, is_int)
+def _grid_sums(values: np.ndarray, codes: np.ndarray | None, n_groups: int, grid: float, is_int: bool) -> list[int]:
+    """Per-group sums of `values` on the fixed-point grid (see _grid), as Python integers, computed
+    exactly: np.bincount accumulates chunks of at most ROW_CAPACITY grid values in float64 without
+    rounding error; chunks add up as Python integers. `values` is the caller's scratch copy: scaled and
+    rounded in place (round half to even, as Spark's rint)."""
     totals = [0] * n_groups
     for start in range(0, len(values), ROW_CAPACITY):
-        # `values` is the caller's scratch copy: scaled and rounded in place
         part = values[start : start + ROW_CAPACITY]
-        grid = part if is_int and scale == 1.0 else np.round(np.multiply(part, scale, out=part), out=part)
+        scaled = part if is_int and grid == 1.0 else np.round(np.multiply(part, grid, out=part), out=part)
         if codes is None:
-            sums = np.array([grid.sum()])
+            sums = np.array([scaled.sum()])
         else:
-            sums = np.bincount(codes[start : start + ROW_CAPACITY], weights=grid, minlength=n_groups)
+            sums = np.bincount(codes[start : start + ROW_CAPACITY], weights=scaled, minlength=n_groups)
         totals = [t + int(x) for t, x in zip(totals, sums, strict=True)]
-    return [t if scale == 1.0 else t / scale for t in totals]
+    return totals
+
+
+def _from_grid(total: int, grid: float) -> float:
+    """A grid-integer total as the value it stands for."""
+    return total if grid == 1.0 else total / grid
 
 
 def _releases(aggs: list[Aggregate]) -> int:
     return sum({"count": 1, "sum": 1, "mean": 2, "variance": 3, "quantile": 1}[a.fn] for a in aggs)
 
 
-def _quantile_measurement(noise: _Noise, q: float, lo: float, hi: float, is_int: bool, k: int) -> tuple[Any, Public]:
+def _candidates(lo: float, hi: float, is_int: bool) -> tuple[float, ...]:
+    """A quantile's candidates, spread over the declared bounds (public)."""
+    if is_int and hi - lo <= 2000:
+        return tuple(float(x) for x in range(int(lo), int(hi) + 1))
+    return tuple(float(x) for x in np.linspace(lo, hi, 1001))
+
+
+@dataclass(frozen=True)
+class _Quantile:
+    """OpenDP's private quantile split at its scores: the scores over the candidates come from a
+    histogram of the values (#(x < c_j), #(x == c_j) and the value count: what either engine computes),
+    scored as OpenDP's `make_quantile_score_candidates` scores them, |a * #(x < c) - b * #(x > c)| with a
+    and b read from OpenDP, and selected by OpenDP's noisy max at the scale `make_private_quantile` uses
+    (its scale times a + b, the denominator of its integer scores)."""
+
+    candidates: tuple[float, ...]
+    a: int
+    b: int
+    select: Any  # the noisy max measurement over the vector of scores
+    accuracy: Public
+
+    def scores(self, n: int, below: np.ndarray, equal: np.ndarray) -> list[int]:
+        """The candidates' scores from a value count and the histogram (Python integers: exact)."""
+        return [abs(self.a * int(lt) - self.b * (n - int(lt) - int(eq))) for lt, eq in zip(below, equal, strict=True)]
+
+    def release(self, n: int, below: np.ndarray, equal: np.ndarray) -> Noisy:
+        return Noisy(self.candidates[int(self.select(self.scores(n, below, equal)))])
+
+
+def _quantile_measurement(noise: _Noise, q: float, lo: float, hi: float, is_int: bool, k: int) -> _Quantile:
     """OpenDP's private quantile (exponential mechanism over candidates spread over the declared
     bounds) and a 95 % bound on its error in rank (rows), from the mechanism's utility guarantee:
     within 2 * scale * ln(candidates / 0.05) of the best score."""
-    if is_int and hi - lo <= 2000:
-        candidates = [float(x) for x in range(int(lo), int(hi) + 1)]
-    else:
-        candidates = [float(x) for x in np.linspace(lo, hi, 1001)]
+    candidates = _candidates(lo, hi, is_int)
     measure = dp.zero_concentrated_divergence() if noise.gaussian else dp.max_divergence()
     d_out = noise.rho_each if noise.gaussian else noise.eps_each
+    domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
 
     def make(scale: float) -> Any:
         return dp.m.make_private_quantile(
-            dp.vector_domain(dp.atom_domain(T=float, nan=False)),
-            dp.symmetric_distance(),
-            measure,
-            candidates=candidates,
-            alpha=q,
-            scale=scale,
+            domain, dp.symmetric_distance(), measure, candidates=list(candidates), alpha=q, scale=scale
         )
 
     try:
         scale = dp.binary_search_param(make, d_in=k, d_out=d_out)
     except Exception:  # OpenDP cannot calibrate (parameters only: no data is involved yet)
         raise InvalidInput("this quantile cannot be calibrated at this epsilon; choose a larger epsilon") from None
-    m = make(scale)
-    if m.map(k) > d_out * (1 + 1e-9):
+    if make(scale).map(k) > d_out * (1 + 1e-9):
         raise AssertionError("quantile calibration disagrees with OpenDP's privacy map")
-    return m, Public(2 * scale * math.log(len(candidates) / ALPHA))
+    score = dp.t.make_quantile_score_candidates(domain, dp.symmetric_distance(), [candidates[0]], alpha=q)
+    step = max(1.0, abs(candidates[0]))  # one value below the first candidate, one above
+    a, b = int(score([candidates[0] - step])[0]), int(score([candidates[0] + step])[0])
+    full = dp.t.make_quantile_score_candidates(domain, dp.symmetric_distance(), list(candidates), alpha=q)
+    select = dp.m.make_noisy_max(full.output_domain, full.output_metric, measure, scale=scale * (a + b), negate=True)
+    if select.map(full.map(k)) > d_out * (1 + 1e-9):  # type: ignore[no-untyped-call]  # as in _Noise.prepare
+        raise AssertionError("quantile calibration disagrees with OpenDP's privacy map")
+    return _Quantile(candidates, a, b, select, Public(2 * scale * math.log(len(candidates) / ALPHA)))
 
 
 @dataclass(frozen=True)
@@ -374,6 +414,84 @@ class QuerySpec(Protocol):
     def predicate(self, schema: DatasetSchema) -> RowMask | None: ...
 
 
+@dataclass(frozen=True)
+class Moment:
+    """A column under sum, mean or variance, as the exact aggregation needs it (public: from the plan).
+    Values are dropped when missing, turned into days since 1970-01-01 when `days` says so ("date" or
+    "datetime"), clamped to [lo, hi], then put on the grid: `rint(v * grid)`, and for a variance its
+    squares `rint((v * v) * square_grid)` (None: no variance asks for them). With `is_int` and a grid
+    of 1, values are whole numbers already and are summed as they are."""
+
+    column: str
+    lo: float
+    hi: float
+    is_int: bool
+    days: Literal["", "date", "datetime"]
+    grid: float
+    square_grid: float | None
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a plan needs of the rows, stated from the plan alone (public): every engine computes the
+    same `Exact` from it. `where` is dp.sql's bound WHERE tree (a Condition or Junction: typed Any,
+    because dp.sql imports this module) or None; `keys` the declared group keys, or None when GROUP BY
+    keys are selected by DP partition selection; `key_type` the group field's type; `counts` the
+    columns under count(col); `quantiles` each quantile column's candidates (the values are clamped to
+    the column's bounds, `quantile_bounds`, first)."""
+
+    where: Any
+    subject_column: str | None
+    max_rows: int
+    group_by: str | None
+    keys: list[Any] | None
+    key_type: str | None
+    counts: tuple[str, ...]
+    moments: tuple[Moment, ...]
+    quantiles: dict[str, tuple[float, ...]]
+    quantile_bounds: dict[str, tuple[float, float]]
+    days: dict[str, Literal["date", "datetime"]]
+
+
+@dataclass(eq=False)
+class Exact:
+    """The exact aggregates a plan releases: they never leave dp/ and the operation that holds them.
+    One entry per key: `keys` holds the key text of each declared key in order (no GROUP BY: one key,
+    the empty string), or of every key seen (sorted) under partition selection. `rows`: rows per key
+    after WHERE, bounding and the key filter; `present`: values neither null nor NaN per key of each
+    column under count(col), a moment or a quantile; `sums` / `squares`: grid-integer totals (Python
+    ints) per key; `below` / `equal`: int64[K, C], #(x < c_j) and #(x == c_j) over a quantile column's
+    candidates after clamping. Its repr shows shapes only."""
+
+    keys: list[str]
+    rows: np.ndarray
+    present: dict[str, np.ndarray]
+    sums: dict[str, list[int]]
+    squares: dict[str, list[int]]
+    below: dict[str, np.ndarray]
+    equal: dict[str, np.ndarray]
+
+    def same_as(self, other: Exact) -> bool:
+        """Whether both hold the same aggregates (the engine-equality tests use this)."""
+
+        def arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+            return a.keys() == b.keys() and all(np.array_equal(a[c], b[c]) for c in a)
+
+        return (
+            self.keys == other.keys
+            and np.array_equal(self.rows, other.rows)
+            and arrays(self.present, other.present)
+            and self.sums == other.sums
+            and self.squares == other.squares
+            and arrays(self.below, other.below)
+            and arrays(self.equal, other.equal)
+        )
+
+    def __repr__(self) -> str:
+        shapes = {name: sorted(getattr(self, name)) for name in ("present", "sums", "squares", "below")}
+        return f"Exact(keys={len(self.keys)}, " + ", ".join(f"{n}={v}" for n, v in shapes.items()) + ")"
+
+
 class Plan:
     """A DP query checked and calibrated from public parameters alone: statistics, declared bounds
     and group keys, epsilon, delta and rows per subject. Everything that can be refused is refused
@@ -396,6 +514,8 @@ class Plan:
         where: RowMask | None = None,
         reads: tuple[str, ...] = (),
         days: frozenset[str] = frozenset(),
+        where_tree: Any = None,
+        key_type: str | None = None,
     ) -> None:
         if not aggregates:
             raise InvalidInput("ask for at least one statistic")
@@ -428,7 +548,9 @@ class Plan:
         self.reads = reads
         self.days = days  # date columns: values and bounds in days since 1970-01-01
         self.noise = _Noise(_releases(aggregates), epsilon, delta)
-        self.quantiles: dict[Aggregate, tuple[Any, Public]] = {}
+        self.where_tree = where_tree  # the WHERE as dp.sql's bound tree (what other engines compile)
+        self.key_type = key_type
+        self.quantiles: dict[Aggregate, _Quantile] = {}
         k = max_rows
         for a in aggregates:
             if a.fn == "count":
@@ -445,6 +567,7 @@ class Plan:
                     self.noise.prepare(k, True)
                 if a.fn == "variance":
                     self.noise.prepare(k * _sum_sensitivity(mag * mag, is_int), is_int)
+        self._needs = self._make_needs()
 
     @property
     def rho(self) -> float:
@@ -481,77 +604,193 @@ class Plan:
         is_int = a.column in self.integer_columns and float(lo).is_integer() and float(hi).is_integer()
         return max(abs(lo), abs(hi)), is_int
 
-    def release(self, frame: pd.DataFrame) -> Answer:
-        """The DP answer over `frame` (the rows read, before the plan's row predicate). Only prepared
-        mechanisms run; a failure here (none is expected) passes on no message, which could describe
-        the data."""
+    @property
+    def needs(self) -> Needs:
+        """What the release needs of the rows (public: from the plan alone)."""
+        return self._needs
+
+    def _make_needs(self) -> Needs:
+        counts: list[str] = []
+        moments: dict[str, Moment] = {}
+        quantiles: dict[str, tuple[float, ...]] = {}
+        quantile_bounds: dict[str, tuple[float, float]] = {}
+        for a in self.aggregates:
+            if a.column is None:
+                continue
+            if a.fn == "count":
+                if a.column not in counts:
+                    counts.append(a.column)
+            elif a.fn == "quantile":
+                quantiles[a.column] = self.quantiles[a].candidates
+                quantile_bounds[a.column] = self._bounds(a)
+            else:
+                lo, hi = self._bounds(a)
+                mag, is_int = self._magnitude(a)
+                was = moments.get(a.column)
+                squares = _grid(mag * mag, is_int) if a.fn == "variance" else None
+                moments[a.column] = Moment(
+                    a.column,
+                    lo,
+                    hi,
+                    is_int,
+                    self._days_of(a.column),
+                    _grid(mag, is_int),
+                    squares if squares is not None else (was.square_grid if was else None),
+                )
+        value_columns = [*moments, *quantiles]
+        days = {c: kind for c in value_columns if (kind := self._days_of(c))}
+        return Needs(
+            where=self.where_tree,
+            subject_column=self.subject_column,
+            max_rows=self.max_rows,
+            group_by=self.group_by,
+            keys=list(self.group_keys) if self.group_by is not None and self.group_keys else None,
+            key_type=self.key_type,
+            counts=tuple(counts),
+            moments=tuple(moments.values()),
+            quantiles=quantiles,
+            quantile_bounds=quantile_bounds,
+            days=days,
+        )
+
+    def _days_of(self, column: str) -> Literal["", "date", "datetime"]:
+        """How a column enters statistics: as is, or as days (a date's are whole: it is an integer column)."""
+        if column not in self.days:
+            return ""
+        return "date" if column in self.integer_columns else "datetime"
+
+    def _guard(self, step: Callable[[], Any]) -> Any:
+        """Run a step that touches data: a failure here (none is expected) passes on no message, which
+        could describe the data."""
         try:
-            rows = frame if self.where is None else frame[self.where(frame)]
-            return self._answer(rows)
+            return step()
         except ComplaiError:
             raise
         except Exception:
             raise ComplaiError("the DP query failed while computing its answer; nothing was spent") from None
 
+    def exact(self, frame: pd.DataFrame, seed: int | None = None) -> Exact:
+        """The exact aggregates of `frame` (the rows read, before the plan's row predicate) that the
+        release needs: WHERE, at most max_rows rows per subject (chosen at random; `seed` fixes the
+        choice), the key filter, then per column the non-missing values, as days for dates, clamped and
+        on the grid. Nothing here is released."""
+        result: Exact = self._guard(lambda: self._exact(self._where(frame), seed))
+        return result
+
+    def release_exact(self, exact: Exact) -> Answer:
+        """The DP answer from exact aggregates (`exact`, from this plan's `Needs` by either engine): the
+        only place where noise meets data; only prepared mechanisms run."""
+        answer: Answer = self._guard(lambda: self._release(exact))
+        return answer
+
+    def release(self, frame: pd.DataFrame) -> Answer:
+        """The DP answer over `frame` (the rows read, before the plan's row predicate):
+        release_exact(exact(frame))."""
+        answer: Answer = self._guard(lambda: self._answer(self._where(frame)))
+        return answer
+
+    def _where(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame if self.where is None else frame[self.where(frame)]
+
     def _answer(self, frame: pd.DataFrame) -> Answer:
         """Answer over `frame` (already filtered by the row predicate) with the prepared mechanisms."""
-        noise, k, groups = self.noise, self.max_rows, self.groups
+        return self._release(self._exact(frame, None))
+
+    def _values(self, frame: pd.DataFrame, column: str) -> np.ndarray:
+        """A value column as float64: days for dates, NaN where missing."""
+        series = frame[column]
+        if column in self.days:
+            return as_days(series)
+        if series.dtype == np.float64:
+            out: np.ndarray = series.to_numpy(copy=True)
+            return out
+        numeric: np.ndarray = pd.to_numeric(series).to_numpy(dtype="float64", na_value=np.nan)
+        return numeric
+
+    def _exact(self, frame: pd.DataFrame, seed: int | None) -> Exact:
+        """Exact over `frame` (already filtered by the row predicate)."""
+        needs = self._needs
         if self.subject_column is not None:
-            frame = bound_contributions(frame, self.subject_column, k)
-        values: dict[str, Any] = {}
-        accuracy: dict[str, Any] = {}
-        n_groups = len(groups)
+            frame = bound_contributions(frame, self.subject_column, self.max_rows, seed)
         codes: np.ndarray | None = None
         if self.group_by is None:
-            rows_per_group = np.array([len(frame)])
+            keys = [""]
+            rows = np.array([len(frame)], dtype=np.int64)
         else:
-            cats = pd.Categorical(frame[self.group_by], categories=self.group_keys)
-            codes = np.asarray(cats.codes, dtype=np.int64)  # -1: not a declared key
-            rows_per_group = np.bincount(codes[codes >= 0], minlength=n_groups)
-        for agg in self.aggregates:
-            per_group_v: dict[Any, Any] = {}
-            per_group_a: dict[Any, Any] = {}
-            if agg.fn == "count":
-                if agg.column is None:
-                    counts = rows_per_group
-                else:
-                    present = frame[agg.column].notna().to_numpy(dtype=bool)
-                    if codes is None:
-                        counts = np.array([int(present.sum())])
-                    else:
-                        counts = np.bincount(codes[present & (codes >= 0)], minlength=n_groups)
-                for i, g in enumerate(groups):
-                    v, a = noise.release(int(counts[i]), k, True)
-                    per_group_v[g], per_group_a[g] = Noisy(max(0.0, v)), a
+            keys = [str(g) for g in self.groups]
+            declared = pd.Index(self.group_keys)
+            codes = np.asarray(declared.get_indexer(frame[self.group_by]), dtype=np.int64)  # -1: not declared
+            rows = np.bincount(codes[codes >= 0], minlength=len(keys)).astype(np.int64)
+        n_keys = len(keys)
+
+        def per_key(mask: np.ndarray) -> np.ndarray:
+            if codes is None:
+                return np.array([int(mask.sum())], dtype=np.int64)
+            return np.bincount(codes[mask & (codes >= 0)], minlength=n_keys).astype(np.int64)
+
+        present: dict[str, np.ndarray] = {}
+        for column in needs.counts:
+            present[column] = per_key(frame[column].notna().to_numpy(dtype=bool))
+        sums: dict[str, list[int]] = {}
+        squares: dict[str, list[int]] = {}
+        below: dict[str, np.ndarray] = {}
+        equal: dict[str, np.ndarray] = {}
+        columns: list[tuple[str, float, float, Moment | None]] = [(m.column, m.lo, m.hi, m) for m in needs.moments]
+        columns += [(c, *needs.quantile_bounds[c], None) for c in needs.quantiles]
+        for column, lo, hi, moment in columns:
+            raw = self._values(frame, column)
+            keep = ~np.isnan(raw)
+            present[column] = per_key(keep)
+            if codes is not None:
+                keep &= codes >= 0
+            if keep.all():
+                vals, c = np.clip(raw, lo, hi), codes
             else:
-                lo, hi = self._bounds(agg)
-                series = frame[agg.column]
-                if agg.column in self.days:
-                    raw = as_days(series)
-                elif series.dtype == np.float64:
-                    raw = series.to_numpy(copy=False)
-                else:
-                    raw = pd.to_numeric(series).to_numpy(dtype="float64", na_value=np.nan)
-                keep = ~np.isnan(raw)
-                if codes is not None:
-                    keep &= codes >= 0
-                if keep.all():
-                    vals, c = np.clip(raw, lo, hi), codes
-                else:
-                    vals, c = np.clip(raw[keep], lo, hi), (codes[keep] if codes is not None else None)
-                if agg.fn == "quantile":
-                    m, acc_q = self.quantiles[agg]
-                    for i, g in enumerate(groups):
-                        part = vals if c is None else vals[c == i]
-                        per_group_v[g], per_group_a[g] = Noisy(m(part.astype(float).tolist())), acc_q
-                else:
-                    self._moments(agg, vals, c, per_group_v, per_group_a)
+                vals, c = np.clip(raw[keep], lo, hi), (codes[keep] if codes is not None else None)
+            if moment is not None:
+                if moment.square_grid is not None:
+                    squares[column] = _grid_sums(vals * vals, c, n_keys, moment.square_grid, moment.is_int)
+                sums[column] = _grid_sums(vals, c, n_keys, moment.grid, moment.is_int)
+            else:
+                cands = np.asarray(needs.quantiles[column], dtype=np.float64)
+                lt = np.zeros((n_keys, len(cands)), dtype=np.int64)
+                eq = np.zeros((n_keys, len(cands)), dtype=np.int64)
+                for i in range(n_keys):
+                    part = np.sort(vals if c is None else vals[c == i])
+                    lt[i] = np.searchsorted(part, cands, side="left")
+                    eq[i] = np.searchsorted(part, cands, side="right") - lt[i]
+                below[column], equal[column] = lt, eq
+        return Exact(keys, rows, present, sums, squares, below, equal)
+
+    def _release(self, exact: Exact) -> Answer:
+        """The answer from `exact` with the prepared mechanisms."""
+        noise, k = self.noise, self.max_rows
+        values: dict[str, Any] = {}
+        accuracy: dict[str, Any] = {}
+        for agg in self.aggregates:
+            per_key_v: list[Noisy] = []
+            per_key_a: list[Noisy | Public] = []
+            if agg.fn == "count":
+                counts = exact.rows if agg.column is None else exact.present[agg.column]
+                for i in range(len(exact.keys)):
+                    v, a = noise.release(int(counts[i]), k, True)
+                    per_key_v.append(Noisy(max(0.0, v)))
+                    per_key_a.append(a)
+            elif agg.fn == "quantile":
+                column = self._column(agg)
+                q = self.quantiles[agg]
+                for i in range(len(exact.keys)):
+                    n = int(exact.present[column][i])
+                    per_key_v.append(q.release(n, exact.below[column][i], exact.equal[column][i]))
+                    per_key_a.append(q.accuracy)
+            else:
+                self._moments(agg, exact, per_key_v, per_key_a)
             label = self._label(agg)
             if self.group_by is None:
-                values[label], accuracy[label] = per_group_v[None], per_group_a[None]
+                values[label], accuracy[label] = per_key_v[0], per_key_a[0]
             else:
-                values[label] = {str(g): v for g, v in per_group_v.items()}
-                accuracy[label] = {str(g): a for g, a in per_group_a.items()}
+                values[label] = dict(zip(exact.keys, per_key_v, strict=True))
+                accuracy[label] = dict(zip(exact.keys, per_key_a, strict=True))
         return Answer(
             values=values,
             accuracy=accuracy,
@@ -561,22 +800,25 @@ class Plan:
             mechanism=self.mechanism,
         )
 
-    def _moments(
-        self, agg: Aggregate, vals: np.ndarray, c: np.ndarray | None, out_v: dict[Any, Any], out_a: dict[Any, Any]
-    ) -> None:
-        """sum, mean or variance per group from noisy sums (of x, x^2) and noisy counts."""
-        noise, k, groups = self.noise, self.max_rows, self.groups
+    def _column(self, a: Aggregate) -> str:
+        if a.column is None:
+            raise AssertionError("a statistic over values names its column")
+        return a.column
+
+    def _moments(self, agg: Aggregate, exact: Exact, out_v: list[Noisy], out_a: list[Noisy | Public]) -> None:
+        """sum, mean or variance per key from noisy sums (of x, x^2) and noisy counts."""
+        noise, k = self.noise, self.max_rows
+        column = self._column(agg)
         lo, hi = self._bounds(agg)
-        n_groups = len(groups)
         mag, is_int = self._magnitude(agg)
-        counts = np.array([len(vals)]) if c is None else np.bincount(c, minlength=n_groups)
-        squares = _exact_sums(vals * vals, c, n_groups, mag * mag, is_int) if agg.fn == "variance" else []
-        sums = _exact_sums(vals, c, n_groups, mag, is_int)
+        grid, square_grid = _grid(mag, is_int), _grid(mag * mag, is_int)
+        counts = exact.present[column]
         sens, sens_sq = _sum_sensitivity(mag, is_int), _sum_sensitivity(mag * mag, is_int)
-        for i, g in enumerate(groups):
-            noisy_sum, acc_sum = noise.release(sums[i], k * sens, is_int)
+        for i in range(len(exact.keys)):
+            noisy_sum, acc_sum = noise.release(_from_grid(exact.sums[column][i], grid), k * sens, is_int)
             if agg.fn == "sum":
-                out_v[g], out_a[g] = noisy_sum, acc_sum
+                out_v.append(noisy_sum)
+                out_a.append(acc_sum)
                 continue
             noisy_count, acc_n = noise.release(int(counts[i]), k, True)
             noisy_n = max(float(noisy_count), 1.0)
@@ -585,13 +827,14 @@ class Plan:
             lo_n = max(noisy_n - acc_n, 1.0)
             acc_mean = min(hi - lo, (abs(noisy_sum) + acc_sum) / lo_n - abs(noisy_sum) / (noisy_n + acc_n))
             if agg.fn == "mean":
-                out_v[g], out_a[g] = Noisy(mean), Noisy(acc_mean)
+                out_v.append(Noisy(mean))
+                out_a.append(Noisy(acc_mean))
                 continue
-            noisy_sq, acc_sq = noise.release(squares[i], k * sens_sq, is_int)
+            noisy_sq, acc_sq = noise.release(_from_grid(exact.squares[column][i], square_grid), k * sens_sq, is_int)
             var = max(0.0, noisy_sq / noisy_n - mean * mean)
-            out_v[g] = Noisy(min(var, (hi - lo) ** 2 / 4))
+            out_v.append(Noisy(min(var, (hi - lo) ** 2 / 4)))
             acc_second = (abs(noisy_sq) + acc_sq) / lo_n - abs(noisy_sq) / (noisy_n + acc_n)
-            out_a[g] = Noisy(min((hi - lo) ** 2 / 4, acc_second + 2 * abs(mean) * acc_mean + acc_mean**2))
+            out_a.append(Noisy(min((hi - lo) ** 2 / 4, acc_second + 2 * abs(mean) * acc_mean + acc_mean**2)))
 
 
 def plan(
@@ -622,6 +865,8 @@ def plan(
         spec = schema.field(query.group_by)
         keys = spec.values or ([False, True] if spec.type == "boolean" else None)
     where = query.predicate(schema)
+    # dp.sql.Query.bound(schema): the same WHERE as a tree, for engines that compile it (the Spark one)
+    bind = getattr(query, "bound", None)
     made = Plan(
         query.aggregates,
         bounds,
@@ -635,6 +880,8 @@ def plan(
         where=where,
         reads=tuple(sorted(query.columns | {schema.subject_column})),
         days=frozenset(f.name for f in schema.fields if f.type in ("date", "datetime")),
+        where_tree=bind(schema) if bind is not None else None,
+        key_type=schema.field(query.group_by).type if query.group_by else None,
     )
     schema.basis(purpose)
     return made
