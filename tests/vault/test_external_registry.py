@@ -275,3 +275,33 @@ def test_frames_given_as_consents_need_the_declared_purpose(ws: Workspace, tmp_p
     with pytest.raises(InvalidInput):
         ws.vault.enrol("lake_customers", IDS, actor="owner", consents_data=bad)
     assert count(ws, subjects) == 0
+
+
+def test_dropping_an_external_dataset_unlinks_and_shreds_its_only_subjects(
+    customers: Workspace, tmp_path: Path
+) -> None:
+    from complai.app.ops.compliance import compliance_services
+    from complai.compliance import engine
+
+    ws = customers
+    register(ws, tmp_path)
+    ws.vault.enrol("lake_customers", ["C-1001", "C-5000"], actor="owner")
+    dropped = ws.vault.drop_dataset("lake_customers", actor="owner")
+    assert (dropped.subjects, dropped.subjects_shredded) == (2, 1)  # C-1001 keeps its vault records
+    assert count(ws, external_subjects) == 0
+    with ws.store.read() as conn:
+        assert not ws.vault.subject(conn, "C-1001").erased
+    ctx = engine.AuditContext(compliance_services(ws.services), ws.clock.now())
+    assert engine.CHECKS["reconciliation"](ctx).status == engine.PASS
+
+
+def test_an_external_dataset_keeps_its_source_fields(ws: Workspace, tmp_path: Path) -> None:
+    register(ws, tmp_path)
+    region = {"name": "region", "type": "string", "category": "user.contact.address"}
+    wider = {**LAKE, "fields": [*LAKE["fields"], region]}  # a vault dataset may gain a field; the lake's is fixed
+    with pytest.raises(InvalidInput, match="is external"):
+        ws.vault.alter_dataset("lake_customers", load_schema(wider, ws.taxonomy), actor="owner")
+    fewer = {**LAKE, "purposes": {"credit_scoring": "gdpr.consent"}}
+    altered = ws.vault.alter_dataset("lake_customers", load_schema(fewer, ws.taxonomy), actor="owner")
+    assert altered.version == 2
+    assert ws.catalog.get("lake_customers").source is not None

@@ -435,9 +435,12 @@ def reconcile_external(ctx: AuditContext) -> list[str]:
     linked: Counter[str] = Counter()
     named: dict[str, tuple[int, str]] = {}
     checks: set[int] = set()
-    for ev in ctx.events("external.enrolled", "subject.erased", "external.erasure_checked"):
+    dropped: set[str] = set()
+    for ev in ctx.events("external.enrolled", "subject.erased", "external.erasure_checked", "dataset.dropped"):
         t = ev.get("type")
-        if t == "external.enrolled":
+        if t == "dataset.dropped":
+            dropped.add(str(ev.get("dataset")))
+        elif t == "external.enrolled":
             linked[str(ev.get("dataset"))] += int(ev.get("subjects") or 0)
         elif t == "subject.erased":
             for rid in ev.get("external_requests") or []:
@@ -452,7 +455,7 @@ def reconcile_external(ctx: AuditContext) -> list[str]:
         rows = conn.execute(select(e.id, e.dataset, e.subject, e.erase_seq, e.state, e.check_seq)).all()
     unlinked: Counter[str] = Counter(str(r.dataset) for r in rows)
     for ds in sorted(set(linked) | set(stored)):
-        want = linked[ds] - unlinked[ds]
+        want = 0 if ds in dropped else linked[ds] - unlinked[ds]  # a drop unlinks them all
         if stored[ds] != want:
             out.append(
                 f"external dataset {ds}: {stored[ds]} subjects enrolled, the ledger's enrolments less erasures "

@@ -27,7 +27,7 @@ from complai.errors import IntegrityError, InvalidInput, NotFound
 from complai.events import DatasetAltered, DatasetDropped
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import dataset_versions, datasets, records, subjects
+from complai.store.tables import dataset_versions, datasets, external_subjects, records, subjects
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog, SchemaVersion, stored_schema
 from complai.vault.notices import Notices, RecordsExpired, SubjectsErased
@@ -241,6 +241,13 @@ class Lifecycle:
             if new.digest() == row.schema_digest:
                 raise InvalidInput(f"dataset {name}: the schema is the same as its current version {version}")
             change = diff(current, new)
+            if self.catalog.current(conn, name).source is not None and _fields(current) != _fields(new):
+                # no stored record to check: the source's physical types would have to be (a new registration)
+                raise InvalidInput(
+                    f"dataset {name} is external: its fields' names and types are its source's and cannot change "
+                    "here (purposes, retention, bounds and descriptions can); register the changed source as a new "
+                    "dataset"
+                )
             checked = self._check_records(conn, name, versions, change.check, progress)
             notes = []
             if change.retention:
@@ -382,6 +389,10 @@ class Lifecycle:
         row = self._lock(conn, name)
         r, s = records.c, subjects.c
         affected = [int(x) for x in conn.execute(select(r.subject_id).where(r.dataset == name).distinct()).scalars()]
+        # an external dataset's subjects are unlinked with it (the rows stay in the owner's lake)
+        x = external_subjects.c
+        enrolled = [int(i) for i in conn.execute(select(x.subject_id).where(x.dataset == name)).scalars()]
+        conn.execute(delete(external_subjects).where(x.dataset == name))
         deleted = RecordSet()
         n_rec = 0
         q = select(s.pseudonym, r.rid).join_from(records, subjects, s.id == r.subject_id).where(r.dataset == name)
@@ -392,6 +403,8 @@ class Lifecycle:
             # the models these records trained are flagged, as when records are deleted at their retention
             self.notices.publish(RecordsExpired(conn, now, name, tuple(affected), "was deleted with its dataset"))
         conn.execute(delete(records).where(r.dataset == name))
+        if enrolled:
+            affected = sorted(set(affected) | set(enrolled))
         gone = shred_emptied(conn, self.keyring, affected, now, restricted_at=None, restriction_reason=None)
         empty, pseudos, n_keys, n_con = gone.subject_ids, gone.pseudonyms, gone.keys_destroyed, gone.consents
         given, withdrawn = gone.given, gone.withdrawn
@@ -420,3 +433,9 @@ class Lifecycle:
         if empty:
             self.notices.publish(SubjectsErased(conn, now, tuple(empty), seq))
         return DropResult(name, n_rec, len(affected), len(empty), len(affected) - len(empty), n_keys, seq)
+
+
+def _fields(schema: DatasetSchema) -> list[tuple[str, str]]:
+    """What an external dataset's source was checked against: its fields' names and types, and its
+    subject column."""
+    return [(f.name, f.type) for f in schema.fields] + [("\x00subject", schema.subject_column)]

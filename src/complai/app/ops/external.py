@@ -96,7 +96,8 @@ def scan_external(
     external = svc.vault.external
     if dataset is not None:
         external.info(dataset)  # NotFound, or not external: say so
-    names = sorted({r.dataset for r in external.pending(dataset) if r.state != "gone"})
+    live = set(svc.catalog.names())  # a dropped dataset's source is no longer known here
+    names = sorted({r.dataset for r in external.pending(dataset) if r.state != "gone" and r.dataset in live})
     if not names:
         return None, {}
     spark = svc.spark.session()
