@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from complai.config import SparkSettings, spark_env
@@ -23,6 +24,9 @@ from complai.errors import WorkspaceError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+# the driver's log4j configuration: no "Setting default log level" banner, no Hadoop warnings at start-up
+LOG4J2 = Path(__file__).with_name("spark-log4j2.properties")
+
 DEFAULTS: dict[str, str] = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
@@ -30,6 +34,7 @@ DEFAULTS: dict[str, str] = {
     "spark.sql.ansi.enabled": "true",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.app.name": "complai",
+    "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2.as_uri()}",
 }
 """Spark properties every session complai starts is built with; `[spark.conf]` overrides them."""
 

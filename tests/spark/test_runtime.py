@@ -75,6 +75,7 @@ def test_a_workspace_starts_spark_from_its_settings_at_first_use_and_stops_it_on
     assert out["master"] == "local[1]" and out["rows"] == 7
     assert out["after"] == {"master": "local[1]", "version": VERSION, "started": "true", "embedded": "true"}
     assert out["stopped"] is True
+    assert "Setting default log level" not in r.stderr  # complai's log4j configuration, not Spark's banner
 
 
 def test_a_session_given_to_the_workspace_is_used_and_never_stopped(spark_ws: Workspace, spark: SparkSession) -> None:
