@@ -73,11 +73,18 @@ class Query:
     def predicate(self, schema: DatasetSchema) -> Callable[[pd.DataFrame], np.ndarray] | None:
         """The WHERE clause as a row mask, its literals checked against the fields' types; evaluating it
         cannot fail on any data the vault returns for the schema."""
+        bound = self.bound(schema)
+        if bound is None:
+            return None
+        return lambda frame: _mask(bound, frame)
+
+    def bound(self, schema: DatasetSchema) -> Condition | Junction | None:
+        """The WHERE clause with its columns checked against the schema and its literals as values of the
+        fields' types (numbers, booleans, strings, UTC timestamps for dates and datetimes), or None: the
+        tree every engine evaluates (`predicate` in process, dp.spark.predicate on Spark)."""
         if self.condition is None:
             return None
-        types = {f.name: f.type for f in schema.fields}
-        bound = _bind(self.condition, types)
-        return lambda frame: _mask(bound, frame)
+        return _bind(self.condition, {f.name: f.type for f in schema.fields})
 
 
 def _short(node: exp.Expr) -> str:
