@@ -67,7 +67,10 @@ def charged(kind: str, event: dict[str, Any]) -> tuple[str, str, tuple[float, fl
         mechanism = str(event.get("mechanism", ""))
         if kind == DPQueryAnswered.kind:
             if mechanism.startswith("gaussian"):
-                return dataset, actor, (float(event["rho"]), 0.0, 0.0, 0.0)
+                # partition selection (GROUP BY keys not declared) spends a delta besides its rho
+                selection = event.get("selection")
+                spent_delta = float(selection["delta"]) if selection is not None else 0.0
+                return dataset, actor, (float(event["rho"]), 0.0, 0.0, spent_delta)
             return dataset, actor, (0.0, float(event["epsilon"]), 0.0, 0.0)
         if kind == BudgetSpent.kind:
             epsilon, rho, delta = float(event["epsilon"]), float(event["rho"]), float(event["delta"])
@@ -458,14 +461,22 @@ class Budgets:
             self._reconcile(conn, dataset, rows, write=False)
         self._check(rows, dataset, principal, 0.0, 0.0, approx)
 
-    def precheck(self, dataset: str, principal: str, eps: float = 0.0, rho: float = 0.0) -> None:
-        """BudgetExhausted now if a pure-DP `eps` or zCDP `rho` spend could not fit (nothing is reserved):
+    def precheck(
+        self,
+        dataset: str,
+        principal: str,
+        eps: float = 0.0,
+        rho: float = 0.0,
+        approx: tuple[float, float] | None = None,
+    ) -> None:
+        """BudgetExhausted now if a pure-DP `eps`, zCDP `rho` or (epsilon, delta) `approx` spend (as
+        `reserve` takes them) could not fit (nothing is reserved):
         a query the budget cannot cover is refused before its data is read or its answer computed.
         Only `reserve`, in the spend's own transaction, decides that a spend fits."""
         c = dp_budgets.c
         with self.store.read() as conn:
             rows = conn.execute(select(dp_budgets).where(c.dataset == dataset, c.principal.in_([ALL, principal]))).all()
-        self._check(rows, dataset, principal, eps, rho, (0.0, 0.0))
+        self._check(rows, dataset, principal, eps, rho, approx or (0.0, 0.0))
 
     def remaining(self, conn: Connection, dataset: str) -> float:
         """Epsilon (at the budget's delta) the dataset has left."""

@@ -314,6 +314,34 @@ def _from_grid(total: int, grid: float) -> float:
     return total if grid == 1.0 else total / grid
 
 
+def _selection_deltas(
+    group_by: str | None, key_type: str | None, aggs: list[Aggregate], delta: float | None, selection: float | None
+) -> tuple[float, float]:
+    """Check a query whose GROUP BY keys are selected by DP partition selection (no declared values);
+    (the delta left for the other releases, the selection's delta; by default half of delta)."""
+    if key_type not in SELECTABLE_KEYS:
+        hint = f" (a {key_type} key cannot be selected by DP partition selection)" if key_type else ""
+        raise InvalidInput(f"GROUP BY {group_by} needs its values declared in the schema{hint}")
+    if delta is None:
+        raise InvalidInput(
+            f"GROUP BY {group_by} needs its values declared in the schema, or a delta: without declared values "
+            "its keys are selected by DP partition selection"
+        )
+    if isinstance(delta, bool) or not isinstance(delta, int | float) or not MIN_DELTA <= delta < 1:
+        raise InvalidInput(f"delta must be in (0, 1) and at least {MIN_DELTA:g}")
+    if any(a.fn == "quantile" for a in aggs):
+        raise InvalidInput(f"quantiles need the values of GROUP BY {group_by} declared in the schema")
+    chosen = delta / 2 if selection is None else selection
+    if (
+        isinstance(chosen, bool)
+        or not isinstance(chosen, int | float)
+        or not MIN_DELTA <= chosen
+        or not MIN_DELTA <= delta - chosen
+    ):
+        raise InvalidInput(f"the selection delta must be at least {MIN_DELTA:g} and leave at least that of delta")
+    return delta - chosen, float(chosen)
+
+
 def _releases(aggs: list[Aggregate]) -> int:
     return sum({"count": 1, "sum": 1, "mean": 2, "variance": 3, "quantile": 1}[a.fn] for a in aggs)
 
@@ -377,16 +405,87 @@ def _quantile_measurement(noise: _Noise, q: float, lo: float, hi: float, is_int:
     return _Quantile(candidates, a, b, select, Public(2 * scale * math.log(len(candidates) / ALPHA)))
 
 
+# GROUP BY key types whose keys may be selected by DP partition selection: their key text is the same
+# on every engine (floats and datetimes are refused: engines render them differently)
+SELECTABLE_KEYS = ("string", "category", "integer", "date")
+
+
+def key_text(series: pd.Series, key_type: str) -> pd.Series:
+    """The text of each key (None where missing): str(int) for integers, ISO 8601 dates, else the string."""
+    out = np.full(len(series), None, dtype=object)
+    present = series.notna().to_numpy(dtype=bool)
+    values = series[present]
+    if key_type == "integer":
+        text = pd.to_numeric(values).astype("int64").astype(str)
+    elif key_type == "date":
+        text = pd.to_datetime(values).dt.strftime("%Y-%m-%d")
+    else:
+        text = values.astype(str)
+    out[present] = text.to_numpy(dtype=object)
+    return pd.Series(out, index=series.index, dtype=object)
+
+
+@dataclass(frozen=True)
+class _Selector:
+    """OpenDP's Gaussian threshold over the rows per key: a key is released, with its noisy count, when
+    that count is at least `threshold`; the least threshold whose privacy map (for a subject touching at
+    most k keys by at most k rows: l0 = l2 = linf = k) states at most the selection delta."""
+
+    measurement: Any
+    threshold: int
+    delta: float
+    accuracy: Public
+
+
+def _selector(k: int, rho: float, delta: float) -> _Selector:
+    scale = k / math.sqrt(2 * rho)
+    domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64"))
+    metric = dp.l02inf_distance(dp.absolute_distance(T="i64"))
+
+    def make(threshold: int) -> Any:
+        return dp.m.make_gaussian_threshold(domain, metric, scale=scale, threshold=threshold)
+
+    def within(threshold: int) -> bool:
+        try:
+            return bool(make(threshold).map((k, k, k))[1] <= delta)
+        except dp.OpenDPException:  # a threshold OpenDP does not take (parameters only: no data yet)
+            return False
+
+    low, high = 0, max(k, 1)
+    while not within(high):  # the map's delta falls as the threshold rises: double, then bisect
+        low, high = high, high * 2
+        if high > 2**62:
+            raise InvalidInput("partition selection cannot be calibrated: choose a larger epsilon or selection delta")
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if within(mid) else (mid, high)
+    m = make(high)
+    rho_used, delta_used = m.map((k, k, k))
+    if rho_used > rho * (1 + 1e-9) or delta_used > delta:
+        raise AssertionError("partition selection disagrees with OpenDP's privacy map")
+    acc = dp.gaussian_scale_to_accuracy(scale, ALPHA)
+    if not math.isfinite(acc):
+        raise InvalidInput("the noise this query needs is too large (epsilon too small for the declared bounds)")
+    return _Selector(m, high, delta, Public(acc))
+
+
 @dataclass(frozen=True)
 class Cost:
     """What a plan spends, stated from public parameters before any data is read: the mechanism family
     (`gaussian`: zCDP, charged as rho; `laplace`: pure DP, charged as epsilon), the epsilon and delta
-    asked for (delta 0 for pure DP) and the zCDP rho of the whole release."""
+    asked for (delta 0 for pure DP), the zCDP rho of the whole release, and the part of delta that DP
+    partition selection spends (0 when the group keys are declared)."""
 
     kind: Literal["gaussian", "laplace"]
     epsilon: float
     delta: float
     rho: float
+    selection_delta: float = 0.0
+
+    @property
+    def approx(self) -> tuple[float, float] | None:
+        """The (epsilon, delta) a budget is charged besides rho: partition selection's delta, else None."""
+        return (0.0, self.selection_delta) if self.selection_delta > 0 else None
 
     @property
     def pure_epsilon(self) -> float:
@@ -516,6 +615,7 @@ class Plan:
         days: frozenset[str] = frozenset(),
         where_tree: Any = None,
         key_type: str | None = None,
+        selection_delta: float | None = None,
     ) -> None:
         if not aggregates:
             raise InvalidInput("ask for at least one statistic")
@@ -532,8 +632,12 @@ class Plan:
                 lo, hi = bounds[a.column]
                 if not (math.isfinite(lo) and math.isfinite(hi) and -BOUND_LIMIT <= lo <= hi <= BOUND_LIMIT):
                     raise InvalidInput(f"{a.column}: declared bounds must be finite, ordered and within ±2^53")
-        if group_by is not None and not group_keys:
-            raise InvalidInput(f"GROUP BY {group_by} needs its values declared in the schema")
+        selecting = group_by is not None and not group_keys
+        noise_delta = delta
+        if selecting:
+            noise_delta, selection_delta = _selection_deltas(group_by, key_type, aggregates, delta, selection_delta)
+        elif selection_delta is not None:
+            raise InvalidInput("a selection delta applies only to GROUP BY keys without declared values")
         self.aggregates = aggregates
         self.bounds = bounds
         self.integer_columns = integer_columns
@@ -547,7 +651,11 @@ class Plan:
         self.where = where
         self.reads = reads
         self.days = days  # date columns: values and bounds in days since 1970-01-01
-        self.noise = _Noise(_releases(aggregates), epsilon, delta)
+        # under partition selection the selector is one more release, unless its noisy counts are count(*)
+        self.counts_rows = Aggregate("count") in aggregates
+        extra = 1 if selecting and not self.counts_rows else 0
+        self.noise = _Noise(_releases(aggregates) + extra, epsilon, noise_delta)
+        self.selector = _selector(max_rows, self.noise.rho_each, float(selection_delta or 0.0)) if selecting else None
         self.where_tree = where_tree  # the WHERE as dp.sql's bound tree (what other engines compile)
         self.key_type = key_type
         self.quantiles: dict[Aggregate, _Quantile] = {}
@@ -581,7 +689,15 @@ class Plan:
     def cost(self) -> Cost:
         """What releasing this plan spends (the same on every dataset: public)."""
         kind: Literal["gaussian", "laplace"] = "gaussian" if self.noise.gaussian else "laplace"
-        return Cost(kind, self.epsilon, float(self.delta or 0.0), self.rho)
+        selection = self.selector.delta if self.selector is not None else 0.0
+        return Cost(kind, self.epsilon, float(self.delta or 0.0), self.rho, selection)
+
+    @property
+    def selection(self) -> dict[str, float] | None:
+        """Partition selection's public parameters (threshold, delta), or None with declared keys."""
+        if self.selector is None:
+            return None
+        return {"threshold": float(self.selector.threshold), "delta": self.selector.delta}
 
     @property
     def statistics(self) -> list[str]:
@@ -716,6 +832,12 @@ class Plan:
         if self.group_by is None:
             keys = [""]
             rows = np.array([len(frame)], dtype=np.int64)
+        elif self.selector is not None:
+            text = key_text(frame[self.group_by], str(self.key_type))
+            found, uniques = pd.factorize(text, sort=True)  # -1: a missing key
+            codes = np.asarray(found, dtype=np.int64)
+            keys = [str(u) for u in uniques]
+            rows = np.bincount(codes[codes >= 0], minlength=len(keys)).astype(np.int64)
         else:
             keys = [str(g) for g in self.groups]
             declared = pd.Index(self.group_keys)
@@ -763,34 +885,47 @@ class Plan:
         return Exact(keys, rows, present, sums, squares, below, equal)
 
     def _release(self, exact: Exact) -> Answer:
-        """The answer from `exact` with the prepared mechanisms."""
+        """The answer from `exact` with the prepared mechanisms. Under partition selection the keys
+        released are those the selector keeps (sorted by their text), count(*) is the selector's noisy
+        count, and every other statistic is released for the kept keys only."""
         noise, k = self.noise, self.max_rows
+        selected: dict[str, int] = {}
+        if self.selector is not None:
+            selected = self.selector.measurement({key: int(n) for key, n in zip(exact.keys, exact.rows, strict=True)})
+            kept = [i for i, key in enumerate(exact.keys) if key in selected]
+        else:
+            kept = list(range(len(exact.keys)))
         values: dict[str, Any] = {}
         accuracy: dict[str, Any] = {}
         for agg in self.aggregates:
             per_key_v: list[Noisy] = []
             per_key_a: list[Noisy | Public] = []
-            if agg.fn == "count":
+            if agg.fn == "count" and agg.column is None and self.selector is not None:
+                for i in kept:
+                    per_key_v.append(Noisy(max(0.0, float(selected[exact.keys[i]]))))
+                    per_key_a.append(self.selector.accuracy)
+            elif agg.fn == "count":
                 counts = exact.rows if agg.column is None else exact.present[agg.column]
-                for i in range(len(exact.keys)):
+                for i in kept:
                     v, a = noise.release(int(counts[i]), k, True)
                     per_key_v.append(Noisy(max(0.0, v)))
                     per_key_a.append(a)
             elif agg.fn == "quantile":
                 column = self._column(agg)
                 q = self.quantiles[agg]
-                for i in range(len(exact.keys)):
+                for i in kept:
                     n = int(exact.present[column][i])
                     per_key_v.append(q.release(n, exact.below[column][i], exact.equal[column][i]))
                     per_key_a.append(q.accuracy)
             else:
-                self._moments(agg, exact, per_key_v, per_key_a)
+                self._moments(agg, exact, kept, per_key_v, per_key_a)
             label = self._label(agg)
             if self.group_by is None:
                 values[label], accuracy[label] = per_key_v[0], per_key_a[0]
             else:
-                values[label] = dict(zip(exact.keys, per_key_v, strict=True))
-                accuracy[label] = dict(zip(exact.keys, per_key_a, strict=True))
+                keys = [exact.keys[i] for i in kept]
+                values[label] = dict(zip(keys, per_key_v, strict=True))
+                accuracy[label] = dict(zip(keys, per_key_a, strict=True))
         return Answer(
             values=values,
             accuracy=accuracy,
@@ -798,6 +933,7 @@ class Plan:
             delta=float(self.delta or 0.0),
             rho=self.rho,
             mechanism=self.mechanism,
+            selection=self.selection,
         )
 
     def _column(self, a: Aggregate) -> str:
@@ -805,7 +941,9 @@ class Plan:
             raise AssertionError("a statistic over values names its column")
         return a.column
 
-    def _moments(self, agg: Aggregate, exact: Exact, out_v: list[Noisy], out_a: list[Noisy | Public]) -> None:
+    def _moments(
+        self, agg: Aggregate, exact: Exact, kept: list[int], out_v: list[Noisy], out_a: list[Noisy | Public]
+    ) -> None:
         """sum, mean or variance per key from noisy sums (of x, x^2) and noisy counts."""
         noise, k = self.noise, self.max_rows
         column = self._column(agg)
@@ -814,7 +952,7 @@ class Plan:
         grid, square_grid = _grid(mag, is_int), _grid(mag * mag, is_int)
         counts = exact.present[column]
         sens, sens_sq = _sum_sensitivity(mag, is_int), _sum_sensitivity(mag * mag, is_int)
-        for i in range(len(exact.keys)):
+        for i in kept:
             noisy_sum, acc_sum = noise.release(_from_grid(exact.sums[column][i], grid), k * sens, is_int)
             if agg.fn == "sum":
                 out_v.append(noisy_sum)
@@ -845,6 +983,7 @@ def plan(
     delta: float | None = None,
     max_rows: int = 1,
     purpose: str,
+    selection_delta: float | None = None,
 ) -> Plan:
     """The plan of a parsed statement on its dataset: the statement checked against the schema (its
     columns, WHERE literals and GROUP BY keys), bounds and keys taken from the schema's declarations,
@@ -882,6 +1021,7 @@ def plan(
         days=frozenset(f.name for f in schema.fields if f.type in ("date", "datetime")),
         where_tree=bind(schema) if bind is not None else None,
         key_type=schema.field(query.group_by).type if query.group_by else None,
+        selection_delta=selection_delta,
     )
     schema.basis(purpose)
     return made
