@@ -43,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("complai.cli.vault:dataset_app", "Datasets: schemas, ingest, listing."),
     "subject": ("complai.cli.vault:subject_app", "Data subjects: export, erase, rectify, restrict, object."),
     "consent": ("complai.cli.vault:consent_app", "Consent records per subject and purpose."),
+    "external": (
+        "complai.cli.external:app",
+        "External datasets: rows kept in the lake and read through Spark, governed by the vault.",
+    ),
     "keys": ("complai.cli.vault:keys_app", "Encryption keys: status and rotation."),
     "retention": ("complai.cli.vault:retention_app", "Retention: delete what is past its dataset's retention."),
     "backup": ("complai.cli.vault:backup_app", "Encrypted backups and restores."),

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Connection, delete, insert, select, update
 
-from complai.clock import Clock
+from complai.clock import Clock, as_utc
 from complai.crypto.digest import digest
 from complai.crypto.keyring import Keyring
 from complai.crypto.pseudonym import Pseudonymizer
@@ -340,11 +340,11 @@ class External:
                     str(r.id),
                     str(r.dataset),
                     str(r.subject),
-                    r.requested_at,
-                    r.due_at,
+                    _utc(r.requested_at),
+                    _utc(r.due_at),
                     str(r.state),
                     r.exported_at is not None,
-                    r.checked_at,
+                    as_utc(r.checked_at),
                 )
                 for r in conn.execute(q.order_by(e.requested_at, e.id))
             ]
@@ -445,6 +445,12 @@ class External:
                     .values(state="present", checked_at=now, check_seq=seq)
                 )
         return seq, results
+
+
+def _utc(when: datetime) -> datetime:
+    aware = as_utc(when)
+    assert aware is not None
+    return aware
 
 
 def _seal_request(source: ExternalSource, dataset: str, external_id: str, request_id: str) -> bytes:

@@ -5,6 +5,7 @@ starts Spark before something needs it."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -103,7 +104,9 @@ def _allow(spark: SparkSession, links: Sequence[bytes]) -> DataFrame:
     schema = StructType([StructField(LINK, BinaryType(), nullable=False)])
     if not links:
         return spark.createDataFrame([], schema)
-    return spark.createDataFrame(pd.DataFrame({LINK: [bytes(x) for x in links]}), schema)
+    with warnings.catch_warnings():  # pyspark's notice that it was not tested with this pandas: not ours to print
+        warnings.simplefilter("ignore", FutureWarning)
+        return spark.createDataFrame(pd.DataFrame({LINK: [bytes(x) for x in links]}), schema)
 
 
 def governed_frame(
