@@ -305,3 +305,14 @@ def test_an_external_dataset_keeps_its_source_fields(ws: Workspace, tmp_path: Pa
     altered = ws.vault.alter_dataset("lake_customers", load_schema(fewer, ws.taxonomy), actor="owner")
     assert altered.version == 2
     assert ws.catalog.get("lake_customers").source is not None
+
+
+def test_consent_to_an_enrolled_subject_is_for_its_external_dataset(ws: Workspace, tmp_path: Path) -> None:
+    register(ws, tmp_path)
+    ws.vault.enrol("lake_customers", ["C-1001"], actor="owner")
+    at = ws.clock.now()
+    assert ws.vault.eligible_links("lake_customers", "marketing", at) == []
+    ws.vault.grant_consent("C-1001", "marketing", actor="owner")
+    assert len(ws.vault.eligible_links("lake_customers", "marketing", ws.clock.now())) == 1
+    with pytest.raises(InvalidInput, match="not declared"):
+        ws.vault.grant_consent("C-1001", "research", actor="owner")

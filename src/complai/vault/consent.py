@@ -10,7 +10,7 @@ from complai.errors import InvalidInput, NotFound
 from complai.events import ConsentGranted, ConsentWithdrawn, ObjectionRecorded
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import consents, objections, records
+from complai.store.tables import consents, external_subjects, objections, records
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog
 from complai.vault.records import RecordSet, withdrawal_element
@@ -63,12 +63,11 @@ class Consents:
             )
 
     def _check_declared(self, conn: Connection, subj: Subject, purpose: str) -> None:
-        """A consent must be for a purpose one of the subject's datasets declares (else it governs nothing
-        and misleads whoever reads the consent register)."""
-        names = sorted(
-            str(d)
-            for d in conn.execute(select(records.c.dataset).where(records.c.subject_id == subj.id).distinct()).scalars()
-        )
+        """A consent must be for a purpose one of the subject's datasets (with its records, or enrolled in
+        it) declares (else it governs nothing and misleads whoever reads the consent register)."""
+        held = select(records.c.dataset).where(records.c.subject_id == subj.id)
+        enrolled = select(external_subjects.c.dataset).where(external_subjects.c.subject_id == subj.id)
+        names = sorted({str(d) for d in conn.execute(held.union(enrolled)).scalars()})
         declared = {name: list(self.catalog.get(name).schema.purposes) for name in names}
         if any(purpose in purposes for purposes in declared.values()):
             return
