@@ -194,3 +194,25 @@ def test_erasure_is_verified_by_scanning_the_source(both: Workspace, spark: Spar
     size, before = ws.ledger.head().size, jobs(spark)
     assert audit.verify_external_erasures() == {}
     assert (ws.ledger.head().size, jobs(spark)) == (size, before)
+
+
+def test_a_governed_spark_read_is_recorded_as_a_vault_read(both: Workspace, spark: SparkSession) -> None:
+    ws = both
+    ws.vault.object("C-1002", "marketing", actor=OWNER)
+    s = ws.session(OWNER, "marketing")
+    before = jobs(spark)
+    with pytest.raises(InvalidInput, match="does not de-identify"):
+        s.read_spark("lake_customers", ["income"], deidentify={"drop_direct_identifiers": True})
+    with pytest.raises(InvalidInput, match="is not external"):
+        s.read_spark("customers")
+    assert jobs(spark) == before
+    got = s.read_spark("lake_customers", ["customer_id", "income"])
+    assert sorted(r.customer_id for r in got.frame.collect()) == ["C-1001"] * COPIES  # C-1002 objects
+    event = json.loads(ws.ledger.entry(got.ledger_seq).data)
+    assert event["type"] == "vault.read" and event["dataset"] == "lake_customers"
+    assert (event["rows"], event["subjects"], event["records_in_dataset"]) == (COPIES, 1, len(lake_rows()))
+    assert event["columns"] == ["customer_id", "income"]
+    ctx = engine.AuditContext(compliance_services(ws.services), ws.clock.now())
+    results = {c["id"]: c for c in engine.run_controls(ctx)}
+    assert results["CONSENT-1"]["status"] == "pass"
+    assert results["RECON-1"]["status"] == "pass", results["RECON-1"]["items"]

@@ -290,6 +290,21 @@ class External:
         with self.store.read() as conn:
             return sorted(bytes(link) for link in conn.execute(q).scalars())
 
+    def subjects_of(self, dataset: str, links: Iterable[bytes]) -> dict[str, int]:
+        """Pseudonym -> subject id of the subjects enrolled in `dataset` with these links (a read's
+        access log names them)."""
+        x = external_subjects.c
+        out: dict[str, int] = {}
+        with self.store.read() as conn:
+            for part in chunks(sorted(set(links))):
+                q = (
+                    select(subjects.c.pseudonym, x.subject_id)
+                    .select_from(external_subjects.join(subjects, subjects.c.id == x.subject_id))
+                    .where(x.dataset == dataset, x.link.in_(list(part)))
+                )
+                out.update({str(p): int(i) for p, i in conn.execute(q)})
+        return out
+
     # --- erasure -------------------------------------------------------------------------------
 
     def on_erased(self, conn: Connection, subj: Subject, external_id: str | None, at: datetime, seq: int) -> list[str]:

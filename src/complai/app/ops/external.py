@@ -4,8 +4,9 @@ the vault): registration, enrolment of their subjects, and the erasure requests 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pydantic import ValidationError
@@ -14,8 +15,11 @@ from complai.app.core import ALL, SessionCore
 from complai.app.services import Services
 from complai.errors import InvalidInput
 from complai.vault.external import EnrolResult, ErasureRequest, ExternalSource
-from complai.vault.lake import erasure_scan, physical_schema, subject_ids
-from complai.vault.schema import DatasetSchema, load_schema
+from complai.vault.lake import LINK, erasure_scan, link_column, physical_schema, source_frame, subject_ids
+from complai.vault.schema import DatasetSchema, DeidSpec, load_schema
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 
 def external_source(source: ExternalSource | dict[str, Any]) -> ExternalSource:
@@ -28,6 +32,16 @@ def external_source(source: ExternalSource | dict[str, Any]) -> ExternalSource:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise InvalidInput(f"invalid external source: {where + ': ' if where else ''}{err['msg']}") from None
+
+
+@dataclass(frozen=True)
+class GovernedSparkRead:
+    """What a governed read of an external dataset returned: the rows (pinned: what was recorded is what
+    is returned), the de-identification applied, and the read's ledger entry."""
+
+    frame: DataFrame
+    deidentification: dict[str, Any] | None
+    ledger_seq: int
 
 
 class ExternalOps(SessionCore):
@@ -65,6 +79,46 @@ class ExternalOps(SessionCore):
         return self._svc.vault.enrol(
             dataset, ids, self.principal, consents, any_subject=any_subject, purpose=self.purpose
         )
+
+    def read_spark(
+        self, dataset: str, columns: list[str] | None = None, deidentify: DeidSpec | dict[str, Any] | None = None
+    ) -> GovernedSparkRead:
+        """A governed read of an external dataset through Spark: `read` on it for the session's purpose;
+        only the rows of subjects the purpose may reach now, pinned (checkpointed) and counted in one
+        job, then recorded as a vault read is (its ledger entry and the access log of the subjects it
+        reached). A purpose that de-identifies the dataset is refused before any job: de-identification
+        of external rows is not done here."""
+        self._check("read", dataset)
+        vault = self._svc.vault
+        info, _ = vault.external.info(dataset)
+        schema = info.schema
+        schema.basis(self.purpose)
+        extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify
+        spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra)
+        if not spec.is_empty():
+            raise InvalidInput(
+                f"dataset {dataset} is de-identified for {self.purpose}; a governed Spark read does not "
+                "de-identify: use a DP query, or a purpose that reads the declared columns as they are"
+            )
+        names = [f.name for f in schema.fields]
+        shown = list(columns) if columns else names
+        unknown = [c for c in shown if c not in names]
+        if unknown:
+            raise InvalidInput(f"unknown column(s) {unknown} in dataset {dataset}")
+        spark = self._svc.spark.session()
+        at = self._svc.clock.now()
+        frame = vault.lake_frame(dataset, self.purpose, shown, spark, at=at)
+        pinned = frame.withColumn(LINK, link_column(frame[schema.subject_column], vault.link_key(dataset)))
+        pinned = pinned.localCheckpoint(eager=True)
+        per_link = {bytes(r[LINK]): int(r["count"]) for r in pinned.groupBy(LINK).count().collect()}
+        total = source_frame(spark, info.source).count() if info.source is not None else 0
+        reached = vault.external.subjects_of(dataset, per_link)
+        out = pinned.select(*shown)
+        seq = vault.record_read(
+            dataset, self.purpose, self.principal, shown, sum(per_link.values()), reached, total, None
+        )
+        self.last_seq = seq
+        return GovernedSparkRead(out, None, seq)
 
     def erasure_requests(self, dataset: str | None = None) -> list[ErasureRequest]:
         """The erasure requests to owner systems (pseudonyms, dates and states; no id): for oversight."""
