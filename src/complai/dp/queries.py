@@ -1,8 +1,11 @@
 """DP queries over a table: count, sum, mean, variance, histograms and their group-by versions.
 
 Each subject contributes at most `max_rows` rows (more are dropped at random before anything is
-computed), values are clamped to the bounds declared in the dataset schema, group keys must be
-declared values: nothing about the data's range or categories is read from the data. The aggregates
+computed), values are clamped to the bounds declared in the dataset schema, group keys are the
+declared values: nothing about the data's range or categories is read from the data. A GROUP BY column
+without declared values has its keys selected by DP partition selection (OpenDP's Gaussian threshold:
+a key is released, with its noisy count, when that count reaches a threshold set by a selection delta
+taken from delta), so a key appears only through a mechanism too. The aggregates
 are computed exactly (values on a fixed-point grid fine enough that float64 accumulation is exact; see
 _grid_sums), which is also why OpenDP's float-sum truncation above 2^20 rows cannot bite. OpenDP
 supplies the noise (its Laplace, discrete Laplace and Gaussian measurements) and the privacy maps,
@@ -20,6 +23,11 @@ quantile (post-processing of the noisy value).
 
 With a delta the queries use the Gaussian mechanism (zCDP), otherwise Laplace (pure epsilon-DP). Every
 answer carries the epsilon (and delta) it cost, its zCDP rho and a 95 % error bound.
+
+A query runs in two halves: `Plan.exact` computes, from the rows, the exact aggregates the plan's public
+`Needs` name (an `Exact`: rows, non-missing values, grid-integer sums per key, and a histogram over
+each quantile's candidates); `Plan.release_exact` draws the noise. Another engine (dp.spark) computes
+the same `Exact` where the data lives; the noise and the grids stay here.
 
 Release discipline: what leaves this module (the Answer) holds only numbers released by an accounted
 mechanism (`Noisy`, and post-processing of them) and numbers computed from public parameters alone
@@ -118,7 +126,8 @@ def _leaves(tree: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...]
 class Answer:
     """A DP release: the only thing a DP query hands out. `values` are Noisy; `accuracy` (95 % absolute
     error bounds, same shape) are Public (from the noise scale) or Noisy (from noisy parts); the group
-    keys are the declared ones; everything else is a public parameter. Construction refuses anything else."""
+    keys are the declared ones, or those partition selection released; everything else is a public
+    parameter. Construction refuses anything else."""
 
     values: dict[str, Any]  # label -> value, or label -> {group: value}
     accuracy: dict[str, Any]
