@@ -18,7 +18,10 @@ import opendp.prelude as dp
 import pandas as pd
 import pytest
 
+from complai.app.ops.compliance import compliance_services
 from complai.app.workspace import Workspace
+from complai.compliance.context import AuditContext
+from complai.compliance.reconcile import reconcile_budgets
 from complai.dp.accounting import epsilon_of
 from complai.dp.budget import charged
 from complai.dp.queries import PUBLIC_FIELDS, Aggregate, Plan, key_text, plan
@@ -222,6 +225,7 @@ def test_budget_charges_rho_and_the_selection_delta_and_replays(customers: Works
     assert state.approx_delta_spent == 2e-7
     derived = ws.budgets.derive_all()[("customers", "*")]
     assert derived.spent == pytest.approx([cost.rho, 0.0, 0.0, 2e-7])
+    assert reconcile_budgets(AuditContext(compliance_services(ws.services), ws.clock.now())) == []  # RECON-1
     # a spend whose reservation left out the selection delta would not agree with its event
     with pytest.raises(IntegrityError), ws.store.write() as conn:
         ws.budgets.reserve(conn, "customers", "owner", "dp.query", cost.kind, rho=cost.zcdp_rho)
