@@ -316,3 +316,25 @@ def test_consent_to_an_enrolled_subject_is_for_its_external_dataset(ws: Workspac
     assert len(ws.vault.eligible_links("lake_customers", "marketing", ws.clock.now())) == 1
     with pytest.raises(InvalidInput, match="not declared"):
         ws.vault.grant_consent("C-1001", "research", actor="owner")
+
+
+def test_a_restore_reapplies_the_erasure_and_its_request(ws: Workspace, tmp_path: Path) -> None:
+    from complai.app.backup import create_backup
+    from complai.app.ops.compliance import compliance_services
+    from complai.compliance import engine
+    from complai.vault.backup import load_backup_key, new_backup_key
+
+    register(ws, tmp_path)
+    ws.vault.enrol("lake_customers", IDS, actor="owner")
+    new_backup_key(tmp_path / "backup.key")
+    key = load_backup_key(tmp_path / "backup.key")
+    create_backup(ws.services, tmp_path / "b.bak", key, "owner")
+    ws.vault.erase("C-1002", actor="owner")
+    out = Workspace.restore_backup(tmp_path / "b.bak", tmp_path / "r", key, "owner", clock=ws.clock)
+    assert out["erasures_reapplied"] == 1
+    with Workspace.open(tmp_path / "r", clock=ws.clock) as restored:
+        [req] = restored.vault.external.pending("lake_customers")
+        assert req.subject == ws.vault.pseudonyms.subject("C-1002") and req.state == "pending"
+        assert count(restored, external_subjects) == 3
+        ctx = engine.AuditContext(compliance_services(restored.services), restored.clock.now())
+        assert engine.CHECKS["reconciliation"](ctx).status == engine.PASS

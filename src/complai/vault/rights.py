@@ -18,7 +18,15 @@ from complai.errors import IntegrityError, InvalidInput, NotFound
 from complai.events import DataRead, SubjectErased, SubjectExported, SubjectRectified, SubjectRestricted
 from complai.ledger.log import Ledger
 from complai.store import Store
-from complai.store.tables import consents, external_erasures, ledger_entries, objections, records, subjects
+from complai.store.tables import (
+    consents,
+    external_erasures,
+    external_subjects,
+    ledger_entries,
+    objections,
+    records,
+    subjects,
+)
 from complai.vault.catalog import Catalog, SchemaVersion, layout, present, refuse_external
 from complai.vault.external import External
 from complai.vault.notices import Notices, SubjectsErased
@@ -286,8 +294,18 @@ class Rights:
         found = self.subjects.by_pseudonym(conn, [pseudonym]).get(pseudonym)
         if found is None or found.erased:
             return False
-        self._erase(conn, found, actor, self.clock.now(), reapplied_from)
+        self._erase(conn, found, actor, self.clock.now(), reapplied_from, self._enrolled_id(conn, found))
         return True
+
+    def _enrolled_id(self, conn: Connection, subj: Subject) -> str | None:
+        """The external id of a subject enrolled in an external dataset, opened from its sealed identity
+        (before the erasure shreds it), so that re-applying an erasure after a restore sends its owner
+        systems the requests the restored state lacks; None for a subject enrolled nowhere."""
+        x = external_subjects.c
+        if conn.execute(select(x.subject_id).where(x.subject_id == subj.id).limit(1)).first() is None:
+            return None
+        blob = conn.execute(select(subjects.c.external_enc).where(subjects.c.id == subj.id)).scalar_one()
+        return open_external(self.keyring.load(conn, [subj.id]).get(subj.id, {}), subj.pseudonym, blob)
 
     def _erase(
         self,
