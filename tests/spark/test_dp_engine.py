@@ -5,20 +5,32 @@ of a subject that has more, and a plan's exact aggregates are the same `Exact` o
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import random
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from complai.access.identity import OWNER
+from complai.app.workspace import Workspace
+from complai.clock import ManualClock
 from complai.dp import queries
 from complai.dp import spark as dpspark
 from complai.dp.sql import parse
+from complai.errors import PolicyDenied
 from complai.taxonomy.loader import load_taxonomy
 from complai.vault.records import column_array
 from complai.vault.schema import DatasetSchema, load_schema
+from tests.spark.conftest import write_parquet
+from tests.spark.test_external import source_of
+from tests.vault.conftest import SCHEMA, consents_frame, people_frame
+from tests.vault.test_external_registry import IDS
+from tests.vault.test_external_registry import LAKE as LAKE_CUSTOMERS
 
 UTC = dt.UTC
 LAKE: dict[str, Any] = {
@@ -175,8 +187,10 @@ def test_predicate_holds_where_the_in_process_mask_does(spark: Any, schema: Data
     assert sum(0 < m(frame).sum() < len(rows) for m in masks if m) > 30
 
 
-def _plan(schema: DatasetSchema, sql: str, max_rows: int = 1, delta: float | None = 1e-6) -> Any:
-    return queries.plan(parse(sql), schema, epsilon=1.0, delta=delta, max_rows=max_rows, purpose="analytics")
+def _plan(
+    schema: DatasetSchema, sql: str, max_rows: int = 1, delta: float | None = 1e-6, purpose: str = "analytics"
+) -> Any:
+    return queries.plan(parse(sql), schema, epsilon=1.0, delta=delta, max_rows=max_rows, purpose=purpose)
 
 
 STATISTICS = (
@@ -249,3 +263,74 @@ def test_released_answers_from_one_spark_exact_are_covered_by_their_bounds(spark
         inside["sum(n)"] += abs(answer.values["sum(n)"] - true_sum) <= answer.accuracy["sum(n)"]
     for label, hits in inside.items():
         assert hits / reps >= 0.95 - 6 * math.sqrt(0.95 * 0.05 / reps), label
+
+
+@pytest.fixture
+def twins(spark_ws: Workspace, tmp_path: Path) -> Workspace:
+    """The same subjects and rows in a vault dataset and in an external one (plus a lake row of a subject
+    never enrolled); one subject has withdrawn its consent, one objects; both datasets have a budget."""
+    ws = spark_ws
+    ws.catalog.register(load_schema(SCHEMA, ws.taxonomy), actor=OWNER)
+    ws.vault.ingest("customers", people_frame(), actor=OWNER, consents_data=consents_frame())
+    stranger = pd.DataFrame([("X-9", "Ann Other", "ann@example.org", 1, "retail")], columns=people_frame().columns)
+    location = write_parquet(tmp_path, pd.concat([people_frame(), stranger], ignore_index=True), "lake.parquet")
+    admin = ws.session(OWNER, "administration")
+    admin.register_external(load_schema(LAKE_CUSTOMERS, ws.taxonomy), source_of(tmp_path, location))
+    admin.enrol("lake_customers", IDS)
+    clock = ws.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(timedelta(minutes=1))
+    ws.vault.withdraw_consent("C-1002", "marketing", actor=OWNER)
+    ws.vault.object("C-1004", "credit_scoring", actor=OWNER)
+    clock.advance(timedelta(minutes=1))
+    for name in ("customers", "lake_customers"):
+        admin.set_budget(name, 50.0, 1e-3)
+    return ws
+
+
+def test_a_dp_query_on_an_external_dataset_runs_on_spark_and_is_recorded_as_a_vault_query(
+    twins: Workspace, spark: Any
+) -> None:
+    ws = twins
+    sql = "SELECT segment, COUNT(*), SUM(income), AVG(income) FROM {} WHERE income > 50000 GROUP BY segment"
+    # credit_scoring: all consented, C-1004 objects; marketing: C-1001 and C-1002 consented, C-1002 withdrew
+    for purpose, rows in (("credit_scoring", [1, 1]), ("marketing", [0, 1])):
+        vault_plan = _plan(ws.catalog.get("customers").schema, sql.format("customers"), purpose=purpose)
+        lake_plan = _plan(ws.catalog.get("lake_customers").schema, sql.format("lake_customers"), purpose=purpose)
+        in_vault = vault_plan.exact(ws.vault.fetch("customers", purpose).frame)
+        frame = ws.vault.lake_frame("lake_customers", purpose, list(lake_plan.reads), spark)
+        on_spark = dpspark.exact(lake_plan, frame)
+        assert on_spark.same_as(in_vault), purpose
+        assert in_vault.rows.tolist() == rows, purpose  # keys: retail, premium; income > 50000
+
+    analyst = ws.session(OWNER, "credit_scoring")
+    events = []
+    for name in ("customers", "lake_customers"):
+        before = len(spark.sparkContext.statusTracker().getJobIdsForGroup(None))
+        answer = analyst.dp_query(sql.format(name), epsilon=1.0, delta=1e-6)
+        ran = len(spark.sparkContext.statusTracker().getJobIdsForGroup(None)) > before
+        assert ran == (name == "lake_customers")  # the vault's records are aggregated in process
+        assert set(answer.values) == {"count(*)", "sum(income)", "mean(income)"}
+        assert set(answer.values["count(*)"]) == {"retail", "premium"}
+        events.append(json.loads(ws.ledger.entry(analyst.last_seq).data))
+    vault_event, lake_event = events
+    assert lake_event["type"] == vault_event["type"] == "dp.query"
+    assert lake_event.keys() == vault_event.keys()
+    differ = {k for k in vault_event if vault_event[k] != lake_event[k]}
+    assert differ <= {"seq", "time", "dataset", "query_digest", "schema_digest", "epsilon_remaining", "prev"}
+    assert lake_event["dataset"] == "lake_customers" and lake_event["rho"] == vault_event["rho"]
+    assert ws.budgets.get("lake_customers").epsilon_spent > 0
+
+
+def test_a_refused_principal_starts_no_spark_job(twins: Workspace, spark: Any) -> None:
+    ws = twins
+    ws.identity.add(OWNER, "nobody", "service")
+    nobody = ws.session("nobody", "credit_scoring")
+    before = sorted(spark.sparkContext.statusTracker().getJobIdsForGroup(None))
+    size = ws.ledger.head().size
+    with pytest.raises(PolicyDenied):
+        nobody.dp_query("SELECT COUNT(*) FROM lake_customers", epsilon=1.0)
+    assert sorted(spark.sparkContext.statusTracker().getJobIdsForGroup(None)) == before
+    assert ws.ledger.head().size == size + 1
+    assert json.loads(ws.ledger.entry(size).data)["type"] == "access.denied"
+    assert ws.budgets.get("lake_customers").epsilon_spent == 0

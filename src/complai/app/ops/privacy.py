@@ -131,7 +131,9 @@ class PrivacyOps(SessionCore):
         be refused is refused before any data is read or budget spent; the plan is released, then the
         budget reserved for its cost (atomically) and the answer recorded in one transaction (an answer
         whose reservation is refused is never returned). The
-        answer and its event hold only noisy values and public parameters (dp.queries.Answer).
+        answer and its event hold only noisy values and public parameters (dp.queries.Answer). On an
+        external dataset the exact aggregates are computed by Spark over its governed frame (dp.spark),
+        and the rest is the same, its event included.
         `progress(percent, 100)` follows the read in whole percents, never in records."""
         text = str(sql)
         from complai.dp import queries  # heavy: OpenDP and its scikit-learn extras, for DP queries only
@@ -139,18 +141,19 @@ class PrivacyOps(SessionCore):
 
         query = parse(text)
         self._check("query_dp", query.dataset)
-        schema = self._svc.catalog.get(query.dataset).schema
+        info = self._svc.catalog.get(query.dataset)
+        schema = info.schema
         plan = queries.plan(query, schema, epsilon=epsilon, delta=delta, max_rows=max_rows, purpose=self.purpose)
         cost = plan.cost
         # a query the budget cannot cover is refused here, before its data is read or its answer computed
         # (the answer is drawn before the reservation below: a refusal there must be a rare race, not a
         # free way to run the computation on the data as often as one likes)
         self._svc.budgets.precheck(query.dataset, self.principal, eps=cost.pure_epsilon, rho=cost.zcdp_rho)
-        frame = self._svc.vault.fetch(query.dataset, self.purpose, list(plan.reads), progress=_percent(progress)).frame
-        # the noise is drawn before the budget's row is locked, so that concurrent queries on the dataset
-        # wait for each other only as long as a reservation takes; an answer whose reservation is refused
-        # is dropped unseen
-        answer = plan.release(frame)
+        # the exact aggregates (in process from the vault, or by a Spark job over an external dataset's
+        # governed frame) and the noise, outside any write transaction: drawn before the budget's row is
+        # locked, so that concurrent queries on the dataset wait for each other only as long as a
+        # reservation takes; an answer whose reservation is refused is dropped unseen
+        answer = self._release(plan, query.dataset, info.source is not None, _percent(progress))
         with self._svc.store.write() as conn:
             # the dataset's budget after this answer, for the caller (one who may query may see it)
             self.last_budget = self._svc.budgets.reserve(
@@ -170,6 +173,26 @@ class PrivacyOps(SessionCore):
                 epsilon_remaining=self.last_budget.epsilon_remaining,
             )
         return answer
+
+    def _release(self, plan: queries.Plan, dataset: str, external: bool, progress: Progress | None) -> queries.Answer:
+        """The plan released over what this purpose may see of the dataset: a vault dataset's records read
+        and aggregated in process (`release`: its exact aggregates, then the noise); an external dataset's
+        rows aggregated by Spark where they are (only per-key aggregates reach the driver), then the same
+        noise (`release_exact`). A failure of the Spark job says nothing about the data (the generic DP
+        query failure)."""
+        if not external:
+            frame = self._svc.vault.fetch(dataset, self.purpose, list(plan.reads), progress=progress).frame
+            return plan.release(frame)
+        from complai.dp import spark as dp_spark  # heavy: pyspark, for external datasets only
+
+        if progress is not None:
+            progress(0, 1)
+        spark = self._svc.spark.session()
+        frame = self._svc.vault.lake_frame(dataset, self.purpose, list(plan.reads), spark)
+        exact = dp_spark.exact(plan, frame)
+        if progress is not None:
+            progress(1, 1)
+        return plan.release_exact(exact)
 
     def train(
         self,
