@@ -216,3 +216,22 @@ def test_a_governed_spark_read_is_recorded_as_a_vault_read(both: Workspace, spar
     results = {c["id"]: c for c in engine.run_controls(ctx)}
     assert results["CONSENT-1"]["status"] == "pass"
     assert results["RECON-1"]["status"] == "pass", results["RECON-1"]["items"]
+
+
+def test_a_time_column_keeps_rows_within_retention(spark_ws: Workspace, spark: SparkSession, tmp_path: Path) -> None:
+    ws = spark_ws
+    now = ws.clock.now()
+    schema = {
+        **LAKE,
+        "name": "visits",
+        "fields": [*LAKE["fields"], {"name": "at", "type": "datetime", "category": "user.behavior"}],
+    }
+    ages = [0, 10, 29, 31, 400]  # days; the retention is P30D
+    rows = pd.concat([people_frame().iloc[[0]]] * len(ages), ignore_index=True)
+    rows["at"] = pd.to_datetime([now - timedelta(days=d) for d in ages], utc=True)
+    location = write_parquet(tmp_path, rows)
+    s = ws.session(OWNER, "administration")
+    s.register_external(load_schema(schema, ws.taxonomy), {**source_of(tmp_path, location), "time_column": "at"})
+    s.enrol("visits", ["C-1001"], consents=consents_frame().iloc[[0]])
+    kept = ws.vault.lake_frame("visits", "credit_scoring", ["at"], spark).collect()
+    assert len(kept) == 3  # 0, 10 and 29 days old
