@@ -334,3 +334,54 @@ def test_a_refused_principal_starts_no_spark_job(twins: Workspace, spark: Any) -
     assert ws.ledger.head().size == size + 1
     assert json.loads(ws.ledger.entry(size).data)["type"] == "access.denied"
     assert ws.budgets.get("lake_customers").epsilon_spent == 0
+
+
+@pytest.mark.parametrize("by", ["s", "n", "d"])
+def test_keys_selected_by_dp_partition_selection_are_the_in_process_keys(
+    spark: Any, schema: DatasetSchema, by: str
+) -> None:
+    rows = _rows(300, 40, seed=8)
+    most = max(pd.Series([r["sid"] for r in rows]).value_counts())
+    sql = f"SELECT {by}, COUNT(*), COUNT(x), SUM(n), AVG(x) FROM lake WHERE NOT (b = TRUE) GROUP BY {by}"
+    plan = _plan(schema, sql, max_rows=most)
+    assert plan.needs.keys is None  # no declared values: keys are selected
+    want = plan.exact(_frame(schema, rows))
+    have = dpspark.exact(plan, _spark_frame(spark, rows))
+    assert have.same_as(want), (have.keys[:5], want.keys[:5])
+    assert len(want.keys) > 5
+    answer = plan.release_exact(have)
+    assert answer.selection is not None and set(answer.values["count(*)"]) <= set(have.keys)
+
+
+def test_partition_selection_through_the_session_on_an_external_dataset(twins: Workspace) -> None:
+    ws = twins
+    analyst = ws.session(OWNER, "credit_scoring")
+    sql = "SELECT income, COUNT(*) FROM lake_customers GROUP BY income"
+    answer = analyst.dp_query(sql, epsilon=1.0, delta=1e-4, max_rows=1, selection_delta=1e-5)
+    assert answer.selection is not None and answer.selection["delta"] == 1e-5
+    event = json.loads(ws.ledger.entry(analyst.last_seq).data)
+    assert event["selection"] == answer.selection
+    # a key is one subject here: far below any threshold the selection delta allows, none is released
+    assert answer.values["count(*)"] == {}
+    assert ws.budgets.get("lake_customers").as_dict()["delta_spent_approx"] == pytest.approx(1e-5)
+
+
+def test_an_answer_as_a_spark_frame_holds_the_noisy_values_and_public_parameters(
+    spark: Any, schema: DatasetSchema
+) -> None:
+    rows = _rows(100, 20, seed=9)
+    plan = _plan(schema, "SELECT c, COUNT(*), AVG(d) FROM lake GROUP BY c", max_rows=50)
+    answer = plan.release_exact(dpspark.exact(plan, _spark_frame(spark, rows)))
+    df = dpspark.answer_frame(spark, answer)
+    label = "mean(d) (days since 1970-01-01)"
+    assert df.columns == ["group", "count(*)", "count(*) ±95%", label, f"{label} ±95%"]
+    got = {r["group"]: r for r in df.collect()}
+    assert set(got) == {"a", "b", "c"}
+    for key in got:
+        assert got[key]["count(*)"] == answer.values["count(*)"][key]
+        assert got[key][f"{label} ±95%"] == answer.accuracy[label][key]
+    for field in df.schema.fields:
+        assert field.metadata == {"complai": answer.public()}
+    total = _plan(schema, "SELECT SUM(n) FROM lake")
+    single = dpspark.answer_frame(spark, total.release_exact(total.exact(_frame(schema, rows))), error_bounds=False)
+    assert single.columns == ["sum(n)"] and single.count() == 1

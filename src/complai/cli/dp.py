@@ -15,6 +15,7 @@ from complai.cli.options import (
     PrincipalOpt,
     QueryDatasetArg,
     QueryPurposeOpt,
+    SelectionDeltaOpt,
     SetOpt,
     SqlArg,
     print_budgets,
@@ -50,6 +51,7 @@ def query(
     purpose: QueryPurposeOpt,
     delta: DeltaOpt = None,
     max_rows: MaxRowsOpt = 1,
+    selection_delta: SelectionDeltaOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Answer an aggregate query with differential privacy, spending the dataset's budget."""
@@ -61,7 +63,12 @@ def query(
     with open_session(purpose) as (_, session), progress(disable=json_out) as bar:
         task = bar.add_task("reading the dataset (%)", total=100)
         answer = session.dp_query(
-            sql, epsilon, delta, max_rows, progress=lambda pct, _: bar.update(task, completed=pct)
+            sql,
+            epsilon,
+            delta,
+            max_rows,
+            progress=lambda pct, _: bar.update(task, completed=pct),
+            selection_delta=selection_delta,
         )
         left = session.budget(dataset).as_dict()
     doc = {**answer.as_dict(), "budget_remaining": left}
@@ -82,3 +89,8 @@ def query(
         + f" ({answer.mechanism}; rho {answer.rho:.4g}); epsilon left {left['epsilon_remaining_at_delta']:.4g} "
         f"at delta {left['delta']:g}"
     )
+    if answer.selection is not None:
+        console.print(
+            f"groups selected by DP partition selection: a group is shown when its noisy count reaches "
+            f"{answer.selection['threshold']:g} (delta {answer.selection['delta']:g} of the cost)"
+        )

@@ -108,6 +108,13 @@ EpsilonOpt = Annotated[float, typer.Option("--epsilon", help="Privacy cost of th
 QueryPurposeOpt = Annotated[str, typer.Option("--purpose", help="Why the data is queried (a purpose of the dataset).")]
 DeltaOpt = Annotated[float | None, typer.Option("--delta", help="With a delta: Gaussian noise (zCDP).")]
 MaxRowsOpt = Annotated[int, typer.Option("--max-rows", min=1, help="Rows each subject may contribute.")]
+SelectionDeltaOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--selection-delta",
+        help="The part of --delta spent selecting GROUP BY keys without declared values (default: half of it).",
+    ),
+]
 
 # --- dp / remote_data --------------------------------------------------------------------------
 

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from complai.dp.queries import Exact, Plan
+from complai.dp.queries import Answer, Exact, Plan
 from complai.dp.sql import Condition, Junction
 from complai.errors import ComplaiError
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 _INT64 = (-(2**63), 2**63 - 1)
 _DAY_US = 86_400_000_000
@@ -223,12 +223,10 @@ def _key_text(col: Column, ftype: str) -> Column:
     return col.cast("string")
 
 
-def _key_index(col: Column, keys: list[Any], ftype: str) -> Column:
-    """The index of a row's key among the declared keys, or null: a key matches a declared value of its
-    own kind (text with text, a boolean with a boolean), as pandas' Categorical matches them."""
-    from pyspark.sql import functions as F  # heavy: pyspark
-
-    index = None
+def _declared(keys: list[Any], ftype: str) -> dict[Any, int]:
+    """Each declared key a row's value can equal, with its index: a key matches a value of its own kind
+    (text with text, a boolean with a boolean), as pandas' Index.get_indexer matches them."""
+    out: dict[Any, int] = {}
     for i, key in enumerate(keys):
         if isinstance(key, bool):
             ok = ftype == "boolean"
@@ -236,10 +234,9 @@ def _key_index(col: Column, keys: list[Any], ftype: str) -> Column:
             ok = ftype == "string"
         else:
             ok = ftype in ("integer", "float") and isinstance(key, int | float)
-        if not ok:
-            continue
-        index = (F.when if index is None else index.when)(col == F.lit(key), F.lit(i))
-    return F.lit(None).cast("int") if index is None else index
+        if ok and key not in out:
+            out[key] = i
+    return out
 
 
 def exact(plan: Plan, df: DataFrame, seed: int | None = None) -> Exact:
@@ -272,8 +269,10 @@ def _exact(plan: Plan, df: DataFrame, seed: int | None) -> Exact:
         df = df.withColumn(key, F.lit(0))
     elif needs.keys is not None:
         declared = [str(k) for k in needs.keys]
-        df = df.withColumn(key, _key_index(F.col(needs.group_by), needs.keys, types[needs.group_by]))
-        df = df.where(F.col(key).isNotNull())
+        # the rows of declared keys (a hash set lookup), grouped by the key's value: its index comes after
+        slots = _declared(needs.keys, types[needs.group_by])
+        df = df.withColumn(key, F.col(needs.group_by))
+        df = df.where(F.col(key).isin(list(slots)) if slots else F.lit(False))
     else:
         declared = None
         text = _key_text(F.col(needs.group_by), types[needs.group_by])
@@ -323,9 +322,13 @@ def _exact(plan: Plan, df: DataFrame, seed: int | None) -> Exact:
         keys = sorted(r[key] for r in main)
         slot = {k: i for i, k in enumerate(keys)}
         index_of = {r[key]: slot[r[key]] for r in main}
+    elif needs.keys is not None:
+        keys = declared
+        slots = _declared(needs.keys, types[str(needs.group_by)])
+        index_of = {r[key]: slots[r[key]] for r in main}
     else:
         keys = declared
-        index_of = {r[key]: int(r[key]) for r in main}
+        index_of = {r[key]: 0 for r in main}
     n = len(keys)
 
     def column_of(name: str) -> Any:
@@ -398,3 +401,24 @@ def _bucketed(
         hit = F.col(b) + F.col(e) == F.lit(float(len(unique) + 1))
         df = df.withColumn(b, F.col(b).cast("int")).withColumn(e, hit).drop(x, neg)
     return df
+
+
+def answer_frame(spark: SparkSession, answer: Answer, error_bounds: bool = True) -> DataFrame:
+    """A DP answer as a small Spark DataFrame: one row per group (a "group" column) or a single row, a
+    column per statistic and, with `error_bounds`, a "<statistic> ±95%" column after each. The public
+    parameters of the release (epsilon, delta, rho, mechanism, selection) are every column's metadata
+    under "complai"; nothing else is in it (built on the driver from the answer alone)."""
+    from pyspark.sql import functions as F  # heavy: pyspark
+
+    frame = answer.to_pandas(error_bounds=error_bounds)
+    grouped = frame.index.name == "group"
+    table = frame.reset_index() if grouped else frame
+    columns = [str(c) for c in table.columns]
+    rows = [
+        tuple(str(v) if c == "group" else float(v) for c, v in zip(columns, r, strict=True))
+        for r in table.itertuples(index=False)
+    ]
+    ddl = ", ".join(f"`{c}` {'string' if c == 'group' else 'double'}" for c in columns)
+    df = spark.createDataFrame(rows, ddl)
+    meta = {"complai": answer.public()}
+    return df.select(*[F.col(f"`{c}`").alias(c, metadata=meta) for c in columns])

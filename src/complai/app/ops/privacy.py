@@ -122,6 +122,7 @@ class PrivacyOps(SessionCore):
         delta: float | None = None,
         max_rows: int = 1,
         progress: Progress | None = None,
+        selection_delta: float | None = None,
     ) -> queries.Answer:
         """Answer a SQL aggregate with differential privacy over the rows this purpose may see.
 
@@ -134,7 +135,9 @@ class PrivacyOps(SessionCore):
         answer and its event hold only noisy values and public parameters (dp.queries.Answer). On an
         external dataset the exact aggregates are computed by Spark over its governed frame (dp.spark),
         and the rest is the same, its event included.
-        `progress(percent, 100)` follows the read in whole percents, never in records."""
+        `progress(percent, 100)` follows the read in whole percents, never in records. A GROUP BY key
+        without declared values is selected by DP partition selection, which spends `selection_delta`
+        of `delta` (by default half of it)."""
         text = str(sql)
         from complai.dp import queries  # heavy: OpenDP and its scikit-learn extras, for DP queries only
         from complai.dp.sql import parse  # heavy: sqlglot (and OpenDP through dp.queries)
@@ -143,12 +146,22 @@ class PrivacyOps(SessionCore):
         self._check("query_dp", query.dataset)
         info = self._svc.catalog.get(query.dataset)
         schema = info.schema
-        plan = queries.plan(query, schema, epsilon=epsilon, delta=delta, max_rows=max_rows, purpose=self.purpose)
+        plan = queries.plan(
+            query,
+            schema,
+            epsilon=epsilon,
+            delta=delta,
+            max_rows=max_rows,
+            purpose=self.purpose,
+            selection_delta=selection_delta,
+        )
         cost = plan.cost
         # a query the budget cannot cover is refused here, before its data is read or its answer computed
         # (the answer is drawn before the reservation below: a refusal there must be a rare race, not a
         # free way to run the computation on the data as often as one likes)
-        self._svc.budgets.precheck(query.dataset, self.principal, eps=cost.pure_epsilon, rho=cost.zcdp_rho)
+        self._svc.budgets.precheck(
+            query.dataset, self.principal, eps=cost.pure_epsilon, rho=cost.zcdp_rho, approx=cost.approx
+        )
         # the exact aggregates (in process from the vault, or by a Spark job over an external dataset's
         # governed frame) and the noise, outside any write transaction: drawn before the budget's row is
         # locked, so that concurrent queries on the dataset wait for each other only as long as a
@@ -157,7 +170,14 @@ class PrivacyOps(SessionCore):
         with self._svc.store.write() as conn:
             # the dataset's budget after this answer, for the caller (one who may query may see it)
             self.last_budget = self._svc.budgets.reserve(
-                conn, query.dataset, self.principal, "dp.query", cost.kind, eps=cost.pure_epsilon, rho=cost.zcdp_rho
+                conn,
+                query.dataset,
+                self.principal,
+                "dp.query",
+                cost.kind,
+                eps=cost.pure_epsilon,
+                rho=cost.zcdp_rho,
+                approx=cost.approx,
             )
             self.last_seq = self._svc.ledger.emit(
                 conn,

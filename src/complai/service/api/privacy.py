@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from complai.app.session import Session
 from complai.dp.training import TrainingSpec
@@ -138,6 +138,13 @@ class QueryIn(Strict):
     epsilon: float = Field(gt=0, description="Privacy cost of the whole query")
     delta: float | None = Field(default=None, gt=0, lt=1, description="With a delta: Gaussian noise (zCDP)")
     max_rows: int = Field(default=1, ge=1, le=1_000_000, description="Rows each subject may contribute")
+    selection_delta: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="The part of delta spent selecting GROUP BY keys that have no declared values (DP partition "
+        "selection); by default half of delta",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -176,8 +183,18 @@ class AnswerOut(BaseModel):
     rho: float
     mechanism: str
     dates: dict[str, Any] | None = None
+    # partition selection's public parameters ({"threshold", "delta"}): only when GROUP BY keys were selected
+    selection: dict[str, float] | None = None
     ledger_seq: int
     budget_remaining: BudgetOut
+
+    @model_serializer(mode="wrap")
+    def _without_unused_selection(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]  # no return type: the JSON schema stays the fields'
+        """An answer without partition selection has no `selection` (as its ledger event has none)."""
+        out: dict[str, Any] = handler(self)
+        if out.get("selection") is None:
+            out.pop("selection", None)
+        return out
 
 
 class BudgetIn(Strict):
@@ -248,7 +265,7 @@ class FederatedRunOut(BaseModel):
 def dp_query(body: QueryIn, session: PurposeSession) -> AnswerOut:
     query: str | QueryBuilder | None = body.query.builder() if body.query is not None else body.sql
     assert query is not None
-    answer = session.dp_query(query, body.epsilon, body.delta, body.max_rows)
+    answer = session.dp_query(query, body.epsilon, body.delta, body.max_rows, selection_delta=body.selection_delta)
     seq, left = session.last_seq, session.last_budget
     assert seq is not None and left is not None
     return AnswerOut.model_validate({**answer.as_dict(), "ledger_seq": seq, "budget_remaining": left.as_dict()})
