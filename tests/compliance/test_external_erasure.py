@@ -61,7 +61,7 @@ def test_erase2_lifecycle(lake: Workspace) -> None:
     ws.vault.external.record_check({"lake_customers": {_link(ws): 3}}, actor="owner")
     present = _erase2(ws)
     assert present.status == engine.FAIL and "still in the source" in present.items[0]["problem"]
-    ws.vault.external.record_check({"lake_customers": {}}, actor="owner")
+    ws.vault.external.record_check({"lake_customers": {_link(ws): 0}}, actor="owner")
     assert _erase2(ws).status == engine.PASS
     ctx = _ctx(ws)
     results = {c["id"]: c for c in engine.run_controls(ctx)}
@@ -108,3 +108,13 @@ def test_a_request_edited_at_rest_is_named(lake: Workspace) -> None:
         conn.execute(delete(external_erasures))
     found = reconcile.reconcile_external(_ctx(ws))
     assert any("but not stored" in line for line in found)
+
+
+def test_a_request_opened_after_the_scan_is_not_judged_by_it(lake: Workspace) -> None:
+    ws = lake
+    ws.vault.erase("C-1001", actor="owner")
+    scanned = {link: 0 for link in ws.vault.external.open_links("lake_customers")}
+    ws.vault.erase("C-1002", actor="owner")  # between the scan and its record
+    _, results = ws.vault.external.record_check({"lake_customers": scanned}, actor="owner")
+    assert results == {"lake_customers": {"requests": 1, "gone": 1, "present": 0}}
+    assert sorted(r.state for r in ws.vault.external.pending("lake_customers")) == ["gone", "pending"]

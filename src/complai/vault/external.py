@@ -411,9 +411,10 @@ class External:
             )
 
     def record_check(self, found: Mapping[str, Mapping[bytes, int]], actor: str) -> tuple[int, dict[str, Any]]:
-        """Record scans of external datasets (`found`: dataset -> rows per link still there, for the
-        links it scanned): a request with no row left is gone (its sealed request deleted), one with rows
-        present. One ExternalErasureChecked event; returns (its seq, the results per dataset)."""
+        """Record scans of external datasets (`found`: dataset -> rows still there per link scanned, 0
+        for a link with none): a request with no row left is gone (its sealed request deleted), one with
+        rows present; a request whose link was not scanned (opened since) is left as it is. One
+        ExternalErasureChecked event; returns (its seq, the results per dataset)."""
         e = external_erasures.c
         now = self.clock.now()
         results: dict[str, dict[str, int]] = {}
@@ -427,10 +428,12 @@ class External:
             gone_ids, present_ids = [], []
             for r in rows:
                 ds, link = str(r.dataset), bytes(r.link)
+                if link not in found[ds]:
+                    continue
                 counts = results.setdefault(ds, {"requests": 0, "gone": 0, "present": 0})
                 counts["requests"] += 1
                 checked.append(r.id.encode() + b"\x00" + link)
-                if found[ds].get(link, 0) > 0:
+                if found[ds][link] > 0:
                     counts["present"] += 1
                     present_ids.append(r.id)
                 else:

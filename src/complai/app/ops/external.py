@@ -159,5 +159,7 @@ def scan_external(
     for name in names:
         info, source = external.info(name)
         links = external.open_links(name)
-        found[name] = erasure_scan(spark, source, info.schema, links, external.link_key(name))
+        found[name] = {link: 0 for link in links} | erasure_scan(
+            spark, source, info.schema, links, external.link_key(name)
+        )
     return external.record_check(found, actor)
