@@ -16,6 +16,7 @@ from complai.app.ops.compliance import ComplianceOps
 from complai.app.ops.data import DataOps
 from complai.app.ops.external import ExternalOps
 from complai.app.ops.federated import FederatedOps
+from complai.app.ops.frames import FrameOps
 from complai.app.ops.jobs import JobOps
 from complai.app.ops.ledger import LedgerOps
 from complai.app.ops.portal import PortalOps
@@ -29,6 +30,7 @@ class Session(
     PortalOps,
     DataOps,
     ExternalOps,
+    FrameOps,
     RightsOps,
     PrivacyOps,
     ComplianceOps,
