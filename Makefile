@@ -41,9 +41,9 @@ java:
 test: lint typecheck browser java
 	$(BIN)/pytest -n 2 --dist loadscope $(PYTEST_ARGS)
 
-bench: install
+bench: install java
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps "anonypy>=0.2"
-	$(BIN)/python -m pip install --quiet -c constraints.txt "locust>=2.20"
+	$(BIN)/python -m pip install --quiet -c constraints.txt "locust>=2.20" "pipeline-dp>=0.3.1"
 	$(BIN)/python benchmarks/ledger.py
 	$(BIN)/python benchmarks/vault.py
 	$(BIN)/python benchmarks/ingest.py
@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python benchmarks/deid.py
 	$(BIN)/python benchmarks/dp_queries.py
 	$(BIN)/python benchmarks/dp_budget.py
+	$(BIN)/python benchmarks/spark_dp.py
 	$(BIN)/python benchmarks/dp_training.py
 	$(BIN)/python benchmarks/federated.py
 	$(BIN)/python benchmarks/audit.py
