@@ -28,8 +28,8 @@ from complai.dp.queries import PUBLIC_FIELDS, Aggregate, Plan, key_text, plan
 from complai.dp.sql import parse
 from complai.errors import BudgetExhausted, IntegrityError, InvalidInput
 from complai.events import DPQueryAnswered
-from complai.vault.schema import DatasetSchema
-from tests.vault.conftest import customers  # noqa: F401
+from complai.vault.schema import DatasetSchema, load_schema
+from tests.vault.conftest import SCHEMA, consents_frame, customers, people_frame  # noqa: F401
 
 SPEC = {
     "name": "t",
@@ -242,3 +242,37 @@ def test_budget_charges_rho_and_the_selection_delta_and_replays(customers: Works
             epsilon_remaining=0.0,
         )
         ws.budgets.reserve(conn, "customers", "owner", "dp.query", cost.kind, rho=cost.zcdp_rho)
+
+
+@pytest.fixture
+def dp_ws(ws: Workspace) -> Workspace:
+    spec = dict(SCHEMA)
+    spec["purposes"] = {**SCHEMA["purposes"], "analytics": "gdpr.legitimate_interests"}
+    ws.catalog.register(load_schema(spec, ws.taxonomy), actor="owner")
+    ws.vault.ingest("customers", people_frame(), actor="owner", consents_data=consents_frame())
+    ws.session("owner", "administration").set_budget("customers", 5.0, 1e-6)
+    return ws
+
+
+def test_a_session_query_selects_keys_spends_their_delta_and_names_no_key_of_one_subject(dp_ws: Workspace) -> None:
+    """Four customers, each their own name: each name is released with probability at most the map's
+    delta for one subject (below 2.5e-7), so none is, but with probability below 1e-6."""
+    s = dp_ws.session("owner", "analytics")
+    sql = "SELECT full_name, COUNT(*) FROM customers GROUP BY full_name"
+    size = dp_ws.ledger.head().size
+    with pytest.raises(InvalidInput, match="or a delta"):
+        s.dp_query(sql, 0.5)
+    with pytest.raises(BudgetExhausted):  # the selection delta must fit the budget's delta
+        s.dp_query(sql, 0.5, delta=9e-6, selection_delta=2e-6)
+    assert dp_ws.ledger.head().size == size and dp_ws.budgets.get("customers").approx_delta_spent == 0
+    answer = s.dp_query(sql, 0.5, delta=5e-7)
+    assert answer.values == {"count(*)": {}} and answer.selection is not None
+    assert answer.selection["delta"] == 2.5e-7
+    event = json.loads(dp_ws.ledger.entry(s.last_seq).data)  # type: ignore[arg-type]
+    assert event["selection"] == answer.selection and event["group_by"] == "full_name"
+    assert "Margarethe" not in json.dumps(event)
+    state = dp_ws.budgets.get("customers")
+    assert state.approx_delta_spent == 2.5e-7 and state.rho_spent == pytest.approx(answer.rho)
+    # the next spend reconciles with the ledger (the event charged what the reservation did)
+    s.dp_query("SELECT COUNT(*) FROM customers", 0.1)
+    assert dp_ws.budgets.get("customers").approx_delta_spent == 2.5e-7
