@@ -5,12 +5,13 @@ installed. Each time is the median of 3 runs after a warm-up.
 
     python benchmarks/spark_dp.py [--sizes 1e6,1e7] [--subjects 1e6] [--keys 100] [--max-rows 10]
         [--master local[2]] [--in-process-max 1e6] [--pipelinedp-max 1e6] [--enrolled 1e5]
-        [--data build/spark_bench]
+        [--compare-split] [--data build/spark_bench]
 
 Columns: (a) Spark groupBy(key).agg(count, sum, avg).collect(), no DP; (b) dp.spark.exact +
 Plan.release_exact (WHERE, the contribution bound, the exact per-key aggregates, the noise); (b-) the
 same aggregation after the contribution bound alone, without the DP engine's columns (how much of (b)
-is the bounding window); (c) a whole session.dp_query on an external dataset (authorisation, the
+is the bounding window); (b-split, with --compare-split) (b-) with the window over subjects above the
+bound only; (c) a whole session.dp_query on an external dataset (authorisation, the
 governed frame's HMAC semi-join on `--enrolled` enrolled subjects, budget, ledger); (d) PipelineDP on
 Spark (if importable); (e) Plan.release in process on the rows read into pandas.
 
@@ -142,6 +143,17 @@ def the_plan(schema: DatasetSchema, max_rows: int, name: str = "bench") -> queri
     )
 
 
+def split_bounded(df: Any, subject: str, max_rows: int, seed: int) -> Any:
+    """The same bound as dp.spark.bounded, the window run only over subjects with more than `max_rows`
+    rows (found by a partial aggregation, broadcast), the others passed through untouched."""
+    from pyspark.sql import functions as F
+
+    heavy = df.groupBy(subject).count().where(F.col("count") > max_rows).select(subject)
+    light = df.join(F.broadcast(heavy), subject, "left_anti")
+    over = dp_spark.bounded(df.join(F.broadcast(heavy), subject, "left_semi"), subject, max_rows, seed)
+    return light.unionByName(over)
+
+
 def check_unbiased(spark: Any, path: Path, schema: DatasetSchema, max_rows: int) -> dict[str, Any]:
     """The Exact against pandas on the same rows (independent code), and the releases around it."""
     frame = pq.read_table(path).to_pandas()
@@ -230,6 +242,11 @@ def main() -> int:
     ap.add_argument("--in-process-max", default="1e6")
     ap.add_argument("--pipelinedp-max", default="1e6")
     ap.add_argument("--enrolled", default="1e5", help="subjects enrolled for (c); 0 skips (c)")
+    ap.add_argument(
+        "--compare-split",
+        action="store_true",
+        help="also time (b-split): subjects with at most max-rows rows passed through, the window over the others",
+    )
     ap.add_argument("--data", type=Path, default=Path("build/spark_bench"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/spark_dp.json"))
     args = ap.parse_args()
@@ -269,9 +286,19 @@ def main() -> int:
             b = dp_spark.bounded(df, "subject", k, seed=1)
             return b.groupBy("key").agg(F.count(F.lit(1)), F.sum("x"), F.avg("x")).collect()
 
-        timings = interleaved({"plain": plain, "engine": engine, "bounded": bounded_only})
+        fns = {"plain": plain, "engine": engine, "bounded": bounded_only}
+        if args.compare_split:
+
+            def split_only(df: Any = df) -> Any:
+                b = split_bounded(df, "subject", k, seed=1)
+                return b.groupBy("key").agg(F.count(F.lit(1)), F.sum("x"), F.avg("x")).collect()
+
+            fns["split"] = split_only
+        timings = interleaved(fns)
         row: dict[str, Any] = {"rows": n, "plain_s": timings["plain"], "dp_engine_s": timings["engine"]}
         row["bounded_plain_s"] = timings["bounded"]
+        if "split" in timings:
+            row["bounded_split_s"] = timings["split"]
         console.print(f"  {row}")
         if n == min(sizes):
             checks = check_unbiased(spark, path, schema, k)
