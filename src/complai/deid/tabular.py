@@ -559,3 +559,47 @@ def anonymize(
         },
     )
     return out, report
+
+
+def measure(
+    df: pd.DataFrame, quasi: Sequence[str], sensitive: str | None = None, ordered: bool = False
+) -> dict[str, Any]:
+    """What a table achieves as it is (no generalisation): the equivalence classes of its `quasi` values
+    (a missing value is a value of its own) and, with `sensitive`, the diversity and closeness of its
+    values in each class. {"rows", "classes", "k"} and with `sensitive` {"l_distinct", "l_entropy",
+    "t"}: the least class size, the least number of distinct sensitive values in a class, the least
+    exp(entropy) of a class, and the greatest earth mover's distance between a class's sensitive
+    distribution and the table's, as `anonymize` reports them (6 decimals). `ordered` measures t
+    along the sensitive values' order (missing last); otherwise every two values are one apart."""
+    quasi = list(quasi)
+    unknown = [c for c in [*quasi, *([sensitive] if sensitive else [])] if c not in df.columns]
+    if unknown:
+        raise InvalidInput(f"unknown column(s): {', '.join(map(str, unknown))}")
+    if not quasi:
+        raise InvalidInput("name at least one quasi-identifier")
+    if sensitive in quasi:
+        raise InvalidInput("the sensitive column cannot be a quasi-identifier")
+    if len(df) == 0:
+        raise InvalidInput("the table has no rows to measure")
+    n = len(df)
+    groups = df.groupby(quasi, dropna=False, sort=False, observed=True).indices
+    classes = [np.asarray(ix) for ix in groups.values()]
+    out: dict[str, Any] = {"rows": n, "classes": len(classes), "k": int(min(len(c) for c in classes))}
+    if sensitive is None:
+        return out
+    sv = df[sensitive]
+    present = sv[sv.notna()]
+    levels = sorted(set(present.tolist()))
+    index = {v: i for i, v in enumerate(levels)}
+    codes = np.array([index[v] if pd.notna(v) else len(levels) for v in sv.tolist()], dtype=np.int64)
+    m = len(levels) + int(bool(sv.isna().any()))
+    glob = np.bincount(codes, minlength=m) / n
+    ls, ents, ts = [], [], []
+    for cl in classes:
+        counts = np.bincount(codes[cl], minlength=m)
+        ls.append(int(np.count_nonzero(counts)))
+        p = counts[counts > 0] / len(cl)
+        ents.append(float(math.exp(-(p * np.log(p)).sum())))
+        ts.append(emd(counts, glob, ordered))
+    out.update({"l_distinct": min(ls), "l_entropy": round(min(ents), 6), "t": round(max(ts), 6)})
+    return out

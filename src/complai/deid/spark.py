@@ -1,0 +1,210 @@
+"""De-identification at scale on Spark: a text column de-identified where the rows are, and the
+k-anonymity, l-diversity and t-closeness a table achieves, measured by Spark jobs.
+
+`deidentify_column` runs the in-process text analyzer and operators (analyzer.py, operators.py) inside
+`mapInPandas`: each Python worker builds its analyzer once (spaCy loads once per worker, as
+`analyzer._presidio` is cached per process, and Spark reuses its workers) and gives, row for row, the
+text `TextAnalyzer.analyze_batch` + `Anonymizer.anonymize` give in process. Tokens of one call share
+the nonce the driver drew for it, whatever partition a row is in. The operator keys travel to the
+executors in the task (they are in the plan's closure): give it the keys of the domain the output is
+for (ad-hoc keys for what a caller holds), never the workspace's pseudonym key.
+
+`anonymity` is `tabular.measure` as Spark aggregations: only per-class figures are reduced on the
+cluster, and only the sensitive column's distinct values (assumed few) come back to the driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any
+
+from complai.deid.analyzer import TextAnalyzer
+from complai.deid.operators import NONCE, OPERATORS, Anonymizer, Keys
+from complai.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame
+
+FINDINGS = "__complai_findings"
+"""The column `deidentify_column` adds: findings per entity type in the row's text (map<string,int>)."""
+
+
+class _CallAnonymizer(Anonymizer):
+    """The anonymizer of one call, built again on each worker: keyed as the driver's, and its tokens
+    bound to the nonce the driver drew (None: deterministic tokens, as a governed read's)."""
+
+    def __init__(self, keys: Keys, nonce: bytes | None) -> None:
+        super().__init__(keys, nonced=False)
+        self._nonce = nonce
+
+
+@cache
+def _analyzer(regex_only: bool, entities: tuple[str, ...] | None, threshold: float) -> TextAnalyzer:
+    return TextAnalyzer(regex_only=regex_only, entities=entities, threshold=threshold)
+
+
+@lru_cache(maxsize=8)  # a call's nonce is its own: keep the last few only
+def _anonymizer(keys: Keys, nonce: bytes | None) -> Anonymizer:
+    return _CallAnonymizer(keys, nonce)
+
+
+def _check_column(df: DataFrame, column: str) -> None:
+    from pyspark.sql.types import StringType  # heavy: pyspark
+
+    if column == FINDINGS or column not in df.columns:
+        raise InvalidInput(f"unknown column {column!r}")
+    if FINDINGS in df.columns:
+        raise InvalidInput(f"the frame already has a {FINDINGS} column")
+    if not isinstance(df.schema[column].dataType, StringType):
+        raise InvalidInput(f"column {column!r} is not text (a string column)")
+
+
+def deidentify_column(
+    df: DataFrame,
+    column: str,
+    keys: Keys,
+    *,
+    nonce: bytes | None,
+    default: str = "replace",
+    operators: dict[str, str] | None = None,
+    regex_only: bool = False,
+    entities: Sequence[str] | None = None,
+    threshold: float = 0.5,
+) -> DataFrame:
+    """`df` with `column` de-identified (nulls stay null) and a `__complai_findings` column (findings
+    per entity type); the same rows, in a lazy frame (nothing runs until it is used). Everything that
+    can be refused (the column, its type, the operators, the entity types, the nonce) is refused here,
+    before any job."""
+    from pyspark.sql.types import IntegerType, MapType, StringType, StructField, StructType  # heavy: pyspark
+
+    _check_column(df, column)
+    for op in [default, *(operators or {}).values()]:
+        if op not in OPERATORS:
+            raise InvalidInput(f"unknown operator {op!r} (operators: {', '.join(OPERATORS)})")
+    if nonce is not None and len(nonce) != NONCE:
+        raise InvalidInput(f"a call's nonce is {NONCE} bytes")
+    wanted = tuple(entities) if entities else None
+    TextAnalyzer(regex_only=regex_only, entities=wanted, threshold=threshold)  # refuses unknown entity types
+    chosen = dict(operators or {})
+    position = df.columns.index(column)
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        analyzer = _analyzer(regex_only, wanted, threshold)
+        anonymizer = _anonymizer(keys, nonce)
+        for batch in batches:
+            values = batch.iloc[:, position].tolist()
+            texts = [v for v in values if isinstance(v, str)]
+            found = iter(analyzer.analyze_batch(texts))
+            out: list[str | None] = []
+            counts: list[dict[str, int] | None] = []
+            for v in values:
+                if not isinstance(v, str):
+                    out.append(None)
+                    counts.append({})
+                    continue
+                findings = next(found)
+                text, _ = anonymizer.anonymize(v, findings, chosen, default)
+                out.append(text)
+                per: dict[str, int] = {}
+                for f in findings:
+                    per[f.entity] = per.get(f.entity, 0) + 1
+                counts.append(per)
+            batch = batch.copy()
+            batch[batch.columns[position]] = out
+            batch[FINDINGS] = counts
+            yield batch
+
+    schema = StructType([*df.schema.fields, StructField(FINDINGS, MapType(StringType(), IntegerType()), False)])
+    return df.mapInPandas(run, schema)
+
+
+def anonymity(
+    df: DataFrame, quasi: Sequence[str], sensitive: str | None = None, ordered: bool = False
+) -> dict[str, Any]:
+    """`tabular.measure` on a Spark frame: {"rows", "classes", "k"} and, with `sensitive`,
+    {"l_distinct", "l_entropy", "t"} (6 decimals), the classes being the distinct `quasi` values (a null
+    is a value of its own) and `ordered` measuring t along the sensitive values' order (nulls last)."""
+    from pyspark.sql import Window  # heavy: pyspark
+    from pyspark.sql import functions as F  # heavy: pyspark
+
+    quasi = list(quasi)
+    unknown = [c for c in [*quasi, *([sensitive] if sensitive else [])] if c not in df.columns]
+    if unknown:
+        raise InvalidInput(f"unknown column(s): {', '.join(map(str, unknown))}")
+    if not quasi:
+        raise InvalidInput("name at least one quasi-identifier")
+    if sensitive in quasi:
+        raise InvalidInput("the sensitive column cannot be a quasi-identifier")
+    # one key per class: the quasi-identifiers' values as JSON (null fields left out: unambiguous)
+    keyed = df.select(
+        F.to_json(F.struct(*[F.col(f"`{c}`") for c in quasi])).alias("c"),
+        *([F.col(f"`{sensitive}`").alias("s")] if sensitive else []),
+    )
+    if sensitive is None:
+        sizes = keyed.groupBy("c").count()
+        row = sizes.agg(F.sum("count").alias("rows"), F.count("*").alias("classes"), F.min("count").alias("k")).first()
+        if row is None or not row["rows"]:
+            raise InvalidInput("the table has no rows to measure")
+        return {"rows": int(row["rows"]), "classes": int(row["classes"]), "k": int(row["k"])}
+    # the sensitive values (few), in their order, nulls last: the table's distribution P
+    levels = keyed.groupBy("s").count().orderBy(F.col("s").asc_nulls_last()).collect()
+    if not levels:
+        raise InvalidInput("the table has no rows to measure")
+    spark = df.sparkSession
+    n = sum(int(r["count"]) for r in levels)
+    m = len(levels)
+    dtype = keyed.schema["s"].dataType.simpleString()
+    table = spark.createDataFrame(
+        [(r["s"], i, int(r["count"]) / n) for i, r in enumerate(levels)], f"v {dtype}, i int, glob double"
+    )
+    cells = (
+        keyed.join(F.broadcast(table), keyed["s"].eqNullSafe(table["v"]))
+        .groupBy("c", "i", "glob")
+        .count()
+        .withColumn("n", F.sum("count").over(Window.partitionBy("c")))
+        .withColumn("p", F.col("count") / F.col("n"))
+    )
+    per_class = cells.groupBy("c").agg(
+        F.first("n").alias("n"),
+        F.count("*").alias("l"),
+        F.exp(-F.sum(F.col("p") * F.log(F.col("p")))).alias("h"),
+        # 0.5 * sum over every value of |p - glob|: values absent from the class add glob each
+        # (column names are case-insensitive in Spark: no "p" beside a "P")
+        (0.5 * (1.0 + F.sum(F.abs(F.col("p") - F.col("glob")) - F.col("glob")))).alias("t"),
+    )
+    if ordered:
+        if m > 1:
+            grid = per_class.select("c").crossJoin(F.broadcast(table.select("i", "glob")))
+            full = grid.join(cells.select("c", "i", "p"), ["c", "i"], "left").fillna(0.0, ["p"])
+            cum = F.sum(F.col("p") - F.col("glob")).over(
+                Window.partitionBy("c").orderBy("i").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+            )
+            walks = (
+                full.withColumn("cum", cum)
+                .where(F.col("i") < m - 1)
+                .groupBy("c")
+                .agg((F.sum(F.abs("cum")) / (m - 1)).alias("t"))
+            )
+            per_class = per_class.drop("t").join(walks, "c")
+        else:
+            per_class = per_class.withColumn("t", F.lit(0.0))
+    row = per_class.agg(
+        F.count("*").alias("classes"),
+        F.min("n").alias("k"),
+        F.min("l").alias("l"),
+        F.min("h").alias("h"),
+        F.max("t").alias("t"),
+    ).first()
+    if row is None:
+        raise InvalidInput("the table has no rows to measure")
+    t = max(float(row["t"]), 0.0)
+    return {
+        "rows": n,
+        "classes": int(row["classes"]),
+        "k": int(row["k"]),
+        "l_distinct": int(row["l"]),
+        "l_entropy": round(float(row["h"]), 6),
+        "t": round(t, 6),
+    }
