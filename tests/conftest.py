@@ -139,6 +139,7 @@ def sqlite_ws(tmp_path: Path, clock: ManualClock, request: pytest.FixtureRequest
 LONGEST_FIRST = (
     "tests/spark/",
     "tests/docs/test_docs_commands.py::test_page_commands_run[docs/byod.md]",
+    "tests/docs/test_docs_commands.py::test_page_commands_run[docs/external.md]",
     "tests/cli/test_cli.py",
     "tests/cli/test_models_cli.py",
     "tests/docs/test_docs_commands.py::test_page_commands_run[docs/access.md]",
