@@ -326,7 +326,8 @@ def main() -> int:
     runtime.stop()
 
     table = Table(title=f"DP count/sum/mean over {args.keys} keys, max {k} rows per subject, {args.master}")
-    for col in ("rows", "no DP (a)", "complai (b)", "b/a", "bound + agg (b-)", "session (c)", "c/a", "in process (e)"):
+    columns = ("rows", "no DP (a)", "complai (b)", "b/a", "bound + agg (b-)", "session (c)", "c/a", "PipelineDP (d)")
+    for col in (*columns, "in process (e)"):
         table.add_column(col, justify="right")
     for r in rows_out:
         table.add_row(
@@ -337,6 +338,7 @@ def main() -> int:
             f"{r['bounded_plain_s']:.2f} s",
             f"{r['session_s']:.2f} s" if "session_s" in r else "-",
             f"{r['session_ratio']:.2f}x" if "session_ratio" in r else "-",
+            f"{r['pipelinedp_s']:.2f} s" if "pipelinedp_s" in r else "-",
             f"{r['in_process_s']:.2f} s" if "in_process_s" in r else "-",
         )
     console.print(table)
