@@ -159,3 +159,47 @@ def test_anonymity_on_spark_equals_the_in_process_measure(spark: SparkSession) -
     assert want["classes"] > 10 and want["t"] > 0
     with pytest.raises(InvalidInput, match="unknown column"):
         deid_spark.anonymity(df, ["nope"])
+
+
+def test_a_governed_de_identification_on_spark_equals_the_in_process_one(spark: SparkSession) -> None:
+    from complai.deid.governed import apply
+    from complai.taxonomy import load_taxonomy
+    from complai.vault.schema import DeidSpec, load_schema
+    from tests.vault.conftest import SCHEMA
+
+    schema = load_schema(
+        {**SCHEMA, "fields": [*SCHEMA["fields"], {"name": "notes", "type": "text", "category": "user.content"}]},
+        load_taxonomy(),
+    )
+    rows = pd.DataFrame(
+        {
+            "customer_id": ["C-1", "C-2", "C-ü3", None],
+            "full_name": ["A B", "C D", "E F", "G H"],
+            "email": ["a@example.org", "c@example.org", None, "g@example.org"],
+            "income": [1, 2, 3, 4],
+            "segment": ["retail", "premium", "retail", "retail"],
+            "notes": [
+                "mail a@example.org or +44 20 7946 0958",
+                None,
+                "nothing here",
+                "IBAN GB82 WEST 1234 5698 7654 32",
+            ],
+        }
+    )
+    keys = Keys.from_workspace_key(bytes(range(32)))
+    spec = DeidSpec(drop_direct_identifiers=True, pseudonymize=["customer_id"], text={"notes": "replace"})
+    want, want_done = apply(rows, schema, spec, Anonymizer(keys))
+    df = spark.createDataFrame(
+        rows, "customer_id string, full_name string, email string, income long, segment string, notes string"
+    )
+    got, done = deid_spark.apply_spark(df, schema, spec, keys)
+    assert done == want_done and got.columns == list(want.columns)
+
+    def table(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+        cells = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
+        return sorted(map(tuple, cells), key=str)
+
+    assert table(got.toPandas()) == table(want)
+    assert table(want)[0][0].startswith("<ID_")  # pseudonyms, not the ids
+    with pytest.raises(InvalidInput, match="in process"):
+        deid_spark.apply_spark(df, schema, DeidSpec(k=5), keys)

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 from complai.deid.analyzer import TextAnalyzer
 from complai.deid.operators import NONCE, OPERATORS, Anonymizer, Keys
 from complai.errors import InvalidInput
+from complai.vault.schema import DatasetSchema, DeidSpec
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 FINDINGS = "__complai_findings"
 """The column `deidentify_column` adds: findings per entity type in the row's text (map<string,int>)."""
@@ -208,3 +209,46 @@ def anonymity(
         "l_entropy": round(float(row["h"]), 6),
         "t": round(t, 6),
     }
+
+
+def pseudonym_column(col: Column, key: bytes) -> Column:
+    """`Anonymizer.pseudonym("ID", str(value))` computed by Spark: `<ID_` and the first 12 hex digits of
+    HMAC-SHA256(key, "ID\\0" + value), then `>`; null stays null."""
+    from pyspark.sql import functions as F  # heavy: pyspark
+
+    message = F.concat(F.lit(b"ID\x00"), F.encode(col.cast("string"), "UTF-8"))
+    return F.concat(F.lit("<ID_"), F.substring(F.lower(F.hex(F.hmac(F.lit(key), message))), 1, 12), F.lit(">"))
+
+
+def apply_spark(df: DataFrame, schema: DatasetSchema, spec: DeidSpec, keys: Keys) -> tuple[DataFrame, dict[str, Any]]:
+    """`deid.governed.apply` on a Spark frame (a governed read of an external dataset), under the governed
+    keys `keys` (deterministic tokens): the columns to pseudonymise as the in-process pseudonyms, direct
+    identifiers dropped, text columns de-identified by `deidentify_column` (a missing text becomes "", as
+    in process); returns the frame (lazy) and the same summary. A spec with `k` is refused before any job:
+    k-anonymisation runs in process only."""
+    from pyspark.sql import functions as F  # heavy: pyspark
+
+    if spec.k:
+        raise InvalidInput("k-anonymity is applied in process only: read the dataset in process, or drop k")
+    out = df
+    done: dict[str, Any] = {}
+    for col in spec.pseudonymize:
+        if col in out.columns:
+            out = out.withColumn(col, pseudonym_column(F.col(f"`{col}`"), keys.pseudonym))
+    if spec.pseudonymize:
+        done["pseudonymized"] = [c for c in spec.pseudonymize if c in out.columns]
+    if spec.drop_direct_identifiers:
+        drop = [
+            f.name
+            for f in schema.fields
+            if f.identifier == "direct" and f.name in out.columns and f.name not in spec.pseudonymize
+        ]
+        out = out.drop(*drop)
+        done["dropped"] = drop
+    if spec.text:
+        for col, op in spec.text.items():
+            if col in out.columns:
+                out = out.withColumn(col, F.coalesce(F.col(f"`{col}`").cast("string"), F.lit("")))
+                out = deidentify_column(out, col, keys, nonce=None, default=op).drop(FINDINGS)
+        done["text"] = dict(spec.text)
+    return out, done
