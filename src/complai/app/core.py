@@ -130,11 +130,12 @@ class SessionCore:
         (dropping, pseudonymising, text operators) is applied to the slice alone, so a page decrypts only
         its own records; a k-anonymisation still runs over every row the purpose may see."""
         vault = self._svc.vault
-        schema = self._svc.catalog.get(dataset).schema
+        info = self._svc.catalog.get(dataset)
+        schema = info.schema
         extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify
         spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra)
         if window is not None and pseudonym_column is None and spec.k is None:
-            frame, pseudos, total, _ = vault.fetch(dataset, self.purpose, columns, window=window)
+            frame, pseudos, total, _ = vault.fetch(dataset, self.purpose, columns, window=window, info=info)
             done = None
             if not spec.is_empty():
                 frame, done = apply(frame, schema, spec, Anonymizer(self._svc.deid_keys))
@@ -145,7 +146,7 @@ class SessionCore:
             return GovernedRead(frame, done, seq)
         paged = window is not None and pseudonym_column is None
         frame, pseudos, total, _ = vault.fetch(
-            dataset, self.purpose, columns, _ROW_SUBJECT if paged else pseudonym_column, ordered=paged
+            dataset, self.purpose, columns, _ROW_SUBJECT if paged else pseudonym_column, ordered=paged, info=info
         )
         row_subject = frame.pop(_ROW_SUBJECT) if paged else frame[pseudonym_column] if pseudonym_column else None
         done = None

@@ -109,6 +109,7 @@ class Reads:
         *,
         ordered: bool = False,
         window: tuple[int, int] | None = None,
+        info: DatasetInfo | None = None,
     ) -> Fetched:
         """Decrypt what this purpose may see, without recording (callers record their own event). With
         `pseudonym_column` the frame also carries each row's subject pseudonym under that name;
@@ -117,11 +118,13 @@ class Reads:
         call, so pages cut from it neither overlap nor skip); `window` (offset, limit) fetches and
         decrypts only that slice of it. Without either, rows come as the store returns them (in the
         order they were stored, on SQLite), which training and federated partitions rely on for
-        reproducible runs across workspaces."""
+        reproducible runs across workspaces. `info`: the dataset's schema as the caller just read it (it
+        is checked in the read's own snapshot, and read again if it changed meanwhile)."""
         deadline = time.monotonic() + FILL_WAIT_S
         waits = 0
+        given = info
         while True:
-            info = self.catalog.get(dataset)
+            info, given = given or self.catalog.get(dataset), None
             refuse_external(info, "read in process")
             schema = info.schema
             schema.basis(purpose)

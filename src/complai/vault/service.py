@@ -23,7 +23,7 @@ from complai.crypto.pseudonym import Pseudonymizer
 from complai.ledger.log import Ledger
 from complai.store import Store
 from complai.taxonomy import Taxonomy
-from complai.vault.catalog import Catalog
+from complai.vault.catalog import Catalog, DatasetInfo
 from complai.vault.consent import Consents
 from complai.vault.external import EnrolResult, External, ExternalSource
 from complai.vault.ingest import (
@@ -173,10 +173,13 @@ class Vault:
         *,
         ordered: bool = False,
         window: tuple[int, int] | None = None,
+        info: DatasetInfo | None = None,
     ) -> Fetched:
         """Decrypt what this purpose may see, without recording (callers record their own event);
-        `progress(done, total)` is told the records decrypted; `ordered` and `window` as Reads.fetch."""
-        return self._reads.fetch(dataset, purpose, columns, pseudonym_column, progress, ordered=ordered, window=window)
+        `progress(done, total)` is told the records decrypted; `ordered`, `window` and `info` as Reads.fetch."""
+        return self._reads.fetch(
+            dataset, purpose, columns, pseudonym_column, progress, ordered=ordered, window=window, info=info
+        )
 
     def read(
         self, dataset: str, purpose: str, actor: str, columns: list[str] | None = None
