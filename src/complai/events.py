@@ -230,7 +230,9 @@ class DatasetRegistered(Event):
     retention: str
     jurisdiction: str
     # an external dataset (records kept by their owner's system, read through Spark): its kind, location
-    # and owner; absent for a dataset whose records the vault stores
+    # and owner, and (since they were recorded) owner_key_id (the key id of the X25519 key its erasure
+    # requests are sealed to), erasure_days, time_column (absent when none) and physical_digest (of the
+    # physical types it was checked against); absent for a dataset whose records the vault stores
     source: dict[str, str] | None = None
     absent_when_none: ClassVar[frozenset[str]] = Event.absent_when_none | {"source"}
 
@@ -397,6 +399,10 @@ class SubjectsEnrolled(Event):
     links_digest: Digest
     consents_digest: str | None = None  # multiset hashes of the consents stored and of their withdrawals (RECON-1)
     withdrawals_digest: str | None = None
+    # multiset hash of the (dataset, subject pseudonym, link) triples stored (vault/external.link_element):
+    # enrolments' sets less those of the erasure requests must equal the links stored (RECON-1)
+    links_set: str | None = None
+    absent_when_none: ClassVar[frozenset[str]] = Event.absent_when_none | {"links_set"}
 
 
 class ErasureRequestsExported(Event):

@@ -16,6 +16,7 @@ from complai.clock import ManualClock
 from complai.compliance import engine, reconcile
 from complai.compliance.context import AuditContext
 from complai.store.tables import external_erasures, external_subjects
+from complai.vault.external import link_of
 from tests.vault.conftest import consents_frame
 from tests.vault.test_external_registry import IDS, register
 
@@ -118,3 +119,52 @@ def test_a_request_opened_after_the_scan_is_not_judged_by_it(lake: Workspace) ->
     _, results = ws.vault.external.record_check({"lake_customers": scanned}, actor="owner")
     assert results == {"lake_customers": {"requests": 1, "gone": 1, "present": 0}}
     assert sorted(r.state for r in ws.vault.external.pending("lake_customers")) == ["gone", "pending"]
+
+
+def _link_of_subject(ws: Workspace, external_id: str) -> bytes:
+    return link_of(ws.vault.link_key("lake_customers"), external_id)
+
+
+def test_an_erased_subjects_link_put_on_a_live_subject_is_never_read_and_is_named(lake: Workspace) -> None:
+    ws = lake
+    ws.vault.erase("C-1003", actor="owner")
+    erased, live = _link(ws), _link_of_subject(ws, "C-1001")
+    assert live in ws.vault.eligible_links("lake_customers", "marketing", ws.clock.now())
+    with ws.store.write() as conn:  # at rest: the live subject's row given the erased subject's link
+        conn.execute(update(external_subjects).where(external_subjects.c.link == live).values(link=erased))
+    links = ws.vault.eligible_links("lake_customers", "marketing", ws.clock.now())
+    assert erased not in links and live not in links  # the erased subject's rows stay out of every frame
+    found = reconcile.reconcile_external(_ctx(ws))
+    assert found == [
+        "external dataset lake_customers: its stored links (or the subjects they name) are not the ones its "
+        "enrolments less its erasure requests leave",
+        "external dataset lake_customers: 1 stored link(s) are the link of an erasure request (an erased "
+        "subject's rows would be read again)",
+    ]
+    assert {c["id"]: c for c in engine.run_controls(_ctx(ws))}["RECON-1"]["status"] == "fail"
+
+
+def test_links_swapped_between_live_subjects_are_named(lake: Workspace) -> None:
+    ws = lake
+    ws.vault.erase("C-1003", actor="owner")
+    ws.vault.enrol("lake_customers", ["C-3000"], actor="owner")
+    assert reconcile.reconcile_external(_ctx(ws)) == []
+    a, b = _link_of_subject(ws, "C-1001"), _link_of_subject(ws, "C-3000")
+    x = external_subjects.c
+    with ws.store.write() as conn:  # counts and the set of links unchanged: only who has which differs
+        conn.execute(update(external_subjects).where(x.link == a).values(link=b"\0" * 32))
+        conn.execute(update(external_subjects).where(x.link == b).values(link=a))
+        conn.execute(update(external_subjects).where(x.link == b"\0" * 32).values(link=b))
+    found = reconcile.reconcile_external(_ctx(ws))
+    assert len(found) == 1 and "its stored links (or the subjects they name) are not the ones" in found[0]
+
+
+def test_a_request_link_edited_to_hide_a_moved_link_is_named(lake: Workspace) -> None:
+    ws = lake
+    ws.vault.erase("C-1003", actor="owner")
+    erased, live = _link(ws), _link_of_subject(ws, "C-1001")
+    with ws.store.write() as conn:  # the tampered pair: live row -> erased link, request -> live link
+        conn.execute(update(external_subjects).where(external_subjects.c.link == live).values(link=erased))
+        conn.execute(update(external_erasures).values(link=live))
+    found = reconcile.reconcile_external(_ctx(ws))
+    assert len(found) == 1 and "its stored links (or the subjects they name) are not the ones" in found[0]

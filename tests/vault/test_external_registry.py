@@ -14,12 +14,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
+from complai.access.identity import OWNER
 from complai.app.workspace import Workspace
 from complai.clock import ManualClock
-from complai.crypto.sealing import generate_keypair, load_private, open_sealed
-from complai.errors import InvalidInput
+from complai.crypto.digest import digest_text
+from complai.crypto.sealing import generate_keypair, key_id, load_private, load_public, open_sealed
+from complai.errors import IntegrityError, InvalidInput
 from complai.events import SubjectErased, SubjectsEnrolled, decode_event
 from complai.store import Store
 from complai.store.tables import datasets, external_erasures, external_sources, external_subjects, records, subjects
@@ -80,11 +82,18 @@ def test_registration_accepts_integral_widths_and_records_the_source(ws: Workspa
     ws.vault.register_external(load_schema(LAKE, ws.taxonomy), source, physical, actor="owner")
     event = last_event(ws)
     assert event.kind == "dataset.registered"
-    assert event.source == {"kind": "parquet", "location": source.location, "owner": "crm"}
-    info = ws.catalog.get("lake_customers")
-    assert info.source == source
     with ws.store.read() as conn:
         stored = conn.execute(select(external_sources.c.physical_json)).scalar_one()
+    assert event.source == {
+        "kind": "parquet",
+        "location": source.location,
+        "owner": "crm",
+        "owner_key_id": key_id(load_public(source.owner_key)),
+        "erasure_days": "30",
+        "physical_digest": digest_text(stored),
+    }
+    info = ws.catalog.get("lake_customers")
+    assert info.source == source and type(info.source) is ExternalSource
     assert json.loads(stored) == physical
 
 
@@ -338,3 +347,74 @@ def test_a_restore_reapplies_the_erasure_and_its_request(ws: Workspace, tmp_path
         assert count(restored, external_subjects) == 3
         ctx = engine.AuditContext(compliance_services(restored.services), restored.clock.now())
         assert engine.CHECKS["reconciliation"](ctx).status == engine.PASS
+
+
+def _source_recon(ws: Workspace) -> list[str]:
+    from complai.app.ops.compliance import compliance_services
+    from complai.compliance import engine, reconcile
+
+    ctx = engine.AuditContext(compliance_services(ws.services), ws.clock.now())
+    return reconcile.reconcile_external(ctx)
+
+
+def test_an_owner_key_substituted_at_rest_seals_nothing_to_it_and_is_named(ws: Workspace, tmp_path: Path) -> None:
+    register(ws, tmp_path)
+    ws.vault.enrol("lake_customers", IDS, actor="owner")
+    ws.vault.erase("C-1001", actor="owner")
+    attacker = generate_keypair(tmp_path / "attacker.key")
+    swapped = "complai-x25519-public:" + base64.b64encode(attacker).decode()
+    with ws.store.write() as conn:
+        conn.execute(update(external_sources).values(owner_key=swapped))
+    assert _source_recon(ws) == [
+        "external dataset lake_customers: its stored source (owner_key_id) is not the one its registration recorded"
+    ]
+    size = ws.ledger.head().size
+    with pytest.raises(IntegrityError, match=r"stored source \(owner_key_id\)"):
+        ws.vault.erase("C-1002", actor="owner")  # no request sealed to the substituted key: no erasure
+    out = tmp_path / "requests.jsonl"
+    with pytest.raises(IntegrityError, match="owner_key_id"):
+        ws.vault.external.export_requests("lake_customers", out, actor="owner")
+    assert not out.exists() and ws.ledger.head().size == size
+    with ws.store.read() as conn:
+        assert not ws.vault.subject(conn, "C-1002").erased
+        assert [r.exported_at for r in conn.execute(select(external_erasures))] == [None]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "part"),
+    [
+        ("location", "/elsewhere/lake", "location"),
+        ("kind", "table", "kind"),
+        ("owner", "someone", "owner"),
+        ("erasure_days", 3650, "erasure_days"),
+        ("time_column", "signup", "time_column"),
+    ],
+)
+def test_a_source_edited_at_rest_is_refused_before_any_read_or_scan(
+    ws: Workspace, tmp_path: Path, column: str, value: Any, part: str
+) -> None:
+    register(ws, tmp_path)
+    ws.vault.enrol("lake_customers", IDS, actor="owner")
+    with ws.store.write() as conn:
+        conn.execute(update(external_sources).values({column: value}))
+    assert _source_recon(ws) == [
+        f"external dataset lake_customers: its stored source ({part}) is not the one its registration recorded"
+    ]
+    for call in (
+        lambda: ws.vault.external.info("lake_customers"),  # a governed frame and a scan start here
+        lambda: ws.vault.eligible_links("lake_customers", "credit_scoring", ws.clock.now()),
+        lambda: ws.vault.lake_frame("lake_customers", "credit_scoring", None, None),  # type: ignore[arg-type]
+        lambda: ws.session(OWNER, "administration").verify_external_erasures("lake_customers"),
+    ):
+        with pytest.raises(IntegrityError, match=rf"stored source \({part}\)"):
+            call()
+
+
+def test_physical_types_edited_at_rest_are_named(ws: Workspace, tmp_path: Path) -> None:
+    register(ws, tmp_path)
+    assert _source_recon(ws) == []
+    with ws.store.write() as conn:
+        conn.execute(update(external_sources).values(physical_json=json.dumps({**PHYSICAL, "income": "string"})))
+    assert _source_recon(ws) == [
+        "external dataset lake_customers: its stored source (physical_digest) is not the one its registration recorded"
+    ]

@@ -39,6 +39,7 @@ from complai.store.tables import (
     dp_budgets,
     dp_spends,
     external_erasures,
+    external_sources,
     external_subjects,
     objections,
     policy_rules,
@@ -49,6 +50,8 @@ from complai.store.tables import (
     subjects,
     tokens,
 )
+from complai.vault.catalog import ExternalSource
+from complai.vault.external import link_element, source_differences, source_record
 from complai.vault.records import RecordSet, add_consent, consent_element, open_record
 from complai.vault.schema import DatasetSchema, retention_deadline
 from complai.vault.service import set_digest, unpack_ids
@@ -427,39 +430,101 @@ def reconcile_consents(ctx: AuditContext) -> list[str]:
 
 
 def reconcile_external(ctx: AuditContext) -> list[str]:
-    """External datasets as their events left them: per dataset, as many enrolled subjects as its
-    enrolments linked less those erasures unlinked (one request each); every erasure request row is one
-    its erasure's event names, for the subject it names, and one that event names is not missing; a
-    request checked names the check's ledger entry."""
+    """External datasets as their events left them: each stored source (kind, location, owner, owner
+    key, erasure days, time column, physical types) the one its registration recorded; per dataset, as
+    many enrolled subjects as its enrolments linked less those erasures unlinked (one request each), and
+    the very links: the multiset of (dataset, pseudonym, link) stored equal to what its enrolments
+    stored (`links_set`) less what its erasure requests unlinked, so a link moved to another subject,
+    replaced or added at rest is named; no stored link is the link of an erasure request (an erased
+    subject is never linked again); every erasure request row is one its erasure's event names, for the
+    subject it names, and one that event names is not missing; a request checked names the check's
+    ledger entry."""
     out: list[str] = []
     linked: Counter[str] = Counter()
+    sets: dict[str, RecordSet] = defaultdict(RecordSet)
+    unbound: set[str] = set()  # datasets with an enrolment recorded before links_set was
     named: dict[str, tuple[int, str]] = {}
     checks: set[int] = set()
     dropped: set[str] = set()
-    for ev in ctx.events("external.enrolled", "subject.erased", "external.erasure_checked", "dataset.dropped"):
+    registered: dict[str, dict[str, Any] | None] = {}
+    for ev in ctx.events(
+        "dataset.registered", "external.enrolled", "subject.erased", "external.erasure_checked", "dataset.dropped"
+    ):
         t = ev.get("type")
-        if t == "dataset.dropped":
+        if t == "dataset.registered":
+            src = ev.get("source")
+            registered.setdefault(str(ev.get("dataset")), dict(src) if isinstance(src, dict) else None)
+        elif t == "dataset.dropped":
             dropped.add(str(ev.get("dataset")))
         elif t == "external.enrolled":
-            linked[str(ev.get("dataset"))] += int(ev.get("subjects") or 0)
+            ds = str(ev.get("dataset"))
+            linked[ds] += int(ev.get("subjects") or 0)
+            enrolled = _parse_set(ev.get("links_set"))
+            if enrolled is None:
+                unbound.add(ds)
+            else:
+                sets[ds] += enrolled
         elif t == "subject.erased":
             for rid in ev.get("external_requests") or []:
                 named[str(rid)] = (int(ev["_seq"]), str(ev.get("subject")))
         else:
             checks.add(int(ev["_seq"]))
-    if not linked and not named:
-        return out
-    x, e = external_subjects.c, external_erasures.c
+    x, e, src_c = external_subjects.c, external_erasures.c, external_sources.c
     with ctx.svc.store.read() as conn:
-        stored = Counter({str(d): int(n) for d, n in conn.execute(select(x.dataset, func.count()).group_by(x.dataset))})
-        rows = conn.execute(select(e.id, e.dataset, e.subject, e.erase_seq, e.state, e.check_seq)).all()
+        sources = conn.execute(
+            select(
+                src_c.dataset,
+                src_c.kind,
+                src_c.location,
+                src_c.owner,
+                src_c.owner_key,
+                src_c.erasure_days,
+                src_c.time_column,
+                src_c.physical_json,
+            )
+        ).all()
+        out += _external_sources(sources, registered, dropped)
+        if not linked and not named:
+            return out
+        stored: Counter[str] = Counter()
+        stored_sets: dict[str, RecordSet] = defaultdict(RecordSet)
+        stored_links: set[tuple[str, bytes]] = set()
+        q = select(x.dataset, subjects.c.pseudonym, x.link).select_from(
+            external_subjects.join(subjects, subjects.c.id == x.subject_id)
+        )
+        for ds, pseudonym, link in conn.execute(q):
+            stored[str(ds)] += 1
+            stored_sets[str(ds)].add_element(link_element(str(ds), str(pseudonym), bytes(link)))
+            stored_links.add((str(ds), bytes(link)))
+        orphans = conn.execute(
+            select(x.dataset, func.count()).where(~exists().where(subjects.c.id == x.subject_id)).group_by(x.dataset)
+        ).all()
+        for ds, n in orphans:
+            stored[str(ds)] += int(n)
+        rows = conn.execute(select(e.id, e.dataset, e.subject, e.link, e.erase_seq, e.state, e.check_seq)).all()
     unlinked: Counter[str] = Counter(str(r.dataset) for r in rows)
+    unlinked_sets: dict[str, RecordSet] = defaultdict(RecordSet)
+    erased_links: Counter[str] = Counter()
+    for r in rows:
+        unlinked_sets[str(r.dataset)].add_element(link_element(str(r.dataset), str(r.subject), bytes(r.link)))
+        if (str(r.dataset), bytes(r.link)) in stored_links:
+            erased_links[str(r.dataset)] += 1
     for ds in sorted(set(linked) | set(stored)):
         want = 0 if ds in dropped else linked[ds] - unlinked[ds]  # a drop unlinks them all
         if stored[ds] != want:
             out.append(
                 f"external dataset {ds}: {stored[ds]} subjects enrolled, the ledger's enrolments less erasures "
                 f"leave {want}"
+            )
+        elif ds not in dropped and ds not in unbound and stored_sets[ds] != sets[ds] - unlinked_sets[ds]:
+            out.append(
+                f"external dataset {ds}: its stored links (or the subjects they name) are not the ones its "
+                "enrolments less its erasure requests leave"
+            )
+        if erased_links[ds]:
+            out.append(
+                f"external dataset {ds}: {erased_links[ds]} stored link(s) are the link of an erasure request "
+                "(an erased subject's rows would be read again)"
             )
     lines = _Lines(out, "erasure requests to owner systems that disagree with the ledger")
     for r in rows:
@@ -474,6 +539,45 @@ def reconcile_external(ctx: AuditContext) -> list[str]:
     for rid in sorted(set(named) - {str(r.id) for r in rows}):
         lines.add(f"request {rid}: named by the erasure at ledger entry {named[rid][0]}, but not stored")
     lines.close()
+    return out
+
+
+def _external_sources(rows: Any, registered: dict[str, dict[str, Any] | None], dropped: set[str]) -> list[str]:
+    """Each stored external source against the source its dataset's registration event recorded."""
+    out: list[str] = []
+    have = set()
+    for r in rows:
+        ds = str(r.dataset)
+        have.add(ds)
+        if ds not in registered:
+            continue  # reconcile_datasets names a dataset the ledger never registered
+        recorded = registered[ds]
+        if recorded is None:
+            out.append(f"external dataset {ds}: a source is stored, but its registration recorded none")
+            continue
+        try:
+            source = ExternalSource.model_validate(
+                {
+                    "kind": r.kind,
+                    "location": r.location,
+                    "owner": r.owner,
+                    "owner_key": r.owner_key,
+                    "erasure_days": int(r.erasure_days),
+                    "time_column": r.time_column,
+                }
+            )
+        except (ValueError, TypeError):
+            out.append(f"external dataset {ds}: its stored source is unreadable")
+            continue
+        differ = source_differences(recorded, source_record(source, str(r.physical_json)))
+        if differ:
+            out.append(
+                f"external dataset {ds}: its stored source ({', '.join(differ)}) is not the one its registration "
+                "recorded"
+            )
+    for ds, recorded in sorted(registered.items()):
+        if recorded is not None and ds not in have and ds not in dropped:
+            out.append(f"external dataset {ds}: its registration recorded a source, none is stored")
     return out
 
 

@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import PrivateAttr
 from sqlalchemy import Connection, delete, insert, select, update
 
 from complai.clock import Clock, as_utc
-from complai.crypto.digest import digest
+from complai.crypto.digest import digest, digest_text
 from complai.crypto.keyring import Keyring
 from complai.crypto.pseudonym import Pseudonymizer
 from complai.crypto.sealing import key_id, load_public, seal_to
-from complai.errors import InvalidInput, NotFound, PolicyDenied
+from complai.errors import IntegrityError, InvalidInput, NotFound, PolicyDenied
 from complai.events import AccessDenied, ErasureRequestsExported, ExternalErasureChecked, SubjectsEnrolled
 from complai.files import check_output, write_private
 from complai.ledger.log import Ledger
@@ -44,7 +45,16 @@ from complai.vault.records import RecordSet, add_consent
 from complai.vault.schema import DatasetSchema, load_schema
 from complai.vault.subjects import Subject, Subjects, chunks, create_subjects
 
-__all__ = ["EnrolResult", "ErasureRequest", "External", "ExternalSource", "link_of"]
+__all__ = [
+    "EnrolResult",
+    "ErasureRequest",
+    "External",
+    "ExternalSource",
+    "link_element",
+    "link_of",
+    "source_differences",
+    "source_record",
+]
 
 REQUEST_FORMAT = "complai-erasure-request/1"
 _CONSENT_FIELDS = ("purpose", "basis", "granted_at", "withdrawn_at", "notice_version", "source")
@@ -58,6 +68,44 @@ def link_of(key: bytes, external_id: str) -> bytes:
 def links_digest(links: Iterable[bytes]) -> str:
     """Digest of a set of links (sorted): how events bind the links they stored or checked."""
     return digest(b"".join(sorted(set(links))))
+
+
+def link_element(dataset: str, pseudonym: str, link: bytes) -> bytes:
+    """A stored link as an element of the multiset hash enrolment events record (`links_set`)."""
+    return b"complai/external-link/v1|%s|%s|%s" % (dataset.encode(), pseudonym.encode(), link.hex().encode())
+
+
+def source_record(source: ExternalSource, physical: Mapping[str, str] | str) -> dict[str, str]:
+    """What a registration event records of an external source (DatasetRegistered.source): kind, location,
+    owner, the key id of the owner's key, erasure days, time column (absent when none) and the digest
+    of the physical types (as stored: sorted JSON)."""
+    text = physical if isinstance(physical, str) else json.dumps(dict(physical), sort_keys=True)
+    out = {
+        **source.public(),
+        "owner_key_id": key_id(load_public(source.owner_key)),
+        "erasure_days": str(source.erasure_days),
+        "physical_digest": digest_text(text),
+    }
+    if source.time_column is not None:
+        out["time_column"] = source.time_column
+    return out
+
+
+def source_differences(recorded: Mapping[str, Any], stored: Mapping[str, str]) -> list[str]:
+    """The names of the source's parts (a `source_record`) that differ from what the ledger recorded. A
+    registration recorded before the owner key was recorded binds kind, location and owner only."""
+    if "owner_key_id" not in recorded:
+        return [k for k in ("kind", "location", "owner") if recorded.get(k) != stored.get(k)]
+    return sorted(k for k in set(recorded) | set(stored) if recorded.get(k) != stored.get(k))
+
+
+class _Registering(ExternalSource):
+    """A source being registered: its registration event records `source_record` of it."""
+
+    _record: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def public(self) -> dict[str, str]:
+        return dict(self._record)
 
 
 @dataclass(frozen=True)
@@ -121,14 +169,44 @@ class External:
             if names.get(source.time_column) not in ("date", "datetime"):
                 raise InvalidInput(f"time column {source.time_column!r}: not a date or datetime field of the schema")
         check_physical(schema, physical)
-        return self.catalog.register(schema, actor, source=source, physical=physical)
+        recording = _Registering.model_validate(source.model_dump())
+        recording._record = source_record(source, physical)
+        return self.catalog.register(schema, actor, source=recording, physical=physical)
 
     def info(self, dataset: str) -> tuple[DatasetInfo, ExternalSource]:
-        """The dataset and its source; InvalidInput when the vault holds its rows."""
-        info = self.catalog.get(dataset)
-        if info.source is None:
-            raise InvalidInput(f"dataset {dataset} is not external (its records are in the vault)")
+        """The dataset and its source, checked against what the ledger recorded at registration
+        (IntegrityError when the stored source was edited: a governed frame or a scan would read another
+        location, a request would be sealed to another key); InvalidInput when the vault holds its rows."""
+        with self.store.read() as conn:
+            info = self.catalog.current(conn, dataset)
+            if info.source is None:
+                raise InvalidInput(f"dataset {dataset} is not external (its records are in the vault)")
+            self.check_source(conn, dataset, info.source)
         return info, info.source
+
+    def check_source(self, conn: Connection, dataset: str, source: ExternalSource) -> None:
+        """IntegrityError unless the stored source (its kind, location, owner, owner key, erasure days
+        and time column) is the one the dataset's registration event recorded."""
+        recorded = self._registered_source(conn, dataset)
+        if recorded is None:
+            raise IntegrityError(f"external dataset {dataset}: the ledger records no registration of its source")
+        stored = source_record(source, "")
+        del stored["physical_digest"]  # the physical types are RECON-1's to compare
+        differ = source_differences({k: v for k, v in recorded.items() if k != "physical_digest"}, stored)
+        if differ:
+            raise IntegrityError(
+                f"external dataset {dataset}: its stored source ({', '.join(differ)}) is not the one the ledger "
+                "recorded at registration; nothing was read, sealed or written"
+            )
+
+    def _registered_source(self, conn: Connection, dataset: str) -> dict[str, Any] | None:
+        """The source the dataset's registration event recorded (served by the ledger's kind index)."""
+        for _, _, data in self.ledger.scan(conn, ["dataset.registered"]):
+            ev = json.loads(data)
+            if ev.get("dataset") == dataset:
+                src = ev.get("source")
+                return dict(src) if isinstance(src, dict) else None
+        return None
 
     def source(self, conn: Connection, dataset: str) -> ExternalSource | None:
         return self.catalog.current(conn, dataset).source
@@ -201,6 +279,7 @@ class External:
                     self._refuse(actor, dataset, len(known_before))
             created_all: set[str] = set()
             linked: list[bytes] = []
+            linked_set = RecordSet()
             already = erased = 0
             for part in chunks(ids):
                 known, created = create_subjects(conn, self.subjects, self.keyring, part, now)
@@ -216,6 +295,8 @@ class External:
                 links = [(dataset, s.id, link_of(key, e), now) for e, s in new]
                 bulk_insert(conn, external_subjects, links, columns=("dataset", "subject_id", "link", "enrolled_at"))
                 linked += [link for _, _, link, _ in links]
+                for (_, s), (_, _, link, _) in zip(new, links, strict=True):
+                    linked_set.add_element(link_element(dataset, s.pseudonym, link))
             created_p = {self.pseudonyms.subject(e) for e in created_all}
             if named and not any_subject and not named <= created_p:
                 self._refuse(actor, dataset, len(named - created_p))
@@ -231,6 +312,7 @@ class External:
                 new_subjects=len(created_all),
                 consents=n_consents,
                 links_digest=links_digest(linked),
+                links_set=linked_set.digest(),
                 **self._consent_digests(given, withdrawn),
             )
         return EnrolResult(dataset, len(linked), len(created_all), already, erased, n_consents, seq)
@@ -277,18 +359,22 @@ class External:
 
     def eligible_links(self, dataset: str, purpose: str, at: datetime) -> list[bytes]:
         """The links of the subjects `purpose` may reach at `at`: the vault reads' definition (not erased
-        or restricted, consent live when the basis requires it, no live objection), sorted."""
+        or restricted, consent live when the basis requires it, no live objection), sorted. A link that
+        an erasure request names is never one (an erased subject's link put on another subject at rest
+        brings no row back)."""
         info, _ = self.info(dataset)
         schema = info.schema
         schema.basis(purpose)
-        x = external_subjects.c
+        x, e = external_subjects.c, external_erasures.c
         q = (
             select(x.link)
             .select_from(external_subjects.join(subjects, subjects.c.id == x.subject_id))
             .where(x.dataset == dataset, self._subject_condition(schema, purpose, at, x.subject_id))
         )
         with self.store.read() as conn:
-            return sorted(bytes(link) for link in conn.execute(q).scalars())
+            # read beside, not as a NOT EXISTS per link: the requests' link column has no index
+            erased = {bytes(link) for link in conn.execute(select(e.link).where(e.dataset == dataset)).scalars()}
+            return sorted(b for b in (bytes(link) for link in conn.execute(q).scalars()) if b not in erased)
 
     def subjects_of(self, dataset: str, links: Iterable[bytes]) -> dict[str, int]:
         """Pseudonym -> subject id of the subjects enrolled in `dataset` with these links (a read's
@@ -325,6 +411,7 @@ class External:
                 continue
             if source is None or external_id is None:
                 continue
+            self.check_source(conn, str(dataset), source)  # sealed to the key the ledger recorded, or nothing
             rid = secrets.token_hex(16)
             sealed = _seal_request(source, str(dataset), external_id, rid)
             conn.execute(
@@ -368,11 +455,14 @@ class External:
         """Write the dataset's open requests (pending or still present) to `out`, a JSON Lines file of
         the sealed requests (0600, never overwritten unless `force`), base64 each; only the owner's
         private key opens them. One ErasureRequestsExported event."""
-        _, source = self.info(dataset)
+        self.info(dataset)  # NotFound, not external, or its source edited: before anything
         e = external_erasures.c
         now = self.clock.now()
         check_output(Path(out), force=force)
         with self.store.write() as conn:
+            current = self.catalog.current(conn, dataset).source
+            assert current is not None
+            self.check_source(conn, dataset, current)  # written for the key the ledger recorded, or nothing
             rows = conn.execute(
                 select(e.id, e.request_sealed)
                 .where(e.dataset == dataset, e.state.in_(["pending", "present"]), e.request_sealed.is_not(None))
@@ -392,7 +482,7 @@ class External:
                 purpose="subject_request",
                 dataset=dataset,
                 requests=len(rows),
-                recipient_key_id=key_id(load_public(source.owner_key)),
+                recipient_key_id=key_id(load_public(current.owner_key)),
             )
             write_private(Path(out), lines, force=force)
         return len(rows)
