@@ -4,8 +4,10 @@ enrolment and request rows reconcile with their events, and rows edited at rest 
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, select, update
@@ -15,6 +17,7 @@ from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.compliance import engine, reconcile
 from complai.compliance.context import AuditContext
+from complai.events import SubjectsEnrolled
 from complai.store.tables import external_erasures, external_subjects
 from complai.vault.external import link_of
 from tests.vault.conftest import consents_frame
@@ -168,3 +171,58 @@ def test_a_request_link_edited_to_hide_a_moved_link_is_named(lake: Workspace) ->
         conn.execute(update(external_erasures).values(link=live))
     found = reconcile.reconcile_external(_ctx(ws))
     assert len(found) == 1 and "its stored links (or the subjects they name) are not the ones" in found[0]
+
+
+@pytest.fixture
+def legacy(ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    """Enrolments recorded as they were before their events held the links' multiset hash."""
+    emit = ws.ledger.emit
+
+    def without_links_set(conn: Any, event: Any, **fields: Any) -> int:
+        if event is SubjectsEnrolled:
+            fields.pop("links_set")
+        return emit(conn, event, **fields)
+
+    monkeypatch.setattr(ws.ledger, "emit", without_links_set)
+    register(ws, tmp_path, erasure_days=30)
+    ws.vault.enrol("lake_customers", IDS, actor="owner", consents_data=consents_frame())
+    _advance(ws, 1)
+    ws.vault.enrol("lake_customers", ["C-3000", "C-3001"], actor="owner")
+    monkeypatch.undo()
+    assert all(
+        "links_set" not in json.loads(e.data) for e in ws.ledger.entries(kind="external.enrolled")
+    )  # as old events
+    return ws
+
+
+def test_links_of_older_enrolments_are_reconciled_by_their_links_digest(legacy: Workspace) -> None:
+    ws = legacy
+    ws.vault.erase("C-1003", actor="owner")  # the first enrolment lost a link: its request's link completes it
+    assert reconcile.reconcile_external(_ctx(ws)) == []
+    a, b = _link_of_subject(ws, "C-1001"), _link_of_subject(ws, "C-3000")
+    x = external_subjects.c
+    with ws.store.write() as conn:  # a link of each enrolment swapped: counts and the set of links unchanged
+        conn.execute(update(external_subjects).where(x.link == a).values(link=b"\0" * 32))
+        conn.execute(update(external_subjects).where(x.link == b).values(link=a))
+        conn.execute(update(external_subjects).where(x.link == b"\0" * 32).values(link=b))
+    found = reconcile.reconcile_external(_ctx(ws))
+    assert found == [
+        "external dataset lake_customers: its stored links are not the ones its enrolments stored less its "
+        "erasure requests"
+    ]
+
+
+def test_an_older_enrolments_link_replaced_is_named(legacy: Workspace) -> None:
+    ws = legacy
+    ws.vault.erase("C-1003", actor="owner")
+    with ws.store.write() as conn:  # a live subject given another lake id's link: counts unchanged
+        conn.execute(
+            update(external_subjects)
+            .where(external_subjects.c.link == _link_of_subject(ws, "C-1001"))
+            .values(link=_link_of_subject(ws, "C-9999"))
+        )
+    found = reconcile.reconcile_external(_ctx(ws))
+    assert found == [
+        "external dataset lake_customers: its stored links are not the ones its enrolments stored less its "
+        "erasure requests"
+    ]

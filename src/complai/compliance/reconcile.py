@@ -51,7 +51,7 @@ from complai.store.tables import (
     tokens,
 )
 from complai.vault.catalog import ExternalSource
-from complai.vault.external import link_element, source_differences, source_record
+from complai.vault.external import link_element, links_digest, source_differences, source_record
 from complai.vault.records import RecordSet, add_consent, consent_element, open_record
 from complai.vault.schema import DatasetSchema, retention_deadline
 from complai.vault.service import set_digest, unpack_ids
@@ -443,6 +443,7 @@ def reconcile_external(ctx: AuditContext) -> list[str]:
     linked: Counter[str] = Counter()
     sets: dict[str, RecordSet] = defaultdict(RecordSet)
     unbound: set[str] = set()  # datasets with an enrolment recorded before links_set was
+    enrolments: dict[str, list[tuple[int, int, str]]] = defaultdict(list)  # (time, subjects, links_digest)
     named: dict[str, tuple[int, str]] = {}
     checks: set[int] = set()
     dropped: set[str] = set()
@@ -459,6 +460,7 @@ def reconcile_external(ctx: AuditContext) -> list[str]:
         elif t == "external.enrolled":
             ds = str(ev.get("dataset"))
             linked[ds] += int(ev.get("subjects") or 0)
+            enrolments[ds].append((_event_us(ev), int(ev.get("subjects") or 0), str(ev.get("links_digest"))))
             enrolled = _parse_set(ev.get("links_set"))
             if enrolled is None:
                 unbound.add(ds)
@@ -489,13 +491,16 @@ def reconcile_external(ctx: AuditContext) -> list[str]:
         stored: Counter[str] = Counter()
         stored_sets: dict[str, RecordSet] = defaultdict(RecordSet)
         stored_links: set[tuple[str, bytes]] = set()
-        q = select(x.dataset, subjects.c.pseudonym, x.link).select_from(
+        by_time: dict[str, dict[int, set[bytes]]] = defaultdict(lambda: defaultdict(set))
+        q = select(x.dataset, subjects.c.pseudonym, x.link, x.enrolled_at).select_from(
             external_subjects.join(subjects, subjects.c.id == x.subject_id)
         )
-        for ds, pseudonym, link in conn.execute(q):
+        for ds, pseudonym, link, enrolled_at in conn.execute(q):
             stored[str(ds)] += 1
             stored_sets[str(ds)].add_element(link_element(str(ds), str(pseudonym), bytes(link)))
             stored_links.add((str(ds), bytes(link)))
+            if str(ds) in unbound:
+                by_time[str(ds)][to_us(_utc(enrolled_at))].add(bytes(link))
         orphans = conn.execute(
             select(x.dataset, func.count()).where(~exists().where(subjects.c.id == x.subject_id)).group_by(x.dataset)
         ).all()
@@ -516,7 +521,14 @@ def reconcile_external(ctx: AuditContext) -> list[str]:
                 f"external dataset {ds}: {stored[ds]} subjects enrolled, the ledger's enrolments less erasures "
                 f"leave {want}"
             )
-        elif ds not in dropped and ds not in unbound and stored_sets[ds] != sets[ds] - unlinked_sets[ds]:
+        elif ds in unbound and ds not in dropped:
+            requested = {bytes(r.link) for r in rows if str(r.dataset) == ds}
+            if not _links_by_enrolment(enrolments[ds], by_time[ds], requested):
+                out.append(
+                    f"external dataset {ds}: its stored links are not the ones its enrolments stored less its "
+                    "erasure requests"
+                )
+        elif ds not in dropped and stored_sets[ds] != sets[ds] - unlinked_sets[ds]:
             out.append(
                 f"external dataset {ds}: its stored links (or the subjects they name) are not the ones its "
                 "enrolments less its erasure requests leave"
@@ -540,6 +552,45 @@ def reconcile_external(ctx: AuditContext) -> list[str]:
         lines.add(f"request {rid}: named by the erasure at ledger entry {named[rid][0]}, but not stored")
     lines.close()
     return out
+
+
+def _links_by_enrolment(
+    enrolments: list[tuple[int, int, str]], stored: dict[int, set[bytes]], requested: set[bytes]
+) -> bool:
+    """For enrolments recorded before their events held a multiset hash: whether the links stored, grouped
+    by the time they were enrolled, have each enrolment's links digest. An enrolment whose links are all
+    still stored is compared exactly; one that lost links to erasures is compared exactly when it is
+    the only one (its links then are those stored less nothing plus every erasure request's link);
+    otherwise (several enrolments at one instant, or several that lost links) its count alone was
+    compared. False when a stored link was enrolled at a time no enrolment recorded."""
+    groups: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for when, n, recorded in enrolments:
+        groups[when].append((n, recorded))
+    if set(stored) - set(groups):
+        return False
+    short = []
+    for when, evs in groups.items():
+        have = stored.get(when, set())
+        if len(evs) > 1:
+            if len(have) > sum(n for n, _ in evs):
+                return False
+            short.append(when)
+        elif len(have) == evs[0][0]:
+            if links_digest(have) != evs[0][1]:
+                return False
+        else:
+            short.append(when)
+    if len(short) == 1 and len(groups[short[0]]) == 1:
+        n, want = groups[short[0]][0]
+        links = stored.get(short[0], set()) | requested
+        return len(links) == n and links_digest(links) == want
+    return True
+
+
+def _utc(when: Any) -> Any:
+    aware = as_utc(when)
+    assert aware is not None
+    return aware
 
 
 def _external_sources(rows: Any, registered: dict[str, dict[str, Any] | None], dropped: set[str]) -> list[str]:
