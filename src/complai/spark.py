@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,20 @@ DEFAULTS: dict[str, str] = {
     "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG4J2.as_uri()}",
 }
 """Spark properties every session complai starts is built with; `[spark.conf]` overrides them."""
+
+# pyspark's Python loggers that print a failed query's message, which may quote a value of the data
+QUERY_CONTEXT_LOGGERS = ("DataFrameQueryContextLogger", "SQLQueryContextLogger")
+
+
+def quiet_pyspark() -> None:
+    """Keep pyspark's Python side from printing data: its query-context loggers (a failed query's
+    message, which may quote a lake value) are disabled, and its notice that it was not tested with this
+    pandas is not shown (only that warning, by its message)."""
+    from pyspark.logger import PySparkLogger  # heavy: pyspark
+
+    for name in QUERY_CONTEXT_LOGGERS:
+        PySparkLogger.getLogger(name).disabled = True
+    warnings.filterwarnings("ignore", message=r"PySpark does not yet fully support pandas", category=FutureWarning)
 
 
 class SparkRuntime:
@@ -65,6 +80,7 @@ class SparkRuntime:
                 raise WorkspaceError(
                     "Spark is not installed: install complai with the spark extra (pip install 'complai[spark]')"
                 ) from None
+            quiet_pyspark()
             running = SparkContext._active_spark_context is not None
             os.environ.update(spark_env(self.settings.master))
             builder = SparkSession.builder.master(self.settings.master)
@@ -87,6 +103,7 @@ class SparkRuntime:
     def use(self, spark: SparkSession) -> None:
         """Use `spark`, a session the caller owns, from now on; the runtime never stops it. An embedded
         session started before is stopped unless `spark` runs on its context."""
+        quiet_pyspark()
         with self._lock:
             previous, embedded = self._session, self._embedded
             self._session, self._embedded = spark, False

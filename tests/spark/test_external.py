@@ -5,6 +5,9 @@ before any Spark job, and erasure verified by scanning the source (ERASE-2)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +23,7 @@ from complai.app.ops.compliance import compliance_services
 from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.compliance import engine
-from complai.errors import InvalidInput, PolicyDenied
+from complai.errors import IntegrityError, InvalidInput, PolicyDenied
 from complai.events import decode_event
 from complai.store.tables import datasets, external_erasures
 from complai.vault.external import link_of
@@ -51,6 +54,15 @@ def source_of(tmp_path: Path, location: str) -> dict[str, Any]:
 
 def jobs(spark: SparkSession) -> list[int]:
     return sorted(spark.sparkContext.statusTracker().getJobIdsForGroup(None))
+
+
+def stage_names(spark: SparkSession, job: int) -> list[str]:
+    """The job's stages by the operation that started them ("parquet": reading a Parquet file's schema)."""
+    tracker = spark.sparkContext.statusTracker()
+    info = tracker.getJobInfo(job)
+    assert info is not None
+    names = [tracker.getStageInfo(s) for s in info.stageIds]
+    return [n.name.split(" at ")[0] for n in names if n is not None]
 
 
 def last_event(ws: Workspace) -> dict[str, Any]:
@@ -235,3 +247,173 @@ def test_a_time_column_keeps_rows_within_retention(spark_ws: Workspace, spark: S
     s.enrol("visits", ["C-1001"], consents=consents_frame().iloc[[0]])
     kept = ws.vault.lake_frame("visits", "credit_scoring", ["at"], spark).collect()
     assert len(kept) == 3  # 0, 10 and 29 days old
+
+
+def _drifted(change: str) -> pa.Table:
+    """The lake's rows (the file registered) rewritten with one change, as an owner system might."""
+    rows = lake_rows()
+    if change == "subject_int":  # the same subjects under integer ids: no link would match
+        rows = rows.assign(customer_id=range(len(rows)))
+    elif change == "income_string":  # a value no cast can take
+        rows = rows.assign(income=["ZZZ-SECRET-LEAK"] + [str(v) for v in rows["income"][1:]])
+    elif change == "income_int32":  # an integral type still, but not the one registered
+        return pa.Table.from_pandas(rows.assign(income=rows["income"].astype("int32")), preserve_index=False)
+    else:
+        rows = rows.drop(columns=["segment"])
+    return pa.Table.from_pandas(rows, preserve_index=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ("subject_int", "column customer_id is bigint, registered as string"),
+        ("income_string", "column income is string, registered as bigint"),
+        ("income_int32", "column income is int, registered as bigint"),
+        ("segment_removed", "column segment is no longer in it"),
+    ],
+)
+def test_a_source_changed_after_registration_is_refused_before_any_job(
+    both: Workspace, spark: SparkSession, tmp_path: Path, change: str, words: str
+) -> None:
+    ws = both
+    ws.session(OWNER, "subject_request").erase_subject("C-1002")
+    ws.session(OWNER, "administration").set_budget("lake_customers", 10.0, 1e-3)
+    write_parquet(tmp_path, _drifted(change), "lake.parquet")  # the registered file, swapped
+    spark.catalog.clearCache()
+    with ws.store.read() as conn:
+        states = conn.execute(select(external_erasures)).all()
+    size, before = ws.ledger.head().size, jobs(spark)
+    expected = f"the source of dataset lake_customers has changed since it was registered: {words}"
+    with pytest.raises(IntegrityError, match=expected) as scan:
+        ws.session(OWNER, "audit").verify_external_erasures()
+    with pytest.raises(IntegrityError, match=expected) as query:
+        ws.session(OWNER, "credit_scoring").dp_query("SELECT SUM(income), COUNT(*) FROM lake_customers", epsilon=1.0)
+    with pytest.raises(IntegrityError, match=expected) as read:
+        ws.session(OWNER, "credit_scoring").read_spark("lake_customers")
+    with pytest.raises(IntegrityError, match=expected):
+        ws.session(OWNER, "administration").enrol_from_source("lake_customers")
+    if change in ("income_string", "segment_removed"):  # the governed frame itself checks the schema too
+        with pytest.raises(IntegrityError, match=r"has changed since it was registered: column (income|segment)"):
+            ws.vault.lake_frame("lake_customers", "credit_scoring", None, spark)
+    for err in (scan, query, read):
+        assert "\n" not in str(err.value) and "SECRET" not in str(err.value)
+    # nothing ran but the reads of the source's schema (Spark reads a Parquet footer with a job: no row),
+    # nothing was spent or recorded: the erasure request is still pending
+    assert ws.ledger.head().size == size
+    ran = [j for j in jobs(spark) if j not in before]
+    assert len(ran) >= 4 and all(stage_names(spark, j) == ["parquet"] for j in ran)
+    assert ws.budgets.get("lake_customers").epsilon_spent == 0
+    with ws.store.read() as conn:
+        assert conn.execute(select(external_erasures)).all() == states
+    assert [r.state for r in ws.session(OWNER, "audit").erasure_requests()] == ["pending"]
+    # the registered file back: everything works again
+    write_parquet(tmp_path, lake_rows(), "lake.parquet")
+    spark.catalog.clearCache()
+    assert ws.session(OWNER, "audit").verify_external_erasures() == {
+        "lake_customers": {"requests": 1, "gone": 0, "present": 1}
+    }
+
+
+LEAK_SCRIPT = """
+import sys
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import functions as F
+
+from complai.config import SparkSettings
+from complai.spark import SparkRuntime
+
+pq.write_table(pa.table({"amount": ["1.5", "ZZZ-SECRET-LEAK"]}), sys.argv[1])
+runtime = SparkRuntime(SparkSettings(master="local[1]", conf={"spark.sql.shuffle.partitions": "1"}))
+spark = runtime.session()
+try:
+    spark.createDataFrame(pd.DataFrame({"x": [1.0]})).count()
+    spark.read.parquet(sys.argv[1]).select(F.sum(F.col("amount").cast("double"))).collect()
+except Exception as exc:
+    print("failed:", type(exc).__name__, "ZZZ-SECRET-LEAK" in str(exc))
+finally:
+    runtime.stop()
+"""
+
+
+def test_a_query_failing_on_a_value_prints_no_value(tmp_path: Path) -> None:
+    """A Spark session complai starts (its log4j configuration, pyspark's Python loggers) prints nothing
+    of a job that fails on a lake value: the executor's and scheduler's exception logs are off, and so
+    are pyspark's query-context loggers; pyspark's pandas-version notice is not shown either."""
+    script = tmp_path / "leak.py"
+    script.write_text(LEAK_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "SPARK_"))}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "leak.parquet")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+    # the job did fail on the value (its exception, which complai never shows, holds it)
+    assert done.stdout.strip() == "failed: NumberFormatException True"
+    assert "SECRET" not in done.stderr, done.stderr
+    assert "Exception" not in done.stderr and "FutureWarning" not in done.stderr, done.stderr
+
+
+ORDERS = """\
+name: orders
+subject_column: customer_id
+jurisdiction: EU
+retention: P1Y
+purposes:
+  analytics: gdpr.consent
+fields:
+  - {name: customer_id, type: string, category: user.unique_id, identifier: direct, nullable: false}
+  - {name: amount, type: float, category: user.financial, min: 0, max: 1000}
+  - {name: country, type: category, category: user.location, values: [DE, FR, NL]}
+"""
+
+
+def test_the_cli_refuses_a_changed_source_in_one_line(tmp_path: Path) -> None:
+    """From the command line: a source rewritten without a declared column after registration is refused
+    with one line naming the dataset and the column (no traceback, no internal error), nothing spent."""
+    ids = [f"c{i:03d}" for i in range(6)]
+    rows = pd.DataFrame(
+        {"customer_id": ids * 2, "amount": [float(i) for i in range(12)], "country": ["DE", "FR", "NL"] * 4}
+    )
+    location = write_parquet(tmp_path, rows, "orders.parquet")
+    (tmp_path / "orders.yaml").write_text(ORDERS)
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    (tmp_path / "consents.csv").write_text("subject,purpose\n" + "".join(f"{i},analytics\n" for i in ids))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "SPARK_", "COMPLAI_"))}
+    env |= {"COMPLAI_WORKSPACE": str(tmp_path / "ws"), "COMPLAI_SPARK_MASTER": "local[1]"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "complai.cli.main", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
+
+    owner = ["--owner", "order-system", "--owner-key", "owner.key.pub"]
+    for args in (
+        ["init"],
+        ["share", "keygen", "--out", "owner.key"],
+        ["external", "register", "orders", "--schema", "orders.yaml", "--location", location, *owner],
+        ["external", "enrol", "orders", "--ids", "ids.txt", "--consents", "consents.csv"],
+        ["dp", "budget", "orders", "--set", "5", "1e-5"],
+    ):
+        assert cli(*args).returncode == 0, args
+    write_parquet(tmp_path, rows.drop(columns=["country"]), "orders.parquet")
+    done = cli("dp", "query", "orders", "SELECT COUNT(*) FROM orders", "--epsilon", "0.5", "--purpose", "analytics")
+    assert done.returncode == 1 and done.stdout == ""
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("WARNING: Using incubator modules")]
+    assert errors == [
+        "error: the source of dataset orders has changed since it was registered: column country is no longer "
+        "in it; nothing was read"
+    ]
+    budget = cli("dp", "budget", "orders", "--json")
+    assert budget.returncode == 0
+    assert [b["epsilon_spent_at_delta"] for b in json.loads(budget.stdout)] == [0.0]

@@ -5,14 +5,18 @@ starts Spark before something needs it."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pandas as pd
+from sqlalchemy import select
 
-from complai.errors import InvalidInput
+from complai.errors import ComplaiError, IntegrityError, InvalidInput
+from complai.store.engine import Store
+from complai.store.tables import external_sources
 from complai.vault.catalog import ExternalSource
 from complai.vault.schema import DatasetSchema, parse_retention
 
@@ -64,6 +68,55 @@ def check_physical(schema: DatasetSchema, physical: Mapping[str, str]) -> None:
         raise InvalidInput("the source does not match the schema: " + "; ".join(problems))
 
 
+def registered_physical(store: Store, dataset: str) -> dict[str, str]:
+    """The physical types the dataset's source was checked against at registration (empty if unknown)."""
+    with store.read() as conn:
+        text = conn.execute(
+            select(external_sources.c.physical_json).where(external_sources.c.dataset == dataset)
+        ).scalar_one_or_none()
+    return dict(json.loads(text)) if text else {}
+
+
+def check_unchanged(schema: DatasetSchema, physical: Mapping[str, str], registered: Mapping[str, str] | None) -> None:
+    """Refuse (IntegrityError, one line naming the dataset and the first column that differs, types only,
+    never a value) a source whose physical types have changed since registration: a declared column
+    gone, or of another type than the one registered, or one the schema no longer admits (a source
+    swapped or rewritten after it was checked)."""
+    types = {name: _normal(t) for name, t in physical.items()}
+    was = {name: _normal(t) for name, t in (registered or {}).items()}
+    head = f"the source of dataset {schema.name} has changed since it was registered"
+    for f in schema.fields:
+        got = types.get(f.name)
+        if got is None:
+            raise IntegrityError(f"{head}: column {f.name} is no longer in it; nothing was read")
+        if f.name in was and got != was[f.name]:
+            raise IntegrityError(f"{head}: column {f.name} is {got}, registered as {was[f.name]}; nothing was read")
+        allowed = _INTEGRAL | {"string"} if f.name == schema.subject_column else ALLOWED[f.type]
+        if got not in allowed:
+            raise IntegrityError(f"{head}: column {f.name} is {got}, declared {f.type}; nothing was read")
+
+
+def verify_source(
+    spark: SparkSession, source: ExternalSource, schema: DatasetSchema, registered: Mapping[str, str] | None
+) -> None:
+    """Read the source's physical schema now (metadata only, no rows, no job) and refuse it if it has
+    changed since registration (`check_unchanged`)."""
+    check_unchanged(schema, physical_schema(spark, source), registered)
+
+
+def _checked_frame(
+    spark: SparkSession, source: ExternalSource, schema: DatasetSchema, registered: Mapping[str, str] | None
+) -> DataFrame:
+    """The source frame, refused (IntegrityError) if its physical types are not those registered."""
+    try:
+        frame = source_frame(spark, source)
+        physical = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
+    except Exception as exc:  # AnalysisException and friends: a path or table that is not there
+        raise InvalidInput(f"cannot open the source of dataset {schema.name}: {type(exc).__name__}") from None
+    check_unchanged(schema, physical, registered)
+    return frame
+
+
 def source_frame(spark: SparkSession, source: ExternalSource) -> DataFrame:
     """The source's rows as a lazy DataFrame (nothing is read until a job runs)."""
     if source.kind == "parquet":
@@ -105,7 +158,7 @@ def _allow(spark: SparkSession, links: Sequence[bytes]) -> DataFrame:
     if not links:
         return spark.createDataFrame([], schema)
     with warnings.catch_warnings():  # pyspark's notice that it was not tested with this pandas: not ours to print
-        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=r"PySpark does not yet fully support pandas", category=FutureWarning)
         return spark.createDataFrame(pd.DataFrame({LINK: [bytes(x) for x in links]}), schema)
 
 
@@ -119,19 +172,46 @@ def governed_frame(
     at: datetime,
     *,
     broadcast_max: int = BROADCAST_MAX,
+    registered: Mapping[str, str] | None = None,
 ) -> DataFrame:
     """The rows of `columns` (and the subject column) whose subject's link is in `links`, and, with a
     time column, not older than the dataset's retention at `at`: a left-semi join on the link, broadcast
-    up to `broadcast_max` links. Lazy: no job runs here."""
-    from pyspark.sql import functions as F  # heavy: pyspark
-
+    up to `broadcast_max` links. Lazy: no job runs here. The source's physical types are read now and
+    must still hold the schema (and equal `registered`, the types checked at registration, when given):
+    IntegrityError otherwise. Any other failure while building the frame is one typed error that says
+    nothing about the data."""
     names = [f.name for f in schema.fields]
     unknown = [c for c in columns if c not in names]
     if unknown:
         raise InvalidInput(f"unknown column(s) {unknown} in dataset {schema.name}")
+    source_rows = _checked_frame(spark, source, schema, registered)
+    try:
+        return _governed(spark, source_rows, source, schema, columns, links, key, at, broadcast_max)
+    except ComplaiError:
+        raise
+    except Exception as exc:
+        raise ComplaiError(
+            f"the governed frame of dataset {schema.name} could not be built ({type(exc).__name__}); nothing was read"
+        ) from None
+
+
+def _governed(
+    spark: SparkSession,
+    source_rows: DataFrame,
+    source: ExternalSource,
+    schema: DatasetSchema,
+    columns: Sequence[str],
+    links: Sequence[bytes],
+    key: bytes,
+    at: datetime,
+    broadcast_max: int,
+) -> DataFrame:
+    from pyspark.sql import functions as F  # heavy: pyspark
+
+    names = [f.name for f in schema.fields]
     subject = schema.subject_column
     wanted = [c for c in names if c in set(columns) or c == subject]
-    frame = source_frame(spark, source).select(*wanted)
+    frame = source_rows.select(*wanted)
     if source.time_column is not None:
         oldest = at - parse_retention(schema.retention, "retention")
         bound = oldest.date() if schema.field(source.time_column).type == "date" else oldest
@@ -144,14 +224,22 @@ def governed_frame(
 
 
 def erasure_scan(
-    spark: SparkSession, source: ExternalSource, schema: DatasetSchema, links: Sequence[bytes], key: bytes
+    spark: SparkSession,
+    source: ExternalSource,
+    schema: DatasetSchema,
+    links: Sequence[bytes],
+    key: bytes,
+    registered: Mapping[str, str] | None = None,
 ) -> dict[bytes, int]:
-    """Rows per link still in the source, for the links of erased subjects (those with none are absent)."""
+    """Rows per link still in the source, for the links of erased subjects (those with none are absent).
+    A source whose physical types have changed since registration is refused (IntegrityError) before
+    any job: a subject column of another type would find no row and mark every request gone."""
     from pyspark.sql import functions as F  # heavy: pyspark
 
     if not links:
         return {}
+    rows = _checked_frame(spark, source, schema, registered)
     allow = F.broadcast(_allow(spark, links))
-    keyed = source_frame(spark, source).select(link_column(F.col(schema.subject_column), key).alias(LINK))
+    keyed = rows.select(link_column(F.col(schema.subject_column), key).alias(LINK))
     found = keyed.join(allow, on=LINK, how="left_semi").groupBy(LINK).count().collect()
     return {bytes(row[LINK]): int(row["count"]) for row in found}

@@ -13,13 +13,32 @@ from pydantic import ValidationError
 
 from complai.app.core import ALL, SessionCore
 from complai.app.services import Services
-from complai.errors import InvalidInput
+from complai.errors import ComplaiError, InvalidInput
 from complai.vault.external import EnrolResult, ErasureRequest, ExternalSource
-from complai.vault.lake import LINK, erasure_scan, link_column, physical_schema, source_frame, subject_ids
+from complai.vault.lake import (
+    LINK,
+    erasure_scan,
+    link_column,
+    physical_schema,
+    registered_physical,
+    source_frame,
+    subject_ids,
+    verify_source,
+)
 from complai.vault.schema import DatasetSchema, DeidSpec, load_schema
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
+
+
+def check_source(svc: Services, dataset: str, spark: SparkSession) -> dict[str, str]:
+    """The physical types `dataset`'s source was registered with, after checking (from its metadata: no
+    rows, no job) that the source still has them: IntegrityError naming the dataset and the column
+    otherwise, before anything is read, spent or recorded."""
+    info, source = svc.vault.external.info(dataset)
+    registered = registered_physical(svc.store, dataset)
+    verify_source(spark, source, info.schema, registered)
+    return registered
 
 
 def external_source(source: ExternalSource | dict[str, Any]) -> ExternalSource:
@@ -74,7 +93,9 @@ class ExternalOps(SessionCore):
         """Enrol every distinct subject id the source holds now (read through Spark, streamed)."""
         self._check("ingest", dataset)
         info, source = self._svc.vault.external.info(dataset)
-        ids = subject_ids(self._svc.spark.session(), source, info.schema)
+        spark = self._svc.spark.session()
+        check_source(self._svc, dataset, spark)
+        ids = subject_ids(spark, source, info.schema)
         any_subject = consents is None or self._may(ALL, ("admin",), [])
         return self._svc.vault.enrol(
             dataset, ids, self.principal, consents, any_subject=any_subject, purpose=self.purpose
@@ -106,12 +127,20 @@ class ExternalOps(SessionCore):
         if unknown:
             raise InvalidInput(f"unknown column(s) {unknown} in dataset {dataset}")
         spark = self._svc.spark.session()
+        check_source(self._svc, dataset, spark)
         at = self._svc.clock.now()
-        frame = vault.lake_frame(dataset, self.purpose, shown, spark, at=at)
-        pinned = frame.withColumn(LINK, link_column(frame[schema.subject_column], vault.link_key(dataset)))
-        pinned = pinned.localCheckpoint(eager=True)
-        per_link = {bytes(r[LINK]): int(r["count"]) for r in pinned.groupBy(LINK).count().collect()}
-        total = source_frame(spark, info.source).count() if info.source is not None else 0
+        try:
+            frame = vault.lake_frame(dataset, self.purpose, shown, spark, at=at)
+            pinned = frame.withColumn(LINK, link_column(frame[schema.subject_column], vault.link_key(dataset)))
+            pinned = pinned.localCheckpoint(eager=True)
+            per_link = {bytes(r[LINK]): int(r["count"]) for r in pinned.groupBy(LINK).count().collect()}
+            total = source_frame(spark, info.source).count() if info.source is not None else 0
+        except ComplaiError:
+            raise
+        except Exception as exc:  # a Spark failure: its message may quote a value of the data, never shown
+            raise ComplaiError(
+                f"the governed read of dataset {dataset} failed in Spark ({type(exc).__name__}); nothing was recorded"
+            ) from None
         reached = vault.external.subjects_of(dataset, per_link)
         out = pinned.select(*shown)
         seq = vault.record_read(
@@ -155,11 +184,20 @@ def scan_external(
     if not names:
         return None, {}
     spark = svc.spark.session()
+    # every source is checked against its registered physical types before any scan: a drifted one
+    # (a subject column of another type finds no row) must never mark a request gone
+    registered = {name: check_source(svc, name, spark) for name in names}
     found: dict[str, dict[bytes, int]] = {}
     for name in names:
         info, source = external.info(name)
         links = external.open_links(name)
-        found[name] = {link: 0 for link in links} | erasure_scan(
-            spark, source, info.schema, links, external.link_key(name)
-        )
+        try:
+            rows = erasure_scan(spark, source, info.schema, links, external.link_key(name), registered[name])
+        except ComplaiError:
+            raise
+        except Exception as exc:  # a Spark failure: its message may quote a value of the data, never shown
+            raise ComplaiError(
+                f"the erasure scan of dataset {name} failed in Spark ({type(exc).__name__}); nothing was recorded"
+            ) from None
+        found[name] = {link: 0 for link in links} | rows
     return external.record_check(found, actor)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from complai.app.core import ALL, SessionCore
+from complai.app.ops.external import check_source
 from complai.crypto.digest import digest_text
 from complai.dp.budget import BUDGET_KINDS, BudgetState, Derived, charged, replay
 from complai.dp.training import (
@@ -17,7 +18,7 @@ from complai.dp.training import (
     fairness_exclusions,
     without_evaluation,
 )
-from complai.errors import InvalidInput, NotFound, PolicyDenied
+from complai.errors import ComplaiError, InvalidInput, NotFound, PolicyDenied
 from complai.events import AccessDenied, DPQueryAnswered
 
 if TYPE_CHECKING:
@@ -208,7 +209,13 @@ class PrivacyOps(SessionCore):
         if progress is not None:
             progress(0, 1)
         spark = self._svc.spark.session()
-        frame = self._svc.vault.lake_frame(dataset, self.purpose, list(plan.reads), spark)
+        check_source(self._svc, dataset, spark)  # a source changed since registration: refused, nothing spent
+        try:
+            frame = self._svc.vault.lake_frame(dataset, self.purpose, list(plan.reads), spark)
+        except ComplaiError:
+            raise
+        except Exception:
+            raise ComplaiError("the DP query failed while reading its dataset; nothing was spent") from None
         exact = dp_spark.exact(plan, frame)
         if progress is not None:
             progress(1, 1)
