@@ -37,7 +37,7 @@ from complai.vault.ingest import (
     csv_frame,
     read_csv,
 )
-from complai.vault.lake import governed_frame
+from complai.vault.lake import governed_frame, registered_physical
 from complai.vault.lifecycle import AlterResult, DropResult, Lifecycle
 from complai.vault.lifecycle import Progress as CheckProgress
 from complai.vault.notices import Notices
@@ -250,7 +250,10 @@ class Vault:
         when = self.clock.now() if at is None else at
         cols = list(columns) if columns else [f.name for f in info.schema.fields]
         links = self.external.eligible_links(dataset, purpose, when)
-        return governed_frame(spark, source, info.schema, cols, links, self.link_key(dataset), when)
+        registered = registered_physical(self.store, dataset)  # a source changed since registration is refused
+        return governed_frame(
+            spark, source, info.schema, cols, links, self.link_key(dataset), when, registered=registered
+        )
 
     # --- consent and objections ----------------------------------------------------------------
 
