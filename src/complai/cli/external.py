@@ -120,7 +120,8 @@ def requests(
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """List erasure requests to owner systems, or export a dataset's open ones sealed (--out)."""
+    """List erasure requests to owner systems (needs audit or admin on the workspace), or export a
+    dataset's open ones sealed (--out; needs admin on the dataset, and is recorded)."""
     if out is not None:
         if dataset is None:
             raise InvalidInput("--out needs the DATASET whose requests to export")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from complai.deid.analyzer import TextAnalyzer
 from complai.deid.operators import NONCE, OPERATORS, Anonymizer, Keys
+from complai.deid.tabular import check_measured
 from complai.errors import InvalidInput
 from complai.vault.schema import DatasetSchema, DeidSpec
 
@@ -131,13 +132,7 @@ def anonymity(
     from pyspark.sql import functions as F  # heavy: pyspark
 
     quasi = list(quasi)
-    unknown = [c for c in [*quasi, *([sensitive] if sensitive else [])] if c not in df.columns]
-    if unknown:
-        raise InvalidInput(f"unknown column(s): {', '.join(map(str, unknown))}")
-    if not quasi:
-        raise InvalidInput("name at least one quasi-identifier")
-    if sensitive in quasi:
-        raise InvalidInput("the sensitive column cannot be a quasi-identifier")
+    check_measured(df.columns, quasi, sensitive)
     # one key per class: the quasi-identifiers' values as JSON (null fields left out: unambiguous)
     keyed = df.select(
         F.to_json(F.struct(*[F.col(f"`{c}`") for c in quasi])).alias("c"),

@@ -561,6 +561,17 @@ def anonymize(
     return out, report
 
 
+def check_measured(columns: Sequence[Any], quasi: Sequence[str], sensitive: str | None) -> None:
+    """InvalidInput unless `quasi` (at least one) and `sensitive` (not among them) are columns of the table."""
+    unknown = [c for c in [*quasi, *([sensitive] if sensitive else [])] if c not in columns]
+    if unknown:
+        raise InvalidInput(f"unknown column(s): {', '.join(map(str, unknown))}")
+    if not quasi:
+        raise InvalidInput("name at least one quasi-identifier")
+    if sensitive in quasi:
+        raise InvalidInput("the sensitive column cannot be a quasi-identifier")
+
+
 def measure(
     df: pd.DataFrame, quasi: Sequence[str], sensitive: str | None = None, ordered: bool = False
 ) -> dict[str, Any]:
@@ -572,13 +583,7 @@ def measure(
     distribution and the table's, as `anonymize` reports them (6 decimals). `ordered` measures t
     along the sensitive values' order (missing last); otherwise every two values are one apart."""
     quasi = list(quasi)
-    unknown = [c for c in [*quasi, *([sensitive] if sensitive else [])] if c not in df.columns]
-    if unknown:
-        raise InvalidInput(f"unknown column(s): {', '.join(map(str, unknown))}")
-    if not quasi:
-        raise InvalidInput("name at least one quasi-identifier")
-    if sensitive in quasi:
-        raise InvalidInput("the sensitive column cannot be a quasi-identifier")
+    check_measured(df.columns, quasi, sensitive)
     if len(df) == 0:
         raise InvalidInput("the table has no rows to measure")
     n = len(df)
