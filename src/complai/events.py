@@ -585,6 +585,45 @@ class TextDeidentified(Event):
     input_digest: Digest
 
 
+class TextColumnDeidentified(Event):
+    """A text column of a Parquet source the caller holds de-identified on Spark (`deid column`): the
+    rows, characters (of the texts before) and findings per entity type, never a text. `input_digest`
+    identifies the input without reading its rows again: the SHA-256 of its physical schema (Spark's
+    JSON) and of its data files' names (relative to the source) and sizes, so two inputs of one schema
+    and one file layout share it."""
+
+    kind: ClassVar[str] = "deid.text_column"
+    column: str
+    rows: int
+    characters: int
+    findings: dict[str, int]
+    operators: dict[str, str]
+    input_digest: Digest
+
+
+class AnonymityChecked(Event):
+    """The k, l and t a Parquet source the caller holds achieves as it is, measured on Spark (`deid
+    check`), with the thresholds asked (None: not asked) and whether all were met. `input_digest` as
+    `deid.text_column`'s: the source's physical schema and its data files' names and sizes."""
+
+    kind: ClassVar[str] = "deid.anonymity_checked"
+    rows: int
+    classes: int
+    quasi_identifiers: list[str]
+    sensitive: str | None
+    ordered: bool
+    k: int
+    l_distinct: int | None
+    l_entropy: float | None
+    t: float | None
+    k_asked: int | None
+    l_asked: int | None
+    l_kind: str | None
+    t_asked: float | None
+    met: bool
+    input_digest: Digest
+
+
 class TextDetokenized(Event):
     kind: ClassVar[str] = "deid.detokenized"
     tokens: int

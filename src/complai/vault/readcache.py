@@ -57,6 +57,8 @@ UNCHANGING = frozenset(
         "data.shared",
         "deid.table",
         "deid.text",
+        "deid.text_column",
+        "deid.anonymity_checked",
         "deid.detokenized",
         "model.trained",
         "model.audited",
