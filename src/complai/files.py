@@ -5,7 +5,8 @@ Every output goes to a temporary file in the target's folder, is flushed to disk
 appears under its name: `os.link` for a new file (which fails rather than replace one that appeared
 meanwhile), `os.replace` with `force`. A failure removes the temporary file; a killed process leaves
 one named `.NAME.complai-partial.PID.RANDOM`, which the next write into that folder removes once
-PID is gone.
+PID is gone. A folder of data files (Parquet, as Spark writes it) is staged alike in a private
+temporary sibling and renamed into place whole (`staged_dataset_dir`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -273,3 +275,98 @@ def staged_output_dir(path: Path | str, *, forbidden: Iterable[Path] = (), mode:
         raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# what a Parquet writer (Spark's) leaves in its output folder: the part files, their checksums, markers
+_DATA_FILE = re.compile(r"part-.+|\.part-.+\.crc|_SUCCESS|\._SUCCESS\.crc|_(common_)?metadata|_(committed|started)_.+")
+
+
+def _check_replaceable(path: Path, st: os.stat_result, force: bool) -> None:
+    """Refuse an existing output folder's path unless `force`, and then unless it is a file or a folder
+    of data files only: `force` never removes a folder of anything else."""
+    if not force:
+        raise InvalidInput(f"{path} already exists; use --force to replace it")
+    if stat.S_ISREG(st.st_mode):
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidInput(f"{path} exists and is not a regular file or folder")
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if not entry.is_file(follow_symlinks=False) or not _DATA_FILE.fullmatch(entry.name):
+                raise InvalidInput(
+                    f"{path} holds more than data files ({entry.name!r}); complai replaces only a folder of "
+                    "data files, choose another path"
+                )
+
+
+def _make_private(root: Path) -> None:
+    """Every folder under `root` (itself included) 0700, every file 0600; links are removed."""
+    os.chmod(root, PRIVATE_DIR)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            full = os.path.join(folder, name)
+            if os.path.islink(full):
+                os.unlink(full)
+            else:
+                os.chmod(full, PRIVATE_DIR if name in dirs else PRIVATE_FILE)
+
+
+def check_dataset_dir(path: Path | str, *, force: bool = False, forbidden: Iterable[Path] = ()) -> Path:
+    """Refuse (InvalidInput, nothing written) a path `staged_dataset_dir` may not write: a link, a path
+    inside a protected one, a folder that does not exist above it, or an existing path unless `force`
+    (and then anything but a file or a folder of data files). Call it before producing the data."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise InvalidInput(f"{path} is not a folder name")
+    st = _lstat_unprotected(path, forbidden, "path")
+    if st is not None:
+        _check_replaceable(path, st, force)
+    if not path.parent.is_dir():
+        raise InvalidInput(f"directory {path.parent} does not exist")
+    return path
+
+
+@contextlib.contextmanager
+def staged_dataset_dir(path: Path | str, *, force: bool = False, forbidden: Iterable[Path] = ()) -> Iterator[Path]:
+    """A folder of data files (Parquet as Spark writes it) that appears at `path` whole or not at all.
+
+    The block gets a path that does not exist yet, inside a private (0700) temporary sibling of `path`,
+    for a writer that makes its own folder; once the block completes, everything under it is made
+    private (folders 0700, files 0600) and it takes the name `path`. An existing `path` is refused
+    unless `force`, and even then unless it is a file or a folder of data files only (part files,
+    their checksums, markers); a link is always refused. A failure leaves nothing, and `path` as it was."""
+    forbidden = list(forbidden)
+    path = check_dataset_dir(path, force=force, forbidden=forbidden)
+    parent = path.parent
+    remove_stale_partials(parent)
+    stage = parent / f".{path.name}{PARTIAL}{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        stage.mkdir(mode=PRIVATE_DIR)
+    except OSError as exc:
+        raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None
+    try:
+        os.chmod(stage, PRIVATE_DIR)
+        target = stage / "data"
+        yield target
+        if not target.is_dir():
+            raise InvalidInput(f"nothing was written to {path}")
+        _make_private(target)
+        st = _lstat_unprotected(path, forbidden, "path")  # again: it may have appeared meanwhile
+        old = None
+        if st is not None:
+            _check_replaceable(path, st, force)
+            old = stage / "old"
+            os.rename(path, old)
+        try:
+            os.rename(target, path)
+        except BaseException:
+            if old is not None:
+                os.rename(old, path)
+            raise
+        _sync_dir(parent)
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            raise
+        raise InvalidInput(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
