@@ -18,6 +18,7 @@ from complai.app.ops.external import ExternalOps
 from complai.app.ops.federated import FederatedOps
 from complai.app.ops.frames import FrameOps
 from complai.app.ops.jobs import JobOps
+from complai.app.ops.lakedeid import LakeDeidOps
 from complai.app.ops.ledger import LedgerOps
 from complai.app.ops.portal import PortalOps
 from complai.app.ops.privacy import PrivacyOps
@@ -30,6 +31,7 @@ class Session(
     PortalOps,
     DataOps,
     ExternalOps,
+    LakeDeidOps,
     FrameOps,
     RightsOps,
     PrivacyOps,

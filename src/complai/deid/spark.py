@@ -52,7 +52,8 @@ def _anonymizer(keys: Keys, nonce: bytes | None) -> Anonymizer:
     return _CallAnonymizer(keys, nonce)
 
 
-def _check_column(df: DataFrame, column: str) -> None:
+def check_text_column(df: DataFrame, column: str) -> None:
+    """InvalidInput unless `column` is a text (string) column of `df` that `deidentify_column` may take."""
     from pyspark.sql.types import StringType  # heavy: pyspark
 
     if column == FINDINGS or column not in df.columns:
@@ -81,7 +82,7 @@ def deidentify_column(
     before any job."""
     from pyspark.sql.types import IntegerType, MapType, StringType, StructField, StructType  # heavy: pyspark
 
-    _check_column(df, column)
+    check_text_column(df, column)
     for op in [default, *(operators or {}).values()]:
         if op not in OPERATORS:
             raise InvalidInput(f"unknown operator {op!r} (operators: {', '.join(OPERATORS)})")
