@@ -213,8 +213,8 @@ def test_a_governed_spark_read_is_recorded_as_a_vault_read(both: Workspace, spar
     ws.vault.object("C-1002", "marketing", actor=OWNER)
     s = ws.session(OWNER, "marketing")
     before = jobs(spark)
-    with pytest.raises(InvalidInput, match="does not de-identify"):
-        s.read_spark("lake_customers", ["income"], deidentify={"drop_direct_identifiers": True})
+    with pytest.raises(InvalidInput, match="in process only"):
+        s.read_spark("lake_customers", ["income"], deidentify={"k": 2})
     with pytest.raises(InvalidInput, match="is not external"):
         s.read_spark("customers")
     assert jobs(spark) == before

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from complai.app.core import ALL, SessionCore
 from complai.app.services import Services
+from complai.deid.spark import apply_spark
 from complai.errors import ComplaiError, InvalidInput
 from complai.vault.external import EnrolResult, ErasureRequest, ExternalSource
 from complai.vault.lake import (
@@ -107,8 +108,10 @@ class ExternalOps(SessionCore):
         """A governed read of an external dataset through Spark: `read` on it for the session's purpose;
         only the rows of subjects the purpose may reach now, pinned (checkpointed) and counted in one
         job, then recorded as a vault read is (its ledger entry and the access log of the subjects it
-        reached). A purpose that de-identifies the dataset is refused before any job: de-identification
-        of external rows is not done here."""
+        reached). The de-identification the dataset requires for the purpose (and any the caller adds)
+        is applied by Spark before the rows are pinned (`deid.spark.apply_spark`, under the governed keys:
+        the pseudonyms an in-process governed read shows) and recorded as an in-process read records it;
+        a spec with k is refused before any job (k-anonymisation runs in process only)."""
         self._check("read", dataset)
         vault = self._svc.vault
         info, _ = vault.external.info(dataset)
@@ -116,10 +119,10 @@ class ExternalOps(SessionCore):
         schema.basis(self.purpose)
         extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify
         spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra)
-        if not spec.is_empty():
+        if spec.k:
             raise InvalidInput(
-                f"dataset {dataset} is de-identified for {self.purpose}; a governed Spark read does not "
-                "de-identify: use a DP query, or a purpose that reads the declared columns as they are"
+                f"dataset {dataset} is k-anonymised for {self.purpose}: k-anonymity is applied in process only, "
+                "not on a governed Spark read; use a DP query, or a purpose without k"
             )
         names = [f.name for f in schema.fields]
         shown = list(columns) if columns else names
@@ -131,8 +134,12 @@ class ExternalOps(SessionCore):
         at = self._svc.clock.now()
         try:
             frame = vault.lake_frame(dataset, self.purpose, shown, spark, at=at)
-            pinned = frame.withColumn(LINK, link_column(frame[schema.subject_column], vault.link_key(dataset)))
-            pinned = pinned.localCheckpoint(eager=True)
+            linked = frame.withColumn(LINK, link_column(frame[schema.subject_column], vault.link_key(dataset)))
+            linked = linked.select(*shown, LINK)
+            done = None
+            if not spec.is_empty():  # the rows pinned are the de-identified ones: one analysis, recorded as returned
+                linked, done = apply_spark(linked, schema, spec, self._svc.deid_keys)
+            pinned = linked.localCheckpoint(eager=True)
             per_link = {bytes(r[LINK]): int(r["count"]) for r in pinned.groupBy(LINK).count().collect()}
             total = source_frame(spark, info.source).count() if info.source is not None else 0
         except ComplaiError:
@@ -142,12 +149,12 @@ class ExternalOps(SessionCore):
                 f"the governed read of dataset {dataset} failed in Spark ({type(exc).__name__}); nothing was recorded"
             ) from None
         reached = vault.external.subjects_of(dataset, per_link)
-        out = pinned.select(*shown)
+        out = pinned.drop(LINK)
         seq = vault.record_read(
-            dataset, self.purpose, self.principal, shown, sum(per_link.values()), reached, total, None
+            dataset, self.purpose, self.principal, out.columns, sum(per_link.values()), reached, total, done
         )
         self.last_seq = seq
-        return GovernedSparkRead(out, None, seq)
+        return GovernedSparkRead(out, done, seq)
 
     def erasure_requests(self, dataset: str | None = None) -> list[ErasureRequest]:
         """The erasure requests to owner systems (pseudonyms, dates and states; no id): for oversight."""
