@@ -1,4 +1,4 @@
-"""`complai deid ...`: de-identification of tables (text follows)."""
+"""`complai deid ...`: de-identification of tables and texts, in process or (Parquet) on Spark."""
 
 from __future__ import annotations
 
@@ -221,6 +221,94 @@ def file_cmd(
             raise
     found = sum(len(c) for _, c in results)
     console.print(f"wrote {out}: {len(lines):,} lines, {found:,} findings transformed")
+
+
+@app.command("column")
+def column_cmd(
+    source: Annotated[Path, typer.Argument(help="A Parquet file or folder (as Spark writes it).")],
+    column: Annotated[str, typer.Option("--column", help="The text (string) column to de-identify.")],
+    out: Annotated[Path, typer.Option("--out", help="The new Parquet folder to write (0700, files 0600).")],
+    operator: OperatorOpt = "replace",
+    per_entity: PerEntityOpt = None,
+    entities: Annotated[
+        str | None, typer.Option("--entities", help="Comma-separated entity types to look for (default: all).")
+    ] = None,
+    regex_only: RegexOpt = False,
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="Why the data is processed (recorded; the policy must allow it).")
+    ] = "analytics",
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing output (a file or a Parquet folder).")
+    ] = False,
+) -> None:
+    """De-identify a text column of a Parquet file or folder on Spark; every other column is kept."""
+    with open_session(purpose) as (_, session):
+        err_console.print(f"de-identifying column {column} of {source} on Spark...")
+        done = session.deidentify_text_column(
+            source,
+            column,
+            out,
+            default=operator,
+            operators=_operators(per_entity),
+            regex_only=regex_only,
+            entities=[e.upper() for e in _cols(entities) or []] or None,
+            force=force,
+        )
+    if json_out:
+        print_json(done.as_dict())
+    else:
+        found = sum(done.findings.values())
+        console.print(f"wrote {out}: {done.rows:,} rows, {found:,} findings transformed in column {column}")
+
+
+@app.command("check")
+def check_cmd(
+    source: Annotated[Path, typer.Argument(help="A Parquet file or folder (as Spark writes it).")],
+    quasi: Annotated[str, typer.Option("--quasi", help="Comma-separated quasi-identifiers.")],
+    sensitive: Annotated[str | None, typer.Option("--sensitive", help="Sensitive attribute (for l and t).")] = None,
+    ordered: Annotated[
+        bool, typer.Option("--ordered", help="Measure t along the sensitive values' order (numbers, dates).")
+    ] = False,
+    k: Annotated[int | None, typer.Option("--k", min=1, help="Require every class to hold at least k rows.")] = None,
+    l_div: Annotated[
+        int | None, typer.Option("--l", min=1, help="Require at least l distinct sensitive values per class.")
+    ] = None,
+    entropy: Annotated[bool, typer.Option("--entropy", help="Entropy l-diversity instead of distinct.")] = False,
+    t: Annotated[
+        float | None, typer.Option("--t", min=0.0, max=1.0, help="Require t-closeness at most t (earth mover's).")
+    ] = None,
+    purpose: Annotated[
+        str, typer.Option("--purpose", help="Why the data is processed (recorded; the policy must allow it).")
+    ] = "analytics",
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Measure the k, l and t a Parquet table achieves as it is, on Spark; exit 1 if a threshold asked
+    (--k, --l, --t) is not met."""
+    with open_session(purpose) as (_, session):
+        err_console.print(f"measuring {source} on Spark...")
+        check = session.check_anonymity(
+            source,
+            _cols(quasi) or [],
+            sensitive,
+            ordered=ordered,
+            k=k,
+            l=l_div,
+            t=t,
+            l_kind="entropy" if entropy else "distinct",
+        )
+    if json_out:
+        print_json(check.as_dict())
+    else:
+        f = check.figures
+        console.print(
+            f"{f['rows']:,} rows in {f['classes']:,} classes: k={f['k']}"
+            + (f", l={f['l_distinct']} (entropy {f['l_entropy']:.2f}), t={f['t']:.3f}" if "t" in f else "")
+        )
+        for name, ok in check.met.items():
+            console.print(f"{name} {check.asked[name]}: {'met' if ok else 'NOT met'}")
+    if not check.all_met:
+        raise typer.Exit(1)
 
 
 @app.command("detokenize")
