@@ -18,7 +18,7 @@ import re
 import secrets
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -277,8 +277,12 @@ def staged_output_dir(path: Path | str, *, forbidden: Iterable[Path] = (), mode:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# what a Parquet writer (Spark's) leaves in its output folder: the part files, their checksums, markers
-_DATA_FILE = re.compile(r"part-.+|\.part-.+\.crc|_SUCCESS|\._SUCCESS\.crc|_(common_)?metadata|_(committed|started)_.+")
+# what a Parquet writer (Spark's, Hadoop's) leaves in its output folder: the part files (part-00000-<uuid>-c000
+# .snappy.parquet, part-r-00000.parquet), their checksums, markers; a file merely named part-... is not one
+_PART = r"part-(?:[mr]-)?\d+(?:[-.][A-Za-z0-9_.-]*)?"
+_DATA_FILE = re.compile(
+    rf"{_PART}|\.{_PART}\.crc|_SUCCESS|\._SUCCESS\.crc|_(common_)?metadata|_(committed|started)_\d+"
+)
 
 
 def _check_replaceable(path: Path, st: os.stat_result, force: bool) -> None:
@@ -327,14 +331,18 @@ def check_dataset_dir(path: Path | str, *, force: bool = False, forbidden: Itera
 
 
 @contextlib.contextmanager
-def staged_dataset_dir(path: Path | str, *, force: bool = False, forbidden: Iterable[Path] = ()) -> Iterator[Path]:
+def staged_dataset_dir(
+    path: Path | str, *, force: bool = False, forbidden: Iterable[Path] = (), then: Callable[[], object] | None = None
+) -> Iterator[Path]:
     """A folder of data files (Parquet as Spark writes it) that appears at `path` whole or not at all.
 
     The block gets a path that does not exist yet, inside a private (0700) temporary sibling of `path`,
     for a writer that makes its own folder; once the block completes, everything under it is made
     private (folders 0700, files 0600) and it takes the name `path`. An existing `path` is refused
     unless `force`, and even then unless it is a file or a folder of data files only (part files,
-    their checksums, markers); a link is always refused. A failure leaves nothing, and `path` as it was."""
+    their checksums, markers); a link is always refused. `then` (recording what was written) runs once
+    the folder is in place, while a replaced output can still be put back. A failure, of `then` too,
+    leaves nothing, and `path` as it was."""
     forbidden = list(forbidden)
     path = check_dataset_dir(path, force=force, forbidden=forbidden)
     parent = path.parent
@@ -363,6 +371,14 @@ def staged_dataset_dir(path: Path | str, *, force: bool = False, forbidden: Iter
             if old is not None:
                 os.rename(old, path)
             raise
+        if then is not None:
+            try:
+                then()
+            except BaseException:
+                os.rename(path, target)  # back into the stage, removed below
+                if old is not None:
+                    os.rename(old, path)
+                raise
         _sync_dir(parent)
     except OSError as exc:
         if exc.errno not in _WRITE_ERRORS:
