@@ -52,14 +52,27 @@ def _anonymizer(keys: Keys, nonce: bytes | None) -> Anonymizer:
     return _CallAnonymizer(keys, nonce)
 
 
+def col(name: str) -> Column:
+    """The column named `name` exactly: quoted, so a dot, a space or a backtick in a name is part of it."""
+    from pyspark.sql import functions as F  # heavy: pyspark
+
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def check_free(df: DataFrame, name: str) -> None:
+    """InvalidInput if `df` has a column `name` would collide with: Spark resolves names regardless of
+    case, so a `__COMPLAI_FINDINGS` would be replaced or dropped with the column complai adds."""
+    if any(c.lower() == name.lower() for c in df.columns):
+        raise InvalidInput(f"the frame already has a {name} column (in any case)")
+
+
 def check_text_column(df: DataFrame, column: str) -> None:
     """InvalidInput unless `column` is a text (string) column of `df` that `deidentify_column` may take."""
     from pyspark.sql.types import StringType  # heavy: pyspark
 
-    if column == FINDINGS or column not in df.columns:
+    if column.lower() == FINDINGS.lower() or column not in df.columns:
         raise InvalidInput(f"unknown column {column!r}")
-    if FINDINGS in df.columns:
-        raise InvalidInput(f"the frame already has a {FINDINGS} column")
+    check_free(df, FINDINGS)
     if not isinstance(df.schema[column].dataType, StringType):
         raise InvalidInput(f"column {column!r} is not text (a string column)")
 
@@ -119,8 +132,13 @@ def deidentify_column(
             batch[FINDINGS] = counts
             yield batch
 
-    schema = StructType([*df.schema.fields, StructField(FINDINGS, MapType(StringType(), IntegerType()), False)])
-    return df.mapInPandas(run, schema)
+    # pyspark's mapInPandas resolves each column by a name it parses (a dot, a backtick): it maps columns
+    # named by position, which take their names back after
+    names = df.columns
+    plain = [f"_{i}" for i in range(len(names))]
+    fields = [StructField(p, f.dataType, f.nullable, f.metadata) for p, f in zip(plain, df.schema.fields, strict=True)]
+    schema = StructType([*fields, StructField(FINDINGS, MapType(StringType(), IntegerType()), False)])
+    return df.toDF(*plain).mapInPandas(run, schema).toDF(*names, FINDINGS)
 
 
 def anonymity(
@@ -128,16 +146,25 @@ def anonymity(
 ) -> dict[str, Any]:
     """`tabular.measure` on a Spark frame: {"rows", "classes", "k"} and, with `sensitive`,
     {"l_distinct", "l_entropy", "t"} (6 decimals), the classes being the distinct `quasi` values (a null
-    is a value of its own) and `ordered` measuring t along the sensitive values' order (nulls last)."""
+    is a value of its own) and `ordered` measuring t along the sensitive values' order (nulls last). A
+    number is taken as pandas takes it in process: a NaN is a missing value (null), -0.0 is 0.0."""
     from pyspark.sql import Window  # heavy: pyspark
     from pyspark.sql import functions as F  # heavy: pyspark
+    from pyspark.sql.types import DoubleType, FloatType  # heavy: pyspark
 
     quasi = list(quasi)
     check_measured(df.columns, quasi, sensitive)
+
+    def value(name: str) -> Column:
+        # as pandas sees a number in process: NaN is a missing value, and -0.0 is 0.0
+        if isinstance(df.schema[name].dataType, DoubleType | FloatType):
+            return F.when(~F.isnan(col(name)), col(name).cast("double") + F.lit(0.0))
+        return col(name)
+
     # one key per class: the quasi-identifiers' values as JSON (null fields left out: unambiguous)
     keyed = df.select(
-        F.to_json(F.struct(*[F.col(f"`{c}`") for c in quasi])).alias("c"),
-        *([F.col(f"`{sensitive}`").alias("s")] if sensitive else []),
+        F.to_json(F.struct(*[value(c).alias(f"q{i}") for i, c in enumerate(quasi)])).alias("c"),
+        *([value(sensitive).alias("s")] if sensitive else []),
     )
     if sensitive is None:
         sizes = keyed.groupBy("c").count()
@@ -228,9 +255,9 @@ def apply_spark(df: DataFrame, schema: DatasetSchema, spec: DeidSpec, keys: Keys
         raise InvalidInput("k-anonymity is applied in process only: read the dataset in process, or drop k")
     out = df
     done: dict[str, Any] = {}
-    for col in spec.pseudonymize:
-        if col in out.columns:
-            out = out.withColumn(col, pseudonym_column(F.col(f"`{col}`"), keys.pseudonym))
+    for name in spec.pseudonymize:
+        if name in out.columns:
+            out = out.withColumn(name, pseudonym_column(col(name), keys.pseudonym))
     if spec.pseudonymize:
         done["pseudonymized"] = [c for c in spec.pseudonymize if c in out.columns]
     if spec.drop_direct_identifiers:
@@ -242,9 +269,9 @@ def apply_spark(df: DataFrame, schema: DatasetSchema, spec: DeidSpec, keys: Keys
         out = out.drop(*drop)
         done["dropped"] = drop
     if spec.text:
-        for col, op in spec.text.items():
-            if col in out.columns:
-                out = out.withColumn(col, F.coalesce(F.col(f"`{col}`").cast("string"), F.lit("")))
-                out = deidentify_column(out, col, keys, nonce=None, default=op).drop(FINDINGS)
+        for name, op in spec.text.items():
+            if name in out.columns:
+                out = out.withColumn(name, F.coalesce(col(name).cast("string"), F.lit("")))
+                out = deidentify_column(out, name, keys, nonce=None, default=op).drop(FINDINGS)
         done["text"] = dict(spec.text)
     return out, done

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from urllib.parse import unquote, urlparse
 from complai.app.core import SessionCore
 from complai.crypto.digest import digest_text
 from complai.deid.operators import NONCE
-from complai.deid.spark import FINDINGS, anonymity, check_text_column, deidentify_column
+from complai.deid.spark import FINDINGS, anonymity, check_free, check_text_column, col, deidentify_column
 from complai.deid.tabular import check_measured
 from complai.errors import ComplaiError, InvalidInput
 from complai.events import AnonymityChecked, TextColumnDeidentified
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
 
 _LENGTH = "__complai_length"  # each row's text length before de-identification, beside the rows
 L_KINDS = ("distinct", "entropy")
+MAX_COUNT = 2**53 - 1  # the largest k or l a threshold may ask: the ledger records it as an exact JSON number
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,12 @@ def _apart(source: Path, out: Path) -> None:
         raise InvalidInput(f"the output {out} would overlap its input {source}; choose another path")
 
 
+def _count(name: str, value: object) -> None:
+    """InvalidInput unless `value` is a whole number from 1 to MAX_COUNT (a k or an l asked)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+        raise InvalidInput(f"{name} is a whole number, at least 1 and at most {MAX_COUNT}")
+
+
 def _spark_failed(what: str, exc: Exception) -> ComplaiError:
     """A Spark failure as one line (its message may quote a value of the data, never shown)."""
     return ComplaiError(f"{what} failed in Spark ({type(exc).__name__}); nothing was written or recorded")
@@ -137,7 +143,8 @@ class LakeDeidOps(SessionCore):
         and write the rows, every other column as it was, as Parquet to the new folder `out` (files 0600,
         folders 0700; an existing `out` only with `force`, a link never). The folder appears whole once the
         job succeeds, then one `deid.text_column` event records rows, characters and findings per entity
-        type; a refusal or a failed job writes and records nothing. Asks the policy nothing (see
+        type (a folder that cannot be recorded is taken back out, and a replaced output put back); a
+        refusal or a failed job writes and records nothing. Asks the policy nothing (see
         `deidentify_text`): it reads no vault data."""
         src, dest = Path(source), Path(out)
         forbidden = workspace_protected(self._svc.path)
@@ -146,25 +153,47 @@ class LakeDeidOps(SessionCore):
         spark = self._svc.spark.session()
         frame = _open_parquet(spark, src)
         check_text_column(frame, column)
-        if _LENGTH in frame.columns:
-            raise InvalidInput(f"the source already has a {_LENGTH} column")
+        check_free(frame, _LENGTH)
         from pyspark.sql import functions as F  # heavy: pyspark
 
-        measured = frame.withColumn(_LENGTH, F.length(F.col(f"`{column}`")))
         keys = self._svc.deid_keys.adhoc(self.principal, self.purpose)
-        deid = deidentify_column(
-            measured,
-            column,
-            keys,
-            nonce=os.urandom(NONCE),
-            default=default,
-            operators=operators,
-            regex_only=regex_only,
-            entities=entities,
-        )
-        identity = _input_digest(frame, src)
+        try:  # the plan (no job yet): a Spark error here is one line too
+            measured = frame.withColumn(_LENGTH, F.length(col(column)))
+            deid = deidentify_column(
+                measured,
+                column,
+                keys,
+                nonce=os.urandom(NONCE),
+                default=default,
+                operators=operators,
+                regex_only=regex_only,
+                entities=entities,
+            )
+            identity = _input_digest(frame, src)
+        except ComplaiError:
+            raise
+        except Exception as exc:
+            raise _spark_failed(f"de-identifying column {column}", exc) from None
+        done: dict[str, Any] = {}
+        recording: list[bool] = []
+
+        def record() -> None:
+            """The event, once the folder is in place: if it cannot be recorded, the folder is taken
+            back out and a replaced output restored (staged_dataset_dir's `then`)."""
+            recording.append(True)
+            done["seq"] = self.last_seq = self._svc.ledger.emit(
+                None,
+                TextColumnDeidentified,
+                actor=self.principal,
+                purpose=self.purpose,
+                column=column,
+                operators={"default": default, **(operators or {})},
+                input_digest=identity,
+                **done,
+            )
+
         try:
-            with staged_dataset_dir(dest, force=force, forbidden=forbidden) as target:
+            with staged_dataset_dir(dest, force=force, forbidden=forbidden, then=record) as target:
                 deid.persist()  # one analysis per row: the write and the counts read the same result
                 try:
                     deid.drop(FINDINGS, _LENGTH).write.parquet(str(target))
@@ -172,30 +201,16 @@ class LakeDeidOps(SessionCore):
                     per_entity = deid.select(F.explode(FINDINGS)).groupBy("key").agg(F.sum("value")).collect()
                 finally:
                     deid.unpersist()
+                done["rows"] = int(totals["rows"]) if totals is not None else 0
+                done["characters"] = int(totals["chars"] or 0) if totals is not None else 0
+                done["findings"] = {str(r[0]): int(r[1]) for r in sorted(per_entity, key=lambda r: str(r[0]))}
         except ComplaiError:
             raise
         except Exception as exc:
+            if recording:  # the ledger's own failure, not Spark's: as it is
+                raise
             raise _spark_failed(f"de-identifying column {column}", exc) from None
-        rows = int(totals["rows"]) if totals is not None else 0
-        characters = int(totals["chars"] or 0) if totals is not None else 0
-        findings = {str(r[0]): int(r[1]) for r in sorted(per_entity, key=lambda r: str(r[0]))}
-        try:
-            self.last_seq = self._svc.ledger.emit(
-                None,
-                TextColumnDeidentified,
-                actor=self.principal,
-                purpose=self.purpose,
-                column=column,
-                rows=rows,
-                characters=characters,
-                findings=findings,
-                operators={"default": default, **(operators or {})},
-                input_digest=identity,
-            )
-        except BaseException:
-            shutil.rmtree(dest, ignore_errors=True)  # written but not recorded: not left behind
-            raise
-        return ColumnDeidentified(dest, column, rows, characters, findings, self.last_seq)
+        return ColumnDeidentified(dest, column, done["rows"], done["characters"], done["findings"], done["seq"])
 
     def check_anonymity(
         self,
@@ -215,12 +230,12 @@ class LakeDeidOps(SessionCore):
         One `deid.anonymity_checked` event; a refusal (before any job over the rows) records nothing.
         Asks the policy nothing (see `deidentify_table`): it reads no vault data."""
         quasi = list(quasi)
-        if k is not None and k < 1:
-            raise InvalidInput("k is at least 1")
-        if l is not None and l < 1:
-            raise InvalidInput("l is at least 1")
-        if t is not None and not 0.0 <= t <= 1.0:
-            raise InvalidInput("t is between 0 and 1")
+        if k is not None:
+            _count("k", k)
+        if l is not None:
+            _count("l", l)
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 <= t <= 1.0):
+            raise InvalidInput("t is a number between 0 and 1")
         if l_kind not in L_KINDS:
             raise InvalidInput(f"l_kind is one of {', '.join(L_KINDS)}")
         if (l is not None or t is not None or ordered) and sensitive is None:
