@@ -20,7 +20,7 @@ from complai.deid.tabular import measure
 from complai.errors import InvalidInput
 from complai.files import PARTIAL, check_dataset_dir, staged_dataset_dir
 from tests.spark.conftest import write_parquet
-from tests.spark.test_deid_ops import Ran
+from tests.spark.test_deid_ops import Ran, governed  # noqa: F401 (a fixture)
 from tests.spark.test_external import jobs, stage_names
 
 if TYPE_CHECKING:
@@ -144,3 +144,24 @@ def test_a_nan_or_a_negative_zero_is_measured_on_spark_as_in_process(
     got = anonymity(spark.read.parquet(path), ["q"], "s", ordered=ordered)
     assert got == measure(pq.read_table(path).to_pandas(), ["q"], "s", ordered=ordered)
     assert (got["classes"], got["k"], got["l_distinct"]) == (2, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"pseudonymize": ["__complai_link"]}, "unknown column"),
+        ({"text": {"__complai_link": "redact"}}, "unknown column"),
+        ({"text": {"email": "keep"}}, "invalid deidentify: text.email"),
+        ({"nope": 1}, "invalid deidentify: nope"),
+    ],
+)
+def test_a_governed_spark_read_refuses_a_callers_spec_it_cannot_apply_before_any_job(
+    governed: Workspace,  # noqa: F811 (the fixture imported above)
+    spark: SparkSession,
+    extra: dict[str, Any],
+    message: str,
+) -> None:
+    before, ran = size(governed), jobs(spark)
+    with pytest.raises(InvalidInput, match=message):
+        governed.session(OWNER, "credit_scoring").read_spark("lake_customers", deidentify=extra)
+    assert (size(governed), jobs(spark)) == (before, ran)

@@ -117,14 +117,24 @@ class ExternalOps(SessionCore):
         info, _ = vault.external.info(dataset)
         schema = info.schema
         schema.basis(self.purpose)
-        extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify
+        try:
+            extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise InvalidInput(f"invalid deidentify: {where + ': ' if where else ''}{err['msg']}") from None
+        names = [f.name for f in schema.fields]
+        if extra is not None:  # a name that is no column of the dataset (complai's link column) is refused
+            named = [*extra.pseudonymize, *extra.text]
+            unknown = [c for c in named if c not in names]
+            if unknown:
+                raise InvalidInput(f"unknown column(s) {unknown} in deidentify for dataset {dataset}")
         spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra)
         if spec.k:
             raise InvalidInput(
                 f"dataset {dataset} is k-anonymised for {self.purpose}: k-anonymity is applied in process only, "
                 "not on a governed Spark read; use a DP query, or a purpose without k"
             )
-        names = [f.name for f in schema.fields]
         shown = list(columns) if columns else names
         unknown = [c for c in shown if c not in names]
         if unknown:
