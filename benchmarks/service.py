@@ -151,16 +151,19 @@ def prepare(path: Path, database_url: str, rows: int, analysts: int, officers: i
 
 
 def alternating(path: Path, url: str, token: str, n: int, rows: int) -> dict[str, float]:
-    """Medians of the 1,000-row governed read over HTTP (JSON) and in process (a session opened by the
-    same token, as the service does per request), and of an authenticated no-op (GET /api/v1/me)
-    against the token check alone, alternating one of each so that the machine's load hits both."""
+    """Medians of the 1,000-row governed read over HTTP (JSON, and the same page as CSV and as Parquet)
+    and in process (a session opened by the same token, as the service does per request), and of an
+    authenticated no-op (GET /api/v1/me) against the token check alone, alternating one of each so that
+    the machine's load hits both."""
     import httpx
 
     from complai.app.workspace import Workspace
 
     ws = Workspace.open(path)
     ws.keep_opened_records(200_000)  # as the service keeps them: both sides serve the read from opened records
-    times: dict[str, list[float]] = {"http": [], "local": [], "me_http": [], "auth_local": []}
+    times: dict[str, list[float]] = {
+        "http": [], "csv": [], "parquet": [], "local": [], "me_http": [], "auth_local": [],
+    }  # fmt: skip
     params: dict[str, Any] = {"purpose": "analytics", "limit": 1000}
     try:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120) as c:
@@ -173,6 +176,10 @@ def alternating(path: Path, url: str, token: str, n: int, rows: int) -> dict[str
                 times["http"].append(time.perf_counter() - t0)
                 r.raise_for_status()
                 assert len(r.json()["rows"]) == 1000
+                for fmt in ("csv", "parquet"):  # the same page as CSV and as Parquet
+                    t0 = time.perf_counter()
+                    c.get("/api/v1/datasets/adult/records", params={**params, "offset": offset, "format": fmt})
+                    times[fmt].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 ws.session(token, "analytics").read_page("adult", None, offset=offset, limit=1000)
                 times["local"].append(time.perf_counter() - t0)
@@ -374,6 +381,10 @@ def main() -> None:
                     "http_ms": round(m["http"], 2),
                     "in_process_ms": round(m["local"], 2),
                     "ratio": round(m["http"] / m["local"], 2),
+                    "http_csv_ms": round(m["csv"], 2),
+                    "ratio_csv": round(m["csv"] / m["local"], 2),
+                    "http_parquet_ms": round(m["parquet"], 2),
+                    "ratio_parquet": round(m["parquet"] / m["local"], 2),
                 }
                 result["authenticated_no_op"] = {
                     "http_get_me_ms": round(m["me_http"], 2),
@@ -405,7 +416,9 @@ def main() -> None:
     r, a = result["read_1000"], result["authenticated_no_op"]
     console.print(
         f"1,000-row governed read (medians, alternating): HTTP {r['http_ms']:.1f} ms, in process "
-        f"{r['in_process_ms']:.1f} ms: {r['ratio']:.2f}x; GET /api/v1/me {a['http_get_me_ms']:.1f} ms, "
+        f"{r['in_process_ms']:.1f} ms: {r['ratio']:.2f}x (CSV {r['http_csv_ms']:.1f} ms, "
+        f"{r['ratio_csv']:.2f}x; Parquet {r['http_parquet_ms']:.1f} ms, {r['ratio_parquet']:.2f}x); "
+        f"GET /api/v1/me {a['http_get_me_ms']:.1f} ms, "
         f"token check in process {a['in_process_authenticate_ms']:.1f} ms"
     )
     b = result["budget"]

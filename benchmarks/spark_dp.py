@@ -1,19 +1,21 @@
 """DP queries on Spark: count, sum and mean over a 100-key GROUP BY with at most `--max-rows` rows per
 subject, against the same aggregation without DP on the same Spark session and the same Parquet data,
 in the same run; the in-process engine as an anchor where it can hold the rows, PipelineDP when it is
-installed. Each time is the median of 3 runs after a warm-up.
+installed. Each time is the median of `--reps` runs (3) after a warm-up (none with `--no-warmup`).
 
     python benchmarks/spark_dp.py [--sizes 1e6,1e7] [--subjects 1e6] [--keys 100] [--max-rows 10]
         [--master local[2]] [--in-process-max 1e6] [--pipelinedp-max 1e6] [--enrolled 1e5]
-        [--compare-split] [--data build/spark_bench]
+        [--compare-split] [--reps 3] [--no-warmup] [--no-check] [--data build/spark_bench]
 
 Columns: (a) Spark groupBy(key).agg(count, sum, avg).collect(), no DP; (b) dp.spark.exact +
 Plan.release_exact (WHERE, the contribution bound, the exact per-key aggregates, the noise); (b-) the
 same aggregation after the contribution bound alone, without the DP engine's columns (how much of (b)
-is the bounding window); (b-split, with --compare-split) (b-) with the window over subjects above the
-bound only; (c) a whole session.dp_query on an external dataset (authorisation, the
-governed frame's HMAC semi-join on `--enrolled` enrolled subjects, budget, ledger); (d) PipelineDP on
-Spark (if importable); (e) Plan.release in process on the rows read into pandas.
+is the bounding window); (f) (a) after a shuffle of the rows by subject alone (`repartition`), no
+bound: the least any per-subject bound costs on data not already grouped by subject; (b-split, with
+--compare-split) (b-) with the window over subjects above the bound only; (c) a whole session.dp_query
+on an external dataset (authorisation, the governed frame's HMAC semi-join on `--enrolled` enrolled
+subjects, budget, ledger); (d) PipelineDP on Spark (if importable); (e) Plan.release in process on the
+rows read into pandas.
 
 Unbiasedness: at the smallest size the Exact's count is the sum over subjects of min(rows, max_rows)
 (computed independently with pandas), with max_rows over every subject's rows its grid sums equal
@@ -120,9 +122,10 @@ def median_time(fn: Callable[[], Any], reps: int = 3) -> float:
     return statistics.median(times)
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], reps: int = 3) -> dict[str, float]:
-    """Median of `reps` runs of each after one warm-up each, the order alternated run by run."""
-    for fn in fns.values():
+def interleaved(fns: dict[str, Callable[[], Any]], reps: int = 3, warmup: bool = True) -> dict[str, float]:
+    """Median of `reps` runs of each after one warm-up each (unless not `warmup`), the order alternated
+    run by run."""
+    for fn in fns.values() if warmup else ():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
@@ -247,6 +250,9 @@ def main() -> int:
         action="store_true",
         help="also time (b-split): subjects with at most max-rows rows passed through, the window over the others",
     )
+    ap.add_argument("--reps", type=int, default=3, help="timed runs of each (the median is kept)")
+    ap.add_argument("--no-warmup", action="store_true", help="no untimed first run (for the largest sizes)")
+    ap.add_argument("--no-check", action="store_true", help="no unbiasedness check (it reads the rows into pandas)")
     ap.add_argument("--data", type=Path, default=Path("build/spark_bench"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/spark_dp.json"))
     args = ap.parse_args()
@@ -286,7 +292,10 @@ def main() -> int:
             b = dp_spark.bounded(df, "subject", k, seed=1)
             return b.groupBy("key").agg(F.count(F.lit(1)), F.sum("x"), F.avg("x")).collect()
 
-        fns = {"plain": plain, "engine": engine, "bounded": bounded_only}
+        def shuffled(df: Any = df) -> Any:
+            return df.repartition("subject").groupBy("key").agg(F.count(F.lit(1)), F.sum("x"), F.avg("x")).collect()
+
+        fns = {"plain": plain, "engine": engine, "bounded": bounded_only, "shuffle": shuffled}
         if args.compare_split:
 
             def split_only(df: Any = df) -> Any:
@@ -294,13 +303,15 @@ def main() -> int:
                 return b.groupBy("key").agg(F.count(F.lit(1)), F.sum("x"), F.avg("x")).collect()
 
             fns["split"] = split_only
-        timings = interleaved(fns)
+        timings = interleaved(fns, args.reps, not args.no_warmup)
         row: dict[str, Any] = {"rows": n, "plain_s": timings["plain"], "dp_engine_s": timings["engine"]}
         row["bounded_plain_s"] = timings["bounded"]
+        row["shuffle_plain_s"] = timings["shuffle"]
+        row["reps"] = args.reps
         if "split" in timings:
             row["bounded_split_s"] = timings["split"]
         console.print(f"  {row}")
-        if n == min(sizes):
+        if n == min(sizes) and not args.no_check:
             checks = check_unbiased(spark, path, schema, k)
             console.print(f"  unbiased: {checks}")
         enrolled = int(float(args.enrolled))
@@ -326,16 +337,21 @@ def main() -> int:
     runtime.stop()
 
     table = Table(title=f"DP count/sum/mean over {args.keys} keys, max {k} rows per subject, {args.master}")
-    columns = ("rows", "no DP (a)", "complai (b)", "b/a", "bound + agg (b-)", "session (c)", "c/a", "PipelineDP (d)")
+    columns = (
+        "rows", "no DP (a)", "shuffle + agg (f)", "f/a", "bound + agg (b-)", "complai (b)", "b/a",
+        "session (c)", "c/a", "PipelineDP (d)",
+    )  # fmt: skip
     for col in (*columns, "in process (e)"):
         table.add_column(col, justify="right")
     for r in rows_out:
         table.add_row(
             f"{r['rows']:,}",
             f"{r['plain_s']:.2f} s",
+            f"{r['shuffle_plain_s']:.2f} s",
+            f"{r['shuffle_plain_s'] / r['plain_s']:.2f}x",
+            f"{r['bounded_plain_s']:.2f} s",
             f"{r['dp_engine_s']:.2f} s",
             f"{r['engine_ratio']:.2f}x",
-            f"{r['bounded_plain_s']:.2f} s",
             f"{r['session_s']:.2f} s" if "session_s" in r else "-",
             f"{r['session_ratio']:.2f}x" if "session_ratio" in r else "-",
             f"{r['pipelinedp_s']:.2f} s" if "pipelinedp_s" in r else "-",
