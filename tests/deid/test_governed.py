@@ -49,6 +49,21 @@ def test_callers_add_protections_but_cannot_remove_them(minimised: Workspace) ->
     assert len(frame) == 4
 
 
+def test_a_caller_cannot_bring_back_a_dropped_identifier_as_a_pseudonym(minimised: Workspace) -> None:
+    """marketing drops direct identifiers and pseudonymises customer_id only: a caller's `pseudonymize`
+    naming email does not spare it from the drop (a pseudonym is the same in every dataset: a join key);
+    on a purpose that declares nothing, a caller's own pseudonym of email still replaces the address."""
+    s = minimised.session("owner", "marketing")
+    done = s.read_governed("customers", deidentify={"pseudonymize": ["email", "customer_id"]})
+    assert "email" not in done.frame.columns and "full_name" not in done.frame.columns
+    assert done.deidentification is not None
+    assert done.deidentification["dropped"] == ["full_name", "email"]
+    assert done.deidentification["pseudonymized"] == ["customer_id"]
+    frame = minimised.session("owner", "credit_scoring").read("customers", deidentify={"pseudonymize": ["email"]})
+    assert frame["email"].str.startswith("<ID_").all()
+    assert not set(frame["email"]) & {p[2] for p in PEOPLE}
+
+
 def test_invalid_declarations_are_refused(ws: Workspace) -> None:
     schema = copy.deepcopy(SCHEMA)
     schema["deidentify"] = {"research": {"drop_direct_identifiers": True}}

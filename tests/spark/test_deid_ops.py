@@ -319,3 +319,48 @@ def test_a_governed_spark_read_de_identifies_as_the_purpose_declares(governed: W
     with pytest.raises(InvalidInput, match="in process only"):
         s.read_spark("lake_customers", deidentify={"k": 2})
     assert (size(ws), jobs(spark)) == (before, jobs_before)
+
+
+def test_spark_pseudonyms_are_the_in_process_ones_or_refused(governed: Workspace, tmp_path: Path) -> None:
+    """A caller's `pseudonymize` cannot keep an identifier the purpose drops (email stays dropped); a
+    boolean column gets the pseudonym of Python's "True"/"False"; a date column, whose in-process text
+    Spark does not write alike, is refused before any job, recording nothing."""
+    ws = governed
+    s = ws.session(OWNER, "credit_scoring")
+    got = s.read_spark("lake_customers", deidentify={"pseudonymize": ["email"]})
+    assert "email" not in got.frame.columns and got.deidentification is not None
+    assert got.deidentification["dropped"] == ["full_name", "email"]
+    schema = {
+        "name": "flags",
+        "subject_column": "customer_id",
+        "jurisdiction": "EU",
+        "retention": "P30D",
+        "purposes": {"fraud_detection": "gdpr.legitimate_interests"},
+        "fields": [
+            {"name": "customer_id", "type": "string", "category": "user.unique_id", "nullable": False},
+            {"name": "vip", "type": "boolean", "category": "user.behavior"},
+            {"name": "joined", "type": "date", "category": "user.behavior"},
+        ],
+    }
+    ids = [cid for cid, *_ in people_frame().itertuples(index=False)]
+    rows = pa.table(
+        {
+            "customer_id": ids,
+            "vip": [i % 2 == 0 for i in range(len(ids))],
+            "joined": pa.array([pd.Timestamp("2024-01-31").date()] * len(ids), pa.date32()),
+        }
+    )
+    location = write_parquet(tmp_path, rows, "flags.parquet")
+    admin = ws.session(OWNER, "administration")
+    admin.register_external(load_schema(schema, ws.taxonomy), source_of(tmp_path, location))
+    admin.enrol("flags", ids)
+    fraud = ws.session(OWNER, "fraud_detection")
+    read = fraud.read_spark("flags", ["customer_id", "vip"], deidentify={"pseudonymize": ["vip"]})
+    pseudonym = Anonymizer(ws.deid_keys).pseudonym
+    assert sorted(r["vip"] for r in read.frame.collect()) == sorted(
+        pseudonym("ID", str(i % 2 == 0)) for i in range(len(ids))
+    )
+    before = size(ws)
+    with pytest.raises(InvalidInput, match="in process only"):
+        fraud.read_spark("flags", deidentify={"pseudonymize": ["joined"]})
+    assert size(ws) == before

@@ -133,7 +133,7 @@ class SessionCore:
         info = self._svc.catalog.get(dataset)
         schema = info.schema
         extra = DeidSpec.model_validate(deidentify) if isinstance(deidentify, dict) else deidentify
-        spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra)
+        spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra, schema.direct_identifiers())
         if window is not None and pseudonym_column is None and spec.k is None:
             frame, pseudos, total, _ = vault.fetch(dataset, self.purpose, columns, window=window, info=info)
             done = None

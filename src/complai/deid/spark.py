@@ -234,12 +234,14 @@ def anonymity(
     }
 
 
-def pseudonym_column(col: Column, key: bytes) -> Column:
+def pseudonym_column(col: Column, key: bytes, boolean: bool = False) -> Column:
     """`Anonymizer.pseudonym("ID", str(value))` computed by Spark: `<ID_` and the first 12 hex digits of
-    HMAC-SHA256(key, "ID\\0" + value), then `>`; null stays null."""
+    HMAC-SHA256(key, "ID\\0" + value), then `>`; null stays null. Text and integers are Python's text of
+    them as Spark casts them; a `boolean` column is "True" or "False", as Python writes it."""
     from pyspark.sql import functions as F  # heavy: pyspark
 
-    message = F.concat(F.lit(b"ID\x00"), F.encode(col.cast("string"), "UTF-8"))
+    text = F.when(col, F.lit("True")).when(~col, F.lit("False")) if boolean else col.cast("string")
+    message = F.concat(F.lit(b"ID\x00"), F.encode(text, "UTF-8"))
     return F.concat(F.lit("<ID_"), F.substring(F.lower(F.hex(F.hmac(F.lit(key), message))), 1, 12), F.lit(">"))
 
 
@@ -248,16 +250,26 @@ def apply_spark(df: DataFrame, schema: DatasetSchema, spec: DeidSpec, keys: Keys
     keys `keys` (deterministic tokens): the columns to pseudonymise as the in-process pseudonyms, direct
     identifiers dropped, text columns de-identified by `deidentify_column` (a missing text becomes "", as
     in process); returns the frame (lazy) and the same summary. A spec with `k` is refused before any job:
-    k-anonymisation runs in process only."""
+    k-anonymisation runs in process only; so is one pseudonymising a float, date or datetime column, whose
+    in-process pseudonym is made from Python's text of the value, which Spark does not write alike (the
+    same value would get another pseudonym: the guarantee that a value has one pseudonym everywhere)."""
     from pyspark.sql import functions as F  # heavy: pyspark
 
     if spec.k:
         raise InvalidInput("k-anonymity is applied in process only: read the dataset in process, or drop k")
+    declared = {f.name: f.type for f in schema.fields}
+    unlike = [c for c in spec.pseudonymize if c in df.columns and declared.get(c) in ("float", "date", "datetime")]
+    if unlike:
+        raise InvalidInput(
+            f"column(s) {unlike} of dataset {schema.name} are pseudonymised for this read, and a float, date or "
+            "datetime column is pseudonymised in process only (Spark writes such values otherwise): read the "
+            "dataset in process, or leave the column out"
+        )
     out = df
     done: dict[str, Any] = {}
     for name in spec.pseudonymize:
         if name in out.columns:
-            out = out.withColumn(name, pseudonym_column(col(name), keys.pseudonym))
+            out = out.withColumn(name, pseudonym_column(col(name), keys.pseudonym, declared.get(name) == "boolean"))
     if spec.pseudonymize:
         done["pseudonymized"] = [c for c in spec.pseudonymize if c in out.columns]
     if spec.drop_direct_identifiers:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Collection
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -164,14 +165,21 @@ class DeidSpec(BaseModel):
     text: dict[str, DeidOperator] = {}
     k: int | None = None
 
-    def merged(self, other: DeidSpec | None) -> DeidSpec:
-        """Both specs' protections (a caller can add to what the dataset requires, never remove)."""
+    def merged(self, other: DeidSpec | None, direct: Collection[str] = ()) -> DeidSpec:
+        """Both specs' protections (a caller can add to what the dataset requires, never remove). `direct`
+        names the dataset's direct identifiers: where this (the declared) spec drops them, a caller's
+        `pseudonymize` cannot spare one from the drop (a pseudonym is the same in every dataset and
+        purpose, so a dropped e-mail address brought back as one would be a key to join on); only the
+        declared spec's own `pseudonymize` keeps a direct identifier."""
         if other is None:
             return self
         ks = [x for x in (self.k, other.k) if x is not None]
+        asked = set(other.pseudonymize)
+        if self.drop_direct_identifiers:
+            asked -= set(direct) - set(self.pseudonymize)
         return DeidSpec(
             drop_direct_identifiers=self.drop_direct_identifiers or other.drop_direct_identifiers,
-            pseudonymize=sorted(set(self.pseudonymize) | set(other.pseudonymize)),
+            pseudonymize=sorted(set(self.pseudonymize) | asked),
             text={**other.text, **self.text},
             k=max(ks) if ks else None,
         )
@@ -246,6 +254,10 @@ class DatasetSchema(BaseModel):
                 if by_name[name].nullable and name != self.subject_column:
                     raise ValueError(f"record_key: field {name!r} must be declared nullable: false")
         return self
+
+    def direct_identifiers(self) -> list[str]:
+        """The fields declared direct identifiers."""
+        return [f.name for f in self.fields if f.identifier == "direct"]
 
     def field(self, name: str) -> FieldSpec:
         for f in self.fields:

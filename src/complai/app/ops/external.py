@@ -129,7 +129,7 @@ class ExternalOps(SessionCore):
             unknown = [c for c in named if c not in names]
             if unknown:
                 raise InvalidInput(f"unknown column(s) {unknown} in deidentify for dataset {dataset}")
-        spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra)
+        spec = schema.deidentify.get(self.purpose, DeidSpec()).merged(extra, schema.direct_identifiers())
         if spec.k:
             raise InvalidInput(
                 f"dataset {dataset} is k-anonymised for {self.purpose}: k-anonymity is applied in process only, "
