@@ -24,6 +24,7 @@ from complai.events import AccessDenied, DPQueryAnswered
 if TYPE_CHECKING:
     from complai.dp import queries
     from complai.dp.sql import QueryBuilder
+    from complai.vault.catalog import DatasetInfo
 
 Progress = Callable[[int, int], None]
 
@@ -167,7 +168,7 @@ class PrivacyOps(SessionCore):
         # governed frame) and the noise, outside any write transaction: drawn before the budget's row is
         # locked, so that concurrent queries on the dataset wait for each other only as long as a
         # reservation takes; an answer whose reservation is refused is dropped unseen
-        answer = self._release(plan, query.dataset, info.source is not None, _percent(progress))
+        answer = self._release(plan, info, _percent(progress))
         with self._svc.store.write() as conn:
             # the dataset's budget after this answer, for the caller (one who may query may see it)
             self.last_budget = self._svc.budgets.reserve(
@@ -195,15 +196,17 @@ class PrivacyOps(SessionCore):
             )
         return answer
 
-    def _release(self, plan: queries.Plan, dataset: str, external: bool, progress: Progress | None) -> queries.Answer:
+    def _release(self, plan: queries.Plan, info: DatasetInfo, progress: Progress | None) -> queries.Answer:
         """The plan released over what this purpose may see of the dataset: a vault dataset's records read
         and aggregated in process (`release`: its exact aggregates, then the noise); an external dataset's
         rows aggregated by Spark where they are (only per-key aggregates reach the driver), then the same
         noise (`release_exact`). A failure of the Spark job says nothing about the data (the generic DP
-        query failure)."""
-        if not external:
-            frame = self._svc.vault.fetch(dataset, self.purpose, list(plan.reads), progress=progress).frame
-            return plan.release(frame)
+        query failure). `info` is the dataset's catalog entry as the query read it (a vault read checks it
+        in its own snapshot)."""
+        dataset = info.schema.name
+        if info.source is None:
+            fetched = self._svc.vault.fetch(dataset, self.purpose, list(plan.reads), progress=progress, info=info)
+            return plan.release(fetched.frame)
         from complai.dp import spark as dp_spark  # heavy: pyspark, for external datasets only
 
         if progress is not None:
