@@ -21,6 +21,11 @@ from complai.app.workspace import Workspace
 from complai.clock import ManualClock
 from complai.store.engine import normalise_url
 
+# the suite runs one process per core (make test: -n 2 on 2 cores): one thread each for torch's and the
+# BLAS libraries' parallel loops, in these processes and in the commands they start, since more threads
+# than free cores spin waiting for each other (complai's training honours OMP_NUM_THREADS)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 PG_URL = os.environ.get("COMPLAI_TEST_DATABASE_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -198,3 +199,22 @@ def test_stored_model_reloads_and_tampering_is_detected(sqlite_ws: Workspace) ->
     path.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="do not match"):
         ws.models.load(card["model_id"])
+
+
+def test_training_threads_follow_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OMP_NUM_THREADS, when it is a positive whole number, is how many threads training uses; otherwise
+    one per core up to 8."""
+    import torch
+
+    from complai.dp.training import _threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        _threads()
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+        _threads()
+        assert torch.get_num_threads() == max(1, min(os.cpu_count() or 1, 8))
+    finally:
+        torch.set_num_threads(before)

@@ -375,8 +375,14 @@ class FitResult:
 
 
 def _threads() -> None:
+    """Training's threads: one per core up to 8, unless OMP_NUM_THREADS says how many (a machine shared
+    with other work: more threads than free cores spin and wait for each other)."""
     import torch  # heavy: torch
 
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if asked.isdigit() and int(asked) > 0:
+        torch.set_num_threads(int(asked))
+        return
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, 8)))
 
 
