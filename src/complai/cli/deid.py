@@ -10,6 +10,7 @@ from typing import Annotated
 
 import pandas as pd
 import typer
+from rich.markup import escape
 
 from complai.cli.common import ForceOpt, console, err_console, open_session, print_json, protected_paths
 from complai.cli.common import table as folding_table
@@ -244,7 +245,8 @@ def column_cmd(
 ) -> None:
     """De-identify a text column of a Parquet file or folder on Spark; every other column is kept."""
     with open_session(purpose) as (_, session):
-        err_console.print(f"de-identifying column {column} of {source} on Spark...")
+        what = f"de-identifying column {escape(column)} of {escape(str(source))} on Spark..."
+        err_console.print(what, soft_wrap=True)
         done = session.deidentify_text_column(
             source,
             column,
@@ -286,7 +288,7 @@ def check_cmd(
     """Measure the k, l and t a Parquet table achieves as it is, on Spark; exit 1 if a threshold asked
     (--k, --l, --t) is not met."""
     with open_session(purpose) as (_, session):
-        err_console.print(f"measuring {source} on Spark...")
+        err_console.print(f"measuring {escape(str(source))} on Spark...", soft_wrap=True)
         check = session.check_anonymity(
             source,
             _cols(quasi) or [],
