@@ -18,17 +18,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
 from complai.access.identity import OWNER
 from complai.app.workspace import Workspace
-from complai.cli.main import app
 from complai.deid.analyzer import TextAnalyzer
 from complai.deid.operators import Anonymizer
 from complai.deid.tabular import measure
 from complai.errors import ComplaiError, InvalidInput
 from complai.files import PARTIAL, staged_dataset_dir
 from complai.vault.schema import load_schema
+from tests.cli.test_requests_portal import Ran  # a command run in this process: the tests' Spark is the one it finds
 from tests.spark.conftest import write_parquet
 from tests.spark.test_external import COPIES, jobs, lake_rows, last_event, source_of, stage_names
 from tests.vault.conftest import SCHEMA, consents_frame, people_frame
@@ -228,20 +227,6 @@ def test_anonymity_is_checked_against_thresholds_and_recorded(
     assert size(ws) == size_before
     ran = [j for j in jobs(spark) if j not in jobs_before]
     assert all(set(stage_names(spark, j)) <= {"parquet"} for j in ran)  # at most the schema's footer
-
-
-class Ran:
-    """A command run in this process (the tests' Spark context is the one it finds running); a refusal
-    is what `complai` turns into one line on stderr and its exit status."""
-
-    def __init__(self, *args: str) -> None:
-        r = CliRunner().invoke(app, list(args), prog_name="complai", env={"COLUMNS": "200"})
-        self.stdout = r.stdout
-        if isinstance(r.exception, ComplaiError):
-            self.returncode, self.stderr = r.exception.exit_code, r.exception.message
-        else:
-            assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
-            self.returncode, self.stderr = r.exit_code, r.stderr
 
 
 def test_the_cli_commands(spark_ws: Workspace, tmp_path: Path) -> None:
