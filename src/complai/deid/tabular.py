@@ -509,15 +509,7 @@ def anonymize(
     sizes = np.array([len(cl) for cl in classes])
     achieved: dict[str, Any] = {"k": int(sizes.min())}
     if s_codes is not None:
-        glob = np.bincount(s_codes, minlength=s_levels) / n
-        ls, ents, ts = [], [], []
-        for cl in classes:
-            counts = np.bincount(s_codes[cl], minlength=s_levels)
-            ls.append(int(np.count_nonzero(counts)))
-            p = counts[counts > 0] / len(cl)
-            ents.append(float(math.exp(-(p * np.log(p)).sum())))
-            ts.append(emd(counts, glob, ordered))
-        achieved.update({"l_distinct": min(ls), "l_entropy": round(min(ents), 6), "t": round(max(ts), 6)})
+        achieved.update(_diversity(s_codes, s_levels, classes, ordered))
     class_of = np.empty(n, dtype=np.int64)
     for i, cl in enumerate(classes):
         class_of[cl] = i
@@ -561,6 +553,20 @@ def anonymize(
     return out, report
 
 
+def _diversity(codes: np.ndarray, levels: int, classes: Sequence[np.ndarray], ordered: bool) -> dict[str, Any]:
+    """l (distinct and entropy, the least over the classes) and t (the greatest distance of a class's
+    distribution of the sensitive codes from the whole table's) of `classes` (row indices into `codes`)."""
+    glob = np.bincount(codes, minlength=levels) / len(codes)
+    ls, ents, ts = [], [], []
+    for cl in classes:
+        counts = np.bincount(codes[cl], minlength=levels)
+        ls.append(int(np.count_nonzero(counts)))
+        p = counts[counts > 0] / len(cl)
+        ents.append(float(math.exp(-(p * np.log(p)).sum())))
+        ts.append(emd(counts, glob, ordered))
+    return {"l_distinct": min(ls), "l_entropy": round(min(ents), 6), "t": round(max(ts), 6)}
+
+
 def check_measured(columns: Sequence[Any], quasi: Sequence[str], sensitive: str | None) -> None:
     """InvalidInput unless `quasi` (at least one) and `sensitive` (not among them) are columns of the table."""
     unknown = [c for c in [*quasi, *([sensitive] if sensitive else [])] if c not in columns]
@@ -598,13 +604,5 @@ def measure(
     index = {v: i for i, v in enumerate(levels)}
     codes = np.array([index[v] if pd.notna(v) else len(levels) for v in sv.tolist()], dtype=np.int64)
     m = len(levels) + int(bool(sv.isna().any()))
-    glob = np.bincount(codes, minlength=m) / n
-    ls, ents, ts = [], [], []
-    for cl in classes:
-        counts = np.bincount(codes[cl], minlength=m)
-        ls.append(int(np.count_nonzero(counts)))
-        p = counts[counts > 0] / len(cl)
-        ents.append(float(math.exp(-(p * np.log(p)).sum())))
-        ts.append(emd(counts, glob, ordered))
-    out.update({"l_distinct": min(ls), "l_entropy": round(min(ents), 6), "t": round(max(ts), 6)})
+    out.update(_diversity(codes, m, classes, ordered))
     return out
