@@ -3,6 +3,7 @@ caller asks for. Runs on the decrypted frame before it leaves the session."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -11,6 +12,12 @@ from complai.deid.analyzer import TextAnalyzer
 from complai.deid.operators import Anonymizer
 from complai.deid.tabular import anonymize
 from complai.vault.schema import DatasetSchema, DeidSpec
+
+
+def dropped_identifiers(schema: DatasetSchema, spec: DeidSpec, columns: Iterable[str]) -> list[str]:
+    """The direct identifiers among `columns` that `spec` drops: all but those it pseudonymises."""
+    present = set(columns)
+    return [c for c in schema.direct_identifiers() if c in present and c not in spec.pseudonymize]
 
 
 def apply(
@@ -26,11 +33,7 @@ def apply(
     if spec.pseudonymize:
         done["pseudonymized"] = [c for c in spec.pseudonymize if c in out.columns]
     if spec.drop_direct_identifiers:
-        drop = [
-            f.name
-            for f in schema.fields
-            if f.identifier == "direct" and f.name in out.columns and f.name not in spec.pseudonymize
-        ]
+        drop = dropped_identifiers(schema, spec, out.columns)
         out = out.drop(columns=drop)
         done["dropped"] = drop
     if spec.text:

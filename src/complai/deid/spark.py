@@ -20,6 +20,7 @@ from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 from complai.deid.analyzer import TextAnalyzer
+from complai.deid.governed import dropped_identifiers
 from complai.deid.operators import NONCE, OPERATORS, Anonymizer, Keys
 from complai.deid.tabular import check_measured
 from complai.errors import InvalidInput
@@ -273,11 +274,7 @@ def apply_spark(df: DataFrame, schema: DatasetSchema, spec: DeidSpec, keys: Keys
     if spec.pseudonymize:
         done["pseudonymized"] = [c for c in spec.pseudonymize if c in out.columns]
     if spec.drop_direct_identifiers:
-        drop = [
-            f.name
-            for f in schema.fields
-            if f.identifier == "direct" and f.name in out.columns and f.name not in spec.pseudonymize
-        ]
+        drop = dropped_identifiers(schema, spec, out.columns)
         out = out.drop(*drop)
         done["dropped"] = drop
     if spec.text:
