@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from complai.service.api import access, auth, compliance, data, ledger, privacy, rights, system
+from complai.service.api import access, auth, compliance, data, external, ledger, privacy, rights, system
 
 router = APIRouter()
-for module in (system, auth, data, privacy, access, rights, compliance, ledger):
+for module in (system, auth, data, external, privacy, access, rights, compliance, ledger):
     router.include_router(module.router)
