@@ -7,7 +7,8 @@ in one line that it runs only where the workspace is. A problem the server answe
 one line: exit 2 for a refusal (4xx), 1 for a failure on the server's side. Only what the API answers
 is shown: nothing here reads a workspace, so this module loads no front door. The client, the job
 follower and output files are here; the remote forms of the data commands are in remote_data.py, the
-officers' and auditors' in remote_records.py, the stewards' and security officers' in remote_admin.py.
+external datasets' in remote_external.py, the officers' and auditors' in remote_records.py, the stewards'
+and security officers' in remote_admin.py.
 """
 
 from __future__ import annotations
@@ -442,10 +443,12 @@ def segment(value: str) -> str:
 _DATA = "complai.cli.remote_data"
 _RECORDS = "complai.cli.remote_records"
 _ADMIN = "complai.cli.remote_admin"  # adds `principal add` to remote_records' group
+_EXTERNAL = "complai.cli.remote_external"
 REMOTE: dict[str, str] = {
     "status": f"{__name__}:status",
     "ledger": f"{_RECORDS}:ledger_app",
     "dataset": f"{_DATA}:dataset_app",
+    "external": f"{_EXTERNAL}:external_app",
     "dp": f"{_DATA}:dp_app",
     "model": f"{_DATA}:model_app",
     "job": f"{__name__}:job_app",

@@ -81,7 +81,7 @@ def dataset_show(name: DatasetShowNameArg, json_out: JsonOpt = False) -> None:
     print_dataset(name, doc, json_out)
 
 
-def _schema_text(schema: Path) -> tuple[str, dict[str, Any]]:
+def schema_text(schema: Path) -> tuple[str, dict[str, Any]]:
     """A schema file's text and what it declares, read as the local forms read it."""
     from complai.inputs import parse_yaml, read_text_input  # heavy: pandas; the local forms' checks of a file
 
@@ -99,7 +99,7 @@ def dataset_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Register a dataset from a schema file."""
-    text, declared = _schema_text(schema)
+    text, declared = schema_text(schema)
     if declared.get("name") != name:
         raise InvalidInput(f"the schema names dataset {declared.get('name')!r}, not {name!r}")
     with remote() as r:
@@ -121,7 +121,7 @@ def dataset_alter(
 ) -> None:
     """Change a dataset's schema to a new version: prints what changed. A narrowing change is checked
     against every stored record and refused with the number of records that do not fit."""
-    text, _ = _schema_text(schema)
+    text, _ = schema_text(schema)
     with remote() as r:
         out = r.call("PUT", f"/datasets/{segment(name)}/schema", json={"yaml": text, "dry_run": dry_run})
     if json_out:
