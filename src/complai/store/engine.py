@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
@@ -129,6 +129,38 @@ def _ping_when_idle(store: Store) -> None:
             raise DisconnectionError("a pooled connection was lost while idle") from exc
 
 
+class _SharedRead:
+    """The read transaction of a `Store.shared_reads` block, opened at its first read."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.conn: Connection | None = None
+        self.marks: dict[Callable[[], Any], Any] = {}
+
+    def connection(self) -> Connection:
+        if self.conn is None:
+            # taken before the transaction's snapshot (its first statement): see Store.before_snapshot
+            self.marks = {mark: mark() for mark in self.store.snapshot_marks}
+            conn = self.store.engine.connect()
+            try:
+                if self.store.dialect == "postgresql":
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                conn.begin()
+            except BaseException:
+                conn.close()
+                raise
+            self.conn = conn
+        return self.conn
+
+    def end(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.rollback()
+            finally:
+                conn.close()
+
+
 class Store:
     """A database with complai's schema; hands out read and write transactions."""
 
@@ -146,8 +178,30 @@ class Store:
             _configure_sqlite(self.engine)
         else:
             _ping_when_idle(self)
+        self._shared = threading.local()  # this thread's shared read snapshot (shared_reads), if any
+        self.snapshot_marks: list[Callable[[], Any]] = []  # see before_snapshot
 
     # --- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def shared_reads(self) -> Iterator[None]:
+        """Every `read()` this thread opens inside the block is served by one read transaction, opened
+        at the first of them and rolled back when the block ends: an operation's reads (its
+        authorisation, the dataset's schema, a budget's pre-check, the records) see one snapshot and cost
+        one BEGIN and one ROLLBACK instead of one pair each. Writes are unaffected (`write()` is always
+        its own transaction), and a read inside the block does not see them: an operation shares its
+        reads only up to its first write. A block inside another shares the outer one's snapshot; a read
+        that raises ends the shared transaction (the next read opens a new one)."""
+        if getattr(self._shared, "slot", None) is not None:
+            yield
+            return
+        slot = _SharedRead(self)
+        self._shared.slot = slot
+        try:
+            yield
+        finally:
+            self._shared.slot = None
+            slot.end()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -157,12 +211,39 @@ class Store:
             with conn.begin():
                 yield conn
 
+    def before_snapshot(self, mark: Callable[[], Any]) -> Any:
+        """`mark()` as it was before the snapshot the next `read()` of this thread sees was taken: called
+        now, unless that read is a `shared_reads` transaction already open, whose mark (`mark` registered in
+        `snapshot_marks`) was taken when it opened. (The read cache looks at the ledger from such a mark: a
+        snapshot taken after it sees every entry it names.)"""
+        slot: _SharedRead | None = getattr(self._shared, "slot", None)
+        if slot is not None and slot.conn is not None and mark in slot.marks:
+            return slot.marks[mark]
+        return mark()
+
+    def renew_shared_reads(self) -> None:
+        """Inside `shared_reads`: end its transaction, so that the next read sees what was committed
+        since (a read that found its snapshot outdated, retrying)."""
+        slot: _SharedRead | None = getattr(self._shared, "slot", None)
+        if slot is not None:
+            slot.end()
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only snapshot transaction (rolled back at the end): every statement in it sees the
         same committed state. On PostgreSQL that takes REPEATABLE READ (READ COMMITTED would let a check
         that reads two tables, such as a budget against the ledger's spends, see a concurrent commit in
-        one and not the other); SQLite's read transactions are snapshots already (WAL)."""
+        one and not the other); SQLite's read transactions are snapshots already (WAL). Inside
+        `shared_reads` it is that block's transaction."""
+        slot: _SharedRead | None = getattr(self._shared, "slot", None)
+        if slot is not None:
+            conn = slot.connection()
+            try:
+                yield conn
+            except BaseException:
+                slot.end()  # its transaction may be aborted (PostgreSQL): the next read opens a new one
+                raise
+            return
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")

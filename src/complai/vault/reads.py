@@ -58,6 +58,11 @@ class Reads:
         self.store, self.ledger, self.catalog, self.keyring = store, ledger, catalog, keyring
         self.subjects, self.taxonomy, self.clock = subjects, taxonomy, clock
         self.cache: ReadCache | None = None  # opened records kept between reads (a long-running service)
+        store.snapshot_marks.append(self._cache_point)
+
+    def _cache_point(self) -> tuple[int, tuple[int, bytes] | None] | None:
+        """Where the read cache looks at the ledger from, for a read whose snapshot is taken after now."""
+        return self.cache.before_read() if self.cache is not None else None
 
     def eligible_condition(self, schema: DatasetSchema, purpose: str, at: datetime) -> ColumnElement[bool]:
         """SQL condition on records for: live subject, unexpired, lawful basis live for the purpose."""
@@ -123,7 +128,10 @@ class Reads:
         deadline = time.monotonic() + FILL_WAIT_S
         waits = 0
         given = info
+        attempt = 0
         while True:
+            if attempt:  # a retry must see what was committed since: not an operation's shared snapshot
+                self.store.renew_shared_reads()
             info, given = given or self.catalog.get(dataset), None
             refuse_external(info, "read in process")
             schema = info.schema
@@ -137,6 +145,7 @@ class Reads:
             got = self._fetch_once(
                 dataset, purpose, info, cols, pseudonym_column, progress, ordered, window, may_wait=may_wait
             )
+            attempt += 1
             if isinstance(got, Fetched):
                 return got
             if isinstance(got, threading.Event):  # another read is opening every record: its entry serves
@@ -164,7 +173,7 @@ class Reads:
         schema = info.schema
         now = self.clock.now()
         cache = self.cache
-        start = cache.before_read() if cache is not None else None
+        start = self.store.before_snapshot(self._cache_point) if cache is not None else None
         entry: Entry | None = None
         fill: Look | None = None
         look: Look | None = None

@@ -54,10 +54,13 @@ class DataOps(SessionCore):
         """One page of `read`: rows offset..offset+limit of what the purpose may see, in the order `read`
         gives them, after the de-identification the dataset requires for the purpose (computed over every
         row, so a k holds over the whole read). The page is one recorded read of its own rows and subjects."""
-        self._check("read", dataset)
-        if offset < 0 or not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"a page starts at offset 0 or more and holds 1 to {MAX_PAGE:,} rows")
-        return self._governed(dataset, columns, window=(offset, limit))
+        # the authorisation, the schema and the records in one read snapshot (the record of the read is
+        # its own write)
+        with self._svc.store.shared_reads():
+            self._check("read", dataset)
+            if offset < 0 or not 1 <= limit <= MAX_PAGE:
+                raise InvalidInput(f"a page starts at offset 0 or more and holds 1 to {MAX_PAGE:,} rows")
+            return self._governed(dataset, columns, window=(offset, limit))
 
     def ingest(
         self,

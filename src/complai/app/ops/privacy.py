@@ -145,30 +145,33 @@ class PrivacyOps(SessionCore):
         from complai.dp.sql import parse  # heavy: sqlglot (and OpenDP through dp.queries)
 
         query = parse(text)
-        self._check("query_dp", query.dataset)
-        info = self._svc.catalog.get(query.dataset)
-        schema = info.schema
-        plan = queries.plan(
-            query,
-            schema,
-            epsilon=epsilon,
-            delta=delta,
-            max_rows=max_rows,
-            purpose=self.purpose,
-            selection_delta=selection_delta,
-        )
-        cost = plan.cost
-        # a query the budget cannot cover is refused here, before its data is read or its answer computed
-        # (the answer is drawn before the reservation below: a refusal there must be a rare race, not a
-        # free way to run the computation on the data as often as one likes)
-        self._svc.budgets.precheck(
-            query.dataset, self.principal, eps=cost.pure_epsilon, rho=cost.zcdp_rho, approx=cost.approx
-        )
-        # the exact aggregates (in process from the vault, or by a Spark job over an external dataset's
-        # governed frame) and the noise, outside any write transaction: drawn before the budget's row is
-        # locked, so that concurrent queries on the dataset wait for each other only as long as a
-        # reservation takes; an answer whose reservation is refused is dropped unseen
-        answer = self._release(plan, info, _percent(progress))
+        # every read up to the answer (the policy, the schema, the budget's pre-check, the records) in one
+        # snapshot; the reservation and the record below are one write transaction
+        with self._svc.store.shared_reads():
+            self._check("query_dp", query.dataset)
+            info = self._svc.catalog.get(query.dataset)
+            schema = info.schema
+            plan = queries.plan(
+                query,
+                schema,
+                epsilon=epsilon,
+                delta=delta,
+                max_rows=max_rows,
+                purpose=self.purpose,
+                selection_delta=selection_delta,
+            )
+            cost = plan.cost
+            # a query the budget cannot cover is refused here, before its data is read or its answer computed
+            # (the answer is drawn before the reservation below: a refusal there must be a rare race, not a
+            # free way to run the computation on the data as often as one likes)
+            self._svc.budgets.precheck(
+                query.dataset, self.principal, eps=cost.pure_epsilon, rho=cost.zcdp_rho, approx=cost.approx
+            )
+            # the exact aggregates (in process from the vault, or by a Spark job over an external dataset's
+            # governed frame) and the noise, outside any write transaction: drawn before the budget's row is
+            # locked, so that concurrent queries on the dataset wait for each other only as long as a
+            # reservation takes; an answer whose reservation is refused is dropped unseen
+            answer = self._release(plan, info, _percent(progress))
         with self._svc.store.write() as conn:
             # the dataset's budget after this answer, for the caller (one who may query may see it)
             self.last_budget = self._svc.budgets.reserve(
