@@ -18,7 +18,6 @@ from complai.cli.remote import ForceOpt, JsonOpt, RemoteGroup, output_path, remo
 from complai.cli.remote_data import schema_text
 from complai.cli.state import console
 from complai.errors import InvalidInput
-from complai.inputs import TABLE_MAX_BYTES, parse_csv, read_input
 
 __all__ = ["external_app"]
 
@@ -35,6 +34,8 @@ ConsentsFileOpt = Annotated[Path | None, typer.Option("--consents", help="Consen
 def _read_ids(path: Path) -> list[str]:
     """Subject ids from a text file, one a line, as the local form reads them (a blank line or an id with
     surrounding whitespace is sent as it is, and the server refuses it)."""
+    from complai.inputs import TABLE_MAX_BYTES, read_input  # heavy: pandas; the file read as the local form reads it
+
     try:
         text = read_input(path, "ids file", TABLE_MAX_BYTES).decode("utf-8")
     except UnicodeDecodeError:
@@ -48,6 +49,8 @@ def _read_ids(path: Path) -> list[str]:
 def _read_consents(path: Path) -> list[dict[str, str | None]]:
     """A consents CSV as the API's consent records: one object a row, an empty cell null (the local form
     reads it so)."""
+    from complai.inputs import TABLE_MAX_BYTES, parse_csv, read_input  # heavy: pandas; strict CSV, as locally
+
     table = parse_csv(read_input(path, "consents file", TABLE_MAX_BYTES), "consents", path.name)
     return [{h: (v if v != "" else None) for h, v in zip(table.header, row, strict=True)} for row in table.rows]
 
@@ -69,6 +72,8 @@ def register(
     json_out: JsonOpt = False,
 ) -> None:
     """Register an external dataset: its schema checked against the source's physical types (Spark)."""
+    from complai.inputs import read_input  # heavy: pandas; the key file read as the local form reads it
+
     key = read_input(owner_key, "owner key file").decode("utf-8", errors="replace").strip()
     if kind == "parquet" and ":/" not in location and not Path(location).is_absolute():
         # the local form resolves it from here; the server's Spark would resolve it from the server's folder
