@@ -150,10 +150,14 @@ def role_facts(ledger: Ledger) -> RoleFacts:
 
 def read_principal(ledger: Ledger, conn: Connection, name: str) -> Principal:
     """A principal with its roles and disabling as the ledger recorded them (NotFound if none)."""
-    row = conn.execute(select(principals).where(principals.c.name == name)).first()
-    if row is None:
+    # the principal and its stored roles in one statement (a row per role, one with none if it has none)
+    granted = role_grants.c.principal == principals.c.name
+    q = select(principals, role_grants.c.role.label("granted_role")).outerjoin(role_grants, granted)
+    rows = conn.execute(q.where(principals.c.name == name)).all()
+    if not rows:
         raise NotFound(f"no principal named {name!r}")
-    stored = set(conn.execute(select(role_grants.c.role).where(role_grants.c.principal == name)).scalars())
+    row = rows[0]
+    stored = {str(r.granted_role) for r in rows if r.granted_role is not None}
     # roles and disabling as the ledger recorded them: a role granted or a principal re-enabled at
     # rest counts for nothing (RECON-1 names the edit)
     recorded, disabled_recorded = role_facts(ledger).of(ledger, conn, name)

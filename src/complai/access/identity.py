@@ -458,7 +458,10 @@ class Identity:
         if m:
             now = self.clock.now()
             with self.store.read() as conn:
-                row = conn.execute(select(tokens).where(tokens.c.id == token_id)).first()
+                # the token and when it was last used, in one statement
+                used = meta.c.key == _LAST_USED + str(token_id)
+                q = select(tokens, meta.c.value.label("last_used")).outerjoin(meta, used)
+                row = conn.execute(q.where(tokens.c.id == token_id)).first()
                 given = hashlib.sha256(m.group(2).encode()).digest()
                 expected = bytes(row.secret_hash) if row is not None else b"\x00" * 32
                 if not hmac.compare_digest(given, expected) or row is None:
@@ -474,9 +477,7 @@ class Identity:
                     if not p.disabled:
                         expires_at = as_utc(row.expires_at) if row.expires_at is not None else None
                         credential = Credential(p, str(token_id), expires_at)
-                        last_used = conn.execute(
-                            select(meta.c.value).where(meta.c.key == _LAST_USED + str(token_id))
-                        ).scalar()
+                        last_used = row.last_used
                     else:
                         reason = "principal disabled"
             if credential is not None:
