@@ -146,3 +146,18 @@ def test_python_builder_speaks_the_same_language(dp_ws: Workspace) -> None:
     assert q.sql() == "SELECT segment, COUNT(*), AVG(income) FROM customers WHERE (income > 50000) GROUP BY segment"
     ans = dp_ws.session("owner", "analytics").dp_query(q, 0.2)
     assert set(ans.values["mean(income)"]) == {"retail", "premium"}
+
+
+def test_a_statement_parsed_again_comes_from_the_cache_as_a_copy_of_its_own() -> None:
+    from complai.dp import sql
+
+    text = "SELECT COUNT(*), AVG(age) FROM people WHERE age > 30 GROUP BY sex"
+    first = sql.parse(text)
+    misses = sql._parse.cache_info().misses
+    second = sql.parse(text)
+    assert sql._parse.cache_info().misses == misses  # not parsed again
+    assert second == first and second is not first
+    first.aggregates.clear()
+    first.columns.clear()
+    assert len(second.aggregates) == 2 and second.columns == {"age", "sex"}
+    assert len(sql.parse(text).aggregates) == 2  # what the cache keeps was not touched either

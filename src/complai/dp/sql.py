@@ -11,10 +11,11 @@ that says what is not supported.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -238,11 +239,14 @@ def parse(sql: str) -> Query:
     if not isinstance(sql, str) or len(sql) > MAX_SQL_CHARS:
         raise InvalidInput(f"give the query as SQL text of at most {MAX_SQL_CHARS} characters")
     try:
-        return _parse(sql)
+        query = _parse(sql)
     except RecursionError:
         raise InvalidInput("the query is nested too deeply") from None
+    # the caller's own copy of what the cache keeps (its conditions are immutable)
+    return replace(query, aggregates=list(query.aggregates), columns=set(query.columns))
 
 
+@functools.lru_cache(maxsize=512)  # a statement asked again (a dashboard's) is not parsed again (~1 ms)
 def _parse(sql: str) -> Query:
     try:
         statements = sqlglot.parse(sql)
