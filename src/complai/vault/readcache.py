@@ -105,6 +105,13 @@ class Entry:
     _ordered: list[Opened] | None = None
     arrays: dict[tuple[bool, str], Any] = field(default_factory=dict)
     """(ordered, column) -> the column's typed array over all rows in that order, built at first use"""
+    _subjects: dict[str, int] | None = None
+
+    def subjects(self) -> dict[str, int]:
+        """pseudonym -> subject id of every row's subject (a copy of a map built at first use)."""
+        if self._subjects is None:
+            self._subjects = {r.pseudonym: r.subject_id for r in self.rows}
+        return dict(self._subjects)
 
     def ordered(self) -> list[Opened]:
         """The rows by when each record was stored, then its id (as a paged read orders them)."""

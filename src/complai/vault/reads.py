@@ -354,7 +354,8 @@ class Reads:
         frame = pd.DataFrame(data, columns=cols, copy=True)  # never a view of what the cache keeps
         if pseudonym_column:
             frame[pseudonym_column] = [r.pseudonym for r in rows]
-        return Fetched(frame, {r.pseudonym: r.subject_id for r in rows}, entry.total, cols)
+        subjects = entry.subjects() if window is None else {r.pseudonym: r.subject_id for r in rows}
+        return Fetched(frame, subjects, entry.total, cols)
 
     def _next_change(self, conn: Connection, schema: DatasetSchema, purpose: str, now: datetime) -> int:
         """The first moment after `now`, in epoch microseconds, at which a consent to `purpose` or an
