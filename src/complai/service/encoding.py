@@ -9,8 +9,9 @@ Every page, whichever way it is written, follows the same rules: a timestamp is 
 microseconds (`2020-01-01T00:00:00.000000Z`, as the store writes it), a date `YYYY-MM-DD`; a float
 keeps every digit it has; a missing value or a NaN is `null` in JSON and empty in CSV; JSON, which has
 no infinity, writes one as `null` too (CSV as `inf`, `-inf`). A column that
-Arrow cannot type (an object column of mixed values, as a generalised quasi-identifier can be) is
-written as text, each value as Python's `str` writes it.
+Arrow cannot type (an object column of mixed values, as a generalised quasi-identifier can be), or
+types only as an extension (pandas' intervals), is written as text, each value as Python's `str`
+writes it; pandas' NA and NaT in it are missing values, not their names.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ _ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"  # Arrow's %S carries the fraction at the column
 _ISO_NAIVE = "%Y-%m-%dT%H:%M:%S"
 
 
+def _missing(v: Any) -> bool:
+    """None, a NaN of any width, or pandas' NA and NaT (in an object column, str would name them)."""
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float | np.floating | np.datetime64) and v != v)
+
+
 def _text(values: Any) -> pa.Array:
-    """Mixed values as text (None and NaN stay missing)."""
-    return pa.array(
-        [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in values], type=pa.string()
-    )
+    """Mixed values as text (a missing value stays missing)."""
+    return pa.array([None if _missing(v) else str(v) for v in values], type=pa.string())
 
 
 def _timestamps_as_text(arr: pa.Array) -> pa.Array:
@@ -61,6 +65,8 @@ def _column(values: Any, finite: bool) -> pa.Array:
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             return _text(values)
     typ = arr.type
+    if isinstance(typ, pa.ExtensionType):  # pandas' intervals and periods: polars writes no CSV of them
+        return _text(values)
     if pa.types.is_timestamp(typ):
         return _timestamps_as_text(arr)
     if pa.types.is_date(typ):
