@@ -13,13 +13,15 @@ Spark reads, as the server's user; no answer repeats it.
 
 from __future__ import annotations
 
+import re
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pandas as pd
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from complai.app.session import Session
 from complai.clock import utc_iso
@@ -36,6 +38,7 @@ router = APIRouter()
 TAG = "external"
 JSON_LINES = "application/x-ndjson"
 JOB_HEADERS = {"Location": {"description": "The job: /api/v1/jobs/{id}", "schema": {"type": "string"}}}
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")  # scheme:/... (file:/, s3a://, hdfs://); file:x is relative
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -49,7 +52,8 @@ class SourceIn(Strict):
     location: str = Field(
         min_length=1,
         max_length=4096,
-        description="A path or URI the server's Spark reads (give a path absolute), or a catalogue table db.table",
+        description="An absolute path or a URI the server's Spark reads (a relative path is refused: the server "
+        "would resolve it from its own working folder), or a catalogue table db.table",
     )
     owner: str = Field(min_length=1, max_length=128, description="The system that owns the rows and erases them")
     owner_key: str = Field(
@@ -62,6 +66,22 @@ class SourceIn(Strict):
     time_column: str | None = Field(
         default=None, description="A date or datetime field: rows older than the dataset's retention are never read"
     )
+
+    @field_validator("location", "owner")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        # the store keeps them as text (PostgreSQL refuses a NUL), and a terminal shows them to people
+        if any(unicodedata.category(c) == "Cc" for c in v):
+            raise ValueError("must not contain a control character")
+        return v
+
+    @field_validator("location")
+    @classmethod
+    def _absolute(cls, v: str, info: ValidationInfo) -> str:
+        # a relative path would be resolved from the server's working folder, whichever it is at each read
+        if info.data.get("kind") == "parquet" and not (v.startswith("/") or _URI.match(v)):
+            raise ValueError("give the absolute path (or a URI such as s3a://...) the server's Spark reads")
+        return v
 
 
 class ExternalIn(Strict):
