@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -23,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from complai.app.workspace import Workspace
+from complai.clock import ManualClock
 from complai.service.app import create_app
 from complai.service.encoding import csv_text, json_rows
 from tests.service.conftest import bearer, settings_for
@@ -153,9 +156,14 @@ ROWS = pd.DataFrame(
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, TestClient, str]]:
-    """One workspace with the edge rows, and the service over it, for the module."""
-    ws = Workspace.init(tmp_path_factory.mktemp("attack-encoding") / "ws")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[tuple[Workspace, TestClient, str]]:
+    """One workspace (a copy of the suite's new one) with the edge rows, and the service over it, for the
+    module."""
+    path = tmp_path_factory.mktemp("attack-encoding") / "ws"
+    shutil.copytree(sqlite_template, path)
+    ws = Workspace.open(path, clock=ManualClock())
     admin = ws.session("owner", "administration")
     admin.create_dataset(admin.parse_schema(SCHEMA))
     admin.ingest("edges", ROWS)

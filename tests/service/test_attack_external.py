@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
@@ -23,6 +25,7 @@ from sqlalchemy import create_engine, text
 
 from complai.access.identity import OWNER
 from complai.app.workspace import Workspace
+from complai.clock import ManualClock
 from complai.crypto.sealing import generate_keypair
 from complai.service.app import create_app
 from complai.store.engine import normalise_url
@@ -52,17 +55,21 @@ class Env:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("attack-external")
-    url = schema = None
+    schema = None
     if request.param == "postgresql":
         assert PG_URL is not None
         schema = f"t_{uuid.uuid4().hex[:16]}"
         admin = create_engine(normalise_url(PG_URL), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = _pg_schema_url(schema)
-    ws = Workspace.init(root / "ws", database_url=url)
+        ws = Workspace.init(root / "ws", database_url=_pg_schema_url(schema), clock=ManualClock())
+    else:  # a copy of the suite's new SQLite workspace (init costs a second)
+        shutil.copytree(sqlite_template, root / "ws")
+        ws = Workspace.open(root / "ws", clock=ManualClock())
     ws.use_spark(NoSpark())  # type: ignore[arg-type]
     key = "complai-x25519-public:" + base64.b64encode(generate_keypair(root / "owner.key")).decode()
     admin_session = ws.session(OWNER, "administration")
