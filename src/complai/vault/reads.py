@@ -141,6 +141,9 @@ class Reads:
             unknown = [c for c in cols if c not in names]
             if unknown:
                 raise InvalidInput(f"unknown column(s) {unknown} in dataset {dataset}")
+            twice = sorted({c for c in cols if cols.count(c) > 1})
+            if twice:
+                raise InvalidInput(f"column(s) {twice} asked more than once")
             may_wait = waits < 2 and time.monotonic() < deadline
             got = self._fetch_once(
                 dataset, purpose, info, cols, pseudonym_column, progress, ordered, window, may_wait=may_wait
