@@ -190,3 +190,30 @@ def test_csv_round_trips_exactly_and_ragged_rows_are_refused(rows: list[list[str
         if width >= 1:
             with pytest.raises(InvalidInput, match=f"1 row\\(s\\) .*: line {line} has {width}$"):
                 parse_csv((out.getvalue() + ",".join(["x"] * width) + "\n").encode(), "data", "t.csv")
+
+
+def test_a_lone_surrogate_in_a_value_is_refused(accounts: Workspace) -> None:
+    # JSON's "\ud800" escape reads as a text Python holds but no UTF-8 store can keep
+    _refused(accounts, "not Unicode text", [{"customer_id": "A-2", "full_name": "x\ud800y"}])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("source", "x\x00y", "source holds a control character"),
+        ("notice_version", "\x1b[31m", "notice_version holds a control character"),
+        ("source", "s" * 129, "source is longer than 128 characters"),
+        ("notice_version", "v" * 65, "notice_version is longer than 64 characters"),
+        ("source", "\udc00", "not Unicode"),
+    ],
+)
+def test_consent_texts_the_store_cannot_keep_are_refused(
+    accounts: Workspace, field: str, value: str, match: str
+) -> None:
+    consents = pd.DataFrame([{"subject": "A-2", "purpose": "credit_scoring", field: value}], dtype=object)
+    err = _refused(accounts, match, [{"customer_id": "A-2"}], consents_data=consents)
+    assert value not in err.message
+    before = _state(accounts)
+    with pytest.raises(InvalidInput, match=match):
+        accounts.vault.grant_consent("A-1", "credit_scoring", actor="owner", **{field: value})
+    assert _state(accounts) == before

@@ -16,6 +16,20 @@ from complai.vault.catalog import Catalog
 from complai.vault.records import RecordSet, withdrawal_element
 from complai.vault.subjects import Subject, Subjects
 
+# what the store keeps of a consent's notice version and source (store/tables.py's columns)
+NOTICE_VERSION_MAX, SOURCE_MAX = 64, 128
+
+
+def consent_text(value: str, name: str, limit: int, where: str = "consent") -> str:
+    """A consent's notice version or source as the store can keep it: at most `limit` characters of
+    Unicode text with no control character (PostgreSQL refuses a NUL; SQLite would keep it). The value is
+    not repeated in the message."""
+    if len(value) > limit:
+        raise InvalidInput(f"{where}: {name} is longer than {limit} characters")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        raise InvalidInput(f"{where}: {name} holds a control character or is not Unicode text")
+    return value
+
 
 class Consents:
     def __init__(
@@ -35,6 +49,8 @@ class Consents:
     ) -> int:
         self.taxonomy.purpose(purpose)
         self.taxonomy.legal_basis(basis)
+        consent_text(notice_version, "notice_version", NOTICE_VERSION_MAX)
+        consent_text(source, "source", SOURCE_MAX)
         now = self.clock.now()
         with self.store.write() as conn:
             subj = self.subjects.get(conn, external_id)

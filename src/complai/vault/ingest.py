@@ -54,6 +54,7 @@ from complai.store import Store, bulk_insert, placeholder
 from complai.store.tables import consents, records, subjects
 from complai.taxonomy import Taxonomy
 from complai.vault.catalog import Catalog, refuse_external
+from complai.vault.consent import NOTICE_VERSION_MAX, SOURCE_MAX, consent_text
 from complai.vault.records import (
     Problems,
     RecordSet,
@@ -685,8 +686,10 @@ class Ingest:
             "basis": str(basis),
             "granted_at": granted,
             "withdrawn_at": withdrawn,
-            "notice_version": str(row.get("notice_version") or "unspecified"),
-            "source": str(row.get("source") or "ingest"),
+            "notice_version": consent_text(
+                str(row.get("notice_version") or "unspecified"), "notice_version", NOTICE_VERSION_MAX, where
+            ),
+            "source": consent_text(str(row.get("source") or "ingest"), "source", SOURCE_MAX, where),
         }
 
 

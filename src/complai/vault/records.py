@@ -403,7 +403,11 @@ def convert_rows(schema: DatasetSchema, df: pd.DataFrame, problems: Problems) ->
 
 
 def encode(values: Sequence[Any]) -> bytes:
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    text = json.dumps(values, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (JSON's \ud800 escape read as text): not Unicode text
+        raise InvalidInput("a text value is not Unicode text (it holds a lone surrogate)") from None
 
 
 def decode(data: bytes) -> list[Any]:

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Connection
 from complai.clock import Clock, to_us
 from complai.crypto.keyring import Keyring
 from complai.crypto.pseudonym import Pseudonymizer
+from complai.errors import InvalidInput
 from complai.ledger.log import Ledger
 from complai.store import Store
 from complai.taxonomy import Taxonomy
@@ -131,9 +132,12 @@ class Vault:
     ) -> IngestResult:
         """Encrypt and store rows, with optional consent records, in one transaction (all or nothing);
         `mode` (insert, append, upsert, replace) says what becomes of rows whose record is stored."""
-        return self._ingest.ingest(
-            dataset, data, actor, consents_data, purpose, mode=mode, options=options, progress=progress
-        )
+        try:
+            return self._ingest.ingest(
+                dataset, data, actor, consents_data, purpose, mode=mode, options=options, progress=progress
+            )
+        except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800" read as text) in a value or an id
+            raise InvalidInput("a text in the data is not Unicode text (it holds a lone surrogate)") from None
 
     # --- governed reads --------------------------------------------------------------------------
 
