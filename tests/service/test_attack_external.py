@@ -180,11 +180,6 @@ def test_refusals_through_delegation_are_403_recorded_with_the_delegating_owner_
     assert jobs(env) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no session operation tells, without Spark, that a dataset is not external: the routes queue a job "
-    "that fails (app/ops/external.py needs one for api/external.py to call before submitting)",
-)
 @pytest.mark.parametrize(
     ("path", "body"),
     [("/external/verify", {"dataset": "plain"}), ("/external/datasets/plain/enrolments/from-source", {})],
@@ -212,11 +207,6 @@ def test_ids_and_consents_that_are_not_unicode_or_too_big_are_refused_and_change
     assert size(env.ws) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vault/ingest.py's consent records take any notice_version and source: PostgreSQL refuses a NUL or "
-    "a text over its column (64, 128) with a 500, SQLite stores them",
-)
 @pytest.mark.parametrize(
     ("field", "value"),
     [("source", "x\x00y"), ("notice_version", "\x00"), ("source", "s" * 129), ("notice_version", "v" * 65)],

@@ -90,6 +90,17 @@ class ExternalOps(SessionCore):
             dataset, ids, self.principal, consents, any_subject=any_subject, purpose=self.purpose
         )
 
+    def require_external(self, dataset: str, action: str | None = None) -> None:
+        """Nothing when `dataset` is an external dataset whose stored source is the one registered, for a
+        principal who may `action` it (None: oversee the workspace); refused (recorded) otherwise, then
+        NotFound, InvalidInput (its records are in the vault) or IntegrityError. No Spark: what a service
+        checks before it queues a job that would read the source."""
+        if action is None:
+            self._check_oversight()
+        else:
+            self._check(action, dataset)
+        self._svc.vault.external.info(dataset)
+
     def enrol_from_source(self, dataset: str, consents: pd.DataFrame | Path | str | None = None) -> EnrolResult:
         """Enrol every distinct subject id the source holds now (read through Spark, streamed)."""
         self._check("ingest", dataset)

@@ -238,7 +238,7 @@ def enrol(name: str, body: EnrolIn, session: AdminSession) -> EnrolOut:
 def enrol_from_source(
     name: str, request: Request, response: Response, session: AdminSession, body: SourceEnrolIn | None = None
 ) -> JobOut:
-    session.dataset_schema(name, "ingest")  # authorised (and the dataset known) before the job
+    session.require_external(name, "ingest")  # authorised, known and external before the job
     consents = _consents(body.consents if body is not None else None)
 
     def work(s: Session, progress: Any) -> dict[str, Any]:
@@ -327,7 +327,7 @@ def verify_erasures(
     dataset = body.dataset if body is not None else None
     session.erasure_requests(dataset)  # oversight, before the job: a refusal is a 403, recorded
     if dataset is not None:
-        session.dataset_schema(dataset)  # an unknown dataset is a 404, not a failed job
+        session.require_external(dataset)  # unknown: 404; not external: 400; not a failed job
 
     def work(s: Session, progress: Any) -> dict[str, Any]:
         results = s.verify_external_erasures(dataset)
