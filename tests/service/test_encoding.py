@@ -11,8 +11,6 @@ import pandas as pd
 
 from complai.service.encoding import csv_text, json_rows
 
-FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
 
 def frame() -> pd.DataFrame:
     """One column of every kind a governed read's frame holds, with missing values in each."""
@@ -60,7 +58,7 @@ def test_json_rows_of_no_rows_is_an_empty_array() -> None:
 
 
 def test_csv_quotes_text_keeps_numbers_bare_and_neutralises_formulas() -> None:
-    text = csv_text(frame(), FORMULA).decode()
+    text = csv_text(frame()).decode()
     lines = text.split("\n")
     assert lines[0] == '"id","n","maybe_n","x","big","flag","kind","at","note","mixed"'
     assert lines[1] == '"A1",1,1,0.1,inf,"true","a","2020-01-01T00:00:00.000000Z","plain","30"'
@@ -69,3 +67,11 @@ def test_csv_quotes_text_keeps_numbers_bare_and_neutralises_formulas() -> None:
     assert [r["kind"] for r in rows] == ["a", "", "'=b\"q"]  # a formula starts with an apostrophe
     assert [r["note"] for r in rows] == ["plain", "'-1+2", "é\nline"]  # a newline inside a quoted text
     assert rows[2]["x"] == "0.3333333333333333" and rows[2]["at"] == "2021-05-06T05:08:09.123456Z"
+
+
+def test_formulas_behind_blanks_nuls_and_in_fullwidth_forms_are_neutralised() -> None:
+    texts = [" =1+1", "\n=cmd", "\x00@SUM(A1)", "\uff1d1+1", " \t\uff20x", "\n", "a=b", " x", "1-2", ""]
+    rows = list(csv.reader(io.StringIO(csv_text(pd.DataFrame({"t": texts})).decode(), newline="")))
+    assert [r[0] for r in rows[1:]] == [
+        "' =1+1", "'\n=cmd", "'\x00@SUM(A1)", "'\uff1d1+1", "' \t\uff20x", "'\n", "a=b", " x", "1-2", "",
+    ]  # fmt: skip

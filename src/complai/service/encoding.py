@@ -102,28 +102,33 @@ def json_rows(frame: pd.DataFrame) -> bytes:
     return out.getvalue()
 
 
-def spreadsheet_safe(table: pa.Table, starts: tuple[str, ...]) -> pa.Table:
-    """Every text that begins as a spreadsheet formula would (`starts`) prefixed with an apostrophe."""
-    pattern = "^[" + "".join("\\" + c if c in "\\]^-[" else c for c in starts) + "]"
+# A text a spreadsheet would run as a formula (OWASP, CSV injection): one that starts with =, +, -, @ or
+# their fullwidth forms, after any leading spaces, tabs, line breaks or NULs (spreadsheets skip them), or
+# that starts with a tab, a line break or a NUL at all. RE2 syntax (Arrow's).
+FORMULA = r"^(?:[\t\r\n\x00]|[ \t\r\n\x00]*[=+\-@\x{FF1D}\x{FF0B}\x{FF0D}\x{FF20}])"
+
+
+def spreadsheet_safe(table: pa.Table) -> pa.Table:
+    """Every text that a spreadsheet would read as a formula (FORMULA) prefixed with an apostrophe."""
     columns = []
     for col in table.columns:
         arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         if pa.types.is_dictionary(arr.type):
             arr = arr.dictionary_decode()
         if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-            hit = pc.fill_null(pc.match_substring_regex(arr, pattern), False)
+            hit = pc.fill_null(pc.match_substring_regex(arr, FORMULA), False)
             quote, empty = pa.scalar("'", arr.type), pa.scalar("", arr.type)
             arr = pc.if_else(hit, pc.binary_join_element_wise(quote, arr, empty), arr)
         columns.append(arr)
     return pa.Table.from_arrays(columns, names=table.column_names)
 
 
-def csv_text(frame: pd.DataFrame, formula_starts: tuple[str, ...]) -> bytes:
+def csv_text(frame: pd.DataFrame) -> bytes:
     """The rows as CSV: a header line, every text (and the header) quoted, numbers bare, a missing value
-    empty; a text that a spreadsheet would run as a formula starts with an apostrophe."""
+    empty; a text that a spreadsheet would run as a formula (FORMULA) starts with an apostrophe."""
     import polars as pl  # heavy: as above
 
     out = io.BytesIO()
-    table = spreadsheet_safe(arrow_page(frame, finite=False), formula_starts)
+    table = spreadsheet_safe(arrow_page(frame, finite=False))
     pl.from_arrow(table).write_csv(out, quote_style="non_numeric")  # type: ignore[union-attr]
     return out.getvalue()

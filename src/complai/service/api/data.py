@@ -634,15 +634,31 @@ _RECORDS_CONTENT = {
 }
 
 
+_MEDIA = {"application/json": "json", CSV: "csv", PARQUET: "parquet"}
+
+
 def _wanted(fmt: str | None, accept: str) -> str:
+    """`format` if given; else the media type in `Accept` with the highest quality (RFC 9110 12.5.1: a
+    q of 0 means "not this"; among equals, the first named); JSON when Accept names none of the three."""
     if fmt is not None:
         return fmt
-    accept = accept.lower()
-    if CSV in accept:
-        return "csv"
-    if PARQUET in accept:
-        return "parquet"
-    return "json"
+    best, best_q = "json", 0.0
+    for item in accept.lower().split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        kind = _MEDIA.get(media)
+        if kind is None:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > best_q:
+            best, best_q = kind, q
+    return best
 
 
 @router.get(
@@ -702,14 +718,10 @@ def read_records(
     if next_offset is not None:
         headers["X-Complai-Next-Offset"] = str(next_offset)
     if kind == "csv":
-        return Response(csv_text(frame, _FORMULA_START), media_type=CSV + "; charset=utf-8", headers=headers)
+        return Response(csv_text(frame), media_type=CSV + "; charset=utf-8", headers=headers)
     buffer = io.BytesIO()
     _for_parquet(frame).to_parquet(buffer, index=False)
     return Response(buffer.getvalue(), media_type=PARQUET, headers=headers)
-
-
-# a text cell a spreadsheet would run as a formula (OWASP: CSV injection)
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _for_parquet(frame: pd.DataFrame) -> pd.DataFrame:
