@@ -111,8 +111,8 @@ def _checked_frame(
     try:
         frame = source_frame(spark, source)
         physical = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
-    except Exception as exc:  # AnalysisException and friends: a path or table that is not there
-        raise InvalidInput(f"cannot open the source of dataset {schema.name}: {type(exc).__name__}") from None
+    except Exception:  # AnalysisException and friends: a path or table that is not there, or not Parquet
+        raise InvalidInput(f"cannot open the source of dataset {schema.name}") from None
     check_unchanged(schema, physical, registered)
     return frame
 
@@ -128,8 +128,9 @@ def physical_schema(spark: SparkSession, source: ExternalSource) -> dict[str, st
     """The source's columns and their Spark types, from its metadata (no rows are read)."""
     try:
         frame = source_frame(spark, source)
-    except Exception as exc:  # AnalysisException and friends: a path or table that is not there
-        raise InvalidInput(f"cannot open the source {source.location!r}: {type(exc).__name__}") from None
+    except Exception:  # AnalysisException and friends: a path or table that is not there, or not Parquet
+        # the exception's kind would tell a missing path from an existing file that is not Parquet
+        raise InvalidInput(f"cannot open the source {source.location!r} as {source.kind}") from None
     return {f.name: f.dataType.simpleString() for f in frame.schema.fields}
 
 
