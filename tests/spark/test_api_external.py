@@ -4,9 +4,9 @@ local Spark: registration against a Parquet file's physical types, enrolment by 
 scan that verifies them (a job). Refusals are 403 problems recorded once; bad input is a 400 problem that
 changes nothing; every answer conforms to the published OpenAPI schema.
 
-One Spark session, one workspace and one service for the module (a JVM start costs seconds): the
-fixtures build on each other (registered -> enrolled -> erased), and each test asks only for the state it
-needs. Few Spark jobs, on a ten-row file.
+The Spark session of tests/spark (a JVM start costs seconds), one workspace and one service for the
+module: the fixtures build on each other (registered -> enrolled -> erased), and each test asks only for
+the state it needs. Few Spark jobs, on a ten-row file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import stat
 import time
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from complai.crypto.sealing import generate_keypair, load_private, open_sealed
 from complai.service.app import create_app
 from tests.cli.test_requests_portal import Ran  # a command run in this process: it reaches the tests' service
 from tests.service.conftest import bearer, settings_for
-from tests.spark.conftest import TEST_CONF, TEST_ENV, write_parquet
+from tests.spark.conftest import write_parquet
 from tests.vault.conftest import SCHEMA, people_frame
 
 if TYPE_CHECKING:
@@ -57,29 +56,6 @@ class Env:
     location: str
     owner_key: str  # the owner system's public key text
     key_file: Path  # its private key
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[SparkSession]:
-    """tests/spark/conftest.py's local session, for this module alone."""
-    from pyspark.sql import SparkSession
-
-    saved = {name: os.environ.get(name) for name in TEST_ENV}
-    os.environ.update(TEST_ENV)
-    builder = SparkSession.builder.master("local[1]")
-    for key, value in TEST_CONF.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
-    try:
-        yield session
-    finally:
-        session.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
