@@ -4,51 +4,55 @@ catalogue table), read through Spark and governed by the vault."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from complai.cli.common import ForceOpt, console, open_session, print_json, protected_paths
+from complai.cli.common import ForceOpt, open_session, protected_paths
+from complai.cli.options import (
+    DatasetCreateNameArg,
+    EnrolConsentsOpt,
+    ErasureDaysOpt,
+    ExternalDatasetArg,
+    ExternalKindOpt,
+    ExternalLocationOpt,
+    ExternalOwnerKeyOpt,
+    ExternalOwnerOpt,
+    FromSourceOpt,
+    IdsFileOpt,
+    JsonOpt,
+    RequestsDatasetArg,
+    RequestsOutOpt,
+    SchemaOpt,
+    TimeColumnOpt,
+    VerifyDatasetArg,
+    print_enrolled,
+    print_erasure_requests,
+    print_exported_requests,
+    print_registered,
+    print_verified,
+    read_ids,
+)
 from complai.errors import InvalidInput
 from complai.files import check_output
-from complai.inputs import TABLE_MAX_BYTES, read_input
+from complai.inputs import read_input
 
 app = typer.Typer(
     help="External datasets: rows kept in the lake and read through Spark, governed by the vault.",
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-DatasetArg = Annotated[str, typer.Argument(help="The external dataset's name.")]
-
-
-def read_ids(path: Path) -> list[str]:
-    """Subject ids from a text file, one a line (a blank line is refused, as an id with surrounding
-    whitespace is: a lake id and an enrolled id must be the same bytes)."""
-    try:
-        text = read_input(path, "ids file", TABLE_MAX_BYTES).decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"ids file {path.name} is not UTF-8 text") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
-
 
 @app.command("register")
 def register(
-    name: Annotated[str, typer.Argument(help="Dataset name (must match the schema's name).")],
-    schema: Annotated[Path, typer.Option("--schema", help="Schema YAML file.")],
-    location: Annotated[str, typer.Option("--location", help="Parquet file or directory (path or URI), or db.table.")],
-    owner: Annotated[str, typer.Option("--owner", help="The system that owns the rows (it carries out erasures).")],
-    owner_key: Annotated[
-        Path, typer.Option("--owner-key", help="The owner system's X25519 public key (.pub from `share keygen`).")
-    ],
-    kind: Annotated[str, typer.Option("--kind", help="parquet or table.")] = "parquet",
-    erasure_days: Annotated[int, typer.Option("--erasure-days", help="Days the owner has to erase.")] = 30,
-    time_column: Annotated[
-        str | None, typer.Option("--time-column", help="A date/datetime field: rows older than retention are not read.")
-    ] = None,
+    name: DatasetCreateNameArg,
+    schema: SchemaOpt,
+    location: ExternalLocationOpt,
+    owner: ExternalOwnerOpt,
+    owner_key: ExternalOwnerKeyOpt,
+    kind: ExternalKindOpt = "parquet",
+    erasure_days: ErasureDaysOpt = 30,
+    time_column: TimeColumnOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Register an external dataset: its schema checked against the source's physical types (Spark)."""
@@ -68,20 +72,15 @@ def register(
         if spec.name != name:
             raise InvalidInput(f"the schema names dataset {spec.name!r}, not {name!r}")
         session.register_external(spec, source)
-    if json_out:
-        print_json({"dataset": name, "fields": len(spec.fields), "purposes": spec.purposes, "kind": kind})
-    else:
-        console.print(f"external dataset [bold]{name}[/] registered: {len(spec.fields)} fields, owner {owner}")
+    print_registered(name, len(spec.fields), list(spec.purposes), kind, owner, json_out)
 
 
 @app.command("enrol")
 def enrol(
-    dataset: DatasetArg,
-    ids: Annotated[Path | None, typer.Option("--ids", help="Text file of subject ids, one a line.")] = None,
-    from_source: Annotated[
-        bool, typer.Option("--from-source", help="Enrol every distinct subject id the source holds now.")
-    ] = False,
-    consents: Annotated[Path | None, typer.Option("--consents", help="Consents CSV (as `dataset ingest`).")] = None,
+    dataset: ExternalDatasetArg,
+    ids: IdsFileOpt = None,
+    from_source: FromSourceOpt = False,
+    consents: EnrolConsentsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Enrol subjects in an external dataset (their identity, keys and consents kept by the vault)."""
@@ -102,21 +101,13 @@ def enrol(
         "consents": got.consents,
         "ledger_seq": got.seq,
     }
-    if json_out:
-        print_json(out)
-        return
-    console.print(
-        f"{got.subjects} subject(s) enrolled in {dataset} ({got.new_subjects} new, {got.already_enrolled} already, "
-        f"{got.skipped_erased} erased skipped), {got.consents} consent(s)"
-    )
+    print_enrolled(dataset, out, json_out)
 
 
 @app.command("requests")
 def requests(
-    dataset: Annotated[str | None, typer.Argument(help="An external dataset (all when omitted).")] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Write the open requests, sealed to the owner's key, here.")
-    ] = None,
+    dataset: RequestsDatasetArg = None,
+    out: RequestsOutOpt = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -128,10 +119,7 @@ def requests(
         check_output(out, force=force, forbidden=protected_paths())
         with open_session("subject_request") as (_, session):
             n = session.export_erasure_requests(dataset, out, force=force)
-        if json_out:
-            print_json({"dataset": dataset, "requests": n, "out": str(out)})
-        else:
-            console.print(f"{n} sealed erasure request(s) for {dataset} written to {out}")
+        print_exported_requests(dataset, n, out, json_out)
         return
     with open_session("audit") as (_, session):
         found = session.erasure_requests(dataset)
@@ -147,29 +135,15 @@ def requests(
         }
         for r in found
     ]
-    if json_out:
-        print_json(rows)
-        return
-    if not rows:
-        console.print("no erasure requests")
-    for row in rows:
-        console.print(f"{row['id']}  {row['dataset']}  {row['subject']}  due {row['due_at']}  {row['state']}")
+    print_erasure_requests(rows, json_out)
 
 
 @app.command("verify")
 def verify(
-    dataset: Annotated[
-        str | None, typer.Argument(help="An external dataset (all with open requests when omitted).")
-    ] = None,
+    dataset: VerifyDatasetArg = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Scan the sources for the rows of erased subjects (Spark); record what was found."""
     with open_session("audit") as (_, session):
         results = session.verify_external_erasures(dataset)
-    if json_out:
-        print_json(results)
-        return
-    if not results:
-        console.print("no open erasure requests")
-    for name, r in results.items():
-        console.print(f"{name}: {r['requests']} request(s), {r['gone']} gone, {r['present']} still present")
+    print_verified(results, json_out)

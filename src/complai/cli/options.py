@@ -446,3 +446,96 @@ def print_audit_report(model_id: str, report: dict[str, Any], kept: str) -> None
         f"largest AUC the claim allows: {report['max_auc_allowed']:.4f}; verdict: {report['verdict']} "
         f"({kept}, ledger entry {report['ledger_seq']})"
     )
+
+
+# --- external / remote_external ------------------------------------------------------------------
+
+ExternalDatasetArg = Annotated[str, typer.Argument(help="The external dataset's name.")]
+ExternalLocationOpt = Annotated[
+    str, typer.Option("--location", help="Parquet file or directory (path or URI), or db.table.")
+]
+ExternalOwnerOpt = Annotated[
+    str, typer.Option("--owner", help="The system that owns the rows (it carries out erasures).")
+]
+ExternalOwnerKeyOpt = Annotated[
+    Path, typer.Option("--owner-key", help="The owner system's X25519 public key (.pub from `share keygen`).")
+]
+ExternalKindOpt = Annotated[str, typer.Option("--kind", help="parquet or table.")]
+ErasureDaysOpt = Annotated[int, typer.Option("--erasure-days", help="Days the owner has to erase.")]
+TimeColumnOpt = Annotated[
+    str | None, typer.Option("--time-column", help="A date/datetime field: rows older than retention are not read.")
+]
+IdsFileOpt = Annotated[Path | None, typer.Option("--ids", help="Text file of subject ids, one a line.")]
+FromSourceOpt = Annotated[
+    bool, typer.Option("--from-source", help="Enrol every distinct subject id the source holds now.")
+]
+EnrolConsentsOpt = Annotated[Path | None, typer.Option("--consents", help="Consents CSV (as `dataset ingest`).")]
+RequestsDatasetArg = Annotated[str | None, typer.Argument(help="An external dataset (all when omitted).")]
+RequestsOutOpt = Annotated[
+    Path | None, typer.Option("--out", help="Write the open requests, sealed to the owner's key, here.")
+]
+VerifyDatasetArg = Annotated[
+    str | None, typer.Argument(help="An external dataset (all with open requests when omitted).")
+]
+
+
+def read_ids(path: Path) -> list[str]:
+    """Subject ids from a text file, one a line (a blank line, or an id with surrounding whitespace, is
+    kept as it is and refused by the enrolment: a lake id and an enrolled id must be the same bytes)."""
+    from complai.errors import InvalidInput
+    from complai.inputs import TABLE_MAX_BYTES, read_input  # heavy: pandas, for the commands that read files
+
+    try:
+        text = read_input(path, "ids file", TABLE_MAX_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"ids file {path.name} is not UTF-8 text") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def print_registered(name: str, fields: int, purposes: list[str], kind: str, owner: str, json_out: bool) -> None:
+    if json_out:
+        print_json({"dataset": name, "fields": fields, "purposes": purposes, "kind": kind})
+    else:
+        console.print(f"external dataset [bold]{escape(name)}[/] registered: {fields} fields, owner {escape(owner)}")
+
+
+def print_enrolled(dataset: str, got: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        print_json(got)
+        return
+    console.print(
+        f"{got['subjects']} subject(s) enrolled in {escape(dataset)} ({got['new_subjects']} new, "
+        f"{got['already_enrolled']} already, {got['skipped_erased']} erased skipped), {got['consents']} consent(s)"
+    )
+
+
+def print_erasure_requests(rows: list[dict[str, Any]], json_out: bool) -> None:
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no erasure requests")
+    for row in rows:
+        console.print(escape(f"{row['id']}  {row['dataset']}  {row['subject']}  due {row['due_at']}  {row['state']}"))
+
+
+def print_exported_requests(dataset: str, n: int, out: Path, json_out: bool) -> None:
+    if json_out:
+        print_json({"dataset": dataset, "requests": n, "out": str(out)})
+    else:
+        console.print(f"{n} sealed erasure request(s) for {escape(dataset)} written to {escape(str(out))}")
+
+
+def print_verified(results: dict[str, dict[str, int]], json_out: bool) -> None:
+    if json_out:
+        print_json(results)
+        return
+    if not results:
+        console.print("no open erasure requests")
+    for name, got in results.items():
+        console.print(
+            f"{escape(name)}: {got['requests']} request(s), {got['gone']} gone, {got['present']} still present"
+        )

@@ -8,15 +8,35 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
-from rich.markup import escape
 
-from complai.cli.output import print_json
+from complai.cli.options import (
+    DatasetCreateNameArg,
+    EnrolConsentsOpt,
+    ErasureDaysOpt,
+    ExternalDatasetArg,
+    ExternalKindOpt,
+    ExternalLocationOpt,
+    ExternalOwnerKeyOpt,
+    ExternalOwnerOpt,
+    FromSourceOpt,
+    IdsFileOpt,
+    RequestsDatasetArg,
+    RequestsOutOpt,
+    SchemaOpt,
+    TimeColumnOpt,
+    VerifyDatasetArg,
+    print_enrolled,
+    print_erasure_requests,
+    print_exported_requests,
+    print_registered,
+    print_verified,
+    read_ids,
+)
 from complai.cli.remote import ForceOpt, JsonOpt, RemoteGroup, output_path, remote, segment
 from complai.cli.remote_data import schema_text
-from complai.cli.state import console
 from complai.errors import InvalidInput
 
 __all__ = ["external_app"]
@@ -26,24 +46,6 @@ external_app = typer.Typer(
     help="External datasets: rows kept in the lake and read through Spark, governed by the vault.",
     no_args_is_help=True,
 )
-
-DatasetArg = Annotated[str, typer.Argument(help="The external dataset's name.")]
-ConsentsFileOpt = Annotated[Path | None, typer.Option("--consents", help="Consents CSV (as `dataset ingest`).")]
-
-
-def _read_ids(path: Path) -> list[str]:
-    """Subject ids from a text file, one a line, as the local form reads them (a blank line or an id with
-    surrounding whitespace is sent as it is, and the server refuses it)."""
-    from complai.inputs import TABLE_MAX_BYTES, read_input  # heavy: pandas; the file read as the local form reads it
-
-    try:
-        text = read_input(path, "ids file", TABLE_MAX_BYTES).decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"ids file {path.name} is not UTF-8 text") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
 
 
 def _read_consents(path: Path) -> list[dict[str, str | None]]:
@@ -57,18 +59,14 @@ def _read_consents(path: Path) -> list[dict[str, str | None]]:
 
 @external_app.command("register")
 def register(
-    name: Annotated[str, typer.Argument(help="Dataset name (must match the schema's name).")],
-    schema: Annotated[Path, typer.Option("--schema", help="Schema YAML file.")],
-    location: Annotated[str, typer.Option("--location", help="Parquet file or directory (path or URI), or db.table.")],
-    owner: Annotated[str, typer.Option("--owner", help="The system that owns the rows (it carries out erasures).")],
-    owner_key: Annotated[
-        Path, typer.Option("--owner-key", help="The owner system's X25519 public key (.pub from `share keygen`).")
-    ],
-    kind: Annotated[str, typer.Option("--kind", help="parquet or table.")] = "parquet",
-    erasure_days: Annotated[int, typer.Option("--erasure-days", help="Days the owner has to erase.")] = 30,
-    time_column: Annotated[
-        str | None, typer.Option("--time-column", help="A date/datetime field: rows older than retention are not read.")
-    ] = None,
+    name: DatasetCreateNameArg,
+    schema: SchemaOpt,
+    location: ExternalLocationOpt,
+    owner: ExternalOwnerOpt,
+    owner_key: ExternalOwnerKeyOpt,
+    kind: ExternalKindOpt = "parquet",
+    erasure_days: ErasureDaysOpt = 30,
+    time_column: TimeColumnOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Register an external dataset: its schema checked against the source's physical types (Spark)."""
@@ -93,28 +91,21 @@ def register(
     }
     with remote() as r:
         doc = r.call("POST", "/external/datasets", json={"yaml": text, "source": source})
-    if json_out:
-        print_json({"dataset": name, "fields": len(doc["fields"]), "purposes": doc["purposes"], "kind": kind})
-    else:
-        console.print(
-            f"external dataset [bold]{escape(name)}[/] registered: {len(doc['fields'])} fields, owner {escape(owner)}"
-        )
+    print_registered(name, len(doc["fields"]), doc["purposes"], kind, owner, json_out)
 
 
 @external_app.command("enrol")
 def enrol(
-    dataset: DatasetArg,
-    ids: Annotated[Path | None, typer.Option("--ids", help="Text file of subject ids, one a line.")] = None,
-    from_source: Annotated[
-        bool, typer.Option("--from-source", help="Enrol every distinct subject id the source holds now.")
-    ] = False,
-    consents: ConsentsFileOpt = None,
+    dataset: ExternalDatasetArg,
+    ids: IdsFileOpt = None,
+    from_source: FromSourceOpt = False,
+    consents: EnrolConsentsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Enrol subjects in an external dataset (their identity, keys and consents kept by the vault)."""
     if (ids is None) == (not from_source):
         raise InvalidInput("give either --ids FILE or --from-source")
-    wanted = _read_ids(ids) if ids is not None else None
+    wanted = read_ids(ids) if ids is not None else None
     records = _read_consents(consents) if consents is not None else None
     path = f"/external/datasets/{segment(dataset)}/enrolments"
     with remote() as r:
@@ -123,13 +114,7 @@ def enrol(
         else:
             job = r.call("POST", path + "/from-source", json={"consents": records})
             got = r.follow(job, f"enrolling {dataset} from its source", quiet=json_out)["result"]
-    if json_out:
-        print_json(got)
-        return
-    console.print(
-        f"{got['subjects']} subject(s) enrolled in {escape(dataset)} ({got['new_subjects']} new, "
-        f"{got['already_enrolled']} already, {got['skipped_erased']} erased skipped), {got['consents']} consent(s)"
-    )
+    print_enrolled(dataset, got, json_out)
 
 
 def _local_time(text: str) -> str:
@@ -139,10 +124,8 @@ def _local_time(text: str) -> str:
 
 @external_app.command("requests")
 def requests(
-    dataset: Annotated[str | None, typer.Argument(help="An external dataset (all when omitted).")] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Write the open requests, sealed to the owner's key, here.")
-    ] = None,
+    dataset: RequestsDatasetArg = None,
+    out: RequestsOutOpt = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -155,10 +138,7 @@ def requests(
         with remote() as r:
             answer = r.download("POST", f"/external/datasets/{segment(dataset)}/requests/export", out, force)
         n = int(answer.headers.get("x-complai-requests", "0"))
-        if json_out:
-            print_json({"dataset": dataset, "requests": n, "out": str(out)})
-        else:
-            console.print(f"{n} sealed erasure request(s) for {escape(dataset)} written to {escape(str(out))}")
+        print_exported_requests(dataset, n, out, json_out)
         return
     with remote() as r:
         found = r.pages("/external/requests", {"dataset": dataset} if dataset is not None else None)
@@ -174,32 +154,16 @@ def requests(
         }
         for f in found
     ]
-    if json_out:
-        print_json(rows)
-        return
-    if not rows:
-        console.print("no erasure requests")
-    for row in rows:
-        console.print(escape(f"{row['id']}  {row['dataset']}  {row['subject']}  due {row['due_at']}  {row['state']}"))
+    print_erasure_requests(rows, json_out)
 
 
 @external_app.command("verify")
 def verify(
-    dataset: Annotated[
-        str | None, typer.Argument(help="An external dataset (all with open requests when omitted).")
-    ] = None,
+    dataset: VerifyDatasetArg = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Scan the sources for the rows of erased subjects (Spark); record what was found."""
     with remote() as r:
         job = r.call("POST", "/external/verify", json={"dataset": dataset})
         results: dict[str, dict[str, int]] = r.follow(job, "scanning the sources", quiet=json_out)["result"]["datasets"]
-    if json_out:
-        print_json(results)
-        return
-    if not results:
-        console.print("no open erasure requests")
-    for name, got in results.items():
-        console.print(
-            f"{escape(name)}: {got['requests']} request(s), {got['gone']} gone, {got['present']} still present"
-        )
+    print_verified(results, json_out)
