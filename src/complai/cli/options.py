@@ -449,6 +449,7 @@ def print_audit_report(model_id: str, report: dict[str, Any], kept: str) -> None
 
 
 # --- external / remote_external ------------------------------------------------------------------
+# (their lines are printed whole, never wrapped at the terminal's width: scripts and tests read them)
 
 ExternalDatasetArg = Annotated[str, typer.Argument(help="The external dataset's name.")]
 ExternalLocationOpt = Annotated[
@@ -499,7 +500,10 @@ def print_registered(name: str, fields: int, purposes: list[str], kind: str, own
     if json_out:
         print_json({"dataset": name, "fields": fields, "purposes": purposes, "kind": kind})
     else:
-        console.print(f"external dataset [bold]{escape(name)}[/] registered: {fields} fields, owner {escape(owner)}")
+        console.print(
+            f"external dataset [bold]{escape(name)}[/] registered: {fields} fields, owner {escape(owner)}",
+            soft_wrap=True,
+        )
 
 
 def print_enrolled(dataset: str, got: dict[str, Any], json_out: bool) -> None:
@@ -508,7 +512,8 @@ def print_enrolled(dataset: str, got: dict[str, Any], json_out: bool) -> None:
         return
     console.print(
         f"{got['subjects']} subject(s) enrolled in {escape(dataset)} ({got['new_subjects']} new, "
-        f"{got['already_enrolled']} already, {got['skipped_erased']} erased skipped), {got['consents']} consent(s)"
+        f"{got['already_enrolled']} already, {got['skipped_erased']} erased skipped), {got['consents']} consent(s)",
+        soft_wrap=True,
     )
 
 
@@ -519,14 +524,17 @@ def print_erasure_requests(rows: list[dict[str, Any]], json_out: bool) -> None:
     if not rows:
         console.print("no erasure requests")
     for row in rows:
-        console.print(escape(f"{row['id']}  {row['dataset']}  {row['subject']}  due {row['due_at']}  {row['state']}"))
+        line = f"{row['id']}  {row['dataset']}  {row['subject']}  due {row['due_at']}  {row['state']}"
+        console.print(escape(line), soft_wrap=True)
 
 
 def print_exported_requests(dataset: str, n: int, out: Path, json_out: bool) -> None:
     if json_out:
         print_json({"dataset": dataset, "requests": n, "out": str(out)})
     else:
-        console.print(f"{n} sealed erasure request(s) for {escape(dataset)} written to {escape(str(out))}")
+        console.print(
+            f"{n} sealed erasure request(s) for {escape(dataset)} written to {escape(str(out))}", soft_wrap=True
+        )
 
 
 def print_verified(results: dict[str, dict[str, int]], json_out: bool) -> None:
@@ -537,5 +545,6 @@ def print_verified(results: dict[str, dict[str, int]], json_out: bool) -> None:
         console.print("no open erasure requests")
     for name, got in results.items():
         console.print(
-            f"{escape(name)}: {got['requests']} request(s), {got['gone']} gone, {got['present']} still present"
+            f"{escape(name)}: {got['requests']} request(s), {got['gone']} gone, {got['present']} still present",
+            soft_wrap=True,
         )
