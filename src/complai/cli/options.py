@@ -14,6 +14,7 @@ from rich.text import Text
 
 from complai.cli.output import print_json, table
 from complai.cli.state import console
+from complai.errors import InvalidInput
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 SubjectArg = Annotated[str, typer.Argument(help="The subject's external id.")]
@@ -483,7 +484,6 @@ VerifyDatasetArg = Annotated[
 def read_ids(path: Path) -> list[str]:
     """Subject ids from a text file, one a line (a blank line, or an id with surrounding whitespace, is
     kept as it is and refused by the enrolment: a lake id and an enrolled id must be the same bytes)."""
-    from complai.errors import InvalidInput
     from complai.inputs import TABLE_MAX_BYTES, read_input  # heavy: pandas, for the commands that read files
 
     try:
